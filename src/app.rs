@@ -1,0 +1,127 @@
+//! Wiring: from a validated `Config` to a running gateway, and a handle to stop it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use arc_swap::ArcSwap;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::audit::{AuditLog, AuditWriterError};
+use crate::config::Config;
+use crate::exemptions::Snapshot;
+use crate::proxy::{Clock, Shared, SystemClock, accept};
+use crate::resolve::Resolver;
+use crate::tls::{CertificateAuthority, TlsSetupError, upstream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error(transparent)]
+    Audit(#[from] AuditWriterError),
+    #[error(
+        "cannot listen on {addr}: {source}; is another proxy running there? change gateway.listen"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct App;
+
+/// A running gateway.
+pub struct AppHandle {
+    pub proxy_addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl App {
+    pub async fn start(config: Config) -> Result<AppHandle, StartError> {
+        App::start_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As `start`, with an injected clock (tests move time past an exemption's expiry).
+    pub async fn start_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AppHandle, StartError> {
+        std::fs::create_dir_all(&config.state_dir).map_err(|source| StartError::StateDir {
+            path: config.state_dir.clone(),
+            source,
+        })?;
+        let ca = CertificateAuthority::load_or_create(&config.ca, &config.state_dir)?;
+        let resolver = Resolver::new(&config.upstream.resolve);
+        let client = upstream::client(&config.upstream, resolver.clone())?;
+        let mut ws_tls = upstream::client_config(&config.upstream)?;
+        ws_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let audit = AuditLog::open(&config.audit.path, config.audit.fsync)?;
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let proxy_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            config: ArcSwap::from_pointee(config),
+            ca,
+            upstream: client,
+            ws_tls: tokio_rustls::TlsConnector::from(Arc::new(ws_tls)),
+            resolver,
+            audit,
+            exemptions: ArcSwap::from_pointee(Snapshot::default()),
+            clock,
+            next_conn: AtomicU64::new(0),
+        });
+        let (shutdown, rx) = watch::channel(false);
+        let task = tokio::spawn(accept::serve(shared.clone(), listener, rx));
+        Ok(AppHandle {
+            proxy_addr,
+            shared,
+            shutdown,
+            task,
+        })
+    }
+}
+
+impl AppHandle {
+    pub fn ca_cert_pem(&self) -> &str {
+        self.shared.ca.cert_pem()
+    }
+
+    pub fn ca_cert_path(&self) -> PathBuf {
+        self.shared.ca.cert_path().to_path_buf()
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.shared.audit
+    }
+
+    /// Replace the exemptions the policy sees; takes effect on the next request.
+    pub fn set_exemptions(&self, snapshot: Snapshot) {
+        self.shared.exemptions.store(Arc::new(snapshot));
+    }
+
+    /// Stop accepting connections and flush the audit log.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+        self.shared.audit.flush().await;
+    }
+}

@@ -1,0 +1,128 @@
+//! Audit record schema v1. Field names and reason codes are a public interface: security
+//! reviewers' queries and SIEM mappings depend on them (docs/audit-schema.md).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identify::Confidence;
+use crate::identify::WorkflowSource;
+use crate::identify::user::IdentitySource;
+use crate::policy::{Action, Reason};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Request,
+    Tunnel,
+    Admin,
+}
+
+/// One audit record as the pipeline fills it. `seq`, `prev` and `hash` are added by the writer,
+/// which alone knows the chain.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditRecord {
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    pub id: String,
+    pub kind: Kind,
+    pub client: String,
+    pub user: Arc<str>,
+    pub user_source: Option<IdentitySource>,
+    pub tool: Option<Arc<str>>,
+    pub tool_confidence: Option<Confidence>,
+    pub evidence: Vec<String>,
+    pub tool_conflicts: Vec<Arc<str>>,
+    pub vendor: Option<Arc<str>>,
+    pub host: String,
+    pub port: u16,
+    pub method: Option<String>,
+    /// Path with query values redacted (see `redact`).
+    pub path: Option<String>,
+    pub model: Option<String>,
+    pub workflow: Option<String>,
+    pub workflow_source: Option<WorkflowSource>,
+    pub action: Action,
+    pub reason: Reason,
+    pub rule: Option<Arc<str>>,
+    pub exemption: Option<Arc<str>>,
+    pub would_block: bool,
+    pub status: Option<u16>,
+    /// What went wrong, when something did: `upstream_connect`, `upstream_tls`, `client_gone`, …
+    pub error: Option<String>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration_ms: f64,
+    pub ttfb_ms: Option<f64>,
+}
+
+impl AuditRecord {
+    /// An empty record, left behind when a guard hands its record to the writer.
+    pub fn placeholder() -> AuditRecord {
+        AuditRecord {
+            time: String::new(),
+            id: String::new(),
+            kind: Kind::Request,
+            client: String::new(),
+            user: Arc::from(""),
+            user_source: None,
+            tool: None,
+            tool_confidence: None,
+            evidence: Vec::new(),
+            tool_conflicts: Vec::new(),
+            vendor: None,
+            host: String::new(),
+            port: 0,
+            method: None,
+            path: None,
+            model: None,
+            workflow: None,
+            workflow_source: None,
+            action: Action::Allow,
+            reason: Reason::NotVendor,
+            rule: None,
+            exemption: None,
+            would_block: false,
+            status: None,
+            error: None,
+            bytes_up: 0,
+            bytes_down: 0,
+            duration_ms: 0.0,
+            ttfb_ms: None,
+        }
+    }
+
+    /// A record with the connection facts filled in and everything else empty.
+    pub fn new(
+        id: String,
+        kind: Kind,
+        client: String,
+        user: Arc<str>,
+        host: String,
+        port: u16,
+    ) -> AuditRecord {
+        AuditRecord {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            id,
+            kind,
+            client,
+            user,
+            host,
+            port,
+            ..AuditRecord::placeholder()
+        }
+    }
+}
+
+/// What `verify` and `query` read back.
+#[derive(Debug, Deserialize)]
+pub struct StoredRecord {
+    pub v: u32,
+    pub seq: u64,
+    pub prev: String,
+    pub hash: String,
+    #[serde(flatten)]
+    pub record: AuditRecord,
+}

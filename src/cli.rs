@@ -1,0 +1,316 @@
+//! The command line. Raw arguments become validated values here; `main` maps errors to exit
+//! codes: 0 ok, 1 runtime failure, 64 bad usage, 65 audit log does not verify, 78 bad config.
+
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::audit::Kind;
+use crate::audit::chain;
+use crate::audit::query::{self, Filter, Format};
+use crate::config::{self, Config, ConfigError, parse_duration};
+use crate::exemptions::Snapshot;
+use crate::explain::{ExplainRequest, explain};
+use crate::identify::user::hash_token;
+use crate::policy::Action;
+
+pub const EXIT_RUNTIME: i32 = 1;
+pub const EXIT_USAGE: i32 = 64;
+pub const EXIT_UNVERIFIED: i32 = 65;
+pub const EXIT_CONFIG: i32 = 78;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aigate",
+    version,
+    about = "Outbound API-call enforcement proxy for AI vendor traffic",
+    long_about = "aigate is the egress gateway every call to an AI vendor passes through. It identifies the tool, \
+the person and the workflow, decides by policy, forwards or blocks, and writes a hash-chained audit record.",
+    after_help = "Exit codes: 0 ok, 1 runtime failure, 64 bad usage, 65 audit log does not verify, 78 invalid config.\n\
+Start here: `aigate run` (embedded default policy), then point clients at it with HTTPS_PROXY and the CA it prints."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArg {
+    /// Policy file (TOML). Without it, the shipped default policy compiled into the binary.
+    #[arg(long, short = 'c', value_name = "FILE", env = "AIGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the gateway.
+    Run(ConfigArg),
+    /// Validate a config file and list every problem (exit 78 if there are any).
+    Check(ConfigArg),
+    /// Show the decision for a described request: every rule considered and the one that decided.
+    Explain(ExplainArgs),
+    /// The gateway's certificate authority.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Verify and query audit logs.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// People and their proxy tokens.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Vendor host, e.g. api.anthropic.com.
+    #[arg(long)]
+    pub host: String,
+    /// Request path.
+    #[arg(long, default_value = "/")]
+    pub path: String,
+    /// A request header, 'name: value'; repeat for more.
+    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+    /// User id (default: anonymous).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Workflow tag (default: from the workflow header, the user's default, else untagged).
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// Request body (JSON), for the model and body signals.
+    #[arg(long)]
+    pub body: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Print the CA certificate (PEM) for distribution to laptops and CI runners.
+    /// Creates the CA in the state directory if there is none yet.
+    Export(ConfigArg),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; report the first edited, deleted or reordered record (exit 65).
+    Verify {
+        /// Audit log file (JSON Lines).
+        file: PathBuf,
+    },
+    /// Filter records for review.
+    Query(QueryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Audit log file (JSON Lines).
+    pub file: PathBuf,
+    /// allow, monitor or block.
+    #[arg(long)]
+    pub action: Option<String>,
+    /// request, tunnel or admin.
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub tool: Option<String>,
+    #[arg(long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// Only records newer than this, e.g. 30m, 24h, 7d.
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Print the hash of a proxy token for the users file. Reads the token from stdin.
+    HashToken,
+}
+
+/// Failures, by exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Unverified(String),
+    #[error("{0:#}")]
+    Runtime(#[from] anyhow::Error),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Config(_) => EXIT_CONFIG,
+            CliError::Usage(_) => EXIT_USAGE,
+            CliError::Unverified(_) => EXIT_UNVERIFIED,
+            CliError::Runtime(_) => EXIT_RUNTIME,
+        }
+    }
+}
+
+fn load(arg: &ConfigArg) -> Result<Config, CliError> {
+    Ok(config::load(arg.config.as_deref())?)
+}
+
+pub fn check(arg: &ConfigArg) -> Result<(), CliError> {
+    let cfg = load(arg)?;
+    println!(
+        "{}: ok ({} vendors, {} tool signatures, {} rules, default action {})",
+        cfg.source,
+        cfg.vendors.len(),
+        cfg.tools.len(),
+        cfg.policy.rules.len(),
+        cfg.policy.default_action
+    );
+    Ok(())
+}
+
+pub fn explain_cmd(args: &ExplainArgs) -> Result<(), CliError> {
+    let cfg = load(&args.config)?;
+    let mut headers = Vec::new();
+    for h in &args.headers {
+        let (n, v) = h
+            .split_once(':')
+            .ok_or_else(|| CliError::Usage(format!("--header {h:?}: write it as 'name: value'")))?;
+        headers.push((n.trim().to_string(), v.trim().to_string()));
+    }
+    let req = ExplainRequest {
+        host: args.host.clone(),
+        path: args.path.clone(),
+        headers,
+        user: args.user.clone(),
+        workflow: args.workflow.clone(),
+        body: args.body.clone(),
+    };
+    let report =
+        explain(&cfg, &req, &Snapshot::default(), SystemTime::now()).map_err(CliError::Usage)?;
+    match args.format {
+        OutputFormat::Table => println!("{}", report.to_text()),
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?
+        ),
+    }
+    Ok(())
+}
+
+pub fn ca_export(arg: &ConfigArg) -> Result<(), CliError> {
+    let cfg = load(arg)?;
+    let ca = crate::tls::CertificateAuthority::load_or_create(&cfg.ca, &cfg.state_dir)
+        .map_err(anyhow::Error::from)?;
+    print!("{}", ca.cert_pem());
+    Ok(())
+}
+
+pub fn audit_verify(file: &Path) -> Result<(), CliError> {
+    let f = std::fs::File::open(file)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
+    match chain::verify(BufReader::new(f)) {
+        Ok(head) => {
+            println!(
+                "{}: ok, {} records, chain intact (last seq {})",
+                file.display(),
+                head.records,
+                head.last_seq
+            );
+            Ok(())
+        }
+        Err(e) => Err(CliError::Unverified(format!("{}: {e}", file.display()))),
+    }
+}
+
+pub fn audit_query(args: &QueryArgs) -> Result<(), CliError> {
+    let action = args
+        .action
+        .as_deref()
+        .map(|a| {
+            Action::parse(a).ok_or_else(|| {
+                CliError::Usage(format!("--action {a:?}: use allow, monitor or block"))
+            })
+        })
+        .transpose()?;
+    let kind = match args.kind.as_deref() {
+        None => None,
+        Some("request") => Some(Kind::Request),
+        Some("tunnel") => Some(Kind::Tunnel),
+        Some("admin") => Some(Kind::Admin),
+        Some(k) => {
+            return Err(CliError::Usage(format!(
+                "--kind {k:?}: use request, tunnel or admin"
+            )));
+        }
+    };
+    let since = args
+        .since
+        .as_deref()
+        .map(|s| parse_duration(s).map_err(|e| CliError::Usage(format!("--since: {e}"))))
+        .transpose()?;
+    let filter = Filter {
+        action,
+        kind,
+        tool: args.tool.clone(),
+        user: args.user.clone(),
+        workflow: args.workflow.clone(),
+        since: None,
+    }
+    .since_ago(since);
+    let f = std::fs::File::open(&args.file)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", args.file.display()))?;
+    let format = match args.format {
+        OutputFormat::Table => Format::Table,
+        OutputFormat::Json => Format::Json,
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let (matched, skipped) =
+        query::run(BufReader::new(f), &filter, format, &mut out).map_err(anyhow::Error::from)?;
+    if format == Format::Table {
+        eprintln!(
+            "{matched} record(s){}",
+            if skipped > 0 {
+                format!("; {skipped} unreadable line(s) skipped (run `aigate audit verify`)")
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}
+
+pub fn hash_token_cmd() -> Result<(), CliError> {
+    let mut token = String::new();
+    std::io::stdin()
+        .read_to_string(&mut token)
+        .map_err(anyhow::Error::from)?;
+    let token = token.trim_end_matches(['\n', '\r']);
+    if token.is_empty() {
+        return Err(CliError::Usage(
+            "no token on stdin; run: printf %s \"$TOKEN\" | aigate user hash-token".into(),
+        ));
+    }
+    println!("{}", hash_token(token));
+    Ok(())
+}

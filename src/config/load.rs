@@ -1,0 +1,208 @@
+//! From text to a validated `Config`, collecting every problem on the way.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_path_to_error::Segment;
+
+use super::Config;
+use super::raw::RawConfig;
+use super::validate::validate;
+
+/// The shipped default policy, compiled into the binary so `aigate run` works with no file.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/aigate.toml");
+
+/// One thing wrong with a config: where, what was there, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub value: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.value {
+            Some(v) => write!(f, "{} = {}: {}", self.path, v, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", render(.source_name, .problems))]
+    Invalid {
+        source_name: String,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render(source: &str, problems: &[Problem]) -> String {
+    let mut out = format!(
+        "{source}: {} problem{} found\n",
+        problems.len(),
+        if problems.len() == 1 { "" } else { "s" }
+    );
+    for p in problems {
+        out.push_str("  ");
+        out.push_str(&p.to_string());
+        out.push('\n');
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// Load and validate a config file, or the embedded default when `path` is `None`.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    match path {
+        None => load_str(DEFAULT_CONFIG, "embedded default config", Path::new(".")),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            let base = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            load_str(&text, &p.display().to_string(), base)
+        }
+    }
+}
+
+/// Validate config text; relative paths resolve against `base`.
+pub fn load_str(text: &str, source_name: &str, base: &Path) -> Result<Config, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid {
+        source_name: source_name.to_string(),
+        problems,
+    };
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+        invalid(vec![Problem {
+            path: format!("line {line}, column {col}"),
+            value: None,
+            message: format!("not valid TOML: {}", e.message().trim()),
+        }])
+    })?;
+    let (raw, mut problems) = deserialize_all(toml::Value::Table(table));
+    match validate(raw, source_name, base) {
+        Ok(config) if problems.is_empty() => Ok(config),
+        Ok(_) => Err(invalid(problems)),
+        Err(more) => {
+            problems.extend(more);
+            Err(invalid(problems))
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}
+
+/// Deserialize, and on each serde error record it, remove the offending key and try again, so
+/// that every unknown key and wrong type is reported, not just the first.
+fn deserialize_all(mut value: toml::Value) -> (RawConfig, Vec<Problem>) {
+    let mut problems = Vec::new();
+    for _ in 0..200 {
+        match serde_path_to_error::deserialize::<_, RawConfig>(value.clone()) {
+            Ok(raw) => return (raw, problems),
+            Err(err) => {
+                let mut segments: Vec<Segment> = err.path().iter().cloned().collect();
+                let message = err.inner().message().to_string();
+                if let Some(unknown) = unknown_field(&message) {
+                    if !matches!(segments.last(), Some(Segment::Map { key }) if key == &unknown) {
+                        segments.push(Segment::Map {
+                            key: unknown.clone(),
+                        });
+                    }
+                    problems.push(Problem {
+                        path: render_path(&segments),
+                        value: None,
+                        message: format!("unknown key; {}", expected_list(&message)),
+                    });
+                } else {
+                    problems.push(Problem {
+                        path: render_path(&segments),
+                        value: None,
+                        message: message.replace("invalid type: ", "wrong type: "),
+                    });
+                }
+                // Remove the nearest key at or above the error, so the next pass gets further.
+                while matches!(segments.last(), Some(s) if !matches!(s, Segment::Map { .. })) {
+                    segments.pop();
+                }
+                if segments.is_empty() || !remove(&mut value, &segments) {
+                    return (RawConfig::default(), problems);
+                }
+            }
+        }
+    }
+    (RawConfig::default(), problems)
+}
+
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+fn expected_list(message: &str) -> String {
+    match message.split_once(", expected ") {
+        Some((_, rest)) => format!("expected {}", rest.replace('`', "")),
+        None => "remove it".to_string(),
+    }
+}
+
+pub(crate) fn render_path(segments: &[Segment]) -> String {
+    let mut out = String::new();
+    for s in segments {
+        match s {
+            Segment::Map { key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Enum { variant } => out.push_str(variant),
+            Segment::Unknown => out.push('?'),
+        }
+    }
+    if out.is_empty() {
+        "(top level)".to_string()
+    } else {
+        out
+    }
+}
+
+fn remove(value: &mut toml::Value, path: &[Segment]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut cur = value;
+    for seg in parents {
+        cur = match (seg, cur) {
+            (Segment::Map { key }, toml::Value::Table(t)) => match t.get_mut(key) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Seq { index }, toml::Value::Array(a)) => match a.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, cur) {
+        (Segment::Map { key }, toml::Value::Table(t)) => t.remove(key).is_some(),
+        _ => false,
+    }
+}

@@ -1,0 +1,134 @@
+//! Configuration: `raw` is the file as written, `validate` turns it into the types below.
+//!
+//! Later code never re-checks a value: a `Config` is valid by construction. Relative paths are
+//! resolved against the directory of the config file (the working directory for the embedded
+//! default), except the audit path, which lives in the state directory.
+
+mod duration;
+mod load;
+pub mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderName;
+use ipnet::IpNet;
+
+pub use duration::parse_duration;
+pub use load::{ConfigError, DEFAULT_CONFIG, Problem, load, load_str};
+
+use crate::host::HostPattern;
+use crate::identify::{Directory, ToolSignature};
+use crate::policy::Policy;
+
+/// The error body shape a vendor's clients understand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorFormat {
+    Anthropic,
+    OpenAi,
+    Google,
+}
+
+impl ErrorFormat {
+    pub const ALL: [&'static str; 3] = ["anthropic", "openai", "google"];
+
+    pub fn parse(s: &str) -> Option<ErrorFormat> {
+        match s {
+            "anthropic" => Some(ErrorFormat::Anthropic),
+            "openai" => Some(ErrorFormat::OpenAi),
+            "google" => Some(ErrorFormat::Google),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Vendor {
+    pub id: Arc<str>,
+    pub name: String,
+    pub hosts: Vec<HostPattern>,
+    pub error_format: ErrorFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailMode {
+    /// Refuse calls while the audit log cannot be written.
+    Closed,
+    /// Forward calls anyway (and count the lost records).
+    Open,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// fsync after every batch: a record is on disk within one batch of its request.
+    Batch,
+    /// Leave flushing to the OS.
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct CaConfig {
+    /// A corporate CA (cert, key), used as-is. `None`: generate one in the state directory.
+    pub files: Option<(PathBuf, PathBuf)>,
+    pub leaf_validity: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub extra_roots: Vec<PathBuf>,
+    pub connect_timeout: Duration,
+    /// Host -> address overrides (tests, split-horizon set-ups); others use the system resolver.
+    pub resolve: Vec<(String, SocketAddr)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+    pub on_failure: FailMode,
+    pub fsync: Fsync,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    pub workflow_header: HeaderName,
+    pub users_file: Option<PathBuf>,
+    pub directory: Directory,
+    pub require_auth: bool,
+    pub source_addresses: Vec<(IpNet, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where this config came from, for messages: a path or "embedded default".
+    pub source: String,
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub body_peek_bytes: usize,
+    pub allowed_ip_literals: Vec<IpNet>,
+    pub ca: CaConfig,
+    pub upstream: UpstreamConfig,
+    pub audit: AuditConfig,
+    pub identity: IdentityConfig,
+    /// Where an engineer asks for an exemption; `{tool}`, `{workflow}`, `{rule}`, `{user}`,
+    /// `{request_id}` are filled in.
+    pub exemption_url: String,
+    pub vendors: Vec<Arc<Vendor>>,
+    pub tools: Vec<ToolSignature>,
+    pub policy: Policy,
+}
+
+impl Config {
+    /// The vendor whose host patterns match this (normalised) host name.
+    pub fn vendor_for(&self, host: &str) -> Option<&Arc<Vendor>> {
+        self.vendors
+            .iter()
+            .find(|v| v.hosts.iter().any(|p| p.matches(host)))
+    }
+
+    pub fn tool_name(&self, id: &str) -> Option<&str> {
+        self.tools.iter().find(|t| &*t.id == id).map(|t| &*t.name)
+    }
+}

@@ -1,0 +1,127 @@
+//! The serde shape of `aigate.toml`, exactly as written by a human.
+//!
+//! Nothing here is trusted: enumerations are plain strings and addresses are text, so that
+//! [`super::validate`] can report every problem at once with the key path, the value and a fix,
+//! instead of serde stopping at the first one. Even required keys are `Option` here, so that
+//! serde itself only ever fails on an unknown key or a wrong type. Unknown keys are rejected: a
+//! typo in a policy file must never silently weaken it.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub gateway: RawGateway,
+    #[serde(default)]
+    pub ca: RawCa,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
+    pub identity: RawIdentity,
+    #[serde(default)]
+    pub policy: RawPolicy,
+    #[serde(default)]
+    pub vendors: Vec<RawVendor>,
+    #[serde(default)]
+    pub tools: Vec<RawTool>,
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGateway {
+    pub listen: Option<String>,
+    pub state_dir: Option<String>,
+    pub body_peek_bytes: Option<u64>,
+    pub allowed_ip_literals: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCa {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub leaf_validity: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    #[serde(default)]
+    pub extra_roots: Vec<String>,
+    pub connect_timeout: Option<String>,
+    #[serde(default)]
+    pub resolve: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub path: Option<String>,
+    pub on_failure: Option<String>,
+    pub fsync: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub workflow_header: Option<String>,
+    pub users_file: Option<String>,
+    pub require_auth: Option<bool>,
+    #[serde(default)]
+    pub source_addresses: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub default_action: Option<String>,
+    pub exemption_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVendor {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub hosts: Option<Vec<String>>,
+    pub error_format: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTool {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub vendors: Vec<String>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    pub user_agent: Option<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    pub min_signals: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub action: Option<String>,
+    #[serde(default)]
+    pub exemptable: bool,
+    pub tools: Option<Vec<String>>,
+    pub vendors: Option<Vec<String>>,
+    pub workflows: Option<Vec<String>>,
+    pub users: Option<Vec<String>>,
+    pub groups: Option<Vec<String>>,
+    pub models: Option<Vec<String>>,
+}

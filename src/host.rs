@@ -1,0 +1,269 @@
+//! Host names as the gateway compares them.
+//!
+//! Every host that reaches a decision (a CONNECT target, a `Host` header, an SNI name, a pattern
+//! from config) goes through [`normalise`] first, so `API.Anthropic.com.`, `api.anthropic.com` and
+//! the punycode of an internationalised spelling all compare equal. IP literals are recognised in
+//! every form a resolver accepts (`inet_aton` forms included: `2130706433`, `0x7f.1`, `0177.0.0.1`),
+//! because a proxy that only knows dotted quads lets the other spellings through unclassified.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// A normalised host: a lower-case ASCII DNS name without trailing dot, or an IP address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    Name(String),
+    Ip(IpAddr),
+}
+
+impl Host {
+    pub fn as_name(&self) -> Option<&str> {
+        match self {
+            Host::Name(n) => Some(n),
+            Host::Ip(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Name(n) => f.write_str(n),
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            Host::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    #[error("empty host")]
+    Empty,
+    #[error("host is longer than 253 characters")]
+    TooLong,
+    #[error("host is not a valid DNS name or IP address: {0}")]
+    Invalid(String),
+}
+
+/// Normalise a host as written by a client or in config (no port, IPv6 may be in brackets).
+pub fn normalise(raw: &str) -> Result<Host, HostError> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Err(HostError::Empty);
+    }
+    if let Some(inner) = raw.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+        return inner
+            .parse::<Ipv6Addr>()
+            .map(|ip| Host::Ip(canonical_ip(IpAddr::V6(ip))))
+            .map_err(|_| HostError::Invalid(raw.to_string()));
+    }
+    if let Ok(ip) = raw.parse::<Ipv6Addr>() {
+        return Ok(Host::Ip(canonical_ip(IpAddr::V6(ip))));
+    }
+    let without_dot = raw.strip_suffix('.').unwrap_or(raw);
+    if without_dot.is_empty() {
+        return Err(HostError::Empty);
+    }
+    if let Some(ip) = parse_inet_aton(without_dot) {
+        return Ok(Host::Ip(IpAddr::V4(ip)));
+    }
+    // IDNA: lower-cases, maps Unicode to punycode, and rejects what cannot be a DNS name.
+    let ascii = idna::domain_to_ascii_strict(without_dot)
+        .or_else(|_| idna::domain_to_ascii(without_dot))
+        .map_err(|_| HostError::Invalid(raw.to_string()))?;
+    if ascii.is_empty() {
+        return Err(HostError::Empty);
+    }
+    if ascii.len() > 253 {
+        return Err(HostError::TooLong);
+    }
+    let valid = ascii.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if !valid {
+        return Err(HostError::Invalid(raw.to_string()));
+    }
+    // A name whose last label is all digits is an IP spelling a resolver would accept.
+    Ok(Host::Name(ascii))
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are the IPv4 address in disguise.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// The forms glibc's `inet_aton` accepts: 1 to 4 parts, each decimal, `0x` hex or `0` octal,
+/// the last part filling the remaining bytes.
+fn parse_inet_aton(s: &str) -> Option<Ipv4Addr> {
+    let parts: Vec<&str> = s.split('.').collect();
+    if parts.is_empty() || parts.len() > 4 {
+        return None;
+    }
+    let mut values = Vec::with_capacity(parts.len());
+    for part in &parts {
+        values.push(parse_aton_part(part)?);
+    }
+    let (last, init) = values.split_last()?;
+    let mut addr: u32 = 0;
+    for (i, v) in init.iter().enumerate() {
+        if *v > 0xff {
+            return None;
+        }
+        addr |= (*v as u32) << (24 - 8 * i);
+    }
+    let remaining_bits = 32 - 8 * init.len() as u32;
+    if remaining_bits < 32 && *last >= (1u64 << remaining_bits) {
+        return None;
+    }
+    if *last > u32::MAX as u64 {
+        return None;
+    }
+    addr |= *last as u32;
+    Some(Ipv4Addr::from(addr))
+}
+
+fn parse_aton_part(part: &str) -> Option<u64> {
+    if part.is_empty() || part.len() > 12 {
+        return None;
+    }
+    if let Some(hex) = part.strip_prefix("0x").or_else(|| part.strip_prefix("0X")) {
+        if hex.is_empty() {
+            return Some(0);
+        }
+        return u64::from_str_radix(hex, 16).ok();
+    }
+    if part.len() > 1 && part.starts_with('0') {
+        return u64::from_str_radix(&part[1..], 8).ok();
+    }
+    if part.bytes().all(|b| b.is_ascii_digit()) {
+        return part.parse().ok();
+    }
+    None
+}
+
+/// A vendor host pattern from config: an exact name or `*.suffix` (which matches strict
+/// subdomains of the suffix, not the suffix itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    Suffix(String),
+}
+
+impl HostPattern {
+    pub fn parse(raw: &str) -> Result<HostPattern, HostError> {
+        if let Some(rest) = raw.strip_prefix("*.") {
+            match normalise(rest)? {
+                Host::Name(n) => Ok(HostPattern::Suffix(n)),
+                Host::Ip(_) => Err(HostError::Invalid(raw.to_string())),
+            }
+        } else {
+            match normalise(raw)? {
+                Host::Name(n) => Ok(HostPattern::Exact(n)),
+                Host::Ip(_) => Err(HostError::Invalid(raw.to_string())),
+            }
+        }
+    }
+
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(n) => n == host,
+            HostPattern::Suffix(s) => {
+                host.len() > s.len() + 1
+                    && host.ends_with(s.as_str())
+                    && host.as_bytes()[host.len() - s.len() - 1] == b'.'
+            }
+        }
+    }
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(n) => f.write_str(n),
+            HostPattern::Suffix(s) => write!(f, "*.{s}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Host {
+        Host::Ip(s.parse().unwrap())
+    }
+
+    #[test]
+    fn spellings_of_one_name_compare_equal() {
+        let want = Host::Name("api.anthropic.com".into());
+        for s in [
+            "api.anthropic.com",
+            "API.Anthropic.COM",
+            "api.anthropic.com.",
+            " api.anthropic.com ",
+        ] {
+            assert_eq!(normalise(s).unwrap(), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn unicode_names_become_punycode() {
+        assert_eq!(
+            normalise("bücher.example").unwrap(),
+            Host::Name("xn--bcher-kva.example".into())
+        );
+        assert_eq!(
+            normalise("XN--BCHER-KVA.example").unwrap(),
+            Host::Name("xn--bcher-kva.example".into())
+        );
+    }
+
+    #[test]
+    fn ip_literals_in_every_form() {
+        for s in [
+            "127.0.0.1",
+            "2130706433",
+            "0x7f000001",
+            "0x7f.1",
+            "0177.0.0.1",
+            "127.1",
+            "[::ffff:127.0.0.1]",
+            "::ffff:7f00:1",
+        ] {
+            assert_eq!(normalise(s).unwrap(), ip("127.0.0.1"), "{s}");
+        }
+        assert_eq!(normalise("[2001:db8::1]").unwrap(), ip("2001:db8::1"));
+        assert_eq!(normalise("2001:db8::1").unwrap(), ip("2001:db8::1"));
+    }
+
+    #[test]
+    fn garbage_is_rejected() {
+        assert!(normalise("").is_err());
+        assert!(normalise(".").is_err());
+        assert!(normalise("a..b").is_err());
+        assert!(normalise("a b.com").is_err());
+        assert!(normalise("[zz]").is_err());
+        assert!(normalise(&"a".repeat(300)).is_err());
+    }
+
+    #[test]
+    fn patterns() {
+        let p = HostPattern::parse("*.googleapis.com").unwrap();
+        assert!(p.matches("generativelanguage.googleapis.com"));
+        assert!(!p.matches("googleapis.com"));
+        assert!(!p.matches("evilgoogleapis.com"));
+        let e = HostPattern::parse("API.openai.com.").unwrap();
+        assert!(e.matches("api.openai.com"));
+        assert!(HostPattern::parse("*.1.2.3").is_err() || HostPattern::parse("1.2.3.4").is_err());
+    }
+}

@@ -1,0 +1,113 @@
+//! The model a request asks for, from a bounded peek at the JSON body (or the path, for Google).
+//!
+//! The peek may end mid-document, so this is a small scanner that finds the top-level `"model"`
+//! key without building a tree, and ignores `"model"` keys nested in messages or tool schemas.
+
+/// The longest model name we record; anything longer is not a model name.
+const MAX_MODEL_LEN: usize = 200;
+
+/// The model from a body prefix, if its top-level `"model"` key is in the prefix.
+pub fn from_body(prefix: &[u8]) -> Option<String> {
+    let mut depth = 0usize;
+    let mut i = 0usize;
+    // Set right after a string at depth 1 that could be a key.
+    let mut last_key_was_model = false;
+    while i < prefix.len() {
+        match prefix[i] {
+            b'{' | b'[' => {
+                depth += 1;
+                last_key_was_model = false;
+            }
+            b'}' | b']' => {
+                depth = depth.saturating_sub(1);
+                last_key_was_model = false;
+            }
+            b'"' => {
+                let (s, end) = read_string(prefix, i)?;
+                i = end;
+                if depth == 1 && last_key_was_model {
+                    return (s.len() <= MAX_MODEL_LEN).then_some(s);
+                }
+                last_key_was_model = depth == 1 && s == "model" && next_is_colon(prefix, i);
+                continue;
+            }
+            b':' | b' ' | b'\t' | b'\r' | b'\n' => {}
+            _ => last_key_was_model = false,
+        }
+        i += 1;
+    }
+    None
+}
+
+fn next_is_colon(buf: &[u8], mut i: usize) -> bool {
+    while i < buf.len() && buf[i].is_ascii_whitespace() {
+        i += 1;
+    }
+    buf.get(i) == Some(&b':')
+}
+
+/// The string starting at the quote at `start`, and the index after its closing quote.
+/// Escapes are kept literally except `\"` and `\\`; model names do not need more.
+fn read_string(buf: &[u8], start: usize) -> Option<(String, usize)> {
+    let mut out = Vec::new();
+    let mut i = start + 1;
+    while i < buf.len() {
+        match buf[i] {
+            b'"' => return Some((String::from_utf8_lossy(&out).into_owned(), i + 1)),
+            b'\\' => {
+                let next = *buf.get(i + 1)?;
+                out.push(next);
+                i += 2;
+            }
+            b => {
+                if out.len() <= MAX_MODEL_LEN {
+                    out.push(b);
+                }
+                i += 1;
+            }
+        }
+    }
+    None
+}
+
+/// Google puts the model in the path: `/v1beta/models/gemini-2.5-pro:streamGenerateContent`.
+pub fn from_path(path: &str) -> Option<String> {
+    let rest = path.split("/models/").nth(1)?;
+    let model = rest.split([':', '/', '?']).next()?;
+    (!model.is_empty() && model.len() <= MAX_MODEL_LEN).then(|| model.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_level_model_only() {
+        assert_eq!(
+            from_body(br#"{"model":"claude-sonnet-4-5","max_tokens":5}"#).as_deref(),
+            Some("claude-sonnet-4-5")
+        );
+        assert_eq!(
+            from_body(br#"{"messages":[{"model":"nested"}], "model" : "gpt-5"}"#).as_deref(),
+            Some("gpt-5")
+        );
+        assert_eq!(
+            from_body(br#"{"messages":[{"content":"\"model\":\"x\""}]}"#),
+            None
+        );
+        assert_eq!(from_body(br#"{"input":"model","x":"y"}"#), None);
+        // Truncated before the value: nothing, rather than a guess.
+        assert_eq!(from_body(br#"{"model":"clau"#), None);
+        assert_eq!(from_body(b""), None);
+        assert_eq!(from_body(b"not json"), None);
+    }
+
+    #[test]
+    fn google_path() {
+        assert_eq!(
+            from_path("/v1beta/models/gemini-2.5-pro:streamGenerateContent").as_deref(),
+            Some("gemini-2.5-pro")
+        );
+        assert_eq!(from_path("/v1/messages"), None);
+    }
+}

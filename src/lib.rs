@@ -1,0 +1,27 @@
+//! aigate: an outbound API-call enforcement proxy for AI vendor traffic.
+//!
+//! Module map, along the data path (see `proxy` for the diagram):
+//! - `config`: the TOML file (`raw`) and its validation into domain types (`validate`).
+//! - `proxy`: accept -> connect -> classify -> tunnel | intercept -> pipeline -> forward | deny.
+//! - `tls`: the minting CA (`authority`) and the upstream client (`upstream`).
+//! - `identify`: user, tool signatures, workflow tag, model.
+//! - `policy`: the pure decision engine (`decide`), its rules and reason codes.
+//! - `exemptions`: time-boxed exemptions as an immutable snapshot for `decide`.
+//! - `audit`: the record schema, the hash chain, redaction, the batched writer, queries.
+//! - `host`, `resolve`: host normalisation and name resolution.
+//! - `app`: wiring a `Config` into a running gateway; `cli`: the command line.
+
+pub mod app;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod exemptions;
+pub mod explain;
+pub mod host;
+pub mod identify;
+pub mod policy;
+pub mod proxy;
+pub mod resolve;
+pub mod tls;
+
+pub use app::{App, AppHandle};

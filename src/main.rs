@@ -1,0 +1,99 @@
+//! The `aigate` binary: parse the command line, run, map errors to exit codes.
+
+use std::process::ExitCode;
+
+use aigate::cli::{self, AuditCommand, CaCommand, Cli, CliError, Command, UserCommand};
+use aigate::config;
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { cli::EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    init_tracing();
+    let result = match &cli.command {
+        Command::Run(arg) => run(arg),
+        Command::Check(arg) => cli::check(arg),
+        Command::Explain(args) => cli::explain_cmd(args),
+        Command::Ca {
+            command: CaCommand::Export(arg),
+        } => cli::ca_export(arg),
+        Command::Audit {
+            command: AuditCommand::Verify { file },
+        } => cli::audit_verify(file),
+        Command::Audit {
+            command: AuditCommand::Query(args),
+        } => cli::audit_query(args),
+        Command::User {
+            command: UserCommand::HashToken,
+        } => cli::hash_token_cmd(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("aigate: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(arg: &cli::ConfigArg) -> Result<(), CliError> {
+    // Validate before binding any port.
+    let cfg = config::load(arg.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let source = cfg.source.clone();
+        let audit_path = cfg.audit.path.clone();
+        let handle = aigate::App::start(cfg).await.map_err(anyhow::Error::from)?;
+        let ca = std::path::absolute(handle.ca_cert_path()).unwrap_or_else(|_| handle.ca_cert_path());
+        println!("aigate listening on {} (policy: {source})", handle.proxy_addr);
+        println!("CA certificate: {}   (print it with `aigate ca export`)", ca.display());
+        println!("audit log:      {}", audit_path.display());
+        println!("point a client at it:");
+        println!("  export HTTPS_PROXY=http://{}", handle.proxy_addr);
+        println!("  export NODE_EXTRA_CA_CERTS={}   # Python: SSL_CERT_FILE, Codex: CODEX_CA_CERTIFICATE", ca.display());
+        shutdown_signal().await;
+        eprintln!("aigate: shutting down");
+        handle.shutdown().await;
+        Ok::<(), CliError>(())
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,152 @@
+//! The policy engine. PURE: no tokio, no hyper, no clock, no files.
+//!
+//! Evaluation order, the one place it is written down (docs/policy.md repeats it):
+//! 1. Rules in file order; the first rule whose every condition matches the call decides.
+//! 2. If that rule blocks and is `exemptable`, an active exemption covering the call (subject,
+//!    tool, workflow, time window at `now`) turns the block into an allow with reason `exempted`.
+//! 3. No rule matches: the configured default action, reason `default_action`.
+//!
+//! `now` and the exemption snapshot are arguments so that decision tables are plain unit tests and
+//! an exemption that expires takes effect on the very next request.
+
+mod reason;
+mod rule;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use reason::Reason;
+pub use rule::{Action, ModelPattern, Rule};
+
+use crate::exemptions::Snapshot;
+
+/// The ordered rules and what happens when none matches.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub rules: Vec<Rule>,
+    pub default_action: Action,
+}
+
+/// What `decide` needs to know about one request, all already identified.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    pub tool: &'a str,
+    pub vendor: &'a str,
+    pub workflow: &'a str,
+    pub user: &'a str,
+    pub groups: &'a [String],
+    pub model: Option<&'a str>,
+}
+
+/// The outcome of `decide`: a value, never an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub action: Action,
+    pub reason: Reason,
+    /// The rule that decided, if any.
+    pub rule: Option<Arc<str>>,
+    /// Why the rule exists, in the words of its author (shown to the blocked engineer).
+    pub description: Option<Arc<str>>,
+    /// The exemption that turned a block into an allow.
+    pub exemption: Option<Arc<str>>,
+    /// The deciding rule could have been exempted (the deny message says how to ask).
+    pub exemptable: bool,
+}
+
+impl Decision {
+    /// A decision made outside the rule table (a bypass attempt, an audit outage…).
+    pub fn refused(reason: Reason) -> Decision {
+        Decision {
+            action: Action::Block,
+            reason,
+            rule: None,
+            description: None,
+            exemption: None,
+            exemptable: false,
+        }
+    }
+
+    /// `monitor` forwards but marks the record: the rule would have blocked.
+    pub fn would_block(&self) -> bool {
+        self.action == Action::Monitor
+    }
+}
+
+/// One line of `aigate explain`: a rule and whether it matched, and if not, why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleTrace {
+    pub rule: Arc<str>,
+    pub action: Action,
+    pub mismatch: Option<String>,
+}
+
+/// Decide one call. This is the hot path: no allocation unless a rule matches.
+pub fn decide(
+    policy: &Policy,
+    call: &Call<'_>,
+    exemptions: &Snapshot,
+    now: SystemTime,
+) -> Decision {
+    evaluate(policy, call, exemptions, now, None)
+}
+
+/// Decide one call and report every rule considered, for `aigate explain`.
+pub fn explain(
+    policy: &Policy,
+    call: &Call<'_>,
+    exemptions: &Snapshot,
+    now: SystemTime,
+) -> (Decision, Vec<RuleTrace>) {
+    let mut trace = Vec::new();
+    let decision = evaluate(policy, call, exemptions, now, Some(&mut trace));
+    (decision, trace)
+}
+
+fn evaluate(
+    policy: &Policy,
+    call: &Call<'_>,
+    exemptions: &Snapshot,
+    now: SystemTime,
+    mut trace: Option<&mut Vec<RuleTrace>>,
+) -> Decision {
+    for rule in &policy.rules {
+        let mismatch = rule.mismatch(call);
+        if let Some(trace) = trace.as_deref_mut() {
+            trace.push(RuleTrace {
+                rule: rule.name.clone(),
+                action: rule.action,
+                mismatch: mismatch.map(|m| m.to_string()),
+            });
+        }
+        if mismatch.is_some() {
+            continue;
+        }
+        let mut decision = Decision {
+            action: rule.action,
+            reason: Reason::RuleMatched,
+            rule: Some(rule.name.clone()),
+            description: rule.description.clone(),
+            exemption: None,
+            exemptable: rule.exemptable,
+        };
+        if rule.action == Action::Block && rule.exemptable {
+            if let Some(exemption) = exemptions.covering(call, now) {
+                decision.action = Action::Allow;
+                decision.reason = Reason::Exempted;
+                decision.exemption = Some(exemption.id.clone());
+            }
+        }
+        return decision;
+    }
+    Decision {
+        action: policy.default_action,
+        reason: Reason::DefaultAction,
+        rule: None,
+        description: None,
+        exemption: None,
+        exemptable: false,
+    }
+}
+
+#[cfg(test)]
+mod tests;

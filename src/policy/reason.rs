@@ -1,0 +1,92 @@
+//! Stable reason codes. They appear in the audit log (`reason`), in the deny response
+//! (`x-aigate-reason` and the message) and in metrics labels. Renaming one is a breaking change of
+//! the audit schema: document it in docs/audit-schema.md.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// A policy rule matched; the record's `rule` names it.
+    RuleMatched,
+    /// No rule matched; the default action applied.
+    DefaultAction,
+    /// An exemptable block yielded to an active exemption; the record's `exemption` names it.
+    Exempted,
+    /// The target is not a vendor host: tunnelled untouched.
+    NotVendor,
+    /// CONNECT to a raw IP address on a web port that is not listed in config.
+    IpLiteral,
+    /// CONNECT to a vendor host on a port other than 443.
+    VendorPort,
+    /// The TLS SNI differs from the CONNECT host (domain fronting).
+    SniMismatch,
+    /// A `Host` / `:authority` differs from the CONNECT host (fronting, h2 coalescing).
+    HostMismatch,
+    /// A plain-HTTP request to a vendor host: it would bypass interception.
+    PlainHttpVendor,
+    /// An upgrade other than WebSocket (`h2c`, …) that would leave HTTP semantics.
+    UpgradeRefused,
+    /// The CONNECT target or request could not be parsed.
+    BadRequest,
+    /// The client did not complete a TLS handshake with the gateway (often: it does not trust
+    /// the aigate CA), or sent something that is not TLS after CONNECT.
+    TlsHandshake,
+    /// Proxy authentication was required, missing or wrong.
+    ProxyAuth,
+    /// The audit log cannot be written and config says fail closed.
+    AuditUnavailable,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::RuleMatched => "rule_matched",
+            Reason::DefaultAction => "default_action",
+            Reason::Exempted => "exempted",
+            Reason::NotVendor => "not_vendor",
+            Reason::IpLiteral => "ip_literal",
+            Reason::VendorPort => "vendor_port",
+            Reason::SniMismatch => "sni_mismatch",
+            Reason::HostMismatch => "host_mismatch",
+            Reason::PlainHttpVendor => "plain_http_vendor",
+            Reason::UpgradeRefused => "upgrade_refused",
+            Reason::BadRequest => "bad_request",
+            Reason::TlsHandshake => "tls_handshake",
+            Reason::ProxyAuth => "proxy_auth",
+            Reason::AuditUnavailable => "audit_unavailable",
+        }
+    }
+
+    /// One sentence for the engineer who was blocked.
+    pub fn explanation(self) -> &'static str {
+        match self {
+            Reason::RuleMatched => "a policy rule matched this call",
+            Reason::DefaultAction => "no policy rule matched and the default action applies",
+            Reason::Exempted => "an exemption covers this call",
+            Reason::NotVendor => "the host is not an AI vendor host",
+            Reason::IpLiteral => "connections to raw IP addresses on web ports are not allowed",
+            Reason::VendorPort => "AI vendor hosts may only be reached on port 443",
+            Reason::SniMismatch => "the TLS server name differs from the CONNECT host",
+            Reason::HostMismatch => "the request's host differs from the host of its connection",
+            Reason::PlainHttpVendor => "AI vendor hosts may only be reached over HTTPS",
+            Reason::UpgradeRefused => "this protocol upgrade is not allowed through the gateway",
+            Reason::BadRequest => "the request could not be parsed",
+            Reason::TlsHandshake => {
+                "the TLS handshake with the gateway failed; check that the client trusts the aigate CA"
+            }
+            Reason::ProxyAuth => "proxy authentication failed",
+            Reason::AuditUnavailable => {
+                "the audit log cannot be written, so calls are refused until it recovers"
+            }
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

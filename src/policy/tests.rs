@@ -1,0 +1,193 @@
+//! Decision tables: each row is a call and the exact decision it must get.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::exemptions::{Exemption, Snapshot, Subject};
+
+fn rule(name: &str, action: Action) -> Rule {
+    Rule {
+        name: name.into(),
+        description: None,
+        action,
+        exemptable: false,
+        tools: None,
+        vendors: None,
+        workflows: None,
+        users: None,
+        groups: None,
+        models: None,
+    }
+}
+
+fn strings(v: &[&str]) -> Option<Vec<String>> {
+    Some(v.iter().map(|s| s.to_string()).collect())
+}
+
+fn policy() -> Policy {
+    let mut ban = rule("ban-rivals", Action::Block);
+    ban.tools = strings(&["claude-code", "codex-cli"]);
+    ban.workflows = strings(&["training-data", "code-analysis", "untagged"]);
+    ban.exemptable = true;
+    let mut research = rule("research-group", Action::Allow);
+    research.groups = strings(&["research"]);
+    let mut big = rule("no-big-models", Action::Block);
+    big.models = Some(vec![ModelPattern::parse("gpt-5*")]);
+    Policy {
+        rules: vec![ban, research, big],
+        default_action: Action::Monitor,
+    }
+}
+
+fn call<'a>(
+    tool: &'a str,
+    workflow: &'a str,
+    groups: &'a [String],
+    model: Option<&'a str>,
+) -> Call<'a> {
+    Call {
+        tool,
+        vendor: "anthropic",
+        workflow,
+        user: "alice",
+        groups,
+        model,
+    }
+}
+
+#[test]
+fn decision_table() {
+    let research = vec!["research".to_string()];
+    let none: Vec<String> = vec![];
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let cases: Vec<(Call<'_>, Action, Reason, Option<&str>)> = vec![
+        (
+            call("claude-code", "untagged", &none, None),
+            Action::Block,
+            Reason::RuleMatched,
+            Some("ban-rivals"),
+        ),
+        (
+            call("codex-cli", "training-data", &none, None),
+            Action::Block,
+            Reason::RuleMatched,
+            Some("ban-rivals"),
+        ),
+        (
+            call("claude-code", "docs", &none, None),
+            Action::Monitor,
+            Reason::DefaultAction,
+            None,
+        ),
+        (
+            call("claude-code", "untagged", &research, None),
+            Action::Block,
+            Reason::RuleMatched,
+            Some("ban-rivals"),
+        ),
+        (
+            call("anthropic-sdk", "untagged", &research, None),
+            Action::Allow,
+            Reason::RuleMatched,
+            Some("research-group"),
+        ),
+        (
+            call("openai-sdk", "docs", &none, Some("gpt-5-mini")),
+            Action::Block,
+            Reason::RuleMatched,
+            Some("no-big-models"),
+        ),
+        (
+            call("openai-sdk", "docs", &none, Some("gpt-4o")),
+            Action::Monitor,
+            Reason::DefaultAction,
+            None,
+        ),
+        (
+            call("openai-sdk", "docs", &none, None),
+            Action::Monitor,
+            Reason::DefaultAction,
+            None,
+        ),
+    ];
+    for (c, action, reason, rule) in cases {
+        let d = decide(&policy(), &c, &Snapshot::default(), now);
+        assert_eq!(
+            (d.action, d.reason, d.rule.as_deref()),
+            (action, reason, rule),
+            "{c:?}"
+        );
+    }
+}
+
+#[test]
+fn exemption_turns_exemptable_block_into_allow_only_inside_its_window() {
+    let none: Vec<String> = vec![];
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let snapshot = Snapshot::new([Exemption {
+        id: Arc::from("ex-1"),
+        subject: Subject::User("alice".into()),
+        tools: vec!["claude-code".into()],
+        workflows: Some(vec!["untagged".into()]),
+        starts_at: t0,
+        expires_at: t0 + Duration::from_secs(60),
+        revoked_at: None,
+    }]);
+    let c = call("claude-code", "untagged", &none, None);
+    let before = decide(&policy(), &c, &snapshot, t0 - Duration::from_secs(1));
+    assert_eq!(before.action, Action::Block);
+    let during = decide(&policy(), &c, &snapshot, t0 + Duration::from_secs(59));
+    assert_eq!(
+        (during.action, during.reason, during.exemption.as_deref()),
+        (Action::Allow, Reason::Exempted, Some("ex-1"))
+    );
+    let after = decide(&policy(), &c, &snapshot, t0 + Duration::from_secs(60));
+    assert_eq!(after.action, Action::Block);
+    // Another tool is not covered.
+    let codex = call("codex-cli", "untagged", &none, None);
+    assert_eq!(
+        decide(&policy(), &codex, &snapshot, t0).action,
+        Action::Block
+    );
+}
+
+#[test]
+fn non_exemptable_block_ignores_exemptions() {
+    let none: Vec<String> = vec![];
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let snapshot = Snapshot::new([Exemption {
+        id: Arc::from("ex-2"),
+        subject: Subject::User("alice".into()),
+        tools: vec!["openai-sdk".into()],
+        workflows: None,
+        starts_at: t0,
+        expires_at: t0 + Duration::from_secs(60),
+        revoked_at: None,
+    }]);
+    let c = call("openai-sdk", "docs", &none, Some("gpt-5"));
+    assert_eq!(decide(&policy(), &c, &snapshot, t0).action, Action::Block);
+}
+
+#[test]
+fn explain_reports_every_rule_considered() {
+    let none: Vec<String> = vec![];
+    let c = call("openai-sdk", "docs", &none, Some("gpt-5"));
+    let (d, trace) = explain(&policy(), &c, &Snapshot::default(), SystemTime::UNIX_EPOCH);
+    assert_eq!(d.rule.as_deref(), Some("no-big-models"));
+    let lines: Vec<(String, Option<String>)> = trace
+        .iter()
+        .map(|t| (t.rule.to_string(), t.mismatch.clone()))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("ban-rivals".into(), Some("tool not listed".into())),
+            (
+                "research-group".into(),
+                Some("user and groups not listed".into())
+            ),
+            ("no-big-models".into(), None),
+        ]
+    );
+}

@@ -1,0 +1,405 @@
+//! The proxy listener: one HTTP/1.1 server per client connection, answering `CONNECT` and
+//! absolute-form plain-HTTP requests. Everything that is refused here (bad target, failed proxy
+//! authentication, a raw IP, a vendor on another port) is audited here.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::classify::{Route, classify};
+use super::connect::{Target, parse_authority, parse_target};
+use super::pipeline::{self, AuditGuard, ConnCtx, Scheme};
+use super::{Shared, deny, intercept, new_id, tunnel};
+use crate::audit::{AuditRecord, Kind};
+use crate::config::Config;
+use crate::host::Host;
+use crate::identify::Identity;
+use crate::identify::user::{self, AuthFailure};
+use crate::policy::{Action, Reason};
+use crate::tls::upstream::ProxyBody;
+
+/// A client has this long to send the CONNECT (or request) headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let shared = shared.clone();
+                    tokio::spawn(serve_client(shared, stream, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |req| proxy_request(shared.clone(), peer, req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
+    }
+}
+
+async fn proxy_request(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    if req.method() == Method::CONNECT {
+        Ok(connect(shared, peer, req).await)
+    } else {
+        Ok(absolute(shared, peer, req).await)
+    }
+}
+
+/// A record for something decided on the proxy leg.
+fn record(
+    shared: &Shared,
+    kind: Kind,
+    peer: SocketAddr,
+    user: &Identity,
+    host: String,
+    port: u16,
+) -> (String, AuditGuard) {
+    let id = new_id();
+    let mut rec = AuditRecord::new(
+        id.clone(),
+        kind,
+        peer.to_string(),
+        user.user.clone(),
+        host,
+        port,
+    );
+    rec.user_source = Some(user.source);
+    (
+        id,
+        AuditGuard::new(shared.audit.clone(), rec, Instant::now()),
+    )
+}
+
+fn refuse(
+    mut guard: AuditGuard,
+    id: &str,
+    status: StatusCode,
+    reason: Reason,
+    vendor: Option<Arc<str>>,
+    text: &str,
+) -> Response<ProxyBody> {
+    let r = guard.rec();
+    r.action = Action::Block;
+    r.reason = reason;
+    r.vendor = vendor;
+    r.status = Some(status.as_u16());
+    guard.finish();
+    deny::proxy_response(status, reason, id, text)
+}
+
+fn identify_user(
+    cfg: &Config,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+) -> Result<Identity, AuthFailure> {
+    let header = req
+        .headers()
+        .get(header::PROXY_AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    user::resolve(
+        &cfg.identity.directory,
+        &cfg.identity.source_addresses,
+        cfg.identity.require_auth,
+        header,
+        peer.ip(),
+    )
+}
+
+fn auth_refusal(
+    shared: &Shared,
+    peer: SocketAddr,
+    host: String,
+    port: u16,
+    failure: AuthFailure,
+) -> Response<ProxyBody> {
+    let (id, mut guard) = record(
+        shared,
+        Kind::Tunnel,
+        peer,
+        &Identity::anonymous(),
+        host,
+        port,
+    );
+    guard.rec().error = Some(match failure {
+        AuthFailure::Missing => "proxy_auth_missing".into(),
+        AuthFailure::Wrong => "proxy_auth_wrong".into(),
+    });
+    let text = match failure {
+        AuthFailure::Missing => {
+            "aigate: proxy authentication required; set your proxy URL to http://USER:TOKEN@host:port"
+        }
+        AuthFailure::Wrong => {
+            "aigate: proxy credentials not accepted; check the user and token in your proxy URL"
+        }
+    };
+    refuse(
+        guard,
+        &id,
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        Reason::ProxyAuth,
+        None,
+        text,
+    )
+}
+
+async fn connect(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let cfg = shared.config.load_full();
+    let raw_target = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_else(|| req.uri().to_string());
+    let target = match parse_target(&raw_target) {
+        Ok(t) => t,
+        Err(e) => {
+            let (id, guard) = record(
+                &shared,
+                Kind::Tunnel,
+                peer,
+                &Identity::anonymous(),
+                raw_target.chars().take(256).collect(),
+                0,
+            );
+            return refuse(
+                guard,
+                &id,
+                StatusCode::BAD_REQUEST,
+                Reason::BadRequest,
+                None,
+                &format!("aigate: bad CONNECT target: {e}"),
+            );
+        }
+    };
+    let identity = match identify_user(&cfg, peer, &req) {
+        Ok(i) => i,
+        Err(f) => return auth_refusal(&shared, peer, target.host.to_string(), target.port, f),
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    match classify(&cfg, &target) {
+        Route::Refuse { reason, vendor } => {
+            let (id, guard) = record(
+                &shared,
+                Kind::Tunnel,
+                peer,
+                &identity,
+                target.host.to_string(),
+                target.port,
+            );
+            let text = format!(
+                "aigate: CONNECT to {}:{} refused: {}",
+                target.host,
+                target.port,
+                reason.explanation()
+            );
+            refuse(guard, &id, StatusCode::FORBIDDEN, reason, vendor, &text)
+        }
+        Route::Intercept(vendor) => {
+            tokio::spawn(async move {
+                match on_upgrade.await {
+                    Ok(upgraded) => {
+                        intercept::intercept(shared, upgraded, peer, target, vendor, identity).await
+                    }
+                    Err(e) => tracing::debug!(client = %peer, error = %e, "CONNECT upgrade failed"),
+                }
+            });
+            Response::new(
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+        }
+        Route::Tunnel => {
+            let (id, mut guard) = record(
+                &shared,
+                Kind::Tunnel,
+                peer,
+                &identity,
+                target.host.to_string(),
+                target.port,
+            );
+            guard.rec().reason = Reason::NotVendor;
+            let upstream = match dial(&shared, &cfg, &target).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let r = guard.rec();
+                    r.error = Some(format!("upstream_connect: {e}"));
+                    r.status = Some(502);
+                    guard.finish();
+                    return deny::proxy_response(
+                        StatusCode::BAD_GATEWAY,
+                        Reason::NotVendor,
+                        &id,
+                        &format!(
+                            "aigate: cannot connect to {}:{}: {e}",
+                            target.host, target.port
+                        ),
+                    );
+                }
+            };
+            guard.rec().status = Some(200);
+            tokio::spawn(async move {
+                match on_upgrade.await {
+                    Ok(upgraded) => tunnel::tunnel(upgraded, upstream, guard).await,
+                    Err(_) => {
+                        guard.rec().error = Some("client_gone".into());
+                        guard.finish();
+                    }
+                }
+            });
+            let mut resp = Response::new(
+                http_body_util::Empty::new()
+                    .map_err(|never| match never {})
+                    .boxed(),
+            );
+            deny::annotate(resp.headers_mut(), "allow", Reason::NotVendor, &id);
+            resp
+        }
+    }
+}
+
+async fn dial(shared: &Shared, cfg: &Config, target: &Target) -> std::io::Result<TcpStream> {
+    let addrs = match &target.host {
+        Host::Ip(ip) => vec![SocketAddr::new(*ip, target.port)],
+        Host::Name(n) => shared.resolver.lookup(n, target.port).await?,
+    };
+    let stream = tokio::time::timeout(cfg.upstream.connect_timeout, TcpStream::connect(&addrs[..]))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+/// `GET http://host/path` through the proxy.
+async fn absolute(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let cfg = shared.config.load_full();
+    let uri = req.uri().clone();
+    let authority = match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(a)) => a.as_str().to_string(),
+        _ => {
+            let (id, guard) = record(
+                &shared,
+                Kind::Tunnel,
+                peer,
+                &Identity::anonymous(),
+                String::new(),
+                0,
+            );
+            return refuse(
+                guard,
+                &id,
+                StatusCode::BAD_REQUEST,
+                Reason::BadRequest,
+                None,
+                "aigate is a forward proxy: use CONNECT host:443 for HTTPS, or an absolute http:// URL",
+            );
+        }
+    };
+    let (host, port) = match parse_authority(&authority) {
+        Ok((h, p)) => (h, p.unwrap_or(80)),
+        Err(e) => {
+            let (id, guard) = record(
+                &shared,
+                Kind::Tunnel,
+                peer,
+                &Identity::anonymous(),
+                authority.chars().take(256).collect(),
+                0,
+            );
+            return refuse(
+                guard,
+                &id,
+                StatusCode::BAD_REQUEST,
+                Reason::BadRequest,
+                None,
+                &format!("aigate: bad host in URL: {e}"),
+            );
+        }
+    };
+    let identity = match identify_user(&cfg, peer, &req) {
+        Ok(i) => i,
+        Err(f) => return auth_refusal(&shared, peer, host.to_string(), port, f),
+    };
+    // A vendor over plain HTTP would never be inspected: identify it, then refuse it.
+    if let Some(vendor) = host.as_name().and_then(|n| cfg.vendor_for(n)).cloned() {
+        let conn = Arc::new(ConnCtx {
+            client: peer,
+            host,
+            port,
+            vendor,
+            identity,
+            scheme: Scheme::Http,
+        });
+        return pipeline::handle(shared, conn, req)
+            .await
+            .unwrap_or_else(|never| match never {});
+    }
+    match classify(
+        &cfg,
+        &Target {
+            host: host.clone(),
+            port,
+        },
+    ) {
+        Route::Refuse { reason, vendor } => {
+            let (id, guard) = record(
+                &shared,
+                Kind::Tunnel,
+                peer,
+                &identity,
+                host.to_string(),
+                port,
+            );
+            let text = format!(
+                "aigate: request to {host}:{port} refused: {}",
+                reason.explanation()
+            );
+            refuse(guard, &id, StatusCode::FORBIDDEN, reason, vendor, &text)
+        }
+        _ => pipeline::passthrough(shared, peer, identity, host, port, req).await,
+    }
+}

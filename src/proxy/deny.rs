@@ -1,0 +1,326 @@
+//! Every response the gateway makes up itself, in one place: policy denials in the vendor's own
+//! error shape (so the engineer's CLI prints our message instead of a network error), and
+//! upstream failures mapped to 502/504.
+//!
+//! Denials are 403, never 429 or 5xx: the SDKs retry those, and a retry loop hides the message.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use serde_json::json;
+
+use crate::config::ErrorFormat;
+use crate::policy::{Decision, Reason};
+use crate::tls::upstream::ProxyBody;
+
+pub const DECISION_HEADER: &str = "x-aigate-decision";
+pub const REASON_HEADER: &str = "x-aigate-reason";
+pub const REQUEST_ID_HEADER: &str = "x-aigate-request-id";
+
+/// Why forwarding failed; decides 502 vs 504 and the audit `error` code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// No TCP connection (refused, unreachable, DNS).
+    Connect,
+    /// The vendor's certificate or handshake failed.
+    Tls,
+    /// No response headers in time.
+    Timeout,
+    /// The connection broke while sending or receiving.
+    Reset,
+}
+
+impl UpstreamFailure {
+    pub fn code(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect => "upstream_connect",
+            UpstreamFailure::Tls => "upstream_tls",
+            UpstreamFailure::Timeout => "upstream_timeout",
+            UpstreamFailure::Reset => "upstream_reset",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            UpstreamFailure::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            UpstreamFailure::Connect => "aigate could not connect to the vendor",
+            UpstreamFailure::Tls => "aigate could not verify the vendor's TLS certificate",
+            UpstreamFailure::Timeout => "the vendor did not answer in time",
+            UpstreamFailure::Reset => "the connection to the vendor broke",
+        }
+    }
+}
+
+/// What the deny message needs besides the decision.
+pub struct DenyContext<'a> {
+    pub request_id: &'a str,
+    pub tool_name: &'a str,
+    pub tool: &'a str,
+    pub workflow: &'a str,
+    pub user: &'a str,
+    pub vendor_name: &'a str,
+    pub exemption_url: &'a str,
+}
+
+/// The sentence an engineer reads in their terminal.
+pub fn message(decision: &Decision, ctx: &DenyContext<'_>) -> String {
+    let mut m = format!("aigate blocked this call to {}: ", ctx.vendor_name);
+    match (decision.reason, &decision.rule) {
+        (Reason::RuleMatched, Some(rule)) => {
+            m.push_str(&format!(
+                "{} is not allowed in workflow \"{}\" (rule \"{}\"",
+                ctx.tool_name, ctx.workflow, rule
+            ));
+            if let Some(d) = &decision.description {
+                m.push_str(": ");
+                m.push_str(d);
+            }
+            m.push_str(").");
+        }
+        (Reason::DefaultAction, _) => m.push_str(&format!(
+            "no policy rule allows {} in workflow \"{}\" (default action: block).",
+            ctx.tool_name, ctx.workflow
+        )),
+        (reason, _) => {
+            m.push_str(reason.explanation());
+            m.push('.');
+        }
+    }
+    m.push_str(&format!(" Reason: {}.", decision.reason));
+    if decision.exemptable {
+        if ctx.exemption_url.is_empty() {
+            m.push_str(" To use it anyway, ask your manager for a time-boxed exemption and quote the request id.");
+        } else {
+            m.push_str(&format!(
+                " To request a time-boxed exemption, ask your manager via {}",
+                fill_url(ctx.exemption_url, decision, ctx)
+            ));
+        }
+    } else if decision.reason == Reason::RuleMatched {
+        m.push_str(" This rule allows no exemptions; contact IT if you believe this is wrong.");
+    }
+    m.push_str(&format!(" Request id: {}.", ctx.request_id));
+    m
+}
+
+fn fill_url(template: &str, decision: &Decision, ctx: &DenyContext<'_>) -> String {
+    template
+        .replace("{tool}", &encode(ctx.tool))
+        .replace("{workflow}", &encode(ctx.workflow))
+        .replace("{rule}", &encode(decision.rule.as_deref().unwrap_or("")))
+        .replace("{user}", &encode(ctx.user))
+        .replace("{request_id}", &encode(ctx.request_id))
+}
+
+/// Percent-encode everything but unreserved characters (RFC 3986).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The body a vendor's SDK parses, carrying `message`.
+pub fn vendor_body(format: ErrorFormat, status: StatusCode, message: &str) -> serde_json::Value {
+    let denied = status == StatusCode::FORBIDDEN || status == StatusCode::MISDIRECTED_REQUEST;
+    match format {
+        ErrorFormat::Anthropic => json!({
+            "type": "error",
+            "error": {
+                "type": if denied { "permission_error" } else if status == StatusCode::GATEWAY_TIMEOUT { "timeout_error" } else { "api_error" },
+                "message": message,
+            }
+        }),
+        ErrorFormat::OpenAi => json!({
+            "error": {
+                "message": message,
+                "type": if denied { "permission_denied" } else { "server_error" },
+                "param": null,
+                "code": if denied { "aigate_blocked" } else { "aigate_upstream_error" },
+            }
+        }),
+        ErrorFormat::Google => json!({
+            "error": {
+                "code": status.as_u16(),
+                "message": message,
+                "status": if denied { "PERMISSION_DENIED" } else if status == StatusCode::GATEWAY_TIMEOUT { "DEADLINE_EXCEEDED" } else { "UNAVAILABLE" },
+            }
+        }),
+    }
+}
+
+pub fn json_response(
+    status: StatusCode,
+    body: &serde_json::Value,
+    decision: &str,
+    reason: Reason,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let bytes = Bytes::from(body.to_string());
+    let mut resp = Response::new(Full::new(bytes).map_err(|never| match never {}).boxed());
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // The Stainless SDKs (Anthropic, OpenAI) honour this and do not retry.
+    h.insert("x-should-retry", HeaderValue::from_static("false"));
+    annotate(h, decision, reason, request_id);
+    resp
+}
+
+/// Add the decision headers to any response we pass back.
+pub fn annotate(h: &mut http::HeaderMap, decision: &str, reason: Reason, request_id: &str) {
+    h.insert(
+        DECISION_HEADER,
+        HeaderValue::from_str(decision).unwrap_or(HeaderValue::from_static("error")),
+    );
+    h.insert(REASON_HEADER, HeaderValue::from_static(reason.as_str()));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(REQUEST_ID_HEADER, v);
+    }
+}
+
+/// A denial of an intercepted request.
+pub fn deny(
+    format: ErrorFormat,
+    status: StatusCode,
+    decision: &Decision,
+    ctx: &DenyContext<'_>,
+) -> Response<ProxyBody> {
+    let msg = message(decision, ctx);
+    json_response(
+        status,
+        &vendor_body(format, status, &msg),
+        "block",
+        decision.reason,
+        ctx.request_id,
+    )
+}
+
+/// A failed forward.
+pub fn upstream_failure(
+    format: ErrorFormat,
+    failure: UpstreamFailure,
+    reason: Reason,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let msg = format!(
+        "{} ({}). Request id: {request_id}.",
+        failure.describe(),
+        failure.code()
+    );
+    let status = failure.status();
+    json_response(
+        status,
+        &vendor_body(format, status, &msg),
+        "error",
+        reason,
+        request_id,
+    )
+}
+
+/// A plain-text answer on the proxy leg itself (CONNECT refusals, 407, malformed requests),
+/// where there is no vendor format to speak.
+pub fn proxy_response(
+    status: StatusCode,
+    reason: Reason,
+    request_id: &str,
+    text: &str,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(
+        Full::new(Bytes::from(format!("{text}\n")))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    annotate(
+        h,
+        if status.is_success() {
+            "allow"
+        } else {
+            "block"
+        },
+        reason,
+        request_id,
+    );
+    if status == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+        h.insert(
+            header::PROXY_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"aigate\""),
+        );
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::policy::Action;
+
+    fn ctx() -> DenyContext<'static> {
+        DenyContext {
+            request_id: "r-1",
+            tool_name: "Claude Code",
+            tool: "claude-code",
+            workflow: "untagged",
+            user: "alice smith",
+            vendor_name: "Anthropic",
+            exemption_url: "https://it.example/ex?tool={tool}&rule={rule}&user={user}&req={request_id}",
+        }
+    }
+
+    #[test]
+    fn message_names_rule_reason_exemption_and_id() {
+        let d = Decision {
+            action: Action::Block,
+            reason: Reason::RuleMatched,
+            rule: Some(Arc::from("ban")),
+            description: Some(Arc::from("rival tools stay out of our code")),
+            exemption: None,
+            exemptable: true,
+        };
+        assert_eq!(
+            message(&d, &ctx()),
+            "aigate blocked this call to Anthropic: Claude Code is not allowed in workflow \"untagged\" (rule \"ban\": rival tools stay out of our code). Reason: rule_matched. To request a time-boxed exemption, ask your manager via https://it.example/ex?tool=claude-code&rule=ban&user=alice%20smith&req=r-1 Request id: r-1."
+        );
+    }
+
+    #[test]
+    fn vendor_shapes() {
+        let a = vendor_body(ErrorFormat::Anthropic, StatusCode::FORBIDDEN, "m");
+        assert_eq!(
+            a,
+            json!({"type":"error","error":{"type":"permission_error","message":"m"}})
+        );
+        let o = vendor_body(ErrorFormat::OpenAi, StatusCode::FORBIDDEN, "m");
+        assert_eq!(
+            o,
+            json!({"error":{"message":"m","type":"permission_denied","param":null,"code":"aigate_blocked"}})
+        );
+        let g = vendor_body(ErrorFormat::Google, StatusCode::FORBIDDEN, "m");
+        assert_eq!(
+            g,
+            json!({"error":{"code":403,"message":"m","status":"PERMISSION_DENIED"}})
+        );
+    }
+}

@@ -1,0 +1,399 @@
+//! Send an allowed request to the vendor and stream the answer back.
+//!
+//! Hop-by-hop headers, proxy credentials and aigate's own headers (the workflow tag) never
+//! reach the vendor. `alt-svc` never reaches the client: it would invite the client onto QUIC,
+//! which does not go through the proxy. The response body is streamed frame by frame (SSE
+//! arrives event by event) and the audit record is finished when it ends or the client leaves.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri, Version, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::Shared;
+use super::deny::{self, UpstreamFailure};
+use super::pipeline::{AuditGuard, ReplayBody};
+use crate::config::ErrorFormat;
+use crate::policy::Reason;
+use crate::tls::upstream::{BoxError, ProxyBody};
+
+/// How long a vendor may take to send response headers. Non-streaming completions can take
+/// minutes; this only catches a vendor that never answers.
+const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One request on its way upstream.
+pub struct Exchange {
+    pub parts: Parts,
+    pub body: ReplayBody,
+    pub upstream_uri: String,
+    pub request_id: String,
+    /// `x-aigate-decision` on the response: allow, monitor.
+    pub label: &'static str,
+    pub reason: Reason,
+    /// Vendor error shape for failures; `None` for plain passthrough (text errors).
+    pub format: Option<ErrorFormat>,
+    pub websocket: bool,
+    /// An extra request header to remove (the workflow tag).
+    pub strip: Option<HeaderName>,
+}
+
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Remove hop-by-hop headers, including any named in `Connection`.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        if keep_upgrade && (name == "upgrade" || name == "connection") {
+            continue;
+        }
+        headers.remove(name);
+    }
+}
+
+fn failure_response(
+    format: Option<ErrorFormat>,
+    failure: UpstreamFailure,
+    reason: Reason,
+    id: &str,
+) -> Response<ProxyBody> {
+    match format {
+        Some(f) => deny::upstream_failure(f, failure, reason, id),
+        None => deny::proxy_response(
+            failure.status(),
+            reason,
+            id,
+            &format!("aigate: upstream failed ({})", failure.code()),
+        ),
+    }
+}
+
+fn classify_error(err: &hyper_util::client::legacy::Error) -> UpstreamFailure {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return UpstreamFailure::Tls;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+            {
+                return UpstreamFailure::Tls;
+            }
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return UpstreamFailure::Timeout;
+            }
+        }
+        source = e.source();
+    }
+    if err.is_connect() {
+        UpstreamFailure::Connect
+    } else {
+        UpstreamFailure::Reset
+    }
+}
+
+pub async fn forward(
+    shared: &Arc<Shared>,
+    ex: Exchange,
+    mut guard: AuditGuard,
+) -> Response<ProxyBody> {
+    let Exchange {
+        mut parts,
+        body,
+        upstream_uri,
+        request_id,
+        label,
+        reason,
+        format,
+        websocket,
+        strip,
+    } = ex;
+    let uri: Uri = match upstream_uri.parse() {
+        Ok(u) => u,
+        Err(_) => {
+            let resp = deny::proxy_response(
+                StatusCode::BAD_REQUEST,
+                Reason::BadRequest,
+                &request_id,
+                "aigate: the request target is not a valid URL",
+            );
+            guard.rec().status = Some(400);
+            guard.finish();
+            return resp;
+        }
+    };
+    strip_hop_by_hop(&mut parts.headers, websocket);
+    if let Some(name) = strip {
+        parts.headers.remove(name);
+    }
+    // The client sets Host from the URI; a stale or duplicated one must not go upstream.
+    parts.headers.remove(header::HOST);
+    if websocket {
+        return websocket_upgrade(shared, parts, uri, request_id, label, reason, format, guard)
+            .await;
+    }
+    guard.count_up(body.counter());
+
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    let req = Request::from_parts(parts, body.boxed());
+    let sent = tokio::time::timeout(RESPONSE_HEADER_TIMEOUT, shared.upstream.request(req)).await;
+    let resp = match sent {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            let failure = classify_error(&e);
+            tracing::warn!(request_id = %request_id, error = %e, code = failure.code(), "upstream request failed");
+            return fail(guard, format, failure, reason, &request_id);
+        }
+        Err(_) => return fail(guard, format, UpstreamFailure::Timeout, reason, &request_id),
+    };
+    respond(resp, guard, label, reason, &request_id)
+}
+
+fn fail(
+    mut guard: AuditGuard,
+    format: Option<ErrorFormat>,
+    failure: UpstreamFailure,
+    reason: Reason,
+    id: &str,
+) -> Response<ProxyBody> {
+    let resp = failure_response(format, failure, reason, id);
+    let r = guard.rec();
+    r.error = Some(failure.code().into());
+    r.status = Some(resp.status().as_u16());
+    guard.finish();
+    resp
+}
+
+/// Pass the vendor's response back, cleaned and annotated, its body tied to the audit guard.
+fn respond(
+    resp: Response<Incoming>,
+    mut guard: AuditGuard,
+    label: &str,
+    reason: Reason,
+    id: &str,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    parts.headers.remove(header::ALT_SVC);
+    deny::annotate(&mut parts.headers, label, reason, id);
+    let ttfb = guard.elapsed_ms();
+    let r = guard.rec();
+    r.status = Some(parts.status.as_u16());
+    r.ttfb_ms = Some(ttfb);
+    let body = AuditedBody {
+        inner: body,
+        guard: Some(guard),
+        bytes: 0,
+    };
+    Response::from_parts(parts, body.boxed())
+}
+
+/// The vendor's response body on its way to the client. Finishes the audit record at the end
+/// of the stream; if the client goes away first, dropping the guard records that.
+struct AuditedBody {
+    inner: Incoming,
+    guard: Option<AuditGuard>,
+    bytes: u64,
+}
+
+impl AuditedBody {
+    fn finish(&mut self, error: Option<&str>) {
+        if let Some(mut g) = self.guard.take() {
+            let r = g.rec();
+            r.bytes_down = self.bytes;
+            if let Some(e) = error {
+                r.error = Some(e.into());
+            }
+            g.finish();
+        }
+    }
+}
+
+impl Body for AuditedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.bytes += d.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.finish(None);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.finish(Some(UpstreamFailure::Reset.code()));
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                this.finish(None);
+                Poll::Ready(None)
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for AuditedBody {
+    fn drop(&mut self) {
+        if let Some(g) = self.guard.as_mut() {
+            g.rec().bytes_down = self.bytes;
+        }
+    }
+}
+
+/// A WebSocket upgrade the policy allowed: a dedicated HTTP/1.1 connection upstream, the
+/// upgrade request forwarded, and on `101` the two upgraded streams spliced together.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the pieces of an Exchange"
+)]
+async fn websocket_upgrade(
+    shared: &Arc<Shared>,
+    mut parts: Parts,
+    uri: Uri,
+    request_id: String,
+    label: &'static str,
+    reason: Reason,
+    format: Option<ErrorFormat>,
+    mut guard: AuditGuard,
+) -> Response<ProxyBody> {
+    let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let host = uri.host().unwrap_or_default().to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let connected = async {
+        let addrs = shared
+            .resolver
+            .lookup(&host, port)
+            .await
+            .map_err(|_| UpstreamFailure::Connect)?;
+        let cfg = shared.config.load();
+        let tcp = tokio::time::timeout(
+            cfg.upstream.connect_timeout,
+            tokio::net::TcpStream::connect(&addrs[..]),
+        )
+        .await
+        .map_err(|_| UpstreamFailure::Timeout)?
+        .map_err(|_| UpstreamFailure::Connect)?;
+        let _ = tcp.set_nodelay(true);
+        let name = rustls_pki_types::ServerName::try_from(host.clone())
+            .map_err(|_| UpstreamFailure::Connect)?;
+        let tls = shared
+            .ws_tls
+            .connect(name, tcp)
+            .await
+            .map_err(|_| UpstreamFailure::Tls)?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|_| UpstreamFailure::Reset)?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok::<_, UpstreamFailure>(sender)
+    };
+    let mut sender = match connected.await {
+        Ok(s) => s,
+        Err(f) => return fail(guard, format, f, reason, &request_id),
+    };
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .unwrap_or_default();
+    parts.uri = uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse()
+        .unwrap_or_default();
+    parts.version = Version::HTTP_11;
+    if let Ok(v) = authority.parse() {
+        parts.headers.insert(header::HOST, v);
+    }
+    let req = Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
+    let mut resp = match sender.send_request(req).await {
+        Ok(r) => r,
+        Err(_) => return fail(guard, format, UpstreamFailure::Reset, reason, &request_id),
+    };
+    if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return respond(resp, guard, label, reason, &request_id);
+    }
+    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.remove(header::ALT_SVC);
+    deny::annotate(&mut parts.headers, label, reason, &request_id);
+    guard.rec().status = Some(101);
+    guard.rec().ttfb_ms = Some(guard.elapsed_ms());
+    tokio::spawn(async move {
+        let (Some(client_upgrade), Ok(upstream)) = (client_upgrade, upstream_upgrade.await) else {
+            guard.rec().error = Some("upgrade_failed".into());
+            guard.finish();
+            return;
+        };
+        let Ok(client) = client_upgrade.await else {
+            guard.rec().error = Some("client_gone".into());
+            guard.finish();
+            return;
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            Ok((up, down)) => {
+                guard.rec().bytes_up = up;
+                guard.rec().bytes_down = down;
+            }
+            Err(_) => guard.rec().error = Some("websocket_io".into()),
+        }
+        guard.finish();
+    });
+    Response::from_parts(
+        parts,
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    )
+}

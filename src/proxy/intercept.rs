@@ -1,0 +1,119 @@
+//! Terminate the client's TLS for a vendor host and serve its HTTP/1.1 or HTTP/2 requests.
+//!
+//! The ClientHello is read before any certificate is chosen: its SNI must name the CONNECT host
+//! (a client that CONNECTs to one name and asks TLS for another is fronting). The leaf comes from
+//! the authority's cache; ALPN offers h2 and http/1.1.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::time::Instant;
+use tokio_rustls::LazyConfigAcceptor;
+
+use super::Shared;
+use super::connect::Target;
+use super::new_id;
+use super::pipeline::{self, AuditGuard, ConnCtx, Scheme};
+use crate::audit::{AuditRecord, Kind};
+use crate::config::Vendor;
+use crate::host::normalise;
+use crate::identify::Identity;
+use crate::policy::{Action, Reason};
+
+/// A client has this long to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// And this long to send a request's headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub async fn intercept(
+    shared: Arc<Shared>,
+    upgraded: Upgraded,
+    client: SocketAddr,
+    target: Target,
+    vendor: Arc<Vendor>,
+    identity: Identity,
+) {
+    let start = Instant::now();
+    let fail = |reason: Reason, error: String| {
+        let mut record = AuditRecord::new(
+            new_id(),
+            Kind::Request,
+            client.to_string(),
+            identity.user.clone(),
+            target.host.to_string(),
+            target.port,
+        );
+        record.user_source = Some(identity.source);
+        record.vendor = Some(vendor.id.clone());
+        record.action = Action::Block;
+        record.reason = reason;
+        record.error = Some(error);
+        AuditGuard::new(shared.audit.clone(), record, start).finish();
+    };
+
+    let acceptor =
+        LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
+    let handshake = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return fail(Reason::TlsHandshake, format!("client_tls: {e}")),
+        Err(_) => {
+            return fail(
+                Reason::TlsHandshake,
+                "client_tls: handshake timed out".into(),
+            );
+        }
+    };
+    if let Some(sni) = handshake.client_hello().server_name() {
+        if normalise(sni).ok().as_ref() != Some(&target.host) {
+            tracing::warn!(client = %client, target = %target.host, "SNI differs from CONNECT host; refused");
+            return fail(Reason::SniMismatch, "sni_mismatch".into());
+        }
+    }
+    let config = match shared.ca.server_config(&target.host) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot mint a certificate");
+            return fail(Reason::TlsHandshake, format!("mint: {e}"));
+        }
+    };
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake.into_stream(config)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return fail(Reason::TlsHandshake, format!("client_tls: {e}")),
+        Err(_) => {
+            return fail(
+                Reason::TlsHandshake,
+                "client_tls: handshake timed out".into(),
+            );
+        }
+    };
+
+    let conn = Arc::new(ConnCtx {
+        client,
+        host: target.host,
+        port: target.port,
+        vendor,
+        identity,
+        scheme: Scheme::Https,
+    });
+    let service = service_fn(move |req| pipeline::handle(shared.clone(), conn.clone(), req));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(tls), service)
+        .await
+    {
+        tracing::debug!(error = %e, "intercepted connection ended with an error");
+    }
+}

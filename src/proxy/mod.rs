@@ -1,0 +1,74 @@
+//! THE DATA PATH. One file per stage, in the order a request meets them:
+//!
+//! ```text
+//! client ──CONNECT host:443──▶ accept ─▶ connect (parse + normalise target)
+//!                                    └▶ classify target ─┬─ not a vendor host ─▶ tunnel (bytes untouched) ─▶ audit(kind=tunnel)
+//!                                                        ├─ refused (IP literal, vendor on another port…) ─▶ deny ─▶ audit
+//!                                                        └─ vendor host ─▶ intercept: TLS with a minted leaf cert
+//!                                                               │            (SNI must equal the CONNECT host)
+//!                                                               ▼ per HTTP request (HTTP/1.1 or HTTP/2 stream)
+//!                                              pipeline: identify (user, tool, workflow, vendor, model)
+//!                                                               ▼
+//!                                              policy::decide(call, exemptions, now) -> Decision
+//!                                                  ├─ allow / monitor ─▶ forward upstream (rustls, streamed)
+//!                                                  └─ block ───────────▶ deny response in the vendor's error format
+//!                                                               ▼
+//!                                              audit: exactly one record per request, from one exit (AuditGuard)
+//! ```
+//!
+//! Plain-HTTP absolute-form requests enter at `accept` and join at `pipeline`.
+
+pub mod accept;
+pub mod classify;
+pub mod connect;
+pub mod deny;
+pub mod forward;
+pub mod intercept;
+pub mod pipeline;
+pub mod tunnel;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+
+use crate::audit::AuditLog;
+use crate::config::Config;
+use crate::exemptions::Snapshot;
+use crate::resolve::Resolver;
+use crate::tls::CertificateAuthority;
+use crate::tls::upstream::UpstreamClient;
+
+/// Where "now" comes from. Injectable so tests can move time past an exemption's expiry.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// Everything the data path shares, built once by `App::start`.
+pub struct Shared {
+    pub config: ArcSwap<Config>,
+    pub ca: CertificateAuthority,
+    pub upstream: UpstreamClient,
+    /// For WebSocket upgrades, which need a dedicated HTTP/1.1 connection.
+    pub ws_tls: tokio_rustls::TlsConnector,
+    pub resolver: Resolver,
+    pub audit: AuditLog,
+    pub exemptions: ArcSwap<Snapshot>,
+    pub clock: Arc<dyn Clock>,
+    pub next_conn: AtomicU64,
+}
+
+/// A fresh request or tunnel id: UUIDv7, so ids sort by time in the audit log.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}

@@ -1,0 +1,481 @@
+//! One intercepted request, from headers to the single audit record.
+//!
+//! identify (user from the connection, tool, workflow, model) -> decide -> deny or forward.
+//! The `AuditGuard` is created first and travels with the request; whatever path it takes
+//! (denied, forwarded and finished, upstream error, client gone mid-stream) the guard submits
+//! exactly one record, either explicitly or when dropped.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::request::Parts;
+use http::{Request, Response, StatusCode, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::connect::parse_authority;
+use super::deny::{self, DenyContext};
+use super::{Shared, forward, new_id};
+use crate::audit::{AuditLog, AuditRecord, Kind};
+use crate::config::{FailMode, Vendor};
+use crate::host::Host;
+use crate::identify::tools::RequestFacts;
+use crate::identify::{Identity, identify_tool, model, workflow};
+use crate::policy::{self, Action, Call, Decision, Reason};
+use crate::tls::upstream::{BoxError, ProxyBody};
+
+/// How the client reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Inside an intercepted CONNECT tunnel.
+    Https,
+    /// A plain-HTTP absolute-form request.
+    Http,
+}
+
+/// What is known about the connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnCtx {
+    pub client: SocketAddr,
+    pub host: Host,
+    pub port: u16,
+    pub vendor: Arc<Vendor>,
+    pub identity: Identity,
+    pub scheme: Scheme,
+}
+
+/// Submits the request's audit record exactly once: on `finish`, or on drop (client gone).
+pub struct AuditGuard {
+    record: AuditRecord,
+    audit: AuditLog,
+    start: Instant,
+    bytes_up: Option<Arc<AtomicU64>>,
+    submitted: bool,
+}
+
+impl AuditGuard {
+    pub fn new(audit: AuditLog, record: AuditRecord, start: Instant) -> AuditGuard {
+        AuditGuard {
+            record,
+            audit,
+            start,
+            bytes_up: None,
+            submitted: false,
+        }
+    }
+
+    pub fn rec(&mut self) -> &mut AuditRecord {
+        &mut self.record
+    }
+
+    pub fn count_up(&mut self, counter: Arc<AtomicU64>) {
+        self.bytes_up = Some(counter);
+    }
+
+    pub fn elapsed_ms(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() * 1000.0
+    }
+
+    pub fn finish(mut self) {
+        self.submit();
+    }
+
+    fn submit(&mut self) {
+        if self.submitted {
+            return;
+        }
+        self.submitted = true;
+        self.record.duration_ms = self.elapsed_ms();
+        if let Some(up) = &self.bytes_up {
+            self.record.bytes_up = up.load(Ordering::Relaxed);
+        }
+        let record = std::mem::replace(&mut self.record, AuditRecord::placeholder());
+        self.audit.submit(record);
+    }
+}
+
+impl Drop for AuditGuard {
+    fn drop(&mut self) {
+        if !self.submitted {
+            if self.record.error.is_none() {
+                self.record.error = Some("client_gone".into());
+            }
+            self.submit();
+        }
+    }
+}
+
+/// The request body after the peek: the frames already read, then the rest, counted.
+pub struct ReplayBody {
+    peeked: VecDeque<Frame<Bytes>>,
+    rest: Option<Incoming>,
+    sent: Arc<AtomicU64>,
+}
+
+impl Body for ReplayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let frame = match this.peeked.pop_front() {
+            Some(f) => Some(Ok(f)),
+            None => match this.rest.as_mut() {
+                None => None,
+                Some(rest) => match Pin::new(rest).poll_frame(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(None) => {
+                        this.rest = None;
+                        None
+                    }
+                    Poll::Ready(Some(r)) => Some(r.map_err(BoxError::from)),
+                },
+            },
+        };
+        if let Some(Ok(f)) = &frame {
+            if let Some(d) = f.data_ref() {
+                this.sent.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.peeked.is_empty() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let peeked: u64 = self
+            .peeked
+            .iter()
+            .filter_map(|f| f.data_ref())
+            .map(|d| d.len() as u64)
+            .sum();
+        let rest = self
+            .rest
+            .as_ref()
+            .map(|r| r.size_hint())
+            .unwrap_or_else(|| SizeHint::with_exact(0));
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + peeked);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + peeked);
+        }
+        hint
+    }
+}
+
+/// Read up to `limit` bytes of the body (whole frames), keeping them for replay.
+async fn peek(body: Incoming, limit: usize) -> Result<(Bytes, ReplayBody), hyper::Error> {
+    let mut frames = VecDeque::new();
+    let mut seen = 0usize;
+    let mut body = (!body.is_end_stream()).then_some(body);
+    while seen < limit {
+        let Some(b) = body.as_mut() else { break };
+        match b.frame().await {
+            None => body = None,
+            Some(Err(e)) => return Err(e),
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    seen += d.len();
+                }
+                frames.push_back(frame);
+            }
+        }
+    }
+    let datas: Vec<&Bytes> = frames.iter().filter_map(|f| f.data_ref()).collect();
+    let prefix = match datas.as_slice() {
+        [] => Bytes::new(),
+        [one] => (*one).clone(),
+        many => {
+            let mut buf = BytesMut::with_capacity(seen);
+            for d in many {
+                buf.extend_from_slice(d);
+            }
+            buf.freeze()
+        }
+    };
+    Ok((
+        prefix,
+        ReplayBody {
+            peeked: frames,
+            rest: body,
+            sent: Arc::new(AtomicU64::new(0)),
+        },
+    ))
+}
+
+/// The host a request names must be the host its connection was opened for: otherwise a
+/// client could CONNECT to an allowed name and send requests for another (domain fronting,
+/// HTTP/2 connection coalescing).
+fn authority_matches(parts: &Parts, conn: &ConnCtx) -> bool {
+    let default_port = match conn.scheme {
+        Scheme::Https => 443,
+        Scheme::Http => 80,
+    };
+    let check = |authority: &str| match parse_authority(authority) {
+        Ok((host, port)) => host == conn.host && port.unwrap_or(default_port) == conn.port,
+        Err(_) => false,
+    };
+    let mut any = false;
+    if let Some(a) = parts.uri.authority() {
+        any = true;
+        if !check(a.as_str()) {
+            return false;
+        }
+    }
+    for h in parts.headers.get_all(header::HOST) {
+        any = true;
+        match h.to_str() {
+            Ok(v) if check(v) => {}
+            _ => return false,
+        }
+    }
+    any
+}
+
+fn is_websocket(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let start = Instant::now();
+    let cfg = shared.config.load_full();
+    let id = new_id();
+    let mut guard = AuditGuard::new(
+        shared.audit.clone(),
+        AuditRecord::new(
+            id.clone(),
+            Kind::Request,
+            conn.client.to_string(),
+            conn.identity.user.clone(),
+            conn.host.to_string(),
+            conn.port,
+        ),
+        start,
+    );
+    let (parts, body) = req.into_parts();
+    {
+        let r = guard.rec();
+        r.user_source = Some(conn.identity.source);
+        r.vendor = Some(conn.vendor.id.clone());
+        r.method = Some(parts.method.to_string());
+        r.path = Some(crate::audit::redact::path_for_log(
+            parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        ));
+    }
+    let format = conn.vendor.error_format;
+
+    let refuse = |mut guard: AuditGuard, reason: Reason, status: StatusCode| {
+        let decision = Decision::refused(reason);
+        let ctx = DenyContext {
+            request_id: &id,
+            tool_name: "this client",
+            tool: "unknown",
+            workflow: "untagged",
+            user: &conn.identity.user,
+            vendor_name: &conn.vendor.name,
+            exemption_url: "",
+        };
+        let resp = deny::deny(format, status, &decision, &ctx);
+        let r = guard.rec();
+        r.action = Action::Block;
+        r.reason = reason;
+        r.status = Some(status.as_u16());
+        guard.finish();
+        Ok(resp)
+    };
+
+    if !authority_matches(&parts, &conn) {
+        return refuse(guard, Reason::HostMismatch, StatusCode::MISDIRECTED_REQUEST);
+    }
+    let websocket = is_websocket(&parts);
+    if parts.headers.contains_key(header::UPGRADE) && !websocket {
+        return refuse(guard, Reason::UpgradeRefused, StatusCode::FORBIDDEN);
+    }
+
+    let (prefix, replay) = match peek(body, cfg.body_peek_bytes).await {
+        Ok(p) => p,
+        Err(_) => {
+            guard.rec().error = Some("client_body".into());
+            return refuse(guard, Reason::BadRequest, StatusCode::BAD_REQUEST);
+        }
+    };
+
+    // Identify.
+    let path = parts.uri.path();
+    let facts = RequestFacts {
+        vendor: &conn.vendor.id,
+        path,
+        headers: &parts.headers,
+        body_prefix: &prefix,
+    };
+    let tool = identify_tool(&cfg.tools, &facts);
+    let model = model::from_body(&prefix).or_else(|| model::from_path(path));
+    let wf = workflow::workflow(
+        &parts.headers,
+        &cfg.identity.workflow_header,
+        conn.identity.default_workflow.as_deref(),
+    );
+
+    // Decide.
+    let call = Call {
+        tool: &tool.tool,
+        vendor: &conn.vendor.id,
+        workflow: &wf.tag,
+        user: &conn.identity.user,
+        groups: &conn.identity.groups,
+        model: model.as_deref(),
+    };
+    let snapshot = shared.exemptions.load();
+    let mut decision = policy::decide(&cfg.policy, &call, &snapshot, shared.clock.now());
+    let mut status = StatusCode::FORBIDDEN;
+    if conn.scheme == Scheme::Http {
+        decision = Decision::refused(Reason::PlainHttpVendor);
+    } else if decision.action != Action::Block
+        && cfg.audit.on_failure == FailMode::Closed
+        && !shared.audit.healthy()
+    {
+        decision = Decision::refused(Reason::AuditUnavailable);
+        status = StatusCode::SERVICE_UNAVAILABLE;
+    }
+
+    {
+        let r = guard.rec();
+        r.tool = Some(tool.tool.clone());
+        r.tool_confidence = Some(tool.confidence);
+        r.evidence = tool.evidence.clone();
+        r.tool_conflicts = tool.conflicts.clone();
+        r.model = model.clone();
+        r.workflow = Some(wf.tag.clone());
+        r.workflow_source = Some(wf.source);
+        r.action = decision.action;
+        r.reason = decision.reason;
+        r.rule = decision.rule.clone();
+        r.exemption = decision.exemption.clone();
+        r.would_block = decision.would_block();
+    }
+
+    if decision.action == Action::Block {
+        let ctx = DenyContext {
+            request_id: &id,
+            tool_name: &tool.name,
+            tool: &tool.tool,
+            workflow: &wf.tag,
+            user: &conn.identity.user,
+            vendor_name: &conn.vendor.name,
+            exemption_url: &cfg.exemption_url,
+        };
+        let resp = deny::deny(format, status, &decision, &ctx);
+        guard.rec().status = Some(status.as_u16());
+        guard.finish();
+        return Ok(resp);
+    }
+
+    let upstream_uri = if conn.port == 443 {
+        format!(
+            "https://{}{}",
+            conn.host,
+            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        )
+    } else {
+        format!(
+            "https://{}:{}{}",
+            conn.host,
+            conn.port,
+            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        )
+    };
+    let label = decision.action.as_str();
+    let exchange = forward::Exchange {
+        parts,
+        body: replay,
+        upstream_uri,
+        request_id: id.clone(),
+        label,
+        reason: decision.reason,
+        format: Some(format),
+        websocket,
+        strip: Some(cfg.identity.workflow_header.clone()),
+    };
+    Ok(forward::forward(&shared, exchange, guard).await)
+}
+
+/// A plain-HTTP request to a host that is not a vendor: forwarded as-is and audited as a
+/// tunnel (it is not inspected).
+pub async fn passthrough(
+    shared: Arc<Shared>,
+    client: SocketAddr,
+    identity: Identity,
+    host: Host,
+    port: u16,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let id = new_id();
+    let mut guard = AuditGuard::new(
+        shared.audit.clone(),
+        AuditRecord::new(
+            id.clone(),
+            Kind::Tunnel,
+            client.to_string(),
+            identity.user.clone(),
+            host.to_string(),
+            port,
+        ),
+        start,
+    );
+    let (parts, body) = req.into_parts();
+    {
+        let r = guard.rec();
+        r.user_source = Some(identity.source);
+        r.method = Some(parts.method.to_string());
+        r.path = Some(crate::audit::redact::path_for_log(
+            parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+        ));
+        r.action = Action::Allow;
+        r.reason = Reason::NotVendor;
+    }
+    let upstream_uri = parts.uri.to_string();
+    let exchange = forward::Exchange {
+        parts,
+        body: ReplayBody {
+            peeked: VecDeque::new(),
+            rest: Some(body),
+            sent: Arc::new(AtomicU64::new(0)),
+        },
+        upstream_uri,
+        request_id: id,
+        label: "allow",
+        reason: Reason::NotVendor,
+        format: None,
+        websocket: false,
+        strip: None,
+    };
+    forward::forward(&shared, exchange, guard).await
+}
+
+impl ReplayBody {
+    pub fn counter(&self) -> Arc<AtomicU64> {
+        self.sent.clone()
+    }
+}
