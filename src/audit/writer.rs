@@ -160,22 +160,22 @@ fn tail_head(file: &mut File) -> Result<ChainHead, String> {
     if torn {
         lines.next();
     }
-    for line in lines {
-        #[derive(serde::Deserialize)]
-        struct Tail {
-            seq: u64,
-            hash: String,
-        }
-        if let Ok(t) = serde_json::from_str::<Tail>(line) {
-            return Ok(ChainHead {
+    #[derive(serde::Deserialize)]
+    struct Tail {
+        seq: u64,
+        hash: String,
+    }
+    match lines.next() {
+        None => Ok(ChainHead::default()),
+        Some(line) => match serde_json::from_str::<Tail>(line) {
+            Ok(t) => Ok(ChainHead {
                 records: t.seq,
                 last_seq: t.seq,
                 last_hash: t.hash,
-            });
-        }
-        return Err("its last whole line is not an audit record".to_string());
+            }),
+            Err(_) => Err("its last whole line is not an audit record".to_string()),
+        },
     }
-    Ok(ChainHead::default())
 }
 
 struct Writer {

@@ -95,7 +95,9 @@ pub fn load_str(text: &str, source_name: &str, base: &Path) -> Result<Config, Co
         Ok(config) if problems.is_empty() => Ok(config),
         Ok(_) => Err(invalid(problems)),
         Err(more) => {
-            problems.extend(more);
+            // A key serde already complained about and removed would show up again as missing.
+            let reported: Vec<String> = problems.iter().map(|p| p.path.clone()).collect();
+            problems.extend(more.into_iter().filter(|p| !reported.contains(&p.path)));
             Err(invalid(problems))
         }
     }
@@ -133,7 +135,11 @@ fn deserialize_all(mut value: toml::Value) -> (RawConfig, Vec<Problem>) {
                     problems.push(Problem {
                         path: render_path(&segments),
                         value: None,
-                        message: message.replace("invalid type: ", "wrong type: "),
+                        message: message
+                            .replace("invalid type: ", "wrong type: ")
+                            .replace("a sequence", "an array")
+                            .replace("sequence", "array")
+                            .replace("a map", "a table"),
                     });
                 }
                 // Remove the nearest key at or above the error, so the next pass gets further.

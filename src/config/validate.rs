@@ -535,8 +535,7 @@ fn tools(p: &mut Problems, raw: &[RawTool], vendor_ids: &[&str]) -> Vec<ToolSign
 
 fn first_line(s: &str) -> String {
     s.lines()
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rfind(|l| !l.trim().is_empty())
         .unwrap_or(s)
         .trim()
         .to_string()

@@ -1,0 +1,317 @@
+//! The real binary: config errors as exact text, exit codes, `run`, `ca export`, `audit`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::common::TestEnv;
+
+fn aigate() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_aigate"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("AIGATE_CONFIG")
+        .env("RUST_LOG", "off");
+    c
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = aigate().args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// Compare stderr with the expected file; `AIGATE_BLESS=1` rewrites it.
+fn assert_stderr(fixture: &str) {
+    let (code, _, stderr) = run(&[
+        "check",
+        "--config",
+        &format!("tests/fixtures/{fixture}.toml"),
+    ]);
+    assert_eq!(code, 78, "{stderr}");
+    let expected_path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{fixture}.stderr"));
+    if std::env::var_os("AIGATE_BLESS").is_some() {
+        std::fs::write(&expected_path, &stderr).unwrap();
+    }
+    let expected = std::fs::read_to_string(expected_path).unwrap();
+    assert_eq!(stderr, expected);
+}
+
+#[test]
+fn check_lists_every_problem_with_its_key_path() {
+    assert_stderr("bad-everything");
+}
+
+#[test]
+fn check_reports_wrong_types_and_unknown_keys_together() {
+    assert_stderr("bad-types");
+}
+
+#[test]
+fn check_reports_toml_syntax_with_line_and_column() {
+    assert_stderr("bad-syntax");
+}
+
+#[test]
+fn the_shipped_config_checks_clean() {
+    let (code, stdout, stderr) = run(&["check"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.starts_with("embedded default config: ok"),
+        "{stdout}"
+    );
+    let (code, stdout, _) = run(&["check", "--config", "config/aigate.toml"]);
+    assert_eq!(code, 0);
+    assert!(stdout.starts_with("config/aigate.toml: ok"), "{stdout}");
+}
+
+#[test]
+fn run_refuses_a_bad_config_before_binding() {
+    let (code, _, stderr) = run(&["run", "--config", "tests/fixtures/bad-syntax.toml"]);
+    assert_eq!(code, 78, "{stderr}");
+}
+
+#[test]
+fn bad_usage_exits_64() {
+    let (code, _, _) = run(&["explain"]);
+    assert_eq!(code, 64);
+    let (code, _, _) = run(&["frobnicate"]);
+    assert_eq!(code, 64);
+}
+
+#[test]
+fn explain_shows_every_rule_and_the_decision() {
+    let (code, stdout, stderr) = run(&[
+        "explain",
+        "--host",
+        "api.anthropic.com",
+        "--path",
+        "/v1/messages",
+        "-H",
+        "user-agent: claude-cli/2.1.12 (external, cli)",
+        "-H",
+        "x-app: cli",
+        "--workflow",
+        "code-analysis",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(
+            "tool:      claude-code (confidence medium; evidence: user-agent, header:x-app)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1. rival-coding-tools-in-protected-workflows block    MATCH"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("decision:  block (reason rule_matched, rule \"rival-coding-tools-in-protected-workflows\"); an exemption can lift this block"), "{stdout}");
+    let (_, stdout, _) = run(&[
+        "explain",
+        "--host",
+        "api.anthropic.com",
+        "-H",
+        "user-agent: claude-cli/2.1.12",
+        "--workflow",
+        "docs",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["action"], "monitor");
+    assert_eq!(v["rules"][0]["mismatch"], "workflow not listed");
+    let (_, stdout, _) = run(&["explain", "--host", "example.org"]);
+    assert!(stdout.contains("route:     tunnel"), "{stdout}");
+}
+
+#[test]
+fn hash_token_reads_stdin() {
+    let mut child = aigate()
+        .args(["user", "hash-token"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"s3cret\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        aigate::identify::user::hash_token("s3cret")
+    );
+}
+
+/// `aigate run` as a newcomer runs it: CA generated with a private key file, banner, traffic,
+/// `ca export` printing the same certificate.
+#[test]
+fn run_starts_prints_where_to_point_clients_and_tunnels() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("aigate.toml");
+    let text = aigate::config::DEFAULT_CONFIG
+        .replace("listen = \"127.0.0.1:3128\"", "listen = \"127.0.0.1:0\"");
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .current_dir(dir.path())
+        .args(["run", "--config", "aigate.toml"])
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = Vec::new();
+    for _ in 0..6 {
+        banner.push(lines.next().unwrap().unwrap());
+    }
+    let addr = banner[0].split_whitespace().nth(3).unwrap().to_string();
+    assert!(
+        banner[0].starts_with("aigate listening on 127.0.0.1:"),
+        "{banner:?}"
+    );
+    assert!(
+        banner[4].contains(&format!("export HTTPS_PROXY=http://{addr}")),
+        "{banner:?}"
+    );
+    assert!(
+        banner[5].contains("export NODE_EXTRA_CA_CERTS=")
+            && banner[5].contains("aigate-data/ca-cert.pem"),
+        "{banner:?}"
+    );
+    let key = dir.path().join("aigate-data/ca-key.pem");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    // A tunnel to a non-vendor port through the real binary.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let echo = crate::common::start_echo().await;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(format!("CONNECT {echo} HTTP/1.1\r\nHost: {echo}\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        s.write_all(b"hello").await.unwrap();
+        let mut back = [0u8; 5];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"hello");
+    });
+    let exported = Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .current_dir(dir.path())
+        .args(["ca", "export", "--config", "aigate.toml"])
+        .output()
+        .unwrap();
+    let pem = std::fs::read_to_string(dir.path().join("aigate-data/ca-cert.pem")).unwrap();
+    assert_eq!(String::from_utf8(exported.stdout).unwrap(), pem);
+    assert!(!pem.contains("PRIVATE KEY"));
+    // SIGTERM: a clean shutdown that flushes the audit log.
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let (code, stdout, stderr) = run(&[
+        "audit",
+        "verify",
+        dir.path().join("aigate-data/audit.jsonl").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("ok, 1 records"), "{stdout}");
+}
+
+/// A real log from the gateway, then tampered with three ways.
+#[tokio::test]
+async fn audit_verify_catches_edit_delete_and_swap() {
+    let env = TestEnv::builder().start().await;
+    let client = env.client(false);
+    for i in 0..5 {
+        let _ = client
+            .post("https://api.anthropic.com/v1/messages")
+            .header("user-agent", "claude-cli/2.1.0 (external, cli)")
+            .body(format!("{{\"n\":{i}}}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let records = env.audit_n(5).await;
+    assert_eq!(records.len(), 5);
+    let log = env.gateway.audit().path().to_path_buf();
+    let (code, stdout, _) = run(&["audit", "verify", log.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.ends_with("ok, 5 records, chain intact (last seq 5)\n"),
+        "{stdout}"
+    );
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let check = |name: &str, lines: Vec<String>, expected: &str| {
+        let p = env.dir.path().join(name);
+        std::fs::write(&p, lines.join("\n") + "\n").unwrap();
+        let (code, _, stderr) = run(&["audit", "verify", p.to_str().unwrap()]);
+        assert_eq!(code, 65, "{name}: {stderr}");
+        assert_eq!(
+            stderr,
+            format!("aigate: {}: {expected}\n", p.display()),
+            "{name}"
+        );
+    };
+    let mut edited = lines.clone();
+    edited[2] = edited[2].replace("\"action\":\"block\"", "\"action\":\"allow\"");
+    check(
+        "edited.jsonl",
+        edited,
+        "line 3: record was edited: its content does not match its hash",
+    );
+    let mut deleted = lines.clone();
+    deleted.remove(3);
+    check(
+        "deleted.jsonl",
+        deleted,
+        "line 4: record seq 4 is missing (found 5): records were deleted",
+    );
+    let mut swapped = lines.clone();
+    swapped.swap(0, 1);
+    check(
+        "swapped.jsonl",
+        swapped,
+        "line 1: record seq 2 where 1 was expected: records were reordered or duplicated",
+    );
+
+    let (code, stdout, _) = run(&[
+        "audit",
+        "query",
+        log.to_str().unwrap(),
+        "--action",
+        "block",
+        "--tool",
+        "claude-code",
+        "--since",
+        "1h",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 5);
+    let (_, stdout, stderr) = run(&["audit", "query", log.to_str().unwrap(), "--action", "allow"]);
+    assert_eq!(stdout.lines().count(), 1, "only the header: {stdout}");
+    assert_eq!(stderr, "0 record(s)\n");
+}

@@ -1,0 +1,495 @@
+//! The test harness: a real TLS vendor upstream, the real gateway in-process, and real clients,
+//! all on 127.0.0.1:0. `TestEnv::builder().start().await` gives all three and the audit records.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rustls::ServerConfig;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc};
+
+use aigate::{App, AppHandle, config};
+
+/// Host names the fake vendor answers for (its certificate covers them all).
+pub const VENDOR_HOSTS: [&str; 4] = [
+    "api.anthropic.com",
+    "api.openai.com",
+    "generativelanguage.googleapis.com",
+    "chatgpt.com",
+];
+
+/// What the vendor received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub version: http::Version,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Clone, Default)]
+pub struct Vendor {
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// The SSE route sends its first event, then waits for this before the rest.
+    pub release_sse: Arc<Notify>,
+}
+
+impl Vendor {
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+pub struct TestCa {
+    pub cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    pub fn server_config(&self, names: &[&str], alpn: &[&[u8]]) -> Arc<ServerConfig> {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        let mut cfg =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(
+                    vec![cert.der().clone()],
+                    PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+                )
+                .unwrap();
+        cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        Arc::new(cfg)
+    }
+}
+
+type VBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+async fn vendor_route(
+    vendor: Vendor,
+    mut req: Request<Incoming>,
+) -> Result<Response<VBody>, std::convert::Infallible> {
+    let is_ws = req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    vendor.seen.lock().unwrap().push(Seen {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+        body,
+    });
+    if is_ws {
+        let key = parts
+            .headers
+            .get("sec-websocket-key")
+            .cloned()
+            .unwrap_or(http::HeaderValue::from_static(""));
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        tokio::spawn(async move {
+            use futures_util::{SinkExt, StreamExt};
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                tokio_tungstenite::tungstenite::protocol::Role::Server,
+                None,
+            )
+            .await;
+            while let Some(Ok(msg)) = ws.next().await {
+                if msg.is_text() && ws.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let resp = Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("upgrade", "websocket")
+            .header("connection", "upgrade")
+            .header("sec-websocket-accept", accept)
+            .body(Full::new(Bytes::new()).boxed())
+            .unwrap();
+        return Ok(resp);
+    }
+    if path.starts_with("/sse") {
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(16);
+        let release = vendor.release_sse.clone();
+        tokio::spawn(async move {
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from(
+                    "event: message\ndata: {\"n\":1}\n\n",
+                ))))
+                .await;
+            release.notified().await;
+            for n in 2..=5 {
+                let _ = tx
+                    .send(Ok(Frame::data(Bytes::from(format!(
+                        "event: message\ndata: {{\"n\":{n}}}\n\n"
+                    )))))
+                    .await;
+            }
+        });
+        let body = StreamBody::new(tokio_stream_from(rx)).boxed();
+        return Ok(Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("alt-svc", "h3=\":443\"; ma=86400")
+            .body(body)
+            .unwrap());
+    }
+    let json = serde_json::json!({"ok": true, "path": path}).to_string();
+    Ok(Response::builder()
+        .header("content-type", "application/json")
+        .header("alt-svc", "h3=\":443\"; ma=86400")
+        .body(Full::new(Bytes::from(json)).boxed())
+        .unwrap())
+}
+
+/// An mpsc receiver as a Stream, without pulling in tokio-stream.
+fn tokio_stream_from<T: Send + 'static>(
+    rx: mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send {
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
+}
+
+/// Start the fake vendor: TLS with the test upstream CA, ALPN as given.
+pub async fn start_vendor(ca: &TestCa, alpn: &[&[u8]]) -> (SocketAddr, Vendor) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(&VENDOR_HOSTS, alpn));
+    let vendor = Vendor::default();
+    let v = vendor.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let v = v.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(move |req| vendor_route(v.clone(), req));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, vendor)
+}
+
+/// A plain TCP echo server (a non-vendor destination for tunnels).
+pub async fn start_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+pub struct TestEnv {
+    pub gateway: AppHandle,
+    pub vendor: Vendor,
+    pub vendor_addr: SocketAddr,
+    pub echo_addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub upstream_ca: TestCa,
+}
+
+pub struct Builder {
+    edits: Vec<(String, String)>,
+    append: String,
+    vendor_alpn: Vec<&'static [u8]>,
+}
+
+impl TestEnv {
+    pub fn builder() -> Builder {
+        Builder {
+            edits: Vec::new(),
+            append: String::new(),
+            vendor_alpn: vec![b"h2", b"http/1.1"],
+        }
+    }
+}
+
+impl Builder {
+    /// Replace a line of the shipped config.
+    pub fn replace(mut self, from: &str, to: &str) -> Builder {
+        self.edits.push((from.to_string(), to.to_string()));
+        self
+    }
+
+    /// Add TOML at the end of the shipped config (more rules, say).
+    pub fn append(mut self, toml: &str) -> Builder {
+        self.append.push_str(toml);
+        self
+    }
+
+    pub fn vendor_alpn(mut self, alpn: Vec<&'static [u8]>) -> Builder {
+        self.vendor_alpn = alpn;
+        self
+    }
+
+    pub async fn start(self) -> TestEnv {
+        let upstream_ca = TestCa::new("test vendor CA");
+        let (vendor_addr, vendor) = start_vendor(&upstream_ca, &self.vendor_alpn).await;
+        let echo_addr = start_echo().await;
+        let dir = tempfile::tempdir().unwrap();
+        let roots = dir.path().join("upstream-ca.pem");
+        std::fs::write(&roots, &upstream_ca.cert_pem).unwrap();
+        let mut text = config::DEFAULT_CONFIG.to_string();
+        let mut resolve = String::from("[upstream.resolve]\n");
+        for h in VENDOR_HOSTS {
+            resolve.push_str(&format!("\"{h}\" = \"{vendor_addr}\"\n"));
+        }
+        resolve.push_str(&format!("\"echo.internal.test\" = \"{echo_addr}\"\n"));
+        let mut edits = vec![
+            (
+                "listen = \"127.0.0.1:3128\"".to_string(),
+                "listen = \"127.0.0.1:0\"".to_string(),
+            ),
+            (
+                "state_dir = \"./aigate-data\"".to_string(),
+                format!("state_dir = {:?}", dir.path().join("state")),
+            ),
+            (
+                "extra_roots = []".to_string(),
+                format!("extra_roots = [{roots:?}]"),
+            ),
+            ("[upstream.resolve]\n".to_string(), resolve),
+        ];
+        edits.extend(self.edits);
+        for (from, to) in edits {
+            assert!(text.contains(&from), "the shipped config has no {from:?}");
+            text = text.replacen(&from, &to, 1);
+        }
+        text.push_str(&self.append);
+        let config_path = dir.path().join("aigate.toml");
+        std::fs::write(&config_path, &text).unwrap();
+        let cfg = config::load(Some(&config_path)).unwrap_or_else(|e| panic!("{e}"));
+        let gateway = App::start(cfg).await.unwrap();
+        TestEnv {
+            gateway,
+            vendor,
+            vendor_addr,
+            echo_addr,
+            dir,
+            config_path,
+            upstream_ca,
+        }
+    }
+}
+
+impl TestEnv {
+    pub fn proxy_url(&self) -> String {
+        format!("http://{}", self.gateway.proxy_addr)
+    }
+
+    /// A reqwest client through the gateway, trusting only the gateway's CA.
+    pub fn client(&self, h1_only: bool) -> reqwest::Client {
+        client_for(&self.gateway, "", h1_only)
+    }
+}
+
+/// A reqwest client through `gw`; `cred` is `user:token@` or empty.
+pub fn client_for(gw: &AppHandle, cred: &str, h1_only: bool) -> reqwest::Client {
+    {
+        let ca = reqwest::Certificate::from_pem(gw.ca_cert_pem().as_bytes()).unwrap();
+        let mut b = reqwest::Client::builder()
+            .proxy(reqwest::Proxy::all(format!("http://{cred}{}", gw.proxy_addr)).unwrap())
+            .add_root_certificate(ca)
+            .tls_built_in_root_certs(false)
+            .use_rustls_tls();
+        if h1_only {
+            b = b.http1_only();
+        }
+        b.build().unwrap()
+    }
+}
+
+/// Every record in a gateway's audit log.
+pub async fn records_of(gw: &AppHandle) -> Vec<serde_json::Value> {
+    assert!(gw.audit().flush().await, "audit log not written");
+    let text = std::fs::read_to_string(gw.audit().path()).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+impl TestEnv {
+    /// Every audit record written so far, as JSON.
+    pub async fn audit(&self) -> Vec<serde_json::Value> {
+        records_of(&self.gateway).await
+    }
+
+    /// Wait until the audit log holds `n` records (tunnel records arrive when the tunnel closes).
+    pub async fn audit_n(&self, n: usize) -> Vec<serde_json::Value> {
+        for _ in 0..200 {
+            let records = self.audit().await;
+            if records.len() >= n {
+                return records;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("fewer than {n} audit records: {:#?}", self.audit().await);
+    }
+
+    /// A second gateway on the same vendor, with its own state directory and an edited config.
+    pub async fn variant(&self, name: &str, edit: impl FnOnce(String) -> String) -> AppHandle {
+        let text = std::fs::read_to_string(&self.config_path).unwrap();
+        let state = self.dir.path().join("state");
+        let text = edit(text.replace(
+            &format!("{state:?}"),
+            &format!("{:?}", self.dir.path().join(name)),
+        ));
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        App::start(config::load(Some(&path)).unwrap_or_else(|e| panic!("{e}")))
+            .await
+            .unwrap()
+    }
+
+    pub fn audit_text(&self) -> String {
+        std::fs::read_to_string(self.gateway.audit().path()).unwrap()
+    }
+
+    /// Open a CONNECT tunnel through the gateway by hand; returns the stream after `200`, or the
+    /// status line if refused.
+    pub async fn connect_raw(
+        &self,
+        target: &str,
+        extra_headers: &str,
+    ) -> Result<TcpStream, String> {
+        let mut s = TcpStream::connect(self.gateway.proxy_addr).await.unwrap();
+        s.write_all(
+            format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra_headers}\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if s.read(&mut byte).await.unwrap() == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_string();
+        if head.starts_with("HTTP/1.1 200") {
+            Ok(s)
+        } else {
+            Err(head)
+        }
+    }
+
+    /// A TLS connection to `sni` inside a CONNECT to `target`, trusting the gateway's CA.
+    pub async fn tls_through(
+        &self,
+        target: &str,
+        sni: &str,
+        alpn: &[&[u8]],
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = self
+            .connect_raw(target, "")
+            .await
+            .map_err(std::io::Error::other)?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.gateway.ca_cert_pem().as_bytes()).unwrap())
+            .unwrap();
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+        connector
+            .connect(
+                rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap(),
+                tcp,
+            )
+            .await
+    }
+}
+
+use rustls_pki_types::pem::PemObject;
+
+/// The one record with this request id.
+pub fn by_id<'a>(records: &'a [serde_json::Value], id: &str) -> &'a serde_json::Value {
+    let found: Vec<_> = records.iter().filter(|r| r["id"] == id).collect();
+    assert_eq!(found.len(), 1, "exactly one record for {id}: {records:#?}");
+    found[0]
+}

@@ -1,0 +1,573 @@
+//! The data path end to end: tunnel, intercept over HTTP/1.1 and h2, deny shapes, monitor, SSE,
+//! header stripping, secrets, and the anti-bypass checks of the core.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{TestEnv, by_id, client_for, records_of};
+
+const SDK_UA: &str = "Anthropic/Python 0.69.0";
+const CLAUDE_UA: &str = "claude-cli/2.1.12 (external, cli)";
+
+fn allow_sdk() -> &'static str {
+    "\n[[rules]]\nname = \"sanctioned-sdks\"\naction = \"allow\"\ntools = [\"anthropic-sdk\"]\n"
+}
+
+#[tokio::test]
+async fn non_vendor_hosts_are_tunnelled_byte_for_byte() {
+    let env = TestEnv::builder().start().await;
+    let mut s = env
+        .connect_raw("echo.internal.test:7000", "")
+        .await
+        .unwrap();
+    let payload: Vec<u8> = (0..=255u8).cycle().take(100_000).collect();
+    s.write_all(&payload).await.unwrap();
+    let mut back = vec![0u8; payload.len()];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, payload, "tunnel must not alter bytes");
+    drop(s);
+    let records = env.audit_n(1).await;
+    let r = &records[0];
+    assert_eq!(r["kind"], "tunnel");
+    assert_eq!(r["reason"], "not_vendor");
+    assert_eq!(r["host"], "echo.internal.test");
+    assert_eq!(r["bytes_up"], 100_000);
+    assert_eq!(r["bytes_down"], 100_000);
+    assert!(env.vendor.requests().is_empty());
+}
+
+async fn allowed_request(h1_only: bool) {
+    let env = TestEnv::builder().append(allow_sdk()).start().await;
+    let resp = env
+        .client(h1_only)
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", SDK_UA)
+        .header("x-stainless-lang", "python")
+        .header("x-aigate-workflow", "docs")
+        .json(&serde_json::json!({"model": "claude-sonnet-4-5", "max_tokens": 5, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.version(),
+        if h1_only {
+            http::Version::HTTP_11
+        } else {
+            http::Version::HTTP_2
+        }
+    );
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-aigate-decision"], "allow");
+    assert!(
+        resp.headers().get("alt-svc").is_none(),
+        "alt-svc must be stripped (QUIC bypasses the proxy)"
+    );
+    let id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["path"], "/v1/messages");
+    let seen = env.vendor.requests();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].headers.get("x-aigate-workflow").is_none(),
+        "the workflow header must not reach the vendor"
+    );
+    assert_eq!(
+        seen[0].version,
+        http::Version::HTTP_2,
+        "upstream uses h2 when the vendor offers it"
+    );
+    let records = env.audit().await;
+    let r = by_id(&records, &id);
+    assert_eq!(r["kind"], "request");
+    assert_eq!(r["action"], "allow");
+    assert_eq!(r["reason"], "rule_matched");
+    assert_eq!(r["rule"], "sanctioned-sdks");
+    assert_eq!(r["tool"], "anthropic-sdk");
+    assert_eq!(r["tool_confidence"], "high");
+    assert_eq!(
+        r["evidence"],
+        serde_json::json!(["user-agent", "header:x-stainless-lang"])
+    );
+    assert_eq!(r["model"], "claude-sonnet-4-5");
+    assert_eq!(r["workflow"], "docs");
+    assert_eq!(r["workflow_source"], "header");
+    assert_eq!(r["status"], 200);
+    assert_eq!(r["vendor"], "anthropic");
+    assert!(r["bytes_up"].as_u64().unwrap() > 50);
+    assert!(r["error"].is_null(), "{r}");
+}
+
+#[tokio::test]
+async fn intercepted_allow_over_http1() {
+    allowed_request(true).await;
+}
+
+#[tokio::test]
+async fn intercepted_allow_over_h2() {
+    allowed_request(false).await;
+}
+
+#[tokio::test]
+async fn http1_upstream_when_the_vendor_offers_only_http1() {
+    let env = TestEnv::builder()
+        .append(allow_sdk())
+        .vendor_alpn(vec![b"http/1.1"])
+        .start()
+        .await;
+    let resp = env
+        .client(false)
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", SDK_UA)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(env.vendor.requests()[0].version, http::Version::HTTP_11);
+}
+
+#[tokio::test]
+async fn claude_code_is_blocked_in_anthropic_error_format() {
+    let env = TestEnv::builder().start().await;
+    let resp = env
+        .client(false)
+        .post("https://api.anthropic.com/v1/messages?beta=true")
+        .header("user-agent", CLAUDE_UA)
+        .header("x-app", "cli")
+        .header("anthropic-beta", "claude-code-20250219,oauth-2025-04-20")
+        .json(&serde_json::json!({"model": "claude-opus-4-1", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-aigate-decision"], "block");
+    assert_eq!(resp.headers()["x-aigate-reason"], "rule_matched");
+    let id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "permission_error");
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("Claude Code is not allowed in workflow \"untagged\""),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("rule \"rival-coding-tools-in-protected-workflows\""),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(
+            "https://it.example.com/aigate/exemptions/new?tool=claude-code&workflow=untagged"
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains(&format!("Request id: {id}")), "{msg}");
+    assert!(
+        env.vendor.requests().is_empty(),
+        "a blocked call must never reach the vendor"
+    );
+    let records = env.audit().await;
+    let r = by_id(&records, &id);
+    assert_eq!(
+        (
+            r["action"].as_str(),
+            r["reason"].as_str(),
+            r["tool"].as_str()
+        ),
+        (Some("block"), Some("rule_matched"), Some("claude-code"))
+    );
+    assert_eq!(r["status"], 403);
+    assert_eq!(r["model"], "claude-opus-4-1");
+    assert_eq!(r["workflow_source"], "none");
+    assert_eq!(
+        r["evidence"],
+        serde_json::json!(["user-agent", "header:anthropic-beta", "header:x-app"])
+    );
+}
+
+#[tokio::test]
+async fn codex_is_blocked_in_openai_error_format_and_its_websocket_refused() {
+    let env = TestEnv::builder().start().await;
+    let resp = env
+        .client(true)
+        .post("https://api.openai.com/v1/responses")
+        .header(
+            "user-agent",
+            "codex_exec/0.165.0 (Debian 12; x86_64) unknown (codex_exec; 0.165.0)",
+        )
+        .header("originator", "codex_exec")
+        .header("x-aigate-workflow", "training-data")
+        .body(r#"{"model":"gpt-5-codex","input":"hi","stream":true}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "permission_denied");
+    assert_eq!(body["error"]["code"], "aigate_blocked");
+    assert!(body["error"]["param"].is_null());
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("OpenAI Codex CLI is not allowed in workflow \"training-data\"")
+    );
+
+    // The WebSocket transport Codex tries first: refused before the upgrade, with the same body.
+    let tls = env
+        .tls_through("api.openai.com:443", "api.openai.com", &[b"http/1.1"])
+        .await
+        .unwrap();
+    let req = http::Request::builder()
+        .uri("wss://api.openai.com/v1/responses")
+        .header("host", "api.openai.com")
+        .header("user-agent", "codex_exec/0.165.0 (Debian 12; x86_64)")
+        .header("originator", "codex_exec")
+        .header("openai-beta", "responses_websockets=2026-02-04")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    let err = tokio_tungstenite::client_async(req, tls).await.unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            assert_eq!(resp.status(), 403);
+            let body: serde_json::Value =
+                serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "aigate_blocked");
+        }
+        other => panic!("expected an HTTP 403, got {other:?}"),
+    }
+    assert!(env.vendor.requests().is_empty());
+    let records = env.audit_n(2).await;
+    assert!(
+        records
+            .iter()
+            .all(|r| r["tool"] == "codex-cli" && r["action"] == "block"),
+        "{records:#?}"
+    );
+}
+
+#[tokio::test]
+async fn allowed_websocket_is_spliced_through() {
+    let env = TestEnv::builder().start().await;
+    let tls = env
+        .tls_through("api.openai.com:443", "api.openai.com", &[b"http/1.1"])
+        .await
+        .unwrap();
+    let req = http::Request::builder()
+        .uri("wss://api.openai.com/v1/responses")
+        .header("host", "api.openai.com")
+        .header("user-agent", "OpenAI/Python 2.1.0")
+        .header("x-stainless-lang", "python")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    assert_eq!(resp.headers()["x-aigate-decision"], "monitor");
+    use futures_util::SinkExt;
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        "ping through the gate",
+    ))
+    .await
+    .unwrap();
+    let echoed = ws.next().await.unwrap().unwrap();
+    assert_eq!(
+        echoed.into_text().unwrap().as_str(),
+        "ping through the gate"
+    );
+    drop(ws);
+    let records = env.audit_n(1).await;
+    assert_eq!(records[0]["status"], 101);
+    assert_eq!(records[0]["tool"], "openai-sdk");
+}
+
+#[tokio::test]
+async fn monitor_forwards_and_marks_would_block() {
+    let env = TestEnv::builder().start().await;
+    let resp = env
+        .client(false)
+        .post("https://api.openai.com/v1/chat/completions")
+        .header("user-agent", "OpenAI/Python 2.1.0")
+        .header("x-stainless-lang", "python")
+        .body(r#"{"model":"gpt-5-mini"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-aigate-decision"], "monitor");
+    let id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    drop(resp.bytes().await.unwrap());
+    assert_eq!(env.vendor.requests().len(), 1);
+    let records = env.audit().await;
+    let r = by_id(&records, &id);
+    assert_eq!(
+        (r["action"].as_str(), r["reason"].as_str()),
+        (Some("monitor"), Some("default_action"))
+    );
+    assert_eq!(r["would_block"], true);
+}
+
+#[tokio::test]
+async fn sse_reaches_the_client_event_by_event() {
+    let env = TestEnv::builder().append(allow_sdk()).start().await;
+    let resp = env
+        .client(false)
+        .post("https://api.anthropic.com/sse/v1/messages")
+        .header("user-agent", SDK_UA)
+        .body("{\"stream\":true}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("alt-svc").is_none());
+    let mut stream = resp.bytes_stream();
+    // The vendor holds back every event after the first until we release it: if the gateway
+    // buffered the response, this would never arrive.
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("first event must arrive before the stream ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], b"event: message\ndata: {\"n\":1}\n\n");
+    env.vendor.release_sse.notify_one();
+    let mut rest = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(
+        String::from_utf8(rest)
+            .unwrap()
+            .matches("event: message")
+            .count(),
+        4
+    );
+    let records = env.audit_n(1).await;
+    assert_eq!(records[0]["bytes_down"].as_u64().unwrap(), 5 * 30);
+}
+
+#[tokio::test]
+async fn secrets_never_reach_the_audit_log() {
+    let env = TestEnv::builder().append(allow_sdk()).start().await;
+    for client in [env.client(true), env.client(false)] {
+        let resp = client
+            .post("https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:generateContent?key=AIzaSECRETQUERYKEY&alt=sse")
+            .header("authorization", "Bearer sk-SECRETBEARER")
+            .header("x-api-key", "sk-ant-SECRETAPIKEY")
+            .header("x-goog-api-key", "AIzaSECRETGOOG")
+            .header("cookie", "session=SECRETCOOKIE")
+            .body(r#"{"contents":[{"parts":[{"text":"SECRETBODYTEXT"}]}]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            env.vendor.requests().last().unwrap().headers["x-api-key"],
+            "sk-ant-SECRETAPIKEY",
+            "credentials do reach the vendor"
+        );
+    }
+    let records = env.audit_n(2).await;
+    let text = env.audit_text();
+    for secret in [
+        "SECRETQUERYKEY",
+        "SECRETBEARER",
+        "SECRETAPIKEY",
+        "SECRETGOOG",
+        "SECRETCOOKIE",
+        "SECRETBODYTEXT",
+    ] {
+        assert!(!text.contains(secret), "{secret} leaked into the audit log");
+    }
+    assert_eq!(
+        records[0]["path"],
+        "/v1beta/models/gemini-2.5-pro:generateContent?key=REDACTED&alt=sse"
+    );
+    assert_eq!(records[0]["model"], "gemini-2.5-pro");
+}
+
+#[tokio::test]
+async fn proxy_authorization_identifies_the_user_and_is_not_forwarded() {
+    let token = "tok-alice-0123456789";
+    let env = TestEnv::builder().append(allow_sdk()).start().await;
+    let users = env.dir.path().join("users.toml");
+    std::fs::write(&users, format!("[[users]]\nid = \"alice\"\ngroups = [\"ml\"]\ndefault_workflow = \"docs\"\ntokens = [\"{}\"]\n", aigate::identify::user::hash_token(token))).unwrap();
+    let gw = env
+        .variant("auth", |t| {
+            t.replace(
+                "# users_file = \"users.toml\"",
+                "users_file = \"users.toml\"",
+            )
+        })
+        .await;
+    let client = |cred: &str| client_for(&gw, cred, false);
+    let resp = client(&format!("alice:{token}@"))
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", CLAUDE_UA)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "alice's default workflow (docs) is not protected"
+    );
+    assert!(
+        env.vendor.requests()[0]
+            .headers
+            .get("proxy-authorization")
+            .is_none()
+    );
+    let err = client("alice:wrong@")
+        .post("https://api.anthropic.com/v1/messages")
+        .body("{}")
+        .send()
+        .await;
+    assert!(err.is_err() || err.unwrap().status() == 407);
+    let records = records_of(&gw).await;
+    assert!(
+        !std::fs::read_to_string(gw.audit().path())
+            .unwrap()
+            .contains(token)
+    );
+    assert_eq!(records[0]["user"], "alice");
+    assert_eq!(records[0]["user_source"], "proxy_auth");
+    assert_eq!(records[0]["workflow"], "docs");
+    assert_eq!(records[0]["workflow_source"], "user_default");
+    assert_eq!(records[1]["reason"], "proxy_auth");
+    assert_eq!(records[1]["status"], 407);
+}
+
+#[tokio::test]
+async fn sni_must_name_the_connect_host() {
+    let env = TestEnv::builder().start().await;
+    let err = env
+        .tls_through("api.anthropic.com:443", "api.openai.com", &[b"http/1.1"])
+        .await;
+    assert!(err.is_err(), "a fronted handshake must fail");
+    let records = env.audit_n(1).await;
+    assert_eq!(records[0]["reason"], "sni_mismatch");
+    assert_eq!(records[0]["action"], "block");
+}
+
+#[tokio::test]
+async fn host_header_must_name_the_connect_host() {
+    let env = TestEnv::builder().start().await;
+    let mut tls = env
+        .tls_through("api.anthropic.com:443", "api.anthropic.com", &[b"http/1.1"])
+        .await
+        .unwrap();
+    tls.write_all(b"POST /v1/messages HTTP/1.1\r\nHost: api.openai.com\r\nUser-Agent: OpenAI/Python 2.1.0\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tls.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 421"), "{head}");
+    assert!(head.contains("x-aigate-reason: host_mismatch"), "{head}");
+    assert!(env.vendor.requests().is_empty());
+}
+
+#[tokio::test]
+async fn plain_http_to_a_vendor_is_refused_and_ip_literals_on_web_ports_too() {
+    let env = TestEnv::builder().start().await;
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(env.proxy_url()).unwrap())
+        .build()
+        .unwrap();
+    let resp = client
+        .post("http://api.anthropic.com/v1/messages")
+        .header("user-agent", CLAUDE_UA)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Reason: plain_http_vendor")
+    );
+    for target in [
+        "127.0.0.1:443",
+        "2130706433:443",
+        "[::ffff:127.0.0.1]:443",
+        "0x7f.1:80",
+    ] {
+        let refused = env.connect_raw(target, "").await.unwrap_err();
+        assert!(refused.starts_with("HTTP/1.1 403"), "{target}: {refused}");
+        assert!(
+            refused.contains("x-aigate-reason: ip_literal"),
+            "{target}: {refused}"
+        );
+    }
+    let refused = env
+        .connect_raw("API.Anthropic.com.:8443", "")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.contains("x-aigate-reason: vendor_port"),
+        "{refused}"
+    );
+    assert!(env.vendor.requests().is_empty());
+    let records = env.audit_n(6).await;
+    assert_eq!(records.iter().filter(|r| r["action"] == "block").count(), 6);
+}
+
+#[tokio::test]
+async fn upstream_failure_is_a_502_in_the_vendor_format() {
+    let env = TestEnv::builder()
+        .append(allow_sdk())
+        .replace("connect_timeout = \"10s\"", "connect_timeout = \"2s\"")
+        .start()
+        .await;
+    // A second gateway whose vendor address points at a closed port.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let vendor = env.vendor_addr.to_string();
+    let gw = env
+        .variant("closed", |t| t.replace(&vendor, &closed.to_string()))
+        .await;
+    let client = client_for(&gw, "", false);
+    let resp = client
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", SDK_UA)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "api_error");
+    let records = records_of(&gw).await;
+    let r = &records[0];
+    assert_eq!(r["error"], "upstream_connect");
+    assert_eq!(r["status"], 502);
+}
