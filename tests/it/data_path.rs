@@ -571,3 +571,71 @@ async fn upstream_failure_is_a_502_in_the_vendor_format() {
     assert_eq!(r["error"], "upstream_connect");
     assert_eq!(r["status"], 502);
 }
+
+#[tokio::test]
+async fn an_unwritable_audit_log_fails_closed_and_fail_open_forwards() {
+    // /dev/full accepts the open and fails every write with ENOSPC: a disk that is full.
+    let env = TestEnv::builder()
+        .append(allow_sdk())
+        .replace("path = \"audit.jsonl\"", "path = \"/dev/full\"")
+        .start()
+        .await;
+    let client = env.client(false);
+    let send = || {
+        client
+            .post("https://api.anthropic.com/v1/messages")
+            .header("user-agent", SDK_UA)
+            .body("{}")
+            .send()
+    };
+    assert_eq!(
+        send().await.unwrap().status(),
+        200,
+        "healthy until a write fails"
+    );
+    assert!(
+        !env.gateway.audit().flush().await,
+        "the write must be reported as failed"
+    );
+    let resp = send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-aigate-reason"], "audit_unavailable");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("audit log cannot be written"),
+        "{body}"
+    );
+    assert_eq!(
+        env.vendor.requests().len(),
+        1,
+        "the refused call never reached the vendor"
+    );
+
+    let open = env
+        .variant("open", |t| {
+            t.replace("on_failure = \"fail_closed\"", "on_failure = \"fail_open\"")
+        })
+        .await;
+    let client = client_for(&open, "", false);
+    for _ in 0..2 {
+        let resp = client
+            .post("https://api.anthropic.com/v1/messages")
+            .header("user-agent", SDK_UA)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let _ = open.audit().flush().await;
+    }
+    assert!(
+        open.audit()
+            .health()
+            .write_errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+}
