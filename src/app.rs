@@ -3,7 +3,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
@@ -87,7 +86,6 @@ impl App {
             audit,
             exemptions: ArcSwap::from_pointee(Snapshot::default()),
             clock,
-            next_conn: AtomicU64::new(0),
         });
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(accept::serve(shared.clone(), listener, rx));

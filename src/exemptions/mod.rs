@@ -1,8 +1,11 @@
 //! Time-boxed exemptions from `exemptable` rules.
 //!
-//! The gateway core only reads a [`Snapshot`]: an immutable index that `policy::decide` consults
-//! with the request's `now`, so expiry needs no background job. Granting, revoking and the durable
-//! journal build new snapshots and swap them in (issue #3).
+//! The data path only reads a [`Snapshot`]: an immutable index that `policy::decide` consults
+//! with the request's `now`, so expiry needs no background job. The `journal` makes every grant
+//! and revocation durable (fsync) before it is acknowledged; replaying it rebuilds the snapshot.
+
+pub mod grant;
+pub mod journal;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,22 +14,71 @@ use std::time::SystemTime;
 use crate::policy::Call;
 
 /// Who an exemption is for.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Subject {
     User(String),
     Group(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Exemption {
     pub id: Arc<str>,
     pub subject: Subject,
     pub tools: Vec<String>,
     /// `None`: every workflow.
     pub workflows: Option<Vec<String>>,
+    #[serde(with = "rfc3339")]
     pub starts_at: SystemTime,
+    #[serde(with = "rfc3339")]
     pub expires_at: SystemTime,
+    #[serde(default, with = "rfc3339_opt")]
     pub revoked_at: Option<SystemTime>,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub ticket: Option<String>,
+    #[serde(default)]
+    pub granted_by: String,
+    #[serde(default, with = "rfc3339_opt")]
+    pub created_at: Option<SystemTime>,
+    #[serde(default)]
+    pub revoked_by: Option<String>,
+}
+
+/// Timestamps in the journal and the API: RFC 3339, UTC.
+pub mod rfc3339 {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+pub mod rfc3339_opt {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+        match t {
+            Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SystemTime>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|s| humantime::parse_rfc3339_weak(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 impl Exemption {

@@ -133,6 +133,11 @@ fn exemption_turns_exemptable_block_into_allow_only_inside_its_window() {
         starts_at: t0,
         expires_at: t0 + Duration::from_secs(60),
         revoked_at: None,
+        reason: "testing".into(),
+        ticket: None,
+        granted_by: "bob".into(),
+        created_at: None,
+        revoked_by: None,
     }]);
     let c = call("claude-code", "untagged", &none, None);
     let before = decide(&policy(), &c, &snapshot, t0 - Duration::from_secs(1));
@@ -164,6 +169,11 @@ fn non_exemptable_block_ignores_exemptions() {
         starts_at: t0,
         expires_at: t0 + Duration::from_secs(60),
         revoked_at: None,
+        reason: "testing".into(),
+        ticket: None,
+        granted_by: "bob".into(),
+        created_at: None,
+        revoked_by: None,
     }]);
     let c = call("openai-sdk", "docs", &none, Some("gpt-5"));
     assert_eq!(decide(&policy(), &c, &snapshot, t0).action, Action::Block);

@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::classify::{Route, classify};
 use super::connect::{Target, parse_authority, parse_target};
@@ -43,7 +44,8 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let shared = shared.clone();
-                    tokio::spawn(serve_client(shared, stream, peer));
+                    let span = tracing::debug_span!("conn", client = %peer);
+                    tokio::spawn(serve_client(shared, stream, peer).instrument(span));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.

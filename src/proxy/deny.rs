@@ -175,8 +175,11 @@ pub fn json_response(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    // The Stainless SDKs (Anthropic, OpenAI) honour this and do not retry.
-    h.insert("x-should-retry", HeaderValue::from_static("false"));
+    // The Stainless SDKs (Anthropic, OpenAI) honour this: a policy answer is final, while an
+    // upstream or audit outage may be retried.
+    if status.is_client_error() {
+        h.insert("x-should-retry", HeaderValue::from_static("false"));
+    }
     annotate(h, decision, reason, request_id);
     resp
 }

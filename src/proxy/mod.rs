@@ -28,7 +28,6 @@ pub mod pipeline;
 pub mod tunnel;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -65,7 +64,6 @@ pub struct Shared {
     pub audit: AuditLog,
     pub exemptions: ArcSwap<Snapshot>,
     pub clock: Arc<dyn Clock>,
-    pub next_conn: AtomicU64,
 }
 
 /// A fresh request or tunnel id: UUIDv7, so ids sort by time in the audit log.
