@@ -9,9 +9,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admin::{self, AdminState};
 use crate::audit::{AuditLog, AuditWriterError};
 use crate::config::Config;
 use crate::exemptions::Snapshot;
+use crate::exemptions::journal::JournalError;
+use crate::exemptions::store::ExemptionStore;
+
+/// The exemption journal, in the state directory.
+pub const EXEMPTION_JOURNAL: &str = "exemptions.jsonl";
 use crate::proxy::{Clock, Shared, SystemClock, accept};
 use crate::resolve::Resolver;
 use crate::tls::{CertificateAuthority, TlsSetupError, upstream};
@@ -27,6 +33,8 @@ pub enum StartError {
     Tls(#[from] TlsSetupError),
     #[error(transparent)]
     Audit(#[from] AuditWriterError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
     #[error(
         "cannot listen on {addr}: {source}; is another proxy running there? change gateway.listen"
     )]
@@ -41,6 +49,7 @@ pub struct App;
 /// A running gateway.
 pub struct AppHandle {
     pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -77,6 +86,27 @@ impl App {
             addr: config.listen,
             source,
         })?;
+        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+        let (store, replay) =
+            ExemptionStore::open(&config.state_dir.join(EXEMPTION_JOURNAL), snapshot.clone())?;
+        if let Some(line) = replay.torn_line {
+            tracing::warn!(
+                line,
+                "exemption journal: the last line was a torn write (never acknowledged); cut off"
+            );
+        }
+        let admin_listener = TcpListener::bind(config.admin.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: config.admin.listen,
+                source,
+            })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.admin.listen,
+                source,
+            })?;
         let shared = Arc::new(Shared {
             config: ArcSwap::from_pointee(config),
             ca,
@@ -84,13 +114,31 @@ impl App {
             ws_tls: tokio_rustls::TlsConnector::from(Arc::new(ws_tls)),
             resolver,
             audit,
-            exemptions: ArcSwap::from_pointee(Snapshot::default()),
+            exemptions: snapshot,
             clock,
         });
         let (shutdown, rx) = watch::channel(false);
-        let task = tokio::spawn(accept::serve(shared.clone(), listener, rx));
+        let task = tokio::spawn(accept::serve(shared.clone(), listener, rx.clone()));
+        let router = admin::router(AdminState {
+            shared: shared.clone(),
+            store: Arc::new(store),
+        });
+        let mut admin_rx = rx;
+        tokio::spawn(async move {
+            let serve = axum::serve(
+                admin_listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = admin_rx.changed().await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        });
         Ok(AppHandle {
             proxy_addr,
+            admin_addr,
             shared,
             shutdown,
             task,

@@ -9,8 +9,10 @@
 //! - `exemptions`: time-boxed exemptions as an immutable snapshot for `decide`.
 //! - `audit`: the record schema, the hash chain, redaction, the batched writer, queries.
 //! - `host`, `resolve`: host normalisation and name resolution.
+//! - `admin`: the admin API (axum): exemptions, health.
 //! - `app`: wiring a `Config` into a running gateway; `cli`: the command line.
 
+pub mod admin;
 pub mod app;
 pub mod audit;
 pub mod cli;

@@ -66,6 +66,7 @@ fn run(arg: &cli::ConfigArg) -> Result<(), CliError> {
         println!("aigate listening on {} (policy: {source})", handle.proxy_addr);
         println!("CA certificate: {}   (print it with `aigate ca export`)", ca.display());
         println!("audit log:      {}", audit_path.display());
+        println!("admin API:      http://{}", handle.admin_addr);
         println!("point a client at it:");
         println!("  export HTTPS_PROXY=http://{}", handle.proxy_addr);
         println!("  export NODE_EXTRA_CA_CERTS={}   # Python: SSL_CERT_FILE, Codex: CODEX_CA_CERTIFICATE", ca.display());

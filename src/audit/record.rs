@@ -56,6 +56,9 @@ pub struct AuditRecord {
     pub bytes_down: u64,
     pub duration_ms: f64,
     pub ttfb_ms: Option<f64>,
+    /// `kind = admin`: what was done (subject, tools, workflows, until when, why, ticket).
+    #[serde(default)]
+    pub admin: Option<serde_json::Value>,
 }
 
 impl AuditRecord {
@@ -91,6 +94,7 @@ impl AuditRecord {
             bytes_down: 0,
             duration_ms: 0.0,
             ttfb_ms: None,
+            admin: None,
         }
     }
 

@@ -100,6 +100,46 @@ pub struct IdentityConfig {
     pub source_addresses: Vec<(IpNet, String)>,
 }
 
+/// What an admin-API token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Grant and revoke for their reports; read their reports' exemptions.
+    Manager,
+    /// Read the audit log and all exemptions; grant nothing.
+    Auditor,
+}
+
+impl Role {
+    pub const ALL: [&'static str; 3] = ["admin", "manager", "auditor"];
+
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "manager" => Some(Role::Manager),
+            "auditor" => Some(Role::Auditor),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminToken {
+    pub user: String,
+    pub roles: Vec<Role>,
+    /// `sha256:<hex>`.
+    pub hash: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub max_exemption: Duration,
+    pub tokens: Vec<AdminToken>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where this config came from, for messages: a path or "embedded default".
@@ -118,6 +158,7 @@ pub struct Config {
     pub vendors: Vec<Arc<Vendor>>,
     pub tools: Vec<ToolSignature>,
     pub policy: Policy,
+    pub admin: AdminConfig,
 }
 
 impl Config {

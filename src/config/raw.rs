@@ -26,6 +26,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub policy: RawPolicy,
     #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
     pub vendors: Vec<RawVendor>,
     #[serde(default)]
     pub tools: Vec<RawTool>,
@@ -124,4 +126,21 @@ pub struct RawRule {
     pub users: Option<Vec<String>>,
     pub groups: Option<Vec<String>>,
     pub models: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+    pub max_exemption: Option<String>,
+    #[serde(default)]
+    pub tokens: Vec<RawAdminToken>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdminToken {
+    pub user: Option<String>,
+    pub roles: Option<Vec<String>>,
+    pub hash: Option<String>,
 }

@@ -11,10 +11,11 @@ use http::HeaderName;
 use ipnet::IpNet;
 use regex::Regex;
 
+use super::raw::RawAdmin;
 use super::raw::{RawConfig, RawRule, RawTool, RawVendor};
 use super::{
-    AuditConfig, CaConfig, Config, ErrorFormat, FailMode, Fsync, IdentityConfig, Problem,
-    UpstreamConfig, Vendor, parse_duration,
+    AdminConfig, AdminToken, AuditConfig, CaConfig, Config, ErrorFormat, FailMode, Fsync,
+    IdentityConfig, Problem, Role, UpstreamConfig, Vendor, parse_duration,
 };
 use crate::host::{HostPattern, normalise};
 use crate::identify::tools::{Signal, UNKNOWN_TOOL};
@@ -269,6 +270,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
     let exemption_url = raw.policy.exemption_url.clone().unwrap_or_default();
     check_placeholders(&mut p, &exemption_url);
 
+    let admin = admin(&mut p, &raw.admin);
     let vendors = vendors(&mut p, &raw.vendors);
     let vendor_ids: Vec<&str> = vendors.iter().map(|v| &*v.id).collect();
     let tools = tools(&mut p, &raw.tools, &vendor_ids);
@@ -312,6 +314,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
             rules,
             default_action,
         },
+        admin,
     })
 }
 
@@ -669,4 +672,73 @@ fn rules(p: &mut Problems, raw: &[RawRule], tool_ids: &[&str], vendor_ids: &[&st
         });
     }
     out
+}
+
+fn admin(p: &mut Problems, raw: &RawAdmin) -> AdminConfig {
+    let listen_raw = raw.listen.as_deref().unwrap_or("127.0.0.1:9180");
+    let listen = listen_raw.parse::<SocketAddr>().unwrap_or_else(|_| {
+        p.push(
+            "admin.listen",
+            q(listen_raw),
+            "not an address; write ip:port, e.g. \"127.0.0.1:9180\"",
+        );
+        SocketAddr::from(([127, 0, 0, 1], 9180))
+    });
+    let max_exemption = duration(
+        p,
+        "admin.max_exemption",
+        raw.max_exemption.as_deref(),
+        Duration::from_secs(14 * 86_400),
+        Duration::from_secs(60),
+        Duration::from_secs(366 * 86_400),
+    );
+    let mut tokens = Vec::new();
+    for (i, t) in raw.tokens.iter().enumerate() {
+        let at = format!("admin.tokens[{i}]");
+        let user = t.user.clone().unwrap_or_else(|| {
+            p.push(
+                format!("{at}.user"),
+                None,
+                "missing; name who holds this token (it appears in the audit log)",
+            );
+            String::new()
+        });
+        let mut roles = Vec::new();
+        match &t.roles {
+            None => p.push(
+                format!("{at}.roles"),
+                None,
+                format!("missing; give one or more of {}", Role::ALL.join(", ")),
+            ),
+            Some(list) => {
+                for (j, r) in list.iter().enumerate() {
+                    match Role::parse(r) {
+                        Some(role) => roles.push(role),
+                        None => p.push(
+                            format!("{at}.roles[{j}]"),
+                            q(r),
+                            format!("unknown role; use one of {}", Role::ALL.join(", ")),
+                        ),
+                    }
+                }
+            }
+        }
+        let hash = t.hash.clone().unwrap_or_default();
+        let ok = hash
+            .strip_prefix("sha256:")
+            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !ok {
+            p.push(format!("{at}.hash"), None, "not a token hash; store the output of `aigate user hash-token` (sha256:<64 hex>), never the token");
+        }
+        tokens.push(AdminToken {
+            user,
+            roles,
+            hash: hash.to_ascii_lowercase(),
+        });
+    }
+    AdminConfig {
+        listen,
+        max_exemption,
+        tokens,
+    }
 }

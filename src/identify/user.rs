@@ -38,6 +38,9 @@ struct RawUser {
     default_workflow: Option<String>,
     #[serde(default)]
     tokens: Vec<String>,
+    /// Admin-API roles: manager, admin, auditor.
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -47,6 +50,7 @@ pub struct User {
     pub groups: Arc<[String]>,
     pub manager: Option<String>,
     pub default_workflow: Option<Arc<str>>,
+    pub roles: Vec<crate::config::Role>,
 }
 
 /// The people aigate knows, indexed by id and by token hash.
@@ -106,6 +110,17 @@ impl Directory {
                     ));
                 }
             }
+            let mut roles = Vec::new();
+            for (j, r) in u.roles.iter().enumerate() {
+                match crate::config::Role::parse(r) {
+                    Some(role) => roles.push(role),
+                    None => {
+                        return Err(format!(
+                            "users[{i}].roles[{j}] = {r:?}: unknown role; use one of admin, manager, auditor"
+                        ));
+                    }
+                }
+            }
             dir.user_tokens.insert(
                 u.id.clone(),
                 u.tokens.iter().map(|t| t.to_ascii_lowercase()).collect(),
@@ -118,6 +133,7 @@ impl Directory {
                     groups: Arc::from(u.groups),
                     manager: u.manager,
                     default_workflow: u.default_workflow.map(|w| Arc::from(w.as_str())),
+                    roles,
                 },
             );
         }
@@ -134,6 +150,11 @@ impl Directory {
 
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
+    }
+
+    /// The owner of a token, by its hash.
+    pub fn by_token_hash(&self, hash: &str) -> Option<&User> {
+        self.token_owner.get(hash).and_then(|id| self.users.get(id))
     }
 
     /// Check a `Proxy-Authorization` value. `Basic` is user + token, `Bearer` is the token alone.

@@ -38,6 +38,12 @@ pub enum Reason {
     ProxyAuth,
     /// The audit log cannot be written and config says fail closed.
     AuditUnavailable,
+    /// Admin API: an exemption was granted (`kind = admin`).
+    ExemptionGranted,
+    /// Admin API: an exemption was revoked (`kind = admin`).
+    ExemptionRevoked,
+    /// Admin API: a call without a valid token (401) or without the role for it (403).
+    AdminDenied,
 }
 
 impl Reason {
@@ -57,6 +63,9 @@ impl Reason {
             Reason::TlsHandshake => "tls_handshake",
             Reason::ProxyAuth => "proxy_auth",
             Reason::AuditUnavailable => "audit_unavailable",
+            Reason::ExemptionGranted => "exemption_granted",
+            Reason::ExemptionRevoked => "exemption_revoked",
+            Reason::AdminDenied => "admin_denied",
         }
     }
 
@@ -81,6 +90,9 @@ impl Reason {
             Reason::AuditUnavailable => {
                 "the audit log cannot be written, so calls are refused until it recovers"
             }
+            Reason::ExemptionGranted => "an exemption was granted",
+            Reason::ExemptionRevoked => "an exemption was revoked",
+            Reason::AdminDenied => "the admin API refused the caller",
         }
     }
 }

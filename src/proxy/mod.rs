@@ -62,7 +62,7 @@ pub struct Shared {
     pub ws_tls: tokio_rustls::TlsConnector,
     pub resolver: Resolver,
     pub audit: AuditLog,
-    pub exemptions: ArcSwap<Snapshot>,
+    pub exemptions: Arc<ArcSwap<Snapshot>>,
     pub clock: Arc<dyn Clock>,
 }
 

@@ -165,7 +165,7 @@ fn run_starts_prints_where_to_point_clients_and_tunnels() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut banner = Vec::new();
-    for _ in 0..6 {
+    for _ in 0..7 {
         banner.push(lines.next().unwrap().unwrap());
     }
     let addr = banner[0].split_whitespace().nth(3).unwrap().to_string();
@@ -174,12 +174,12 @@ fn run_starts_prints_where_to_point_clients_and_tunnels() {
         "{banner:?}"
     );
     assert!(
-        banner[4].contains(&format!("export HTTPS_PROXY=http://{addr}")),
+        banner[5].contains(&format!("export HTTPS_PROXY=http://{addr}")),
         "{banner:?}"
     );
     assert!(
-        banner[5].contains("export NODE_EXTRA_CA_CERTS=")
-            && banner[5].contains("aigate-data/ca-cert.pem"),
+        banner[6].contains("export NODE_EXTRA_CA_CERTS=")
+            && banner[6].contains("aigate-data/ca-cert.pem"),
         "{banner:?}"
     );
     let key = dir.path().join("aigate-data/ca-key.pem");

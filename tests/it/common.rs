@@ -265,7 +265,31 @@ pub struct TestEnv {
     pub upstream_ca: TestCa,
 }
 
+/// A clock the test moves forward.
+#[derive(Default)]
+pub struct TestClock {
+    ahead_secs: std::sync::atomic::AtomicU64,
+}
+
+impl TestClock {
+    pub fn advance(&self, d: std::time::Duration) {
+        self.ahead_secs
+            .fetch_add(d.as_secs(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl aigate::proxy::Clock for TestClock {
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+            + std::time::Duration::from_secs(
+                self.ahead_secs.load(std::sync::atomic::Ordering::SeqCst),
+            )
+    }
+}
+
 pub struct Builder {
+    users: Option<String>,
+    clock: Option<Arc<TestClock>>,
     edits: Vec<(String, String)>,
     append: String,
     vendor_alpn: Vec<&'static [u8]>,
@@ -274,6 +298,8 @@ pub struct Builder {
 impl TestEnv {
     pub fn builder() -> Builder {
         Builder {
+            users: None,
+            clock: None,
             edits: Vec::new(),
             append: String::new(),
             vendor_alpn: vec![b"h2", b"http/1.1"],
@@ -291,6 +317,17 @@ impl Builder {
     /// Add TOML at the end of the shipped config (more rules, say).
     pub fn append(mut self, toml: &str) -> Builder {
         self.append.push_str(toml);
+        self
+    }
+
+    /// The users file (`users.toml` next to the config).
+    pub fn users(mut self, toml: &str) -> Builder {
+        self.users = Some(toml.to_string());
+        self
+    }
+
+    pub fn clock(mut self, clock: Arc<TestClock>) -> Builder {
+        self.clock = Some(clock);
         self
     }
 
@@ -318,6 +355,10 @@ impl Builder {
                 "listen = \"127.0.0.1:0\"".to_string(),
             ),
             (
+                "listen = \"127.0.0.1:9180\"".to_string(),
+                "listen = \"127.0.0.1:0\"".to_string(),
+            ),
+            (
                 "state_dir = \"./aigate-data\"".to_string(),
                 format!("state_dir = {:?}", dir.path().join("state")),
             ),
@@ -333,10 +374,16 @@ impl Builder {
             text = text.replacen(&from, &to, 1);
         }
         text.push_str(&self.append);
+        if let Some(users) = &self.users {
+            std::fs::write(dir.path().join("users.toml"), users).unwrap();
+        }
         let config_path = dir.path().join("aigate.toml");
         std::fs::write(&config_path, &text).unwrap();
         let cfg = config::load(Some(&config_path)).unwrap_or_else(|e| panic!("{e}"));
-        let gateway = App::start(cfg).await.unwrap();
+        let gateway = match self.clock {
+            Some(c) => App::start_with_clock(cfg, c).await.unwrap(),
+            None => App::start(cfg).await.unwrap(),
+        };
         TestEnv {
             gateway,
             vendor,

@@ -1,6 +1,7 @@
 //! One integration-test binary: real sockets on 127.0.0.1:0, real TLS, real clients, and the
 //! real `aigate` binary for the CLI.
 
+mod admin;
 mod cli;
 mod common;
 mod data_path;

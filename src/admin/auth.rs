@@ -1,0 +1,84 @@
+//! Who is calling the admin API: a bearer token, hashed, looked up in `admin.tokens` and then in
+//! the directory (users with `roles`). No token or an unknown one is 401; the wrong role is 403.
+//! Both are audited, and the token itself is never logged.
+
+use std::net::SocketAddr;
+
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::Response;
+
+use super::{AdminState, error};
+use crate::audit::{AuditRecord, Kind};
+use crate::config::Role;
+use crate::identify::user::hash_token;
+use crate::policy::{Action, Reason};
+use crate::proxy::new_id;
+
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: String,
+    pub roles: Vec<Role>,
+}
+
+impl Caller {
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+}
+
+pub fn authenticate(state: &AdminState, headers: &HeaderMap) -> Option<Caller> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let hash = hash_token(token.trim());
+    let cfg = state.shared.config.load();
+    if let Some(t) = cfg.admin.tokens.iter().find(|t| t.hash == hash) {
+        return Some(Caller {
+            user: t.user.clone(),
+            roles: t.roles.clone(),
+        });
+    }
+    let user = cfg.identity.directory.by_token_hash(&hash)?;
+    (!user.roles.is_empty()).then(|| Caller {
+        user: user.id.to_string(),
+        roles: user.roles.clone(),
+    })
+}
+
+/// Refuse and audit: 401 without a valid token, 403 without the role.
+pub fn refuse(
+    state: &AdminState,
+    caller: Option<&Caller>,
+    client: SocketAddr,
+    method: &Method,
+    path: &str,
+    need: &str,
+) -> Response {
+    let (status, message) = match caller {
+        None => (
+            StatusCode::UNAUTHORIZED,
+            "a valid bearer token is required: Authorization: Bearer <token>".to_string(),
+        ),
+        Some(c) => (
+            StatusCode::FORBIDDEN,
+            format!("{} may not do this: it needs {need}", c.user),
+        ),
+    };
+    let mut r = AuditRecord::new(
+        new_id(),
+        Kind::Admin,
+        client.to_string(),
+        caller.map_or("anonymous", |c| c.user.as_str()).into(),
+        String::new(),
+        0,
+    );
+    r.method = Some(method.to_string());
+    r.path = Some(path.to_string());
+    r.action = Action::Block;
+    r.reason = Reason::AdminDenied;
+    r.status = Some(status.as_u16());
+    state.shared.audit.submit(r);
+    error(status, &message)
+}

@@ -1,0 +1,354 @@
+//! `/v1/exemptions`: grant, list, show, revoke.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::auth::{self, Caller};
+use super::{AdminState, error};
+use crate::audit::{AuditRecord, Kind};
+use crate::config::{Role, parse_duration};
+use crate::exemptions::grant::{self, GrantRequest, Grantor, manages};
+use crate::exemptions::store::RevokeError;
+use crate::exemptions::{Exemption, Subject};
+use crate::policy::{Action, Reason};
+use crate::proxy::new_id;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    pub user: Option<String>,
+    pub group: Option<String>,
+    #[serde(default)]
+    pub tools: Vec<String>,
+    pub workflows: Option<Vec<String>>,
+    pub starts_at: Option<String>,
+    pub expires_at: Option<String>,
+    /// Instead of `expires_at`: how long from now (or from `starts_at`), e.g. "3d".
+    #[serde(rename = "for")]
+    pub duration: Option<String>,
+    pub reason: Option<String>,
+    pub ticket: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub subject: Option<String>,
+    pub active: Option<bool>,
+}
+
+fn bad(message: impl AsRef<str>) -> Response {
+    error(StatusCode::BAD_REQUEST, message.as_ref())
+}
+
+fn visible(state: &AdminState, caller: &Caller, e: &Exemption) -> bool {
+    if caller.has(Role::Admin) || caller.has(Role::Auditor) {
+        return true;
+    }
+    let cfg = state.shared.config.load();
+    caller.has(Role::Manager)
+        && matches!(&e.subject, Subject::User(u) if manages(&cfg.identity.directory, &caller.user, u))
+}
+
+fn active(e: &Exemption, now: SystemTime) -> bool {
+    e.starts_at <= now && now < e.expires_at && e.revoked_at.is_none()
+}
+
+fn view(e: &Exemption, now: SystemTime) -> serde_json::Value {
+    let mut v = serde_json::to_value(e).unwrap_or_default();
+    v["active"] = json!(active(e, now));
+    v
+}
+
+/// The audit record of a grant or revocation; method, path and status follow from which.
+fn admin_record(
+    state: &AdminState,
+    caller: &Caller,
+    client: SocketAddr,
+    reason: Reason,
+    e: &Exemption,
+) {
+    let (method, path, status) = match reason {
+        Reason::ExemptionRevoked => (
+            Method::DELETE,
+            format!("/v1/exemptions/{}", e.id),
+            StatusCode::OK,
+        ),
+        _ => (
+            Method::POST,
+            "/v1/exemptions".to_string(),
+            StatusCode::CREATED,
+        ),
+    };
+    let mut r = AuditRecord::new(
+        new_id(),
+        Kind::Admin,
+        client.to_string(),
+        caller.user.as_str().into(),
+        String::new(),
+        0,
+    );
+    r.method = Some(method.to_string());
+    r.path = Some(path);
+    r.action = Action::Allow;
+    r.reason = reason;
+    r.status = Some(status.as_u16());
+    r.exemption = Some(e.id.clone());
+    r.admin = serde_json::to_value(e).ok();
+    state.shared.audit.submit(r);
+}
+
+fn parse_time(field: &str, s: &str) -> Result<SystemTime, String> {
+    humantime::parse_rfc3339_weak(s).map_err(|_| {
+        format!("{field} = {s:?}: not a time; write RFC 3339, e.g. 2026-12-01T18:00:00Z")
+    })
+}
+
+pub async fn grant(
+    State(state): State<AdminState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Json<GrantBody>, JsonRejection>,
+) -> Response {
+    let path = "/v1/exemptions";
+    let caller = auth::authenticate(&state, &headers);
+    let Some(caller) = caller.filter(|c| c.has(Role::Admin) || c.has(Role::Manager)) else {
+        return auth::refuse(
+            &state,
+            auth::authenticate(&state, &headers).as_ref(),
+            client,
+            &Method::POST,
+            path,
+            "the manager or admin role",
+        );
+    };
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(rejection) => return error(rejection.status(), &rejection.body_text()),
+    };
+    let now = state.shared.clock.now();
+    let subject = match (body.user, body.group) {
+        (Some(u), None) => Subject::User(u),
+        (None, Some(g)) => Subject::Group(g),
+        _ => return bad("give exactly one of user or group"),
+    };
+    let starts_at = match body
+        .starts_at
+        .as_deref()
+        .map(|s| parse_time("starts_at", s))
+        .transpose()
+    {
+        Ok(t) => t,
+        Err(r) => return bad(r),
+    };
+    let expires_at = match (body.expires_at.as_deref(), body.duration.as_deref()) {
+        (Some(_), Some(_)) => return bad("give expires_at or for, not both"),
+        (Some(s), None) => match parse_time("expires_at", s) {
+            Ok(t) => Some(t),
+            Err(r) => return bad(r),
+        },
+        (None, Some(d)) => match parse_duration(d) {
+            Ok(d) => Some(starts_at.unwrap_or(now) + d),
+            Err(e) => return bad(format!("for: {e}")),
+        },
+        (None, None) => None,
+    };
+    let req = GrantRequest {
+        subject,
+        tools: body.tools,
+        workflows: body.workflows,
+        starts_at,
+        expires_at,
+        reason: body.reason,
+        ticket: body.ticket,
+    };
+    let grantor = Grantor {
+        user: caller.user.clone(),
+        admin: caller.has(Role::Admin),
+        manager: caller.has(Role::Manager),
+    };
+    let cfg = state.shared.config.load();
+    let known: Vec<&str> = cfg.tools.iter().map(|t| &*t.id).collect();
+    if let Err(e) = grant::check(
+        &req,
+        &grantor,
+        &cfg.identity.directory,
+        &cfg.policy,
+        &known,
+        cfg.admin.max_exemption,
+        now,
+    ) {
+        let status = match e {
+            grant::GrantError::NotTheirManager { .. } | grant::GrantError::GroupNeedsAdmin => {
+                StatusCode::FORBIDDEN
+            }
+            _ => StatusCode::BAD_REQUEST,
+        };
+        return error(status, &e.to_string());
+    }
+    let exemption = Exemption {
+        id: Arc::from(format!("ex-{}", new_id()).as_str()),
+        subject: req.subject,
+        tools: req.tools,
+        workflows: req.workflows,
+        starts_at: req.starts_at.unwrap_or(now),
+        expires_at: req.expires_at.unwrap_or(now),
+        revoked_at: None,
+        reason: req.reason.unwrap_or_default(),
+        ticket: req.ticket,
+        granted_by: caller.user.clone(),
+        created_at: Some(now),
+        revoked_by: None,
+    };
+    if let Err(e) = state.store.grant(exemption.clone(), now) {
+        tracing::error!(error = %e, "cannot journal a grant");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the exemption could not be stored durably; nothing was granted, try again",
+        );
+    }
+    admin_record(
+        &state,
+        &caller,
+        client,
+        Reason::ExemptionGranted,
+        &exemption,
+    );
+    (StatusCode::CREATED, Json(view(&exemption, now))).into_response()
+}
+
+pub async fn list(
+    State(state): State<AdminState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(caller) = auth::authenticate(&state, &headers).filter(|c| !c.roles.is_empty()) else {
+        return auth::refuse(
+            &state,
+            None,
+            client,
+            &Method::GET,
+            "/v1/exemptions",
+            "a token",
+        );
+    };
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(rejection) => return bad(rejection.body_text()),
+    };
+    let now = state.shared.clock.now();
+    let items: Vec<serde_json::Value> = state
+        .store
+        .list()
+        .iter()
+        .filter(|e| visible(&state, &caller, e))
+        .filter(|e| {
+            q.subject.as_deref().is_none_or(|s| match &e.subject {
+                Subject::User(u) => u == s || s == format!("user:{u}"),
+                Subject::Group(g) => s == format!("group:{g}") || g == s,
+            })
+        })
+        .filter(|e| q.active.is_none_or(|a| active(e, now) == a))
+        .map(|e| view(e, now))
+        .collect();
+    Json(json!({ "exemptions": items })).into_response()
+}
+
+pub async fn show(
+    State(state): State<AdminState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let path = format!("/v1/exemptions/{id}");
+    let Some(caller) = auth::authenticate(&state, &headers).filter(|c| !c.roles.is_empty()) else {
+        return auth::refuse(&state, None, client, &Method::GET, &path, "a token");
+    };
+    match state.store.get(&id) {
+        Some(e) if visible(&state, &caller, &e) => {
+            Json(view(&e, state.shared.clock.now())).into_response()
+        }
+        Some(_) => auth::refuse(
+            &state,
+            Some(&caller),
+            client,
+            &Method::GET,
+            &path,
+            "to be the subject's manager, an auditor or an admin",
+        ),
+        None => error(
+            StatusCode::NOT_FOUND,
+            &format!("no exemption with id {id:?}"),
+        ),
+    }
+}
+
+pub async fn revoke(
+    State(state): State<AdminState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let path = format!("/v1/exemptions/{id}");
+    let caller = auth::authenticate(&state, &headers);
+    let Some(caller) = caller.filter(|c| c.has(Role::Admin) || c.has(Role::Manager)) else {
+        return auth::refuse(
+            &state,
+            auth::authenticate(&state, &headers).as_ref(),
+            client,
+            &Method::DELETE,
+            &path,
+            "the manager or admin role",
+        );
+    };
+    let Some(existing) = state.store.get(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("no exemption with id {id:?}"),
+        );
+    };
+    let allowed = caller.has(Role::Admin)
+        || {
+            let cfg = state.shared.config.load();
+            matches!(&existing.subject, Subject::User(u) if manages(&cfg.identity.directory, &caller.user, u))
+        };
+    if !allowed {
+        return auth::refuse(
+            &state,
+            Some(&caller),
+            client,
+            &Method::DELETE,
+            &path,
+            "to be the subject's manager or an admin",
+        );
+    }
+    let now = state.shared.clock.now();
+    match state.store.revoke(&id, &caller.user, now) {
+        Ok(e) => {
+            admin_record(&state, &caller, client, Reason::ExemptionRevoked, &e);
+            Json(view(&e, now)).into_response()
+        }
+        Err(RevokeError::NotFound(_)) => error(
+            StatusCode::NOT_FOUND,
+            &format!("no exemption with id {id:?}"),
+        ),
+        Err(e @ RevokeError::AlreadyRevoked(_)) => error(StatusCode::CONFLICT, &e.to_string()),
+        Err(RevokeError::Io(e)) => {
+            tracing::error!(error = %e, "cannot journal a revocation");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the revocation could not be stored durably; nothing changed, try again",
+            )
+        }
+    }
+}

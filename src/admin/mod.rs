@@ -1,0 +1,67 @@
+//! The admin API (axum, its own listener): exemptions for managers, reads for auditors, health
+//! for the load balancer. Every caller is identified by a bearer token; every refusal and every
+//! grant or revocation is an audit record in the same hash chain as the traffic.
+
+mod auth;
+mod exemptions;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::exemptions::store::ExemptionStore;
+use crate::proxy::Shared;
+
+pub use auth::Caller;
+
+/// Admin request bodies are small; anything bigger is a mistake or an attack.
+const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub shared: Arc<Shared>,
+    pub store: Arc<ExemptionStore>,
+}
+
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/v1/exemptions",
+            get(exemptions::list).post(exemptions::grant),
+        )
+        .route(
+            "/v1/exemptions/{id}",
+            get(exemptions::show).delete(exemptions::revoke),
+        )
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see docs/admin-api.md",
+            )
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<AdminState>) -> Response {
+    if state.shared.audit.healthy() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the audit log cannot be written",
+        )
+    }
+}
+
+/// Every error body: `{"error": "..."}`.
+pub fn error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(json!({ "error": message }))).into_response()
+}

@@ -1,0 +1,403 @@
+//! The admin API: grants that let a blocked tool through and expire on the same connection,
+//! revocation, every grant rule's refusal, the role matrix, and the audit trail.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+use crate::common::{TestClock, TestEnv};
+
+const ALICE_PROXY: &str = "alice-proxy-token-0001";
+const BOB_ADMIN: &str = "bob-manager-token-0002";
+const DAVE: &str = "dave-manager-token-0003";
+const ROOT: &str = "root-admin-token-0004";
+const AUDITOR: &str = "auditor-token-0005";
+
+async fn env_with_people(clock: Option<Arc<TestClock>>) -> TestEnv {
+    let h = aigate::identify::user::hash_token;
+    let mut b = TestEnv::builder()
+        .replace("# users_file = \"users.toml\"", "users_file = \"users.toml\"")
+        .append(&format!(
+            "\n[[admin.tokens]]\nuser = \"root\"\nroles = [\"admin\"]\nhash = \"{}\"\n[[admin.tokens]]\nuser = \"sam\"\nroles = [\"auditor\"]\nhash = \"{}\"\n",
+            h(ROOT),
+            h(AUDITOR)
+        ));
+    if let Some(c) = clock {
+        b = b.clock(c);
+    }
+    b.users(&format!(
+        "[[users]]\nid = \"carol\"\nroles = [\"manager\"]\n\n[[users]]\nid = \"bob\"\nmanager = \"carol\"\nroles = [\"manager\"]\ntokens = [\"{}\"]\n\n[[users]]\nid = \"alice\"\nmanager = \"bob\"\ntokens = [\"{}\"]\n\n[[users]]\nid = \"dave\"\nroles = [\"manager\"]\ntokens = [\"{}\"]\n",
+        h(BOB_ADMIN),
+        h(ALICE_PROXY),
+        h(DAVE)
+    ))
+    .start()
+    .await
+}
+
+fn admin(env: &TestEnv) -> (reqwest::Client, String) {
+    (
+        reqwest::Client::builder().no_proxy().build().unwrap(),
+        format!("http://{}", env.gateway.admin_addr),
+    )
+}
+
+async fn call(
+    env: &TestEnv,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let (client, base) = admin(env);
+    let mut req = client.request(method, format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// One keep-alive HTTP/1.1 connection through the gateway, as alice.
+async fn alice_connection(env: &TestEnv) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    use base64::Engine;
+    let cred = base64::engine::general_purpose::STANDARD.encode(format!("alice:{ALICE_PROXY}"));
+    let tcp = env
+        .connect_raw(
+            "api.anthropic.com:443",
+            &format!("Proxy-Authorization: Basic {cred}\r\n"),
+        )
+        .await
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    use rustls_pki_types::pem::PemObject;
+    roots
+        .add(
+            rustls_pki_types::CertificateDer::from_pem_slice(env.gateway.ca_cert_pem().as_bytes())
+                .unwrap(),
+        )
+        .unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(
+            rustls_pki_types::ServerName::try_from("api.anthropic.com").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn claude_call(sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>) -> u16 {
+    let req = http::Request::post("/v1/messages")
+        .header("host", "api.anthropic.com")
+        .header("user-agent", "claude-cli/2.1.12 (external, cli)")
+        .header("x-app", "cli")
+        .body(Full::new(Bytes::from_static(
+            b"{\"model\":\"claude-sonnet-4-5\"}",
+        )))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let _ = resp.into_body().collect().await;
+    status
+}
+
+#[tokio::test]
+async fn a_grant_lets_the_tool_through_until_it_expires_on_the_same_connection() {
+    let clock = Arc::new(TestClock::default());
+    let env = env_with_people(Some(clock.clone())).await;
+    let mut conn = alice_connection(&env).await;
+    assert_eq!(claude_call(&mut conn).await, 403);
+    let (status, ex) = call(&env, reqwest::Method::POST, "/v1/exemptions", Some(BOB_ADMIN), Some(json!({"user": "alice", "tools": ["claude-code"], "for": "1h", "reason": "vendor bake-off", "ticket": "IT-7"}))).await;
+    assert_eq!(status, 201, "{ex}");
+    let id = ex["id"].as_str().unwrap().to_string();
+    assert_eq!(ex["active"], true);
+    assert_eq!(
+        claude_call(&mut conn).await,
+        200,
+        "the open connection sees the grant on its next request"
+    );
+    clock.advance(Duration::from_secs(3601));
+    assert_eq!(
+        claude_call(&mut conn).await,
+        403,
+        "expired: the same connection is blocked again"
+    );
+    let records = env.audit().await;
+    let requests: Vec<&Value> = records.iter().filter(|r| r["kind"] == "request").collect();
+    assert_eq!(requests.len(), 3);
+    assert_eq!(requests[1]["reason"], "exempted");
+    assert_eq!(requests[1]["exemption"], id.as_str());
+    assert_eq!(requests[1]["user"], "alice");
+    let admin: Vec<&Value> = records.iter().filter(|r| r["kind"] == "admin").collect();
+    assert_eq!(admin.len(), 1);
+    assert_eq!(admin[0]["reason"], "exemption_granted");
+    assert_eq!(admin[0]["user"], "bob");
+    assert_eq!(admin[0]["admin"]["reason"], "vendor bake-off");
+    assert_eq!(admin[0]["admin"]["subject"], json!({"user": "alice"}));
+    let chain = aigate::audit::chain::verify(std::io::BufReader::new(
+        std::fs::File::open(env.gateway.audit().path()).unwrap(),
+    ));
+    assert!(chain.is_ok(), "{chain:?}");
+}
+
+#[tokio::test]
+async fn a_revoke_takes_effect_on_the_next_request() {
+    let env = env_with_people(None).await;
+    let mut conn = alice_connection(&env).await;
+    let (_, ex) = call(&env, reqwest::Method::POST, "/v1/exemptions", Some(ROOT), Some(json!({"user": "alice", "tools": ["claude-code"], "workflows": ["untagged"], "for": "2d", "reason": "pilot"}))).await;
+    let id = ex["id"].as_str().unwrap();
+    assert_eq!(claude_call(&mut conn).await, 200);
+    let (status, revoked) = call(
+        &env,
+        reqwest::Method::DELETE,
+        &format!("/v1/exemptions/{id}"),
+        Some(BOB_ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{revoked}");
+    assert_eq!(revoked["revoked_by"], "bob");
+    assert_eq!(revoked["active"], false);
+    assert_eq!(claude_call(&mut conn).await, 403);
+    let (status, again) = call(
+        &env,
+        reqwest::Method::DELETE,
+        &format!("/v1/exemptions/{id}"),
+        Some(BOB_ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, again["error"].as_str().unwrap()),
+        (409, format!("exemption {id:?} is already revoked").as_str())
+    );
+}
+
+#[tokio::test]
+async fn every_grant_rule_violation_gets_its_message_and_nothing_is_stored() {
+    let env = env_with_people(None).await;
+    let cases: Vec<(Value, &str, u16, &str)> = vec![
+        (
+            json!({"user": "alice", "tools": ["claude-code"], "reason": "x"}),
+            BOB_ADMIN,
+            400,
+            "expires_at is required: an exemption is always time-boxed",
+        ),
+        (
+            json!({"user": "alice", "tools": ["claude-code"], "expires_at": "2001-01-01T00:00:00Z", "reason": "x"}),
+            BOB_ADMIN,
+            400,
+            "expires_at must be after starts_at and in the future",
+        ),
+        (
+            json!({"user": "alice", "tools": ["claude-code"], "for": "15d", "reason": "x"}),
+            BOB_ADMIN,
+            400,
+            "expires_at is too far ahead: an exemption lasts at most 14days",
+        ),
+        (
+            json!({"user": "alice", "tools": ["claude-code"], "for": "1d"}),
+            BOB_ADMIN,
+            400,
+            "reason is required: say why this exemption is needed",
+        ),
+        (
+            json!({"user": "alice", "tools": ["claude_code"], "for": "1d", "reason": "x"}),
+            BOB_ADMIN,
+            400,
+            "unknown tool \"claude_code\"",
+        ),
+        (
+            json!({"user": "alice", "tools": ["anthropic-sdk"], "for": "1d", "reason": "x"}),
+            BOB_ADMIN,
+            400,
+            "tool \"anthropic-sdk\" is not blocked by any exemptable rule, so there is nothing to exempt",
+        ),
+        (
+            json!({"user": "bob", "tools": ["claude-code"], "for": "1d", "reason": "x"}),
+            BOB_ADMIN,
+            400,
+            "you cannot exempt yourself; ask your manager",
+        ),
+        (
+            json!({"user": "alice", "tools": ["claude-code"], "for": "1d", "reason": "x"}),
+            DAVE,
+            403,
+            "\"dave\" is not the manager of \"alice\" (nor above them in the directory)",
+        ),
+        (
+            json!({"group": "ml", "tools": ["claude-code"], "for": "1d", "reason": "x"}),
+            BOB_ADMIN,
+            403,
+            "only an admin can exempt a group",
+        ),
+        (
+            json!({"user": "alice", "tools": ["claude-code"], "for": "1d", "reason": "x", "colour": "red"}),
+            BOB_ADMIN,
+            422,
+            "unknown field `colour`",
+        ),
+    ];
+    for (body, token, status, message) in cases {
+        let (got, resp) = call(
+            &env,
+            reqwest::Method::POST,
+            "/v1/exemptions",
+            Some(token),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(got, status, "{body}: {resp}");
+        assert!(
+            resp["error"].as_str().unwrap().contains(message),
+            "{body}: {resp}"
+        );
+    }
+    let (_, list) = call(
+        &env,
+        reqwest::Method::GET,
+        "/v1/exemptions",
+        Some(ROOT),
+        None,
+    )
+    .await;
+    assert_eq!(list["exemptions"], json!([]));
+}
+
+#[tokio::test]
+async fn role_matrix() {
+    let env = env_with_people(None).await;
+    let (_, ex) = call(
+        &env,
+        reqwest::Method::POST,
+        "/v1/exemptions",
+        Some(ROOT),
+        Some(json!({"user": "alice", "tools": ["claude-code"], "for": "1d", "reason": "pilot"})),
+    )
+    .await;
+    let id = ex["id"].as_str().unwrap().to_string();
+    let grant = json!({"user": "alice", "tools": ["codex-cli"], "for": "1d", "reason": "pilot"});
+    // (token, POST grant, GET list count, GET one, DELETE)
+    let matrix: Vec<(Option<&str>, u16, Option<usize>, u16)> = vec![
+        (Some(ROOT), 201, Some(2), 200),
+        (Some(BOB_ADMIN), 201, Some(3), 200),
+        (Some(DAVE), 403, Some(0), 403),
+        (Some(AUDITOR), 403, Some(3), 200),
+        (Some(ALICE_PROXY), 401, None, 401),
+        (Some("nonsense"), 401, None, 401),
+        (None, 401, None, 401),
+    ];
+    for (token, post, count, get_one) in matrix {
+        let (s, body) = call(
+            &env,
+            reqwest::Method::POST,
+            "/v1/exemptions",
+            token,
+            Some(grant.clone()),
+        )
+        .await;
+        assert_eq!(s, post, "{token:?} POST: {body}");
+        let (s, list) = call(&env, reqwest::Method::GET, "/v1/exemptions", token, None).await;
+        match count {
+            Some(n) => assert_eq!(
+                (s, list["exemptions"].as_array().unwrap().len()),
+                (200, n),
+                "{token:?} GET"
+            ),
+            None => assert_eq!(s, 401, "{token:?} GET"),
+        }
+        let (s, _) = call(
+            &env,
+            reqwest::Method::GET,
+            &format!("/v1/exemptions/{id}"),
+            token,
+            None,
+        )
+        .await;
+        assert_eq!(s, get_one, "{token:?} GET one");
+    }
+    for (token, status) in [
+        (None, 401),
+        (Some(AUDITOR), 403),
+        (Some(DAVE), 403),
+        (Some(BOB_ADMIN), 200),
+    ] {
+        let (s, body) = call(
+            &env,
+            reqwest::Method::DELETE,
+            &format!("/v1/exemptions/{id}"),
+            token,
+            None,
+        )
+        .await;
+        assert_eq!(s, status, "{token:?} DELETE: {body}");
+    }
+    let (s, _) = call(&env, reqwest::Method::GET, "/healthz", None, None).await;
+    assert_eq!(s, 200);
+    let (s, _) = call(&env, reqwest::Method::GET, "/readyz", None, None).await;
+    assert_eq!(s, 200);
+    let records = env.audit().await;
+    let denied = records
+        .iter()
+        .filter(|r| r["kind"] == "admin" && r["reason"] == "admin_denied")
+        .count();
+    assert!(denied >= 10, "refusals are audited: {denied}");
+    assert!(
+        !env.audit_text().contains("nonsense") && !env.audit_text().contains(ROOT),
+        "tokens are never logged"
+    );
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_bodies_are_refused_with_a_reason() {
+    let env = env_with_people(None).await;
+    let (client, base) = admin(&env);
+    let big = "x".repeat(100 * 1024);
+    let resp = client
+        .post(format!("{base}/v1/exemptions"))
+        .bearer_auth(ROOT)
+        .header("content-type", "application/json")
+        .body(format!("{{\"reason\":\"{big}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let resp = client
+        .post(format!("{base}/v1/exemptions"))
+        .bearer_auth(ROOT)
+        .header("content-type", "application/json")
+        .body("{\"user\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("EOF"), "{body}");
+}
