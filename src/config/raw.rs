@@ -105,6 +105,7 @@ pub struct RawTool {
     pub vendors: Vec<String>,
     #[serde(default)]
     pub paths: Vec<String>,
+    pub path: Option<String>,
     pub user_agent: Option<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,

@@ -472,6 +472,16 @@ fn tools(p: &mut Problems, raw: &[RawTool], vendor_ids: &[&str]) -> Vec<ToolSign
             }
         }
         let mut signals = Vec::new();
+        if let Some(path) = &t.path {
+            match Regex::new(path) {
+                Ok(re) => signals.push(Signal::Path(re)),
+                Err(e) => p.push(
+                    format!("{at}.path"),
+                    q(path),
+                    format!("not a valid regex: {}", first_line(&e.to_string())),
+                ),
+            }
+        }
         if let Some(ua) = &t.user_agent {
             match Regex::new(ua) {
                 Ok(re) => signals.push(Signal::UserAgent(re)),

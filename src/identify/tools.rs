@@ -17,6 +17,8 @@ pub const UNKNOWN_TOOL: &str = "unknown";
 
 #[derive(Debug, Clone)]
 pub enum Signal {
+    /// A regex on the request path (a client's own side-call endpoints).
+    Path(Regex),
     UserAgent(Regex),
     Header(HeaderName, Regex),
     Body(regex::bytes::Regex),
@@ -26,6 +28,7 @@ impl Signal {
     /// The evidence label written to the audit record when this signal matches.
     pub fn label(&self) -> String {
         match self {
+            Signal::Path(_) => "path".to_string(),
             Signal::UserAgent(_) => "user-agent".to_string(),
             Signal::Header(name, _) => format!("header:{name}"),
             Signal::Body(_) => "body".to_string(),
@@ -34,6 +37,7 @@ impl Signal {
 
     fn matches(&self, req: &RequestFacts<'_>) -> bool {
         match self {
+            Signal::Path(re) => re.is_match(req.path),
             Signal::UserAgent(re) => req
                 .headers
                 .get_all(http::header::USER_AGENT)
@@ -76,9 +80,9 @@ pub struct RequestFacts<'a> {
 pub enum Confidence {
     /// Nothing matched.
     None,
-    /// Enough signals matched, but not all of them.
+    /// One signal matched (or fewer than two where the signature has one).
     Medium,
-    /// Every signal of the signature matched.
+    /// Two or more independent signals matched (or the only one a signature has).
     High,
 }
 
@@ -136,7 +140,7 @@ pub fn identify_tool(signatures: &[ToolSignature], req: &RequestFacts<'_>) -> To
         };
         match &mut found {
             None => {
-                let confidence = if evidence.len() == sig.signals.len() {
+                let confidence = if evidence.len() >= 2.min(sig.signals.len()) {
                     Confidence::High
                 } else {
                     Confidence::Medium

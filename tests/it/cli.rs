@@ -102,7 +102,7 @@ fn explain_shows_every_rule_and_the_decision() {
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stdout.contains(
-            "tool:      claude-code (confidence medium; evidence: user-agent, header:x-app)"
+            "tool:      claude-code (confidence high; evidence: user-agent, header:x-app)"
         ),
         "{stdout}"
     );
@@ -314,4 +314,87 @@ async fn audit_verify_catches_edit_delete_and_swap() {
     let (_, stdout, stderr) = run(&["audit", "query", log.to_str().unwrap(), "--action", "allow"]);
     assert_eq!(stdout.lines().count(), 1, "only the header: {stdout}");
     assert_eq!(stderr, "0 record(s)\n");
+}
+
+/// Start the real binary in `dir`; returns it and (proxy, admin) addresses from its banner.
+fn spawn_gateway(dir: &Path) -> (std::process::Child, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .current_dir(dir)
+        .args(["run", "--config", "aigate.toml"])
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner: Vec<String> = (0..4).map(|_| lines.next().unwrap().unwrap()).collect();
+    let proxy = banner[0].split_whitespace().nth(3).unwrap().to_string();
+    let admin = banner[3]
+        .trim_start_matches("admin API:")
+        .trim()
+        .to_string();
+    (child, proxy, admin)
+}
+
+/// A grant acknowledged by the API survives `kill -9` of the real binary.
+#[test]
+fn an_acknowledged_grant_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = "root-token-for-kill-test";
+    let text = aigate::config::DEFAULT_CONFIG
+        .replace("listen = \"127.0.0.1:3128\"", "listen = \"127.0.0.1:0\"")
+        .replace("listen = \"127.0.0.1:9180\"", "listen = \"127.0.0.1:0\"")
+        .replace(
+            "# users_file = \"users.toml\"",
+            "users_file = \"users.toml\"",
+        )
+        + &format!(
+            "\n[[admin.tokens]]\nuser = \"root\"\nroles = [\"admin\"]\nhash = \"{}\"\n",
+            aigate::identify::user::hash_token(token)
+        );
+    std::fs::write(dir.path().join("aigate.toml"), text).unwrap();
+    std::fs::write(dir.path().join("users.toml"), "[[users]]\nid = \"alice\"\n").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    let (mut child, _, admin) = spawn_gateway(dir.path());
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let resp: serde_json::Value = rt.block_on(async {
+            let r = client
+                .post(format!("{admin}/v1/exemptions"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({"user": "alice", "tools": ["claude-code"], "for": "2d", "reason": format!("pilot {i}")}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            r.json().await.unwrap()
+        });
+        ids.push(resp["id"].as_str().unwrap().to_string());
+    }
+    child.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    child.wait().unwrap();
+
+    let (mut child, _, admin) = spawn_gateway(dir.path());
+    let listed: serde_json::Value = rt.block_on(async {
+        client
+            .get(format!("{admin}/v1/exemptions?active=true"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    let got: Vec<&str> = listed["exemptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    child.kill().unwrap();
+    child.wait().unwrap();
 }

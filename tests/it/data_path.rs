@@ -639,3 +639,30 @@ async fn an_unwritable_audit_log_fails_closed_and_fail_open_forwards() {
             > 0
     );
 }
+
+/// Seen from Claude Code 2.1.197: side calls with `Bun/…` and `axios/…` user agents.
+#[tokio::test]
+async fn claude_code_side_calls_are_identified_by_path() {
+    let env = TestEnv::builder().start().await;
+    for (path, ua) in [
+        ("/api/eval/sdk-zAZezfDKGoZuXXKe", "Bun/1.4.0"),
+        ("/api/claude_code_penguin_mode", "axios/1.15.2"),
+    ] {
+        let resp = env
+            .client(false)
+            .get(format!("https://api.anthropic.com{path}"))
+            .header("user-agent", ua)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{path}");
+    }
+    let records = env.audit().await;
+    assert!(
+        records.iter().all(|r| r["tool"] == "claude-code"
+            && r["evidence"] == serde_json::json!(["path"])
+            && r["tool_confidence"] == "medium"),
+        "{records:#?}"
+    );
+    assert!(env.vendor.requests().is_empty());
+}
