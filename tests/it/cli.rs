@@ -398,3 +398,25 @@ fn an_acknowledged_grant_survives_kill_9() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The example PAC file must route every vendor host of the shipped policy to the gateway.
+#[test]
+fn the_example_pac_file_lists_every_shipped_vendor_host() {
+    let pac = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/proxy.pac.example"),
+    )
+    .unwrap();
+    let cfg = aigate::config::load(None).unwrap();
+    for vendor in &cfg.vendors {
+        for host in &vendor.hosts {
+            let needle = match host {
+                aigate::host::HostPattern::Exact(h) => format!("\"{h}\""),
+                aigate::host::HostPattern::Suffix(s) => format!("dnsDomainIs(host, \".{s}\")"),
+            };
+            assert!(
+                pac.contains(&needle),
+                "deploy/proxy.pac.example misses {host}"
+            );
+        }
+    }
+}

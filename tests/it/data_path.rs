@@ -666,3 +666,53 @@ async fn claude_code_side_calls_are_identified_by_path() {
     );
     assert!(env.vendor.requests().is_empty());
 }
+
+/// A configured corporate CA is used as-is: the leaves clients see chain to it.
+#[tokio::test]
+async fn a_configured_corporate_ca_is_used_as_is() {
+    let env = TestEnv::builder().start().await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Example Corp Egress CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(env.dir.path().join("corp-ca.pem"), cert.pem()).unwrap();
+    std::fs::write(env.dir.path().join("corp-ca.key"), key.serialize_pem()).unwrap();
+    let gw = env
+        .variant("corp", |t| {
+            t.replace(
+                "# cert = \"/etc/aigate/ca-cert.pem\"\n# key = \"/etc/aigate/ca-key.pem\"",
+                "cert = \"corp-ca.pem\"\nkey = \"corp-ca.key\"",
+            )
+        })
+        .await;
+    assert_eq!(gw.ca_cert_pem(), cert.pem());
+    assert!(
+        !env.dir.path().join("corp/ca-key.pem").exists(),
+        "no CA of its own is generated"
+    );
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{}", gw.proxy_addr)).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.pem().as_bytes()).unwrap())
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap();
+    let resp = client
+        .post("https://api.openai.com/v1/chat/completions")
+        .header("user-agent", "OpenAI/Python 2.1.0")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "the minted leaf chains to the corporate CA"
+    );
+}
