@@ -55,7 +55,7 @@ fn id_ok(s: &str) -> bool {
 
 fn resolve_path(base: &Path, p: &str) -> PathBuf {
     let path = Path::new(p);
-    if path.is_absolute() {
+    if path.is_absolute() || base == Path::new(".") {
         path.to_path_buf()
     } else {
         base.join(path)
