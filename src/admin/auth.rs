@@ -82,3 +82,32 @@ pub fn refuse(
     state.shared.audit.submit(r);
     error(status, &message)
 }
+
+/// The caller, if they hold one of `roles`; otherwise the audited 401 or 403.
+pub fn require(
+    state: &AdminState,
+    headers: &HeaderMap,
+    client: SocketAddr,
+    method: &Method,
+    path: &str,
+    roles: &[Role],
+) -> Result<Caller, Box<Response>> {
+    match authenticate(state, headers) {
+        Some(c) if roles.iter().any(|r| c.has(*r)) => Ok(c),
+        other => {
+            let need: Vec<String> = roles
+                .iter()
+                .map(|r| format!("{r:?}").to_lowercase())
+                .collect();
+            let need = format!("one of the roles {}", need.join(", "));
+            Err(Box::new(refuse(
+                state,
+                other.as_ref(),
+                client,
+                method,
+                path,
+                &need,
+            )))
+        }
+    }
+}

@@ -22,6 +22,11 @@ use crate::exemptions::{Exemption, Subject};
 use crate::policy::{Action, Reason};
 use crate::proxy::new_id;
 
+/// Who may grant and revoke (managers only for their reports, checked per exemption).
+const GRANTORS: &[Role] = &[Role::Admin, Role::Manager];
+/// Who may read (managers only their reports' exemptions).
+const READERS: &[Role] = &[Role::Admin, Role::Manager, Role::Auditor];
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GrantBody {
@@ -120,16 +125,9 @@ pub async fn grant(
     body: Result<Json<GrantBody>, JsonRejection>,
 ) -> Response {
     let path = "/v1/exemptions";
-    let caller = auth::authenticate(&state, &headers);
-    let Some(caller) = caller.filter(|c| c.has(Role::Admin) || c.has(Role::Manager)) else {
-        return auth::refuse(
-            &state,
-            auth::authenticate(&state, &headers).as_ref(),
-            client,
-            &Method::POST,
-            path,
-            "the manager or admin role",
-        );
+    let caller = match auth::require(&state, &headers, client, &Method::POST, path, GRANTORS) {
+        Ok(c) => c,
+        Err(refused) => return *refused,
     };
     let body = match body {
         Ok(Json(b)) => b,
@@ -232,15 +230,16 @@ pub async fn list(
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let Some(caller) = auth::authenticate(&state, &headers).filter(|c| !c.roles.is_empty()) else {
-        return auth::refuse(
-            &state,
-            None,
-            client,
-            &Method::GET,
-            "/v1/exemptions",
-            "a token",
-        );
+    let caller = match auth::require(
+        &state,
+        &headers,
+        client,
+        &Method::GET,
+        "/v1/exemptions",
+        READERS,
+    ) {
+        Ok(c) => c,
+        Err(refused) => return *refused,
     };
     let Query(q) = match query {
         Ok(q) => q,
@@ -271,8 +270,9 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Response {
     let path = format!("/v1/exemptions/{id}");
-    let Some(caller) = auth::authenticate(&state, &headers).filter(|c| !c.roles.is_empty()) else {
-        return auth::refuse(&state, None, client, &Method::GET, &path, "a token");
+    let caller = match auth::require(&state, &headers, client, &Method::GET, &path, READERS) {
+        Ok(c) => c,
+        Err(refused) => return *refused,
     };
     match state.store.get(&id) {
         Some(e) if visible(&state, &caller, &e) => {
@@ -300,16 +300,9 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Response {
     let path = format!("/v1/exemptions/{id}");
-    let caller = auth::authenticate(&state, &headers);
-    let Some(caller) = caller.filter(|c| c.has(Role::Admin) || c.has(Role::Manager)) else {
-        return auth::refuse(
-            &state,
-            auth::authenticate(&state, &headers).as_ref(),
-            client,
-            &Method::DELETE,
-            &path,
-            "the manager or admin role",
-        );
+    let caller = match auth::require(&state, &headers, client, &Method::DELETE, &path, GRANTORS) {
+        Ok(c) => c,
+        Err(refused) => return *refused,
     };
     let Some(existing) = state.store.get(&id) else {
         return error(

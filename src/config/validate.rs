@@ -721,6 +721,16 @@ fn admin(p: &mut Problems, raw: &RawAdmin) -> AdminConfig {
                 format!("missing; give one or more of {}", Role::ALL.join(", ")),
             ),
             Some(list) => {
+                if list.is_empty() {
+                    p.push(
+                        format!("{at}.roles"),
+                        None,
+                        format!(
+                            "empty; a token without a role can do nothing, give one or more of {}",
+                            Role::ALL.join(", ")
+                        ),
+                    );
+                }
                 for (j, r) in list.iter().enumerate() {
                     match Role::parse(r) {
                         Some(role) => roles.push(role),

@@ -76,33 +76,13 @@ async fn call(
 async fn alice_connection(env: &TestEnv) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
     use base64::Engine;
     let cred = base64::engine::general_purpose::STANDARD.encode(format!("alice:{ALICE_PROXY}"));
-    let tcp = env
-        .connect_raw(
+    let connect_headers = format!("Proxy-Authorization: Basic {cred}\r\n");
+    let tls = env
+        .tls_through_with(
             "api.anthropic.com:443",
-            &format!("Proxy-Authorization: Basic {cred}\r\n"),
-        )
-        .await
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    use rustls_pki_types::pem::PemObject;
-    roots
-        .add(
-            rustls_pki_types::CertificateDer::from_pem_slice(env.gateway.ca_cert_pem().as_bytes())
-                .unwrap(),
-        )
-        .unwrap();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(
-            rustls_pki_types::ServerName::try_from("api.anthropic.com").unwrap(),
-            tcp,
+            &connect_headers,
+            "api.anthropic.com",
+            &[b"http/1.1"],
         )
         .await
         .unwrap();

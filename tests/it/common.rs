@@ -506,8 +506,19 @@ impl TestEnv {
         sni: &str,
         alpn: &[&[u8]],
     ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        self.tls_through_with(target, "", sni, alpn).await
+    }
+
+    /// As `tls_through`, with extra CONNECT headers (`Proxy-Authorization: …\r\n`).
+    pub async fn tls_through_with(
+        &self,
+        target: &str,
+        connect_headers: &str,
+        sni: &str,
+        alpn: &[&[u8]],
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let tcp = self
-            .connect_raw(target, "")
+            .connect_raw(target, connect_headers)
             .await
             .map_err(std::io::Error::other)?;
         let mut roots = rustls::RootCertStore::empty();
