@@ -107,8 +107,16 @@ impl App {
                 addr: config.admin.listen,
                 source,
             })?;
+        let users_file = config.identity.users_file.clone();
+        let live_config = Arc::new(ArcSwap::from_pointee(config));
+        if let Some(path) = users_file {
+            tokio::spawn(crate::identify::reload::watch_directory(
+                live_config.clone(),
+                path,
+            ));
+        }
         let shared = Arc::new(Shared {
-            config: ArcSwap::from_pointee(config),
+            config: live_config,
             ca,
             upstream: client,
             ws_tls: tokio_rustls::TlsConnector::from(Arc::new(ws_tls)),

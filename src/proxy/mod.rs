@@ -55,7 +55,7 @@ impl Clock for SystemClock {
 
 /// Everything the data path shares, built once by `App::start`.
 pub struct Shared {
-    pub config: ArcSwap<Config>,
+    pub config: Arc<ArcSwap<Config>>,
     pub ca: CertificateAuthority,
     pub upstream: UpstreamClient,
     /// For WebSocket upgrades, which need a dedicated HTTP/1.1 connection.

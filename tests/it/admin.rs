@@ -74,8 +74,16 @@ async fn call(
 
 /// One keep-alive HTTP/1.1 connection through the gateway, as alice.
 async fn alice_connection(env: &TestEnv) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    connection_as(env, "alice").await.unwrap()
+}
+
+/// A keep-alive connection with alice's token, presented as `user`.
+async fn connection_as(
+    env: &TestEnv,
+    user: &str,
+) -> std::io::Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
     use base64::Engine;
-    let cred = base64::engine::general_purpose::STANDARD.encode(format!("alice:{ALICE_PROXY}"));
+    let cred = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{ALICE_PROXY}"));
     let connect_headers = format!("Proxy-Authorization: Basic {cred}\r\n");
     let tls = env
         .tls_through_with(
@@ -84,13 +92,12 @@ async fn alice_connection(env: &TestEnv) -> hyper::client::conn::http1::SendRequ
             "api.anthropic.com",
             &[b"http/1.1"],
         )
-        .await
-        .unwrap();
+        .await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
-        .unwrap();
+        .map_err(std::io::Error::other)?;
     tokio::spawn(conn);
-    sender
+    Ok(sender)
 }
 
 async fn claude_call(sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>) -> u16 {
@@ -380,4 +387,45 @@ async fn oversized_and_malformed_bodies_are_refused_with_a_reason() {
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert!(body["error"].as_str().unwrap().contains("EOF"), "{body}");
+}
+
+#[tokio::test]
+async fn a_reloaded_users_file_changes_who_a_token_belongs_to_without_dropping_connections() {
+    let env = env_with_people(None).await;
+    let mut open_conn = alice_connection(&env).await;
+    assert_eq!(claude_call(&mut open_conn).await, 403);
+    // IT regenerates the file: the token now belongs to "alice2", whose default workflow is docs.
+    let h = aigate::identify::user::hash_token;
+    std::fs::write(
+        env.dir.path().join("users.toml"),
+        format!(
+            "[[users]]\nid = \"alice2\"\ndefault_workflow = \"docs\"\ntokens = [\"{}\"]\n",
+            h(ALICE_PROXY)
+        ),
+    )
+    .unwrap();
+    let mut reloaded = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let Ok(mut fresh) = connection_as(&env, "alice2").await else {
+            continue;
+        };
+        if claude_call(&mut fresh).await == 200 {
+            reloaded = true;
+            break;
+        }
+    }
+    assert!(reloaded, "the new directory applies to new connections");
+    assert_eq!(
+        claude_call(&mut open_conn).await,
+        403,
+        "the open connection keeps working (and its identity)"
+    );
+    let records = env.audit().await;
+    assert_eq!(records.last().unwrap()["user"], "alice");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["user"] == "alice2" && r["workflow"] == "docs" && r["status"] == 200)
+    );
 }
