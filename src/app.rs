@@ -74,7 +74,8 @@ impl App {
         let client = upstream::client(&config.upstream, resolver.clone())?;
         let mut ws_tls = upstream::client_config(&config.upstream)?;
         ws_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let audit = AuditLog::open(&config.audit.path, config.audit.fsync)?;
+        let metrics = Arc::new(crate::metrics::Metrics::default());
+        let audit = AuditLog::open(&config.audit.path, config.audit.fsync, metrics.clone())?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -124,6 +125,7 @@ impl App {
             audit,
             exemptions: snapshot,
             clock,
+            metrics,
         });
         let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(accept::serve(shared.clone(), listener, rx.clone()));

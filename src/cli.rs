@@ -275,6 +275,7 @@ pub fn audit_query(args: &QueryArgs) -> Result<(), CliError> {
         user: args.user.clone(),
         workflow: args.workflow.clone(),
         since: None,
+        until: None,
     }
     .since_ago(since);
     let f = std::fs::File::open(&args.file)

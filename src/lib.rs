@@ -8,6 +8,7 @@
 //! - `policy`: the pure decision engine (`decide`), its rules and reason codes.
 //! - `exemptions`: time-boxed exemptions as an immutable snapshot for `decide`.
 //! - `audit`: the record schema, the hash chain, redaction, the batched writer, queries.
+//! - `metrics`: Prometheus counters, fed from the audit writer.
 //! - `host`, `resolve`: host normalisation and name resolution.
 //! - `admin`: the admin API (axum): exemptions, health.
 //! - `app`: wiring a `Config` into a running gateway; `cli`: the command line.
@@ -21,6 +22,7 @@ pub mod exemptions;
 pub mod explain;
 pub mod host;
 pub mod identify;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod resolve;

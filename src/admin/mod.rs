@@ -1,9 +1,10 @@
-//! The admin API (axum, its own listener): exemptions for managers, reads for auditors, health
-//! for the load balancer. Every caller is identified by a bearer token; every refusal and every
+//! The admin API (axum, its own listener): exemptions for managers, the audit log, `explain` and
+//! metrics for security, health for the load balancer. Every caller is identified by a bearer token; every refusal and every
 //! grant or revocation is an audit record in the same hash chain as the traffic.
 
 mod auth;
 mod exemptions;
+mod read;
 
 use std::sync::Arc;
 
@@ -40,6 +41,9 @@ pub fn router(state: AdminState) -> Router {
             "/v1/exemptions/{id}",
             get(exemptions::show).delete(exemptions::revoke),
         )
+        .route("/v1/audit", get(read::audit))
+        .route("/v1/explain", axum::routing::post(read::explain_call))
+        .route("/metrics", get(read::metrics))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

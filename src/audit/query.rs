@@ -15,6 +15,8 @@ pub struct Filter {
     pub workflow: Option<String>,
     /// Only records at or after this time.
     pub since: Option<SystemTime>,
+    /// Only records before this time.
+    pub until: Option<SystemTime>,
 }
 
 impl Filter {
@@ -23,7 +25,7 @@ impl Filter {
         self
     }
 
-    fn accepts(&self, s: &StoredRecord) -> bool {
+    pub fn accepts(&self, s: &StoredRecord) -> bool {
         let r = &s.record;
         self.action.is_none_or(|a| a == r.action)
             && self.kind.is_none_or(|k| k == r.kind)
@@ -114,4 +116,56 @@ pub fn run(
         }
     }
     Ok((matched, skipped))
+}
+
+/// A page of records, newest first, read from the end of the file backwards so a large log is
+/// never loaded whole. `before_seq` is the cursor: only records with a smaller `seq`.
+pub fn newest_first(
+    path: &std::path::Path,
+    filter: &Filter,
+    before_seq: Option<u64>,
+    limit: usize,
+) -> std::io::Result<(Vec<StoredRecord>, Option<u64>)> {
+    use std::io::{Read, Seek, SeekFrom};
+    const CHUNK: u64 = 64 * 1024;
+    let mut f = std::fs::File::open(path)?;
+    let mut pos = f.metadata()?.len();
+    let mut carry: Vec<u8> = Vec::new();
+    let mut out = Vec::new();
+    while pos > 0 && out.len() < limit {
+        let start = pos.saturating_sub(CHUNK);
+        let mut buf = vec![0u8; (pos - start) as usize];
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut buf)?;
+        buf.extend_from_slice(&carry);
+        let mut lines: Vec<&[u8]> = buf.split(|b| *b == b'\n').collect();
+        // The first piece may be the tail of a line that starts in the previous chunk.
+        carry = if start > 0 {
+            lines.remove(0).to_vec()
+        } else {
+            Vec::new()
+        };
+        for line in lines.iter().rev() {
+            if line.is_empty() {
+                continue;
+            }
+            let Ok(stored) = serde_json::from_slice::<StoredRecord>(line) else {
+                continue;
+            };
+            if before_seq.is_some_and(|c| stored.seq >= c) || !filter.accepts(&stored) {
+                continue;
+            }
+            out.push(stored);
+            if out.len() == limit {
+                break;
+            }
+        }
+        pos = start;
+    }
+    let next = if out.len() == limit {
+        out.last().map(|r| r.seq)
+    } else {
+        None
+    };
+    Ok((out, next))
 }

@@ -121,7 +121,7 @@ impl AuditRecord {
 }
 
 /// What `verify` and `query` read back.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct StoredRecord {
     pub v: u32,
     pub seq: u64,

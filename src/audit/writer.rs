@@ -16,6 +16,7 @@ use std::time::Duration;
 use super::chain::{self, ChainHead};
 use super::record::AuditRecord;
 use crate::config::Fsync;
+use crate::metrics::Metrics;
 
 /// Records waiting for a failing disk are capped; past this, the oldest are dropped and counted.
 const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
@@ -56,7 +57,11 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Open (or create) the log, check the tail of the chain, and start the writer thread.
-    pub fn open(path: &Path, fsync: Fsync) -> Result<AuditLog, AuditWriterError> {
+    pub fn open(
+        path: &Path,
+        fsync: Fsync,
+        metrics: Arc<Metrics>,
+    ) -> Result<AuditLog, AuditWriterError> {
         let open_err = |source| AuditWriterError::Open {
             path: path.to_path_buf(),
             source,
@@ -86,6 +91,7 @@ impl AuditLog {
             pending: Vec::new(),
             pending_records: 0,
             health: health.clone(),
+            metrics,
         };
         std::thread::Builder::new()
             .name("aigate-audit".into())
@@ -186,6 +192,7 @@ struct Writer {
     pending: Vec<u8>,
     pending_records: u64,
     health: Arc<AuditHealth>,
+    metrics: Arc<Metrics>,
 }
 
 impl Writer {
@@ -229,6 +236,7 @@ impl Writer {
     }
 
     fn seal(&mut self, record: &AuditRecord) {
+        self.metrics.observe(record);
         if self.pending.len() > MAX_PENDING_BYTES {
             self.health.dropped.fetch_add(1, Ordering::Relaxed);
             return;

@@ -59,6 +59,8 @@ pub async fn serve(
 }
 
 async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let metrics = shared.metrics.clone();
+    let _open = crate::metrics::ConnectionGauge::new(&metrics);
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |req| proxy_request(shared.clone(), peer, req));
     let conn = http1::Builder::new()

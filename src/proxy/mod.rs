@@ -64,6 +64,7 @@ pub struct Shared {
     pub audit: AuditLog,
     pub exemptions: Arc<ArcSwap<Snapshot>>,
     pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// A fresh request or tunnel id: UUIDv7, so ids sort by time in the audit log.

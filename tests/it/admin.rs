@@ -429,3 +429,134 @@ async fn a_reloaded_users_file_changes_who_a_token_belongs_to_without_dropping_c
             .any(|r| r["user"] == "alice2" && r["workflow"] == "docs" && r["status"] == 200)
     );
 }
+
+#[tokio::test]
+async fn audit_explain_and_metrics_for_security() {
+    let env = env_with_people(None).await;
+    let client = env.client(false);
+    for i in 0..7 {
+        let ua = if i % 2 == 0 {
+            "claude-cli/2.1.0 (external, cli)"
+        } else {
+            "Anthropic/Python 0.69.0"
+        };
+        let _ = client
+            .post("https://api.anthropic.com/v1/messages")
+            .header("user-agent", ua)
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await;
+    }
+    // Newest first, paginated with a cursor, filtered.
+    let (s, page1) = call(
+        &env,
+        reqwest::Method::GET,
+        "/v1/audit?action=block&tool=claude-code&limit=3&since=1h",
+        Some(AUDITOR),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{page1}");
+    let recs = page1["records"].as_array().unwrap();
+    assert_eq!(recs.len(), 3);
+    let seqs: Vec<u64> = recs.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seqs:?}"
+    );
+    assert!(
+        recs.iter()
+            .all(|r| r["tool"] == "claude-code" && r["action"] == "block")
+    );
+    let cursor = page1["next_cursor"].as_u64().unwrap();
+    let (_, page2) = call(
+        &env,
+        reqwest::Method::GET,
+        &format!("/v1/audit?action=block&tool=claude-code&limit=3&cursor={cursor}"),
+        Some(AUDITOR),
+        None,
+    )
+    .await;
+    let recs2 = page2["records"].as_array().unwrap();
+    assert_eq!(recs2.len(), 1, "4 blocked calls in all");
+    assert!(page2["next_cursor"].is_null());
+    let (s, bad) = call(
+        &env,
+        reqwest::Method::GET,
+        "/v1/audit?action=deny",
+        Some(AUDITOR),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (s, bad["error"].as_str().unwrap()),
+        (400, "action = \"deny\": use allow, monitor or block")
+    );
+    let (s, _) = call(
+        &env,
+        reqwest::Method::GET,
+        "/v1/audit",
+        Some(BOB_ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(s, 403, "managers do not read the audit log");
+    let (s, _) = call(&env, reqwest::Method::GET, "/v1/audit", None, None).await;
+    assert_eq!(s, 401);
+
+    // explain answers as the CLI does, with the live exemptions.
+    let body = json!({"host": "api.anthropic.com", "path": "/v1/messages", "headers": {"user-agent": "claude-cli/2.1.0", "x-app": "cli"}, "user": "alice"});
+    let (s, report) = call(
+        &env,
+        reqwest::Method::POST,
+        "/v1/explain",
+        Some(BOB_ADMIN),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(
+        (report["action"].as_str(), report["rule"].as_str()),
+        (
+            Some("block"),
+            Some("rival-coding-tools-in-protected-workflows")
+        )
+    );
+    let (_, _) = call(
+        &env,
+        reqwest::Method::POST,
+        "/v1/exemptions",
+        Some(BOB_ADMIN),
+        Some(json!({"user": "alice", "tools": ["claude-code"], "for": "1h", "reason": "pilot"})),
+    )
+    .await;
+    let (_, report) = call(
+        &env,
+        reqwest::Method::POST,
+        "/v1/explain",
+        Some(AUDITOR),
+        Some(body),
+    )
+    .await;
+    assert_eq!(
+        (report["action"].as_str(), report["reason"].as_str()),
+        (Some("allow"), Some("exempted"))
+    );
+
+    let (s, text) = call(&env, reqwest::Method::GET, "/metrics", Some(AUDITOR), None).await;
+    assert_eq!(s, 200);
+    let text = text.as_str().unwrap().to_string();
+    assert!(text.contains("aigate_requests_total{kind=\"request\",vendor=\"anthropic\",tool=\"claude-code\",action=\"block\",reason=\"rule_matched\"} 4"), "{text}");
+    assert!(text.contains("aigate_exemptions_active 1"), "{text}");
+    assert!(
+        text.contains("aigate_request_duration_seconds_count{vendor=\"anthropic\"} 7"),
+        "{text}"
+    );
+    assert!(text.contains("aigate_audit_write_errors_total 0"));
+    assert!(!text.contains("alice"), "no per-user labels");
+    let (s, _) = call(&env, reqwest::Method::GET, "/metrics", None, None).await;
+    assert_eq!(s, 401);
+}

@@ -1,0 +1,189 @@
+//! Prometheus metrics, fed from the audit writer: every request, tunnel and admin action passes
+//! through it exactly once, so counting there costs the data path nothing and cannot drift from
+//! the audit log. Labels stay low-cardinality: kind, vendor, tool, action, reason. Never a user.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::audit::{AuditRecord, Kind};
+
+/// Upper bounds of the latency histogram, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Labels {
+    kind: &'static str,
+    vendor: String,
+    tool: String,
+    action: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    requests: BTreeMap<Labels, u64>,
+    latency: BTreeMap<String, Histogram>,
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    counters: Mutex<Counters>,
+    pub open_connections: AtomicI64,
+}
+
+/// Counts a client connection for as long as it lives.
+pub struct ConnectionGauge<'a>(&'a Metrics);
+
+impl<'a> ConnectionGauge<'a> {
+    pub fn new(m: &'a Metrics) -> Self {
+        m.open_connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGauge(m)
+    }
+}
+
+impl Drop for ConnectionGauge<'_> {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the scrape adds from elsewhere (exemption store, audit health).
+pub struct Extra {
+    pub exemptions_active: usize,
+    pub audit_write_errors: u64,
+    pub audit_records_dropped: u64,
+    pub audit_healthy: bool,
+}
+
+impl Metrics {
+    pub fn observe(&self, r: &AuditRecord) {
+        let kind = match r.kind {
+            Kind::Request => "request",
+            Kind::Tunnel => "tunnel",
+            Kind::Admin => "admin",
+        };
+        let labels = Labels {
+            kind,
+            vendor: r.vendor.as_deref().unwrap_or("").to_string(),
+            tool: r.tool.as_deref().unwrap_or("").to_string(),
+            action: r.action.as_str(),
+            reason: r.reason.as_str(),
+        };
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        *c.requests.entry(labels).or_default() += 1;
+        if r.kind == Kind::Request {
+            let h = c
+                .latency
+                .entry(r.vendor.as_deref().unwrap_or("").to_string())
+                .or_default();
+            let secs = r.duration_ms / 1000.0;
+            for (i, upper) in BUCKETS.iter().enumerate() {
+                if secs <= *upper {
+                    h.counts[i] += 1;
+                }
+            }
+            h.count += 1;
+            h.sum += secs;
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, extra: &Extra) -> String {
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = String::new();
+        out.push_str("# HELP aigate_requests_total Requests, tunnels and admin actions, by outcome.\n# TYPE aigate_requests_total counter\n");
+        for (l, n) in &c.requests {
+            let _ = writeln!(
+                out,
+                "aigate_requests_total{{kind=\"{}\",vendor=\"{}\",tool=\"{}\",action=\"{}\",reason=\"{}\"}} {n}",
+                l.kind,
+                escape(&l.vendor),
+                escape(&l.tool),
+                l.action,
+                l.reason
+            );
+        }
+        out.push_str("# HELP aigate_request_duration_seconds Intercepted request duration, to the end of the response body.\n# TYPE aigate_request_duration_seconds histogram\n");
+        for (vendor, h) in &c.latency {
+            let v = escape(vendor);
+            for (i, upper) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "aigate_request_duration_seconds_bucket{{vendor=\"{v}\",le=\"{upper}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "aigate_request_duration_seconds_bucket{{vendor=\"{v}\",le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "aigate_request_duration_seconds_sum{{vendor=\"{v}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "aigate_request_duration_seconds_count{{vendor=\"{v}\"}} {}",
+                h.count
+            );
+        }
+        let gauges = [
+            (
+                "aigate_open_connections",
+                "gauge",
+                "Client connections open now.",
+                self.open_connections.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "aigate_exemptions_active",
+                "gauge",
+                "Exemptions in force now.",
+                extra.exemptions_active.to_string(),
+            ),
+            (
+                "aigate_audit_write_errors_total",
+                "counter",
+                "Failed writes to the audit log.",
+                extra.audit_write_errors.to_string(),
+            ),
+            (
+                "aigate_audit_records_dropped_total",
+                "counter",
+                "Audit records lost (queue closed or over the pending cap).",
+                extra.audit_records_dropped.to_string(),
+            ),
+            (
+                "aigate_audit_healthy",
+                "gauge",
+                "1 while the audit log is writable.",
+                u8::from(extra.audit_healthy).to_string(),
+            ),
+        ];
+        for (name, kind, help, value) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        out
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
