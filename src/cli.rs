@@ -15,6 +15,7 @@ use crate::exemptions::Snapshot;
 use crate::explain::{ExplainRequest, explain};
 use crate::identify::user::hash_token;
 use crate::policy::Action;
+use crate::proxy::deny::percent_encode;
 
 pub const EXIT_RUNTIME: i32 = 1;
 pub const EXIT_USAGE: i32 = 64;
@@ -60,6 +61,13 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Grant, list, show and revoke time-boxed exemptions (through the admin API).
+    Exemption {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: ExemptionCommand,
     },
     /// People and their proxy tokens.
     User {
@@ -139,6 +147,61 @@ pub struct QueryArgs {
     pub since: Option<String>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The admin API.
+    #[arg(
+        long,
+        env = "AIGATE_ADMIN",
+        default_value = "http://127.0.0.1:9180",
+        global = true
+    )]
+    pub admin: String,
+    /// A file holding your admin token (otherwise AIGATE_TOKEN).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub token_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table, global = true)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExemptionCommand {
+    /// Exempt a person (or, as admin, a group) from an exemptable rule for a while.
+    Grant {
+        #[arg(long, conflicts_with = "group", required_unless_present = "group")]
+        user: Option<String>,
+        #[arg(long)]
+        group: Option<String>,
+        /// Tool id (repeat for more), e.g. claude-code.
+        #[arg(long = "tool", required = true)]
+        tools: Vec<String>,
+        /// Workflow tag (repeat for more); default: every workflow.
+        #[arg(long = "workflow")]
+        workflows: Vec<String>,
+        /// How long, e.g. 3d, 12h (at most the policy's admin.max_exemption).
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: String,
+        /// Why: shown to reviewers and kept in the audit log.
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        ticket: Option<String>,
+    },
+    /// List exemptions you may see.
+    List {
+        /// A user id, or group:NAME.
+        #[arg(long)]
+        subject: Option<String>,
+        /// Only those in force now.
+        #[arg(long)]
+        active: bool,
+    },
+    /// Show one exemption.
+    Show { id: String },
+    /// Revoke an exemption; it stops applying on the next request.
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,4 +377,91 @@ pub fn hash_token_cmd() -> Result<(), CliError> {
     }
     println!("{}", hash_token(token));
     Ok(())
+}
+
+fn admin_token(args: &AdminArgs) -> Result<String, CliError> {
+    let token = match &args.token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .map_err(|e| CliError::Usage(format!("--token-file {}: {e}", f.display())))?,
+        None => std::env::var("AIGATE_TOKEN").map_err(|_| {
+            CliError::Usage("no admin token: set AIGATE_TOKEN or pass --token-file FILE".into())
+        })?,
+    };
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        return Err(CliError::Usage("the admin token is empty".into()));
+    }
+    Ok(token)
+}
+
+pub fn exemption_cmd(args: &AdminArgs, command: &ExemptionCommand) -> Result<(), CliError> {
+    use crate::admin_client::{AdminClient, table};
+    let client = AdminClient::new(&args.admin, admin_token(args)?);
+    let print_one = |v: &serde_json::Value| match args.format {
+        OutputFormat::Json => println!("{v:#}"),
+        OutputFormat::Table => print!("{}", table(std::slice::from_ref(v))),
+    };
+    match command {
+        ExemptionCommand::Grant {
+            user,
+            group,
+            tools,
+            workflows,
+            duration,
+            reason,
+            ticket,
+        } => {
+            let body = serde_json::json!({
+                "user": user,
+                "group": group,
+                "tools": tools,
+                "workflows": if workflows.is_empty() { None } else { Some(workflows) },
+                "for": duration,
+                "reason": reason,
+                "ticket": ticket,
+            });
+            let body = strip_nulls(body);
+            print_one(&client.call(http::Method::POST, "/v1/exemptions", Some(body))?);
+        }
+        ExemptionCommand::List { subject, active } => {
+            let mut q = Vec::new();
+            if let Some(s) = subject {
+                q.push(format!("subject={}", percent_encode(s)));
+            }
+            if *active {
+                q.push("active=true".to_string());
+            }
+            let path = if q.is_empty() {
+                "/v1/exemptions".to_string()
+            } else {
+                format!("/v1/exemptions?{}", q.join("&"))
+            };
+            let v = client.call(http::Method::GET, &path, None)?;
+            let items = v["exemptions"].as_array().cloned().unwrap_or_default();
+            match args.format {
+                OutputFormat::Json => println!("{}", serde_json::Value::Array(items)),
+                OutputFormat::Table => print!("{}", table(&items)),
+            }
+        }
+        ExemptionCommand::Show { id } => print_one(&client.call(
+            http::Method::GET,
+            &format!("/v1/exemptions/{}", percent_encode(id)),
+            None,
+        )?),
+        ExemptionCommand::Revoke { id } => print_one(&client.call(
+            http::Method::DELETE,
+            &format!("/v1/exemptions/{}", percent_encode(id)),
+            None,
+        )?),
+    }
+    Ok(())
+}
+
+fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            serde_json::Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        }
+        other => other,
+    }
 }

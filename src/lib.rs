@@ -14,6 +14,7 @@
 //! - `app`: wiring a `Config` into a running gateway; `cli`: the command line.
 
 pub mod admin;
+pub mod admin_client;
 pub mod app;
 pub mod audit;
 pub mod cli;

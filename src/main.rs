@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         Command::User {
             command: UserCommand::HashToken,
         } => cli::hash_token_cmd(),
+        Command::Exemption { admin, command } => cli::exemption_cmd(admin, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -111,15 +111,18 @@ pub fn message(decision: &Decision, ctx: &DenyContext<'_>) -> String {
 
 fn fill_url(template: &str, decision: &Decision, ctx: &DenyContext<'_>) -> String {
     template
-        .replace("{tool}", &encode(ctx.tool))
-        .replace("{workflow}", &encode(ctx.workflow))
-        .replace("{rule}", &encode(decision.rule.as_deref().unwrap_or("")))
-        .replace("{user}", &encode(ctx.user))
-        .replace("{request_id}", &encode(ctx.request_id))
+        .replace("{tool}", &percent_encode(ctx.tool))
+        .replace("{workflow}", &percent_encode(ctx.workflow))
+        .replace(
+            "{rule}",
+            &percent_encode(decision.rule.as_deref().unwrap_or("")),
+        )
+        .replace("{user}", &percent_encode(ctx.user))
+        .replace("{request_id}", &percent_encode(ctx.request_id))
 }
 
 /// Percent-encode everything but unreserved characters (RFC 3986).
-fn encode(s: &str) -> String {
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {

@@ -560,3 +560,107 @@ async fn audit_explain_and_metrics_for_security() {
     let (s, _) = call(&env, reqwest::Method::GET, "/metrics", None, None).await;
     assert_eq!(s, 401);
 }
+
+/// The `aigate exemption` CLI, as a manager at a terminal uses it.
+#[tokio::test]
+async fn the_exemption_cli_grants_lists_shows_and_revokes() {
+    let env = env_with_people(None).await;
+    let admin_url = format!("http://{}", env.gateway.admin_addr);
+    let run = |args: Vec<String>, token: &'static str| {
+        let admin_url = admin_url.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_aigate"))
+                .args(["exemption", "--admin", &admin_url])
+                .args(args)
+                .env("AIGATE_TOKEN", token)
+                .env("RUST_LOG", "off")
+                .output()
+                .unwrap();
+            (
+                out.status.code().unwrap(),
+                String::from_utf8(out.stdout).unwrap(),
+                String::from_utf8(out.stderr).unwrap(),
+            )
+        })
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let (code, out, err) = run(
+        s(&[
+            "grant",
+            "--user",
+            "alice",
+            "--tool",
+            "claude-code",
+            "--workflow",
+            "code-analysis",
+            "--for",
+            "3d",
+            "--reason",
+            "bake-off",
+            "--ticket",
+            "IT-9",
+            "--format",
+            "json",
+        ]),
+        BOB_ADMIN,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let granted: Value = serde_json::from_str(&out).unwrap();
+    let id = granted["id"].as_str().unwrap().to_string();
+    assert_eq!(granted["ticket"], "IT-9");
+    let (code, out, _) = run(s(&["list", "--active"]), BOB_ADMIN).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(out.starts_with("ID "), "{out}");
+    assert!(
+        out.contains(&id)
+            && out.contains("user:alice")
+            && out.contains("claude-code")
+            && out.contains("code-analysis")
+            && out.contains("bake-off"),
+        "{out}"
+    );
+    let (code, out, _) = run(
+        vec!["show".into(), id.clone(), "--format".into(), "json".into()],
+        AUDITOR,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["active"], true);
+    let (code, _, err) = run(vec!["revoke".into(), id.clone()], AUDITOR)
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("refused (403 Forbidden): sam may not do this"),
+        "{err}"
+    );
+    let (code, out, _) = run(vec!["revoke".into(), id.clone()], BOB_ADMIN)
+        .await
+        .unwrap();
+    assert_eq!(code, 0);
+    assert!(out.contains(" no "), "{out}");
+    let (code, _, err) = run(
+        s(&[
+            "grant",
+            "--user",
+            "alice",
+            "--tool",
+            "claude-code",
+            "--for",
+            "30d",
+            "--reason",
+            "x",
+        ]),
+        BOB_ADMIN,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 64);
+    assert_eq!(
+        err,
+        "aigate: refused (400 Bad Request): expires_at is too far ahead: an exemption lasts at most 14days\n"
+    );
+}

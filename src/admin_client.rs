@@ -1,0 +1,147 @@
+//! `aigate exemption …`: a small client of the admin API, for managers at a terminal.
+
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+use crate::cli::CliError;
+
+pub struct AdminClient {
+    base: String,
+    token: String,
+}
+
+impl AdminClient {
+    pub fn new(base: &str, token: String) -> AdminClient {
+        AdminClient {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        }
+    }
+
+    /// One call; a non-2xx answer becomes an error carrying the server's message.
+    pub fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
+        runtime.block_on(self.send(method, path, body))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, CliError> {
+        let tls = crate::tls::upstream::client_config(&crate::config::UpstreamConfig {
+            extra_roots: Vec::new(),
+            connect_timeout: std::time::Duration::from_secs(10),
+            resolve: Vec::new(),
+        })
+        .map_err(anyhow::Error::from)?;
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+        let url = format!("{}{path}", self.base);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token));
+        let payload = match body {
+            Some(b) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Bytes::from(b.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let req = req
+            .body(Full::new(payload))
+            .map_err(|e| CliError::Usage(format!("--admin {:?}: {e}", self.base)))?;
+        let resp = client.request(req).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the admin API at {}: {e}; check --admin or AIGATE_ADMIN",
+                self.base
+            )
+        })?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
+            .to_bytes();
+        let value: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(&bytes) }));
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = value["error"].as_str().unwrap_or("no message").to_string();
+        Err(match status {
+            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+                CliError::Usage(format!("refused ({status}): {message}"))
+            }
+            _ => CliError::Runtime(anyhow::anyhow!("refused ({status}): {message}")),
+        })
+    }
+}
+
+fn fmt_time(v: &Value) -> String {
+    v.as_str()
+        .and_then(|s| humantime::parse_rfc3339_weak(s).ok())
+        .map(|t: SystemTime| humantime::format_rfc3339_seconds(t).to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn subject(v: &Value) -> String {
+    if let Some(u) = v["subject"]["user"].as_str() {
+        format!("user:{u}")
+    } else if let Some(g) = v["subject"]["group"].as_str() {
+        format!("group:{g}")
+    } else {
+        "-".into()
+    }
+}
+
+/// A table of exemptions.
+pub fn table(items: &[Value]) -> String {
+    let mut out = format!(
+        "{:<42} {:<18} {:<22} {:<16} {:<21} {:<7} {}\n",
+        "ID", "SUBJECT", "TOOLS", "WORKFLOWS", "EXPIRES", "ACTIVE", "REASON"
+    );
+    for e in items {
+        let list = |v: &Value| {
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_else(|| "all".into())
+        };
+        out.push_str(&format!(
+            "{:<42} {:<18} {:<22} {:<16} {:<21} {:<7} {}\n",
+            e["id"].as_str().unwrap_or("-"),
+            subject(e),
+            list(&e["tools"]),
+            list(&e["workflows"]),
+            fmt_time(&e["expires_at"]),
+            if e["active"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            e["reason"].as_str().unwrap_or(""),
+        ));
+    }
+    out
+}
