@@ -131,7 +131,7 @@ pub async fn grant(
     };
     let body = match body {
         Ok(Json(b)) => b,
-        Err(rejection) => return error(rejection.status(), &rejection.body_text()),
+        Err(rejection) => return super::json_rejection(rejection),
     };
     let now = state.shared.clock.now();
     let subject = match (body.user, body.group) {
@@ -185,13 +185,8 @@ pub async fn grant(
         cfg.admin.max_exemption,
         now,
     ) {
-        let status = match e {
-            grant::GrantError::NotTheirManager { .. } | grant::GrantError::GroupNeedsAdmin => {
-                StatusCode::FORBIDDEN
-            }
-            _ => StatusCode::BAD_REQUEST,
-        };
-        return error(status, &e.to_string());
+        // Every grant rule, the manager chain included, is a 400 that names it.
+        return bad(e.to_string());
     }
     let exemption = Exemption {
         id: Arc::from(format!("ex-{}", new_id()).as_str()),

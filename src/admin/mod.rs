@@ -69,3 +69,14 @@ async fn readyz(axum::extract::State(state): axum::extract::State<AdminState>) -
 pub fn error(status: StatusCode, message: &str) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
+
+/// A body that is not the JSON we expect: 413 if too large, else 400 naming what is wrong
+/// (axum's own text names the field and position).
+pub fn json_rejection(rejection: axum::extract::rejection::JsonRejection) -> Response {
+    let status = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    error(status, &rejection.body_text())
+}

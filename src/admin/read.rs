@@ -175,7 +175,7 @@ pub async fn explain_call(
     }
     let b = match body {
         Ok(Json(b)) => b,
-        Err(rejection) => return error(rejection.status(), &rejection.body_text()),
+        Err(rejection) => return super::json_rejection(rejection),
     };
     let req = ExplainRequest {
         host: b.host,

@@ -236,19 +236,19 @@ async fn every_grant_rule_violation_gets_its_message_and_nothing_is_stored() {
         (
             json!({"user": "alice", "tools": ["claude-code"], "for": "1d", "reason": "x"}),
             DAVE,
-            403,
+            400,
             "\"dave\" is not the manager of \"alice\" (nor above them in the directory)",
         ),
         (
             json!({"group": "ml", "tools": ["claude-code"], "for": "1d", "reason": "x"}),
             BOB_ADMIN,
-            403,
+            400,
             "only an admin can exempt a group",
         ),
         (
             json!({"user": "alice", "tools": ["claude-code"], "for": "1d", "reason": "x", "colour": "red"}),
             BOB_ADMIN,
-            422,
+            400,
             "unknown field `colour`",
         ),
     ];
@@ -295,7 +295,7 @@ async fn role_matrix() {
     let matrix: Vec<(Option<&str>, u16, Option<usize>, u16)> = vec![
         (Some(ROOT), 201, Some(2), 200),
         (Some(BOB_ADMIN), 201, Some(3), 200),
-        (Some(DAVE), 403, Some(0), 403),
+        (Some(DAVE), 400, Some(0), 403),
         (Some(AUDITOR), 403, Some(3), 200),
         (Some(ALICE_PROXY), 401, None, 401),
         (Some("nonsense"), 401, None, 401),

@@ -716,3 +716,37 @@ async fn a_configured_corporate_ca_is_used_as_is() {
         "the minted leaf chains to the corporate CA"
     );
 }
+
+#[tokio::test]
+async fn required_proxy_auth_answers_407_and_audits_the_attempt() {
+    let env = TestEnv::builder()
+        .replace("require_auth = false", "require_auth = true")
+        .start()
+        .await;
+    let refused = env
+        .connect_raw("api.anthropic.com:443", "")
+        .await
+        .unwrap_err();
+    assert!(refused.starts_with("HTTP/1.1 407"), "{refused}");
+    assert!(
+        refused.contains("proxy-authenticate: Basic realm=\"aigate\""),
+        "{refused}"
+    );
+    let refused = env
+        .connect_raw(
+            "api.anthropic.com:443",
+            "Proxy-Authorization: Bearer not-a-real-token-123\r\n",
+        )
+        .await
+        .unwrap_err();
+    assert!(refused.starts_with("HTTP/1.1 407"), "{refused}");
+    let records = env.audit_n(2).await;
+    assert_eq!(records[0]["error"], "proxy_auth_missing");
+    assert_eq!(records[1]["error"], "proxy_auth_wrong");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["reason"] == "proxy_auth" && r["status"] == 407)
+    );
+    assert!(!env.audit_text().contains("not-a-real-token-123"));
+}
