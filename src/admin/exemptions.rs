@@ -64,13 +64,9 @@ fn visible(state: &AdminState, caller: &Caller, e: &Exemption) -> bool {
         && matches!(&e.subject, Subject::User(u) if manages(&cfg.identity.directory, &caller.user, u))
 }
 
-fn active(e: &Exemption, now: SystemTime) -> bool {
-    e.starts_at <= now && now < e.expires_at && e.revoked_at.is_none()
-}
-
 fn view(e: &Exemption, now: SystemTime) -> serde_json::Value {
     let mut v = serde_json::to_value(e).unwrap_or_default();
-    v["active"] = json!(active(e, now));
+    v["active"] = json!(e.active_at(now));
     v
 }
 
@@ -252,7 +248,7 @@ pub async fn list(
                 Subject::Group(g) => s == format!("group:{g}") || g == s,
             })
         })
-        .filter(|e| q.active.is_none_or(|a| active(e, now) == a))
+        .filter(|e| q.active.is_none_or(|a| e.active_at(now) == a))
         .map(|e| view(e, now))
         .collect();
     Json(json!({ "exemptions": items })).into_response()

@@ -209,7 +209,7 @@ pub async fn metrics(
             .store
             .list()
             .iter()
-            .filter(|e| e.starts_at <= now && now < e.expires_at && e.revoked_at.is_none())
+            .filter(|e| e.active_at(now))
             .count(),
         audit_write_errors: health
             .write_errors

@@ -83,11 +83,14 @@ pub mod rfc3339_opt {
 }
 
 impl Exemption {
+    /// In force at `now`: started, not expired, not revoked.
+    pub fn active_at(&self, now: SystemTime) -> bool {
+        self.starts_at <= now && now < self.expires_at && self.revoked_at.is_none_or(|r| now < r)
+    }
+
     /// Active at `now` and covering this tool and workflow (the subject is checked by the index).
     pub fn covers(&self, call: &Call<'_>, now: SystemTime) -> bool {
-        self.starts_at <= now
-            && now < self.expires_at
-            && self.revoked_at.is_none_or(|r| now < r)
+        self.active_at(now)
             && self.tools.iter().any(|t| t == call.tool)
             && self
                 .workflows
