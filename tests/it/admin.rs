@@ -262,10 +262,13 @@ async fn every_grant_rule_violation_gets_its_message_and_nothing_is_stored() {
         )
         .await;
         assert_eq!(got, status, "{body}: {resp}");
-        assert!(
-            resp["error"].as_str().unwrap().contains(message),
-            "{body}: {resp}"
-        );
+        let error = resp["error"].as_str().unwrap();
+        if message.starts_with("unknown field") {
+            // serde's text, with the list of fields and the position after it.
+            assert!(error.contains(message), "{body}: {resp}");
+        } else {
+            assert_eq!(error, message, "{body}");
+        }
     }
     let (_, list) = call(
         &env,
