@@ -284,7 +284,9 @@ async fn connect(
             guard.rec().status = Some(200);
             tokio::spawn(async move {
                 match on_upgrade.await {
-                    Ok(upgraded) => tunnel::tunnel(upgraded, upstream, guard).await,
+                    Ok(upgraded) => {
+                        tunnel::tunnel(upgraded, upstream, guard, cfg, target.host).await
+                    }
                     Err(_) => {
                         guard.rec().error = Some("client_gone".into());
                         guard.finish();

@@ -1,20 +1,160 @@
 //! Non-vendor hosts: bytes copied untouched both ways, one audit record when the tunnel closes.
+//!
+//! One look is taken before copying: if the client opens with a TLS ClientHello, its SNI must
+//! name the CONNECT host (or, for a CONNECT to an allowed IP, must not name a vendor). Otherwise a
+//! client could CONNECT to a name of its own that resolves to a vendor's address and ask TLS for
+//! the vendor: domain fronting around the interception. The server's direction is copied from
+//! the start, so protocols where the server speaks first are not held up.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::pipeline::AuditGuard;
+use crate::config::Config;
+use crate::host::{Host, normalise};
+use crate::policy::{Action, Reason};
 
-pub async fn tunnel(upgraded: Upgraded, mut upstream: TcpStream, mut guard: AuditGuard) {
-    let mut client = TokioIo::new(upgraded);
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((up, down)) => {
-            let r = guard.rec();
-            r.bytes_up = up;
-            r.bytes_down = down;
+/// The most we buffer while waiting for a complete ClientHello.
+const MAX_HELLO: usize = 16 * 1024;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the client's first bytes say.
+#[derive(Debug, PartialEq, Eq)]
+enum Opening {
+    /// Not TLS (or TLS without SNI): nothing to check.
+    Unchecked,
+    Sni(String),
+    /// Looked like TLS but never became a complete ClientHello.
+    Incomplete,
+}
+
+/// Read the client's opening bytes into `buf` until the ClientHello is complete or it is clear
+/// there is none.
+async fn read_opening<R: tokio::io::AsyncRead + Unpin>(
+    client: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Opening> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(if buf.is_empty() {
+                Opening::Unchecked
+            } else {
+                Opening::Incomplete
+            });
         }
-        Err(e) => guard.rec().error = Some(format!("tunnel_io: {}", e.kind())),
+        buf.extend_from_slice(&chunk[..n]);
+        // A TLS record starts with content type 22 (handshake).
+        if buf[0] != 0x16 {
+            return Ok(Opening::Unchecked);
+        }
+        let mut fresh = &chunk[..n];
+        while !fresh.is_empty() {
+            if acceptor.read_tls(&mut fresh).is_err() {
+                return Ok(Opening::Incomplete);
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                return Ok(match accepted.client_hello().server_name() {
+                    Some(sni) => Opening::Sni(sni.to_string()),
+                    None => Opening::Unchecked,
+                });
+            }
+            Ok(None) if buf.len() < MAX_HELLO => continue,
+            Ok(None) => return Ok(Opening::Incomplete),
+            // Not a ClientHello rustls understands: treat the stream as opaque bytes.
+            Err(_) => return Ok(Opening::Unchecked),
+        }
+    }
+}
+
+/// Whether a ClientHello's SNI fits the CONNECT target.
+fn sni_allowed(config: &Config, target: &Host, sni: &str) -> bool {
+    match (normalise(sni), target) {
+        (Ok(sni), Host::Name(_)) => &sni == target,
+        (Ok(Host::Name(name)), Host::Ip(_)) => config.vendor_for(&name).is_none(),
+        (Ok(Host::Ip(_)), Host::Ip(_)) => true,
+        (Err(_), _) => false,
+    }
+}
+
+pub async fn tunnel(
+    upgraded: Upgraded,
+    upstream: TcpStream,
+    mut guard: AuditGuard,
+    config: Arc<Config>,
+    target: Host,
+) {
+    let client = TokioIo::new(upgraded);
+    let (mut client_rd, mut client_wr) = tokio::io::split(client);
+    let (mut up_rd, mut up_wr) = upstream.into_split();
+
+    let down = async {
+        let n = tokio::io::copy(&mut up_rd, &mut client_wr).await;
+        let _ = client_wr.shutdown().await;
+        n
+    };
+    let up = async {
+        let mut opening = Vec::new();
+        let verdict =
+            tokio::time::timeout(HELLO_TIMEOUT, read_opening(&mut client_rd, &mut opening)).await;
+        let refuse = match &verdict {
+            Ok(Ok(Opening::Sni(sni))) if !sni_allowed(&config, &target, sni) => Some(format!(
+                "sni_mismatch: {}",
+                sni.chars().take(253).collect::<String>()
+            )),
+            Ok(Ok(Opening::Incomplete)) | Err(_) => Some("tls_hello_incomplete".to_string()),
+            _ => None,
+        };
+        if let Some(why) = refuse {
+            return Err(why);
+        }
+        up_wr
+            .write_all(&opening)
+            .await
+            .map_err(|e| format!("tunnel_io: {}", e.kind()))?;
+        let rest = tokio::io::copy(&mut client_rd, &mut up_wr)
+            .await
+            .map_err(|e| format!("tunnel_io: {}", e.kind()))?;
+        let _ = up_wr.shutdown().await;
+        Ok(opening.len() as u64 + rest)
+    };
+    // A refusal ends both directions at once; otherwise both run to their end.
+    tokio::pin!(down);
+    tokio::pin!(up);
+    let (up_result, down_result) = tokio::select! {
+        u = &mut up => match u {
+            Err(why) => (Err(why), None),
+            Ok(n) => (Ok(n), Some(down.await)),
+        },
+        d = &mut down => (up.await, Some(d)),
+    };
+    let r = guard.rec();
+    match up_result {
+        Ok(n) => r.bytes_up = n,
+        Err(why) if why.starts_with("sni_mismatch") || why == "tls_hello_incomplete" => {
+            r.action = Action::Block;
+            r.reason = if why == "tls_hello_incomplete" {
+                Reason::TlsHandshake
+            } else {
+                Reason::SniMismatch
+            };
+            r.error = Some(why);
+        }
+        Err(why) => r.error = Some(why),
+    }
+    match down_result {
+        Some(Ok(n)) => r.bytes_down = n,
+        Some(Err(e)) => r.error = r.error.take().or(Some(format!("tunnel_io: {}", e.kind()))),
+        None => {}
     }
     guard.finish();
 }

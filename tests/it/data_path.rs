@@ -750,3 +750,70 @@ async fn required_proxy_auth_answers_407_and_audits_the_attempt() {
     );
     assert!(!env.audit_text().contains("not-a-real-token-123"));
 }
+
+/// The bytes of a real ClientHello for `sni`.
+fn client_hello(sni: &str) -> Vec<u8> {
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let mut conn = rustls::ClientConnection::new(
+        std::sync::Arc::new(cfg),
+        rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).unwrap();
+    }
+    out
+}
+
+#[tokio::test]
+async fn tunnel_sni_must_name_the_connect_host() {
+    let env = TestEnv::builder().start().await;
+    // Fronting: CONNECT to a name of our own, then ask TLS for the vendor.
+    let mut s = env
+        .connect_raw("echo.internal.test:7000", "")
+        .await
+        .unwrap();
+    s.write_all(&client_hello("api.anthropic.com"))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(
+        n, 0,
+        "the fronted tunnel must be closed without passing the hello on"
+    );
+    // The same ClientHello for the CONNECT host passes untouched (the echo sends it back).
+    let hello = client_hello("echo.internal.test");
+    let mut s = env
+        .connect_raw("echo.internal.test:7000", "")
+        .await
+        .unwrap();
+    s.write_all(&hello).await.unwrap();
+    let mut back = vec![0u8; hello.len()];
+    s.read_exact(&mut back).await.unwrap();
+    assert_eq!(back, hello);
+    drop(s);
+    let records = env.audit_n(2).await;
+    let fronted = records
+        .iter()
+        .find(|r| r["reason"] == "sni_mismatch")
+        .expect("a sni_mismatch record");
+    assert_eq!(fronted["action"], "block");
+    assert_eq!(fronted["kind"], "tunnel");
+    assert_eq!(fronted["error"], "sni_mismatch: api.anthropic.com");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["reason"] == "not_vendor" && r["bytes_up"] == hello.len() as u64)
+    );
+}
