@@ -817,3 +817,88 @@ async fn tunnel_sni_must_name_the_connect_host() {
             .any(|r| r["reason"] == "not_vendor" && r["bytes_up"] == hello.len() as u64)
     );
 }
+
+#[tokio::test]
+async fn h2_coalescing_onto_another_vendor_is_refused() {
+    let env = TestEnv::builder().append(allow_sdk()).start().await;
+    let tls = env
+        .tls_through("api.anthropic.com:443", "api.anthropic.com", &[b"h2"])
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = |authority: &str| {
+        http::Request::post(format!("https://{authority}/v1/messages"))
+            .header("user-agent", SDK_UA)
+            .header("x-stainless-lang", "python")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+            .unwrap()
+    };
+    let first = sender.send_request(req("api.anthropic.com")).await.unwrap();
+    assert_eq!(first.status(), 200);
+    // A second host on the same connection, as a browser coalescing connections would.
+    let second = sender.send_request(req("api.openai.com")).await.unwrap();
+    assert_eq!(second.status(), 421);
+    assert_eq!(second.headers()["x-aigate-reason"], "host_mismatch");
+    assert_eq!(env.vendor.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn h2c_upgrades_are_refused() {
+    let env = TestEnv::builder().append(allow_sdk()).start().await;
+    let mut tls = env
+        .tls_through("api.anthropic.com:443", "api.anthropic.com", &[b"http/1.1"])
+        .await
+        .unwrap();
+    tls.write_all(b"GET /v1/models HTTP/1.1\r\nHost: api.anthropic.com\r\nUser-Agent: Anthropic/Python 0.69.0\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tls.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert!(head.contains("x-aigate-reason: upgrade_refused"), "{head}");
+    assert!(env.vendor.requests().is_empty());
+}
+
+#[tokio::test]
+async fn plain_bytes_after_connect_to_a_vendor_go_nowhere() {
+    let env = TestEnv::builder().start().await;
+    let mut s = env.connect_raw("api.anthropic.com:443", "").await.unwrap();
+    s.write_all(
+        b"POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        env.vendor.requests().is_empty(),
+        "non-TLS bytes must never reach the vendor"
+    );
+    let records = env.audit_n(1).await;
+    assert_eq!(records[0]["reason"], "tls_handshake");
+    assert_eq!(records[0]["action"], "block");
+}
+
+#[tokio::test]
+async fn vendor_hosts_in_other_spellings_are_still_intercepted() {
+    let env = TestEnv::builder().start().await;
+    for target in ["API.ANTHROPIC.COM:443", "api.anthropic.com.:443"] {
+        let mut tls = env
+            .tls_through(target, "api.anthropic.com", &[b"http/1.1"])
+            .await
+            .unwrap();
+        tls.write_all(b"POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nUser-Agent: claude-cli/2.1.0 (external, cli)\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tls.read(&mut buf).await.unwrap();
+        let head = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(head.starts_with("HTTP/1.1 403"), "{target}: {head}");
+    }
+    assert!(env.vendor.requests().is_empty());
+}
