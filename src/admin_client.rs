@@ -42,6 +42,7 @@ impl AdminClient {
         let tls = crate::tls::upstream::client_config(&crate::config::UpstreamConfig {
             extra_roots: Vec::new(),
             connect_timeout: std::time::Duration::from_secs(10),
+            response_timeout: std::time::Duration::from_secs(60),
             resolve: Vec::new(),
         })
         .map_err(anyhow::Error::from)?;

@@ -80,6 +80,9 @@ pub struct CaConfig {
 pub struct UpstreamConfig {
     pub extra_roots: Vec<PathBuf>,
     pub connect_timeout: Duration,
+    /// How long a vendor may take to send response headers. Non-streaming completions can take
+    /// minutes; this only catches a vendor that never answers.
+    pub response_timeout: Duration,
     /// Host -> address overrides (tests, split-horizon set-ups); others use the system resolver.
     pub resolve: Vec<(String, SocketAddr)>,
 }

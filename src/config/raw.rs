@@ -58,6 +58,7 @@ pub struct RawUpstream {
     #[serde(default)]
     pub extra_roots: Vec<String>,
     pub connect_timeout: Option<String>,
+    pub response_timeout: Option<String>,
     #[serde(default)]
     pub resolve: BTreeMap<String, String>,
 }

@@ -183,6 +183,14 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         Duration::from_millis(100),
         Duration::from_secs(300),
     );
+    let response_timeout = duration(
+        &mut p,
+        "upstream.response_timeout",
+        raw.upstream.response_timeout.as_deref(),
+        Duration::from_secs(600),
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+    );
     let mut resolve = Vec::new();
     for (host, addr) in &raw.upstream.resolve {
         let path = format!("upstream.resolve.\"{host}\"");
@@ -293,6 +301,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         upstream: UpstreamConfig {
             extra_roots,
             connect_timeout,
+            response_timeout,
             resolve,
         },
         audit: AuditConfig {

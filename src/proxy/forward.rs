@@ -8,7 +8,6 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -24,10 +23,6 @@ use super::pipeline::{AuditGuard, ReplayBody};
 use crate::config::ErrorFormat;
 use crate::policy::Reason;
 use crate::tls::upstream::{BoxError, ProxyBody};
-
-/// How long a vendor may take to send response headers. Non-streaming completions can take
-/// minutes; this only catches a vendor that never answers.
-const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// One request on its way upstream.
 pub struct Exchange {
@@ -99,18 +94,23 @@ fn failure_response(
 fn classify_error(err: &hyper_util::client::legacy::Error) -> UpstreamFailure {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = source {
-        if e.downcast_ref::<rustls::Error>().is_some() {
+        if e.is::<rustls::Error>() {
             return UpstreamFailure::Tls;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-            {
-                return UpstreamFailure::Tls;
-            }
             if io.kind() == std::io::ErrorKind::TimedOut {
                 return UpstreamFailure::Timeout;
+            }
+            // io::Error hides what it wraps from source(): the connector nests the rustls
+            // error in one or two io::Errors.
+            let mut inner = io.get_ref();
+            while let Some(i) = inner {
+                if i.is::<rustls::Error>() {
+                    return UpstreamFailure::Tls;
+                }
+                inner = i
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref());
             }
         }
         source = e.source();
@@ -167,7 +167,8 @@ pub async fn forward(
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     let req = Request::from_parts(parts, body.boxed());
-    let sent = tokio::time::timeout(RESPONSE_HEADER_TIMEOUT, shared.upstream.request(req)).await;
+    let response_timeout = shared.config.load().upstream.response_timeout;
+    let sent = tokio::time::timeout(response_timeout, shared.upstream.request(req)).await;
     let resp = match sent {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {

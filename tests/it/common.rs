@@ -158,6 +158,28 @@ async fn vendor_route(
             .unwrap();
         return Ok(resp);
     }
+    if path.starts_with("/stall") {
+        // Never answers.
+        std::future::pending::<()>().await;
+    }
+    if path.starts_with("/reset") {
+        // Promises 1000 bytes, sends 30, then ends: the connection breaks mid-body.
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
+        tokio::spawn(async move {
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from(
+                    "event: message\ndata: {\"n\":1}\n\n",
+                ))))
+                .await;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        });
+        let body = StreamBody::new(tokio_stream_from(rx)).boxed();
+        return Ok(Response::builder()
+            .header("content-type", "text/event-stream")
+            .header("content-length", "1000")
+            .body(body)
+            .unwrap());
+    }
     if path.starts_with("/sse") {
         let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(16);
         let release = vendor.release_sse.clone();

@@ -902,3 +902,65 @@ async fn vendor_hosts_in_other_spellings_are_still_intercepted() {
     }
     assert!(env.vendor.requests().is_empty());
 }
+
+#[tokio::test]
+async fn upstream_faults_are_502_or_504_in_the_vendor_format_and_audited() {
+    let env = TestEnv::builder()
+        .append(allow_sdk())
+        .replace("response_timeout = \"600s\"", "response_timeout = \"1s\"")
+        .start()
+        .await;
+    let client = env.client(true);
+    let send = |path: &str| {
+        client
+            .post(format!("https://api.anthropic.com{path}"))
+            .header("user-agent", SDK_UA)
+            .body("{}")
+            .send()
+    };
+
+    // A vendor that never answers: 504.
+    let resp = send("/stall").await.unwrap();
+    assert_eq!(resp.status(), 504);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "timeout_error");
+
+    // A vendor that breaks off mid-stream: the client sees the break, the record says so.
+    let resp = send("/reset").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.bytes().await.is_err(),
+        "a truncated body must not look complete"
+    );
+
+    // A vendor whose certificate we do not trust: 502, upstream_tls.
+    let untrusted = env
+        .variant("untrusted", |t| {
+            let start = t.find("extra_roots = [").unwrap();
+            let end = start + t[start..].find(']').unwrap() + 1;
+            format!("{}extra_roots = []{}", &t[..start], &t[end..])
+        })
+        .await;
+    let resp = crate::common::client_for(&untrusted, "", true)
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", SDK_UA)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let records = crate::common::records_of(&untrusted).await;
+    assert_eq!(records[0]["error"], "upstream_tls");
+
+    let records = env.audit_n(2).await;
+    let errors: Vec<&str> = records
+        .iter()
+        .map(|r| r["error"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(
+        errors,
+        vec!["upstream_timeout", "upstream_reset"],
+        "{records:#?}"
+    );
+    assert_eq!(records[0]["status"], 504);
+}
