@@ -108,14 +108,8 @@ impl App {
                 addr: config.admin.listen,
                 source,
             })?;
-        let users_file = config.identity.users_file.clone();
         let live_config = Arc::new(ArcSwap::from_pointee(config));
-        if let Some(path) = users_file {
-            tokio::spawn(crate::identify::reload::watch_directory(
-                live_config.clone(),
-                path,
-            ));
-        }
+        tokio::spawn(crate::reload::watch(live_config.clone()));
         let shared = Arc::new(Shared {
             config: live_config,
             ca,
@@ -167,6 +161,17 @@ impl AppHandle {
 
     pub fn audit(&self) -> &AuditLog {
         &self.shared.audit
+    }
+
+    /// Reload the policy file (what SIGHUP does). The running policy stays if the new one is
+    /// invalid; the error carries the same messages as `aigate check`.
+    pub fn reload(&self) -> Result<Arc<str>, crate::config::ConfigError> {
+        crate::reload::reload_config(&self.shared.config)
+    }
+
+    /// The version of the policy in force.
+    pub fn policy_version(&self) -> Arc<str> {
+        self.shared.config.load().version.clone()
     }
 
     /// Replace the exemptions the policy sees; takes effect on the next request.

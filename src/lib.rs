@@ -9,6 +9,7 @@
 //! - `exemptions`: time-boxed exemptions as an immutable snapshot for `decide`.
 //! - `audit`: the record schema, the hash chain, redaction, the batched writer, queries.
 //! - `metrics`: Prometheus counters, fed from the audit writer.
+//! - `reload`: the policy file on SIGHUP or change, the users file on change.
 //! - `host`, `resolve`: host normalisation and name resolution.
 //! - `admin`: the admin API (axum): exemptions, health.
 //! - `app`: wiring a `Config` into a running gateway; `cli`: the command line.
@@ -26,6 +27,7 @@ pub mod identify;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod resolve;
 pub mod tls;
 

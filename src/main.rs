@@ -60,6 +60,11 @@ fn run(arg: &cli::ConfigArg) -> Result<(), CliError> {
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
+        // Before anything is printed: a SIGHUP right after the banner must not kill the process.
+        #[cfg(unix)]
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        #[cfg(not(unix))]
+        let hup = None::<()>;
         let source = cfg.source.clone();
         let audit_path = cfg.audit.path.clone();
         let handle = aigate::App::start(cfg).await.map_err(anyhow::Error::from)?;
@@ -71,11 +76,35 @@ fn run(arg: &cli::ConfigArg) -> Result<(), CliError> {
         println!("point a client at it:");
         println!("  export HTTPS_PROXY=http://{}", handle.proxy_addr);
         println!("  export NODE_EXTRA_CA_CERTS={}   # Python: SSL_CERT_FILE, Codex: CODEX_CA_CERTIFICATE", ca.display());
-        shutdown_signal().await;
+        reload_on_sighup(&handle, hup).await;
         eprintln!("aigate: shutting down");
         handle.shutdown().await;
         Ok::<(), CliError>(())
     })
+}
+
+#[cfg(unix)]
+/// Serve until SIGTERM or Ctrl-C; reload the policy on each SIGHUP meanwhile.
+async fn reload_on_sighup(handle: &aigate::AppHandle, hup: Option<tokio::signal::unix::Signal>) {
+    let Some(mut hup) = hup else {
+        return shutdown_signal().await;
+    };
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = hup.recv() => match handle.reload() {
+                Ok(version) => eprintln!("aigate: policy reloaded (version {version})"),
+                Err(e) => eprintln!("aigate: reload refused, the running policy stays in force: {e}"),
+            },
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn reload_on_sighup(_handle: &aigate::AppHandle, _hup: Option<()>) {
+    shutdown_signal().await;
 }
 
 async fn shutdown_signal() {

@@ -47,6 +47,9 @@ pub struct AuditRecord {
     pub action: Action,
     pub reason: Reason,
     pub rule: Option<Arc<str>>,
+    /// The version of the policy that decided (a short hash of the config file).
+    #[serde(default)]
+    pub policy_version: Option<Arc<str>>,
     pub exemption: Option<Arc<str>>,
     pub would_block: bool,
     pub status: Option<u16>,
@@ -86,6 +89,7 @@ impl AuditRecord {
             action: Action::Allow,
             reason: Reason::NotVendor,
             rule: None,
+            policy_version: None,
             exemption: None,
             would_block: false,
             status: None,

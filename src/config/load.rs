@@ -58,8 +58,20 @@ fn render(source: &str, problems: &[Problem]) -> String {
     out
 }
 
+/// The policy version recorded with every decision: the start of the SHA-256 of the file.
+fn version_of(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(text.as_bytes())[..6])
+}
+
 /// Load and validate a config file, or the embedded default when `path` is `None`.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut config = load_unplaced(path)?;
+    config.file = path.map(Path::to_path_buf);
+    Ok(config)
+}
+
+fn load_unplaced(path: Option<&Path>) -> Result<Config, ConfigError> {
     match path {
         None => load_str(DEFAULT_CONFIG, "embedded default config", Path::new(".")),
         Some(p) => {
@@ -92,7 +104,10 @@ pub fn load_str(text: &str, source_name: &str, base: &Path) -> Result<Config, Co
     })?;
     let (raw, mut problems) = deserialize_all(toml::Value::Table(table));
     match validate(raw, source_name, base) {
-        Ok(config) if problems.is_empty() => Ok(config),
+        Ok(mut config) if problems.is_empty() => {
+            config.version = version_of(text).into();
+            Ok(config)
+        }
         Ok(_) => Err(invalid(problems)),
         Err(more) => {
             // A key serde already complained about and removed would show up again as missing.

@@ -69,7 +69,7 @@ pub enum Fsync {
     Never,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CaConfig {
     /// A corporate CA (cert, key), used as-is. `None`: generate one in the state directory.
     pub files: Option<(PathBuf, PathBuf)>,
@@ -147,6 +147,10 @@ pub struct AdminConfig {
 pub struct Config {
     /// Where this config came from, for messages: a path or "embedded default".
     pub source: String,
+    /// The file it was loaded from (`None`: the embedded default), for reloads.
+    pub file: Option<PathBuf>,
+    /// A short hash of the config text: which policy decided, in every audit record.
+    pub version: Arc<str>,
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
     pub body_peek_bytes: usize,

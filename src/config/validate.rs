@@ -290,6 +290,8 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
     }
     Ok(Config {
         source: source.to_string(),
+        file: None,
+        version: Arc::from(""),
         listen,
         state_dir,
         body_peek_bytes: peek as usize,

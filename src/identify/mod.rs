@@ -5,7 +5,6 @@
 //! and a confidence, and both go to the audit record.
 
 pub mod model;
-pub mod reload;
 pub mod tools;
 pub mod user;
 pub mod workflow;

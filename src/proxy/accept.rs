@@ -105,6 +105,7 @@ fn record(
         port,
     );
     rec.user_source = Some(user.source);
+    rec.policy_version = Some(shared.config.load().version.clone());
     (
         id,
         AuditGuard::new(shared.audit.clone(), rec, Instant::now()),

@@ -278,6 +278,7 @@ pub async fn handle(
         let r = guard.rec();
         r.user_source = Some(conn.identity.source);
         r.vendor = Some(conn.vendor.id.clone());
+        r.policy_version = Some(cfg.version.clone());
         r.method = Some(parts.method.to_string());
         r.path = Some(crate::audit::redact::path_for_log(
             parts.uri.path_and_query().map_or("/", |p| p.as_str()),

@@ -420,3 +420,49 @@ fn the_example_pac_file_lists_every_shipped_vendor_host() {
         }
     }
 }
+
+/// SIGHUP reloads the policy of the real binary; an invalid file is refused with check's text.
+#[test]
+fn sighup_reloads_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = aigate::config::DEFAULT_CONFIG
+        .replace("listen = \"127.0.0.1:3128\"", "listen = \"127.0.0.1:0\"")
+        .replace("listen = \"127.0.0.1:9180\"", "listen = \"127.0.0.1:0\"");
+    std::fs::write(dir.path().join("aigate.toml"), &text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .current_dir(dir.path())
+        .args(["run", "--config", "aigate.toml"])
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let _ = out.next();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let line = err.next().unwrap().unwrap();
+    assert!(
+        line.starts_with("aigate: policy reloaded (version "),
+        "{line}"
+    );
+    std::fs::write(
+        dir.path().join("aigate.toml"),
+        format!("{text}\n[policy]\n"),
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let line = err.next().unwrap().unwrap();
+    assert!(line.starts_with("aigate: reload refused, the running policy stays in force: aigate.toml: 1 problem found"), "{line}");
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}

@@ -964,3 +964,64 @@ async fn upstream_faults_are_502_or_504_in_the_vendor_format_and_audited() {
     );
     assert_eq!(records[0]["status"], 504);
 }
+
+#[tokio::test]
+async fn the_policy_reloads_on_change_and_an_invalid_file_keeps_the_old_one() {
+    let env = TestEnv::builder().start().await;
+    let client = env.client(false);
+    let send = || {
+        client
+            .post("https://api.anthropic.com/v1/messages")
+            .header("user-agent", SDK_UA)
+            .header("x-stainless-lang", "python")
+            .body("{}")
+            .send()
+    };
+    assert_eq!(send().await.unwrap().status(), 200, "monitored by default");
+    let v1 = env.gateway.policy_version();
+
+    // Ban the SDK: the open connection sees it from its next request, no restart.
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    std::fs::write(&env.config_path, format!("{text}\n[[rules]]\nname = \"no-sdk\"\naction = \"block\"\ntools = [\"anthropic-sdk\"]\n")).unwrap();
+    let mut blocked = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if send().await.unwrap().status() == 403 {
+            blocked = true;
+            break;
+        }
+    }
+    assert!(blocked, "the changed policy applies without a restart");
+    let v2 = env.gateway.policy_version();
+    assert_ne!(v1, v2);
+
+    // A broken file: refused with check's messages, the running policy stays.
+    std::fs::write(
+        &env.config_path,
+        format!("{text}\n[[rules]]\nname = \"bad\"\naction = \"deny\"\n"),
+    )
+    .unwrap();
+    let err = env.gateway.reload().unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "rules[1].action = \"deny\": unknown action; use one of allow, monitor, block"
+        ),
+        "{err}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(env.gateway.policy_version(), v2);
+    assert_eq!(send().await.unwrap().status(), 403);
+
+    let records = env.audit().await;
+    let versions: Vec<&str> = records
+        .iter()
+        .map(|r| r["policy_version"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions.first().copied(), Some(&*v1));
+    assert_eq!(versions.last().copied(), Some(&*v2));
+    let last = records.last().unwrap();
+    assert_eq!(
+        (last["rule"].as_str(), last["action"].as_str()),
+        (Some("no-sdk"), Some("block"))
+    );
+}
