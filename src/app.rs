@@ -110,6 +110,7 @@ impl App {
             })?;
         let live_config = Arc::new(ArcSwap::from_pointee(config));
         tokio::spawn(crate::reload::watch(live_config.clone()));
+        let (shutdown, rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             config: live_config,
             ca,
@@ -120,8 +121,8 @@ impl App {
             exemptions: snapshot,
             clock,
             metrics,
+            draining: rx.clone(),
         });
-        let (shutdown, rx) = watch::channel(false);
         let task = tokio::spawn(accept::serve(shared.clone(), listener, rx.clone()));
         let router = admin::router(AdminState {
             shared: shared.clone(),
@@ -179,10 +180,29 @@ impl AppHandle {
         self.shared.exemptions.store(Arc::new(snapshot));
     }
 
-    /// Stop accepting connections and flush the audit log.
-    pub async fn shutdown(self) {
+    /// Stop accepting, let requests and streams in flight finish (up to `gateway.drain_timeout`),
+    /// then flush the audit log. Returns whether everything finished in time.
+    pub async fn shutdown(self) -> bool {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        let deadline = tokio::time::Instant::now() + self.shared.config.load().drain_timeout;
+        let open = || {
+            self.shared
+                .metrics
+                .open_connections
+                .load(std::sync::atomic::Ordering::Relaxed)
+        };
+        while open() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let drained = open() == 0;
+        if !drained {
+            tracing::warn!(
+                open = open(),
+                "drain timeout: closing the remaining connections"
+            );
+        }
         self.shared.audit.flush().await;
+        drained
     }
 }

@@ -42,17 +42,18 @@ pub struct Metrics {
     pub open_connections: AtomicI64,
 }
 
-/// Counts a client connection for as long as it lives.
-pub struct ConnectionGauge<'a>(&'a Metrics);
+/// Counts a client connection (or the tunnel or intercepted session it became) for as long as it
+/// lives; graceful shutdown waits for the count to reach zero.
+pub struct ConnectionGauge(std::sync::Arc<Metrics>);
 
-impl<'a> ConnectionGauge<'a> {
-    pub fn new(m: &'a Metrics) -> Self {
+impl ConnectionGauge {
+    pub fn new(m: std::sync::Arc<Metrics>) -> Self {
         m.open_connections.fetch_add(1, Ordering::Relaxed);
         ConnectionGauge(m)
     }
 }
 
-impl Drop for ConnectionGauge<'_> {
+impl Drop for ConnectionGauge {
     fn drop(&mut self) {
         self.0.open_connections.fetch_sub(1, Ordering::Relaxed);
     }

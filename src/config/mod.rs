@@ -155,6 +155,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub body_peek_bytes: usize,
     pub allowed_ip_literals: Vec<IpNet>,
+    /// On SIGTERM, how long requests and streams in flight may take to finish.
+    pub drain_timeout: Duration,
     pub ca: CaConfig,
     pub upstream: UpstreamConfig,
     pub audit: AuditConfig,

@@ -42,6 +42,7 @@ pub struct RawGateway {
     pub state_dir: Option<String>,
     pub body_peek_bytes: Option<u64>,
     pub allowed_ip_literals: Option<Vec<String>>,
+    pub drain_timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -142,6 +142,15 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         }
     }
 
+    let drain_timeout = duration(
+        &mut p,
+        "gateway.drain_timeout",
+        raw.gateway.drain_timeout.as_deref(),
+        Duration::from_secs(30),
+        Duration::ZERO,
+        Duration::from_secs(3600),
+    );
+
     // [ca]
     let files = match (&raw.ca.cert, &raw.ca.key) {
         (Some(c), Some(k)) => Some((
@@ -296,6 +305,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         state_dir,
         body_peek_bytes: peek as usize,
         allowed_ip_literals,
+        drain_timeout,
         ca: CaConfig {
             files,
             leaf_validity,

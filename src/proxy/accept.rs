@@ -59,8 +59,8 @@ pub async fn serve(
 }
 
 async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    let metrics = shared.metrics.clone();
-    let _open = crate::metrics::ConnectionGauge::new(&metrics);
+    let _open = crate::metrics::ConnectionGauge::new(shared.metrics.clone());
+    let mut draining = shared.draining.clone();
     let _ = stream.set_nodelay(true);
     let service = service_fn(move |req| proxy_request(shared.clone(), peer, req));
     let conn = http1::Builder::new()
@@ -69,7 +69,16 @@ async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) 
         .max_buf_size(MAX_HEADER_BYTES)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    if let Err(e) = conn.await {
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = super::until_draining(&mut draining) => {
+            // Finish the request in flight, then close; an idle keep-alive closes now.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
     }
 }
@@ -240,7 +249,9 @@ async fn connect(
             refuse(guard, &id, StatusCode::FORBIDDEN, reason, vendor, &text)
         }
         Route::Intercept(vendor) => {
+            let open = crate::metrics::ConnectionGauge::new(shared.metrics.clone());
             tokio::spawn(async move {
+                let _open = open;
                 match on_upgrade.await {
                     Ok(upgraded) => {
                         intercept::intercept(shared, upgraded, peer, target, vendor, identity).await
@@ -283,7 +294,9 @@ async fn connect(
                 }
             };
             guard.rec().status = Some(200);
+            let open = crate::metrics::ConnectionGauge::new(shared.metrics.clone());
             tokio::spawn(async move {
+                let _open = open;
                 match on_upgrade.await {
                     Ok(upgraded) => {
                         tunnel::tunnel(upgraded, upstream, guard, cfg, target.host).await

@@ -100,6 +100,7 @@ pub async fn intercept(
         identity,
         scheme: Scheme::Https,
     });
+    let shared_draining = shared.draining.clone();
     let service = service_fn(move |req| pipeline::handle(shared.clone(), conn.clone(), req));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -110,10 +111,18 @@ pub async fn intercept(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(256);
-    if let Err(e) = builder
-        .serve_connection_with_upgrades(TokioIo::new(tls), service)
-        .await
-    {
+    let mut draining = shared_draining;
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = super::until_draining(&mut draining) => {
+            // HTTP/2 gets GOAWAY, HTTP/1.1 closes after the request in flight; streams finish.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(error = %e, "intercepted connection ended with an error");
     }
 }

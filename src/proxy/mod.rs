@@ -65,9 +65,23 @@ pub struct Shared {
     pub exemptions: Arc<ArcSwap<Snapshot>>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Turns true when the gateway starts draining: connections finish what they are doing.
+    pub draining: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A fresh request or tunnel id: UUIDv7, so ids sort by time in the audit log.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+/// Resolves once the gateway starts draining (never, if it is dropped without draining).
+pub async fn until_draining(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow_and_update() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }

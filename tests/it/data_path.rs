@@ -1025,3 +1025,67 @@ async fn the_policy_reloads_on_change_and_an_invalid_file_keeps_the_old_one() {
         (Some("no-sdk"), Some("block"))
     );
 }
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_lets_streams_in_flight_finish() {
+    let env = TestEnv::builder().append(allow_sdk()).start().await;
+    let client = env.client(false);
+    let resp = client
+        .post("https://api.anthropic.com/sse/v1/messages")
+        .header("user-agent", SDK_UA)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let mut stream = resp.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"event: message"));
+
+    let addr = env.gateway.proxy_addr;
+    let audit_path = env.gateway.audit().path().to_path_buf();
+    let TestEnv {
+        gateway,
+        vendor,
+        dir,
+        ..
+    } = env;
+    let drain = tokio::spawn(gateway.shutdown());
+    // New clients are turned away while the stream goes on.
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "the listener must close on shutdown");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!drain.is_finished(), "shutdown waits for the open stream");
+
+    vendor.release_sse.notify_one();
+    let mut rest = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(
+        String::from_utf8(rest)
+            .unwrap()
+            .matches("event: message")
+            .count(),
+        4,
+        "the stream finished whole"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), drain)
+            .await
+            .unwrap()
+            .unwrap(),
+        "drained before the timeout"
+    );
+    let text = std::fs::read_to_string(audit_path).unwrap();
+    let record: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(record["bytes_down"], 150);
+    assert!(record["error"].is_null(), "{record}");
+    drop(dir);
+}
