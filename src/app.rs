@@ -108,6 +108,10 @@ impl App {
                 addr: config.admin.listen,
                 source,
             })?;
+        let limits = crate::proxy::limits::Limits::new(
+            config.max_connections,
+            config.max_connections_per_client,
+        );
         let live_config = Arc::new(ArcSwap::from_pointee(config));
         tokio::spawn(crate::reload::watch(live_config.clone()));
         let (shutdown, rx) = watch::channel(false);
@@ -122,6 +126,7 @@ impl App {
             clock,
             metrics,
             draining: rx.clone(),
+            limits,
         });
         let task = tokio::spawn(accept::serve(shared.clone(), listener, rx.clone()));
         let router = admin::router(AdminState {

@@ -157,6 +157,9 @@ pub struct Config {
     pub allowed_ip_literals: Vec<IpNet>,
     /// On SIGTERM, how long requests and streams in flight may take to finish.
     pub drain_timeout: Duration,
+    /// Client connections at once, overall and per client address (tunnels included).
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
     pub ca: CaConfig,
     pub upstream: UpstreamConfig,
     pub audit: AuditConfig,

@@ -151,6 +151,23 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         Duration::from_secs(3600),
     );
 
+    let max_connections = raw.gateway.max_connections.unwrap_or(16_000);
+    let max_per_client = raw.gateway.max_connections_per_client.unwrap_or(512);
+    if max_connections == 0 {
+        p.push(
+            "gateway.max_connections",
+            Some("0".into()),
+            "must be at least 1",
+        );
+    }
+    if max_per_client == 0 || max_per_client > max_connections {
+        p.push(
+            "gateway.max_connections_per_client",
+            Some(max_per_client.to_string()),
+            format!("must be between 1 and gateway.max_connections ({max_connections})"),
+        );
+    }
+
     // [ca]
     let files = match (&raw.ca.cert, &raw.ca.key) {
         (Some(c), Some(k)) => Some((
@@ -306,6 +323,8 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         body_peek_bytes: peek as usize,
         allowed_ip_literals,
         drain_timeout,
+        max_connections: max_connections as usize,
+        max_connections_per_client: max_per_client as usize,
         ca: CaConfig {
             files,
             leaf_validity,

@@ -36,6 +36,8 @@ pub enum Reason {
     TlsHandshake,
     /// Proxy authentication was required, missing or wrong.
     ProxyAuth,
+    /// Too many connections, overall or from this client address.
+    ConnectionLimit,
     /// The audit log cannot be written and config says fail closed.
     AuditUnavailable,
     /// Admin API: an exemption was granted (`kind = admin`).
@@ -62,6 +64,7 @@ impl Reason {
             Reason::BadRequest => "bad_request",
             Reason::TlsHandshake => "tls_handshake",
             Reason::ProxyAuth => "proxy_auth",
+            Reason::ConnectionLimit => "connection_limit",
             Reason::AuditUnavailable => "audit_unavailable",
             Reason::ExemptionGranted => "exemption_granted",
             Reason::ExemptionRevoked => "exemption_revoked",
@@ -87,6 +90,7 @@ impl Reason {
                 "the TLS handshake with the gateway failed; check that the client trusts the aigate CA"
             }
             Reason::ProxyAuth => "proxy authentication failed",
+            Reason::ConnectionLimit => "too many connections",
             Reason::AuditUnavailable => {
                 "the audit log cannot be written, so calls are refused until it recovers"
             }

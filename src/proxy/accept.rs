@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use super::classify::{Route, classify};
 use super::connect::{Target, parse_authority, parse_target};
+use super::limits::{LimitHit, Slot};
 use super::pipeline::{self, AuditGuard, ConnCtx, Scheme};
 use super::{Shared, deny, intercept, new_id, tunnel};
 use crate::audit::{AuditRecord, Kind};
@@ -58,11 +59,15 @@ pub async fn serve(
     }
 }
 
-async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+    let slot = match shared.limits.acquire(peer.ip()) {
+        Ok(slot) => Arc::new(slot),
+        Err(hit) => return over_limit(&shared, &mut stream, peer, hit).await,
+    };
     let _open = crate::metrics::ConnectionGauge::new(shared.metrics.clone());
     let mut draining = shared.draining.clone();
     let _ = stream.set_nodelay(true);
-    let service = service_fn(move |req| proxy_request(shared.clone(), peer, req));
+    let service = service_fn(move |req| proxy_request(shared.clone(), peer, slot.clone(), req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -83,13 +88,47 @@ async fn serve_client(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) 
     }
 }
 
+/// Answer a connection over its limit with a plain 503 that says which limit, and close it.
+async fn over_limit(shared: &Shared, stream: &mut TcpStream, peer: SocketAddr, hit: LimitHit) {
+    use tokio::io::AsyncWriteExt;
+    let (id, mut guard) = record(
+        shared,
+        Kind::Tunnel,
+        peer,
+        &Identity::anonymous(),
+        String::new(),
+        0,
+    );
+    let text = match hit {
+        LimitHit::PerClient(n) => format!(
+            "aigate: too many connections from {} (limit {n}); close idle connections, or ask IT to raise gateway.max_connections_per_client\n",
+            peer.ip()
+        ),
+        LimitHit::Total(n) => format!(
+            "aigate: the gateway is at its connection limit ({n}); retry shortly, or ask IT to raise gateway.max_connections\n"
+        ),
+    };
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nx-aigate-decision: block\r\nx-aigate-reason: connection_limit\r\nx-aigate-request-id: {id}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{text}",
+        text.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(head.as_bytes())).await;
+    let _ = stream.shutdown().await;
+    let r = guard.rec();
+    r.action = Action::Block;
+    r.reason = Reason::ConnectionLimit;
+    r.status = Some(503);
+    guard.finish();
+}
+
 async fn proxy_request(
     shared: Arc<Shared>,
     peer: SocketAddr,
+    slot: Arc<Slot>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     if req.method() == Method::CONNECT {
-        Ok(connect(shared, peer, req).await)
+        Ok(connect(shared, peer, slot, req).await)
     } else {
         Ok(absolute(shared, peer, req).await)
     }
@@ -196,6 +235,7 @@ fn auth_refusal(
 async fn connect(
     shared: Arc<Shared>,
     peer: SocketAddr,
+    slot: Arc<Slot>,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let cfg = shared.config.load_full();
@@ -251,7 +291,8 @@ async fn connect(
         Route::Intercept(vendor) => {
             let open = crate::metrics::ConnectionGauge::new(shared.metrics.clone());
             tokio::spawn(async move {
-                let _open = open;
+                // The tunnel keeps the client's connection slot and gauge until it ends.
+                let _open = (open, slot);
                 match on_upgrade.await {
                     Ok(upgraded) => {
                         intercept::intercept(shared, upgraded, peer, target, vendor, identity).await
@@ -296,7 +337,8 @@ async fn connect(
             guard.rec().status = Some(200);
             let open = crate::metrics::ConnectionGauge::new(shared.metrics.clone());
             tokio::spawn(async move {
-                let _open = open;
+                // The tunnel keeps the client's connection slot and gauge until it ends.
+                let _open = (open, slot);
                 match on_upgrade.await {
                     Ok(upgraded) => {
                         tunnel::tunnel(upgraded, upstream, guard, cfg, target.host).await

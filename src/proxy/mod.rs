@@ -24,6 +24,7 @@ pub mod connect;
 pub mod deny;
 pub mod forward;
 pub mod intercept;
+pub mod limits;
 pub mod pipeline;
 pub mod tunnel;
 
@@ -67,6 +68,7 @@ pub struct Shared {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Turns true when the gateway starts draining: connections finish what they are doing.
     pub draining: tokio::sync::watch::Receiver<bool>,
+    pub limits: Arc<limits::Limits>,
 }
 
 /// A fresh request or tunnel id: UUIDv7, so ids sort by time in the audit log.

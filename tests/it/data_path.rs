@@ -1089,3 +1089,49 @@ async fn shutdown_stops_accepting_and_lets_streams_in_flight_finish() {
     assert!(record["error"].is_null(), "{record}");
     drop(dir);
 }
+
+#[tokio::test]
+async fn a_client_over_its_connection_limit_gets_a_clear_503() {
+    let env = TestEnv::builder()
+        .append("")
+        .replace(
+            "max_connections_per_client = 512",
+            "max_connections_per_client = 2",
+        )
+        .start()
+        .await;
+    // Two tunnels hold the two slots (a tunnel keeps its client's slot).
+    let _t1 = env
+        .connect_raw("echo.internal.test:7000", "")
+        .await
+        .unwrap();
+    let _t2 = env
+        .connect_raw("echo.internal.test:7000", "")
+        .await
+        .unwrap();
+    let refused = env
+        .connect_raw("echo.internal.test:7000", "")
+        .await
+        .unwrap_err();
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.contains("x-aigate-reason: connection_limit"),
+        "{refused}"
+    );
+    drop(_t1);
+    let mut ok = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if env.connect_raw("echo.internal.test:7000", "").await.is_ok() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok, "a closed tunnel gives its slot back");
+    let records = env.audit().await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r["reason"] == "connection_limit" && r["status"] == 503)
+    );
+}
