@@ -69,6 +69,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ExemptionCommand,
     },
+    /// Print a shell completion script: `aigate completions bash > /etc/bash_completion.d/aigate`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// People and their proxy tokens.
     User {
         #[command(subcommand)]
@@ -464,4 +469,11 @@ fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
         }
         other => other,
     }
+}
+
+pub fn completions(shell: clap_complete::Shell) -> Result<(), CliError> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    clap_complete::generate(shell, &mut cmd, "aigate", &mut std::io::stdout());
+    Ok(())
 }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use aigate::cli::{self, AuditCommand, CaCommand, Cli, CliError, Command, UserCommand};
-use aigate::config;
+use aigate::config::{self, LogFormat};
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -15,7 +15,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
-    init_tracing();
+    if !matches!(cli.command, Command::Run(_)) {
+        init_tracing(LogFormat::Pretty, "info");
+    }
     let result = match &cli.command {
         Command::Run(arg) => run(arg),
         Command::Check(arg) => cli::check(arg),
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
             command: UserCommand::HashToken,
         } => cli::hash_token_cmd(),
         Command::Exemption { admin, command } => cli::exemption_cmd(admin, command),
+        Command::Completions { shell } => cli::completions(*shell),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -43,18 +46,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// Logs to stderr: `RUST_LOG` wins over the configured level.
+fn init_tracing(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
 }
 
 fn run(arg: &cli::ConfigArg) -> Result<(), CliError> {
     // Validate before binding any port.
     let cfg = config::load(arg.config.as_deref())?;
+    init_tracing(cfg.log.format, &cfg.log.level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -143,6 +143,20 @@ pub struct AdminConfig {
     pub tokens: Vec<AdminToken>,
 }
 
+/// How the process logs (not the audit log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter: `info`, `aigate=debug,info`, …; `RUST_LOG` overrides it.
+    pub level: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where this config came from, for messages: a path or "embedded default".
@@ -171,6 +185,7 @@ pub struct Config {
     pub tools: Vec<ToolSignature>,
     pub policy: Policy,
     pub admin: AdminConfig,
+    pub log: LogConfig,
 }
 
 impl Config {

@@ -28,6 +28,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub admin: RawAdmin,
     #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
     pub vendors: Vec<RawVendor>,
     #[serde(default)]
     pub tools: Vec<RawTool>,
@@ -148,4 +150,11 @@ pub struct RawAdminToken {
     pub user: Option<String>,
     pub roles: Option<Vec<String>>,
     pub hash: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
 }

@@ -15,7 +15,7 @@ use super::raw::RawAdmin;
 use super::raw::{RawConfig, RawRule, RawTool, RawVendor};
 use super::{
     AdminConfig, AdminToken, AuditConfig, CaConfig, Config, ErrorFormat, FailMode, Fsync,
-    IdentityConfig, Problem, Role, UpstreamConfig, Vendor, parse_duration,
+    IdentityConfig, LogConfig, LogFormat, Problem, Role, UpstreamConfig, Vendor, parse_duration,
 };
 use crate::host::{HostPattern, normalise};
 use crate::identify::tools::{Signal, UNKNOWN_TOOL};
@@ -305,6 +305,27 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
     check_placeholders(&mut p, &exemption_url);
 
     let admin = admin(&mut p, &raw.admin);
+    let log = LogConfig {
+        format: match raw.log.format.as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                p.push(
+                    "log.format",
+                    q(other),
+                    "unknown format; use \"pretty\" (for people) or \"json\" (for log shippers)",
+                );
+                LogFormat::Pretty
+            }
+        },
+        level: {
+            let level = raw.log.level.clone().unwrap_or_else(|| "info".into());
+            if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+                p.push("log.level", q(&level), "not a log filter; use error, warn, info, debug or trace (or a RUST_LOG-style list)");
+            }
+            level
+        },
+    };
     let vendors = vendors(&mut p, &raw.vendors);
     let vendor_ids: Vec<&str> = vendors.iter().map(|v| &*v.id).collect();
     let tools = tools(&mut p, &raw.tools, &vendor_ids);
@@ -355,6 +376,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
             default_action,
         },
         admin,
+        log,
     })
 }
 

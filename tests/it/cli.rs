@@ -466,3 +466,48 @@ fn sighup_reloads_the_policy() {
         .unwrap();
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn completions_for_each_shell() {
+    for (shell, mark) in [
+        ("bash", "complete -F _aigate"),
+        ("zsh", "#compdef aigate"),
+        ("fish", "complete -c aigate"),
+    ] {
+        let (code, out, _) = run(&["completions", shell]);
+        assert_eq!(code, 0);
+        assert!(out.contains(mark), "{shell}");
+        assert!(
+            out.contains("exemption") && out.contains("audit"),
+            "{shell} completes the subcommands"
+        );
+    }
+}
+
+/// `log.format = "json"`: one JSON object per line on stderr, for log shippers.
+#[test]
+fn json_logs_when_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = aigate::config::DEFAULT_CONFIG
+        .replace("listen = \"127.0.0.1:3128\"", "listen = \"127.0.0.1:0\"")
+        .replace("listen = \"127.0.0.1:9180\"", "listen = \"127.0.0.1:0\"")
+        .replace("format = \"pretty\"", "format = \"json\"");
+    std::fs::write(dir.path().join("aigate.toml"), text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .current_dir(dir.path())
+        .args(["run", "--config", "aigate.toml"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    // The first thing logged on a fresh state directory: the new CA.
+    let line = err.next().unwrap().unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["level"], "INFO");
+    assert_eq!(v["message"], "generated a new aigate CA");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
