@@ -69,6 +69,14 @@ pub enum Command {
         #[command(subcommand)]
         command: ExemptionCommand,
     },
+    /// Print a proxy auto-config (PAC) file that sends the vendor hosts through the gateway.
+    Pac {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The gateway as clients reach it (host:port); default: gateway.listen.
+        #[arg(long, value_name = "HOST:PORT")]
+        proxy: Option<String>,
+    },
     /// Print a shell completion script: `aigate completions bash > /etc/bash_completion.d/aigate`.
     Completions {
         #[arg(value_enum)]
@@ -475,5 +483,26 @@ pub fn completions(shell: clap_complete::Shell) -> Result<(), CliError> {
     use clap::CommandFactory;
     let mut cmd = Cli::command();
     clap_complete::generate(shell, &mut cmd, "aigate", &mut std::io::stdout());
+    Ok(())
+}
+
+pub fn pac(arg: &ConfigArg, proxy: Option<&str>) -> Result<(), CliError> {
+    let cfg = load(arg)?;
+    let proxy = match proxy {
+        Some(p) => p.to_string(),
+        None if cfg.listen.ip().is_unspecified() => {
+            return Err(CliError::Usage(format!(
+                "gateway.listen is {}: say how clients reach the gateway with --proxy HOST:PORT",
+                cfg.listen
+            )));
+        }
+        None => cfg.listen.to_string(),
+    };
+    if proxy.is_empty() || proxy.contains(['"', '\\', '\n', ' ', ';']) {
+        return Err(CliError::Usage(format!(
+            "--proxy {proxy:?}: write host:port, e.g. aigate.corp.example:3128"
+        )));
+    }
+    print!("{}", crate::pac::generate(&cfg, &proxy));
     Ok(())
 }

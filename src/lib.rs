@@ -8,6 +8,7 @@
 //! - `policy`: the pure decision engine (`decide`), its rules and reason codes.
 //! - `exemptions`: time-boxed exemptions as an immutable snapshot for `decide`.
 //! - `audit`: the record schema, the hash chain, redaction, the batched writer, queries.
+//! - `pac`: the proxy auto-config generator.
 //! - `metrics`: Prometheus counters, fed from the audit writer.
 //! - `reload`: the policy file on SIGHUP or change, the users file on change.
 //! - `host`, `resolve`: host normalisation and name resolution.
@@ -25,6 +26,7 @@ pub mod explain;
 pub mod host;
 pub mod identify;
 pub mod metrics;
+pub mod pac;
 pub mod policy;
 pub mod proxy;
 pub mod reload;

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         } => cli::hash_token_cmd(),
         Command::Exemption { admin, command } => cli::exemption_cmd(admin, command),
         Command::Completions { shell } => cli::completions(*shell),
+        Command::Pac { config, proxy } => cli::pac(config, proxy.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -511,3 +511,54 @@ fn json_logs_when_configured() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// The generated PAC file, run by a real JavaScript engine (node) with the standard PAC helper.
+#[test]
+fn pac_routes_vendor_hosts_through_the_gateway() {
+    let (code, pac, err) = run(&["pac", "--proxy", "aigate.corp.example:3128"]);
+    assert_eq!(code, 0, "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("aigate.pac");
+    std::fs::write(&file, pac).unwrap();
+    let script = r#"
+        const fs = require("fs");
+        // The PAC standard's helper, as browsers define it.
+        function dnsDomainIs(host, domain) { return host.length >= domain.length && host.substring(host.length - domain.length) === domain; }
+        eval(fs.readFileSync(process.argv[1], "utf8"));
+        const hosts = ["api.anthropic.com", "API.OpenAI.com.", "chatgpt.com", "generativelanguage.googleapis.com", "proxy.individual.githubcopilot.com", "githubcopilot.com", "example.org", "anthropic.com", "evilapi.anthropic.com.example"];
+        console.log(JSON.stringify(hosts.map(h => [h, FindProxyForURL("https://" + h + "/", h)])));
+    "#;
+    let out = Command::new("node")
+        .args(["-e", script, file.to_str().unwrap()])
+        .output()
+        .expect("node is needed for the PAC test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<(String, String)> = serde_json::from_slice(&out.stdout).unwrap();
+    let via = "PROXY aigate.corp.example:3128";
+    let want = [
+        ("api.anthropic.com", via),
+        ("API.OpenAI.com.", via),
+        ("chatgpt.com", via),
+        ("generativelanguage.googleapis.com", via),
+        ("proxy.individual.githubcopilot.com", via),
+        ("githubcopilot.com", "DIRECT"),
+        ("example.org", "DIRECT"),
+        ("anthropic.com", "DIRECT"),
+        ("evilapi.anthropic.com.example", "DIRECT"),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(h, r)| (h.to_string(), r.to_string()))
+        .collect();
+    assert_eq!(got, want);
+    let (code, _, err) = run(&["pac", "--config", "tests/fixtures/listen-any.toml"]);
+    assert_eq!(code, 64);
+    assert!(
+        err.contains("say how clients reach the gateway with --proxy HOST:PORT"),
+        "{err}"
+    );
+}
