@@ -69,6 +69,15 @@ pub enum Command {
         #[command(subcommand)]
         command: ExemptionCommand,
     },
+    /// Check this machine's set-up against a running gateway: CA trust, proxy variables, vendor
+    /// resolution, interception. Exit 1 if a check fails.
+    Doctor {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The gateway (host:port); default: gateway.listen.
+        #[arg(long, value_name = "HOST:PORT")]
+        proxy: Option<String>,
+    },
     /// Print a proxy auto-config (PAC) file that sends the vendor hosts through the gateway.
     Pac {
         #[command(flatten)]
@@ -504,5 +513,32 @@ pub fn pac(arg: &ConfigArg, proxy: Option<&str>) -> Result<(), CliError> {
         )));
     }
     print!("{}", crate::pac::generate(&cfg, &proxy));
+    Ok(())
+}
+
+pub fn doctor(arg: &ConfigArg, proxy: Option<&str>) -> Result<(), CliError> {
+    let cfg = load(arg)?;
+    let proxy = proxy
+        .map(str::to_string)
+        .unwrap_or_else(|| cfg.listen.to_string());
+    let ca = crate::tls::CertificateAuthority::load_or_create(&cfg.ca, &cfg.state_dir)
+        .map_err(anyhow::Error::from)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
+    let checks = runtime.block_on(crate::doctor::run(&cfg, &proxy, ca.cert_pem(), &|v| {
+        std::env::var(v).ok()
+    }));
+    for c in &checks {
+        println!("{c}");
+    }
+    let failed = checks.iter().filter(|c| !c.ok).count();
+    if failed > 0 {
+        return Err(CliError::Runtime(anyhow::anyhow!(
+            "{failed} of {} checks failed",
+            checks.len()
+        )));
+    }
     Ok(())
 }

@@ -21,6 +21,7 @@ pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod exemptions;
 pub mod explain;
 pub mod host;

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         Command::Exemption { admin, command } => cli::exemption_cmd(admin, command),
         Command::Completions { shell } => cli::completions(*shell),
         Command::Pac { config, proxy } => cli::pac(config, proxy.as_deref()),
+        Command::Doctor { config, proxy } => cli::doctor(config, proxy.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

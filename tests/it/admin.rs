@@ -667,3 +667,74 @@ async fn the_exemption_cli_grants_lists_shows_and_revokes() {
         "aigate: refused (400 Bad Request): expires_at is too far ahead: an exemption lasts at most 14days\n"
     );
 }
+
+/// `aigate doctor` against a running gateway: one line per check, a fix for each failure.
+#[tokio::test]
+async fn doctor_reports_each_check() {
+    let env = TestEnv::builder().start().await;
+    let proxy = env.gateway.proxy_addr.to_string();
+    let cfg = env.config_path.clone();
+    let run = move |vars: Vec<(&'static str, String)>| {
+        let proxy = proxy.clone();
+        let cfg = cfg.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_aigate"));
+            cmd.args([
+                "doctor",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--proxy",
+                &proxy,
+            ])
+            .env("RUST_LOG", "off");
+            for v in [
+                "HTTPS_PROXY",
+                "https_proxy",
+                "ALL_PROXY",
+                "all_proxy",
+                "NO_PROXY",
+                "no_proxy",
+            ] {
+                cmd.env_remove(v);
+            }
+            for (k, v) in vars {
+                cmd.env(k, v);
+            }
+            let out = cmd.output().unwrap();
+            (
+                out.status.code().unwrap(),
+                String::from_utf8(out.stdout).unwrap(),
+            )
+        })
+    };
+    let proxy = env.gateway.proxy_addr.to_string();
+    let (code, out) = run(vec![("HTTPS_PROXY", format!("http://{proxy}"))])
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "the test CA is not in this machine's store: {out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with(
+            "FAIL  the aigate CA is trusted by this machine's store: install it: aigate ca export"
+        ),
+        "{out}"
+    );
+    assert_eq!(lines[1], "ok    HTTPS_PROXY points at the gateway");
+    assert!(lines.contains(&"ok    api.anthropic.com resolves"), "{out}");
+    assert_eq!(
+        lines.last().unwrap(),
+        &format!("ok    a CONNECT to api.anthropic.com through {proxy} is intercepted by aigate")
+    );
+
+    let (code, out) = run(vec![("NO_PROXY", "localhost,.anthropic.com".into())])
+        .await
+        .unwrap();
+    assert_eq!(code, 1);
+    assert!(
+        out.contains(&format!(
+            "FAIL  HTTPS_PROXY is set: export HTTPS_PROXY=http://{proxy}"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("FAIL  NO_PROXY leaves the vendor hosts to the proxy: NO_PROXY exempts .anthropic.com; remove those entries"), "{out}");
+}
