@@ -562,3 +562,66 @@ fn pac_routes_vendor_hosts_through_the_gateway() {
         "{err}"
     );
 }
+
+/// docs/configuration.md and config/aigate.toml name the same keys (commented-out ones count).
+#[test]
+fn configuration_doc_and_shipped_config_cover_the_same_keys() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let toml_text = std::fs::read_to_string(root.join("config/aigate.toml")).unwrap();
+    let doc = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
+    let mut in_toml = std::collections::BTreeSet::new();
+    let mut section = String::new();
+    for line in toml_text.lines() {
+        // A commented-out table header (`# [[admin.tokens]]`) opens its section like a real one.
+        let t = line.trim();
+        let t = if t.starts_with("# [") { &t[2..] } else { t };
+        if let Some(s) = t.strip_prefix("[[").and_then(|s| s.strip_suffix("]]")) {
+            in_toml.insert(format!("[[{s}]]"));
+            section = format!("[[{s}]]");
+            continue;
+        }
+        if let Some(s) = t.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            section = s.to_string();
+            continue;
+        }
+        if section.starts_with("[[") || section.contains('.') {
+            continue; // array-of-table fields and free-form maps are documented per table
+        }
+        let key_line = t.strip_prefix("# ").unwrap_or(t);
+        if let Some((key, _)) = key_line.split_once(" = ") {
+            if !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                in_toml.insert(format!("{section}.{key}"));
+            }
+        }
+    }
+    // Tables that only group keys are not keys themselves, except the free-form maps.
+    let maps = ["upstream.resolve", "identity.source_addresses"];
+    in_toml.retain(|k| k.contains('.') || k.starts_with("[["));
+    let in_toml: std::collections::BTreeSet<String> = in_toml
+        .into_iter()
+        .filter(|k| !k.starts_with('[') || !k.contains("admin.tokens") || true)
+        .collect();
+    let mut in_doc = std::collections::BTreeSet::new();
+    for line in doc.lines().filter(|l| l.starts_with("| `")) {
+        let first = line.split('|').nth(1).unwrap();
+        for key in first.split(',') {
+            in_doc.insert(key.trim().trim_matches('`').to_string());
+        }
+    }
+    for m in maps {
+        assert!(in_doc.contains(m), "{m} undocumented");
+    }
+    let missing_in_doc: Vec<&String> = in_toml.iter().filter(|k| !in_doc.contains(*k)).collect();
+    let missing_in_toml: Vec<&String> = in_doc
+        .iter()
+        .filter(|k| !in_toml.contains(*k) && !maps.contains(&k.as_str()))
+        .collect();
+    assert!(
+        missing_in_doc.is_empty(),
+        "keys in config/aigate.toml but not in docs/configuration.md: {missing_in_doc:?}"
+    );
+    assert!(
+        missing_in_toml.is_empty(),
+        "keys in docs/configuration.md but not in config/aigate.toml: {missing_in_toml:?}"
+    );
+}
