@@ -27,6 +27,8 @@ use crate::policy::{Action, Reason};
 
 /// A client has this long to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Request headers beyond this are refused (431) rather than passed on to the vendor.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// And this long to send a request's headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -106,11 +108,13 @@ pub async fn intercept(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(256)
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
     let mut draining = shared_draining;
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
     tokio::pin!(conn);

@@ -297,7 +297,12 @@ pub async fn handle(
             vendor_name: &conn.vendor.name,
             exemption_url: "",
         };
-        let resp = deny::deny(format, status, &decision, &ctx);
+        let mut resp = deny::deny(format, status, &decision, &ctx);
+        if reason == Reason::BadRequest {
+            // Whatever follows a malformed request on this connection cannot be trusted.
+            resp.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
         let r = guard.rec();
         r.action = Action::Block;
         r.reason = reason;
@@ -309,6 +314,7 @@ pub async fn handle(
     if !authority_matches(&parts, &conn) {
         return refuse(guard, Reason::HostMismatch, StatusCode::MISDIRECTED_REQUEST);
     }
+
     let websocket = is_websocket(&parts);
     if parts.headers.contains_key(header::UPGRADE) && !websocket {
         return refuse(guard, Reason::UpgradeRefused, StatusCode::FORBIDDEN);

@@ -1135,3 +1135,106 @@ async fn a_client_over_its_connection_limit_gets_a_clear_503() {
             .any(|r| r["reason"] == "connection_limit" && r["status"] == 503)
     );
 }
+
+/// Send raw bytes on an intercepted HTTP/1.1 connection and return the status line.
+async fn raw_intercepted(env: &TestEnv, bytes: &[u8]) -> String {
+    let mut tls = env
+        .tls_through("api.anthropic.com:443", "api.anthropic.com", &[b"http/1.1"])
+        .await
+        .unwrap();
+    tls.write_all(bytes).await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[tokio::test]
+async fn hostile_requests_get_a_clear_status_and_never_reach_the_vendor() {
+    let env = TestEnv::builder().append(allow_sdk()).start().await;
+    let big = "a".repeat(70 * 1024);
+    let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "oversized header",
+            format!("GET /v1/models HTTP/1.1\r\nHost: api.anthropic.com\r\nx-big: {big}\r\n\r\n")
+                .into_bytes(),
+            "HTTP/1.1 431",
+        ),
+        (
+            "too many headers",
+            format!("GET /v1/models HTTP/1.1\r\nHost: api.anthropic.com\r\n{many}\r\n")
+                .into_bytes(),
+            "HTTP/1.1 431",
+        ),
+        (
+            "obs-fold",
+            b"GET /v1/models HTTP/1.1\r\nHost: api.anthropic.com\r\nx-a: b\r\n c\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        (
+            "bad request line",
+            b"GET /v1/models HTTP/9.9 extra\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
+    ];
+    for (name, bytes, want) in cases {
+        let got = raw_intercepted(&env, &bytes).await;
+        assert!(got.starts_with(want), "{name}: {got:?}");
+    }
+    // The proxy leg too: an oversized CONNECT.
+    let refused = env
+        .connect_raw(&format!("{big}.example:443"), "")
+        .await
+        .unwrap_err();
+    assert!(refused.starts_with("HTTP/1.1 4"), "{refused:.40}");
+    assert!(
+        env.vendor.requests().is_empty(),
+        "{:?}",
+        env.vendor
+            .requests()
+            .iter()
+            .map(|r| &r.path)
+            .collect::<Vec<_>>()
+    );
+}
+
+/// CL.TE smuggling: Transfer-Encoding wins, Content-Length is dropped and the connection is
+/// closed after the response (hyper, RFC 9112 6.3), so bytes hidden after the chunked body are
+/// never read as a request, and never carried to the vendor inside another request's body.
+#[tokio::test]
+async fn a_smuggled_request_goes_nowhere() {
+    let env = TestEnv::builder().start().await;
+    let mut tls = env
+        .tls_through("api.anthropic.com:443", "api.anthropic.com", &[b"http/1.1"])
+        .await
+        .unwrap();
+    tls.write_all(b"POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nUser-Agent: OpenAI/Python 2.1.0\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nPOST /smuggled HTTP/1.1\r\nHost: api.anthropic.com\r\nUser-Agent: claude-cli/2.1.0 (external, cli)\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
+    let mut seen = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut seen))
+        .await
+        .unwrap()
+        .ok();
+    let seen = String::from_utf8_lossy(&seen);
+    assert_eq!(
+        seen.matches("HTTP/1.1 ").count(),
+        1,
+        "one response, then the connection closes: {seen}"
+    );
+    let vendor = env.vendor.requests();
+    assert_eq!(vendor.len(), 1);
+    assert_eq!(vendor[0].path, "/v1/messages");
+    assert!(
+        vendor[0].body.is_empty(),
+        "nothing smuggled inside the body"
+    );
+    let records = env.audit().await;
+    assert_eq!(records.len(), 1);
+    assert!(records.iter().all(|r| r["path"] != "/smuggled"));
+}
