@@ -5,3 +5,4 @@ mod admin;
 mod cli;
 mod common;
 mod data_path;
+mod properties;
