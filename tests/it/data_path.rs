@@ -1238,3 +1238,29 @@ async fn a_smuggled_request_goes_nowhere() {
     assert_eq!(records.len(), 1);
     assert!(records.iter().all(|r| r["path"] != "/smuggled"));
 }
+
+/// A request that claims to be the SDK but carries Claude Code's marks: the evidence of both is
+/// kept, and policy decides on Claude Code (the first signature that matches).
+#[tokio::test]
+async fn a_forged_tool_keeps_the_conflicting_evidence() {
+    let env = TestEnv::builder().start().await;
+    let resp = env
+        .client(false)
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", SDK_UA)
+        .header("x-stainless-lang", "python")
+        .header("anthropic-beta", "claude-code-20250219")
+        .body(r#"{"model":"claude-opus-4-1","system":[{"type":"text","text":"x-anthropic-billing-header: cc_version=2.1.197"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let records = env.audit().await;
+    let r = &records[0];
+    assert_eq!(r["tool"], "claude-code");
+    assert_eq!(
+        r["evidence"],
+        serde_json::json!(["header:anthropic-beta", "body"])
+    );
+    assert_eq!(r["tool_conflicts"], serde_json::json!(["anthropic-sdk"]));
+}
