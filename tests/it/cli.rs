@@ -626,3 +626,130 @@ fn configuration_doc_and_shipped_config_cover_the_same_keys() {
         "keys in docs/configuration.md but not in config/aigate.toml: {missing_in_toml:?}"
     );
 }
+
+/// A full disk, for real: the binary runs with a file-size limit (writes past it fail with
+/// EFBIG, as on a full disk), fails closed, and once the limit is lifted on the running process
+/// the queued records are written and calls go through again, without a restart.
+#[tokio::test]
+async fn audit_disk_full_fails_closed_and_recovers_without_restart() {
+    let env = TestEnv::builder()
+        .append("\n[[rules]]\nname = \"sdk\"\naction = \"allow\"\ntools = [\"anthropic-sdk\"]\n")
+        .start()
+        .await;
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    let state = env.dir.path().join("state");
+    let text = text.replace(
+        &format!("{state:?}"),
+        &format!("{:?}", env.dir.path().join("full")),
+    );
+    std::fs::write(env.dir.path().join("full.toml"), text).unwrap();
+    // `ulimit -f` is in 1024-byte blocks; SIGXFSZ is ignored so a write fails instead of killing.
+    let mut child = Command::new("bash")
+        .current_dir(env.dir.path())
+        .args([
+            "-c",
+            &format!(
+                "trap '' XFSZ; ulimit -S -f 6; exec {} run --config full.toml",
+                env!("CARGO_BIN_EXE_aigate")
+            ),
+        ])
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let proxy = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .to_string();
+    let ca = std::fs::read(env.dir.path().join("full/ca-cert.pem")).unwrap();
+    let client = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{proxy}")).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap();
+    let send = || {
+        client
+            .post("https://api.anthropic.com/v1/messages")
+            .header("user-agent", "Anthropic/Python 0.69.0")
+            .body("{}")
+            .send()
+    };
+    let mut refused = None;
+    for _ in 0..100 {
+        let resp = send().await.unwrap();
+        if resp.status() == 503 {
+            refused = Some(resp);
+            break;
+        }
+        assert_eq!(resp.status(), 200);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let refused = refused.expect("the audit log must fill up and the gateway fail closed");
+    assert_eq!(refused.headers()["x-aigate-reason"], "audit_unavailable");
+    let forwarded_before = env.vendor.requests().len();
+
+    // The disk recovers.
+    let lifted = Command::new("prlimit")
+        .args([
+            "--pid",
+            &child.id().to_string(),
+            "--fsize=unlimited:unlimited",
+        ])
+        .status()
+        .unwrap();
+    assert!(lifted.success());
+    let mut recovered = false;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if send().await.unwrap().status() == 200 {
+            recovered = true;
+            break;
+        }
+    }
+    assert!(
+        recovered,
+        "calls go through again once the log is writable, without a restart"
+    );
+    assert_eq!(
+        env.vendor.requests().len(),
+        forwarded_before + 1,
+        "nothing was forwarded while failing closed"
+    );
+    // Wait off the runtime: the client's connection must keep answering (the drain's GOAWAY
+    // and PING) while the gateway shuts down.
+    let started = std::time::Instant::now();
+    let exited = tokio::task::spawn_blocking(move || {
+        Command::new("kill")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        child.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(exited.success());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "the idle connection closed at once: {:?}",
+        started.elapsed()
+    );
+    let log = env.dir.path().join("full/audit.jsonl");
+    let (code, stdout, stderr) = run(&["audit", "verify", log.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        records.iter().any(|r| r["reason"] == "audit_unavailable"),
+        "the refusals were kept and written after recovery: {stdout}"
+    );
+}

@@ -1264,3 +1264,33 @@ async fn a_forged_tool_keeps_the_conflicting_evidence() {
     );
     assert_eq!(r["tool_conflicts"], serde_json::json!(["anthropic-sdk"]));
 }
+
+#[tokio::test]
+async fn shutdown_closes_idle_keep_alive_connections_at_once() {
+    for h1_only in [false, true] {
+        let env = TestEnv::builder().append(allow_sdk()).start().await;
+        let client = env.client(h1_only);
+        let resp = client
+            .post("https://api.anthropic.com/v1/messages")
+            .header("user-agent", SDK_UA)
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        // Not reading the body is what real clients do when they only need the status.
+        drop(resp);
+        let TestEnv { gateway, dir, .. } = env;
+        let started = std::time::Instant::now();
+        assert!(
+            gateway.shutdown().await,
+            "an idle keep-alive connection must not hold the drain"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "h1_only={h1_only}: {:?}",
+            started.elapsed()
+        );
+        drop((client, dir));
+    }
+}
