@@ -77,6 +77,12 @@ pub fn normalise(raw: &str) -> Result<Host, HostError> {
     if ascii.len() > 253 {
         return Err(HostError::TooLong);
     }
+    // IDNA mapping can turn a Unicode spelling into an IP literal (fullwidth digits, ignored
+    // code points such as U+034F): check again, or `127\u{34f}.0.0.1` would pass as a name and
+    // dodge the IP-literal rules. Found by the connect_target fuzz target.
+    if let Some(ip) = parse_inet_aton(&ascii) {
+        return Ok(Host::Ip(IpAddr::V4(ip)));
+    }
     let valid = ascii.split('.').all(|label| {
         !label.is_empty()
             && label.len() <= 63
@@ -87,7 +93,6 @@ pub fn normalise(raw: &str) -> Result<Host, HostError> {
     if !valid {
         return Err(HostError::Invalid(raw.to_string()));
     }
-    // A name whose last label is all digits is an IP spelling a resolver would accept.
     Ok(Host::Name(ascii))
 }
 
@@ -244,6 +249,14 @@ mod tests {
         }
         assert_eq!(normalise("[2001:db8::1]").unwrap(), ip("2001:db8::1"));
         assert_eq!(normalise("2001:db8::1").unwrap(), ip("2001:db8::1"));
+    }
+
+    #[test]
+    fn unicode_spellings_of_ip_literals_are_ip_literals() {
+        for s in ["127\u{34f}.0.0.1", "\u{ff11}\u{ff12}\u{ff17}\u{3002}0\u{3002}0\u{3002}1", "4\u{34f}4"] {
+            assert!(matches!(normalise(s), Ok(Host::Ip(_)) | Err(_)), "{s:?} -> {:?}", normalise(s));
+        }
+        assert_eq!(normalise("127\u{34f}.0.0.1").unwrap(), ip("127.0.0.1"));
     }
 
     #[test]

@@ -371,10 +371,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         exemption_url,
         vendors,
         tools,
-        policy: Policy {
-            rules,
-            default_action,
-        },
+        policy: Policy::new(rules, default_action),
         admin,
         log,
     })

@@ -12,6 +12,7 @@
 mod reason;
 mod rule;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -25,6 +26,48 @@ use crate::exemptions::Snapshot;
 pub struct Policy {
     pub rules: Vec<Rule>,
     pub default_action: Action,
+    /// For each tool named by some rule, the rules that can match it, in file order; rules that
+    /// name no tool are in every list. Most rules name tools, so `decide` looks at a handful of
+    /// rules instead of all of them (issue #4: under 1 µs with 1,000 rules).
+    by_tool: HashMap<String, Vec<usize>>,
+    /// The rules that name no tool: what a tool no rule names can match.
+    any_tool: Vec<usize>,
+}
+
+impl Policy {
+    pub fn new(rules: Vec<Rule>, default_action: Action) -> Policy {
+        let any_tool: Vec<usize> = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.tools.is_none())
+            .map(|(i, _)| i)
+            .collect();
+        let mut by_tool: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, rule) in rules.iter().enumerate() {
+            for tool in rule.tools.iter().flatten() {
+                let list = by_tool.entry(tool.clone()).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        for list in by_tool.values_mut() {
+            list.extend(&any_tool);
+            list.sort_unstable();
+            list.dedup();
+        }
+        Policy {
+            rules,
+            default_action,
+            by_tool,
+            any_tool,
+        }
+    }
+
+    /// The rules that can match `tool`, in order.
+    fn candidates(&self, tool: &str) -> &[usize] {
+        self.by_tool.get(tool).unwrap_or(&self.any_tool)
+    }
 }
 
 /// What `decide` needs to know about one request, all already identified.
@@ -109,7 +152,15 @@ fn evaluate(
     now: SystemTime,
     mut trace: Option<&mut Vec<RuleTrace>>,
 ) -> Decision {
-    for rule in &policy.rules {
+    // `explain` reports every rule; `decide` only looks at those that can match the tool.
+    let all: Vec<usize>;
+    let order: &[usize] = if trace.is_some() {
+        all = (0..policy.rules.len()).collect();
+        &all
+    } else {
+        policy.candidates(call.tool)
+    };
+    for rule in order.iter().map(|&i| &policy.rules[i]) {
         let mismatch = rule.mismatch(call);
         if let Some(trace) = trace.as_deref_mut() {
             trace.push(RuleTrace {

@@ -34,10 +34,7 @@ fn policy() -> Policy {
     research.groups = strings(&["research"]);
     let mut big = rule("no-big-models", Action::Block);
     big.models = Some(vec![ModelPattern::parse("gpt-5*")]);
-    Policy {
-        rules: vec![ban, research, big],
-        default_action: Action::Monitor,
-    }
+    Policy::new(vec![ban, research, big], Action::Monitor)
 }
 
 fn call<'a>(
@@ -200,4 +197,44 @@ fn explain_reports_every_rule_considered() {
             ("no-big-models".into(), None),
         ]
     );
+}
+
+#[test]
+fn the_tool_index_keeps_file_order_and_tool_agnostic_rules() {
+    // A tool-agnostic rule before a tool rule must still win for that tool.
+    let mut everyone = rule("everyone-monitored", Action::Monitor);
+    everyone.workflows = strings(&["docs"]);
+    let mut ban = rule("ban", Action::Block);
+    ban.tools = strings(&["claude-code"]);
+    let p = Policy::new(vec![everyone, ban], Action::Allow);
+    let none: Vec<String> = vec![];
+    let now = SystemTime::UNIX_EPOCH;
+    let d = decide(
+        &p,
+        &call("claude-code", "docs", &none, None),
+        &Snapshot::default(),
+        now,
+    );
+    assert_eq!(d.rule.as_deref(), Some("everyone-monitored"));
+    let d = decide(
+        &p,
+        &call("claude-code", "untagged", &none, None),
+        &Snapshot::default(),
+        now,
+    );
+    assert_eq!(d.rule.as_deref(), Some("ban"));
+    let d = decide(
+        &p,
+        &call("some-tool-no-rule-names", "docs", &none, None),
+        &Snapshot::default(),
+        now,
+    );
+    assert_eq!(d.rule.as_deref(), Some("everyone-monitored"));
+    let d = decide(
+        &p,
+        &call("some-tool-no-rule-names", "x", &none, None),
+        &Snapshot::default(),
+        now,
+    );
+    assert_eq!((d.reason, d.action), (Reason::DefaultAction, Action::Allow));
 }
