@@ -1,0 +1,124 @@
+#!/usr/bin/env python3
+"""Assertions for tests/clients/run.sh over aigate's audit records and the fake vendor's log.
+
+    check.py audit  QUERY_JSON --after SEQ [--kind K] [--tool T] [--action A] [--method M]
+                    [--path P] [--host H] [--workflow W] [--status N]
+        QUERY_JSON is the output of `aigate audit query FILE --format json` (one record per line).
+        Exit 0 when at least one record with seq > SEQ matches every condition given (--path is a
+        prefix of the path without its query string); otherwise exit 1 and print what was there.
+
+    check.py vendor LOG --scenario NAME [--host H] [--path P] [--method M] [--header-absent NAME]
+        Exit 0 when the vendor received at least one matching request during the scenario (between
+        its marker line and the next) and, with --header-absent, no request of the scenario carried
+        that header.
+
+    check.py lastseq QUERY_JSON      print the highest seq (0 for an empty log)
+    check.py mark LOG NAME           append a scenario marker to the vendor log
+"""
+import json
+import sys
+import time
+from argparse import ArgumentParser
+
+
+def records(path):
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    out.append(json.loads(line))
+    except FileNotFoundError:
+        pass
+    return out
+
+
+def brief(r):
+    if r.get("kind") != "request":
+        return f"  seq={r.get('seq')} {r.get('kind')} {r.get('host')} {r.get('action')} {r.get('reason')} {r.get('error') or ''}"
+    return (f"  seq={r.get('seq')} tool={r.get('tool')} action={r.get('action')} {r.get('method')} "
+            f"{r.get('host')}{r.get('path')} status={r.get('status')} workflow={r.get('workflow')}")
+
+
+def audit(a):
+    recs = [r for r in records(a.file) if int(r.get("seq", 0)) > a.after]
+    want = {"kind": a.kind, "tool": a.tool, "action": a.action, "method": a.method, "host": a.host,
+            "workflow": a.workflow}
+
+    def ok(r):
+        for k, v in want.items():
+            if v is not None and str(r.get(k)) != v:
+                return False
+        if a.status is not None and r.get("status") != a.status:
+            return False
+        if a.path is not None and not (r.get("path") or "").split("?")[0].startswith(a.path):
+            return False
+        return True
+
+    hits = [r for r in recs if ok(r)]
+    if hits:
+        print(f"  {len(hits)} matching record(s), e.g.{brief(hits[0]).lstrip()}")
+        return 0
+    print(f"  no matching record among {len(recs)} new record(s):")
+    for r in recs[:40]:
+        print(brief(r))
+    return 1
+
+
+def vendor(a):
+    reqs, on = [], False
+    for r in records(a.file):
+        if "marker" in r:
+            on = r["marker"] == a.scenario
+            continue
+        if on:
+            reqs.append(r)
+    if a.header_absent:
+        bad = [r for r in reqs if any(k.lower() == a.header_absent.lower() for k, _ in r["headers"])]
+        if bad:
+            print(f"  {len(bad)} request(s) reached the vendor with {a.header_absent}, e.g. "
+                  f"{bad[0]['method']} {bad[0]['host']}{bad[0]['path']}")
+            return 1
+
+    def ok(r):
+        return ((a.host is None or r["host"] == a.host) and (a.method is None or r["method"] == a.method)
+                and (a.path is None or r["path"].split("?")[0].endswith(a.path)))
+
+    hits = [r for r in reqs if ok(r)]
+    if hits:
+        print(f"  vendor received {len(hits)} matching request(s) of {len(reqs)}")
+        return 0
+    print(f"  vendor received no matching request; it saw {len(reqs)}:")
+    for r in reqs[:20]:
+        print(f"  {r['method']} {r['host']}{r['path']}")
+    return 1
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "lastseq":
+        print(max([int(r.get("seq", 0)) for r in records(sys.argv[2])] or [0]))
+        return 0
+    if len(sys.argv) > 1 and sys.argv[1] == "mark":
+        with open(sys.argv[2], "a") as f:
+            f.write(json.dumps({"marker": sys.argv[3], "t": time.time()}) + "\n")
+        return 0
+    p = ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    pa = sub.add_parser("audit")
+    pa.add_argument("file")
+    pa.add_argument("--after", type=int, default=0)
+    for k in ("kind", "tool", "action", "method", "path", "host", "workflow"):
+        pa.add_argument("--" + k)
+    pa.add_argument("--status", type=int)
+    pv = sub.add_parser("vendor")
+    pv.add_argument("file")
+    pv.add_argument("--scenario", required=True)
+    for k in ("host", "path", "method", "header-absent"):
+        pv.add_argument("--" + k)
+    a = p.parse_args()
+    return audit(a) if a.cmd == "audit" else vendor(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

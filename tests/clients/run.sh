@@ -1,0 +1,502 @@
+#!/usr/bin/env bash
+# Real-client check for aigate: runs the real AI coding tools and SDKs through a freshly built
+# aigate against a fake vendor, and asserts what the engineer sees, what aigate audits and what the
+# vendor receives. Prints PASS / FAIL / SKIP per check; exits 1 if any check failed.
+#
+#   tests/clients/run.sh            (must run as root: it uses `unshare -n -m` and `mount --bind`)
+#
+# Needs: bash, node >= 20 + npm, python3 (with venv), openssl, curl, git, iproute2 (ip),
+# util-linux (unshare), cargo (unless AIGATE_BIN is given), and network access to npm and PyPI for
+# the first run. Setup (installs, build, certificates, config) runs on the host; the checks run in a
+# private network namespace with only loopback, and a private /etc/hosts, so nothing leaves the
+# machine: aigate's [upstream.resolve] sends every vendor host to a fake vendor on 127.0.0.1:8443.
+#
+# Everything is written to the work dir, ${AIGATE_CLIENTS_WORK:-/tmp/aigate-clients}:
+#   npm/ venv/            the clients (reused; reinstalled only when a version below changes)
+#   target/               the aigate build (CARGO_TARGET_DIR), unless AIGATE_BIN=/path/to/aigate
+#   certs/                the fake vendor's CA and certificate (openssl)
+#   aigate.toml           config/aigate.toml with state_dir, extra_roots, [upstream.resolve] edited
+#   state/                aigate's CA and audit log (fresh each run)
+#   out/                  per-scenario stdout/stderr/rc, vendor.log, audit.json, results.txt
+#   versions.txt          the client versions that were checked
+#
+# Environment: AIGATE_CLIENTS_WORK, AIGATE_BIN, AIGATE_CLIENTS_ONLY (space-separated scenario names
+# to run, e.g. "claude codex"; all by default: claude codex python node gemini copilot curl git
+# managed),
+# and the client versions: CLAUDE_CODE_VERSION, CODEX_VERSION, GEMINI_CLI_VERSION,
+# COPILOT_CLI_VERSION, ANTHROPIC_NODE_VERSION, OPENAI_NODE_VERSION, UNDICI_VERSION,
+# ANTHROPIC_PY_VERSION, OPENAI_PY_VERSION ("latest" works for the npm ones).
+set -u
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+W=${AIGATE_CLIENTS_WORK:-/tmp/aigate-clients}
+
+: "${CLAUDE_CODE_VERSION:=2.1.329}"
+: "${CODEX_VERSION:=0.169.0}"
+: "${GEMINI_CLI_VERSION:=0.61.0}"
+: "${COPILOT_CLI_VERSION:=1.0.102}"
+: "${ANTHROPIC_NODE_VERSION:=1.11.0}"
+: "${OPENAI_NODE_VERSION:=7.55.0}"
+: "${UNDICI_VERSION:=7.30.2}"
+: "${ANTHROPIC_PY_VERSION:=2.11.0}"
+: "${OPENAI_PY_VERSION:=3.52.0}"
+: "${AIGATE_CLIENTS_ONLY:=claude codex python node gemini copilot curl git managed}"
+
+PROXY=http://127.0.0.1:3128
+VENDOR_PORT=8443
+HOSTS="api.anthropic.com api.openai.com chatgpt.com generativelanguage.googleapis.com api.githubcopilot.com api.github.com github.com"
+DENY='aigate blocked this call'
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "run.sh: $*"; exit 2; }
+
+# ------------------------------------------------------------------------------------------------
+# Setup (host side, with network)
+
+npm_pkg() { # NAME VERSION: install into $W/npm unless that version is there already
+    local have
+    have=$(node -p "require('$W/npm/node_modules/$1/package.json').version" 2>/dev/null)
+    [ -n "$have" ] && [ "$have" = "$2" ] && return 0
+    say "npm install $1@$2"
+    (cd "$W/npm" && npm install --no-audit --no-fund --save-exact "$1@$2" >>"$W/npm/install.log" 2>&1) ||
+        say "npm install $1@$2 failed (see $W/npm/install.log); its checks will SKIP"
+}
+
+setup() {
+    [ "$(id -u)" = 0 ] || die "must run as root (unshare -n -m, mount --bind /etc/hosts)"
+    for t in node npm python3 openssl curl ip unshare mount; do
+        command -v $t >/dev/null || die "missing tool: $t"
+    done
+    mkdir -p "$W" || die "cannot create $W"
+    W=$(cd "$W" && pwd)
+
+    # aigate
+    if [ -n "${AIGATE_BIN:-}" ]; then
+        A=$(cd "$(dirname "$AIGATE_BIN")" && pwd)/$(basename "$AIGATE_BIN")
+        [ -x "$A" ] || die "AIGATE_BIN=$AIGATE_BIN is not executable"
+    else
+        say "building aigate (cargo build --release, CARGO_TARGET_DIR=$W/target)"
+        CARGO_TARGET_DIR="$W/target" cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" ||
+            die "cargo build failed"
+        A=$W/target/release/aigate
+    fi
+
+    # clients
+    mkdir -p "$W/npm"
+    [ -f "$W/npm/package.json" ] || echo '{"name": "aigate-clients-check", "private": true}' >"$W/npm/package.json"
+    npm_pkg @anthropic-ai/claude-code "$CLAUDE_CODE_VERSION"
+    npm_pkg @openai/codex "$CODEX_VERSION"
+    npm_pkg @google/gemini-cli "$GEMINI_CLI_VERSION"
+    npm_pkg @github/copilot "$COPILOT_CLI_VERSION"
+    npm_pkg @anthropic-ai/sdk "$ANTHROPIC_NODE_VERSION"
+    npm_pkg openai "$OPENAI_NODE_VERSION"
+    npm_pkg undici "$UNDICI_VERSION"
+    local pyspec="anthropic==$ANTHROPIC_PY_VERSION openai==$OPENAI_PY_VERSION"
+    if [ "$(cat "$W/venv/.aigate-spec" 2>/dev/null)" != "$pyspec" ]; then
+        say "pip install $pyspec"
+        { [ -x "$W/venv/bin/python" ] || python3 -m venv "$W/venv"; } &&
+            "$W/venv/bin/pip" install -q $pyspec >"$W/venv-install.log" 2>&1 &&
+            echo "$pyspec" >"$W/venv/.aigate-spec" ||
+            say "pip install failed (see $W/venv-install.log); the Python checks will SKIP"
+    fi
+
+    # The fake vendor's CA and one certificate naming every vendor host.
+    local san
+    san=$(printf 'DNS:%s,' $HOSTS)
+    san=${san%,}
+    mkdir -p "$W/certs"
+    if [ "$(cat "$W/certs/san" 2>/dev/null)" != "$san" ]; then
+        (
+            cd "$W/certs" || exit 1
+            openssl req -x509 -newkey rsa:2048 -nodes -keyout upstream-ca.key -out upstream-ca.pem -days 365 \
+                -subj "/CN=aigate-clients fake upstream CA" \
+                -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" &&
+                openssl req -newkey rsa:2048 -nodes -keyout vendor.key -out vendor.csr -subj "/CN=api.anthropic.com" &&
+                printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n' \
+                    "$san" >vendor.ext &&
+                openssl x509 -req -in vendor.csr -CA upstream-ca.pem -CAkey upstream-ca.key -CAcreateserial \
+                    -out vendor.pem -days 365 -extfile vendor.ext
+        ) >"$W/certs/openssl.log" 2>&1 || die "openssl failed (see $W/certs/openssl.log)"
+        echo "$san" >"$W/certs/san"
+    fi
+
+    # aigate config: the shipped one, pointed at the work dir and the fake vendor.
+    python3 - "$ROOT/config/aigate.toml" "$W/aigate.toml" "$W" "$VENDOR_PORT" $HOSTS <<'EOF' || die "cannot write $W/aigate.toml"
+import re, sys
+src, dst, work, port, hosts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+q = lambda s: '"' + s.replace('\\', '\\\\').replace('"', '\\"') + '"'
+want = {("gateway", "listen"): q("127.0.0.1:3128"), ("gateway", "state_dir"): q(work + "/state"),
+        ("upstream", "extra_roots"): "[" + q(work + "/certs/upstream-ca.pem") + "]",
+        ("admin", "listen"): q("127.0.0.1:9180")}
+seen, out, section = set(), [], None
+for line in open(src).read().splitlines():
+    m = re.match(r"^\s*\[+\s*([^\]]+?)\s*\]+\s*(#.*)?$", line)
+    if m:
+        section = m.group(1)
+        out.append(line)
+        if section == "upstream.resolve":
+            out += [f"{q(h)} = {q('127.0.0.1:' + port)}" for h in hosts]
+            seen.add("resolve")
+        continue
+    m = re.match(r"^\s*([A-Za-z0-9_]+)\s*=", line)
+    if m and (section, m.group(1)) in want:
+        out.append(f"{m.group(1)} = {want[(section, m.group(1))]}")
+        seen.add((section, m.group(1)))
+        continue
+    if section == "upstream.resolve" and re.match(r'^\s*"[^"]+"\s*=', line):
+        continue
+    out.append(line)
+missing = [k for k in list(want) + ["resolve"] if k not in seen]
+if missing:
+    sys.exit(f"config/aigate.toml has no {missing}; update tests/clients/run.sh")
+open(dst, "w").write("\n".join(out) + "\n")
+EOF
+    "$A" check --config "$W/aigate.toml" >"$W/aigate-check.txt" 2>&1 || {
+        cat "$W/aigate-check.txt" >&2
+        die "aigate check --config $W/aigate.toml failed"
+    }
+
+    # Codex: the documented tagging recipe, a custom provider with http_headers (WebSockets off,
+    # so the HTTPS POST carries the tag).
+    cat >"$W/codex-docs.toml" <<'EOF'
+model_provider = "openai-aigate"
+
+[model_providers.openai-aigate]
+name = "OpenAI via aigate"
+base_url = "https://api.openai.com/v1"
+env_key = "OPENAI_API_KEY"
+wire_api = "responses"
+supports_websockets = false
+http_headers = { "x-aigate-workflow" = "docs" }
+EOF
+    { echo "127.0.0.1 localhost"; echo "::1 localhost"; echo "127.0.0.1 $HOSTS"; } >"$W/hosts"
+
+    versions
+}
+
+versions() {
+    local v f=$W/versions.txt
+    : >"$f"
+    ver() { printf '%-28s %s\n' "$1" "${2:-not installed}" >>"$f"; }
+    nv() { node -p "require('$W/npm/node_modules/$1/package.json').version" 2>/dev/null; }
+    ver aigate "$("$A" --version 2>/dev/null | head -1) ($A)"
+    ver "Claude Code" "$(nv @anthropic-ai/claude-code)"
+    ver "Codex CLI" "$(nv @openai/codex)"
+    ver "Gemini CLI" "$(nv @google/gemini-cli)"
+    ver "Copilot CLI" "$(nv @github/copilot)"
+    ver "@anthropic-ai/sdk (Node)" "$(nv @anthropic-ai/sdk)"
+    ver "openai (Node)" "$(nv openai)"
+    ver "undici (Node)" "$(nv undici)"
+    ver "anthropic (Python)" "$("$W/venv/bin/python" -c 'import anthropic; print(anthropic.__version__)' 2>/dev/null)"
+    ver "openai (Python)" "$("$W/venv/bin/python" -c 'import openai; print(openai.__version__)' 2>/dev/null)"
+    ver node "$(node --version)"
+    ver python "$("$W/venv/bin/python" --version 2>/dev/null | cut -d' ' -f2)"
+    ver curl "$(curl --version | head -1 | cut -d' ' -f2)"
+    ver git "$(git --version 2>/dev/null | cut -d' ' -f3)"
+    say "client versions ($f):"
+    sed 's/^/  /' "$f" >&2
+}
+
+# ------------------------------------------------------------------------------------------------
+# Checks (inside `unshare -n -m`: loopback only, private /etc/hosts)
+
+OUT= AUDIT_JSON= SEQ0=0 RC=0 ELAPSED=0 FAILS=0
+
+result() { # STATUS NAME [DETAIL...]
+    local st=$1 name=$2
+    shift 2
+    printf '%-4s %s%s\n' "$st" "$name" "${*:+ — $*}" | tee -a "$OUT/results.txt"
+    [ "$st" = FAIL ] && FAILS=$((FAILS + 1))
+    return 0
+}
+
+# expect NAME COMMAND...: PASS if the command succeeds, FAIL (with its output) otherwise.
+expect() {
+    local name=$1 o
+    shift
+    if o=$("$@" 2>&1); then
+        result PASS "$name"
+    else
+        result FAIL "$name"
+        printf '%s\n' "$o" | head -40 | sed 's/^/       /' | tee -a "$OUT/results.txt"
+    fi
+}
+
+audit_has() { python3 "$HERE/check.py" audit "$AUDIT_JSON" --after "$SEQ0" "$@"; }
+vendor_has() { python3 "$HERE/check.py" vendor "$OUT/vendor.log" "$@"; }
+output_has() { grep -qF -- "$2" "$OUT/$1.stdout" "$OUT/$1.stderr" || { echo "  \"$2\" not in $OUT/$1.{stdout,stderr}"; tail -5 "$OUT/$1.stderr" "$OUT/$1.stdout"; return 1; }; }
+rc_is() { [ "$RC" = "$1" ] || { echo "  exit code $RC, want $1 (see $OUT/$2.{stdout,stderr})"; tail -8 "$OUT/$2.stderr" "$OUT/$2.stdout"; return 1; }; }
+not_timed_out() { [ "$RC" != 124 ] || { echo "  still running after the timeout"; return 1; }; }
+
+refresh_audit() {
+    sleep 0.5
+    "$A" audit query "$W/state/audit.jsonl" --format json >"$AUDIT_JSON" 2>"$OUT/audit-query.stderr"
+}
+
+# client NAME TIMEOUT ENV... -- COMMAND...: runs a client with a fresh HOME and a clean environment.
+client() {
+    local name=$1 t=$2 home=$W/homes/$1 s
+    shift 2
+    local envs=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do envs+=("$1"); shift; done
+    shift
+    refresh_audit
+    SEQ0=$(python3 "$HERE/check.py" lastseq "$AUDIT_JSON")
+    python3 "$HERE/check.py" mark "$OUT/vendor.log" "$name"
+    rm -rf "$home" && mkdir -p "$home"
+    [ -n "${PREP_HOME:-}" ] && $PREP_HOME "$home"
+    s=$(date +%s%N)
+    (cd "$home" && env -i PATH="$W/npm/node_modules/.bin:$PATH" HOME="$home" USER=root LANG=C.UTF-8 TERM=dumb \
+        "${envs[@]}" timeout "$t" "$@" </dev/null >"$OUT/$name.stdout" 2>"$OUT/$name.stderr")
+    RC=$?
+    ELAPSED=$(( ($(date +%s%N) - s) / 1000000 ))
+    echo "rc=$RC elapsed_ms=$ELAPSED" >"$OUT/$name.rc"
+    say "---- $name: exit $RC after ${ELAPSED} ms"
+    refresh_audit
+}
+
+have() { [ -e "$W/npm/node_modules/$1/package.json" ]; }
+want() { [[ " $AIGATE_CLIENTS_ONLY " == *" $1 "* ]]; }
+
+check_claude() {
+    have @anthropic-ai/claude-code || { result SKIP "Claude Code" "not installed"; return; }
+    local base=(HTTPS_PROXY=$PROXY NODE_EXTRA_CA_CERTS=$CA ANTHROPIC_API_KEY=sk-ant-fake-000)
+    client claude-untagged 120 "${base[@]}" -- claude -p "Say hi"
+    expect "Claude Code untagged: prints the aigate deny message" output_has claude-untagged "$DENY"
+    expect "Claude Code untagged: deny message quotes the request id" output_has claude-untagged "Request id:"
+    expect "Claude Code untagged: audit tool=claude-code action=block POST /v1/messages" \
+        audit_has --tool claude-code --action block --method POST --path /v1/messages --workflow untagged --status 403
+    expect "Claude Code untagged: vendor received no /v1/messages" \
+        bash -c '! python3 "$0" vendor "$1" --scenario claude-untagged --path /v1/messages >/dev/null' "$HERE/check.py" "$OUT/vendor.log"
+
+    client claude-docs 120 "${base[@]}" "ANTHROPIC_CUSTOM_HEADERS=x-aigate-workflow: docs" -- claude -p "Say hi"
+    expect "Claude Code tagged docs: exits 0" rc_is 0 claude-docs
+    expect "Claude Code tagged docs: prints the vendor's answer" output_has claude-docs "hi from fake vendor"
+    expect "Claude Code tagged docs: audit tool=claude-code workflow=docs POST /v1/messages forwarded" \
+        audit_has --tool claude-code --workflow docs --method POST --path /v1/messages --status 200
+    expect "Claude Code tagged docs: vendor got /v1/messages without x-aigate-workflow" \
+        vendor_has --scenario claude-docs --method POST --path /v1/messages --header-absent x-aigate-workflow
+}
+
+check_codex() {
+    have @openai/codex || { result SKIP "Codex CLI" "not installed"; return; }
+    client codex-untagged 180 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA SSL_CERT_FILE=$CA CODEX_API_KEY=sk-fake-000 \
+        -- codex exec --skip-git-repo-check "Say hi"
+    expect "Codex untagged: exits by itself (took ${ELAPSED} ms, limit 180 s)" not_timed_out
+    expect "Codex untagged: prints the aigate deny message" output_has codex-untagged "$DENY"
+    expect "Codex untagged: audit tool=codex-cli block WebSocket GET /v1/responses" \
+        audit_has --tool codex-cli --action block --method GET --path /v1/responses --status 403
+    expect "Codex untagged: audit tool=codex-cli block POST /v1/responses" \
+        audit_has --tool codex-cli --action block --method POST --path /v1/responses --status 403
+
+    PREP_HOME=codex_home client codex-docs 180 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA SSL_CERT_FILE=$CA \
+        OPENAI_API_KEY=sk-fake-000 -- codex exec --skip-git-repo-check "Say hi"
+    expect "Codex tagged docs (custom provider): exits 0" rc_is 0 codex-docs
+    expect "Codex tagged docs: prints the vendor's answer" output_has codex-docs "hi from fake vendor"
+    expect "Codex tagged docs: audit tool=codex-cli workflow=docs POST /v1/responses forwarded" \
+        audit_has --tool codex-cli --workflow docs --method POST --path /v1/responses --status 200
+    expect "Codex tagged docs: vendor got /v1/responses without x-aigate-workflow" \
+        vendor_has --scenario codex-docs --method POST --path /v1/responses --header-absent x-aigate-workflow
+}
+codex_home() { mkdir -p "$1/.codex" && cp "$W/codex-docs.toml" "$1/.codex/config.toml"; }
+codex_user_home() { mkdir -p "$1/.codex" && echo 'model_provider = "openai"' >"$1/.codex/config.toml"; }
+
+check_python() {
+    [ -x "$W/venv/bin/python" ] && "$W/venv/bin/python" -c 'import anthropic, openai' 2>/dev/null ||
+        { result SKIP "Python SDKs" "not installed"; return; }
+    client py-anthropic 60 HTTPS_PROXY=$PROXY SSL_CERT_FILE=$CA ANTHROPIC_API_KEY=sk-ant-fake-000 -- "$W/venv/bin/python" -c '
+import anthropic
+c = anthropic.Anthropic(default_headers={"x-aigate-workflow": "docs"})
+r = c.messages.create(model="claude-sonnet-4-5", max_tokens=16, messages=[{"role": "user", "content": "Say hi"}])
+print(r.content[0].text)'
+    expect "Python anthropic: exits 0" rc_is 0 py-anthropic
+    expect "Python anthropic: audit tool=anthropic-sdk workflow=docs forwarded" \
+        audit_has --tool anthropic-sdk --workflow docs --method POST --path /v1/messages --status 200
+    expect "Python anthropic: vendor got /v1/messages without x-aigate-workflow" \
+        vendor_has --scenario py-anthropic --path /v1/messages --header-absent x-aigate-workflow
+
+    client py-openai 60 HTTPS_PROXY=$PROXY SSL_CERT_FILE=$CA OPENAI_API_KEY=sk-fake-000 -- "$W/venv/bin/python" -c '
+import openai
+c = openai.OpenAI(default_headers={"x-aigate-workflow": "docs"})
+print(c.responses.create(model="gpt-5", input="Say hi").output_text)'
+    expect "Python openai: exits 0" rc_is 0 py-openai
+    expect "Python openai: audit tool=openai-sdk workflow=docs forwarded" \
+        audit_has --tool openai-sdk --workflow docs --method POST --path /v1/responses --status 200
+    expect "Python openai: vendor got /v1/responses without x-aigate-workflow" \
+        vendor_has --scenario py-openai --path /v1/responses --header-absent x-aigate-workflow
+}
+
+check_node() {
+    have @anthropic-ai/sdk && have openai && have undici || { result SKIP "Node SDKs" "not installed"; return; }
+    # Node 20's fetch ignores HTTPS_PROXY: the SDKs get undici's fetch and a ProxyAgent.
+    client node-anthropic 60 NODE_PATH="$W/npm/node_modules" NODE_EXTRA_CA_CERTS=$CA ANTHROPIC_API_KEY=sk-ant-fake-000 \
+        AIGATE_PROXY=$PROXY -- node -e '
+const Anthropic = require("@anthropic-ai/sdk").default;
+const { fetch, ProxyAgent } = require("undici");
+const c = new Anthropic({ fetch, fetchOptions: { dispatcher: new ProxyAgent(process.env.AIGATE_PROXY) },
+                          defaultHeaders: { "x-aigate-workflow": "docs" } });
+c.messages.create({ model: "claude-sonnet-4-5", max_tokens: 16, messages: [{ role: "user", content: "Say hi" }] })
+ .then(r => console.log(r.content[0].text), e => { console.error(String(e)); process.exit(1); });'
+    expect "Node @anthropic-ai/sdk: exits 0" rc_is 0 node-anthropic
+    expect "Node @anthropic-ai/sdk: audit tool=anthropic-sdk workflow=docs forwarded" \
+        audit_has --tool anthropic-sdk --workflow docs --method POST --path /v1/messages --status 200
+
+    client node-openai 60 NODE_PATH="$W/npm/node_modules" NODE_EXTRA_CA_CERTS=$CA OPENAI_API_KEY=sk-fake-000 \
+        AIGATE_PROXY=$PROXY -- node -e '
+const OpenAI = require("openai").default;
+const { fetch, ProxyAgent } = require("undici");
+const c = new OpenAI({ fetch, fetchOptions: { dispatcher: new ProxyAgent(process.env.AIGATE_PROXY) },
+                       defaultHeaders: { "x-aigate-workflow": "docs" } });
+c.responses.create({ model: "gpt-5", input: "Say hi" })
+ .then(r => console.log(r.output_text), e => { console.error(String(e)); process.exit(1); });'
+    expect "Node openai: exits 0" rc_is 0 node-openai
+    expect "Node openai: audit tool=openai-sdk workflow=docs forwarded" \
+        audit_has --tool openai-sdk --workflow docs --method POST --path /v1/responses --status 200
+}
+
+check_gemini() {
+    have @google/gemini-cli || { result SKIP "Gemini CLI" "not installed"; return; }
+    local base=(HTTPS_PROXY=$PROXY NODE_EXTRA_CA_CERTS=$CA GEMINI_API_KEY=fake-gemini-key GEMINI_CLI_TRUST_WORKSPACE=true)
+    client gemini-untagged 120 "${base[@]}" -- gemini -p "Say hi"
+    expect "Gemini CLI untagged: exits 0" rc_is 0 gemini-untagged
+    expect "Gemini CLI untagged: prints the vendor's answer" output_has gemini-untagged "hi from fake vendor"
+    expect "Gemini CLI untagged: audit tool=gemini-cli workflow=untagged forwarded" \
+        audit_has --tool gemini-cli --workflow untagged --method POST --path /v1beta/models/ --status 200
+
+    client gemini-docs 120 "${base[@]}" "GEMINI_CLI_CUSTOM_HEADERS=x-aigate-workflow: docs" -- gemini -p "Say hi"
+    expect "Gemini CLI tagged docs: exits 0" rc_is 0 gemini-docs
+    expect "Gemini CLI tagged docs: audit tool=gemini-cli workflow=docs forwarded" \
+        audit_has --tool gemini-cli --workflow docs --method POST --path /v1beta/models/ --status 200
+    expect "Gemini CLI tagged docs: vendor got the call without x-aigate-workflow" \
+        vendor_has --scenario gemini-docs --host generativelanguage.googleapis.com --header-absent x-aigate-workflow
+}
+
+check_copilot() {
+    have @github/copilot || { result SKIP "Copilot CLI" "not installed"; return; }
+    # api.github.com is tunnelled (not a vendor host) to the fake vendor: trust its CA as well.
+    client copilot 120 HTTPS_PROXY=$PROXY NODE_EXTRA_CA_CERTS=$BUNDLE COPILOT_GITHUB_TOKEN=gho_fake000000000000000000000000000000 \
+        COPILOT_AUTO_UPDATE=false -- copilot -p "Say hi" --allow-all-tools
+    expect "Copilot CLI: exits 0" rc_is 0 copilot
+    expect "Copilot CLI: prints the vendor's answer" output_has copilot "hi from fake vendor"
+    expect "Copilot CLI: audit tool=copilot-cli POST /responses forwarded" \
+        audit_has --tool copilot-cli --host api.githubcopilot.com --method POST --path /responses --status 200
+}
+
+check_curl() {
+    client curl-docs 30 -- curl -sS -x $PROXY --cacert "$CA" https://api.anthropic.com/v1/messages \
+        -H 'x-aigate-workflow: docs' -H 'x-api-key: sk-ant-fake-000' -H 'anthropic-version: 2023-06-01' \
+        -H 'content-type: application/json' \
+        -d '{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"Say hi"}]}'
+    expect "curl tagged docs: exits 0" rc_is 0 curl-docs
+    expect "curl tagged docs: audit workflow=docs POST /v1/messages forwarded" \
+        audit_has --workflow docs --method POST --host api.anthropic.com --path /v1/messages --status 200
+    expect "curl tagged docs: vendor got /v1/messages without x-aigate-workflow" \
+        vendor_has --scenario curl-docs --path /v1/messages --header-absent x-aigate-workflow
+}
+
+check_git() {
+    command -v git >/dev/null || { result SKIP "git" "not installed"; return; }
+    # github.com is no vendor host: aigate tunnels it (the fake vendor, trusted via http.sslCAInfo,
+    # answers as github.com, so the TLS session is git's own, end to end).
+    client git 30 -- git -c http.proxy=$PROXY -c http.sslCAInfo="$W/certs/upstream-ca.pem" \
+        ls-remote https://github.com/example/repo.git
+    expect "git: audit kind=tunnel github.com (not intercepted)" audit_has --kind tunnel --host github.com --action allow
+    expect "git: the fake vendor saw git's own request through the tunnel" \
+        vendor_has --scenario git --host github.com --path /info/refs
+}
+
+# Fleet rollout: the proxy, CA and tag come from the system-wide managed files, not the user.
+check_managed() {
+    [ -n "$ETC_OVERLAY" ] || { result SKIP "managed settings" "no overlay mount on /etc ($(head -1 "$W/etc/mount.err"))"; return; }
+    if have @anthropic-ai/claude-code; then
+        mkdir -p /etc/claude-code
+        printf '{\n  "env": {\n    "HTTPS_PROXY": "%s",\n    "NODE_EXTRA_CA_CERTS": "%s",\n    "ANTHROPIC_CUSTOM_HEADERS": "x-aigate-workflow: docs"\n  }\n}\n' \
+            "$PROXY" "$CA" >/etc/claude-code/managed-settings.json
+        cp /etc/claude-code/managed-settings.json "$OUT/managed-settings.json"
+        client claude-managed 120 ANTHROPIC_API_KEY=sk-ant-fake-000 -- claude -p "Say hi"
+        rm -rf /etc/claude-code
+        expect "Claude Code via /etc/claude-code/managed-settings.json only: exits 0" rc_is 0 claude-managed
+        expect "Claude Code managed: audit tool=claude-code workflow=docs POST /v1/messages forwarded" \
+            audit_has --tool claude-code --workflow docs --method POST --path /v1/messages --status 200
+    else
+        result SKIP "Claude Code managed settings" "not installed"
+    fi
+    if have @openai/codex; then
+        mkdir -p /etc/codex
+        cp "$W/codex-docs.toml" /etc/codex/managed_config.toml
+        # The user's own config picks the built-in provider; the managed file must win.
+        PREP_HOME=codex_user_home client codex-managed 180 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA \
+            OPENAI_API_KEY=sk-fake-000 -- codex exec --skip-git-repo-check "Say hi"
+        rm -rf /etc/codex
+        expect "Codex via /etc/codex/managed_config.toml (over a user config.toml): exits 0" rc_is 0 codex-managed
+        expect "Codex managed: audit tool=codex-cli workflow=docs POST /v1/responses forwarded" \
+            audit_has --tool codex-cli --workflow docs --method POST --path /v1/responses --status 200
+    else
+        result SKIP "Codex managed config" "not installed"
+    fi
+}
+
+inner() {
+    OUT=$W/out
+    AUDIT_JSON=$OUT/audit.json
+    ip link set lo up || die "ip link set lo up failed"
+    # A private /etc: an overlay (so the managed-settings checks can write /etc/claude-code and
+    # /etc/codex), or else only a private /etc/hosts.
+    rm -rf "$W/etc"
+    mkdir -p "$W/etc/upper" "$W/etc/work"
+    if mount -t overlay overlay -o "lowerdir=/etc,upperdir=$W/etc/upper,workdir=$W/etc/work" /etc 2>"$W/etc/mount.err"; then
+        ETC_OVERLAY=1
+        cp "$W/hosts" /etc/hosts || die "cannot write /etc/hosts in the overlay"
+    else
+        ETC_OVERLAY=
+        mount --bind "$W/hosts" /etc/hosts || die "mount --bind $W/hosts /etc/hosts failed"
+    fi
+    rm -rf "$W/state" "$OUT" "$W/homes"
+    mkdir -p "$OUT" "$W/state" "$W/homes"
+    cp "$W/versions.txt" "$OUT/"
+
+    python3 "$HERE/fake_vendor.py" --cert "$W/certs/vendor.pem" --key "$W/certs/vendor.key" \
+        --log "$OUT/vendor.log" --port $VENDOR_PORT >"$OUT/fake_vendor.stdout" 2>&1 &
+    local vpid=$!
+    "$A" run --config "$W/aigate.toml" >"$OUT/aigate.stdout" 2>"$OUT/aigate.stderr" &
+    local apid=$!
+    trap 'kill $apid $vpid 2>/dev/null' EXIT
+    local i
+    for i in $(seq 100); do
+        [ -f "$W/state/ca-cert.pem" ] && (exec 3<>/dev/tcp/127.0.0.1/3128) 2>/dev/null &&
+            (exec 3<>/dev/tcp/127.0.0.1/$VENDOR_PORT) 2>/dev/null && break
+        sleep 0.1
+    done
+    (exec 3<>/dev/tcp/127.0.0.1/3128) 2>/dev/null || { cat "$OUT/aigate.stderr" >&2; die "aigate did not start"; }
+    CA=$W/state/ca-cert.pem
+    BUNDLE=$OUT/ca-bundle.pem
+    cat "$CA" "$W/certs/upstream-ca.pem" >"$BUNDLE"
+
+    local c
+    for c in claude codex python node gemini copilot curl git managed; do
+        want $c && check_$c
+    done
+
+    kill $apid $vpid 2>/dev/null
+    wait $apid $vpid 2>/dev/null
+    trap - EXIT
+    SEQ0=0
+    refresh_audit
+    expect "aigate audit verify: hash chain intact" "$A" audit verify "$W/state/audit.jsonl"
+    "$A" audit query "$W/state/audit.jsonl" >"$OUT/audit.txt" 2>&1
+    if [ -n "$ETC_OVERLAY" ]; then umount /etc; else umount /etc/hosts; fi
+
+    say ""
+    say "results: $OUT/results.txt   audit: $AUDIT_JSON   vendor log: $OUT/vendor.log"
+    say "$(grep -c '^PASS' "$OUT/results.txt") passed, $(grep -c '^FAIL' "$OUT/results.txt") failed, $(grep -c '^SKIP' "$OUT/results.txt") skipped"
+    [ "$FAILS" = 0 ]
+}
+
+if [ "${1:-}" = --inner ]; then
+    inner
+    exit $?
+fi
+setup
+export W A AIGATE_CLIENTS_ONLY
+exec unshare -n -m -- bash "$HERE/run.sh" --inner
