@@ -253,8 +253,16 @@ mod tests {
 
     #[test]
     fn unicode_spellings_of_ip_literals_are_ip_literals() {
-        for s in ["127\u{34f}.0.0.1", "\u{ff11}\u{ff12}\u{ff17}\u{3002}0\u{3002}0\u{3002}1", "4\u{34f}4"] {
-            assert!(matches!(normalise(s), Ok(Host::Ip(_)) | Err(_)), "{s:?} -> {:?}", normalise(s));
+        for s in [
+            "127\u{34f}.0.0.1",
+            "\u{ff11}\u{ff12}\u{ff17}\u{3002}0\u{3002}0\u{3002}1",
+            "4\u{34f}4",
+        ] {
+            assert!(
+                matches!(normalise(s), Ok(Host::Ip(_)) | Err(_)),
+                "{s:?} -> {:?}",
+                normalise(s)
+            );
         }
         assert_eq!(normalise("127\u{34f}.0.0.1").unwrap(), ip("127.0.0.1"));
     }

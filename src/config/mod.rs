@@ -171,6 +171,11 @@ pub struct Config {
     pub allowed_ip_literals: Vec<IpNet>,
     /// On SIGTERM, how long requests and streams in flight may take to finish.
     pub drain_timeout: Duration,
+    /// How long a client may take to send a request's headers (slowloris), on both legs.
+    pub header_timeout: Duration,
+    /// How long a client may take over its TLS handshake with the gateway (or a tunnel's
+    /// ClientHello).
+    pub handshake_timeout: Duration,
     /// Client connections at once, overall and per client address (tunnels included).
     pub max_connections: usize,
     pub max_connections_per_client: usize,

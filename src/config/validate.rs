@@ -151,6 +151,22 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         Duration::from_secs(3600),
     );
 
+    let header_timeout = duration(
+        &mut p,
+        "gateway.header_timeout",
+        raw.gateway.header_timeout.as_deref(),
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        Duration::from_secs(600),
+    );
+    let handshake_timeout = duration(
+        &mut p,
+        "gateway.handshake_timeout",
+        raw.gateway.handshake_timeout.as_deref(),
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        Duration::from_secs(600),
+    );
     let max_connections = raw.gateway.max_connections.unwrap_or(16_000);
     let max_per_client = raw.gateway.max_connections_per_client.unwrap_or(512);
     if max_connections == 0 {
@@ -344,6 +360,8 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         body_peek_bytes: peek as usize,
         allowed_ip_literals,
         drain_timeout,
+        header_timeout,
+        handshake_timeout,
         max_connections: max_connections as usize,
         max_connections_per_client: max_per_client as usize,
         ca: CaConfig {

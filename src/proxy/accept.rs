@@ -31,8 +31,6 @@ use crate::identify::user::{self, AuthFailure};
 use crate::policy::{Action, Reason};
 use crate::tls::upstream::ProxyBody;
 
-/// A client has this long to send the CONNECT (or request) headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 pub async fn serve(
@@ -67,10 +65,11 @@ async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAd
     let _open = crate::metrics::ConnectionGauge::new(shared.metrics.clone());
     let mut draining = shared.draining.clone();
     let _ = stream.set_nodelay(true);
+    let header_timeout = shared.config.load().header_timeout;
     let service = service_fn(move |req| proxy_request(shared.clone(), peer, slot.clone(), req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .max_buf_size(MAX_HEADER_BYTES)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();

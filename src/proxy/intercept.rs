@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
@@ -25,12 +24,8 @@ use crate::host::normalise;
 use crate::identify::Identity;
 use crate::policy::{Action, Reason};
 
-/// A client has this long to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Request headers beyond this are refused (431) rather than passed on to the vendor.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
-/// And this long to send a request's headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub async fn intercept(
     shared: Arc<Shared>,
@@ -41,6 +36,10 @@ pub async fn intercept(
     identity: Identity,
 ) {
     let start = Instant::now();
+    let (handshake_timeout, header_timeout) = {
+        let cfg = shared.config.load();
+        (cfg.handshake_timeout, cfg.header_timeout)
+    };
     let fail = |reason: Reason, error: String| {
         let mut record = AuditRecord::new(
             new_id(),
@@ -60,7 +59,7 @@ pub async fn intercept(
 
     let acceptor =
         LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
-    let handshake = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await {
+    let handshake = match tokio::time::timeout(handshake_timeout, acceptor).await {
         Ok(Ok(h)) => h,
         Ok(Err(e)) => return fail(Reason::TlsHandshake, format!("client_tls: {e}")),
         Err(_) => {
@@ -83,7 +82,7 @@ pub async fn intercept(
             return fail(Reason::TlsHandshake, format!("mint: {e}"));
         }
     };
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake.into_stream(config)).await {
+    let tls = match tokio::time::timeout(handshake_timeout, handshake.into_stream(config)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return fail(Reason::TlsHandshake, format!("client_tls: {e}")),
         Err(_) => {
@@ -108,7 +107,7 @@ pub async fn intercept(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_timeout)
         .max_buf_size(MAX_HEADER_BYTES);
     builder
         .http2()

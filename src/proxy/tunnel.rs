@@ -7,7 +7,6 @@
 //! the start, so protocols where the server speaks first are not held up.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -21,7 +20,6 @@ use crate::policy::{Action, Reason};
 
 /// The most we buffer while waiting for a complete ClientHello.
 const MAX_HELLO: usize = 16 * 1024;
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the client's first bytes say.
 #[derive(Debug, PartialEq, Eq)]
@@ -104,8 +102,11 @@ pub async fn tunnel(
     };
     let up = async {
         let mut opening = Vec::new();
-        let verdict =
-            tokio::time::timeout(HELLO_TIMEOUT, read_opening(&mut client_rd, &mut opening)).await;
+        let verdict = tokio::time::timeout(
+            config.handshake_timeout,
+            read_opening(&mut client_rd, &mut opening),
+        )
+        .await;
         let refuse = match &verdict {
             Ok(Ok(Opening::Sni(sni))) if !sni_allowed(&config, &target, sni) => Some(format!(
                 "sni_mismatch: {}",

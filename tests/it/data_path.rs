@@ -1294,3 +1294,75 @@ async fn shutdown_closes_idle_keep_alive_connections_at_once() {
         drop((client, dir));
     }
 }
+
+/// Slow and broken clients are cut off by the configured timeouts and never hold a slot.
+#[tokio::test]
+async fn slowloris_and_stalled_handshakes_are_cut_off() {
+    let env = TestEnv::builder()
+        .replace("header_timeout = \"30s\"", "header_timeout = \"1s\"")
+        .replace("handshake_timeout = \"10s\"", "handshake_timeout = \"1s\"")
+        .start()
+        .await;
+    let started = std::time::Instant::now();
+    // Headers byte by byte, slower than the timeout allows.
+    let mut s = tokio::net::TcpStream::connect(env.gateway.proxy_addr)
+        .await
+        .unwrap();
+    let mut cut = false;
+    for b in b"CONNECT api.anthropic.com:443 HTTP/1.1\r\nHost: api.anthropic.com:443\r\nX-Slow: yes\r\n\r\n" {
+        if s.write_all(&[*b]).await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let mut probe = [0u8; 256];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut probe)).await {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "a slowloris client must be cut off");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // A client that CONNECTs and then never finishes (or never starts) its handshake.
+    let mut stalled = env.connect_raw("api.anthropic.com:443", "").await.unwrap();
+    let truncated_hello = &client_hello("api.anthropic.com")[..20];
+    stalled.write_all(truncated_hello).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), stalled.read(&mut buf))
+        .await
+        .expect("cut off after the handshake timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let mut silent = env.connect_raw("api.anthropic.com:443", "").await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("cut off after the handshake timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // TLS garbage.
+    let mut garbage = env.connect_raw("api.anthropic.com:443", "").await.unwrap();
+    garbage
+        .write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 0xde, 0xad, 0xbe, 0xef])
+        .await
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(5), garbage.read(&mut buf))
+        .await
+        .expect("refused");
+    let records = env.audit_n(3).await;
+    let handshakes: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["reason"] == "tls_handshake")
+        .collect();
+    assert!(handshakes.len() >= 3, "{records:#?}");
+    assert!(
+        handshakes
+            .iter()
+            .any(|r| r["error"].as_str().unwrap_or("").contains("timed out"))
+    );
+    assert!(env.vendor.requests().is_empty());
+}
