@@ -51,6 +51,13 @@ pub struct ListQuery {
     pub active: Option<bool>,
 }
 
+fn not_found(id: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        &RevokeError::NotFound(id.to_string()).to_string(),
+    )
+}
+
 fn bad(message: impl AsRef<str>) -> Response {
     error(StatusCode::BAD_REQUEST, message.as_ref())
 }
@@ -277,10 +284,7 @@ pub async fn show(
             &path,
             "to be the subject's manager, an auditor or an admin",
         ),
-        None => error(
-            StatusCode::NOT_FOUND,
-            &format!("no exemption with id {id:?}"),
-        ),
+        None => not_found(&id),
     }
 }
 
@@ -296,10 +300,7 @@ pub async fn revoke(
         Err(refused) => return *refused,
     };
     let Some(existing) = state.store.get(&id) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("no exemption with id {id:?}"),
-        );
+        return not_found(&id);
     };
     let allowed = caller.has(Role::Admin)
         || {
@@ -322,10 +323,7 @@ pub async fn revoke(
             admin_record(&state, &caller, client, Reason::ExemptionRevoked, &e);
             Json(view(&e, now)).into_response()
         }
-        Err(RevokeError::NotFound(_)) => error(
-            StatusCode::NOT_FOUND,
-            &format!("no exemption with id {id:?}"),
-        ),
+        Err(RevokeError::NotFound(_)) => not_found(&id),
         Err(e @ RevokeError::AlreadyRevoked(_)) => error(StatusCode::CONFLICT, &e.to_string()),
         Err(RevokeError::Io(e)) => {
             tracing::error!(error = %e, "cannot journal a revocation");

@@ -821,10 +821,7 @@ fn admin(p: &mut Problems, raw: &RawAdmin) -> AdminConfig {
             }
         }
         let hash = t.hash.clone().unwrap_or_default();
-        let ok = hash
-            .strip_prefix("sha256:")
-            .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-        if !ok {
+        if !crate::identify::user::is_token_hash(&hash) {
             p.push(format!("{at}.hash"), None, "not a token hash; store the output of `aigate user hash-token` (sha256:<64 hex>), never the token");
         }
         tokens.push(AdminToken {

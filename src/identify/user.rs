@@ -15,6 +15,12 @@ use sha2::{Digest, Sha256};
 
 pub const ANONYMOUS: &str = "anonymous";
 
+/// Whether `s` is a stored token hash (`sha256:` and 64 hex digits), not a token.
+pub fn is_token_hash(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// `sha256:<hex>` of a token, the form stored in the directory file.
 pub fn hash_token(token: &str) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(token.as_bytes())))
@@ -95,10 +101,7 @@ impl Directory {
                 return Err(format!("users[{i}].id = {:?}: duplicate user id", u.id));
             }
             for (j, t) in u.tokens.iter().enumerate() {
-                let ok = t
-                    .strip_prefix("sha256:")
-                    .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-                if !ok {
+                if !is_token_hash(t) {
                     return Err(format!(
                         "users[{i}].tokens[{j}]: not a token hash; store `aigate user hash-token` output (sha256:<64 hex>), never the token"
                     ));

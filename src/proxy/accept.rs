@@ -22,7 +22,7 @@ use super::classify::{Route, classify};
 use super::connect::{Target, parse_authority, parse_target};
 use super::limits::{LimitHit, Slot};
 use super::pipeline::{self, AuditGuard, ConnCtx, Scheme};
-use super::{Shared, deny, intercept, new_id, tunnel};
+use super::{MAX_HEADER_BYTES, Shared, deny, intercept, new_id, tunnel};
 use crate::audit::{AuditRecord, Kind};
 use crate::config::Config;
 use crate::host::Host;
@@ -30,8 +30,6 @@ use crate::identify::Identity;
 use crate::identify::user::{self, AuthFailure};
 use crate::policy::{Action, Reason};
 use crate::tls::upstream::ProxyBody;
-
-const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 pub async fn serve(
     shared: Arc<Shared>,

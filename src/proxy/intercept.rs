@@ -16,16 +16,13 @@ use tokio_rustls::LazyConfigAcceptor;
 
 use super::Shared;
 use super::connect::Target;
-use super::new_id;
 use super::pipeline::{self, AuditGuard, ConnCtx, Scheme};
+use super::{MAX_HEADER_BYTES, new_id};
 use crate::audit::{AuditRecord, Kind};
 use crate::config::Vendor;
 use crate::host::normalise;
 use crate::identify::Identity;
 use crate::policy::{Action, Reason};
-
-/// Request headers beyond this are refused (431) rather than passed on to the vendor.
-const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 pub async fn intercept(
     shared: Arc<Shared>,

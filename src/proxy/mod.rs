@@ -71,6 +71,10 @@ pub struct Shared {
     pub limits: Arc<limits::Limits>,
 }
 
+/// Request headers beyond this are refused (431) on both legs, so nothing larger than the proxy
+/// leg accepts is ever passed on to a vendor.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// A fresh request or tunnel id: UUIDv7, so ids sort by time in the audit log.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()

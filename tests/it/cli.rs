@@ -16,6 +16,13 @@ fn aigate() -> Command {
     c
 }
 
+/// The shipped config with the proxy and the admin API on ports the OS picks, for the real binary.
+fn shipped_on_free_ports() -> String {
+    aigate::config::DEFAULT_CONFIG
+        .replace("listen = \"127.0.0.1:3128\"", "listen = \"127.0.0.1:0\"")
+        .replace("listen = \"127.0.0.1:9180\"", "listen = \"127.0.0.1:0\"")
+}
+
 fn run(args: &[&str]) -> (i32, String, String) {
     let out = aigate().args(args).output().unwrap();
     (
@@ -152,8 +159,7 @@ fn hash_token_reads_stdin() {
 fn run_starts_prints_where_to_point_clients_and_tunnels() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("aigate.toml");
-    let text = aigate::config::DEFAULT_CONFIG
-        .replace("listen = \"127.0.0.1:3128\"", "listen = \"127.0.0.1:0\"");
+    let text = shipped_on_free_ports();
     std::fs::write(&cfg, text).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_aigate"))
         .current_dir(dir.path())
@@ -341,17 +347,13 @@ fn spawn_gateway(dir: &Path) -> (std::process::Child, String, String) {
 fn an_acknowledged_grant_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let token = "root-token-for-kill-test";
-    let text = aigate::config::DEFAULT_CONFIG
-        .replace("listen = \"127.0.0.1:3128\"", "listen = \"127.0.0.1:0\"")
-        .replace("listen = \"127.0.0.1:9180\"", "listen = \"127.0.0.1:0\"")
-        .replace(
-            "# users_file = \"users.toml\"",
-            "users_file = \"users.toml\"",
-        )
-        + &format!(
-            "\n[[admin.tokens]]\nuser = \"root\"\nroles = [\"admin\"]\nhash = \"{}\"\n",
-            aigate::identify::user::hash_token(token)
-        );
+    let text = shipped_on_free_ports().replace(
+        "# users_file = \"users.toml\"",
+        "users_file = \"users.toml\"",
+    ) + &format!(
+        "\n[[admin.tokens]]\nuser = \"root\"\nroles = [\"admin\"]\nhash = \"{}\"\n",
+        aigate::identify::user::hash_token(token)
+    );
     std::fs::write(dir.path().join("aigate.toml"), text).unwrap();
     std::fs::write(dir.path().join("users.toml"), "[[users]]\nid = \"alice\"\n").unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -425,9 +427,7 @@ fn the_example_pac_file_lists_every_shipped_vendor_host() {
 #[test]
 fn sighup_reloads_the_policy() {
     let dir = tempfile::tempdir().unwrap();
-    let text = aigate::config::DEFAULT_CONFIG
-        .replace("listen = \"127.0.0.1:3128\"", "listen = \"127.0.0.1:0\"")
-        .replace("listen = \"127.0.0.1:9180\"", "listen = \"127.0.0.1:0\"");
+    let text = shipped_on_free_ports();
     std::fs::write(dir.path().join("aigate.toml"), &text).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_aigate"))
         .current_dir(dir.path())
@@ -488,10 +488,7 @@ fn completions_for_each_shell() {
 #[test]
 fn json_logs_when_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let text = aigate::config::DEFAULT_CONFIG
-        .replace("listen = \"127.0.0.1:3128\"", "listen = \"127.0.0.1:0\"")
-        .replace("listen = \"127.0.0.1:9180\"", "listen = \"127.0.0.1:0\"")
-        .replace("format = \"pretty\"", "format = \"json\"");
+    let text = shipped_on_free_ports().replace("format = \"pretty\"", "format = \"json\"");
     std::fs::write(dir.path().join("aigate.toml"), text).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_aigate"))
         .current_dir(dir.path())
