@@ -6,6 +6,21 @@ use aigate::cli::{self, AuditCommand, CaCommand, Cli, CliError, Command, UserCom
 use aigate::config::{self, LogFormat};
 use clap::Parser;
 
+/// The running gateway's own messages. A closed stdout or stderr (whoever started it stopped
+/// reading) must not take the gateway down with it, as `println!` would.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! note {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -79,15 +94,15 @@ fn run(arg: &cli::ConfigArg) -> Result<(), CliError> {
         let audit_path = cfg.audit.path.clone();
         let handle = aigate::App::start(cfg).await.map_err(anyhow::Error::from)?;
         let ca = std::path::absolute(handle.ca_cert_path()).unwrap_or_else(|_| handle.ca_cert_path());
-        println!("aigate listening on {} (policy: {source})", handle.proxy_addr);
-        println!("CA certificate: {}   (print it with `aigate ca export`)", ca.display());
-        println!("audit log:      {}", audit_path.display());
-        println!("admin API:      http://{}", handle.admin_addr);
-        println!("point a client at it:");
-        println!("  export HTTPS_PROXY=http://{}", handle.proxy_addr);
-        println!("  export NODE_EXTRA_CA_CERTS={}   # Python: SSL_CERT_FILE, Codex: CODEX_CA_CERTIFICATE", ca.display());
+        say!("aigate listening on {} (policy: {source})", handle.proxy_addr);
+        say!("CA certificate: {}   (print it with `aigate ca export`)", ca.display());
+        say!("audit log:      {}", audit_path.display());
+        say!("admin API:      http://{}", handle.admin_addr);
+        say!("point a client at it:");
+        say!("  export HTTPS_PROXY=http://{}", handle.proxy_addr);
+        say!("  export NODE_EXTRA_CA_CERTS={}   # Python: SSL_CERT_FILE, Codex: CODEX_CA_CERTIFICATE", ca.display());
         reload_on_sighup(&handle, hup).await;
-        eprintln!("aigate: shutting down");
+        note!("aigate: shutting down");
         handle.shutdown().await;
         Ok::<(), CliError>(())
     })
@@ -105,8 +120,8 @@ async fn reload_on_sighup(handle: &aigate::AppHandle, hup: Option<tokio::signal:
         tokio::select! {
             _ = &mut stop => return,
             _ = hup.recv() => match handle.reload() {
-                Ok(version) => eprintln!("aigate: policy reloaded (version {version})"),
-                Err(e) => eprintln!("aigate: reload refused, the running policy stays in force: {e}"),
+                Ok(version) => note!("aigate: policy reloaded (version {version})"),
+                Err(e) => note!("aigate: reload refused, the running policy stays in force: {e}"),
             },
         }
     }

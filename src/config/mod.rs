@@ -173,6 +173,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// How long a client may take to send a request's headers (slowloris), on both legs.
     pub header_timeout: Duration,
+    /// How long a client connection may sit with no request in flight before it is closed.
+    pub idle_timeout: Duration,
     /// How long a client may take over its TLS handshake with the gateway (or a tunnel's
     /// ClientHello).
     pub handshake_timeout: Duration,

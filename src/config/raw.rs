@@ -46,6 +46,7 @@ pub struct RawGateway {
     pub allowed_ip_literals: Option<Vec<String>>,
     pub drain_timeout: Option<String>,
     pub header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
     pub handshake_timeout: Option<String>,
     pub max_connections: Option<u64>,
     pub max_connections_per_client: Option<u64>,

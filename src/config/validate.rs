@@ -159,6 +159,14 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         Duration::from_millis(100),
         Duration::from_secs(600),
     );
+    let idle_timeout = duration(
+        &mut p,
+        "gateway.idle_timeout",
+        raw.gateway.idle_timeout.as_deref(),
+        Duration::from_secs(90),
+        Duration::from_millis(100),
+        Duration::from_secs(3600),
+    );
     let handshake_timeout = duration(
         &mut p,
         "gateway.handshake_timeout",
@@ -361,6 +369,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         allowed_ip_literals,
         drain_timeout,
         header_timeout,
+        idle_timeout,
         handshake_timeout,
         max_connections: max_connections as usize,
         max_connections_per_client: max_per_client as usize,

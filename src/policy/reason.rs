@@ -46,6 +46,9 @@ pub enum Reason {
     ExemptionRevoked,
     /// Admin API: a call without a valid token (401) or without the role for it (403).
     AdminDenied,
+    /// On start the audit log ended in a torn line (the gateway died mid-write); the line was
+    /// cut off and is kept in this record (`kind = admin`, `admin.torn_line`).
+    AuditRecovered,
 }
 
 impl Reason {
@@ -69,6 +72,7 @@ impl Reason {
             Reason::ExemptionGranted => "exemption_granted",
             Reason::ExemptionRevoked => "exemption_revoked",
             Reason::AdminDenied => "admin_denied",
+            Reason::AuditRecovered => "audit_recovered",
         }
     }
 
@@ -97,6 +101,7 @@ impl Reason {
             Reason::ExemptionGranted => "an exemption was granted",
             Reason::ExemptionRevoked => "an exemption was revoked",
             Reason::AdminDenied => "the admin API refused the caller",
+            Reason::AuditRecovered => "the audit log was recovered from a torn write",
         }
     }
 }

@@ -18,10 +18,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::audited::AuditGuard;
 use super::classify::{Route, classify};
 use super::connect::{Target, parse_authority, parse_target};
 use super::limits::{LimitHit, Slot};
-use super::pipeline::{self, AuditGuard, ConnCtx, Scheme};
+use super::pipeline::{self, ConnCtx, Scheme};
 use super::{MAX_HEADER_BYTES, Shared, deny, intercept, new_id, tunnel};
 use crate::audit::{AuditRecord, Kind};
 use crate::config::Config;
@@ -63,8 +64,17 @@ async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAd
     let _open = crate::metrics::ConnectionGauge::new(shared.metrics.clone());
     let mut draining = shared.draining.clone();
     let _ = stream.set_nodelay(true);
-    let header_timeout = shared.config.load().header_timeout;
-    let service = service_fn(move |req| proxy_request(shared.clone(), peer, slot.clone(), req));
+    let (header_timeout, idle_timeout) = {
+        let cfg = shared.config.load();
+        (cfg.header_timeout, cfg.idle_timeout)
+    };
+    let activity = super::idle::Activity::new();
+    let watch = activity.clone();
+    let service = service_fn(move |req| {
+        let in_flight = activity.begin();
+        let handled = proxy_request(shared.clone(), peer, slot.clone(), req);
+        async move { Ok::<_, Infallible>(super::idle::track(handled.await?, in_flight)) }
+    });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
@@ -76,6 +86,10 @@ async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAd
         r = conn.as_mut() => r,
         _ = super::until_draining(&mut draining) => {
             // Finish the request in flight, then close; an idle keep-alive closes now.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = watch.idle_for(idle_timeout) => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
@@ -109,13 +123,15 @@ async fn over_limit(shared: &Shared, stream: &mut TcpStream, peer: SocketAddr, h
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nx-aigate-decision: block\r\nx-aigate-reason: connection_limit\r\nx-aigate-request-id: {id}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{text}",
         text.len()
     );
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(head.as_bytes())).await;
-    let _ = stream.shutdown().await;
     let r = guard.rec();
     r.action = Action::Block;
     r.reason = Reason::ConnectionLimit;
     r.status = Some(503);
-    guard.finish();
+    if !guard.commit().await {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(head.as_bytes())).await;
+    let _ = stream.shutdown().await;
 }
 
 async fn proxy_request(
@@ -151,13 +167,10 @@ fn record(
     );
     rec.user_source = Some(user.source);
     rec.policy_version = Some(shared.config.load().version.clone());
-    (
-        id,
-        AuditGuard::new(shared.audit.clone(), rec, Instant::now()),
-    )
+    (id, AuditGuard::new(shared, rec, Instant::now()))
 }
 
-fn refuse(
+async fn refuse(
     mut guard: AuditGuard,
     id: &str,
     status: StatusCode,
@@ -170,8 +183,9 @@ fn refuse(
     r.reason = reason;
     r.vendor = vendor;
     r.status = Some(status.as_u16());
-    guard.finish();
-    deny::proxy_response(status, reason, id, text)
+    guard
+        .respond(deny::proxy_response(status, reason, id, text))
+        .await
 }
 
 fn identify_user(
@@ -192,7 +206,7 @@ fn identify_user(
     )
 }
 
-fn auth_refusal(
+async fn auth_refusal(
     shared: &Shared,
     peer: SocketAddr,
     host: String,
@@ -227,6 +241,7 @@ fn auth_refusal(
         None,
         text,
     )
+    .await
 }
 
 async fn connect(
@@ -259,12 +274,15 @@ async fn connect(
                 Reason::BadRequest,
                 None,
                 &format!("aigate: bad CONNECT target: {e}"),
-            );
+            )
+            .await;
         }
     };
     let identity = match identify_user(&cfg, peer, &req) {
         Ok(i) => i,
-        Err(f) => return auth_refusal(&shared, peer, target.host.to_string(), target.port, f),
+        Err(f) => {
+            return auth_refusal(&shared, peer, target.host.to_string(), target.port, f).await;
+        }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
     match classify(&cfg, &target) {
@@ -283,7 +301,7 @@ async fn connect(
                 target.port,
                 reason.explanation()
             );
-            refuse(guard, &id, StatusCode::FORBIDDEN, reason, vendor, &text)
+            refuse(guard, &id, StatusCode::FORBIDDEN, reason, vendor, &text).await
         }
         Route::Intercept(vendor) => {
             let open = crate::metrics::ConnectionGauge::new(shared.metrics.clone());
@@ -319,16 +337,17 @@ async fn connect(
                     let r = guard.rec();
                     r.error = Some(format!("upstream_connect: {e}"));
                     r.status = Some(502);
-                    guard.finish();
-                    return deny::proxy_response(
-                        StatusCode::BAD_GATEWAY,
-                        Reason::NotVendor,
-                        &id,
-                        &format!(
-                            "aigate: cannot connect to {}:{}: {e}",
-                            target.host, target.port
-                        ),
-                    );
+                    return guard
+                        .respond(deny::proxy_response(
+                            StatusCode::BAD_GATEWAY,
+                            Reason::NotVendor,
+                            &id,
+                            &format!(
+                                "aigate: cannot connect to {}:{}: {e}",
+                                target.host, target.port
+                            ),
+                        ))
+                        .await;
                 }
             };
             guard.rec().status = Some(200);
@@ -395,7 +414,7 @@ async fn absolute(
                 Reason::BadRequest,
                 None,
                 "aigate is a forward proxy: use CONNECT host:443 for HTTPS, or an absolute http:// URL",
-            );
+            ).await;
         }
     };
     let (host, port) = match parse_authority(&authority) {
@@ -416,12 +435,13 @@ async fn absolute(
                 Reason::BadRequest,
                 None,
                 &format!("aigate: bad host in URL: {e}"),
-            );
+            )
+            .await;
         }
     };
     let identity = match identify_user(&cfg, peer, &req) {
         Ok(i) => i,
-        Err(f) => return auth_refusal(&shared, peer, host.to_string(), port, f),
+        Err(f) => return auth_refusal(&shared, peer, host.to_string(), port, f).await,
     };
     // A vendor over plain HTTP would never be inspected: identify it, then refuse it.
     if let Some(vendor) = host.as_name().and_then(|n| cfg.vendor_for(n)).cloned() {
@@ -457,7 +477,7 @@ async fn absolute(
                 "aigate: request to {host}:{port} refused: {}",
                 reason.explanation()
             );
-            refuse(guard, &id, StatusCode::FORBIDDEN, reason, vendor, &text)
+            refuse(guard, &id, StatusCode::FORBIDDEN, reason, vendor, &text).await
         }
         _ => pipeline::passthrough(shared, peer, identity, host, port, req).await,
     }

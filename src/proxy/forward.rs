@@ -3,26 +3,25 @@
 //! Hop-by-hop headers, proxy credentials and aigate's own headers (the workflow tag) never
 //! reach the vendor. `alt-svc` never reaches the client: it would invite the client onto QUIC,
 //! which does not go through the proxy. The response body is streamed frame by frame (SSE
-//! arrives event by event) and the audit record is finished when it ends or the client leaves.
+//! arrives event by event); its audit record is written before its last byte leaves.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri, Version, header};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::Shared;
+use super::audited::{AuditGuard, AuditedBody};
 use super::deny::{self, UpstreamFailure};
-use super::pipeline::{AuditGuard, ReplayBody};
+use super::pipeline::ReplayBody;
 use crate::config::ErrorFormat;
 use crate::policy::Reason;
-use crate::tls::upstream::{BoxError, ProxyBody};
+use crate::tls::upstream::ProxyBody;
 
 /// One request on its way upstream.
 pub struct Exchange {
@@ -148,8 +147,7 @@ pub async fn forward(
                 "aigate: the request target is not a valid URL",
             );
             guard.rec().status = Some(400);
-            guard.finish();
-            return resp;
+            return guard.respond(resp).await;
         }
     };
     strip_hop_by_hop(&mut parts.headers, websocket);
@@ -174,14 +172,14 @@ pub async fn forward(
         Ok(Err(e)) => {
             let failure = classify_error(&e);
             tracing::warn!(request_id = %request_id, error = %e, code = failure.code(), "upstream request failed");
-            return fail(guard, format, failure, reason, &request_id);
+            return fail(guard, format, failure, reason, &request_id).await;
         }
-        Err(_) => return fail(guard, format, UpstreamFailure::Timeout, reason, &request_id),
+        Err(_) => return fail(guard, format, UpstreamFailure::Timeout, reason, &request_id).await,
     };
-    respond(resp, guard, label, reason, &request_id)
+    respond(resp, guard, label, reason, format, &request_id).await
 }
 
-fn fail(
+async fn fail(
     mut guard: AuditGuard,
     format: Option<ErrorFormat>,
     failure: UpstreamFailure,
@@ -192,16 +190,21 @@ fn fail(
     let r = guard.rec();
     r.error = Some(failure.code().into());
     r.status = Some(resp.status().as_u16());
-    guard.finish();
-    resp
+    guard.respond(resp).await
 }
 
-/// Pass the vendor's response back, cleaned and annotated, its body tied to the audit guard.
-fn respond(
+/// A vendor answer up to this size with a known length is read whole before its head goes out,
+/// so that head and body still leave in one write once the record is written. Larger or
+/// streamed answers (SSE) flow frame by frame and hold back only their last frame.
+const WHOLE_BODY_LIMIT: u64 = 64 * 1024;
+
+/// Pass the vendor's response back, cleaned and annotated, its end tied to the audit record.
+async fn respond(
     resp: Response<Incoming>,
     mut guard: AuditGuard,
     label: &str,
     reason: Reason,
+    format: Option<ErrorFormat>,
     id: &str,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
@@ -212,81 +215,29 @@ fn respond(
     let r = guard.rec();
     r.status = Some(parts.status.as_u16());
     r.ttfb_ms = Some(ttfb);
-    let body = AuditedBody {
-        inner: body,
-        guard: Some(guard),
-        bytes: 0,
+    if body
+        .size_hint()
+        .exact()
+        .is_none_or(|n| n > WHOLE_BODY_LIMIT)
+    {
+        return Response::from_parts(parts, AuditedBody::forwarded(body, guard).boxed());
+    }
+    let whole = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            tracing::warn!(request_id = %id, error = %e, "upstream body failed");
+            return fail(guard, format, UpstreamFailure::Reset, reason, id).await;
+        }
     };
-    Response::from_parts(parts, body.boxed())
-}
-
-/// The vendor's response body on its way to the client. Finishes the audit record at the end
-/// of the stream; if the client goes away first, dropping the guard records that.
-struct AuditedBody {
-    inner: Incoming,
-    guard: Option<AuditGuard>,
-    bytes: u64,
-}
-
-impl AuditedBody {
-    fn finish(&mut self, error: Option<&str>) {
-        if let Some(mut g) = self.guard.take() {
-            let r = g.rec();
-            r.bytes_down = self.bytes;
-            if let Some(e) = error {
-                r.error = Some(e.into());
-            }
-            g.finish();
-        }
-    }
-}
-
-impl Body for AuditedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(d) = frame.data_ref() {
-                    this.bytes += d.len() as u64;
-                }
-                if this.inner.is_end_stream() {
-                    this.finish(None);
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.finish(Some(UpstreamFailure::Reset.code()));
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Ready(None) => {
-                this.finish(None);
-                Poll::Ready(None)
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for AuditedBody {
-    fn drop(&mut self) {
-        if let Some(g) = self.guard.as_mut() {
-            g.rec().bytes_down = self.bytes;
-        }
-    }
+    guard.rec().bytes_down = whole.len() as u64;
+    let body = if guard.commit().await {
+        http_body_util::Full::new(whole)
+            .map_err(|never| match never {})
+            .boxed()
+    } else {
+        AuditedBody::unwritten().boxed()
+    };
+    Response::from_parts(parts, body)
 }
 
 /// A WebSocket upgrade the policy allowed: a dedicated HTTP/1.1 connection upstream, the
@@ -340,7 +291,7 @@ async fn websocket_upgrade(
     };
     let mut sender = match connected.await {
         Ok(s) => s,
-        Err(f) => return fail(guard, format, f, reason, &request_id),
+        Err(f) => return fail(guard, format, f, reason, &request_id).await,
     };
     let authority = uri
         .authority()
@@ -358,10 +309,10 @@ async fn websocket_upgrade(
     let req = Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
     let mut resp = match sender.send_request(req).await {
         Ok(r) => r,
-        Err(_) => return fail(guard, format, UpstreamFailure::Reset, reason, &request_id),
+        Err(_) => return fail(guard, format, UpstreamFailure::Reset, reason, &request_id).await,
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return respond(resp, guard, label, reason, &request_id);
+        return respond(resp, guard, label, reason, format, &request_id).await;
     }
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let (mut parts, _) = resp.into_parts();

@@ -4,6 +4,7 @@
 //! (a client that CONNECTs to one name and asks TLS for another is fronting). The leaf comes from
 //! the authority's cache; ALPN offers h2 and http/1.1.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -15,8 +16,9 @@ use tokio::time::Instant;
 use tokio_rustls::LazyConfigAcceptor;
 
 use super::Shared;
+use super::audited::AuditGuard;
 use super::connect::Target;
-use super::pipeline::{self, AuditGuard, ConnCtx, Scheme};
+use super::pipeline::{self, ConnCtx, Scheme};
 use super::{MAX_HEADER_BYTES, new_id};
 use crate::audit::{AuditRecord, Kind};
 use crate::config::Vendor;
@@ -33,9 +35,9 @@ pub async fn intercept(
     identity: Identity,
 ) {
     let start = Instant::now();
-    let (handshake_timeout, header_timeout) = {
+    let (handshake_timeout, header_timeout, idle_timeout) = {
         let cfg = shared.config.load();
-        (cfg.handshake_timeout, cfg.header_timeout)
+        (cfg.handshake_timeout, cfg.header_timeout, cfg.idle_timeout)
     };
     let fail = |reason: Reason, error: String| {
         let mut record = AuditRecord::new(
@@ -51,7 +53,7 @@ pub async fn intercept(
         record.action = Action::Block;
         record.reason = reason;
         record.error = Some(error);
-        AuditGuard::new(shared.audit.clone(), record, start).finish();
+        AuditGuard::new(&shared, record, start).finish();
     };
 
     let acceptor =
@@ -99,7 +101,13 @@ pub async fn intercept(
         scheme: Scheme::Https,
     });
     let shared_draining = shared.draining.clone();
-    let service = service_fn(move |req| pipeline::handle(shared.clone(), conn.clone(), req));
+    let activity = super::idle::Activity::new();
+    let watch = activity.clone();
+    let service = service_fn(move |req| {
+        let in_flight = activity.begin();
+        let handled = pipeline::handle(shared.clone(), conn.clone(), req);
+        async move { Ok::<_, Infallible>(super::idle::track(handled.await?, in_flight)) }
+    });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -118,6 +126,10 @@ pub async fn intercept(
         r = conn.as_mut() => r,
         _ = super::until_draining(&mut draining) => {
             // HTTP/2 gets GOAWAY, HTTP/1.1 closes after the request in flight; streams finish.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        _ = watch.idle_for(idle_timeout) => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }

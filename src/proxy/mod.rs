@@ -13,16 +13,19 @@
 //!                                                  ├─ allow / monitor ─▶ forward upstream (rustls, streamed)
 //!                                                  └─ block ───────────▶ deny response in the vendor's error format
 //!                                                               ▼
-//!                                              audit: exactly one record per request, from one exit (AuditGuard)
+//!                                              audit: exactly one record per request, from one exit (AuditGuard),
+//!                                              written before the response's last byte (audited)
 //! ```
 //!
 //! Plain-HTTP absolute-form requests enter at `accept` and join at `pipeline`.
 
 pub mod accept;
+pub mod audited;
 pub mod classify;
 pub mod connect;
 pub mod deny;
 pub mod forward;
+pub mod idle;
 pub mod intercept;
 pub mod limits;
 pub mod pipeline;

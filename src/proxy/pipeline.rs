@@ -1,9 +1,7 @@
 //! One intercepted request, from headers to the single audit record.
 //!
 //! identify (user from the connection, tool, workflow, model) -> decide -> deny or forward.
-//! The `AuditGuard` is created first and travels with the request; whatever path it takes
-//! (denied, forwarded and finished, upstream error, client gone mid-stream) the guard submits
-//! exactly one record, either explicitly or when dropped.
+//! The `AuditGuard` (audited.rs) is created first and travels with the request.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -21,10 +19,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use super::audited::AuditGuard;
 use super::connect::parse_authority;
 use super::deny::{self, DenyContext};
 use super::{Shared, forward, new_id};
-use crate::audit::{AuditLog, AuditRecord, Kind};
+use crate::audit::{AuditRecord, Kind};
 use crate::config::{FailMode, Vendor};
 use crate::host::Host;
 use crate::identify::tools::RequestFacts;
@@ -50,67 +49,6 @@ pub struct ConnCtx {
     pub vendor: Arc<Vendor>,
     pub identity: Identity,
     pub scheme: Scheme,
-}
-
-/// Submits the request's audit record exactly once: on `finish`, or on drop (client gone).
-pub struct AuditGuard {
-    record: AuditRecord,
-    audit: AuditLog,
-    start: Instant,
-    bytes_up: Option<Arc<AtomicU64>>,
-    submitted: bool,
-}
-
-impl AuditGuard {
-    pub fn new(audit: AuditLog, record: AuditRecord, start: Instant) -> AuditGuard {
-        AuditGuard {
-            record,
-            audit,
-            start,
-            bytes_up: None,
-            submitted: false,
-        }
-    }
-
-    pub fn rec(&mut self) -> &mut AuditRecord {
-        &mut self.record
-    }
-
-    pub fn count_up(&mut self, counter: Arc<AtomicU64>) {
-        self.bytes_up = Some(counter);
-    }
-
-    pub fn elapsed_ms(&self) -> f64 {
-        self.start.elapsed().as_secs_f64() * 1000.0
-    }
-
-    pub fn finish(mut self) {
-        self.submit();
-    }
-
-    fn submit(&mut self) {
-        if self.submitted {
-            return;
-        }
-        self.submitted = true;
-        self.record.duration_ms = self.elapsed_ms();
-        if let Some(up) = &self.bytes_up {
-            self.record.bytes_up = up.load(Ordering::Relaxed);
-        }
-        let record = std::mem::replace(&mut self.record, AuditRecord::placeholder());
-        self.audit.submit(record);
-    }
-}
-
-impl Drop for AuditGuard {
-    fn drop(&mut self) {
-        if !self.submitted {
-            if self.record.error.is_none() {
-                self.record.error = Some("client_gone".into());
-            }
-            self.submit();
-        }
-    }
 }
 
 /// The request body after the peek: the frames already read, then the rest, counted.
@@ -262,7 +200,7 @@ pub async fn handle(
     let cfg = shared.config.load_full();
     let id = new_id();
     let mut guard = AuditGuard::new(
-        shared.audit.clone(),
+        &shared,
         AuditRecord::new(
             id.clone(),
             Kind::Request,
@@ -307,24 +245,23 @@ pub async fn handle(
         r.action = Action::Block;
         r.reason = reason;
         r.status = Some(status.as_u16());
-        guard.finish();
-        Ok(resp)
+        guard.respond(resp)
     };
 
     if !authority_matches(&parts, &conn) {
-        return refuse(guard, Reason::HostMismatch, StatusCode::MISDIRECTED_REQUEST);
+        return Ok(refuse(guard, Reason::HostMismatch, StatusCode::MISDIRECTED_REQUEST).await);
     }
 
     let websocket = is_websocket(&parts);
     if parts.headers.contains_key(header::UPGRADE) && !websocket {
-        return refuse(guard, Reason::UpgradeRefused, StatusCode::FORBIDDEN);
+        return Ok(refuse(guard, Reason::UpgradeRefused, StatusCode::FORBIDDEN).await);
     }
 
     let (prefix, replay) = match peek(body, cfg.body_peek_bytes).await {
         Ok(p) => p,
         Err(_) => {
             guard.rec().error = Some("client_body".into());
-            return refuse(guard, Reason::BadRequest, StatusCode::BAD_REQUEST);
+            return Ok(refuse(guard, Reason::BadRequest, StatusCode::BAD_REQUEST).await);
         }
     };
 
@@ -394,8 +331,7 @@ pub async fn handle(
         };
         let resp = deny::deny(format, status, &decision, &ctx);
         guard.rec().status = Some(status.as_u16());
-        guard.finish();
-        return Ok(resp);
+        return Ok(guard.respond(resp).await);
     }
 
     let upstream_uri = if conn.port == 443 {
@@ -440,7 +376,7 @@ pub async fn passthrough(
     let start = Instant::now();
     let id = new_id();
     let mut guard = AuditGuard::new(
-        shared.audit.clone(),
+        &shared,
         AuditRecord::new(
             id.clone(),
             Kind::Tunnel,

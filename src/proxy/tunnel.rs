@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::pipeline::AuditGuard;
+use super::audited::AuditGuard;
 use crate::config::Config;
 use crate::host::{Host, normalise};
 use crate::policy::{Action, Reason};

@@ -633,13 +633,7 @@ async fn audit_disk_full_fails_closed_and_recovers_without_restart() {
         .append("\n[[rules]]\nname = \"sdk\"\naction = \"allow\"\ntools = [\"anthropic-sdk\"]\n")
         .start()
         .await;
-    let text = std::fs::read_to_string(&env.config_path).unwrap();
-    let state = env.dir.path().join("state");
-    let text = text.replace(
-        &format!("{state:?}"),
-        &format!("{:?}", env.dir.path().join("full")),
-    );
-    std::fs::write(env.dir.path().join("full.toml"), text).unwrap();
+    binary_config(&env, "full");
     // `ulimit -f` is in 1024-byte blocks; SIGXFSZ is ignored so a write fails instead of killing.
     let mut child = Command::new("bash")
         .current_dir(env.dir.path())
@@ -655,22 +649,7 @@ async fn audit_disk_full_fails_closed_and_recovers_without_restart() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let proxy = lines
-        .next()
-        .unwrap()
-        .unwrap()
-        .split_whitespace()
-        .nth(3)
-        .unwrap()
-        .to_string();
-    let ca = std::fs::read(env.dir.path().join("full/ca-cert.pem")).unwrap();
-    let client = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::all(format!("http://{proxy}")).unwrap())
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .tls_built_in_root_certs(false)
-        .build()
-        .unwrap();
+    let client = client_of(&mut child, &env.dir.path().join("full"));
     let send = || {
         client
             .post("https://api.anthropic.com/v1/messages")
@@ -680,7 +659,8 @@ async fn audit_disk_full_fails_closed_and_recovers_without_restart() {
     };
     let mut refused = None;
     for _ in 0..100 {
-        let resp = send().await.unwrap();
+        // The answer whose record hits the limit is cut off (fail_closed), not completed.
+        let Ok(resp) = send().await else { continue };
         if resp.status() == 503 {
             refused = Some(resp);
             break;
@@ -749,4 +729,181 @@ async fn audit_disk_full_fails_closed_and_recovers_without_restart() {
         records.iter().any(|r| r["reason"] == "audit_unavailable"),
         "the refusals were kept and written after recovery: {stdout}"
     );
+}
+
+/// A client through the gateway binary `child` started: its proxy address from the banner, its
+/// CA from `state`.
+fn client_of(child: &mut std::process::Child, state: &Path) -> reqwest::Client {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let proxy = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .split_whitespace()
+        .nth(3)
+        .unwrap()
+        .to_string();
+    // Drain the rest of the banner, so the gateway's writes to stdout never block.
+    std::thread::spawn(move || lines.for_each(drop));
+    let ca = std::fs::read(state.join("ca-cert.pem")).unwrap();
+    reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://{proxy}")).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap()
+}
+
+/// The env's config with its own state directory, for a binary of its own.
+fn binary_config(env: &TestEnv, name: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    let state = env.dir.path().join("state");
+    let text = text.replace(
+        &format!("{state:?}"),
+        &format!("{:?}", env.dir.path().join(name)),
+    );
+    let path = env.dir.path().join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `kill -9` of the real binary under load: every answer a client received whole has its
+/// record in the file, and the chain verifies. A line torn by the kill is cut off on restart and
+/// kept in an `audit_recovered` record, so the chain still verifies afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_answered_request() {
+    let env = TestEnv::builder()
+        .append("\n[[rules]]\nname = \"sdk\"\naction = \"allow\"\ntools = [\"anthropic-sdk\"]\n")
+        .start()
+        .await;
+    let config = binary_config(&env, "kill");
+    let state = env.dir.path().join("kill");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_aigate"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn();
+    let client = client_of(&mut child, &state);
+    // A slow disk: every write(2) of the gateway (the audit log; sockets use send) takes 20 ms,
+    // so records lag far behind the traffic. A gateway that answered before writing would lose
+    // the lagging records to the kill.
+    let strace = Command::new("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=write"])
+        .args(["-e", "inject=write:delay_enter=20000", "-p"])
+        .arg(child.id().to_string())
+        .spawn()
+        .expect("strace (apt-get install strace)");
+    let traced = format!("/proc/{}/status", child.id());
+    for _ in 0..100 {
+        let status = std::fs::read_to_string(&traced).unwrap();
+        if !status.contains("TracerPid:\t0\n") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Allowed calls (forwarded, answered by the vendor) and blocked ones (answered by aigate),
+    // from 8 clients at once, until the gateway dies.
+    let answered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut load = Vec::new();
+    for n in 0..8 {
+        let (client, answered) = (client.clone(), answered.clone());
+        load.push(tokio::spawn(async move {
+            for i in 0u64.. {
+                let ua = if (n + i) % 3 == 0 {
+                    "claude-cli/2.1.0 (external, cli)"
+                } else {
+                    "Anthropic/Python 0.69.0"
+                };
+                let Ok(resp) = client
+                    .post("https://api.anthropic.com/v1/messages")
+                    .header("user-agent", ua)
+                    .body("{\"model\":\"claude-sonnet-4-5\"}")
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                let id = resp.headers()["x-aigate-request-id"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                // Only an answer received whole counts as answered.
+                if resp.bytes().await.is_err() {
+                    return;
+                }
+                answered.lock().unwrap().push(id);
+            }
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = strace.wait_with_output();
+    for task in load {
+        task.await.unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(answered.len() > 50, "load: {} answers", answered.len());
+
+    let log = state.join("audit.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let written: std::collections::HashSet<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|r| r["id"].as_str().map(str::to_string))
+        .collect();
+    let missing: Vec<&String> = answered
+        .iter()
+        .filter(|id| !written.contains(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} answered requests have no record: {missing:?}",
+        missing.len(),
+        answered.len()
+    );
+    let torn = !text.is_empty() && !text.ends_with('\n');
+    let (code, _, stderr) = run(&["audit", "verify", log.to_str().unwrap()]);
+    if torn {
+        assert_eq!(code, 65);
+        assert!(stderr.contains("torn write"), "{stderr}");
+    } else {
+        assert_eq!(code, 0, "{stderr}");
+    }
+
+    // A restart continues the chain; a torn line is kept in a record, not left to look like
+    // tampering.
+    let mut child = spawn();
+    let client = client_of(&mut child, &state);
+    let resp = client
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", "Anthropic/Python 0.69.0")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.bytes().await.unwrap();
+    let pid = child.id().to_string();
+    let exited = tokio::task::spawn_blocking(move || {
+        Command::new("kill").arg(pid).status().unwrap();
+        child.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(exited.success());
+    let (code, stdout, stderr) = run(&["audit", "verify", log.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let recovered = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("\"audit_recovered\""))
+        .count();
+    assert_eq!(recovered, usize::from(torn));
 }

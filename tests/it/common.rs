@@ -96,7 +96,7 @@ impl TestCa {
     }
 }
 
-type VBody = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+type VBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
 async fn vendor_route(
     vendor: Vendor,
@@ -154,7 +154,7 @@ async fn vendor_route(
             .header("upgrade", "websocket")
             .header("connection", "upgrade")
             .header("sec-websocket-accept", accept)
-            .body(Full::new(Bytes::new()).boxed())
+            .body(Full::new(Bytes::new()).map_err(|n| match n {}).boxed())
             .unwrap();
         return Ok(resp);
     }
@@ -162,9 +162,29 @@ async fn vendor_route(
         // Never answers.
         std::future::pending::<()>().await;
     }
+    if path.starts_with("/reset-stream") {
+        // A chunked stream that breaks off after its first event.
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        tokio::spawn(async move {
+            let _ = tx
+                .send(Ok(Frame::data(Bytes::from(
+                    "event: message\ndata: {\"n\":1}\n\n",
+                ))))
+                .await;
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let _ = tx
+                .send(Err(std::io::Error::other("vendor broke off")))
+                .await;
+        });
+        let body = StreamBody::new(tokio_stream_from(rx)).boxed();
+        return Ok(Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(body)
+            .unwrap());
+    }
     if path.starts_with("/reset") {
         // Promises 1000 bytes, sends 30, then ends: the connection breaks mid-body.
-        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
         tokio::spawn(async move {
             let _ = tx
                 .send(Ok(Frame::data(Bytes::from(
@@ -181,7 +201,7 @@ async fn vendor_route(
             .unwrap());
     }
     if path.starts_with("/sse") {
-        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(16);
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(16);
         let release = vendor.release_sse.clone();
         tokio::spawn(async move {
             let _ = tx
@@ -209,7 +229,7 @@ async fn vendor_route(
     Ok(Response::builder()
         .header("content-type", "application/json")
         .header("alt-svc", "h3=\":443\"; ma=86400")
-        .body(Full::new(Bytes::from(json)).boxed())
+        .body(Full::new(Bytes::from(json)).map_err(|n| match n {}).boxed())
         .unwrap())
 }
 

@@ -588,11 +588,14 @@ async fn an_unwritable_audit_log_fails_closed_and_fail_open_forwards() {
             .body("{}")
             .send()
     };
-    assert_eq!(
-        send().await.unwrap().status(),
-        200,
-        "healthy until a write fails"
-    );
+    // The vendor answers, but the record of that answer cannot be written: fail_closed does not
+    // complete it.
+    let cut = match send().await {
+        Ok(resp) => resp.bytes().await.is_err(),
+        Err(_) => true,
+    };
+    assert!(cut, "an answer whose record is unwritten must be cut off");
+    assert_eq!(env.vendor.requests().len(), 1);
     assert!(
         !env.gateway.audit().flush().await,
         "the write must be reported as failed"
@@ -629,6 +632,10 @@ async fn an_unwritable_audit_log_fails_closed_and_fail_open_forwards() {
             .await
             .unwrap();
         assert_eq!(resp.status(), 200);
+        assert!(
+            !resp.bytes().await.unwrap().is_empty(),
+            "fail_open delivers"
+        );
         let _ = open.audit().flush().await;
     }
     assert!(
@@ -925,8 +932,15 @@ async fn upstream_faults_are_502_or_504_in_the_vendor_format_and_audited() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["type"], "timeout_error");
 
-    // A vendor that breaks off mid-stream: the client sees the break, the record says so.
+    // A vendor that breaks off a short answer: it is read whole before its head goes out, so
+    // the client gets a clean 502.
     let resp = send("/reset").await.unwrap();
+    assert_eq!(resp.status(), 502);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "api_error", "{body}");
+
+    // A vendor that breaks off a stream: the client sees the break, the record says so.
+    let resp = send("/reset-stream").await.unwrap();
     assert_eq!(resp.status(), 200);
     assert!(
         resp.bytes().await.is_err(),
@@ -952,17 +966,19 @@ async fn upstream_faults_are_502_or_504_in_the_vendor_format_and_audited() {
     let records = crate::common::records_of(&untrusted).await;
     assert_eq!(records[0]["error"], "upstream_tls");
 
-    let records = env.audit_n(2).await;
+    let records = env.audit_n(3).await;
     let errors: Vec<&str> = records
         .iter()
         .map(|r| r["error"].as_str().unwrap_or("-"))
         .collect();
     assert_eq!(
         errors,
-        vec!["upstream_timeout", "upstream_reset"],
+        vec!["upstream_timeout", "upstream_reset", "upstream_reset"],
         "{records:#?}"
     );
     assert_eq!(records[0]["status"], 504);
+    assert_eq!(records[1]["status"], 502);
+    assert_eq!(records[2]["status"], 200);
 }
 
 #[tokio::test]
@@ -1365,4 +1381,64 @@ async fn slowloris_and_stalled_handshakes_are_cut_off() {
             .any(|r| r["error"].as_str().unwrap_or("").contains("timed out"))
     );
     assert!(env.vendor.requests().is_empty());
+}
+
+/// Idle keep-alive connections are closed, HTTP/2 with GOAWAY; a request in flight longer than
+/// the idle timeout (a slow stream) is not.
+#[tokio::test]
+async fn idle_connections_are_closed_but_not_while_a_request_is_in_flight() {
+    let env = TestEnv::builder()
+        .replace("idle_timeout = \"90s\"", "idle_timeout = \"1s\"")
+        .start()
+        .await;
+    let req = |path: &str| {
+        http::Request::post(format!("https://api.anthropic.com{path}"))
+            .header("user-agent", SDK_UA)
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+            .unwrap()
+    };
+
+    // HTTP/2: a stream that stays quiet for 2 s (the vendor holds its second event) lives on.
+    let tls = env
+        .tls_through("api.anthropic.com:443", "api.anthropic.com", &[b"h2"])
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let resp = sender.send_request(req("/sse")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.vendor.release_sse.notify_one();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(
+        String::from_utf8_lossy(&body).contains("\"n\":2"),
+        "the quiet stream finished: {body:?}"
+    );
+    // Then the connection is idle, and is closed.
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("an idle HTTP/2 connection is closed")
+        .unwrap()
+        .unwrap();
+
+    // HTTP/1.1 keep-alive: answered, then closed once idle.
+    let mut tls = env
+        .tls_through("api.anthropic.com:443", "api.anthropic.com", &[b"http/1.1"])
+        .await
+        .unwrap();
+    tls.write_all(b"POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nUser-Agent: Anthropic/Python 0.69.0\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
+    let mut buf = vec![0u8; 8192];
+    let n = tls.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "an idle HTTP/1.1 connection is closed");
 }
