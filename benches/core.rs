@@ -193,6 +193,7 @@ fn audit_writer(c: &mut Criterion) {
             &dir.path().join(format!("{name}.jsonl")),
             fsync,
             Arc::default(),
+            None,
         ) else {
             panic!("cannot open the audit log")
         };

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
 use crate::audit::{AuditLog, AuditWriterError};
-use crate::config::Config;
+use crate::config::{Config, Storage};
 use crate::exemptions::Snapshot;
 use crate::exemptions::journal::JournalError;
 use crate::exemptions::store::ExemptionStore;
@@ -35,6 +35,8 @@ pub enum StartError {
     Audit(#[from] AuditWriterError),
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::DbError),
     #[error(
         "cannot listen on {addr}: {source}; is another proxy running there? change gateway.listen"
     )]
@@ -53,6 +55,9 @@ pub struct AppHandle {
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
+    /// Following PostgreSQL (exemption sync, audit shipper): stopped with the gateway.
+    background: Vec<JoinHandle<()>>,
+    store: Arc<ExemptionStore>,
 }
 
 impl App {
@@ -75,7 +80,16 @@ impl App {
         let mut ws_tls = upstream::client_config(&config.upstream)?;
         ws_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let metrics = Arc::new(crate::metrics::Metrics::default());
-        let audit = AuditLog::open(&config.audit.path, config.audit.fsync, metrics.clone())?;
+        let replica = match &config.storage {
+            Storage::Postgres(pg) => Some(pg.replica_id.clone()),
+            Storage::File => None,
+        };
+        let audit = AuditLog::open(
+            &config.audit.path,
+            config.audit.fsync,
+            metrics.clone(),
+            replica,
+        )?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -88,14 +102,39 @@ impl App {
             source,
         })?;
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-        let (store, replay) =
-            ExemptionStore::open(&config.state_dir.join(EXEMPTION_JOURNAL), snapshot.clone())?;
-        if let Some(line) = replay.torn_line {
-            tracing::warn!(
-                line,
-                "exemption journal: the last line was a torn write (never acknowledged); cut off"
-            );
-        }
+        let mut background = Vec::new();
+        let store = match &config.storage {
+            Storage::File => {
+                let (store, replay) = ExemptionStore::open(
+                    &config.state_dir.join(EXEMPTION_JOURNAL),
+                    snapshot.clone(),
+                )?;
+                if let Some(line) = replay.torn_line {
+                    tracing::warn!(
+                        line,
+                        "exemption journal: the last line was a torn write (never acknowledged); cut off"
+                    );
+                }
+                Arc::new(store)
+            }
+            Storage::Postgres(pg) => {
+                // The database may be down at start: the replica starts with no exemptions (the
+                // policy applies in full) and follows the database once it is reachable.
+                let db = crate::storage::Db::new(pg)?;
+                let store = Arc::new(ExemptionStore::shared(db.clone(), snapshot.clone()));
+                background.push(tokio::spawn(crate::exemptions::shared::follow(
+                    db.clone(),
+                    store.clone(),
+                )));
+                if pg.audit {
+                    background.push(tokio::spawn(crate::storage::audit::ship(
+                        db,
+                        config.audit.path.clone(),
+                    )));
+                }
+                store
+            }
+        };
         let admin_listener = TcpListener::bind(config.admin.listen)
             .await
             .map_err(|source| StartError::Bind {
@@ -131,7 +170,7 @@ impl App {
         let task = tokio::spawn(accept::serve(shared.clone(), listener, rx.clone()));
         let router = admin::router(AdminState {
             shared: shared.clone(),
-            store: Arc::new(store),
+            store: store.clone(),
         });
         let mut admin_rx = rx;
         tokio::spawn(async move {
@@ -152,6 +191,8 @@ impl App {
             shared,
             shutdown,
             task,
+            background,
+            store,
         })
     }
 }
@@ -208,6 +249,14 @@ impl AppHandle {
             );
         }
         self.shared.audit.flush().await;
+        for task in &self.background {
+            task.abort();
+        }
         drained
+    }
+
+    /// Whether the shared database is reachable (`None`: file storage).
+    pub fn storage_up(&self) -> Option<bool> {
+        self.store.db().map(|db| db.is_up())
     }
 }

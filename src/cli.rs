@@ -96,6 +96,17 @@ pub enum Command {
         #[command(subcommand)]
         command: UserCommand,
     },
+    /// The shared PostgreSQL database (storage.backend = "postgres").
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Apply the schema migrations that are missing (replicas also do this on start).
+    Migrate(ConfigArg),
 }
 
 #[derive(Debug, Args)]
@@ -140,9 +151,16 @@ pub enum CaCommand {
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check the hash chain; report the first edited, deleted or reordered record (exit 65).
+    /// With --postgres, check every replica's chain in the shared table instead.
     Verify {
         /// Audit log file (JSON Lines).
-        file: PathBuf,
+        #[arg(required_unless_present = "postgres")]
+        file: Option<PathBuf>,
+        /// Verify the audit table of the config's PostgreSQL storage.
+        #[arg(long, conflicts_with = "file")]
+        postgres: bool,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Filter records for review.
     Query(QueryArgs),
@@ -324,6 +342,66 @@ pub fn audit_verify(file: &Path) -> Result<(), CliError> {
             Ok(())
         }
         Err(e) => Err(CliError::Unverified(format!("{}: {e}", file.display()))),
+    }
+}
+
+/// The PostgreSQL storage a config names, or a usage error saying how to set it.
+fn postgres_of(arg: &ConfigArg) -> Result<std::sync::Arc<crate::storage::Db>, CliError> {
+    let cfg = load(arg)?;
+    match &cfg.storage {
+        crate::config::Storage::Postgres(pg) => {
+            Ok(crate::storage::Db::new(pg).map_err(anyhow::Error::from)?)
+        }
+        crate::config::Storage::File => Err(CliError::Usage(format!(
+            "{} uses storage.backend = \"file\"; give a config with storage.backend = \"postgres\" (--config)",
+            cfg.source
+        ))),
+    }
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> Result<T, CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    Ok(runtime.block_on(f))
+}
+
+pub fn db_migrate(arg: &ConfigArg) -> Result<(), CliError> {
+    let db = postgres_of(arg)?;
+    let applied = block_on(db.migrate())?.map_err(anyhow::Error::from)?;
+    if applied.is_empty() {
+        println!(
+            "schema up to date (version {})",
+            crate::storage::migrate::MIGRATIONS.len()
+        );
+    } else {
+        println!("applied migrations {applied:?}");
+    }
+    Ok(())
+}
+
+/// Every replica's chain in the shared table.
+pub fn audit_verify_postgres(arg: &ConfigArg) -> Result<(), CliError> {
+    let db = postgres_of(arg)?;
+    let chains = block_on(crate::storage::audit::verify(&db))?.map_err(anyhow::Error::from)?;
+    if chains.is_empty() {
+        println!("the audit table is empty");
+    }
+    let mut broken = Vec::new();
+    for (replica, result) in &chains {
+        match result {
+            Ok(head) => println!(
+                "replica {replica}: ok, {} records, chain intact (last seq {})",
+                head.records, head.last_seq
+            ),
+            Err(e) => broken.push(crate::storage::audit::describe(replica, e)),
+        }
+    }
+    if broken.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Unverified(broken.join("\n")))
     }
 }
 

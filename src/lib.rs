@@ -12,6 +12,7 @@
 //! - `metrics`: Prometheus counters, fed from the audit writer.
 //! - `reload`: the policy file on SIGHUP or change, the users file on change.
 //! - `host`, `resolve`: host normalisation and name resolution.
+//! - `storage`: PostgreSQL for several replicas: migrations, the audit shipper.
 //! - `admin`: the admin API (axum): exemptions, health.
 //! - `app`: wiring a `Config` into a running gateway; `cli`: the command line.
 
@@ -32,6 +33,7 @@ pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod resolve;
+pub mod storage;
 pub mod tls;
 
 pub use app::{App, AppHandle};

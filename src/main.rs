@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use aigate::cli::{self, AuditCommand, CaCommand, Cli, CliError, Command, UserCommand};
+use aigate::cli::{self, AuditCommand, CaCommand, Cli, CliError, Command, DbCommand, UserCommand};
 use aigate::config::{self, LogFormat};
 use clap::Parser;
 
@@ -41,8 +41,16 @@ fn main() -> ExitCode {
             command: CaCommand::Export(arg),
         } => cli::ca_export(arg),
         Command::Audit {
-            command: AuditCommand::Verify { file },
+            command: AuditCommand::Verify {
+                file: Some(file), ..
+            },
         } => cli::audit_verify(file),
+        Command::Audit {
+            command: AuditCommand::Verify { config, .. },
+        } => cli::audit_verify_postgres(config),
+        Command::Db {
+            command: DbCommand::Migrate(arg),
+        } => cli::db_migrate(arg),
         Command::Audit {
             command: AuditCommand::Query(args),
         } => cli::audit_query(args),

@@ -65,6 +65,8 @@ pub struct Extra {
     pub audit_write_errors: u64,
     pub audit_records_dropped: u64,
     pub audit_healthy: bool,
+    /// `None` with file storage.
+    pub storage_up: Option<bool>,
 }
 
 impl Metrics {
@@ -177,6 +179,13 @@ impl Metrics {
             let _ = writeln!(
                 out,
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+        if let Some(up) = extra.storage_up {
+            let _ = writeln!(
+                out,
+                "# HELP aigate_storage_up 1 while PostgreSQL (shared exemptions and audit) is reachable.\n# TYPE aigate_storage_up gauge\naigate_storage_up {}",
+                u8::from(up)
             );
         }
         out

@@ -48,6 +48,11 @@ pub fn reload_config(live: &ArcSwap<Config>) -> Result<Arc<str>, ConfigError> {
         kept.push("admin.listen");
         next.admin.listen = current.admin.listen;
     }
+    // Compared by their Debug text: the settings, never a password (only where it comes from).
+    if format!("{:?}", next.storage) != format!("{:?}", current.storage) {
+        kept.push("storage");
+        next.storage = current.storage.clone();
+    }
     if !kept.is_empty() {
         tracing::warn!(settings = ?kept, "changed settings take effect on restart; the running values stay");
     }

@@ -17,7 +17,7 @@ use super::{AdminState, error};
 use crate::audit::{AuditRecord, Kind};
 use crate::config::{Role, parse_duration};
 use crate::exemptions::grant::{self, GrantRequest, Grantor, manages};
-use crate::exemptions::store::RevokeError;
+use crate::exemptions::store::StoreError;
 use crate::exemptions::{Exemption, Subject};
 use crate::policy::{Action, Reason};
 use crate::proxy::new_id;
@@ -54,7 +54,7 @@ pub struct ListQuery {
 fn not_found(id: &str) -> Response {
     error(
         StatusCode::NOT_FOUND,
-        &RevokeError::NotFound(id.to_string()).to_string(),
+        &StoreError::NotFound(id.to_string()).to_string(),
     )
 }
 
@@ -205,11 +205,13 @@ pub async fn grant(
         created_at: Some(now),
         revoked_by: None,
     };
-    if let Err(e) = state.store.grant(exemption.clone(), now) {
-        tracing::error!(error = %e, "cannot journal a grant");
+    if let Err(e) = state.store.grant(exemption.clone(), now).await {
+        tracing::error!(error = %e, "cannot store a grant");
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the exemption could not be stored durably; nothing was granted, try again",
+            &format!(
+                "the exemption could not be stored durably ({e}); nothing was granted, try again"
+            ),
         );
     }
     admin_record(
@@ -318,18 +320,20 @@ pub async fn revoke(
         );
     }
     let now = state.shared.clock.now();
-    match state.store.revoke(&id, &caller.user, now) {
+    match state.store.revoke(&id, &caller.user, now).await {
         Ok(e) => {
             admin_record(&state, &caller, client, Reason::ExemptionRevoked, &e);
             Json(view(&e, now)).into_response()
         }
-        Err(RevokeError::NotFound(_)) => not_found(&id),
-        Err(e @ RevokeError::AlreadyRevoked(_)) => error(StatusCode::CONFLICT, &e.to_string()),
-        Err(RevokeError::Io(e)) => {
-            tracing::error!(error = %e, "cannot journal a revocation");
+        Err(StoreError::NotFound(_)) => not_found(&id),
+        Err(e @ StoreError::AlreadyRevoked(_)) => error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e @ (StoreError::Io(_) | StoreError::Db(_))) => {
+            tracing::error!(error = %e, "cannot store a revocation");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the revocation could not be stored durably; nothing changed, try again",
+                &format!(
+                    "the revocation could not be stored durably ({e}); nothing changed, try again"
+                ),
             )
         }
     }

@@ -54,9 +54,18 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
+/// Ready while requests can be decided and audited. An unreachable PostgreSQL does not make a
+/// replica unready: it keeps enforcing its last snapshot (taking every replica out of the load
+/// balancer would stop all AI traffic); the body says so, and `aigate_storage_up` is 0.
 async fn readyz(axum::extract::State(state): axum::extract::State<AdminState>) -> Response {
     if state.shared.audit.healthy() {
-        (StatusCode::OK, "ready\n").into_response()
+        let body = match state.store.db().map(|db| db.is_up()) {
+            Some(false) => {
+                "ready; PostgreSQL unreachable: enforcing with the last exemption snapshot, grants refused\n"
+            }
+            _ => "ready\n",
+        };
+        (StatusCode::OK, body).into_response()
     } else {
         error(
             StatusCode::SERVICE_UNAVAILABLE,

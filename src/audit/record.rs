@@ -62,6 +62,9 @@ pub struct AuditRecord {
     /// `kind = admin`: what was done (subject, tools, workflows, until when, why, ticket).
     #[serde(default)]
     pub admin: Option<serde_json::Value>,
+    /// The replica that wrote it, when several share PostgreSQL (its chain in the audit table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<Arc<str>>,
 }
 
 impl AuditRecord {
@@ -99,6 +102,7 @@ impl AuditRecord {
             duration_ms: 0.0,
             ttfb_ms: None,
             admin: None,
+            replica: None,
         }
     }
 

@@ -67,10 +67,12 @@ pub struct AuditLog {
 
 impl AuditLog {
     /// Open (or create) the log, check the tail of the chain, and start the writer thread.
+    /// `replica` names this gateway in every record when several share PostgreSQL.
     pub fn open(
         path: &Path,
         fsync: Fsync,
         metrics: Arc<Metrics>,
+        replica: Option<Arc<str>>,
     ) -> Result<AuditLog, AuditWriterError> {
         let open_err = |source| AuditWriterError::Open {
             path: path.to_path_buf(),
@@ -116,6 +118,7 @@ impl AuditLog {
             Fsync::Never => None,
         };
         let writer = Writer {
+            replica,
             file,
             head,
             syncer,
@@ -303,6 +306,7 @@ impl Drop for Writer {
 }
 
 struct Writer {
+    replica: Option<Arc<str>>,
     file: File,
     head: ChainHead,
     /// `None` with `fsync = "never"`.
@@ -339,7 +343,10 @@ impl Writer {
             let mut next = first;
             while let Some(msg) = next {
                 match msg {
-                    Msg::Record(r, ack) => {
+                    Msg::Record(mut r, ack) => {
+                        if r.replica.is_none() {
+                            r.replica.clone_from(&self.replica);
+                        }
                         if self.seal(&r) {
                             self.acks.extend(ack);
                         } else if let Some(ack) = ack {
@@ -451,7 +458,7 @@ mod tests {
     use super::*;
 
     fn open(path: &Path) -> AuditLog {
-        AuditLog::open(path, Fsync::Batch, Arc::new(Metrics::default())).expect("open")
+        AuditLog::open(path, Fsync::Batch, Arc::new(Metrics::default()), None).expect("open")
     }
 
     fn record(id: &str) -> AuditRecord {

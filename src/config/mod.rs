@@ -157,6 +157,37 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// Where exemptions (and optionally a copy of the audit log) live.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// The journal and the audit log in the state directory: one replica.
+    File,
+    /// Shared by every replica.
+    Postgres(PostgresConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// Connection URL without a password.
+    pub url: String,
+    pub password: PasswordSource,
+    /// This replica's name: its audit chain in the shared table.
+    pub replica_id: Arc<str>,
+    /// The safety net behind LISTEN/NOTIFY: a full reload this often.
+    pub resync_interval: Duration,
+    /// Also ship the audit log to PostgreSQL.
+    pub audit: bool,
+    pub pool_size: usize,
+}
+
+/// The database password never sits in the config file.
+#[derive(Debug, Clone)]
+pub enum PasswordSource {
+    None,
+    Env(String),
+    File(PathBuf),
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where this config came from, for messages: a path or "embedded default".
@@ -193,6 +224,7 @@ pub struct Config {
     pub policy: Policy,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    pub storage: Storage,
 }
 
 impl Config {

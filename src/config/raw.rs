@@ -30,11 +30,26 @@ pub struct RawConfig {
     #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
+    pub storage: RawStorage,
+    #[serde(default)]
     pub vendors: Vec<RawVendor>,
     #[serde(default)]
     pub tools: Vec<RawTool>,
     #[serde(default)]
     pub rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub backend: Option<String>,
+    pub url: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub replica_id: Option<String>,
+    pub resync_interval: Option<String>,
+    pub audit: Option<bool>,
+    pub pool_size: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,6 +6,7 @@
 
 pub mod grant;
 pub mod journal;
+pub mod shared;
 pub mod store;
 
 use std::collections::HashMap;

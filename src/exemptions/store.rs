@@ -1,6 +1,7 @@
-//! The live set of exemptions: the journal on disk, the list in memory, and the snapshot the
-//! data path reads. A grant or revocation is journalled (fsync) first, then published; a request
-//! that starts after the call returns sees it.
+//! The live set of exemptions: where they are kept (the journal on disk, or PostgreSQL shared by
+//! replicas), the list in memory, and the snapshot the data path reads. A grant or revocation is
+//! made durable first (fsync, or a committed transaction), then published; a request that starts
+//! after the call returns sees it.
 
 use std::io;
 use std::path::Path;
@@ -11,6 +12,7 @@ use arc_swap::ArcSwap;
 
 use super::journal::{Entry, Journal, JournalError, Replay};
 use super::{Exemption, Snapshot};
+use crate::storage::Db;
 
 /// Past this many journal entries beyond the live set, the journal is compacted.
 const COMPACT_SLACK: usize = 1000;
@@ -18,23 +20,27 @@ const COMPACT_SLACK: usize = 1000;
 const KEEP_ENDED: Duration = Duration::from_secs(90 * 86_400);
 
 #[derive(Debug, thiserror::Error)]
-pub enum RevokeError {
+pub enum StoreError {
     #[error("no exemption with id {0:?}")]
     NotFound(String),
     #[error("exemption {0:?} is already revoked")]
     AlreadyRevoked(String),
     #[error("cannot write the exemption journal: {0}")]
     Io(#[from] io::Error),
+    #[error("{0}")]
+    Db(String),
 }
 
 struct Inner {
-    journal: Journal,
+    /// `None` when PostgreSQL keeps them.
+    journal: Option<Journal>,
     list: Vec<Exemption>,
 }
 
 pub struct ExemptionStore {
     inner: Mutex<Inner>,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    db: Option<Arc<Db>>,
 }
 
 impl ExemptionStore {
@@ -46,11 +52,50 @@ impl ExemptionStore {
         snapshot.store(Arc::new(Snapshot::new(list.iter().cloned())));
         Ok((
             ExemptionStore {
-                inner: Mutex::new(Inner { journal, list }),
+                inner: Mutex::new(Inner {
+                    journal: Some(journal),
+                    list,
+                }),
                 snapshot,
+                db: None,
             },
             replay,
         ))
+    }
+
+    /// Exemptions kept in PostgreSQL. The list starts empty (nothing exempted: fail closed) and
+    /// is filled by `shared::follow`.
+    pub fn shared(db: Arc<Db>, snapshot: Arc<ArcSwap<Snapshot>>) -> ExemptionStore {
+        snapshot.store(Arc::new(Snapshot::new([])));
+        ExemptionStore {
+            inner: Mutex::new(Inner {
+                journal: None,
+                list: Vec::new(),
+            }),
+            snapshot,
+            db: Some(db),
+        }
+    }
+
+    pub fn db(&self) -> Option<&Arc<Db>> {
+        self.db.as_ref()
+    }
+
+    /// The database's view replaces ours (a resync).
+    pub fn replace_all(&self, list: Vec<Exemption>) {
+        let mut inner = self.lock();
+        inner.list = list;
+        self.publish(&mut inner, SystemTime::now());
+    }
+
+    /// One exemption as the database now has it (a notification, or our own change).
+    pub fn upsert(&self, e: Exemption) {
+        let mut inner = self.lock();
+        match inner.list.iter_mut().find(|x| x.id == e.id) {
+            Some(slot) => *slot = e,
+            None => inner.list.push(e),
+        }
+        self.publish(&mut inner, SystemTime::now());
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -66,30 +111,49 @@ impl ExemptionStore {
         self.lock().list.iter().find(|e| &*e.id == id).cloned()
     }
 
-    /// Journal, then publish. Returns only once the grant is on disk.
-    pub fn grant(&self, exemption: Exemption, now: SystemTime) -> io::Result<()> {
+    /// Make durable, then publish. Returns only once the grant is on disk or committed.
+    pub async fn grant(&self, exemption: Exemption, now: SystemTime) -> Result<(), StoreError> {
+        if let Some(db) = &self.db {
+            super::shared::insert(db, &exemption).await?;
+            self.upsert(exemption);
+            return Ok(());
+        }
         let mut inner = self.lock();
-        inner.journal.append(&Entry::Grant {
-            exemption: exemption.clone(),
-        })?;
+        if let Some(journal) = inner.journal.as_mut() {
+            journal.append(&Entry::Grant {
+                exemption: exemption.clone(),
+            })?;
+        }
         inner.list.push(exemption);
         self.publish(&mut inner, now);
         Ok(())
     }
 
-    pub fn revoke(&self, id: &str, by: &str, now: SystemTime) -> Result<Exemption, RevokeError> {
+    pub async fn revoke(
+        &self,
+        id: &str,
+        by: &str,
+        now: SystemTime,
+    ) -> Result<Exemption, StoreError> {
+        if let Some(db) = &self.db {
+            let revoked = super::shared::revoke(db, id, by, now).await?;
+            self.upsert(revoked.clone());
+            return Ok(revoked);
+        }
         let mut inner = self.lock();
         let Some(pos) = inner.list.iter().position(|e| &*e.id == id) else {
-            return Err(RevokeError::NotFound(id.to_string()));
+            return Err(StoreError::NotFound(id.to_string()));
         };
         if inner.list[pos].revoked_at.is_some() {
-            return Err(RevokeError::AlreadyRevoked(id.to_string()));
+            return Err(StoreError::AlreadyRevoked(id.to_string()));
         }
-        inner.journal.append(&Entry::Revoke {
-            id: id.to_string(),
-            at: now,
-            by: by.to_string(),
-        })?;
+        if let Some(journal) = inner.journal.as_mut() {
+            journal.append(&Entry::Revoke {
+                id: id.to_string(),
+                at: now,
+                by: by.to_string(),
+            })?;
+        }
         let e = &mut inner.list[pos];
         e.revoked_at = Some(now);
         e.revoked_by = Some(by.to_string());
@@ -101,13 +165,16 @@ impl ExemptionStore {
     fn publish(&self, inner: &mut Inner, now: SystemTime) {
         self.snapshot
             .store(Arc::new(Snapshot::new(inner.list.iter().cloned())));
-        if inner.journal.entries() > inner.list.len() + COMPACT_SLACK {
+        let Some(entries) = inner.journal.as_ref().map(Journal::entries) else {
+            return;
+        };
+        if entries > inner.list.len() + COMPACT_SLACK {
             let ended_before = now - KEEP_ENDED;
             inner.list.retain(|e| {
                 e.expires_at > ended_before && e.revoked_at.is_none_or(|r| r > ended_before)
             });
             let keep = inner.list.clone();
-            if let Err(e) = inner.journal.compact(&keep) {
+            if let Some(Err(e)) = inner.journal.as_mut().map(|j| j.compact(&keep)) {
                 tracing::warn!(error = %e, "exemption journal compaction failed; it stays as it is");
             }
         }

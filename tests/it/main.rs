@@ -5,4 +5,6 @@ mod admin;
 mod cli;
 mod common;
 mod data_path;
+mod postgres;
 mod properties;
+mod replicas;

@@ -1,0 +1,193 @@
+//! Exemptions in PostgreSQL, for several replicas.
+//!
+//! A grant or revocation is committed to `aigate_exemptions` together with a
+//! `NOTIFY aigate_exemptions` carrying its id (NOTIFY is delivered on commit, so no replica
+//! hears of a change that did not happen). Every replica LISTENs on a connection of its own,
+//! fetches the row it hears about and republishes its snapshot; a full resync at start, after
+//! each reconnect and every `storage.resync_interval` is the safety net for anything missed.
+//! While the database is unreachable the replica keeps its last snapshot: expiry is checked
+//! against the clock on every request, so exemptions still end on time.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::mpsc;
+use tokio_postgres::AsyncMessage;
+
+use super::Exemption;
+use super::store::{ExemptionStore, StoreError};
+use crate::storage::{Db, DbError};
+
+const CHANNEL: &str = "aigate_exemptions";
+/// Ended exemptions stay visible to reviewers this long, as in the file journal.
+const KEEP_ENDED: Duration = Duration::from_secs(90 * 86_400);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+fn parse(body: serde_json::Value) -> Option<Exemption> {
+    match serde_json::from_value(body) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "an exemption row is not an exemption; skipped");
+            None
+        }
+    }
+}
+
+/// Store a new grant; returns once it is committed (and announced).
+pub async fn insert(db: &Db, e: &Exemption) -> Result<(), StoreError> {
+    let body = serde_json::to_value(e).map_err(|e| StoreError::Db(e.to_string()))?;
+    let mut client = db.client().await.map_err(db_err)?;
+    let result = async {
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO aigate_exemptions (id, body, expires_at) VALUES ($1, $2, $3)",
+            &[&&*e.id, &body, &e.expires_at],
+        )
+        .await?;
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &&*e.id])
+            .await?;
+        tx.commit().await
+    }
+    .await;
+    db.note(result).map_err(db_err)
+}
+
+/// Revoke in the database, which decides whether the exemption exists and is still in force.
+pub async fn revoke(db: &Db, id: &str, by: &str, now: SystemTime) -> Result<Exemption, StoreError> {
+    let mut client = db.client().await.map_err(db_err)?;
+    let result = async {
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
+                "SELECT body FROM aigate_exemptions WHERE id = $1 FOR UPDATE",
+                &[&id],
+            )
+            .await?;
+        let Some(row) = row else {
+            return Ok(Err(StoreError::NotFound(id.to_string())));
+        };
+        let Some(mut e) = parse(row.get(0)) else {
+            return Ok(Err(StoreError::NotFound(id.to_string())));
+        };
+        if e.revoked_at.is_some() {
+            return Ok(Err(StoreError::AlreadyRevoked(id.to_string())));
+        }
+        e.revoked_at = Some(now);
+        e.revoked_by = Some(by.to_string());
+        let body = serde_json::to_value(&e).unwrap_or_default();
+        tx.execute(
+            "UPDATE aigate_exemptions SET body = $2, revoked_at = $3, updated_at = now() WHERE id = $1",
+            &[&id, &body, &now],
+        )
+        .await?;
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id])
+            .await?;
+        tx.commit().await?;
+        Ok(Ok(e))
+    }
+    .await;
+    db.note(result).map_err(db_err)?
+}
+
+fn db_err(e: DbError) -> StoreError {
+    StoreError::Db(e.to_string())
+}
+
+/// Every exemption reviewers should still see: in force, or ended less than 90 days ago.
+async fn load_all(
+    client: &tokio_postgres::Client,
+) -> Result<Vec<Exemption>, tokio_postgres::Error> {
+    let since = SystemTime::now() - KEEP_ENDED;
+    let rows = client
+        .query(
+            "SELECT body FROM aigate_exemptions
+             WHERE expires_at > $1 AND (revoked_at IS NULL OR revoked_at > $1)
+             ORDER BY id",
+            &[&since],
+        )
+        .await?;
+    Ok(rows.into_iter().filter_map(|r| parse(r.get(0))).collect())
+}
+
+async fn load_one(
+    client: &tokio_postgres::Client,
+    id: &str,
+) -> Result<Option<Exemption>, tokio_postgres::Error> {
+    let row = client
+        .query_opt("SELECT body FROM aigate_exemptions WHERE id = $1", &[&id])
+        .await?;
+    Ok(row.and_then(|r| parse(r.get(0))))
+}
+
+/// Follow the database for as long as the gateway runs: migrate, LISTEN, resync, apply each
+/// notification; on any failure wait (0.5 s, doubling up to 10 s) and start again.
+pub async fn follow(db: Arc<Db>, store: Arc<ExemptionStore>) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match session(&db, &store).await {
+            Ok(()) => backoff = Duration::from_millis(500),
+            Err(e) => {
+                db.set_up(false);
+                tracing::warn!(error = %e, retry_in = ?backoff, "exemption sync with PostgreSQL lost");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connection's worth of following; returns when the connection is lost.
+async fn session(db: &Db, store: &ExemptionStore) -> Result<(), DbError> {
+    db.migrate().await?;
+    let (client, mut connection) = db.dedicated().await?;
+    let (tx, mut notes) = mpsc::unbounded_channel();
+    // The connection must be polled for queries to complete; it hands notifications over.
+    let driver = tokio::spawn(async move {
+        while let Some(msg) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            match msg {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n.payload().to_string()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "LISTEN connection ended");
+                    break;
+                }
+            }
+        }
+    });
+    let _stop = AbortOnDrop(driver);
+    let listen = client.batch_execute(&format!("LISTEN {CHANNEL}")).await;
+    db.note(listen)?;
+    let all = load_all(&client).await;
+    store.replace_all(db.note(all)?);
+    let mut resync = tokio::time::interval(db.cfg.resync_interval);
+    resync.tick().await;
+    loop {
+        tokio::select! {
+            note = notes.recv() => {
+                let Some(id) = note else {
+                    return Err(DbError::Unavailable("the LISTEN connection closed".into()));
+                };
+                let one = load_one(&client, &id).await;
+                if let Some(e) = db.note(one)? {
+                    store.upsert(e);
+                }
+            }
+            _ = resync.tick() => {
+                let all = load_all(&client).await;
+                store.replace_all(db.note(all)?);
+            }
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

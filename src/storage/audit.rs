@@ -1,0 +1,286 @@
+//! The audit log in PostgreSQL: every replica's file, shipped to one table.
+//!
+//! The replica's file stays the primary log, written before each response completes; a shipper
+//! task copies its complete lines, in order, to `aigate_audit` in batches, so the data path
+//! never waits for the database and a database outage loses nothing (shipping resumes from the
+//! table's last `seq` for this replica). Each line goes in exactly as sealed, so every replica's
+//! chain verifies in the table as it does in its file.
+
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::{Db, DbError};
+use crate::audit::chain::{self, ChainError, ChainHead, ChainProblem};
+use crate::audit::query::Filter;
+use crate::audit::record::StoredRecord;
+
+const BATCH: usize = 1000;
+const POLL: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// The advisory lock that serialises partition creation across replicas.
+const PARTITION_LOCK: i64 = 0x6169_6761_7465_7061;
+
+/// What the shipper reads of a line (records are flat: chain fields beside the record's).
+#[derive(serde::Deserialize)]
+struct Head<'a> {
+    seq: i64,
+    time: &'a str,
+}
+
+/// Ship the replica's audit file for as long as the gateway runs.
+pub async fn ship(db: Arc<Db>, path: PathBuf) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        if let Err(e) = ship_session(&db, &path).await {
+            tracing::warn!(error = %e, retry_in = ?backoff, "shipping the audit log to PostgreSQL paused");
+        } else {
+            backoff = Duration::from_millis(500);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn ship_session(db: &Db, path: &std::path::Path) -> Result<(), DbError> {
+    db.migrate().await?;
+    let client = db.client().await?;
+    let last: i64 = db
+        .note(
+            client
+                .query_one(
+                    "SELECT coalesce(max(seq), 0) FROM aigate_audit WHERE replica = $1",
+                    &[&&**db.replica()],
+                )
+                .await,
+        )?
+        .get(0);
+    let mut reader = Tail::open(path, last).map_err(|e| DbError::Unavailable(e.to_string()))?;
+    let mut days: Vec<String> = Vec::new();
+    loop {
+        let batch = reader
+            .next_batch()
+            .map_err(|e| DbError::Unavailable(format!("reading {}: {e}", path.display())))?;
+        if batch.is_empty() {
+            tokio::time::sleep(POLL).await;
+            continue;
+        }
+        for (_, time, _) in &batch {
+            let day = time.get(..10).unwrap_or_default().to_string();
+            if !days.contains(&day) {
+                create_partition(db, &client, &day).await?;
+                days.push(day);
+            }
+        }
+        let seqs: Vec<i64> = batch.iter().map(|b| b.0).collect();
+        let times: Vec<&str> = batch.iter().map(|b| b.1.as_str()).collect();
+        let lines: Vec<&str> = batch.iter().map(|b| b.2.as_str()).collect();
+        db.note(
+            client
+                .execute(
+                    "INSERT INTO aigate_audit (replica, seq, time, line)
+                     SELECT $1, s, t::timestamptz, l FROM UNNEST($2::bigint[], $3::text[], $4::text[]) AS u(s, t, l)
+                     ON CONFLICT DO NOTHING",
+                    &[&&**db.replica(), &seqs, &times, &lines],
+                )
+                .await,
+        )?;
+        reader.commit();
+    }
+}
+
+async fn create_partition(
+    db: &Db,
+    client: &tokio_postgres::Client,
+    day: &str,
+) -> Result<(), DbError> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let start = time::Date::parse(day, &format)
+        .map_err(|e| DbError::Unavailable(format!("record time {day:?}: {e}")))?;
+    let end = start
+        .next_day()
+        .ok_or_else(|| DbError::Unavailable(format!("record time {day:?}")))?;
+    let name = format!("aigate_audit_{}", day.replace('-', ""));
+    let sql = format!(
+        "SELECT pg_advisory_xact_lock({PARTITION_LOCK});
+         CREATE TABLE IF NOT EXISTS {name} PARTITION OF aigate_audit
+         FOR VALUES FROM ('{start}') TO ('{end}')"
+    );
+    // One transaction: the lock is held until the partition exists.
+    db.note(client.batch_execute(&format!("BEGIN; {sql}; COMMIT")).await)
+}
+
+/// Complete lines of the audit file after a given `seq`.
+struct Tail {
+    reader: BufReader<std::fs::File>,
+    /// Where the lines handed out by the last batch end.
+    pending: u64,
+    committed: u64,
+}
+
+impl Tail {
+    fn open(path: &std::path::Path, after_seq: i64) -> std::io::Result<Tail> {
+        let file = std::fs::File::open(path)?;
+        let mut tail = Tail {
+            reader: BufReader::new(file),
+            pending: 0,
+            committed: 0,
+        };
+        // Skip what the table already has.
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = tail.reader.read_line(&mut line)?;
+            if n == 0 || !line.ends_with('\n') {
+                break;
+            }
+            let seq = serde_json::from_str::<Head>(&line).map_or(0, |h| h.seq);
+            if seq > after_seq {
+                break;
+            }
+            tail.committed += n as u64;
+        }
+        tail.pending = tail.committed;
+        tail.reader.seek(SeekFrom::Start(tail.committed))?;
+        Ok(tail)
+    }
+
+    fn next_batch(&mut self) -> std::io::Result<Vec<(i64, String, String)>> {
+        self.reader.seek(SeekFrom::Start(self.committed))?;
+        self.pending = self.committed;
+        let mut out = Vec::new();
+        let mut line = String::new();
+        while out.len() < BATCH {
+            line.clear();
+            let n = self.reader.read_line(&mut line)?;
+            if n == 0 || !line.ends_with('\n') {
+                // Not yet complete: the writer is mid-line, or this is the end.
+                break;
+            }
+            self.pending += n as u64;
+            let text = line.trim_end_matches('\n');
+            match serde_json::from_str::<Head>(text) {
+                Ok(h) => out.push((h.seq, h.time.to_string(), text.to_string())),
+                Err(_) => tracing::warn!("an audit line that is not a record was not shipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn commit(&mut self) {
+        self.committed = self.pending;
+    }
+}
+
+/// Each replica's chain in the table, checked as `audit verify` checks a file.
+pub async fn verify(db: &Db) -> Result<Vec<(String, Result<ChainHead, ChainError>)>, DbError> {
+    let client = db.client().await?;
+    let replicas: Vec<String> = db
+        .note(
+            client
+                .query(
+                    "SELECT DISTINCT replica FROM aigate_audit ORDER BY replica",
+                    &[],
+                )
+                .await,
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut out = Vec::new();
+    for replica in replicas {
+        let mut head = ChainHead::default();
+        let mut result = Ok(());
+        let mut after: i64 = 0;
+        let mut row_no = 0usize;
+        'pages: loop {
+            let rows = db.note(
+                client
+                    .query(
+                        "SELECT seq, line FROM aigate_audit WHERE replica = $1 AND seq > $2 ORDER BY seq LIMIT 10000",
+                        &[&replica, &after],
+                    )
+                    .await,
+            )?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in &rows {
+                row_no += 1;
+                after = row.get(0);
+                let line: &str = row.get(1);
+                match chain::check_line(&head, line) {
+                    Ok((seq, hash)) => {
+                        head.records += 1;
+                        head.last_seq = seq;
+                        head.last_hash = hash;
+                    }
+                    Err(problem) => {
+                        result = Err(ChainError {
+                            line: row_no,
+                            problem,
+                        });
+                        break 'pages;
+                    }
+                }
+            }
+        }
+        out.push((replica, result.map(|()| head)));
+    }
+    Ok(out)
+}
+
+/// The admin API's newest-first page, from every replica. The cursor is the table's `pos`.
+pub async fn newest_first(
+    db: &Db,
+    filter: &Filter,
+    before: Option<u64>,
+    limit: usize,
+) -> Result<(Vec<StoredRecord>, Option<u64>), DbError> {
+    let client = db.client().await?;
+    let mut before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+    let since = filter.since.unwrap_or(SystemTime::UNIX_EPOCH);
+    let until = filter
+        .until
+        .unwrap_or_else(|| SystemTime::now() + Duration::from_secs(86_400));
+    let mut out = Vec::new();
+    loop {
+        let rows = db.note(
+            client
+                .query(
+                    "SELECT pos, line FROM aigate_audit
+                     WHERE pos < $1 AND time >= $2 AND time < $3
+                     ORDER BY pos DESC LIMIT 500",
+                    &[&before, &since, &until],
+                )
+                .await,
+        )?;
+        let Some(last) = rows.last() else {
+            return Ok((out, None));
+        };
+        before = last.get(0);
+        for row in &rows {
+            let line: &str = row.get(1);
+            let Ok(stored) = serde_json::from_str::<StoredRecord>(line) else {
+                continue;
+            };
+            if filter.accepts(&stored) {
+                out.push(stored);
+                if out.len() == limit {
+                    let pos: i64 = row.get(0);
+                    return Ok((out, u64::try_from(pos).ok()));
+                }
+            }
+        }
+    }
+}
+
+/// A chain problem as `audit verify` words it, for one replica.
+pub fn describe(replica: &str, e: &ChainError) -> String {
+    let what = match e.problem {
+        ChainProblem::Unreadable { .. } => "row is not an audit record".to_string(),
+        _ => e.to_string(),
+    };
+    format!("replica {replica}: {what}")
+}

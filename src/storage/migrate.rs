@@ -1,0 +1,53 @@
+//! Versioned schema migrations, shipped in `migrations/` and compiled in.
+//!
+//! Every replica runs them on start (and `aigate db migrate` runs them alone). They apply in one
+//! transaction under an advisory lock, so replicas starting together do not race, and a version
+//! already recorded in `aigate_schema_migrations` is never applied again.
+
+use tokio_postgres::Client;
+
+/// (version, name, SQL), in order. Never edit a shipped one: add the next.
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "shared_state",
+    include_str!("../../migrations/0001_shared_state.sql"),
+)];
+
+/// An arbitrary constant: the advisory lock that serialises migrations across replicas.
+const LOCK_KEY: i64 = 0x6169_6761_7465; // "aigate"
+
+/// Apply what is missing. Returns the versions applied now (empty: already up to date).
+pub async fn run(client: &mut Client) -> Result<Vec<i32>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS aigate_schema_migrations (
+            version    integer PRIMARY KEY,
+            name       text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .await?;
+    let done: Vec<i32> = tx
+        .query("SELECT version FROM aigate_schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut applied = Vec::new();
+    for (version, name, sql) in MIGRATIONS {
+        if done.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO aigate_schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await?;
+        applied.push(*version);
+    }
+    tx.commit().await?;
+    Ok(applied)
+}

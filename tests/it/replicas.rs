@@ -1,0 +1,354 @@
+//! Several replicas sharing one real PostgreSQL: grants and revocations reach every replica
+//! within a second, a database outage neither loses an acknowledged grant nor stops enforcement,
+//! and every replica's audit chain lands in the shared table and verifies.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::{TestClock, TestEnv, client_for};
+use crate::postgres::Postgres;
+
+const ROOT: &str = "root-admin-token-for-replicas";
+
+/// Replica "a" (the env's gateway) on `pg`; loopback clients are alice.
+async fn replica_a(pg: &Postgres, clock: Option<Arc<TestClock>>) -> TestEnv {
+    let mut b = TestEnv::builder()
+        .replace("# users_file = \"users.toml\"", "users_file = \"users.toml\"")
+        .replace(
+            "backend = \"file\"",
+            &format!(
+                "backend = \"postgres\"\nurl = \"{}\"\nreplica_id = \"a\"\nresync_interval = \"2s\"",
+                pg.url()
+            ),
+        )
+        .replace(
+            "# \"10.20.0.0/16\" = \"ci-runners\"",
+            "\"127.0.0.1\" = \"alice\"",
+        )
+        .append(&format!(
+            "\n[[admin.tokens]]\nuser = \"root\"\nroles = [\"admin\"]\nhash = \"{}\"\n",
+            aigate::identify::user::hash_token(ROOT)
+        ))
+        .users("[[users]]\nid = \"alice\"\n");
+    if let Some(c) = clock {
+        b = b.clock(c);
+    }
+    b.start().await
+}
+
+async fn admin_call(
+    admin: std::net::SocketAddr,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut req = client
+        .request(method, format!("http://{admin}{path}"))
+        .bearer_auth(ROOT);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn grant(admin: std::net::SocketAddr) -> (u16, Value) {
+    admin_call(
+        admin,
+        reqwest::Method::POST,
+        "/v1/exemptions",
+        Some(json!({"user": "alice", "tools": ["claude-code"], "for": "1h", "reason": "bake-off"})),
+    )
+    .await
+}
+
+async fn claude_status(client: &reqwest::Client) -> u16 {
+    client
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", "claude-cli/2.1.12 (external, cli)")
+        .body("{\"model\":\"claude-sonnet-4-5\"}")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Poll until the call gets `want`; returns how long it took.
+async fn until_status(client: &reqwest::Client, want: u16, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if claude_status(client).await == want {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "no {want} within {within:?}: the change did not reach this replica"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn until_up(gw: &aigate::AppHandle, up: bool) {
+    for _ in 0..300 {
+        if gw.storage_up() == Some(up) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("storage never became up = {up}");
+}
+
+#[tokio::test]
+async fn a_grant_on_one_replica_holds_on_the_other_within_a_second() {
+    let pg = Postgres::start();
+    let env = replica_a(&pg, None).await;
+    let b = env
+        .variant("b", |t| {
+            t.replace("replica_id = \"a\"", "replica_id = \"b\"")
+        })
+        .await;
+    until_up(&env.gateway, true).await;
+    until_up(&b, true).await;
+    let via_a = client_for(&env.gateway, "", true);
+    let via_b = client_for(&b, "", true);
+    assert_eq!(claude_status(&via_a).await, 403);
+    assert_eq!(claude_status(&via_b).await, 403);
+
+    let (status, ex) = grant(env.gateway.admin_addr).await;
+    assert_eq!(status, 201, "{ex}");
+    let seen = until_status(&via_b, 200, Duration::from_secs(1)).await;
+    eprintln!("grant via A reached B after {seen:?}");
+
+    let id = ex["id"].as_str().unwrap();
+    let (status, _) = admin_call(
+        b.admin_addr,
+        reqwest::Method::DELETE,
+        &format!("/v1/exemptions/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = until_status(&via_a, 403, Duration::from_secs(1)).await;
+    eprintln!("revoke via B reached A after {seen:?}");
+
+    // Both replicas' audit chains land in the table and verify.
+    for gw in [&env.gateway, &b] {
+        assert!(gw.audit().flush().await);
+    }
+    let db = pg.client().await;
+    let mut replicas = Vec::new();
+    for _ in 0..100 {
+        replicas = db
+            .query(
+                "SELECT replica, count(*) FROM aigate_audit GROUP BY replica ORDER BY replica",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+            .collect();
+        if replicas.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        replicas.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    let partitions: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'aigate_audit'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(partitions >= 1, "records go to a day partition");
+    let out = Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .args(["audit", "verify", "--postgres", "--config"])
+        .arg(&env.config_path)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("replica a: ok") && stdout.contains("replica b: ok"),
+        "{stdout}"
+    );
+
+    // Tampering with one row is caught, naming the replica.
+    db.execute(
+        "UPDATE aigate_audit SET line = replace(line, '\"status\":403', '\"status\":200') WHERE replica = 'b' AND line LIKE '%\"status\":403%'",
+        &[],
+    )
+    .await
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .args(["audit", "verify", "--postgres", "--config"])
+        .arg(&env.config_path)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("replica b:") && stderr.contains("edited"),
+        "{stderr}"
+    );
+
+    // The admin API reads every replica's records from the table.
+    let (status, page) = admin_call(
+        env.gateway.admin_addr,
+        reqwest::Method::GET,
+        "/v1/audit?kind=admin&limit=10",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let reasons: Vec<&str> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap_or("?"))
+        .collect();
+    assert!(
+        reasons.contains(&"exemption_granted") && reasons.contains(&"exemption_revoked"),
+        "the grant (replica a) and the revocation (replica b) in one place: {page}"
+    );
+}
+
+#[tokio::test]
+async fn with_the_database_down_replicas_enforce_their_snapshot_and_refuse_grants() {
+    let pg = Postgres::start();
+    let clock = Arc::new(TestClock::default());
+    let env = replica_a(&pg, Some(clock.clone())).await;
+    let b = env
+        .variant("b", |t| {
+            t.replace("replica_id = \"a\"", "replica_id = \"b\"")
+        })
+        .await;
+    until_up(&env.gateway, true).await;
+    until_up(&b, true).await;
+    let via_a = client_for(&env.gateway, "", true);
+    let via_b = client_for(&b, "", true);
+    let (status, _) = grant(env.gateway.admin_addr).await;
+    assert_eq!(status, 201);
+    until_status(&via_b, 200, Duration::from_secs(1)).await;
+
+    pg.stop();
+    // Enforcement goes on from the snapshot: the exemption still holds on both.
+    assert_eq!(claude_status(&via_a).await, 200);
+    assert_eq!(claude_status(&via_b).await, 200);
+    // A grant is refused, not acknowledged and lost.
+    let (status, body) = grant(b.admin_addr).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was granted"),
+        "{body}"
+    );
+    until_up(&b, false).await;
+    let ready = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("http://{}/readyz", b.admin_addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "a replica stays in service");
+    assert!(
+        ready
+            .text()
+            .await
+            .unwrap()
+            .contains("PostgreSQL unreachable")
+    );
+
+    // The database comes back: both reconnect on their own, and grants work again.
+    pg.start_again();
+    until_up(&env.gateway, true).await;
+    until_up(&b, true).await;
+    let (status, _) = grant(b.admin_addr).await;
+    assert_eq!(status, 201);
+    let db = pg.client().await;
+    let rows: i64 = db
+        .query_one("SELECT count(*) FROM aigate_exemptions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rows, 2,
+        "the refused grant was never stored; the others were"
+    );
+
+    // Expiry is the clock's business: with the database down again, the exemptions still end
+    // (replica a runs on the test's clock).
+    until_status(&via_a, 200, Duration::from_secs(1)).await;
+    pg.stop();
+    clock.advance(Duration::from_secs(2 * 3600));
+    assert_eq!(claude_status(&via_a).await, 403);
+}
+
+#[test]
+fn migrations_run_twice_without_harm() {
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("aigate.toml");
+    std::fs::write(
+        &config,
+        aigate::config::DEFAULT_CONFIG.replace(
+            "backend = \"file\"",
+            &format!("backend = \"postgres\"\nurl = \"{}\"", pg.url()),
+        ),
+    )
+    .unwrap();
+    let migrate = || {
+        Command::new(env!("CARGO_BIN_EXE_aigate"))
+            .args(["db", "migrate", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap()
+    };
+    let first = migrate();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied migrations [1]"));
+    let second = migrate();
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stdout).contains("schema up to date"));
+
+    // A file-backed config is a usage error that says what to do.
+    let out = Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .args(["db", "migrate"])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("storage.backend = \"postgres\""));
+}
