@@ -74,7 +74,7 @@ impl AuditGuard {
             return true;
         };
         let ack = self.audit.submit_acked(record);
-        ack.await.unwrap_or(false) || !self.fail_closed
+        ack.await || !self.fail_closed
     }
 
     /// Submit an answer of aigate's own (a refusal, an upstream failure) and return it once the
@@ -130,6 +130,8 @@ enum State {
 /// A response body on its way to the client, counting bytes and holding its audit guard. If
 /// the client goes away first, dropping the guard records that.
 pub struct AuditedBody<B> {
+    /// Frames already read from `inner`, sent first.
+    prefix: std::collections::VecDeque<Frame<Bytes>>,
     inner: B,
     guard: Option<AuditGuard>,
     /// fail_closed: a vendor's answer whose record cannot be written is not completed.
@@ -143,6 +145,7 @@ impl AuditedBody<http_body_util::Empty<Bytes>> {
     /// by a fail-closed gateway is not delivered.
     pub fn unwritten() -> Self {
         AuditedBody {
+            prefix: Default::default(),
             inner: http_body_util::Empty::new(),
             guard: None,
             cut_if_unwritten: true,
@@ -156,12 +159,24 @@ impl<B> AuditedBody<B> {
     /// The vendor's answer.
     pub fn forwarded(inner: B, guard: AuditGuard) -> AuditedBody<B> {
         AuditedBody {
+            prefix: Default::default(),
             inner,
             cut_if_unwritten: guard.fail_closed,
             guard: Some(guard),
             bytes: 0,
             state: State::Streaming,
         }
+    }
+
+    /// Send these frames (already read from the inner body, which has not ended) first.
+    pub fn after(mut self, frames: Vec<Frame<Bytes>>) -> Self {
+        for frame in frames {
+            if let Some(d) = frame.data_ref() {
+                self.bytes += d.len() as u64;
+            }
+            self.prefix.push_back(frame);
+        }
+        self
     }
 
     fn commit(&mut self, held: Option<Frame<Bytes>>) {
@@ -213,7 +228,7 @@ where
                     )));
                 }
                 State::Committing { held, ack } => {
-                    let written = ready!(Pin::new(ack).poll(cx)).unwrap_or(false);
+                    let written = ready!(Pin::new(ack).poll(cx));
                     let held = held.take();
                     this.state = State::Done;
                     if !written && this.cut_if_unwritten {
@@ -223,6 +238,9 @@ where
                         )));
                     }
                     return Poll::Ready(held.map(Ok));
+                }
+                State::Streaming if !this.prefix.is_empty() => {
+                    return Poll::Ready(this.prefix.pop_front().map(Ok));
                 }
                 State::Streaming => match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                     Some(Ok(frame)) => {

@@ -5,12 +5,14 @@
 //! which does not go through the proxy. The response body is streamed frame by frame (SSE
 //! arrives event by event); its audit record is written before its last byte leaves.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, Uri, Version, header};
-use http_body::Body;
+use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -194,9 +196,19 @@ async fn fail(
 }
 
 /// A vendor answer up to this size with a known length is read whole before its head goes out,
-/// so that head and body still leave in one write once the record is written. Larger or
-/// streamed answers (SSE) flow frame by frame and hold back only their last frame.
+/// so that head and body still leave in one write once the record is written. So is one of
+/// unknown length (chunked) that has arrived whole by the time its head has. Larger or streamed
+/// answers (SSE) flow frame by frame and hold back only their last frame.
 const WHOLE_BODY_LIMIT: u64 = 64 * 1024;
+
+/// The body's next frame if it is already here; `None` if it would have to wait.
+fn ready_frame(body: &mut Incoming) -> Option<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    let mut cx = Context::from_waker(Waker::noop());
+    match Pin::new(body).poll_frame(&mut cx) {
+        Poll::Ready(frame) => Some(frame),
+        Poll::Pending => None,
+    }
+}
 
 /// Pass the vendor's response back, cleaned and annotated, its end tied to the audit record.
 async fn respond(
@@ -207,7 +219,7 @@ async fn respond(
     format: Option<ErrorFormat>,
     id: &str,
 ) -> Response<ProxyBody> {
-    let (mut parts, body) = resp.into_parts();
+    let (mut parts, mut body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     parts.headers.remove(header::ALT_SVC);
     deny::annotate(&mut parts.headers, label, reason, id);
@@ -215,18 +227,59 @@ async fn respond(
     let r = guard.rec();
     r.status = Some(parts.status.as_u16());
     r.ttfb_ms = Some(ttfb);
-    if body
-        .size_hint()
-        .exact()
-        .is_none_or(|n| n > WHOLE_BODY_LIMIT)
-    {
-        return Response::from_parts(parts, AuditedBody::forwarded(body, guard).boxed());
-    }
-    let whole = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            tracing::warn!(request_id = %id, error = %e, "upstream body failed");
-            return fail(guard, format, UpstreamFailure::Reset, reason, id).await;
+    let whole = match body.size_hint().exact() {
+        Some(n) if n <= WHOLE_BODY_LIMIT => match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                tracing::warn!(request_id = %id, error = %e, "upstream body failed");
+                return fail(guard, format, UpstreamFailure::Reset, reason, id).await;
+            }
+        },
+        Some(_) => {
+            return Response::from_parts(parts, AuditedBody::forwarded(body, guard).boxed());
+        }
+        None => {
+            // Take what has already arrived; if that is the whole answer, send it whole. The
+            // upstream connection decodes a chunked body's end only once asked for more, so
+            // let it run once before deciding that the rest is still on its way.
+            let mut frames = Vec::new();
+            let mut size = 0u64;
+            let mut yielded = false;
+            loop {
+                match ready_frame(&mut body) {
+                    Some(Some(Ok(frame))) => {
+                        size += frame.data_ref().map_or(0, |d| d.len() as u64);
+                        frames.push(frame);
+                        if size > WHOLE_BODY_LIMIT {
+                            break;
+                        }
+                    }
+                    Some(None) => break,
+                    Some(Some(Err(e))) => {
+                        tracing::warn!(request_id = %id, error = %e, "upstream body failed");
+                        return fail(guard, format, UpstreamFailure::Reset, reason, id).await;
+                    }
+                    None if !yielded && !frames.is_empty() => {
+                        yielded = true;
+                        tokio::task::yield_now().await;
+                    }
+                    None => {
+                        let body = AuditedBody::forwarded(body, guard).after(frames);
+                        return Response::from_parts(parts, body.boxed());
+                    }
+                }
+            }
+            if !body.is_end_stream() {
+                let body = AuditedBody::forwarded(body, guard).after(frames);
+                return Response::from_parts(parts, body.boxed());
+            }
+            let mut whole = bytes::BytesMut::with_capacity(size as usize);
+            for frame in frames {
+                if let Ok(data) = frame.into_data() {
+                    whole.extend_from_slice(&data);
+                }
+            }
+            whole.freeze()
         }
     };
     guard.rec().bytes_down = whole.len() as u64;
