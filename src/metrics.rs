@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::audit::{AuditRecord, Kind};
 
@@ -17,8 +17,8 @@ const BUCKETS: [f64; 14] = [
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Labels {
     kind: &'static str,
-    vendor: String,
-    tool: String,
+    vendor: Arc<str>,
+    tool: Arc<str>,
     action: &'static str,
     reason: &'static str,
 }
@@ -33,13 +33,15 @@ struct Histogram {
 #[derive(Debug, Default)]
 struct Counters {
     requests: BTreeMap<Labels, u64>,
-    latency: BTreeMap<String, Histogram>,
+    latency: BTreeMap<Arc<str>, Histogram>,
 }
 
 #[derive(Debug, Default)]
 pub struct Metrics {
     counters: Mutex<Counters>,
     pub open_connections: AtomicI64,
+    /// The label for "none" (no vendor, no tool), shared.
+    empty: Arc<str>,
 }
 
 /// Counts a client connection (or the tunnel or intercepted session it became) for as long as it
@@ -78,8 +80,9 @@ impl Metrics {
         };
         let labels = Labels {
             kind,
-            vendor: r.vendor.as_deref().unwrap_or("").to_string(),
-            tool: r.tool.as_deref().unwrap_or("").to_string(),
+            // Arc clones: no allocation per record on the data path.
+            vendor: r.vendor.clone().unwrap_or_else(|| self.empty.clone()),
+            tool: r.tool.clone().unwrap_or_else(|| self.empty.clone()),
             action: r.action.as_str(),
             reason: r.reason.as_str(),
         };
@@ -88,7 +91,7 @@ impl Metrics {
         if r.kind == Kind::Request {
             let h = c
                 .latency
-                .entry(r.vendor.as_deref().unwrap_or("").to_string())
+                .entry(r.vendor.clone().unwrap_or_else(|| self.empty.clone()))
                 .or_default();
             let secs = r.duration_ms / 1000.0;
             for (i, upper) in BUCKETS.iter().enumerate() {

@@ -162,9 +162,23 @@ fn authority_matches(parts: &Parts, conn: &ConnCtx) -> bool {
         Scheme::Https => 443,
         Scheme::Http => 80,
     };
-    let check = |authority: &str| match parse_authority(authority) {
-        Ok((host, port)) => host == conn.host && port.unwrap_or(default_port) == conn.port,
-        Err(_) => false,
+    let check = |authority: &str| {
+        // The usual case, the name exactly as normalised, needs no parsing.
+        if let Host::Name(name) = &conn.host {
+            let (h, p) = authority.rsplit_once(':').unwrap_or((authority, ""));
+            let port_ok = if p.is_empty() {
+                conn.port == default_port
+            } else {
+                p.parse::<u16>() == Ok(conn.port)
+            };
+            if h == name && port_ok {
+                return true;
+            }
+        }
+        match parse_authority(authority) {
+            Ok((host, port)) => host == conn.host && port.unwrap_or(default_port) == conn.port,
+            Err(_) => false,
+        }
     };
     let mut any = false;
     if let Some(a) = parts.uri.authority() {
