@@ -24,7 +24,10 @@ async fn replica(url: &str, name: &str, dir: &std::path::Path) -> aigate::AppHan
             &format!("backend = \"postgres\"\nurl = \"{url}\"\nreplica_id = \"{name}\""),
         )
         .replace("level = \"info\"", "level = \"warn\"")
-        .replace("# users_file = \"users.toml\"", "users_file = \"users.toml\"")
+        .replace(
+            "# users_file = \"users.toml\"",
+            "users_file = \"users.toml\"",
+        )
         + &format!(
             "\n[[admin.tokens]]\nuser = \"root\"\nroles = [\"admin\"]\nhash = \"{}\"\n",
             aigate::identify::user::hash_token(TOKEN)
@@ -84,7 +87,10 @@ async fn main() {
             if seen == 200 {
                 break;
             }
-            assert!(granted.elapsed() < Duration::from_secs(10), "grant {id} never reached B");
+            assert!(
+                granted.elapsed() < Duration::from_secs(10),
+                "grant {id} never reached B"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         times.push(granted.elapsed());

@@ -15,6 +15,12 @@ python3 "$HERE/render-config.py" --base "$AIGATE_BASE_CONFIG" --out "$CFG" \
   --ca-cert "$MITM_CA_CERT" --ca-key "$MITM_CA_KEY" --upstream-ca "$UPSTREAM_CA" \
   --admin-listen "${AIGATE_ADMIN_LISTEN:-127.0.0.1:9181}" \
   --per-client "${AIGATE_PER_CLIENT:-max}"
+# AIGATE_STORAGE_URL=postgres://...: the same run with exemptions (and the audit copy) in
+# PostgreSQL, to compare the hot path with the file backend (bench/README.md, "aigate").
+if [ -n "${AIGATE_STORAGE_URL:-}" ]; then
+  sed -i "s|^backend = \"file\"|backend = \"postgres\"\nurl = \"$AIGATE_STORAGE_URL\"\nreplica_id = \"bench\"|" "$CFG"
+  grep -q '^backend = "postgres"' "$CFG" || { echo "start.sh: could not switch $CFG to postgres" >&2; exit 1; }
+fi
 "$AIGATE_BIN" check --config "$CFG" >&2
 echo "aigate: $("$AIGATE_BIN" --version); config $CFG (from $AIGATE_BASE_CONFIG); ulimit -n $(ulimit -n)" >&2
 exec "$AIGATE_BIN" run --config "$CFG"
