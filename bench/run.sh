@@ -36,6 +36,13 @@ if [ "$missing" = 1 ]; then
   "$BENCH/scripts/setup.sh"
 fi
 
+# squid runs as user proxy: it must be able to reach its run directory and the CA below $B
+# (with $B under a 0700 home it cannot, and squid ssl-bump dies at start).
+if id proxy >/dev/null 2>&1 && ! runuser -u proxy -- test -x "$B" 2>/dev/null; then
+  echo "bench/run.sh: letting user proxy (squid) traverse to $B (chmod o+x on its parents)" >&2
+  d=$B; while [ "$d" != / ]; do chmod o+x "$d"; d=$(dirname "$d"); done
+fi
+
 # --- 2. aigate binary ---
 if [ -z "${AIGATE_BIN:-}" ]; then
   echo "bench/run.sh: cargo build --release in $REPO" >&2

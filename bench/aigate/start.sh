@@ -20,6 +20,10 @@ python3 "$HERE/render-config.py" --base "$AIGATE_BASE_CONFIG" --out "$CFG" \
 if [ -n "${AIGATE_STORAGE_URL:-}" ]; then
   sed -i "s|^backend = \"file\"|backend = \"postgres\"\nurl = \"$AIGATE_STORAGE_URL\"\nreplica_id = \"bench\"|" "$CFG"
   grep -q '^backend = "postgres"' "$CFG" || { echo "start.sh: could not switch $CFG to postgres" >&2; exit 1; }
+  # AIGATE_STORAGE_AUDIT=false: exemptions in PostgreSQL, the audit log in the file only.
+  if [ "${AIGATE_STORAGE_AUDIT:-true}" = false ]; then
+    sed -i 's|^replica_id = "bench"|replica_id = "bench"\naudit = false|' "$CFG"
+  fi
 fi
 "$AIGATE_BIN" check --config "$CFG" >&2
 echo "aigate: $("$AIGATE_BIN" --version); config $CFG (from $AIGATE_BASE_CONFIG); ulimit -n $(ulimit -n)" >&2
