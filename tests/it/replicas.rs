@@ -100,6 +100,16 @@ async fn until_status(client: &reqwest::Client, want: u16, within: Duration) -> 
     }
 }
 
+/// `aigate audit verify --postgres`, the real binary.
+fn verify_postgres(config: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .args(["audit", "verify", "--postgres", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap()
+}
+
 async fn until_up(gw: &aigate::AppHandle, up: bool) {
     for _ in 0..300 {
         if gw.storage_up() == Some(up) {
@@ -178,12 +188,7 @@ async fn a_grant_on_one_replica_holds_on_the_other_within_a_second() {
         .unwrap()
         .get(0);
     assert!(partitions >= 1, "records go to a day partition");
-    let out = Command::new(env!("CARGO_BIN_EXE_aigate"))
-        .args(["audit", "verify", "--postgres", "--config"])
-        .arg(&env.config_path)
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
+    let out = verify_postgres(&env.config_path);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -202,12 +207,7 @@ async fn a_grant_on_one_replica_holds_on_the_other_within_a_second() {
     )
     .await
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_aigate"))
-        .args(["audit", "verify", "--postgres", "--config"])
-        .arg(&env.config_path)
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
+    let out = verify_postgres(&env.config_path);
     assert_eq!(out.status.code(), Some(65));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
