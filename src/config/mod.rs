@@ -178,6 +178,8 @@ pub struct PostgresConfig {
     /// Also ship the audit log to PostgreSQL.
     pub audit: bool,
     pub pool_size: usize,
+    /// Extra PEM roots for the database server's certificate.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The database password never sits in the config file.

@@ -50,6 +50,7 @@ pub struct RawStorage {
     pub resync_interval: Option<String>,
     pub audit: Option<bool>,
     pub pool_size: Option<u64>,
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

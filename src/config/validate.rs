@@ -859,6 +859,7 @@ fn storage(p: &mut Problems, raw: &RawStorage, base: &Path) -> Storage {
         ("resync_interval", raw.resync_interval.is_some()),
         ("audit", raw.audit.is_some()),
         ("pool_size", raw.pool_size.is_some()),
+        ("ca_file", raw.ca_file.is_some()),
     ];
     match backend {
         "file" => {
@@ -951,6 +952,10 @@ fn storage(p: &mut Problems, raw: &RawStorage, base: &Path) -> Storage {
         resync_interval,
         audit: raw.audit.unwrap_or(true),
         pool_size: pool_size.clamp(1, 64) as usize,
+        ca_file: raw
+            .ca_file
+            .as_deref()
+            .map(|f| readable_file(p, "storage.ca_file", base, f)),
     })
 }
 

@@ -1,5 +1,9 @@
 //! The PostgreSQL connection pool, and whether the database is reachable right now.
 //!
+//! TLS follows the URL's `sslmode` (`disable`, `prefer` — tokio-postgres's default — or
+//! `require`); whenever TLS is used the server's certificate is verified against the system and
+//! webpki roots plus `storage.ca_file`, with rustls as everywhere else in aigate.
+//!
 //! Nothing on the data path waits for it: requests are decided from the in-memory snapshot.
 //! Grants, revocations, the audit shipper and the admin API's reads use the pool; a failure
 //! marks the database down (readyz, `aigate_storage_up`) until a call succeeds again.
@@ -9,9 +13,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use tokio_postgres::Socket;
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{PasswordSource, PostgresConfig};
+use crate::tls::TlsSetupError;
 
 /// How long a call may wait for a pooled connection (or to open one) before it counts as down.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -29,15 +36,24 @@ pub enum DbError {
     },
     #[error("storage.url: {0}")]
     Url(String),
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
     #[error("PostgreSQL is unreachable: {0}")]
     Unavailable(String),
     #[error("PostgreSQL: {0}")]
     Query(#[from] tokio_postgres::Error),
 }
 
+/// A connection of its own, outside the pool.
+pub type Dedicated = (
+    tokio_postgres::Client,
+    tokio_postgres::Connection<Socket, <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream>,
+);
+
 pub struct Db {
     pool: Pool,
     pg: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     pub cfg: PostgresConfig,
     up: AtomicBool,
 }
@@ -65,9 +81,20 @@ impl Db {
         }
         pg.application_name(format!("aigate {}", cfg.replica_id));
         pg.connect_timeout(CONNECT_TIMEOUT);
+        let roots = crate::tls::upstream::root_store("storage.ca_file", cfg.ca_file.as_slice())?;
+        let tls_config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsSetupError::Invalid {
+                what: "TLS provider",
+                path: Default::default(),
+                message: e.to_string(),
+            })?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tls = MakeRustlsConnect::new(tls_config);
         let manager = Manager::from_config(
             pg.clone(),
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -83,6 +110,7 @@ impl Db {
         Ok(Arc::new(Db {
             pool,
             pg,
+            tls,
             cfg: cfg.clone(),
             up: AtomicBool::new(false),
         }))
@@ -98,24 +126,16 @@ impl Db {
             Ok(c) => Ok(c),
             Err(e) => {
                 self.set_up(false);
-                Err(DbError::Unavailable(e.to_string()))
+                Err(DbError::Unavailable(chain(&e)))
             }
         }
     }
 
     /// A connection of its own, outside the pool (LISTEN needs one that stays put).
-    pub async fn dedicated(
-        &self,
-    ) -> Result<
-        (
-            tokio_postgres::Client,
-            tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
-        ),
-        DbError,
-    > {
-        self.pg.connect(NoTls).await.map_err(|e| {
+    pub async fn dedicated(&self) -> Result<Dedicated, DbError> {
+        self.pg.connect(self.tls.clone()).await.map_err(|e| {
             self.set_up(false);
-            DbError::Unavailable(e.to_string())
+            DbError::Unavailable(chain(&e))
         })
     }
 
@@ -128,7 +148,7 @@ impl Db {
             }
             Err(e) if e.is_closed() || e.as_db_error().is_none() => {
                 self.set_up(false);
-                Err(DbError::Unavailable(e.to_string()))
+                Err(DbError::Unavailable(chain(&e)))
             }
             Err(e) => Err(DbError::Query(e)),
         }
@@ -156,4 +176,20 @@ impl Db {
         let result = super::migrate::run(&mut client).await;
         self.note(result)
     }
+}
+
+/// An error with its causes ("error performing TLS handshake: invalid peer certificate: …"):
+/// the outermost message alone rarely says what to fix.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
 }

@@ -21,8 +21,12 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector<Resolver>>, ProxyBody>;
 
-/// The roots we trust upstream.
-pub fn root_store(extra_roots: &[impl AsRef<Path>]) -> Result<RootCertStore, TlsSetupError> {
+/// The roots we trust upstream: webpki's, the system's and `extra_roots` (named `what` in
+/// errors).
+pub fn root_store(
+    what: &'static str,
+    extra_roots: &[impl AsRef<Path>],
+) -> Result<RootCertStore, TlsSetupError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     let native = rustls_native_certs::load_native_certs();
@@ -34,26 +38,26 @@ pub fn root_store(extra_roots: &[impl AsRef<Path>]) -> Result<RootCertStore, Tls
         let path = path.as_ref();
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
             .map_err(|e| TlsSetupError::Invalid {
-                what: "upstream root file",
+                what,
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?
             .collect::<Result<_, _>>()
             .map_err(|e| TlsSetupError::Invalid {
-                what: "upstream root file",
+                what,
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
         if certs.is_empty() {
             return Err(TlsSetupError::Invalid {
-                what: "upstream root file",
+                what,
                 path: path.to_path_buf(),
                 message: "no PEM certificate in it".into(),
             });
         }
         for cert in certs {
             roots.add(cert).map_err(|e| TlsSetupError::Invalid {
-                what: "upstream root file",
+                what,
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
@@ -63,7 +67,7 @@ pub fn root_store(extra_roots: &[impl AsRef<Path>]) -> Result<RootCertStore, Tls
 }
 
 pub fn client_config(cfg: &UpstreamConfig) -> Result<ClientConfig, TlsSetupError> {
-    let roots = root_store(&cfg.extra_roots)?;
+    let roots = root_store("upstream root file", &cfg.extra_roots)?;
     ClientConfig::builder_with_provider(super::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsSetupError::Invalid {

@@ -75,6 +75,16 @@ impl TestCa {
         }
     }
 
+    /// A leaf for `names`: (certificate PEM, PKCS#8 key PEM), for servers that read files.
+    pub fn leaf_pem(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     pub fn server_config(&self, names: &[&str], alpn: &[&[u8]]) -> Arc<ServerConfig> {
         let key = KeyPair::generate().unwrap();
         let params =

@@ -54,6 +54,16 @@ fn run(mut c: Command, what: &str) {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// A server that accepts TLS connections only, with a certificate for 127.0.0.1 (and
+    /// localhost) signed by `ca`.
+    pub fn start_tls(ca: &crate::common::TestCa) -> Postgres {
+        Postgres::start_with(Some(ca.leaf_pem(&["127.0.0.1", "localhost"])))
+    }
+
+    fn start_with(tls: Option<(String, String)>) -> Postgres {
         let bin = bin_dir();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
@@ -76,6 +86,34 @@ impl Postgres {
             .arg(&data)
             .args(["-A", "trust", "-U", "aigate", "--no-sync", "-E", "UTF8"]);
         run(init, "initdb");
+        if let Some((cert, key)) = tls {
+            std::fs::write(data.join("server.crt"), cert).unwrap();
+            std::fs::write(data.join("server.key"), key).unwrap();
+            let conf = data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).unwrap();
+            text.push_str(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            );
+            std::fs::write(&conf, text).unwrap();
+            // TLS or nothing over TCP.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+            run(
+                {
+                    let mut c = Command::new("chmod");
+                    c.arg("600").arg(data.join("server.key"));
+                    c
+                },
+                "chmod",
+            );
+            let _ = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&data)
+                .status();
+        }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -352,3 +352,50 @@ fn migrations_run_twice_without_harm() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("storage.backend = \"postgres\""));
 }
+
+/// The connection to PostgreSQL is TLS with a verified certificate when the URL asks for it: a
+/// server that accepts TLS only is reached with `storage.ca_file`, refused without it (its
+/// certificate is not trusted), and refused with TLS turned off.
+#[test]
+fn the_database_connection_is_verified_tls() {
+    let ca = crate::common::TestCa::new("aigate test database CA");
+    let pg = Postgres::start_tls(&ca);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("db-ca.pem"), &ca.cert_pem).unwrap();
+    let url = format!("postgres://aigate@127.0.0.1:{}/postgres", pg.port);
+    let migrate = |storage: &str| {
+        let config = dir.path().join("aigate.toml");
+        std::fs::write(
+            &config,
+            aigate::config::DEFAULT_CONFIG.replace("backend = \"file\"", storage),
+        )
+        .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_aigate"))
+            .args(["db", "migrate", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap()
+    };
+    let verified = migrate(&format!(
+        "backend = \"postgres\"\nurl = \"{url}?sslmode=require\"\nca_file = \"db-ca.pem\""
+    ));
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    let untrusted = migrate(&format!(
+        "backend = \"postgres\"\nurl = \"{url}?sslmode=require\""
+    ));
+    assert!(!untrusted.status.success());
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(stderr.contains("certificate"), "{stderr}");
+    let plain = migrate(&format!(
+        "backend = \"postgres\"\nurl = \"{url}?sslmode=disable\"\nca_file = \"db-ca.pem\""
+    ));
+    assert!(
+        !plain.status.success(),
+        "a TLS-only server refuses plain TCP"
+    );
+}
