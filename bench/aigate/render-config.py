@@ -11,6 +11,10 @@ with fsync = "batch", timeouts, limits) is kept as it is, comments included. Onl
   [log]      level = "warn"       (process logs; not the audit log)
   + one [[vendors]] entry for the bench vendor host api.vendor.test (error_format anthropic), so the
     bench traffic is intercepted, identified, decided and audited like a real vendor's.
+    With --vendor-host-in ID the host is instead added to the hosts of the shipped vendor ID
+    (e.g. anthropic, so the shipped tool signatures and rules for that vendor apply to it: the soak
+    test's Claude Code requests are blocked by the shipped rule).
+  [upstream.resolve]  + one entry per --resolve HOST=IP:PORT (e.g. a non-vendor host for tunnels)
 
 The result is parsed back with tomllib and every changed key is checked; `aigate check` validates it
 afterwards (start.sh). Stdlib only.
@@ -35,6 +39,11 @@ ap.add_argument("--per-client", default="max",
                 help='gateway.max_connections_per_client: a number, "max" (= max_connections; default) '
                      'or "keep" (the shipped value)')
 ap.add_argument("--vendor-host", default="api.vendor.test")
+ap.add_argument("--vendor-host-in", metavar="ID",
+                help="add --vendor-host to the hosts of the shipped [[vendors]] entry with this id "
+                     "(e.g. anthropic) instead of adding a separate bench vendor")
+ap.add_argument("--resolve", action="append", default=[], metavar="HOST=IP:PORT",
+                help="an [upstream.resolve] entry (repeatable)")
 a = ap.parse_args()
 
 text = open(a.base, encoding="utf-8").read()
@@ -73,6 +82,47 @@ for line in text.splitlines():
         continue
     out.append(line)
 
+# [upstream.resolve] entries: quoted keys, right after the section header (or a new section).
+resolve = {}
+for item in a.resolve:
+    host, sep, addr = item.partition("=")
+    if not sep or not host or not addr:
+        sys.exit(f"render-config: --resolve wants HOST=IP:PORT, got {item!r}")
+    if host in base.get("upstream", {}).get("resolve", {}):
+        sys.exit(f"render-config: {host} is already in [upstream.resolve] of {a.base}")
+    resolve[host] = addr
+if resolve:
+    lines = [f"{q(h)} = {q(v)}   # bench" for h, v in resolve.items()]
+    if "upstream.resolve" in header_at:
+        at = header_at["upstream.resolve"]
+        out[at:at] = lines
+        # header_at indices after this point move by len(lines)
+        header_at = {k: (i + len(lines) if i > at else i) for k, i in header_at.items()}
+    else:
+        out += ["", "[upstream.resolve]"] + lines
+
+# --vendor-host-in: append the host to that vendor's `hosts = [...]` line (one line in the shipped file).
+if a.vendor_host_in:
+    starts = [i for i, line in enumerate(out) if re.match(r"^\s*\[\[\s*vendors\s*\]\]", line)]
+    edited = False
+    for i in starts:
+        j = i + 1
+        while j < len(out) and not hdr.match(out[j]):
+            j += 1
+        block = tomllib.loads("\n".join(out[i + 1:j]))
+        if block.get("id") != a.vendor_host_in:
+            continue
+        for k in range(i + 1, j):
+            if re.match(r"^\s*hosts\s*=", out[k]):
+                was = out[k].split("=", 1)[1].strip()
+                hosts = tomllib.loads(f"x = {was}")["x"]  # fails if the array spans several lines
+                out[k] = "hosts = [" + ", ".join(q(h) for h in hosts + [a.vendor_host]) + f"]   # bench: was {was}"
+                edited = True
+                break
+        break
+    if not edited:
+        sys.exit(f"render-config: no [[vendors]] entry with id = {a.vendor_host_in!r} and a one-line hosts in {a.base}")
+
 # Missing keys: insert after the section header (in reverse so indices stay valid); missing sections: append.
 missing = [k for k in sets if k not in done]
 for key in sorted((k for k in reversed(missing) if k[0] in header_at), key=lambda k: -header_at[k[0]]):
@@ -80,18 +130,21 @@ for key in sorted((k for k in reversed(missing) if k[0] in header_at), key=lambd
 for key in (k for k in missing if k[0] not in header_at):
     out += ["", f"[{key[0]}]", f"{key[1]} = {sets[key]}   # bench"]
 
-out += [
-    "",
-    "# ---------------------------------------------------------------------------------------------",
-    "# bench: the benchmark's vendor host, handled exactly like a real vendor's.",
-    "[[vendors]]",
-    'id = "vendor-test"',
-    'name = "Bench vendor"',
-    f"hosts = [{q(a.vendor_host)}]",
-    'error_format = "anthropic"',
-    "",
-]
+if not a.vendor_host_in:
+    out += [
+        "",
+        "# ---------------------------------------------------------------------------------------------",
+        "# bench: the benchmark's vendor host, handled exactly like a real vendor's.",
+        "[[vendors]]",
+        'id = "vendor-test"',
+        'name = "Bench vendor"',
+        f"hosts = [{q(a.vendor_host)}]",
+        'error_format = "anthropic"',
+        "",
+    ]
 rendered = "\n".join(out)
+if not rendered.endswith("\n"):
+    rendered += "\n"
 
 # Check: the changed keys have the new values, nothing else moved.
 got = tomllib.loads(rendered)
@@ -99,14 +152,21 @@ for (s, k), v in sets.items():
     want = tomllib.loads(f"x = {v}")["x"]
     if got[s][k] != want:
         sys.exit(f"render-config: {s}.{k} is {got[s][k]!r}, wanted {want!r}")
-vt = [v for v in got["vendors"] if v["id"] == "vendor-test"]
-assert len(vt) == 1 and vt[0]["hosts"] == [a.vendor_host], vt
+if a.vendor_host_in:
+    want_vendors = [dict(v, hosts=v["hosts"] + [a.vendor_host]) if v["id"] == a.vendor_host_in else v
+                    for v in base["vendors"]]
+    assert got["vendors"] == want_vendors, "vendors: only the bench host may be added"
+else:
+    vt = [v for v in got["vendors"] if v["id"] == "vendor-test"]
+    assert len(vt) == 1 and vt[0]["hosts"] == [a.vendor_host], vt
+    assert got["vendors"][:-1] == base["vendors"], "shipped vendors changed"
+want_resolve = dict(base.get("upstream", {}).get("resolve", {}), **resolve)
+assert got["upstream"].get("resolve", {}) == want_resolve, (got["upstream"].get("resolve"), want_resolve)
 for s in got:
     if s == "vendors":
-        assert got[s][:-1] == base[s], "shipped vendors changed"
         continue
     for k in set(got[s]) | set(base.get(s, {})) if isinstance(got[s], dict) else []:
-        if (s, k) not in sets:
+        if (s, k) not in sets and (s, k) != ("upstream", "resolve"):
             assert got[s].get(k) == base.get(s, {}).get(k), f"{s}.{k} changed"
     if not isinstance(got[s], dict):
         assert got[s] == base[s], f"{s} changed"
