@@ -71,9 +71,10 @@ async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAd
     let activity = super::idle::Activity::new();
     let watch = activity.clone();
     let service = service_fn(move |req| {
-        let in_flight = activity.begin();
-        let handled = proxy_request(shared.clone(), peer, slot.clone(), req);
-        async move { Ok::<_, Infallible>(super::idle::track(handled.await?, in_flight)) }
+        super::idle::handling(
+            &activity,
+            proxy_request(shared.clone(), peer, slot.clone(), req),
+        )
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())

@@ -27,7 +27,9 @@ use crate::tls::upstream::{BoxError, ProxyBody};
 /// Submits the request's audit record exactly once: on `finish`, `commit`, `respond`, at the end
 /// of an `AuditedBody`, or on drop (client gone).
 pub struct AuditGuard {
-    record: AuditRecord,
+    /// Boxed: the guard is moved through every stage of a request, and each stage's future
+    /// holds it; inline, the record made every connection's future kilobytes larger.
+    record: Box<AuditRecord>,
     audit: AuditLog,
     fail_closed: bool,
     start: Instant,
@@ -38,7 +40,7 @@ pub struct AuditGuard {
 impl AuditGuard {
     pub fn new(shared: &Shared, record: AuditRecord, start: Instant) -> AuditGuard {
         AuditGuard {
-            record,
+            record: Box::new(record),
             audit: shared.audit.clone(),
             fail_closed: shared.config.load().audit.on_failure == FailMode::Closed,
             start,
@@ -68,21 +70,29 @@ impl AuditGuard {
     }
 
     /// Submit now and wait until the record is in the file. False only if it could not be
-    /// written and the gateway fails closed.
-    pub async fn commit(mut self) -> bool {
-        let Some(record) = self.take() else {
-            return true;
+    /// written and the gateway fails closed. The record is submitted before the first poll; the
+    /// future holds only the acknowledgement, so callers' futures stay small.
+    pub fn commit(mut self) -> impl Future<Output = bool> + Send + use<> {
+        let fail_closed = self.fail_closed;
+        let ack = match self.take() {
+            Some(record) => self.audit.submit_acked(record),
+            None => Ack::Done(true),
         };
-        let ack = self.audit.submit_acked(record);
-        ack.await || !self.fail_closed
+        async move { ack.await || !fail_closed }
     }
 
     /// Submit an answer of aigate's own (a refusal, an upstream failure) and return it once the
     /// record is written, so head and body still leave in one write. It is delivered even if
     /// the write fails: nothing went to the vendor, and the client must learn why.
-    pub async fn respond(self, resp: Response<ProxyBody>) -> Response<ProxyBody> {
-        self.commit().await;
-        resp
+    pub fn respond(
+        self,
+        resp: Response<ProxyBody>,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + use<> {
+        let committed = self.commit();
+        async move {
+            committed.await;
+            resp
+        }
     }
 
     fn take(&mut self) -> Option<AuditRecord> {
@@ -95,7 +105,7 @@ impl AuditGuard {
             self.record.bytes_up = up.load(Ordering::Relaxed);
         }
         Some(std::mem::replace(
-            &mut self.record,
+            &mut *self.record,
             AuditRecord::placeholder(),
         ))
     }

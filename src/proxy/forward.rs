@@ -5,6 +5,7 @@
 //! which does not go through the proxy. The response body is streamed frame by frame (SSE
 //! arrives event by event); its audit record is written before its last byte leaves.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -167,8 +168,11 @@ pub async fn forward(
     // The client sets Host from the URI; a stale or duplicated one must not go upstream.
     parts.headers.remove(header::HOST);
     if websocket {
-        return websocket_upgrade(shared, parts, uri, request_id, label, reason, format, guard)
-            .await;
+        // Boxed: its connect and handshake state would otherwise sit in every request's future.
+        return Box::pin(websocket_upgrade(
+            shared, parts, uri, request_id, label, reason, format, guard,
+        ))
+        .await;
     }
     guard.count_up(body.counter());
 
@@ -189,18 +193,18 @@ pub async fn forward(
     respond(resp, guard, label, reason, format, &request_id).await
 }
 
-async fn fail(
+fn fail(
     mut guard: AuditGuard,
     format: Option<ErrorFormat>,
     failure: UpstreamFailure,
     reason: Reason,
     id: &str,
-) -> Response<ProxyBody> {
+) -> impl Future<Output = Response<ProxyBody>> + Send + use<> {
     let resp = failure_response(format, failure, reason, id);
     let r = guard.rec();
     r.error = Some(failure.code().into());
     r.status = Some(resp.status().as_u16());
-    guard.respond(resp).await
+    guard.respond(resp)
 }
 
 /// A vendor answer up to this size with a known length is read whole before its head goes out,

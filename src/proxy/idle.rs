@@ -3,10 +3,12 @@
 //! HTTP/2 has no such timer, so a connection with no request in flight for `idle_timeout` is
 //! told GOAWAY here.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -70,8 +72,42 @@ impl Drop for InFlight {
     }
 }
 
+/// A request being handled, in flight from now until its response body has been sent.
+///
+/// The handler's future is boxed and freed as soon as the response head is ready: hyper keeps
+/// its slot for the service future allocated for the whole connection, so an unboxed handler
+/// (kilobytes of state) would be held by every open stream.
+pub fn handling<F>(activity: &Arc<Activity>, handler: F) -> Handling
+where
+    F: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
+{
+    Handling {
+        handler: Box::pin(handler),
+        token: Some(activity.begin()),
+    }
+}
+
+type Handler = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+pub struct Handling {
+    handler: Handler,
+    token: Option<InFlight>,
+}
+
+impl Future for Handling {
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let resp = ready!(self.handler.as_mut().poll(cx))?;
+        Poll::Ready(Ok(match self.token.take() {
+            Some(token) => track(resp, token),
+            None => resp,
+        }))
+    }
+}
+
 /// Keep the request in flight until its response body has been sent (or dropped).
-pub fn track(resp: Response<ProxyBody>, token: InFlight) -> Response<ProxyBody> {
+fn track(resp: Response<ProxyBody>, token: InFlight) -> Response<ProxyBody> {
     resp.map(|inner| {
         Tracked {
             inner,

@@ -4,7 +4,6 @@
 //! (a client that CONNECTs to one name and asks TLS for another is fronting). The leaf comes from
 //! the authority's cache; ALPN offers h2 and http/1.1.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -14,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::time::Instant;
 use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
 
 use super::Shared;
 use super::audited::AuditGuard;
@@ -34,62 +34,17 @@ pub async fn intercept(
     vendor: Arc<Vendor>,
     identity: Identity,
 ) {
-    let start = Instant::now();
-    let (handshake_timeout, header_timeout, idle_timeout) = {
+    let (header_timeout, idle_timeout) = {
         let cfg = shared.config.load();
-        (cfg.handshake_timeout, cfg.header_timeout, cfg.idle_timeout)
+        (cfg.header_timeout, cfg.idle_timeout)
     };
-    let fail = |reason: Reason, error: String| {
-        let mut record = AuditRecord::new(
-            new_id(),
-            Kind::Request,
-            client.to_string(),
-            identity.user.clone(),
-            target.host.to_string(),
-            target.port,
-        );
-        record.user_source = Some(identity.source);
-        record.vendor = Some(vendor.id.clone());
-        record.action = Action::Block;
-        record.reason = reason;
-        record.error = Some(error);
-        AuditGuard::new(&shared, record, start).finish();
-    };
-
-    let acceptor =
-        LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
-    let handshake = match tokio::time::timeout(handshake_timeout, acceptor).await {
-        Ok(Ok(h)) => h,
-        Ok(Err(e)) => return fail(Reason::TlsHandshake, format!("client_tls: {e}")),
-        Err(_) => {
-            return fail(
-                Reason::TlsHandshake,
-                "client_tls: handshake timed out".into(),
-            );
-        }
-    };
-    if let Some(sni) = handshake.client_hello().server_name() {
-        if normalise(sni).ok().as_ref() != Some(&target.host) {
-            tracing::warn!(client = %client, target = %target.host, "SNI differs from CONNECT host; refused");
-            return fail(Reason::SniMismatch, "sni_mismatch".into());
-        }
-    }
-    let config = match shared.ca.server_config(&target.host) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot mint a certificate");
-            return fail(Reason::TlsHandshake, format!("mint: {e}"));
-        }
-    };
-    let tls = match tokio::time::timeout(handshake_timeout, handshake.into_stream(config)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return fail(Reason::TlsHandshake, format!("client_tls: {e}")),
-        Err(_) => {
-            return fail(
-                Reason::TlsHandshake,
-                "client_tls: handshake timed out".into(),
-            );
-        }
+    // Boxed: the handshake's state is freed once it is done instead of staying in the
+    // connection's task for as long as the connection is open.
+    let handshake = Box::pin(handshake(
+        &shared, upgraded, client, &target, &vendor, &identity,
+    ));
+    let Some(tls) = handshake.await else {
+        return;
     };
 
     let conn = Arc::new(ConnCtx {
@@ -104,9 +59,10 @@ pub async fn intercept(
     let activity = super::idle::Activity::new();
     let watch = activity.clone();
     let service = service_fn(move |req| {
-        let in_flight = activity.begin();
-        let handled = pipeline::handle(shared.clone(), conn.clone(), req);
-        async move { Ok::<_, Infallible>(super::idle::track(handled.await?, in_flight)) }
+        super::idle::handling(
+            &activity,
+            pipeline::handle(shared.clone(), conn.clone(), req),
+        )
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -136,5 +92,70 @@ pub async fn intercept(
     };
     if let Err(e) = result {
         tracing::debug!(error = %e, "intercepted connection ended with an error");
+    }
+}
+
+/// The client's TLS handshake, under `handshake_timeout`, with the SNI checked against the
+/// CONNECT host. A refusal is audited here and gives `None`.
+async fn handshake(
+    shared: &Arc<Shared>,
+    upgraded: Upgraded,
+    client: SocketAddr,
+    target: &Target,
+    vendor: &Arc<Vendor>,
+    identity: &Identity,
+) -> Option<TlsStream<TokioIo<Upgraded>>> {
+    let start = Instant::now();
+    let handshake_timeout = shared.config.load().handshake_timeout;
+    let fail = |reason: Reason, error: String| {
+        let mut record = AuditRecord::new(
+            new_id(),
+            Kind::Request,
+            client.to_string(),
+            identity.user.clone(),
+            target.host.to_string(),
+            target.port,
+        );
+        record.user_source = Some(identity.source);
+        record.vendor = Some(vendor.id.clone());
+        record.action = Action::Block;
+        record.reason = reason;
+        record.error = Some(error);
+        AuditGuard::new(shared, record, start).finish();
+        None
+    };
+
+    let acceptor =
+        LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
+    let handshake = match tokio::time::timeout(handshake_timeout, acceptor).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return fail(Reason::TlsHandshake, format!("client_tls: {e}")),
+        Err(_) => {
+            return fail(
+                Reason::TlsHandshake,
+                "client_tls: handshake timed out".into(),
+            );
+        }
+    };
+    if let Some(sni) = handshake.client_hello().server_name() {
+        if normalise(sni).ok().as_ref() != Some(&target.host) {
+            tracing::warn!(client = %client, target = %target.host, "SNI differs from CONNECT host; refused");
+            return fail(Reason::SniMismatch, "sni_mismatch".into());
+        }
+    }
+    let config = match shared.ca.server_config(&target.host) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot mint a certificate");
+            return fail(Reason::TlsHandshake, format!("mint: {e}"));
+        }
+    };
+    match tokio::time::timeout(handshake_timeout, handshake.into_stream(config)).await {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(e)) => fail(Reason::TlsHandshake, format!("client_tls: {e}")),
+        Err(_) => fail(
+            Reason::TlsHandshake,
+            "client_tls: handshake timed out".into(),
+        ),
     }
 }

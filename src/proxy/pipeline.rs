@@ -279,6 +279,37 @@ pub async fn handle(
         }
     };
 
+    match route(
+        &shared, &cfg, &conn, parts, prefix, replay, &mut guard, id, websocket,
+    ) {
+        Ok(exchange) => Ok(forward::forward(&shared, exchange, guard).await),
+        Err(resp) => Ok(guard.respond(resp).await),
+    }
+}
+
+/// Identify, decide and either build the upstream exchange or aigate's own answer. Not async,
+/// so that none of its locals (tool match, decision, body prefix) is kept in the connection's
+/// future while the answer streams.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site; the request's pieces after the body peek"
+)]
+#[expect(
+    clippy::result_large_err,
+    reason = "returned once per request and consumed at once, never stored"
+)]
+fn route(
+    shared: &Shared,
+    cfg: &crate::config::Config,
+    conn: &ConnCtx,
+    parts: Parts,
+    prefix: Bytes,
+    replay: ReplayBody,
+    guard: &mut AuditGuard,
+    id: String,
+    websocket: bool,
+) -> Result<forward::Exchange, Response<ProxyBody>> {
+    let format = conn.vendor.error_format;
     // Identify.
     let path = parts.uri.path();
     let facts = RequestFacts {
@@ -345,7 +376,7 @@ pub async fn handle(
         };
         let resp = deny::deny(format, status, &decision, &ctx);
         guard.rec().status = Some(status.as_u16());
-        return Ok(guard.respond(resp).await);
+        return Err(resp);
     }
 
     let upstream_uri = if conn.port == 443 {
@@ -367,14 +398,14 @@ pub async fn handle(
         parts,
         body: replay,
         upstream_uri,
-        request_id: id.clone(),
+        request_id: id,
         label,
         reason: decision.reason,
         format: Some(format),
         websocket,
         strip: Some(cfg.identity.workflow_header.clone()),
     };
-    Ok(forward::forward(&shared, exchange, guard).await)
+    Ok(exchange)
 }
 
 /// A plain-HTTP request to a host that is not a vendor: forwarded as-is and audited as a
