@@ -26,19 +26,43 @@ pub fn seal(
     prev: &str,
     out: &mut Vec<u8>,
 ) -> Result<String, serde_json::Error> {
+    let mut body = Vec::new();
+    serialize(record, &mut body)?;
+    let mut hash = prev.to_string();
+    seal_body(&body, seq, &mut hash, out);
+    Ok(hash)
+}
+
+/// The record's part of its line: a JSON object that does not depend on its place in the
+/// chain, so it can be built before the chain is locked.
+pub fn serialize(record: &AuditRecord, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    out.clear();
+    serde_json::to_writer(&mut *out, record)
+}
+
+/// Append the line for `body` (from `serialize`) as number `seq`. `hash` holds the previous
+/// line's hash on entry and this line's on return.
+pub fn seal_body(body: &[u8], seq: u64, hash: &mut String, out: &mut Vec<u8>) {
+    use std::io::Write;
     let start = out.len();
-    out.extend_from_slice(
-        format!("{{\"v\":{SCHEMA_VERSION},\"seq\":{seq},\"prev\":\"{prev}\",").as_bytes(),
+    // Writing to a Vec cannot fail.
+    let _ = write!(
+        out,
+        "{{\"v\":{SCHEMA_VERSION},\"seq\":{seq},\"prev\":\"{hash}\""
     );
-    let body = serde_json::to_vec(record)?;
-    // `body` is a JSON object: drop its opening brace, the prefix above opened ours.
-    out.extend_from_slice(&body[1..]);
-    let hash = hex::encode(Sha256::digest(&out[start..]));
+    // `body` is a JSON object: its opening brace becomes the comma after `prev`.
+    out.push(b',');
+    out.extend_from_slice(body.get(1..).unwrap_or_default());
+    let digest = Sha256::digest(&out[start..]);
+    let mut hex = [0u8; 64];
+    // 32 bytes always fit 64 hex digits, which are ASCII.
+    let _ = hex::encode_to_slice(digest, &mut hex);
+    hash.clear();
+    hash.push_str(std::str::from_utf8(&hex).unwrap_or_default());
     out.truncate(out.len() - 1);
     out.extend_from_slice(HASH_SUFFIX_START.as_bytes());
-    out.extend_from_slice(hash.as_bytes());
+    out.extend_from_slice(&hex);
     out.extend_from_slice(b"\"}\n");
-    Ok(hash)
 }
 
 /// The hash a line claims, and the one its content has.

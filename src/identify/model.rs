@@ -3,6 +3,8 @@
 //! The peek may end mid-document, so this is a small scanner that finds the top-level `"model"`
 //! key without building a tree, and ignores `"model"` keys nested in messages or tool schemas.
 
+use std::borrow::Cow;
+
 /// The longest model name we record; anything longer is not a model name.
 const MAX_MODEL_LEN: usize = 200;
 
@@ -26,9 +28,10 @@ pub fn from_body(prefix: &[u8]) -> Option<String> {
                 let (s, end) = read_string(prefix, i)?;
                 i = end;
                 if depth == 1 && last_key_was_model {
-                    return (s.len() <= MAX_MODEL_LEN).then_some(s);
+                    return (s.len() <= MAX_MODEL_LEN)
+                        .then(|| String::from_utf8_lossy(&s).into_owned());
                 }
-                last_key_was_model = depth == 1 && s == "model" && next_is_colon(prefix, i);
+                last_key_was_model = depth == 1 && *s == *b"model" && next_is_colon(prefix, i);
                 continue;
             }
             b':' | b' ' | b'\t' | b'\r' | b'\n' => {}
@@ -47,13 +50,27 @@ fn next_is_colon(buf: &[u8], mut i: usize) -> bool {
 }
 
 /// The string starting at the quote at `start`, and the index after its closing quote.
-/// Escapes are kept literally except `\"` and `\\`; model names do not need more.
-fn read_string(buf: &[u8], start: usize) -> Option<(String, usize)> {
-    let mut out = Vec::new();
-    let mut i = start + 1;
+/// Escapes are kept literally except `\"` and `\\`; model names do not need more. Borrowed
+/// unless it has escapes: every key and value of the body prefix passes through here.
+fn read_string(buf: &[u8], start: usize) -> Option<(Cow<'_, [u8]>, usize)> {
+    let content = start + 1;
+    let mut i = content;
     while i < buf.len() {
         match buf[i] {
-            b'"' => return Some((String::from_utf8_lossy(&out).into_owned(), i + 1)),
+            b'"' => return Some((Cow::Borrowed(&buf[content..i]), i + 1)),
+            b'\\' => return read_escaped(buf, content, i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// The rest of `read_string` once an escape is seen at `i`.
+fn read_escaped(buf: &[u8], content: usize, mut i: usize) -> Option<(Cow<'_, [u8]>, usize)> {
+    let mut out = buf[content..i].to_vec();
+    while i < buf.len() {
+        match buf[i] {
+            b'"' => return Some((Cow::Owned(out), i + 1)),
             b'\\' => {
                 let next = *buf.get(i + 1)?;
                 out.push(next);

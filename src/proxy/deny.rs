@@ -5,7 +5,7 @@
 //! Denials are 403, never 429 or 5xx: the SDKs retry those, and a retry loop hides the message.
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use serde_json::json;
 
@@ -13,9 +13,10 @@ use crate::config::ErrorFormat;
 use crate::policy::{Decision, Reason};
 use crate::tls::upstream::ProxyBody;
 
-pub const DECISION_HEADER: &str = "x-aigate-decision";
-pub const REASON_HEADER: &str = "x-aigate-reason";
-pub const REQUEST_ID_HEADER: &str = "x-aigate-request-id";
+// Names built once: inserting by `&str` would allocate a copy of the name on every response.
+pub const DECISION_HEADER: HeaderName = HeaderName::from_static("x-aigate-decision");
+pub const REASON_HEADER: HeaderName = HeaderName::from_static("x-aigate-reason");
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-aigate-request-id");
 
 /// Why forwarding failed; decides 502 vs 504 and the audit `error` code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +167,7 @@ pub fn vendor_body(format: ErrorFormat, status: StatusCode, message: &str) -> se
 pub fn json_response(
     status: StatusCode,
     body: &serde_json::Value,
-    decision: &str,
+    decision: &'static str,
     reason: Reason,
     request_id: &str,
 ) -> Response<ProxyBody> {
@@ -188,11 +189,8 @@ pub fn json_response(
 }
 
 /// Add the decision headers to any response we pass back.
-pub fn annotate(h: &mut http::HeaderMap, decision: &str, reason: Reason, request_id: &str) {
-    h.insert(
-        DECISION_HEADER,
-        HeaderValue::from_str(decision).unwrap_or(HeaderValue::from_static("error")),
-    );
+pub fn annotate(h: &mut http::HeaderMap, decision: &'static str, reason: Reason, request_id: &str) {
+    h.insert(DECISION_HEADER, HeaderValue::from_static(decision));
     h.insert(REASON_HEADER, HeaderValue::from_static(reason.as_str()));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert(REQUEST_ID_HEADER, v);

@@ -226,7 +226,7 @@ fn ready_frame(body: &mut Incoming) -> Option<Option<Result<Frame<Bytes>, hyper:
 async fn respond(
     resp: Response<Incoming>,
     mut guard: AuditGuard,
-    label: &str,
+    label: &'static str,
     reason: Reason,
     format: Option<ErrorFormat>,
     id: &str,
