@@ -62,7 +62,7 @@ async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAd
         Err(hit) => return over_limit(&shared, &mut stream, peer, hit).await,
     };
     let _open = crate::metrics::ConnectionGauge::new(shared.metrics.clone());
-    let mut draining = shared.draining.clone();
+    let draining = shared.draining.clone();
     let _ = stream.set_nodelay(true);
     let (header_timeout, idle_timeout) = {
         let cfg = shared.config.load();
@@ -82,19 +82,8 @@ async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAd
         .max_buf_size(MAX_HEADER_BYTES)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = super::until_draining(&mut draining) => {
-            // Finish the request in flight, then close; an idle keep-alive closes now.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        _ = watch.idle_for(idle_timeout) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
+    // A request in flight finishes before the connection closes; an idle keep-alive closes now.
+    let result = super::serve::until_done(conn, draining, &watch, idle_timeout).await;
     if let Err(e) = result {
         tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
     }
@@ -141,6 +130,26 @@ async fn proxy_request(
     slot: Arc<Slot>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    if super::head_too_large(req.uri(), req.headers()) {
+        let (id, mut guard) = record(
+            &shared,
+            Kind::Tunnel,
+            peer,
+            &Identity::anonymous(),
+            String::new(),
+            0,
+        );
+        guard.rec().error = Some("header_too_large".into());
+        let resp = refuse(
+            guard,
+            &id,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Reason::BadRequest,
+            None,
+            "aigate: the request's headers are larger than 64 KiB",
+        );
+        return Ok(resp.await);
+    }
     if req.method() == Method::CONNECT {
         Ok(connect(shared, peer, slot, req).await)
     } else {

@@ -19,6 +19,7 @@ use super::Shared;
 use super::audited::AuditGuard;
 use super::connect::Target;
 use super::pipeline::{self, ConnCtx, Scheme};
+use super::serve::until_done;
 use super::{MAX_HEADER_BYTES, new_id};
 use crate::audit::{AuditRecord, Kind};
 use crate::config::Vendor;
@@ -75,21 +76,8 @@ pub async fn intercept(
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .max_header_list_size(MAX_HEADER_BYTES as u32);
-    let mut draining = shared_draining;
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-    tokio::pin!(conn);
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        _ = super::until_draining(&mut draining) => {
-            // HTTP/2 gets GOAWAY, HTTP/1.1 closes after the request in flight; streams finish.
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        _ = watch.idle_for(idle_timeout) => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
+    let result = until_done(conn, shared_draining, &watch, idle_timeout).await;
     if let Err(e) = result {
         tracing::debug!(error = %e, "intercepted connection ended with an error");
     }

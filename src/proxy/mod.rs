@@ -29,6 +29,7 @@ pub mod idle;
 pub mod intercept;
 pub mod limits;
 pub mod pipeline;
+pub mod serve;
 pub mod tunnel;
 
 use std::sync::Arc;
@@ -77,6 +78,19 @@ pub struct Shared {
 /// Request headers beyond this are refused (431) on both legs, so nothing larger than the proxy
 /// leg accepts is ever passed on to a vendor.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Whether a parsed request head is over `MAX_HEADER_BYTES`. hyper's `max_buf_size` bounds
+/// its read buffer, not the head: a head that arrives in one large read can be parsed whole
+/// past it. So the limit is checked again on what was parsed.
+pub fn head_too_large(uri: &http::Uri, headers: &http::HeaderMap) -> bool {
+    let target = uri.authority().map_or(0, |a| a.as_str().len())
+        + uri.path_and_query().map_or(0, |p| p.as_str().len());
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    target + fields > MAX_HEADER_BYTES
+}
 
 /// A fresh request or tunnel id: UUIDv7, so ids sort by time in the audit log.
 pub fn new_id() -> String {

@@ -262,6 +262,16 @@ pub async fn handle(
         guard.respond(resp)
     };
 
+    if super::head_too_large(&parts.uri, &parts.headers) {
+        guard.rec().error = Some("header_too_large".into());
+        return Ok(refuse(
+            guard,
+            Reason::BadRequest,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        )
+        .await);
+    }
+
     if !authority_matches(&parts, &conn) {
         return Ok(refuse(guard, Reason::HostMismatch, StatusCode::MISDIRECTED_REQUEST).await);
     }

@@ -1210,6 +1210,13 @@ async fn hostile_requests_get_a_clear_status_and_never_reach_the_vendor() {
         .await
         .unwrap_err();
     assert!(refused.starts_with("HTTP/1.1 4"), "{refused:.40}");
+    // A head over 64 KiB is refused on the proxy leg however it arrives (hyper's buffer limit
+    // alone lets one that comes in a single read through).
+    let refused = env
+        .connect_raw("api.anthropic.com:443", &format!("x-big: {big}\r\n"))
+        .await
+        .unwrap_err();
+    assert!(refused.starts_with("HTTP/1.1 431"), "{refused:.40}");
     assert!(
         env.vendor.requests().is_empty(),
         "{:?}",

@@ -1,0 +1,77 @@
+//! Serving one client connection until it ends, the gateway drains, or it has been idle too
+//! long. In the last two cases the connection is shut down gracefully: HTTP/2 gets GOAWAY,
+//! HTTP/1.1 closes after the request in flight, and streams already answering finish.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::rt::{Read, Write};
+use hyper::server::conn::http1;
+use hyper::service::{HttpService, Service};
+use hyper_util::server::conn::auto;
+use tokio::sync::watch;
+
+use super::idle::Activity;
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// A hyper connection that can be asked to finish gracefully. hyper and hyper-util have no
+/// common trait for their connections with upgrades.
+pub trait Graceful: Future {
+    fn shut_down(self: Pin<&mut Self>);
+}
+
+impl<I, S, B> Graceful for http1::UpgradeableConnection<I, S>
+where
+    S: HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: Read + Write + Unpin + Send + 'static,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn shut_down(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S, E, B> Graceful for auto::UpgradeableConnection<'_, I, S, E>
+where
+    S: Service<Request<Incoming>, Response = Response<B>>,
+    S::Future: 'static,
+    S::Error: Into<BoxError>,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+    I: Read + Write + Unpin + Send + 'static,
+    E: auto::HttpServerConnExec<S::Future, B>,
+{
+    fn shut_down(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Drive `conn` to its end; shut it down gracefully when the gateway drains or when it has had
+/// nothing in flight for `idle_timeout`.
+pub async fn until_done<C: Graceful>(
+    conn: C,
+    mut draining: watch::Receiver<bool>,
+    activity: &Activity,
+    idle_timeout: Duration,
+) -> C::Output {
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = super::until_draining(&mut draining) => {
+            conn.as_mut().shut_down();
+            conn.await
+        }
+        _ = activity.idle_for(idle_timeout) => {
+            conn.as_mut().shut_down();
+            conn.await
+        }
+    }
+}
