@@ -67,6 +67,13 @@ pub struct AuditRecord {
     pub replica: Option<Arc<str>>,
 }
 
+/// The placeholder's user: one shared empty string, so a placeholder (one per request) costs no
+/// allocation.
+fn no_user() -> Arc<str> {
+    static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+    EMPTY.clone()
+}
+
 impl AuditRecord {
     /// An empty record, left behind when a guard hands its record to the writer.
     pub fn placeholder() -> AuditRecord {
@@ -75,7 +82,7 @@ impl AuditRecord {
             id: String::new(),
             kind: Kind::Request,
             client: String::new(),
-            user: Arc::from(""),
+            user: no_user(),
             user_source: None,
             tool: None,
             tool_confidence: None,

@@ -457,6 +457,8 @@ async fn absolute(
     if let Some(vendor) = host.as_name().and_then(|n| cfg.vendor_for(n)).cloned() {
         let conn = Arc::new(ConnCtx {
             client: peer,
+            client_str: peer.to_string(),
+            host_str: host.to_string(),
             host,
             port,
             vendor,

@@ -44,6 +44,7 @@ pub struct Exchange {
 
 /// Parsed once: removing by `&str` would parse the name on every request.
 static HOP_BY_HOP: [HeaderName; 9] = [
+    // First: `strip_hop_by_hop` reads its bit.
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -55,27 +56,46 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::UPGRADE,
 ];
 
-/// Remove hop-by-hop headers, including any named in `Connection`.
+/// Remove hop-by-hop headers, including any named in `Connection`. One pass over the names
+/// finds which are present, so a message without them (most requests) costs no lookups.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    // HOP_BY_HOP[0] is `Connection`.
+    if present & 1 != 0 {
         strip_named(headers, keep_upgrade);
     }
-    for name in &HOP_BY_HOP {
-        if keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION) {
-            continue;
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        let kept = keep_upgrade && (name == header::UPGRADE || name == header::CONNECTION);
+        if present & (1 << i) != 0 && !kept {
+            headers.remove(name);
         }
-        headers.remove(name);
     }
 }
 
-/// The headers a `Connection` header names are hop-by-hop too.
+/// The headers a `Connection` header names are hop-by-hop too. `close`, and names that are
+/// hop-by-hop anyway (`keep-alive`, `upgrade`), are left to the caller.
 fn strip_named(headers: &mut HeaderMap, keep_upgrade: bool) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|n| {
+            !n.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(n))
+        })
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect();
     for name in named {
         if !(keep_upgrade && name == header::UPGRADE) {
@@ -413,4 +433,59 @@ async fn websocket_upgrade(
             .map_err(|never| match never {})
             .boxed(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    fn names(h: &HeaderMap) -> Vec<&str> {
+        let mut n: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        n.sort_unstable();
+        n
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
+        let mut h = headers(&[
+            ("connection", "close, X-Trace, keep-alive"),
+            ("x-trace", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic c2VjcmV0"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "application/json"),
+            ("x-api-key", "sk-test"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["content-type", "x-api-key"]);
+
+        // A WebSocket upgrade keeps Upgrade and Connection, and still loses the rest.
+        let mut h = headers(&[
+            ("connection", "Upgrade, x-trace"),
+            ("upgrade", "websocket"),
+            ("x-trace", "1"),
+            ("proxy-connection", "keep-alive"),
+            ("host", "api.openai.com"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(names(&h), ["connection", "host", "upgrade"]);
+
+        // Nothing to remove: untouched.
+        let mut h = headers(&[("content-type", "text/plain"), ("user-agent", "x")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(names(&h), ["content-type", "user-agent"]);
+    }
 }

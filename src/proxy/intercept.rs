@@ -50,6 +50,8 @@ pub async fn intercept(
 
     let conn = Arc::new(ConnCtx {
         client,
+        client_str: client.to_string(),
+        host_str: target.host.to_string(),
         host: target.host,
         port: target.port,
         vendor,

@@ -45,6 +45,10 @@ pub enum Scheme {
 pub struct ConnCtx {
     pub client: SocketAddr,
     pub host: Host,
+    /// `client` and `host` as the records spell them, formatted once per connection instead
+    /// of once per request.
+    pub client_str: String,
+    pub host_str: String,
     pub port: u16,
     pub vendor: Arc<Vendor>,
     pub identity: Identity,
@@ -218,9 +222,9 @@ pub async fn handle(
         AuditRecord::new(
             id.clone(),
             Kind::Request,
-            conn.client.to_string(),
+            conn.client_str.clone(),
             conn.identity.user.clone(),
-            conn.host.to_string(),
+            conn.host_str.clone(),
             conn.port,
         ),
         start,
@@ -392,13 +396,13 @@ fn route(
     let upstream_uri = if conn.port == 443 {
         format!(
             "https://{}{}",
-            conn.host,
+            conn.host_str,
             parts.uri.path_and_query().map_or("/", |p| p.as_str())
         )
     } else {
         format!(
             "https://{}:{}{}",
-            conn.host,
+            conn.host_str,
             conn.port,
             parts.uri.path_and_query().map_or("/", |p| p.as_str())
         )
