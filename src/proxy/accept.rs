@@ -83,6 +83,7 @@ async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAd
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     // A request in flight finishes before the connection closes; an idle keep-alive closes now.
+    tokio::pin!(conn);
     let result = super::serve::until_done(conn, draining, &watch, idle_timeout).await;
     if let Err(e) = result {
         tracing::debug!(client = %peer, error = %e, "client connection ended with an error");

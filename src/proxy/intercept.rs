@@ -79,6 +79,7 @@ pub async fn intercept(
         .max_concurrent_streams(256)
         .max_header_list_size(MAX_HEADER_BYTES as u32);
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+    tokio::pin!(conn);
     let result = until_done(conn, shared_draining, &watch, idle_timeout).await;
     if let Err(e) = result {
         tracing::debug!(error = %e, "intercepted connection ended with an error");

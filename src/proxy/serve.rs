@@ -55,14 +55,15 @@ where
 }
 
 /// Drive `conn` to its end; shut it down gracefully when the gateway drains or when it has had
-/// nothing in flight for `idle_timeout`.
+/// nothing in flight for `idle_timeout`. The connection is pinned by the caller: taken by
+/// value, it would be stored twice in this future (as the argument and as the pinned local),
+/// kilobytes per open connection.
 pub async fn until_done<C: Graceful>(
-    conn: C,
+    mut conn: Pin<&mut C>,
     mut draining: watch::Receiver<bool>,
     activity: &Activity,
     idle_timeout: Duration,
 ) -> C::Output {
-    tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => r,
         _ = super::until_draining(&mut draining) => {
