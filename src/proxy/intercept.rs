@@ -7,10 +7,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::time::Instant;
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -67,20 +67,29 @@ pub async fn intercept(
             pipeline::handle(shared.clone(), conn.clone(), req),
         )
     });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(MAX_HEADER_BYTES);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-    tokio::pin!(conn);
-    let result = until_done(conn, shared_draining, &watch, idle_timeout).await;
+    // ALPN decides the protocol (RFC 9113 requires it for h2 over TLS), so the connection's
+    // task holds only the state of the one it speaks. HTTP/2 is boxed: its state would
+    // otherwise size every HTTP/1.1 connection's task.
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let io = TokioIo::new(tls);
+    let result = if h2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .max_header_list_size(MAX_HEADER_BYTES as u32);
+        let mut conn = Box::pin(builder.serve_connection(io, service));
+        until_done(conn.as_mut(), shared_draining, &watch, idle_timeout).await
+    } else {
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .serve_connection(io, service)
+            .with_upgrades();
+        tokio::pin!(conn);
+        until_done(conn, shared_draining, &watch, idle_timeout).await
+    };
     if let Err(e) = result {
         tracing::debug!(error = %e, "intercepted connection ended with an error");
     }

@@ -7,13 +7,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
+use hyper::rt::bounds::Http2ServerConnExec;
 use hyper::rt::{Read, Write};
-use hyper::server::conn::http1;
-use hyper::service::{HttpService, Service};
-use hyper_util::server::conn::auto;
+use hyper::server::conn::{http1, http2};
+use hyper::service::HttpService;
 use tokio::sync::watch;
 
 use super::idle::Activity;
@@ -39,15 +38,14 @@ where
     }
 }
 
-impl<I, S, E, B> Graceful for auto::UpgradeableConnection<'_, I, S, E>
+impl<I, S, B, E> Graceful for http2::Connection<I, S, E>
 where
-    S: Service<Request<Incoming>, Response = Response<B>>,
-    S::Future: 'static,
+    S: HttpService<Incoming, ResBody = B>,
     S::Error: Into<BoxError>,
+    I: Read + Write + Unpin,
     B: Body + 'static,
     B::Error: Into<BoxError>,
-    I: Read + Write + Unpin + Send + 'static,
-    E: auto::HttpServerConnExec<S::Future, B>,
+    E: Http2ServerConnExec<S::Future, B>,
 {
     fn shut_down(self: Pin<&mut Self>) {
         self.graceful_shutdown();
