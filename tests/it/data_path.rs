@@ -871,6 +871,50 @@ async fn h2c_upgrades_are_refused() {
     assert!(env.vendor.requests().is_empty());
 }
 
+/// ALPN picks the protocol: a client that offers none is served HTTP/1.1 (and audited like any
+/// other), and HTTP/2's preface without ALPN is not a way around the pipeline.
+#[tokio::test]
+async fn without_alpn_a_client_gets_http1_and_an_h2_preface_goes_nowhere() {
+    let env = TestEnv::builder().append(allow_sdk()).start().await;
+    let mut tls = env
+        .tls_through("api.anthropic.com:443", "api.anthropic.com", &[])
+        .await
+        .unwrap();
+    tls.write_all(b"GET /v1/models HTTP/1.1\r\nHost: api.anthropic.com\r\nUser-Agent: Anthropic/Python 0.69.0\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .ok();
+    let head = String::from_utf8_lossy(&got).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head:.200}");
+    assert!(head.contains("x-aigate-decision: allow"), "{head:.400}");
+    assert_eq!(env.vendor.requests().len(), 1);
+
+    let mut tls = env
+        .tls_through("api.anthropic.com:443", "api.anthropic.com", &[])
+        .await
+        .unwrap();
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .ok();
+    let head = String::from_utf8_lossy(&got).to_string();
+    assert!(
+        head.is_empty() || head.starts_with("HTTP/1.1 4"),
+        "{head:.200}"
+    );
+    assert_eq!(
+        env.vendor.requests().len(),
+        1,
+        "the preface reached the vendor"
+    );
+}
+
 #[tokio::test]
 async fn plain_bytes_after_connect_to_a_vendor_go_nowhere() {
     let env = TestEnv::builder().start().await;
