@@ -495,6 +495,7 @@ impl Syncer {
         // fsync takes ~100 us of CPU for the filesystem's work; at normal priority it
         // preempted the proxy's workers and showed as 0.2 ms more at p99. Under a saturated
         // CPU the window can stretch past SYNC_INTERVAL; the lines are in the page cache.
+        #[cfg(unix)]
         if let Err(e) = rustix::process::nice(19) {
             tracing::debug!(error = %e, "cannot lower the audit fsync thread's priority");
         }
