@@ -456,16 +456,14 @@ async fn absolute(
     };
     // A vendor over plain HTTP would never be inspected: identify it, then refuse it.
     if let Some(vendor) = host.as_name().and_then(|n| cfg.vendor_for(n)).cloned() {
-        let conn = Arc::new(ConnCtx {
-            client: peer,
-            client_str: peer.to_string(),
-            host_str: host.to_string(),
+        let conn = Arc::new(ConnCtx::new(
+            peer,
             host,
             port,
             vendor,
             identity,
-            scheme: Scheme::Http,
-        });
+            Scheme::Http,
+        ));
         return pipeline::handle(shared, conn, req)
             .await
             .unwrap_or_else(|never| match never {});

@@ -48,16 +48,14 @@ pub async fn intercept(
         return;
     };
 
-    let conn = Arc::new(ConnCtx {
+    let conn = Arc::new(ConnCtx::new(
         client,
-        client_str: client.to_string(),
-        host_str: target.host.to_string(),
-        host: target.host,
-        port: target.port,
+        target.host,
+        target.port,
         vendor,
         identity,
-        scheme: Scheme::Https,
-    });
+        Scheme::Https,
+    ));
     let shared_draining = shared.draining.clone();
     let activity = super::idle::Activity::new();
     let watch = activity.clone();

@@ -46,13 +46,35 @@ pub struct ConnCtx {
     pub client: SocketAddr,
     pub host: Host,
     /// `client` and `host` as the records spell them, formatted once per connection instead
-    /// of once per request.
-    pub client_str: String,
-    pub host_str: String,
+    /// of once per request; derived in `new`, so they cannot disagree with the fields.
+    client_str: String,
+    host_str: String,
     pub port: u16,
     pub vendor: Arc<Vendor>,
     pub identity: Identity,
     pub scheme: Scheme,
+}
+
+impl ConnCtx {
+    pub fn new(
+        client: SocketAddr,
+        host: Host,
+        port: u16,
+        vendor: Arc<Vendor>,
+        identity: Identity,
+        scheme: Scheme,
+    ) -> ConnCtx {
+        ConnCtx {
+            client,
+            client_str: client.to_string(),
+            host_str: host.to_string(),
+            host,
+            port,
+            vendor,
+            identity,
+            scheme,
+        }
+    }
 }
 
 /// The request body after the peek: the frames already read, then the rest, counted.
