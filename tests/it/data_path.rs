@@ -876,34 +876,12 @@ async fn h2c_upgrades_are_refused() {
 #[tokio::test]
 async fn without_alpn_a_client_gets_http1_and_an_h2_preface_goes_nowhere() {
     let env = TestEnv::builder().append(allow_sdk()).start().await;
-    let mut tls = env
-        .tls_through("api.anthropic.com:443", "api.anthropic.com", &[])
-        .await
-        .unwrap();
-    tls.write_all(b"GET /v1/models HTTP/1.1\r\nHost: api.anthropic.com\r\nUser-Agent: Anthropic/Python 0.69.0\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got))
-        .await
-        .unwrap()
-        .ok();
-    let head = String::from_utf8_lossy(&got).to_string();
+    let head = raw_to_close(&env, &[], b"GET /v1/models HTTP/1.1\r\nHost: api.anthropic.com\r\nUser-Agent: Anthropic/Python 0.69.0\r\nConnection: close\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head:.200}");
     assert!(head.contains("x-aigate-decision: allow"), "{head:.400}");
     assert_eq!(env.vendor.requests().len(), 1);
 
-    let mut tls = env
-        .tls_through("api.anthropic.com:443", "api.anthropic.com", &[])
-        .await
-        .unwrap();
-    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got))
-        .await
-        .unwrap()
-        .ok();
-    let head = String::from_utf8_lossy(&got).to_string();
+    let head = raw_to_close(&env, &[], b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await;
     assert!(
         head.is_empty() || head.starts_with("HTTP/1.1 4"),
         "{head:.200}"
@@ -1215,6 +1193,22 @@ async fn raw_intercepted(env: &TestEnv, bytes: &[u8]) -> String {
         .to_string()
 }
 
+/// Send raw bytes on an intercepted connection that offers `alpn`, and read until the gateway
+/// closes it (10 s at most).
+async fn raw_to_close(env: &TestEnv, alpn: &[&[u8]], bytes: &[u8]) -> String {
+    let mut tls = env
+        .tls_through("api.anthropic.com:443", "api.anthropic.com", alpn)
+        .await
+        .unwrap();
+    tls.write_all(bytes).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .ok();
+    String::from_utf8_lossy(&got).to_string()
+}
+
 #[tokio::test]
 async fn hostile_requests_get_a_clear_status_and_never_reach_the_vendor() {
     let env = TestEnv::builder().append(allow_sdk()).start().await;
@@ -1278,17 +1272,7 @@ async fn hostile_requests_get_a_clear_status_and_never_reach_the_vendor() {
 #[tokio::test]
 async fn a_smuggled_request_goes_nowhere() {
     let env = TestEnv::builder().start().await;
-    let mut tls = env
-        .tls_through("api.anthropic.com:443", "api.anthropic.com", &[b"http/1.1"])
-        .await
-        .unwrap();
-    tls.write_all(b"POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nUser-Agent: OpenAI/Python 2.1.0\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nPOST /smuggled HTTP/1.1\r\nHost: api.anthropic.com\r\nUser-Agent: claude-cli/2.1.0 (external, cli)\r\nContent-Length: 2\r\n\r\n{}").await.unwrap();
-    let mut seen = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut seen))
-        .await
-        .unwrap()
-        .ok();
-    let seen = String::from_utf8_lossy(&seen);
+    let seen = raw_to_close(&env, &[b"http/1.1"], b"POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nUser-Agent: OpenAI/Python 2.1.0\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nPOST /smuggled HTTP/1.1\r\nHost: api.anthropic.com\r\nUser-Agent: claude-cli/2.1.0 (external, cli)\r\nContent-Length: 2\r\n\r\n{}").await;
     assert_eq!(
         seen.matches("HTTP/1.1 ").count(),
         1,
