@@ -110,6 +110,23 @@ fn verify_postgres(config: &std::path::Path) -> std::process::Output {
         .unwrap()
 }
 
+/// `aigate db migrate`, the real binary, on the shipped config with `storage` in place of
+/// `backend = "file"` (written to `dir/aigate.toml`).
+fn migrate_with(dir: &std::path::Path, storage: &str) -> std::process::Output {
+    let config = dir.join("aigate.toml");
+    std::fs::write(
+        &config,
+        aigate::config::DEFAULT_CONFIG.replace("backend = \"file\"", storage),
+    )
+    .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .args(["db", "migrate", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap()
+}
+
 async fn until_up(gw: &aigate::AppHandle, up: bool) {
     for _ in 0..300 {
         if gw.storage_up() == Some(up) {
@@ -315,23 +332,8 @@ async fn with_the_database_down_replicas_enforce_their_snapshot_and_refuse_grant
 fn migrations_run_twice_without_harm() {
     let pg = Postgres::start();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("aigate.toml");
-    std::fs::write(
-        &config,
-        aigate::config::DEFAULT_CONFIG.replace(
-            "backend = \"file\"",
-            &format!("backend = \"postgres\"\nurl = \"{}\"", pg.url()),
-        ),
-    )
-    .unwrap();
-    let migrate = || {
-        Command::new(env!("CARGO_BIN_EXE_aigate"))
-            .args(["db", "migrate", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "off")
-            .output()
-            .unwrap()
-    };
+    let storage = format!("backend = \"postgres\"\nurl = \"{}\"", pg.url());
+    let migrate = || migrate_with(dir.path(), &storage);
     let first = migrate();
     assert!(
         first.status.success(),
@@ -363,20 +365,7 @@ fn the_database_connection_is_verified_tls() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("db-ca.pem"), &ca.cert_pem).unwrap();
     let url = format!("postgres://aigate@127.0.0.1:{}/postgres", pg.port);
-    let migrate = |storage: &str| {
-        let config = dir.path().join("aigate.toml");
-        std::fs::write(
-            &config,
-            aigate::config::DEFAULT_CONFIG.replace("backend = \"file\"", storage),
-        )
-        .unwrap();
-        Command::new(env!("CARGO_BIN_EXE_aigate"))
-            .args(["db", "migrate", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "off")
-            .output()
-            .unwrap()
-    };
+    let migrate = |storage: &str| migrate_with(dir.path(), storage);
     let verified = migrate(&format!(
         "backend = \"postgres\"\nurl = \"{url}?sslmode=require\"\nca_file = \"db-ca.pem\""
     ));
