@@ -2,7 +2,6 @@
 //! long. In the last two cases the connection is shut down gracefully: HTTP/2 gets GOAWAY,
 //! HTTP/1.1 closes after the request in flight, and streams already answering finish.
 
-use std::error::Error as StdError;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -16,11 +15,10 @@ use hyper::service::HttpService;
 use tokio::sync::watch;
 
 use super::idle::Activity;
+use crate::tls::upstream::BoxError;
 
-type BoxError = Box<dyn StdError + Send + Sync>;
-
-/// A hyper connection that can be asked to finish gracefully. hyper and hyper-util have no
-/// common trait for their connections with upgrades.
+/// A hyper connection that can be asked to finish gracefully: hyper has no common trait for
+/// its HTTP/1.1 (with upgrades) and HTTP/2 connections.
 pub trait Graceful: Future {
     fn shut_down(self: Pin<&mut Self>);
 }
