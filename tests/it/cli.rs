@@ -342,6 +342,60 @@ fn spawn_gateway(dir: &Path) -> (std::process::Child, String, String) {
     (child, proxy, admin)
 }
 
+/// The audit fsync thread runs at the lowest priority (nice 19), so it never preempts a
+/// request; the threads that serve requests keep theirs.
+#[test]
+fn the_audit_fsync_thread_runs_at_the_lowest_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("aigate.toml"), shipped_on_free_ports()).unwrap();
+    let (mut child, _, _) = spawn_gateway(dir.path());
+    // /proc/<pid>/task/<tid>/stat: the fields after the parenthesised name; nice is field 19.
+    let nice_of = |task: &Path| -> i64 {
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name
+            .split_whitespace()
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let threads = || -> Vec<(String, i64)> {
+        std::fs::read_dir(format!("/proc/{}/task", child.id()))
+            .unwrap()
+            .map(|task| {
+                let task = task.unwrap().path();
+                let name = std::fs::read_to_string(task.join("comm")).unwrap();
+                (name.trim().to_string(), nice_of(&task))
+            })
+            .collect()
+    };
+    // The thread lowers its own priority as it starts: give it a moment.
+    let mut seen = threads();
+    for _ in 0..50 {
+        if seen
+            .iter()
+            .any(|(n, nice)| n == "aigate-audit-sy" && *nice == 19)
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        seen = threads();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        seen.iter()
+            .any(|(n, nice)| n == "aigate-audit-sy" && *nice == 19),
+        "{seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(n, nice)| n == "tokio-rt-worker" && *nice == 0),
+        "{seen:?}"
+    );
+}
+
 /// A grant acknowledged by the API survives `kill -9` of the real binary.
 #[test]
 fn an_acknowledged_grant_survives_kill_9() {
