@@ -11,4 +11,4 @@ pub mod redact;
 pub mod writer;
 
 pub use record::{AuditRecord, Kind};
-pub use writer::{Ack, AuditLog, AuditWriterError};
+pub use writer::{Ack, AuditLog, AuditWriterError, KEEP_CACHED};

@@ -2,6 +2,7 @@
 //! real `aigate` binary for the CLI.
 
 mod admin;
+mod audit_log;
 mod cli;
 mod common;
 mod data_path;
