@@ -548,7 +548,8 @@ fn drop_behind(file: &File, synced: u64, dropped: &mut u64) {
     if upto <= *dropped {
         return;
     }
-    #[cfg(unix)]
+    // posix_fadvise is not on every Unix (macOS has none); elsewhere the kernel decides.
+    #[cfg(target_os = "linux")]
     if let Err(e) = rustix::fs::fadvise(
         file,
         *dropped,
@@ -557,6 +558,8 @@ fn drop_behind(file: &File, synced: u64, dropped: &mut u64) {
     ) {
         tracing::debug!(error = %e, "cannot drop the audit log's older pages from the page cache");
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
     *dropped = upto;
 }
 
