@@ -1,8 +1,9 @@
-//! The audit writer on a real filesystem (the test directory is on the build's disk, not a
+//! The audit writer on a real filesystem (test directories are on the build's disk, not a
 //! tmpfs, where pages cannot leave the cache).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -26,9 +27,13 @@ fn cached(path: &Path) -> u64 {
         .unwrap_or_else(|_| panic!("fincore printed {text:?}"))
 }
 
-fn record(n: u64) -> AuditRecord {
+fn open(path: &Path) -> AuditLog {
+    AuditLog::open(path, Fsync::Batch, Arc::new(Metrics::default()), None).expect("open")
+}
+
+fn record(id: &str) -> AuditRecord {
     AuditRecord::new(
-        format!("r{n}"),
+        id.into(),
         Kind::Request,
         "127.0.0.1:1".into(),
         "alice".into(),
@@ -41,11 +46,11 @@ fn record(n: u64) -> AuditRecord {
 async fn lines_on_disk_leave_the_page_cache_and_the_newest_stay() {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("audit.jsonl");
-    let log = AuditLog::open(&path, Fsync::Batch, Arc::new(Metrics::default()), None).unwrap();
+    let log = open(&path);
     let mut n = 0;
     while std::fs::metadata(&path).unwrap().len() < 3 * KEEP_CACHED {
         for _ in 0..1_000 {
-            assert!(log.submit_acked(record(n)).await);
+            assert!(log.submit_acked(record(&format!("r{n}"))).await);
             n += 1;
         }
     }
@@ -55,7 +60,7 @@ async fn lines_on_disk_leave_the_page_cache_and_the_newest_stay() {
     // one more write after the others makes sure a round covers them all.
     let deadline = Instant::now() + Duration::from_secs(10);
     let settled = loop {
-        assert!(log.submit_acked(record(n)).await);
+        assert!(log.submit_acked(record(&format!("r{n}"))).await);
         n += 1;
         let now = cached(&path);
         if now <= KEEP_CACHED + 1024 * 1024 {
@@ -73,4 +78,48 @@ async fn lines_on_disk_leave_the_page_cache_and_the_newest_stay() {
     );
     let text = std::fs::read(&path).unwrap();
     aigate::audit::chain::verify(&text[..]).expect("the log still verifies");
+}
+
+#[tokio::test]
+async fn an_acknowledged_record_is_in_the_file() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = open(&path);
+    assert!(log.submit_acked(record("r1")).await);
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(
+        text.contains("\"id\":\"r1\"") && text.ends_with('\n'),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_torn_last_line_is_cut_off_and_kept_in_the_next_record() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = open(&path);
+    log.submit(record("r1"));
+    assert!(log.flush().await);
+    drop(log);
+    let torn = "{\"v\":1,\"seq\":2,\"prev\":\"ab";
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("reopen");
+    f.write_all(torn.as_bytes()).expect("tear");
+    drop(f);
+
+    let log = open(&path);
+    log.submit(record("r3"));
+    assert!(log.flush().await);
+    let text = std::fs::read_to_string(&path).expect("read");
+    aigate::audit::chain::verify(text.as_bytes()).expect("the chain verifies after recovery");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[1]["reason"], "audit_recovered");
+    assert_eq!(lines[1]["admin"]["torn_line"], torn);
+    assert_eq!(lines[2]["id"], "r3");
 }
