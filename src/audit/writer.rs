@@ -118,7 +118,7 @@ struct Inner {
     queue: Mutex<Queue>,
     health: Arc<AuditHealth>,
     metrics: Arc<Metrics>,
-    syncer: Option<Arc<Syncer>>,
+    syncer: Arc<Syncer>,
     replica: Option<Arc<str>>,
 }
 
@@ -160,19 +160,20 @@ impl AuditLog {
             healthy: AtomicBool::new(true),
             ..AuditHealth::default()
         });
-        let syncer = match fsync {
-            Fsync::Batch => {
-                let syncer = Arc::new(Syncer::default());
-                let file = file.try_clone().map_err(open_err)?;
-                let (s, h) = (syncer.clone(), health.clone());
-                std::thread::Builder::new()
-                    .name("aigate-audit-sync".into())
-                    .spawn(move || s.run(file, &h))
-                    .map_err(open_err)?;
-                Some(syncer)
-            }
-            Fsync::Never => None,
-        };
+        // With fsync = "never" the thread still runs: it drops the log's older pages, which
+        // the kernel writes back in its own time.
+        let syncer = Arc::new(Syncer {
+            fsync: matches!(fsync, Fsync::Batch),
+            ..Syncer::default()
+        });
+        {
+            let file = file.try_clone().map_err(open_err)?;
+            let (s, h) = (syncer.clone(), health.clone());
+            std::thread::Builder::new()
+                .name("aigate-audit-sync".into())
+                .spawn(move || s.run(file, &h))
+                .map_err(open_err)?;
+        }
         let inner = Arc::new(Inner {
             file,
             queue: Mutex::new(Queue {
@@ -266,19 +267,19 @@ impl AuditLog {
                 }
             }
         }
-        match &self.inner.syncer {
-            None => self.healthy(),
-            Some(_) => match self.inner.file.sync_data() {
-                Ok(()) => self.healthy(),
-                Err(e) => {
-                    self.inner
-                        .health
-                        .write_errors
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = %e, "cannot fsync audit log");
-                    false
-                }
-            },
+        if !self.inner.syncer.fsync {
+            return self.healthy();
+        }
+        match self.inner.file.sync_data() {
+            Ok(()) => self.healthy(),
+            Err(e) => {
+                self.inner
+                    .health
+                    .write_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "cannot fsync audit log");
+                false
+            }
         }
     }
 
@@ -349,9 +350,7 @@ impl Inner {
                     q.settle(last_seq, true);
                     drop(q);
                     self.health.written.fetch_add(records, Ordering::Relaxed);
-                    if let Some(s) = &self.syncer {
-                        s.mark_dirty();
-                    }
+                    self.syncer.mark_dirty();
                     if !self.health.healthy.swap(true, Ordering::Relaxed) {
                         tracing::warn!("audit log writable again");
                     }
@@ -379,9 +378,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(s) = &self.syncer {
-            s.update(|st| st.closed = true);
-        }
+        self.syncer.update(|st| st.closed = true);
     }
 }
 
@@ -459,11 +456,13 @@ fn recovered_record(torn: &[u8]) -> AuditRecord {
     r
 }
 
-/// Wakes the fsync thread when the writer has appended something since its last fsync.
+/// Wakes the fsync thread when the writer has appended something since its last round.
 #[derive(Default)]
 struct Syncer {
     state: Mutex<SyncState>,
     wake: Condvar,
+    /// `fsync = "batch"`. Without it the thread only drops written pages.
+    fsync: bool,
 }
 
 #[derive(Default)]
@@ -502,7 +501,9 @@ impl Syncer {
         if let Err(e) = rustix::process::nice(19) {
             tracing::debug!(error = %e, "cannot lower the audit fsync thread's priority");
         }
-        let mut dropped = 0;
+        // The log's pages below `dropped` are out of the page cache; with fsync = "never",
+        // those below `advised` have been advised once (their writeback started).
+        let (mut dropped, mut advised) = (0, 0);
         loop {
             {
                 let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -520,10 +521,19 @@ impl Syncer {
             std::thread::sleep(SYNC_INTERVAL);
             self.state.lock().unwrap_or_else(|p| p.into_inner()).dirty = false;
             let len = file.metadata().map(|m| m.len());
+            if !self.fsync {
+                // The older pages may still be dirty: advice starts their writeback and
+                // drops only clean pages, so each range is advised again a round later.
+                if let Ok(len) = len {
+                    let upto = drop_behind(&file, dropped, len);
+                    (dropped, advised) = (advised, upto);
+                }
+                continue;
+            }
             match file.sync_data() {
                 Ok(()) => {
                     if let Ok(len) = len {
-                        drop_behind(&file, len, &mut dropped);
+                        dropped = drop_behind(&file, dropped, len);
                     }
                 }
                 Err(e) => {
@@ -541,24 +551,25 @@ impl Syncer {
 /// cache. The log is only ever appended to: cached, a busy gateway's log would fill the page
 /// cache and evict what other programs need, and every new line would land on a page the
 /// kernel had to find and zero. Dropped, the same few pages come round again (measured: 0.7
-/// against 0.9-1.3 us per append). `synced` is the length the last fsync covered.
-fn drop_behind(file: &File, synced: u64, dropped: &mut u64) {
+/// against 0.9-1.3 us per append). Advises `from` up to `len` less `KEEP_CACHED`, and returns
+/// where that ended. `len` is the length the last fsync covered, if there is one.
+fn drop_behind(file: &File, from: u64, len: u64) -> u64 {
     const PAGE: u64 = 4096;
-    let upto = synced.saturating_sub(KEEP_CACHED) / PAGE * PAGE;
-    if upto <= *dropped {
-        return;
+    let upto = len.saturating_sub(KEEP_CACHED) / PAGE * PAGE;
+    if upto <= from {
+        return from;
     }
     // posix_fadvise is not on every Unix (macOS has none); elsewhere the kernel decides.
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::fs::fadvise(
         file,
-        *dropped,
-        std::num::NonZeroU64::new(upto - *dropped),
+        from,
+        std::num::NonZeroU64::new(upto - from),
         rustix::fs::Advice::DontNeed,
     ) {
         tracing::debug!(error = %e, "cannot drop the audit log's older pages from the page cache");
     }
     #[cfg(not(target_os = "linux"))]
     let _ = file;
-    *dropped = upto;
+    upto
 }

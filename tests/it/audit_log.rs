@@ -28,7 +28,11 @@ fn cached(path: &Path) -> u64 {
 }
 
 fn open(path: &Path) -> AuditLog {
-    AuditLog::open(path, Fsync::Batch, Arc::new(Metrics::default()), None).expect("open")
+    open_with(path, Fsync::Batch)
+}
+
+fn open_with(path: &Path, fsync: Fsync) -> AuditLog {
+    AuditLog::open(path, fsync, Arc::new(Metrics::default()), None).expect("open")
 }
 
 fn record(id: &str) -> AuditRecord {
@@ -44,9 +48,19 @@ fn record(id: &str) -> AuditRecord {
 
 #[tokio::test]
 async fn lines_on_disk_leave_the_page_cache_and_the_newest_stay() {
+    older_lines_leave_the_page_cache(Fsync::Batch).await;
+}
+
+/// Without fsync the older pages are dirty when first advised; they must still go.
+#[tokio::test]
+async fn without_fsync_older_lines_still_leave_the_page_cache() {
+    older_lines_leave_the_page_cache(Fsync::Never).await;
+}
+
+async fn older_lines_leave_the_page_cache(fsync: Fsync) {
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("audit.jsonl");
-    let log = open(&path);
+    let log = open_with(&path, fsync);
     let mut n = 0;
     while std::fs::metadata(&path).unwrap().len() < 3 * KEEP_CACHED {
         for _ in 0..1_000 {
@@ -56,8 +70,9 @@ async fn lines_on_disk_leave_the_page_cache_and_the_newest_stay() {
     }
     let len = std::fs::metadata(&path).unwrap().len();
 
-    // The fsync thread drops what its last fsync covered, every 10 ms while there are writes;
-    // one more write after the others makes sure a round covers them all.
+    // The fsync thread drops what its last fsync covered (or, without fsync, what the kernel
+    // has written back since the round before), every 10 ms while there are writes; one more
+    // write after the others makes sure a round covers them all.
     let deadline = Instant::now() + Duration::from_secs(10);
     let settled = loop {
         assert!(log.submit_acked(record(&format!("r{n}"))).await);
