@@ -37,7 +37,7 @@ pub fn seal(
 /// chain, so it can be built before the chain is locked.
 pub fn serialize(record: &AuditRecord, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     out.clear();
-    serde_json::to_writer(&mut *out, record)
+    record.write_json(out)
 }
 
 /// Append the line for `body` (from `serialize`) as number `seq`. `hash` holds the previous
