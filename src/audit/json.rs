@@ -1,7 +1,8 @@
 //! The record's JSON, written field by field. Every request writes one, and the derived
 //! `Serialize` spent about 9,300 instructions on it (a map state machine, every key escaped at
-//! run time); this takes about 1,700 (callgrind). The output is byte for byte what `serde_json` writes for the derived impl, which a
-//! test checks; the hash chain covers these bytes, so they must not drift between versions.
+//! run time); this takes about 1,700 (callgrind). The output is byte for byte what `serde_json`
+//! writes for the derived impl, which a test checks: the hash chain covers these bytes, and
+//! `audit verify` and the readers must see the same lines as before.
 
 use std::sync::Arc;
 
