@@ -127,7 +127,10 @@ impl Tail {
             pending: 0,
             committed: 0,
         };
-        // Skip what the table already has.
+        // Skip what the table already has: a binary search gets close (a session starts at
+        // every reconnect, and the file can be gigabytes), a scan finishes.
+        tail.committed = tail.near(after_seq)?;
+        tail.reader.seek(SeekFrom::Start(tail.committed))?;
         let mut line = String::new();
         loop {
             line.clear();
@@ -144,6 +147,36 @@ impl Tail {
         tail.pending = tail.committed;
         tail.reader.seek(SeekFrom::Start(tail.committed))?;
         Ok(tail)
+    }
+
+    /// A line start at most `NEAR` bytes before the first line with a `seq` above `after_seq`
+    /// (or 0). Lines are in `seq` order; a probe that lands on a line that is not a record
+    /// only makes the final scan longer.
+    fn near(&mut self, after_seq: i64) -> std::io::Result<u64> {
+        const NEAR: u64 = 64 * 1024;
+        let (mut lo, mut hi) = (0, self.reader.get_ref().metadata()?.len());
+        // Bytes, not a String: a probe can land inside a multi-byte character.
+        let mut line = Vec::new();
+        while hi - lo > NEAR {
+            let mid = lo + (hi - lo) / 2;
+            self.reader.seek(SeekFrom::Start(mid))?;
+            // The rest of the line `mid` falls in, then the next whole line.
+            let skipped = self.reader.read_until(b'\n', &mut line)? as u64;
+            line.clear();
+            self.reader.read_until(b'\n', &mut line)?;
+            let seq = if line.ends_with(b"\n") {
+                serde_json::from_slice::<Head>(&line).ok().map(|h| h.seq)
+            } else {
+                None
+            };
+            line.clear();
+            match seq {
+                // Every line up to this one is already in the table.
+                Some(seq) if seq <= after_seq => lo = mid + skipped,
+                _ => hi = mid,
+            }
+        }
+        Ok(lo)
     }
 
     fn next_batch(&mut self) -> std::io::Result<Vec<(i64, String, String)>> {
@@ -283,4 +316,64 @@ pub fn describe(replica: &str, e: &ChainError) -> String {
         _ => e.to_string(),
     };
     format!("replica {replica}: {what}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::audit::{AuditRecord, Kind};
+
+    /// A log of `n` records whose paths are mostly three-byte characters (so probes land inside
+    /// them), with a line that is not a record after `seq` 700.
+    fn log(n: i64) -> (tempfile::TempDir, PathBuf, Vec<u64>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let (mut out, mut starts) = (Vec::new(), Vec::new());
+        let mut prev = chain::GENESIS.to_string();
+        for seq in 1..=n {
+            let mut r = AuditRecord::new(
+                format!("id-{seq}"),
+                Kind::Request,
+                "127.0.0.1:1".into(),
+                "jürgen".into(),
+                "api.anthropic.com".into(),
+                443,
+            );
+            r.path = Some(format!("/v1/{}", "€".repeat(40 + (seq % 7) as usize)));
+            starts.push(out.len() as u64);
+            prev = chain::seal(&r, seq as u64, &prev, &mut out).unwrap();
+            if seq == 700 {
+                out.extend_from_slice("not a record: ünïcödé\n".as_bytes());
+            }
+        }
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(&out)
+            .unwrap();
+        (dir, path, starts)
+    }
+
+    #[test]
+    fn resumes_after_the_tables_last_seq_without_reading_the_file_from_the_start() {
+        let n = 3_000;
+        let (_dir, path, starts) = log(n);
+        for after in [0, 1, 2, 699, 700, 701, 1_500, 2_999, n, n + 10] {
+            let mut tail = Tail::open(&path, after).unwrap();
+            let first = tail.next_batch().unwrap().first().map(|b| b.0);
+            let want = (after < n).then_some(after + 1);
+            assert_eq!(first, want, "after seq {after}");
+            // The search got within reach of the line; the scan did the rest.
+            let exact = usize::try_from(after)
+                .ok()
+                .and_then(|i| starts.get(i).copied())
+                .unwrap_or_else(|| std::fs::metadata(&path).unwrap().len());
+            let near = tail.near(after).unwrap();
+            assert!(
+                near <= exact && exact - near <= 64 * 1024 + 4096,
+                "{after}: {near} {exact}"
+            );
+        }
+    }
 }
