@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -38,6 +38,9 @@ const SYNC_INTERVAL: Duration = Duration::from_millis(10);
 /// How much of the log's newest part stays in the page cache once it is on disk: the admin
 /// API, `audit query` and the PostgreSQL shipper read from the end. Older pages are dropped.
 pub const KEEP_CACHED: u64 = 8 * 1024 * 1024;
+/// With fsync = "never", how long a range of the log is advised again: long enough for the
+/// kernel to finish the writeback the first advice started, even on a slow disk.
+const REDROP: Duration = Duration::from_secs(1);
 
 thread_local! {
     /// A record's JSON before it is chained: one buffer per thread, reused, instead of an
@@ -501,9 +504,12 @@ impl Syncer {
         if let Err(e) = rustix::process::nice(19) {
             tracing::debug!(error = %e, "cannot lower the audit fsync thread's priority");
         }
-        // The log's pages below `dropped` are out of the page cache; with fsync = "never",
-        // those below `advised` have been advised once (their writeback started).
-        let (mut dropped, mut advised) = (0, 0);
+        // The log's pages below `dropped` are out of the page cache. With fsync = "never"
+        // they are dirty when first advised: the advice starts their writeback and drops only
+        // clean pages, so each range is advised again on every round for `REDROP` (the marks:
+        // when each round's advice ended).
+        let mut dropped = 0;
+        let mut marks: std::collections::VecDeque<(Instant, u64)> = Default::default();
         loop {
             {
                 let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -522,11 +528,15 @@ impl Syncer {
             self.state.lock().unwrap_or_else(|p| p.into_inner()).dirty = false;
             let len = file.metadata().map(|m| m.len());
             if !self.fsync {
-                // The older pages may still be dirty: advice starts their writeback and
-                // drops only clean pages, so each range is advised again a round later.
                 if let Ok(len) = len {
-                    let upto = drop_behind(&file, dropped, len);
-                    (dropped, advised) = (advised, upto);
+                    marks.push_back((Instant::now(), drop_behind(&file, dropped, len)));
+                    while let Some(&(at, upto)) = marks.front() {
+                        if at.elapsed() < REDROP {
+                            break;
+                        }
+                        dropped = upto;
+                        marks.pop_front();
+                    }
                 }
                 continue;
             }
