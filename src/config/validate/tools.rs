@@ -1,0 +1,134 @@
+//! `[[tools]]`: tool signatures, each signal compiled once here.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use http::HeaderName;
+use regex::Regex;
+
+use super::{Problems, first_line, id_ok, q};
+use crate::config::raw::RawTool;
+use crate::identify::ToolSignature;
+use crate::identify::tools::{Signal, UNKNOWN_TOOL};
+
+pub(super) fn tools(p: &mut Problems, raw: &[RawTool], vendor_ids: &[&str]) -> Vec<ToolSignature> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, t) in raw.iter().enumerate() {
+        let at = format!("tools[{i}]");
+        let Some(id) = t.id.as_deref() else {
+            p.push(
+                format!("{at}.id"),
+                None,
+                "missing; give the tool an id such as \"claude-code\"",
+            );
+            continue;
+        };
+        if !id_ok(id) || id == UNKNOWN_TOOL {
+            p.push(
+                format!("{at}.id"),
+                q(id),
+                "not an id; use lower-case letters, digits, - and _ (\"unknown\" is reserved)",
+            );
+        } else if !seen.insert(id.to_string()) {
+            p.push(
+                format!("{at}.id"),
+                q(id),
+                "duplicate tool id; each signature has its own id",
+            );
+        }
+        for (j, v) in t.vendors.iter().enumerate() {
+            if !vendor_ids.contains(&v.as_str()) {
+                p.push(
+                    format!("{at}.vendors[{j}]"),
+                    q(v),
+                    format!(
+                        "unknown vendor; known vendors are {}",
+                        vendor_ids.join(", ")
+                    ),
+                );
+            }
+        }
+        for (j, path) in t.paths.iter().enumerate() {
+            if !path.starts_with('/') {
+                p.push(
+                    format!("{at}.paths[{j}]"),
+                    q(path),
+                    "a path prefix starts with /, e.g. \"/v1/messages\"",
+                );
+            }
+        }
+        let mut signals = Vec::new();
+        if let Some(path) = &t.path {
+            match Regex::new(path) {
+                Ok(re) => signals.push(Signal::Path(re)),
+                Err(e) => p.push(
+                    format!("{at}.path"),
+                    q(path),
+                    format!("not a valid regex: {}", first_line(&e.to_string())),
+                ),
+            }
+        }
+        if let Some(ua) = &t.user_agent {
+            match Regex::new(ua) {
+                Ok(re) => signals.push(Signal::UserAgent(re)),
+                Err(e) => p.push(
+                    format!("{at}.user_agent"),
+                    q(ua),
+                    format!("not a valid regex: {}", first_line(&e.to_string())),
+                ),
+            }
+        }
+        for (name, re) in &t.headers {
+            let hpath = format!("{at}.headers.\"{name}\"");
+            let Ok(hn) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) else {
+                p.push(hpath, None, "the key is not a valid HTTP header name");
+                continue;
+            };
+            match Regex::new(re) {
+                Ok(re) => signals.push(Signal::Header(hn, re)),
+                Err(e) => p.push(
+                    hpath,
+                    q(re),
+                    format!("not a valid regex: {}", first_line(&e.to_string())),
+                ),
+            }
+        }
+        if let Some(body) = &t.body {
+            match regex::bytes::Regex::new(body) {
+                Ok(re) => signals.push(Signal::Body(re)),
+                Err(e) => p.push(
+                    format!("{at}.body"),
+                    q(body),
+                    format!("not a valid regex: {}", first_line(&e.to_string())),
+                ),
+            }
+        }
+        let declared =
+            t.user_agent.is_some() as usize + t.headers.len() + t.body.is_some() as usize;
+        if declared == 0 {
+            p.push(
+                &at,
+                None,
+                "no signals; give at least one of user_agent, headers, body",
+            );
+        }
+        let min_signals = t.min_signals.unwrap_or(1) as usize;
+        if min_signals == 0 || (declared > 0 && min_signals > declared) {
+            p.push(
+                format!("{at}.min_signals"),
+                Some(min_signals.to_string()),
+                format!("must be between 1 and the number of signals ({declared})"),
+            );
+        }
+        out.push(ToolSignature {
+            id: Arc::from(id),
+            name: Arc::from(t.name.as_deref().unwrap_or(id)),
+            vendors: t.vendors.clone(),
+            paths: t.paths.clone(),
+            signals,
+            min_signals,
+        });
+    }
+    out
+}
