@@ -1,13 +1,13 @@
 //! The proxy listener: one HTTP/1.1 server per client connection, answering `CONNECT` and
-//! absolute-form plain-HTTP requests. Everything that is refused here (bad target, failed proxy
-//! authentication, a raw IP, a vendor on another port) is audited here.
+//! absolute-form plain-HTTP requests. Everything that is refused here (bad target, a raw IP, a
+//! vendor on another port) is audited here; proxy authentication is `auth`, dialling is `dial`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Method, Request, Response, StatusCode, header};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -23,12 +23,9 @@ use super::classify::{Route, classify};
 use super::connect::{Target, parse_authority, parse_target};
 use super::limits::{LimitHit, Slot};
 use super::pipeline::{self, ConnCtx, Scheme};
-use super::{MAX_HEADER_BYTES, Shared, deny, intercept, new_id, tunnel};
+use super::{MAX_HEADER_BYTES, Shared, auth, deny, dial, intercept, new_id, tunnel};
 use crate::audit::{AuditRecord, Kind};
-use crate::config::Config;
-use crate::host::Host;
 use crate::identify::Identity;
-use crate::identify::user::{self, AuthFailure};
 use crate::policy::{Action, Reason};
 use crate::tls::upstream::ProxyBody;
 
@@ -159,7 +156,7 @@ async fn proxy_request(
 }
 
 /// A record for something decided on the proxy leg.
-fn record(
+pub(super) fn record(
     shared: &Shared,
     kind: Kind,
     peer: SocketAddr,
@@ -181,7 +178,7 @@ fn record(
     (id, AuditGuard::new(shared, rec, Instant::now()))
 }
 
-async fn refuse(
+pub(super) async fn refuse(
     mut guard: AuditGuard,
     id: &str,
     status: StatusCode,
@@ -197,62 +194,6 @@ async fn refuse(
     guard
         .respond(deny::proxy_response(status, reason, id, text))
         .await
-}
-
-fn identify_user(
-    cfg: &Config,
-    peer: SocketAddr,
-    req: &Request<Incoming>,
-) -> Result<Identity, AuthFailure> {
-    let header = req
-        .headers()
-        .get(header::PROXY_AUTHORIZATION)
-        .map(|v| v.to_str().unwrap_or(""));
-    user::resolve(
-        &cfg.identity.directory,
-        &cfg.identity.source_addresses,
-        cfg.identity.require_auth,
-        header,
-        peer.ip(),
-    )
-}
-
-async fn auth_refusal(
-    shared: &Shared,
-    peer: SocketAddr,
-    host: String,
-    port: u16,
-    failure: AuthFailure,
-) -> Response<ProxyBody> {
-    let (id, mut guard) = record(
-        shared,
-        Kind::Tunnel,
-        peer,
-        &Identity::anonymous(),
-        host,
-        port,
-    );
-    guard.rec().error = Some(match failure {
-        AuthFailure::Missing => "proxy_auth_missing".into(),
-        AuthFailure::Wrong => "proxy_auth_wrong".into(),
-    });
-    let text = match failure {
-        AuthFailure::Missing => {
-            "aigate: proxy authentication required; set your proxy URL to http://USER:TOKEN@host:port"
-        }
-        AuthFailure::Wrong => {
-            "aigate: proxy credentials not accepted; check the user and token in your proxy URL"
-        }
-    };
-    refuse(
-        guard,
-        &id,
-        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-        Reason::ProxyAuth,
-        None,
-        text,
-    )
-    .await
 }
 
 async fn connect(
@@ -289,10 +230,11 @@ async fn connect(
             .await;
         }
     };
-    let identity = match identify_user(&cfg, peer, &req) {
+    let identity = match auth::identify_user(&cfg, peer, &req) {
         Ok(i) => i,
         Err(f) => {
-            return auth_refusal(&shared, peer, target.host.to_string(), target.port, f).await;
+            return auth::auth_refusal(&shared, peer, target.host.to_string(), target.port, f)
+                .await;
         }
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -342,7 +284,7 @@ async fn connect(
                 target.port,
             );
             guard.rec().reason = Reason::NotVendor;
-            let upstream = match dial(&shared, &cfg, &target).await {
+            let upstream = match dial::dial(&shared, &cfg, &target).await {
                 Ok(s) => s,
                 Err(e) => {
                     let r = guard.rec();
@@ -385,18 +327,6 @@ async fn connect(
             resp
         }
     }
-}
-
-async fn dial(shared: &Shared, cfg: &Config, target: &Target) -> std::io::Result<TcpStream> {
-    let addrs = match &target.host {
-        Host::Ip(ip) => vec![SocketAddr::new(*ip, target.port)],
-        Host::Name(n) => shared.resolver.lookup(n, target.port).await?,
-    };
-    let stream = tokio::time::timeout(cfg.upstream.connect_timeout, TcpStream::connect(&addrs[..]))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
 }
 
 /// `GET http://host/path` through the proxy.
@@ -450,9 +380,9 @@ async fn absolute(
             .await;
         }
     };
-    let identity = match identify_user(&cfg, peer, &req) {
+    let identity = match auth::identify_user(&cfg, peer, &req) {
         Ok(i) => i,
-        Err(f) => return auth_refusal(&shared, peer, host.to_string(), port, f).await,
+        Err(f) => return auth::auth_refusal(&shared, peer, host.to_string(), port, f).await,
     };
     // A vendor over plain HTTP would never be inspected: identify it, then refuse it.
     if let Some(vendor) = host.as_name().and_then(|n| cfg.vendor_for(n)).cloned() {

@@ -1,8 +1,8 @@
 //! THE DATA PATH. One file per stage, in the order a request meets them:
 //!
 //! ```text
-//! client ──CONNECT host:443──▶ accept ─▶ connect (parse + normalise target)
-//!                                    └▶ classify target ─┬─ not a vendor host ─▶ tunnel (bytes untouched) ─▶ audit(kind=tunnel)
+//! client ──CONNECT host:443──▶ accept ─▶ connect (parse + normalise target) ─▶ auth (proxy credentials)
+//!                                    └▶ classify target ─┬─ not a vendor host ─▶ dial ─▶ tunnel (bytes untouched) ─▶ audit(kind=tunnel)
 //!                                                        ├─ refused (IP literal, vendor on another port…) ─▶ deny ─▶ audit
 //!                                                        └─ vendor host ─▶ intercept: TLS with a minted leaf cert
 //!                                                               │            (SNI must equal the CONNECT host)
@@ -21,9 +21,11 @@
 
 pub mod accept;
 pub mod audited;
+pub mod auth;
 pub mod classify;
 pub mod connect;
 pub mod deny;
+pub mod dial;
 pub mod forward;
 pub mod idle;
 pub mod intercept;

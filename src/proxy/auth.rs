@@ -1,0 +1,73 @@
+//! Proxy authentication: who is calling, from `Proxy-Authorization` or the client's address, and
+//! the audited `407` when that fails. Both CONNECT and absolute-form requests pass through here
+//! before anything is dialled, so an unauthenticated client never reaches a destination.
+
+use std::net::SocketAddr;
+
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+
+use super::Shared;
+use super::accept::{record, refuse};
+use crate::audit::Kind;
+use crate::config::Config;
+use crate::identify::Identity;
+use crate::identify::user::{self, AuthFailure};
+use crate::policy::Reason;
+use crate::tls::upstream::ProxyBody;
+
+pub(super) fn identify_user(
+    cfg: &Config,
+    peer: SocketAddr,
+    req: &Request<Incoming>,
+) -> Result<Identity, AuthFailure> {
+    let header = req
+        .headers()
+        .get(header::PROXY_AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    user::resolve(
+        &cfg.identity.directory,
+        &cfg.identity.source_addresses,
+        cfg.identity.require_auth,
+        header,
+        peer.ip(),
+    )
+}
+
+pub(super) async fn auth_refusal(
+    shared: &Shared,
+    peer: SocketAddr,
+    host: String,
+    port: u16,
+    failure: AuthFailure,
+) -> Response<ProxyBody> {
+    let (id, mut guard) = record(
+        shared,
+        Kind::Tunnel,
+        peer,
+        &Identity::anonymous(),
+        host,
+        port,
+    );
+    guard.rec().error = Some(match failure {
+        AuthFailure::Missing => "proxy_auth_missing".into(),
+        AuthFailure::Wrong => "proxy_auth_wrong".into(),
+    });
+    let text = match failure {
+        AuthFailure::Missing => {
+            "aigate: proxy authentication required; set your proxy URL to http://USER:TOKEN@host:port"
+        }
+        AuthFailure::Wrong => {
+            "aigate: proxy credentials not accepted; check the user and token in your proxy URL"
+        }
+    };
+    refuse(
+        guard,
+        &id,
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        Reason::ProxyAuth,
+        None,
+        text,
+    )
+    .await
+}
