@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::audit::Kind;
 use crate::audit::chain;
 use crate::audit::query::{self, Filter, Format};
-use crate::config::{self, Config, ConfigError, parse_duration};
+use crate::config::{self, Config, ConfigError, parse_duration, plural};
 use crate::exemptions::Snapshot;
 use crate::explain::{ExplainRequest, explain};
 use crate::identify::user::hash_token;
@@ -77,6 +77,10 @@ pub enum Command {
         /// The gateway (host:port); default: gateway.listen.
         #[arg(long, value_name = "HOST:PORT")]
         proxy: Option<String>,
+        /// The gateway's CA certificate (`aigate ca export` on the gateway); default: the one in
+        /// the config's state directory, for a doctor run on the gateway host.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
     },
     /// Print a proxy auto-config (PAC) file that sends the vendor hosts through the gateway.
     Pac {
@@ -144,7 +148,8 @@ pub enum OutputFormat {
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {
     /// Print the CA certificate (PEM) for distribution to laptops and CI runners.
-    /// Creates the CA in the state directory if there is none yet.
+    /// Reads the CA the gateway created in its state directory (or ca.cert_file); never creates
+    /// one: run it with the gateway's --config.
     Export(ConfigArg),
 }
 
@@ -153,8 +158,7 @@ pub enum AuditCommand {
     /// Check the hash chain; report the first edited, deleted or reordered record (exit 65).
     /// With --postgres, check every replica's chain in the shared table instead.
     Verify {
-        /// Audit log file (JSON Lines).
-        #[arg(required_unless_present = "postgres")]
+        /// Audit log file (JSON Lines); default: the log the config names (audit.path).
         file: Option<PathBuf>,
         /// Verify the audit table of the config's PostgreSQL storage.
         #[arg(long, conflicts_with = "file")]
@@ -168,8 +172,10 @@ pub enum AuditCommand {
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// Audit log file (JSON Lines).
-    pub file: PathBuf,
+    /// Audit log file (JSON Lines); default: the log the config names (audit.path).
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArg,
     /// allow, monitor or block.
     #[arg(long)]
     pub action: Option<String>,
@@ -250,6 +256,32 @@ pub enum UserCommand {
     HashToken,
 }
 
+/// Write a command's result to stdout. A reader that went away (`aigate audit query | head`) is
+/// not a failure of the command: the error carries the `BrokenPipe` and `main` exits quietly.
+pub fn out(text: impl AsRef<[u8]>) -> Result<(), CliError> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_ref())
+        .and_then(|()| stdout.flush())
+        .map_err(|e| CliError::Runtime(anyhow::Error::from(e).context("writing to stdout")))
+}
+
+/// `println!` for command results, through [`out`]: `outln!("{x}")?`.
+macro_rules! outln {
+    ($($t:tt)*) => {
+        out(format!("{}\n", format_args!($($t)*)))
+    };
+}
+
+/// A line on stderr for the person at the terminal; a closed stderr is not worth failing for.
+macro_rules! note {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 /// Failures, by exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -264,6 +296,17 @@ pub enum CliError {
 }
 
 impl CliError {
+    /// Whether the failure is only that stdout's reader is gone (`| head`, `| less` quit early).
+    pub fn is_closed_pipe(&self) -> bool {
+        match self {
+            CliError::Runtime(e) => e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }),
+            _ => false,
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
             CliError::Config(_) => EXIT_CONFIG,
@@ -280,15 +323,14 @@ fn load(arg: &ConfigArg) -> Result<Config, CliError> {
 
 pub fn check(arg: &ConfigArg) -> Result<(), CliError> {
     let cfg = load(arg)?;
-    println!(
-        "{}: ok ({} vendors, {} tool signatures, {} rules, default action {})",
+    outln!(
+        "{}: ok ({}, {}, {}, default action {})",
         cfg.source,
-        cfg.vendors.len(),
-        cfg.tools.len(),
-        cfg.policy.rules.len(),
+        plural(cfg.vendors.len(), "vendor", "vendors"),
+        plural(cfg.tools.len(), "tool signature", "tool signatures"),
+        plural(cfg.policy.rules.len(), "rule", "rules"),
         cfg.policy.default_action
-    );
-    Ok(())
+    )
 }
 
 pub fn explain_cmd(args: &ExplainArgs) -> Result<(), CliError> {
@@ -311,35 +353,89 @@ pub fn explain_cmd(args: &ExplainArgs) -> Result<(), CliError> {
     let report =
         explain(&cfg, &req, &Snapshot::default(), SystemTime::now()).map_err(CliError::Usage)?;
     match args.format {
-        OutputFormat::Table => println!("{}", report.to_text()),
-        OutputFormat::Json => println!(
+        OutputFormat::Table => outln!("{}", report.to_text()),
+        OutputFormat::Json => outln!(
             "{}",
             serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?
         ),
     }
-    Ok(())
 }
 
 pub fn ca_export(arg: &ConfigArg) -> Result<(), CliError> {
     let cfg = load(arg)?;
-    let ca = crate::tls::CertificateAuthority::load_or_create(&cfg.ca, &cfg.state_dir)
-        .map_err(anyhow::Error::from)?;
-    print!("{}", ca.cert_pem());
-    Ok(())
+    out(ca_cert_of(&cfg)?)
 }
 
-pub fn audit_verify(file: &Path) -> Result<(), CliError> {
+/// The gateway's CA certificate (PEM), read and never created: only `aigate run` creates a CA.
+/// The private key is not needed to hand out the certificate, and is not read.
+fn ca_cert_of(cfg: &Config) -> Result<String, CliError> {
+    let path = match &cfg.ca.files {
+        Some((cert, _)) => cert.clone(),
+        None => cfg.state_dir.join(crate::tls::authority::CA_CERT_FILE),
+    };
+    let pem = match std::fs::read_to_string(&path) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(not_in_state(
+                "CA certificate",
+                &path,
+                cfg,
+                "; `aigate run` creates the CA on its first start",
+            ));
+        }
+        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display()).into()),
+    };
+    {
+        use rustls_pki_types::pem::PemObject as _;
+        rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{} is not a PEM certificate: {e}", path.display()))?;
+    }
+    Ok(pem)
+}
+
+/// A state file the gateway writes and this command only reads, missing: say where this command
+/// looked, which config put it there, and how to point at the gateway's own. Creating it here
+/// would hand out something unrelated to the running gateway (a second CA, an empty log).
+fn not_in_state(what: &str, path: &Path, cfg: &Config, alternative: &str) -> CliError {
+    CliError::Runtime(anyhow::anyhow!(
+        "no {what} at {} (state directory {}, from {}); this command reads the gateway's state \
+         and never creates it: run it with the gateway's config (--config FILE or AIGATE_CONFIG){alternative}",
+        path.display(),
+        cfg.state_dir.display(),
+        cfg.source,
+    ))
+}
+
+/// The audit log a command reads: the file given, else the one the config names.
+fn audit_log_of(file: Option<&Path>, arg: &ConfigArg) -> Result<PathBuf, CliError> {
+    if let Some(f) = file {
+        return Ok(f.to_path_buf());
+    }
+    let cfg = load(arg)?;
+    if cfg.audit.path.exists() {
+        Ok(cfg.audit.path)
+    } else {
+        Err(not_in_state(
+            "audit log",
+            &cfg.audit.path,
+            &cfg,
+            ", or name the log file",
+        ))
+    }
+}
+
+pub fn audit_verify(file: Option<&Path>, arg: &ConfigArg) -> Result<(), CliError> {
+    let file = &audit_log_of(file, arg)?;
     let f = std::fs::File::open(file)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
     match chain::verify(BufReader::new(f)) {
         Ok(head) => {
-            println!(
+            outln!(
                 "{}: ok, {} records, chain intact (last seq {})",
                 file.display(),
                 head.records,
                 head.last_seq
-            );
-            Ok(())
+            )
         }
         Err(e) => Err(CliError::Unverified(format!("{}: {e}", file.display()))),
     }
@@ -371,12 +467,12 @@ pub fn db_migrate(arg: &ConfigArg) -> Result<(), CliError> {
     let db = postgres_of(arg)?;
     let applied = block_on(db.migrate())?.map_err(anyhow::Error::from)?;
     if applied.is_empty() {
-        println!(
+        outln!(
             "schema up to date (version {})",
             crate::storage::migrate::MIGRATIONS.len()
-        );
+        )?;
     } else {
-        println!("applied migrations {applied:?}");
+        outln!("applied migrations {applied:?}")?;
     }
     Ok(())
 }
@@ -386,15 +482,16 @@ pub fn audit_verify_postgres(arg: &ConfigArg) -> Result<(), CliError> {
     let db = postgres_of(arg)?;
     let chains = block_on(crate::storage::audit::verify(&db))?.map_err(anyhow::Error::from)?;
     if chains.is_empty() {
-        println!("the audit table is empty");
+        outln!("the audit table is empty")?;
     }
     let mut broken = Vec::new();
     for (replica, result) in &chains {
         match result {
-            Ok(head) => println!(
+            Ok(head) => outln!(
                 "replica {replica}: ok, {} records, chain intact (last seq {})",
-                head.records, head.last_seq
-            ),
+                head.records,
+                head.last_seq
+            )?,
             Err(e) => broken.push(crate::storage::audit::describe(replica, e)),
         }
     }
@@ -441,8 +538,9 @@ pub fn audit_query(args: &QueryArgs) -> Result<(), CliError> {
         until: None,
     }
     .since_ago(since);
-    let f = std::fs::File::open(&args.file)
-        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", args.file.display()))?;
+    let file = audit_log_of(args.file.as_deref(), &args.config)?;
+    let f = std::fs::File::open(&file)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
     let format = match args.format {
         OutputFormat::Table => Format::Table,
         OutputFormat::Json => Format::Json,
@@ -452,8 +550,9 @@ pub fn audit_query(args: &QueryArgs) -> Result<(), CliError> {
     let (matched, skipped) =
         query::run(BufReader::new(f), &filter, format, &mut out).map_err(anyhow::Error::from)?;
     if format == Format::Table {
-        eprintln!(
-            "{matched} record(s){}",
+        note!(
+            "{}{}",
+            plural(matched, "record", "records"),
             if skipped > 0 {
                 format!("; {skipped} unreadable line(s) skipped (run `aigate audit verify`)")
             } else {
@@ -475,8 +574,7 @@ pub fn hash_token_cmd() -> Result<(), CliError> {
             "no token on stdin; run: printf %s \"$TOKEN\" | aigate user hash-token".into(),
         ));
     }
-    println!("{}", hash_token(token));
-    Ok(())
+    outln!("{}", hash_token(token))
 }
 
 fn admin_token(args: &AdminArgs) -> Result<String, CliError> {
@@ -498,8 +596,8 @@ pub fn exemption_cmd(args: &AdminArgs, command: &ExemptionCommand) -> Result<(),
     use crate::admin_client::{AdminClient, table};
     let client = AdminClient::new(&args.admin, admin_token(args)?);
     let print_one = |v: &serde_json::Value| match args.format {
-        OutputFormat::Json => println!("{v:#}"),
-        OutputFormat::Table => print!("{}", table(std::slice::from_ref(v))),
+        OutputFormat::Json => outln!("{v:#}"),
+        OutputFormat::Table => out(table(std::slice::from_ref(v))),
     };
     match command {
         ExemptionCommand::Grant {
@@ -521,7 +619,7 @@ pub fn exemption_cmd(args: &AdminArgs, command: &ExemptionCommand) -> Result<(),
                 "ticket": ticket,
             });
             let body = strip_nulls(body);
-            print_one(&client.call(http::Method::POST, "/v1/exemptions", Some(body))?);
+            print_one(&client.call(http::Method::POST, "/v1/exemptions", Some(body))?)?;
         }
         ExemptionCommand::List { subject, active } => {
             let mut q = Vec::new();
@@ -539,20 +637,20 @@ pub fn exemption_cmd(args: &AdminArgs, command: &ExemptionCommand) -> Result<(),
             let v = client.call(http::Method::GET, &path, None)?;
             let items = v["exemptions"].as_array().cloned().unwrap_or_default();
             match args.format {
-                OutputFormat::Json => println!("{}", serde_json::Value::Array(items)),
-                OutputFormat::Table => print!("{}", table(&items)),
+                OutputFormat::Json => outln!("{}", serde_json::Value::Array(items))?,
+                OutputFormat::Table => out(table(&items))?,
             }
         }
         ExemptionCommand::Show { id } => print_one(&client.call(
             http::Method::GET,
             &format!("/v1/exemptions/{}", percent_encode(id)),
             None,
-        )?),
+        )?)?,
         ExemptionCommand::Revoke { id } => print_one(&client.call(
             http::Method::DELETE,
             &format!("/v1/exemptions/{}", percent_encode(id)),
             None,
-        )?),
+        )?)?,
     }
     Ok(())
 }
@@ -569,8 +667,10 @@ fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
 pub fn completions(shell: clap_complete::Shell) -> Result<(), CliError> {
     use clap::CommandFactory;
     let mut cmd = Cli::command();
-    clap_complete::generate(shell, &mut cmd, "aigate", &mut std::io::stdout());
-    Ok(())
+    // Into memory first: `generate` panics when its writer fails, as a closed pipe makes it.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "aigate", &mut script);
+    out(script)
 }
 
 pub fn pac(arg: &ConfigArg, proxy: Option<&str>) -> Result<(), CliError> {
@@ -590,26 +690,32 @@ pub fn pac(arg: &ConfigArg, proxy: Option<&str>) -> Result<(), CliError> {
             "--proxy {proxy:?}: write host:port, e.g. aigate.corp.example:3128"
         )));
     }
-    print!("{}", crate::pac::generate(&cfg, &proxy));
-    Ok(())
+    out(crate::pac::generate(&cfg, &proxy))
 }
 
-pub fn doctor(arg: &ConfigArg, proxy: Option<&str>) -> Result<(), CliError> {
+pub fn doctor(arg: &ConfigArg, proxy: Option<&str>, ca: Option<&Path>) -> Result<(), CliError> {
     let cfg = load(arg)?;
     let proxy = proxy
         .map(str::to_string)
         .unwrap_or_else(|| cfg.listen.to_string());
-    let ca = crate::tls::CertificateAuthority::load_or_create(&cfg.ca, &cfg.state_dir)
-        .map_err(anyhow::Error::from)?;
+    let ca_pem = match ca {
+        Some(file) => std::fs::read_to_string(file)
+            .map_err(|e| CliError::Usage(format!("--ca {}: {e}", file.display())))?,
+        None => ca_cert_of(&cfg).map_err(|e| {
+            CliError::Runtime(anyhow::anyhow!(
+                "{e}; on a client machine, pass the gateway's CA: aigate doctor --ca aigate-ca.pem"
+            ))
+        })?,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
-    let checks = runtime.block_on(crate::doctor::run(&cfg, &proxy, ca.cert_pem(), &|v| {
+    let checks = runtime.block_on(crate::doctor::run(&cfg, &proxy, &ca_pem, &|v| {
         std::env::var(v).ok()
     }));
     for c in &checks {
-        println!("{c}");
+        outln!("{c}")?;
     }
     let failed = checks.iter().filter(|c| !c.ok).count();
     if failed > 0 {

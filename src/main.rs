@@ -41,13 +41,16 @@ fn main() -> ExitCode {
             command: CaCommand::Export(arg),
         } => cli::ca_export(arg),
         Command::Audit {
-            command: AuditCommand::Verify {
-                file: Some(file), ..
-            },
-        } => cli::audit_verify(file),
-        Command::Audit {
-            command: AuditCommand::Verify { config, .. },
+            command:
+                AuditCommand::Verify {
+                    postgres: true,
+                    config,
+                    ..
+                },
         } => cli::audit_verify_postgres(config),
+        Command::Audit {
+            command: AuditCommand::Verify { file, config, .. },
+        } => cli::audit_verify(file.as_deref(), config),
         Command::Db {
             command: DbCommand::Migrate(arg),
         } => cli::db_migrate(arg),
@@ -60,12 +63,16 @@ fn main() -> ExitCode {
         Command::Exemption { admin, command } => cli::exemption_cmd(admin, command),
         Command::Completions { shell } => cli::completions(*shell),
         Command::Pac { config, proxy } => cli::pac(config, proxy.as_deref()),
-        Command::Doctor { config, proxy } => cli::doctor(config, proxy.as_deref()),
+        Command::Doctor { config, proxy, ca } => {
+            cli::doctor(config, proxy.as_deref(), ca.as_deref())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `aigate audit query … | head`: the reader has what it wanted; nothing went wrong.
+        Err(e) if e.is_closed_pipe() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("aigate: {e}");
+            note!("aigate: {e}");
             ExitCode::from(e.exit_code() as u8)
         }
     }
@@ -77,11 +84,21 @@ fn init_tracing(format: LogFormat, level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Pretty => builder.try_init(),
     };
+}
+
+/// Colour only for a person at a terminal: escape codes in a redirected file or a log shipper are
+/// noise. `NO_COLOR` set to anything but the empty string turns it off (no-color.org).
+fn colour(terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 fn run(arg: &cli::ConfigArg) -> Result<(), CliError> {
@@ -159,5 +176,22 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+    use std::ffi::OsStr;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        assert!(colour(true, None));
+        assert!(
+            colour(true, Some(OsStr::new(""))),
+            "an empty NO_COLOR is unset"
+        );
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
     }
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 use http::HeaderName;
 use ipnet::IpNet;
 
-pub use duration::parse_duration;
+pub use duration::{format_duration, parse_duration, plural};
 pub use load::{ConfigError, DEFAULT_CONFIG, Problem, load, load_str};
 
 use crate::host::HostPattern;

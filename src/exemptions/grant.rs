@@ -93,7 +93,7 @@ pub fn check(
     }
     if expires.duration_since(starts.max(now)).unwrap_or_default() > max_duration {
         return Err(GrantError::TooLong {
-            max: humantime::format_duration(max_duration).to_string(),
+            max: crate::config::format_duration(max_duration),
         });
     }
     if req.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
@@ -233,7 +233,7 @@ mod tests {
         assert_eq!(
             run(&r, &manager("bob")),
             Err(GrantError::TooLong {
-                max: "14days".into()
+                max: "14 days".into()
             })
         );
         let mut r = req();

@@ -207,7 +207,7 @@ async fn every_grant_rule_violation_gets_its_message_and_nothing_is_stored() {
             json!({"user": "alice", "tools": ["claude-code"], "for": "15d", "reason": "x"}),
             BOB_ADMIN,
             400,
-            "expires_at is too far ahead: an exemption lasts at most 14days",
+            "expires_at is too far ahead: an exemption lasts at most 14 days",
         ),
         (
             json!({"user": "alice", "tools": ["claude-code"], "for": "1d"}),
@@ -664,7 +664,7 @@ async fn the_exemption_cli_grants_lists_shows_and_revokes() {
     assert_eq!(code, 64);
     assert_eq!(
         err,
-        "aigate: refused (400 Bad Request): expires_at is too far ahead: an exemption lasts at most 14days\n"
+        "aigate: refused (400 Bad Request): expires_at is too far ahead: an exemption lasts at most 14 days\n"
     );
 }
 

@@ -319,7 +319,7 @@ async fn audit_verify_catches_edit_delete_and_swap() {
     assert_eq!(stdout.lines().count(), 5);
     let (_, stdout, stderr) = run(&["audit", "query", log.to_str().unwrap(), "--action", "allow"]);
     assert_eq!(stdout.lines().count(), 1, "only the header: {stdout}");
-    assert_eq!(stderr, "0 record(s)\n");
+    assert_eq!(stderr, "0 records\n");
 }
 
 /// Start the real binary in `dir`; returns it and (proxy, admin) addresses from its banner.
@@ -960,4 +960,184 @@ async fn kill_9_under_load_loses_no_answered_request() {
         .filter(|l| l.contains("\"audit_recovered\""))
         .count();
     assert_eq!(recovered, usize::from(torn));
+}
+
+/// A stdout whose reader is already gone, deterministically: a socket whose peer is closed
+/// fails every write with EPIPE, as a pipe does once `head` has exited.
+#[cfg(unix)]
+fn closed_stdout() -> Stdio {
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    drop(theirs);
+    Stdio::from(std::os::fd::OwnedFd::from(ours))
+}
+
+/// Issue 18: `aigate audit query … | head` printed "Broken pipe (os error 32)". Every command
+/// that prints ends quietly, with exit 0, when its reader goes away.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_ends_every_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let cfg = dir.path().join("aigate.toml");
+    std::fs::write(
+        &cfg,
+        shipped_on_free_ports().replace(
+            "state_dir = \"./aigate-data\"",
+            &format!("state_dir = {state:?}"),
+        ),
+    )
+    .unwrap();
+    let loaded = aigate::config::load(Some(&cfg)).unwrap();
+    aigate::tls::CertificateAuthority::load_or_create(&loaded.ca, &state).unwrap();
+    std::fs::write(state.join("audit.jsonl"), "").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let commands: &[&[&str]] = &[
+        &["check", "--config", cfg],
+        &["explain", "--host", "api.anthropic.com"],
+        &["completions", "bash"],
+        &["pac", "--proxy", "gw.example:3128"],
+        &["ca", "export", "--config", cfg],
+        &["audit", "query", "--config", cfg],
+        &["audit", "verify", "--config", cfg],
+    ];
+    for args in commands {
+        let out = aigate()
+            .args(*args)
+            .stdout(closed_stdout())
+            .output()
+            .unwrap();
+        assert_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stderr).as_ref()
+            ),
+            (Some(0), ""),
+            "{args:?}"
+        );
+    }
+}
+
+/// Issue 18: the `pretty` log format wrote colour escape codes into a redirected file.
+#[test]
+fn pretty_logs_carry_no_colour_codes_off_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("aigate.toml"), shipped_on_free_ports()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .current_dir(dir.path())
+        .args(["run", "--config", "aigate.toml"])
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let line = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(line.contains("generated a new aigate CA"), "{line}");
+    assert!(!line.contains('\u{1b}'), "{line:?}");
+}
+
+/// Issue 18: "1 rules" in `check`'s summary.
+#[test]
+fn check_counts_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("one.toml");
+    std::fs::write(
+        &cfg,
+        "[[vendors]]\nid = \"anthropic\"\nname = \"Anthropic\"\nhosts = [\"api.anthropic.com\"]\nerror_format = \"anthropic\"\n\
+         [[tools]]\nid = \"claude-code\"\nname = \"Claude Code\"\nuser_agent = \"^claude-cli/\"\n\
+         [[rules]]\nname = \"r\"\naction = \"block\"\ntools = [\"claude-code\"]\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        format!(
+            "{}: ok (1 vendor, 1 tool signature, 1 rule, default action monitor)\n",
+            cfg.display()
+        )
+    );
+}
+
+/// Issue 18: `audit verify` showed `[FILE]` as optional but exited 64 without it. Both review
+/// commands default to the log the config names, and say where they looked when it is not there.
+#[test]
+fn audit_commands_default_to_the_configs_log() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("aigate.toml"), shipped_on_free_ports()).unwrap();
+    let in_dir = |args: &[&str]| {
+        let out = aigate()
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    // Nothing there yet: an error naming the place and the way to point at the right one.
+    let (code, _, err) = in_dir(&["audit", "verify", "--config", "aigate.toml"]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "aigate: no audit log at ./aigate-data/audit.jsonl (state directory ./aigate-data, from \
+         aigate.toml); this command reads the gateway's state and never creates it: run it with \
+         the gateway's config (--config FILE or AIGATE_CONFIG), or name the log file\n"
+    );
+    assert!(!dir.path().join("aigate-data").exists());
+    // A real log from the real binary.
+    let (mut child, _, _) = spawn_gateway(dir.path());
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let (code, out, err) = in_dir(&["audit", "verify", "--config", "aigate.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("./aigate-data/audit.jsonl: ok"), "{out}");
+    let (code, out, err) = in_dir(&["audit", "query", "--config", "aigate.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("TIME "), "{out}");
+}
+
+/// Issue 18: `ca export` run without the gateway's config generated a second, unrelated CA in
+/// `./aigate-data` and printed it. A command that reads state never creates it.
+#[test]
+fn ca_export_never_creates_a_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = aigate()
+        .current_dir(dir.path())
+        .args(["ca", "export"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "aigate: no CA certificate at ./aigate-data/ca-cert.pem (state directory ./aigate-data, \
+         from embedded default config); this command reads the gateway's state and never creates \
+         it: run it with the gateway's config (--config FILE or AIGATE_CONFIG); `aigate run` \
+         creates the CA on its first start\n"
+    );
+    assert!(!dir.path().join("aigate-data").exists());
+    let out = aigate()
+        .current_dir(dir.path())
+        .args(["doctor", "--proxy", "127.0.0.1:9"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr).unwrap().contains(
+            "on a client machine, pass the gateway's CA: aigate doctor --ca aigate-ca.pem"
+        ),
+    );
+    assert!(!dir.path().join("aigate-data").exists());
 }

@@ -85,8 +85,8 @@ fn duration(
                 q(raw),
                 format!(
                     "out of range; use between {} and {}",
-                    humantime::format_duration(min),
-                    humantime::format_duration(max)
+                    super::format_duration(min),
+                    super::format_duration(max)
                 ),
             );
             default
