@@ -223,12 +223,34 @@ fn authority_matches(parts: &Parts, conn: &ConnCtx) -> bool {
     any
 }
 
-fn is_websocket(parts: &Parts) -> bool {
-    parts
-        .headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+/// What the request's `Upgrade` header asks for, judged on every value: each field line and
+/// each comma-separated protocol in it. Reading only the first let `Upgrade: websocket` followed
+/// by `Upgrade: h2c` (or `websocket, h2c`) carry an h2c upgrade to the vendor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upgrade {
+    None,
+    WebSocket,
+    Refused,
+}
+
+fn upgrade_of(headers: &http::HeaderMap) -> Upgrade {
+    let mut seen = false;
+    for value in headers.get_all(header::UPGRADE) {
+        let Ok(text) = value.to_str() else {
+            return Upgrade::Refused;
+        };
+        for protocol in text.split(',') {
+            if !protocol.trim().eq_ignore_ascii_case("websocket") {
+                return Upgrade::Refused;
+            }
+            seen = true;
+        }
+    }
+    if seen {
+        Upgrade::WebSocket
+    } else {
+        Upgrade::None
+    }
 }
 
 pub async fn handle(
@@ -302,10 +324,13 @@ pub async fn handle(
         return Ok(refuse(guard, Reason::HostMismatch, StatusCode::MISDIRECTED_REQUEST).await);
     }
 
-    let websocket = is_websocket(&parts);
-    if parts.headers.contains_key(header::UPGRADE) && !websocket {
-        return Ok(refuse(guard, Reason::UpgradeRefused, StatusCode::FORBIDDEN).await);
-    }
+    let websocket = match upgrade_of(&parts.headers) {
+        Upgrade::None => false,
+        Upgrade::WebSocket => true,
+        Upgrade::Refused => {
+            return Ok(refuse(guard, Reason::UpgradeRefused, StatusCode::FORBIDDEN).await);
+        }
+    };
 
     let (prefix, replay) = match peek(body, cfg.body_peek_bytes).await {
         Ok(p) => p,

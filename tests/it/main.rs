@@ -8,4 +8,5 @@ mod common;
 mod data_path;
 mod postgres;
 mod properties;
+mod refusals;
 mod replicas;
