@@ -31,9 +31,14 @@ pub enum Reason {
     UpgradeRefused,
     /// The CONNECT target or request could not be parsed.
     BadRequest,
-    /// The client did not complete a TLS handshake with the gateway (often: it does not trust
-    /// the aigate CA), or sent something that is not TLS after CONNECT.
+    /// The client's TLS handshake with the gateway failed on the gateway's side: it sent
+    /// something that is not TLS after CONNECT, stalled past `handshake_timeout`, or no
+    /// certificate could be minted. A client that ends the handshake itself is `ClientClosedTls`.
     TlsHandshake,
+    /// The client ended its own TLS handshake with the gateway: it closed or reset the
+    /// connection, or sent an alert (`unknown_ca`, `bad_certificate`: it does not trust the
+    /// aigate CA). Recorded with `action = abandoned`: aigate refused nothing.
+    ClientClosedTls,
     /// Proxy authentication was required, missing or wrong.
     ProxyAuth,
     /// Too many connections, overall or from this client address.
@@ -66,6 +71,7 @@ impl Reason {
             Reason::UpgradeRefused => "upgrade_refused",
             Reason::BadRequest => "bad_request",
             Reason::TlsHandshake => "tls_handshake",
+            Reason::ClientClosedTls => "client_closed_tls",
             Reason::ProxyAuth => "proxy_auth",
             Reason::ConnectionLimit => "connection_limit",
             Reason::AuditUnavailable => "audit_unavailable",
@@ -92,6 +98,9 @@ impl Reason {
             Reason::BadRequest => "the request could not be parsed",
             Reason::TlsHandshake => {
                 "the TLS handshake with the gateway failed; check that the client trusts the aigate CA"
+            }
+            Reason::ClientClosedTls => {
+                "the client ended its TLS handshake with the gateway; if it sent unknown_ca or bad_certificate, it does not trust the aigate CA"
             }
             Reason::ProxyAuth => "proxy authentication failed",
             Reason::ConnectionLimit => "too many connections",

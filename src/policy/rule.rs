@@ -13,9 +13,14 @@ pub enum Action {
     Allow,
     Monitor,
     Block,
+    /// Only in audit records, never in a rule: the client went away before anything was
+    /// decided (it closed its own TLS handshake with the gateway), so nothing was allowed and
+    /// nothing blocked. A reviewer counting blocks must not count it (issue 15).
+    Abandoned,
 }
 
 impl Action {
+    /// The actions a rule or a query can name. `Abandoned` is not one: no rule can choose it.
     pub const ALL: [&'static str; 3] = ["allow", "monitor", "block"];
 
     pub fn parse(s: &str) -> Option<Action> {
@@ -32,6 +37,7 @@ impl Action {
             Action::Allow => "allow",
             Action::Monitor => "monitor",
             Action::Block => "block",
+            Action::Abandoned => "abandoned",
         }
     }
 }

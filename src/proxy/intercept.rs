@@ -116,7 +116,11 @@ async fn handshake(
         );
         record.user_source = Some(identity.source);
         record.vendor = Some(vendor.id.clone());
-        record.action = Action::Block;
+        record.action = if reason == Reason::ClientClosedTls {
+            Action::Abandoned
+        } else {
+            Action::Block
+        };
         record.reason = reason;
         record.error = Some(error);
         AuditGuard::new(shared, record, start).finish();
@@ -127,7 +131,7 @@ async fn handshake(
         LazyConfigAcceptor::new(rustls::server::Acceptor::default(), TokioIo::new(upgraded));
     let handshake = match tokio::time::timeout(handshake_timeout, acceptor).await {
         Ok(Ok(h)) => h,
-        Ok(Err(e)) => return fail(Reason::TlsHandshake, format!("client_tls: {e}")),
+        Ok(Err(e)) => return fail(handshake_failure(&e), format!("client_tls: {e}")),
         Err(_) => {
             return fail(
                 Reason::TlsHandshake,
@@ -150,10 +154,33 @@ async fn handshake(
     };
     match tokio::time::timeout(handshake_timeout, handshake.into_stream(config)).await {
         Ok(Ok(s)) => Some(s),
-        Ok(Err(e)) => fail(Reason::TlsHandshake, format!("client_tls: {e}")),
+        Ok(Err(e)) => fail(handshake_failure(&e), format!("client_tls: {e}")),
         Err(_) => fail(
             Reason::TlsHandshake,
             "client_tls: handshake timed out".into(),
         ),
+    }
+}
+
+/// Who ended a failed handshake. The client closing or resetting its connection, or sending
+/// an alert, is its own doing (the real Copilot CLI closes some of its handshakes): recorded
+/// apart from the gateway's refusals (bytes that are not TLS, which rustls answers with an
+/// alert of its own).
+fn handshake_failure(e: &std::io::Error) -> Reason {
+    use std::io::ErrorKind;
+    let client_ended = match e.kind() {
+        ErrorKind::UnexpectedEof
+        | ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::BrokenPipe => true,
+        _ => e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|tls| matches!(tls, rustls::Error::AlertReceived(_))),
+    };
+    if client_ended {
+        Reason::ClientClosedTls
+    } else {
+        Reason::TlsHandshake
     }
 }

@@ -74,3 +74,64 @@ async fn every_upgrade_value_is_checked() {
         "{records:#?}"
     );
 }
+
+/// A client that ends its own handshake (closes at once, stops mid-ClientHello, or rejects
+/// the gateway's certificate with an alert) is recorded `abandoned`, never `block`: aigate
+/// refused nothing. Bytes that are not TLS are still the gateway's refusal.
+#[tokio::test]
+async fn a_client_that_ends_its_own_handshake_is_not_a_block() {
+    let env = TestEnv::builder().start().await;
+    // Closed right after the CONNECT's 200.
+    let s = env.connect_raw("api.anthropic.com:443", "").await.unwrap();
+    drop(s);
+    // Half a ClientHello, then closed.
+    let mut s = env.connect_raw("api.anthropic.com:443", "").await.unwrap();
+    s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc])
+        .await
+        .unwrap();
+    drop(s);
+    // A client that does not trust the aigate CA: it sends an alert and closes.
+    let tcp = env.connect_raw("api.anthropic.com:443", "").await.unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let refused = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(
+            rustls_pki_types::ServerName::try_from("api.anthropic.com").unwrap(),
+            tcp,
+        )
+        .await;
+    assert!(refused.is_err(), "the client trusts no CA");
+    // Not TLS at all: the gateway's refusal.
+    let mut s = env.connect_raw("api.anthropic.com:443", "").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: api.anthropic.com\r\n\r\n")
+        .await
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read(&mut [0u8; 64])).await;
+
+    let records = env.audit_n(4).await;
+    assert_eq!(records.len(), 4, "{records:#?}");
+    let abandoned: Vec<_> = records
+        .iter()
+        .filter(|r| r["action"] == "abandoned")
+        .collect();
+    assert_eq!(abandoned.len(), 3, "{records:#?}");
+    for r in &abandoned {
+        assert_eq!(r["reason"], "client_closed_tls", "{r:#}");
+        assert_eq!(r["kind"], "request");
+    }
+    assert!(
+        abandoned
+            .iter()
+            .any(|r| r["error"].as_str().unwrap_or("").contains("alert")),
+        "the alert is named: {abandoned:#?}"
+    );
+    let blocked: Vec<_> = records.iter().filter(|r| r["action"] == "block").collect();
+    assert_eq!(blocked.len(), 1, "{records:#?}");
+    assert_eq!(blocked[0]["reason"], "tls_handshake");
+    assert!(env.vendor.requests().is_empty());
+}
