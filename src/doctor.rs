@@ -89,7 +89,14 @@ pub async fn run(
                 .split(',')
                 .map(str::trim)
                 .filter(|e| !e.is_empty())
-                .filter(|e| *e == "*" || config.vendors.iter().any(|v| v.hosts.iter().any(|h| matches!(h, HostPattern::Exact(n) if n.ends_with(e.trim_start_matches('.'))))))
+                .filter(|e| {
+                    *e == "*"
+                        || config.vendors.iter().any(|v| {
+                            v.hosts
+                                .iter()
+                                .any(|h| h.literal_tail().ends_with(e.trim_start_matches('.')))
+                        })
+                })
                 .collect();
             out.push(check(
                 bypassed.is_empty(),
@@ -124,7 +131,7 @@ pub async fn run(
         .flat_map(|v| v.hosts.iter())
         .find_map(|h| match h {
             HostPattern::Exact(n) => Some(n.clone()),
-            HostPattern::Suffix(_) => None,
+            HostPattern::Suffix(_) | HostPattern::Labels(_) => None,
         });
     match (probe, ca) {
         (Some(host), Ok(ca)) => {

@@ -156,25 +156,124 @@ fn parse_aton_part(part: &str) -> Option<u64> {
     None
 }
 
-/// A vendor host pattern from config: an exact name or `*.suffix` (which matches strict
-/// subdomains of the suffix, not the suffix itself).
+/// A vendor host pattern from config: an exact name, `*.suffix` (which matches strict subdomains
+/// of the suffix, not the suffix itself), or a name with `*` inside labels, such as
+/// `*-aiplatform.googleapis.com` or `bedrock-runtime.*.amazonaws.com`. Regional endpoints of the
+/// managed clouds need the last form: `*.googleapis.com` would intercept every Google API.
+///
+/// A `*` inside a name stands for one or more characters of a single label, never a dot, so
+/// `bedrock-runtime.*.amazonaws.com` does not match `bedrock-runtime.a.b.amazonaws.com`, and the
+/// last two labels must be written out, so no pattern reaches across registrable domains.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
     Exact(String),
     Suffix(String),
+    Labels(Vec<LabelPattern>),
+}
+
+/// One label of a [`HostPattern::Labels`] pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabelPattern {
+    Literal(String),
+    /// `prefix*suffix`: the `*` covers at least one character.
+    Wild {
+        prefix: String,
+        suffix: String,
+    },
+}
+
+impl LabelPattern {
+    fn matches(&self, label: &str) -> bool {
+        match self {
+            LabelPattern::Literal(l) => l == label,
+            LabelPattern::Wild { prefix, suffix } => {
+                label.len() > prefix.len() + suffix.len()
+                    && label.starts_with(prefix.as_str())
+                    && label.ends_with(suffix.as_str())
+            }
+        }
+    }
+}
+
+impl fmt::Display for LabelPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LabelPattern::Literal(l) => f.write_str(l),
+            LabelPattern::Wild { prefix, suffix } => write!(f, "{prefix}*{suffix}"),
+        }
+    }
 }
 
 impl HostPattern {
     pub fn parse(raw: &str) -> Result<HostPattern, HostError> {
+        let invalid = || HostError::Invalid(raw.to_string());
         if let Some(rest) = raw.strip_prefix("*.") {
-            match normalise(rest)? {
-                Host::Name(n) => Ok(HostPattern::Suffix(n)),
-                Host::Ip(_) => Err(HostError::Invalid(raw.to_string())),
+            // `*.a.*.com` would mix "any depth" with "one label": refused as ambiguous.
+            if rest.contains('*') {
+                return Err(invalid());
             }
-        } else {
-            match normalise(raw)? {
+            return match normalise(rest)? {
+                Host::Name(n) => Ok(HostPattern::Suffix(n)),
+                Host::Ip(_) => Err(invalid()),
+            };
+        }
+        if !raw.contains('*') {
+            return match normalise(raw)? {
                 Host::Name(n) => Ok(HostPattern::Exact(n)),
-                Host::Ip(_) => Err(HostError::Invalid(raw.to_string())),
+                Host::Ip(_) => Err(invalid()),
+            };
+        }
+        // Normalise the pattern with each `*` standing in for a letter, then put them back: the
+        // literal parts go through the same case folding and IDNA as the hosts they meet.
+        let trimmed = raw.trim();
+        let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
+        let labels: Vec<&str> = trimmed.split('.').collect();
+        if labels.len() < 3 || labels[labels.len() - 2..].iter().any(|l| l.contains('*')) {
+            return Err(invalid());
+        }
+        let mut out = Vec::with_capacity(labels.len());
+        for label in labels {
+            let stars = label.matches('*').count();
+            if stars == 0 {
+                out.push(LabelPattern::Literal(
+                    literal_label(label).ok_or_else(invalid)?,
+                ));
+                continue;
+            }
+            if stars > 1 {
+                return Err(invalid());
+            }
+            let (prefix, suffix) = label.split_once('*').ok_or_else(invalid)?;
+            let fold = |part: &str| -> Result<String, HostError> {
+                if part.is_empty() {
+                    Ok(String::new())
+                } else {
+                    literal_label(part).ok_or_else(invalid)
+                }
+            };
+            out.push(LabelPattern::Wild {
+                prefix: fold(prefix)?,
+                suffix: fold(suffix)?,
+            });
+        }
+        Ok(HostPattern::Labels(out))
+    }
+
+    /// The written-out end of the pattern (`googleapis.com` for `*-aiplatform.googleapis.com`):
+    /// every host it matches ends with it, which is what a `NO_PROXY` entry is compared with.
+    pub fn literal_tail(&self) -> String {
+        match self {
+            HostPattern::Exact(n) | HostPattern::Suffix(n) => n.clone(),
+            HostPattern::Labels(labels) => {
+                let start = labels
+                    .iter()
+                    .rposition(|l| matches!(l, LabelPattern::Wild { .. }))
+                    .map_or(0, |i| i + 1);
+                labels[start..]
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(".")
             }
         }
     }
@@ -187,8 +286,26 @@ impl HostPattern {
                     && host.ends_with(s.as_str())
                     && host.as_bytes()[host.len() - s.len() - 1] == b'.'
             }
+            HostPattern::Labels(pattern) => {
+                let mut labels = host.split('.');
+                pattern
+                    .iter()
+                    .all(|p| labels.next().is_some_and(|l| p.matches(l)))
+                    && labels.next().is_none()
+            }
         }
     }
+}
+
+/// One literal label (or part of one) as a host spells it: lower case, plain DNS characters.
+/// Unicode is refused here rather than mapped, since a part of a label has no IDNA form.
+fn literal_label(part: &str) -> Option<String> {
+    let ok = !part.is_empty()
+        && part.len() <= 63
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ok.then(|| part.to_ascii_lowercase())
 }
 
 impl fmt::Display for HostPattern {
@@ -196,6 +313,15 @@ impl fmt::Display for HostPattern {
         match self {
             HostPattern::Exact(n) => f.write_str(n),
             HostPattern::Suffix(s) => write!(f, "*.{s}"),
+            HostPattern::Labels(labels) => {
+                for (i, l) in labels.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(".")?;
+                    }
+                    write!(f, "{l}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -286,5 +412,60 @@ mod tests {
         let e = HostPattern::parse("API.openai.com.").unwrap();
         assert!(e.matches("api.openai.com"));
         assert!(HostPattern::parse("*.1.2.3").is_err() || HostPattern::parse("1.2.3.4").is_err());
+    }
+
+    #[test]
+    fn label_wildcards_match_one_label_and_nothing_more() {
+        let vertex = HostPattern::parse("*-aiplatform.googleapis.com").unwrap();
+        assert!(vertex.matches("us-central1-aiplatform.googleapis.com"));
+        assert!(vertex.matches("europe-west4-aiplatform.googleapis.com"));
+        for h in [
+            "aiplatform.googleapis.com",
+            "-aiplatform.googleapis.com",
+            "x.us-central1-aiplatform.googleapis.com",
+            "us-central1-aiplatform.googleapis.com.evil.com",
+            "us-central1-aiplatform.evilgoogleapis.com",
+            "us-central1-aiplatformx.googleapis.com",
+            "www.googleapis.com",
+        ] {
+            assert!(!vertex.matches(h), "{h}");
+        }
+        let bedrock = HostPattern::parse("Bedrock-Runtime.*.amazonaws.com.").unwrap();
+        assert_eq!(bedrock.to_string(), "bedrock-runtime.*.amazonaws.com");
+        assert!(bedrock.matches("bedrock-runtime.us-east-1.amazonaws.com"));
+        for h in [
+            "bedrock-runtime.amazonaws.com",
+            "bedrock-runtime.a.b.amazonaws.com",
+            "bedrock-runtime-fips.us-east-1.amazonaws.com",
+            "x.bedrock-runtime.us-east-1.amazonaws.com",
+            "s3.us-east-1.amazonaws.com",
+        ] {
+            assert!(!bedrock.matches(h), "{h}");
+        }
+        let p = HostPattern::parse("*-aiplatform.p.googleapis.com").unwrap();
+        assert!(p.matches("us-aiplatform.p.googleapis.com"));
+        assert!(!p.matches("us-aiplatform.googleapis.com"));
+    }
+
+    #[test]
+    fn wildcards_that_would_over_match_are_refused() {
+        for raw in [
+            "*.*.example.com",
+            "a.*.com",
+            "bedrock.*",
+            "*.com*",
+            "a**b.example.com",
+            "a*b*c.example.com",
+            "*",
+            "*.example.*",
+            "*\u{e9}.example.com",
+            "a*.b c.example.com",
+        ] {
+            assert!(HostPattern::parse(raw).is_err(), "{raw}");
+        }
+        // `*.suffix` keeps its meaning: any depth of subdomain.
+        let s = HostPattern::parse("*.openai.azure.com").unwrap();
+        assert!(s.matches("my-res.openai.azure.com"));
+        assert!(!s.matches("openai.azure.com"));
     }
 }

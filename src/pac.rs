@@ -8,6 +8,7 @@ use crate::host::HostPattern;
 pub fn generate(config: &Config, proxy: &str) -> String {
     let mut exact = Vec::new();
     let mut suffixes = Vec::new();
+    let mut patterns = Vec::new();
     for v in &config.vendors {
         for h in &v.hosts {
             match h {
@@ -16,6 +17,11 @@ pub fn generate(config: &Config, proxy: &str) -> String {
                 }
                 HostPattern::Suffix(s) => {
                     suffixes.push(format!("    \".{s}\", // {}", one_line(&v.name)))
+                }
+                // shExpMatch's `*` also crosses dots: the PAC file sends a few more hosts to the
+                // gateway than the pattern intercepts, and the gateway tunnels those untouched.
+                HostPattern::Labels(_) => {
+                    patterns.push(format!("    \"{h}\", // {}", one_line(&v.name)))
                 }
             }
         }
@@ -30,12 +36,18 @@ var VENDOR_HOSTS = {{
 var VENDOR_SUFFIXES = [
 {suffixes}
 ];
+var VENDOR_PATTERNS = [
+{patterns}
+];
 function FindProxyForURL(url, host) {{
   host = host.toLowerCase();
   if (host.charAt(host.length - 1) === ".") host = host.substring(0, host.length - 1);
   if (VENDOR_HOSTS.hasOwnProperty(host)) return AIGATE;
   for (var i = 0; i < VENDOR_SUFFIXES.length; i++) {{
     if (dnsDomainIs(host, VENDOR_SUFFIXES[i])) return AIGATE;
+  }}
+  for (var j = 0; j < VENDOR_PATTERNS.length; j++) {{
+    if (shExpMatch(host, VENDOR_PATTERNS[j])) return AIGATE;
   }}
   return "DIRECT";
 }}
@@ -44,6 +56,7 @@ function FindProxyForURL(url, host) {{
         version = config.version,
         exact = exact.join("\n"),
         suffixes = suffixes.join("\n"),
+        patterns = patterns.join("\n"),
     )
 }
 

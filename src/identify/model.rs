@@ -87,11 +87,41 @@ fn read_escaped(buf: &[u8], content: usize, mut i: usize) -> Option<(Cow<'_, [u8
     None
 }
 
-/// Google puts the model in the path: `/v1beta/models/gemini-2.5-pro:streamGenerateContent`.
+/// Google and Vertex put the model in the path
+/// (`/v1beta/models/gemini-2.5-pro:streamGenerateContent`,
+/// `…/publishers/anthropic/models/claude-sonnet-4-5:rawPredict`), and Bedrock too, URL-encoded
+/// (`/model/anthropic.claude-sonnet-4-5-v1%3A0/invoke`).
 pub fn from_path(path: &str) -> Option<String> {
+    if let Some(rest) = path.strip_prefix("/model/") {
+        let model = percent_decode(rest.split(['/', '?']).next()?);
+        return (!model.is_empty() && model.len() <= MAX_MODEL_LEN).then_some(model);
+    }
     let rest = path.split("/models/").nth(1)?;
     let model = rest.split([':', '/', '?']).next()?;
     (!model.is_empty() && model.len() <= MAX_MODEL_LEN).then(|| model.to_string())
+}
+
+/// `%XX` escapes decoded (a Bedrock model id's `:` arrives as `%3A`); anything else kept.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -126,5 +156,22 @@ mod tests {
             Some("gemini-2.5-pro")
         );
         assert_eq!(from_path("/v1/messages"), None);
+    }
+
+    #[test]
+    fn bedrock_and_vertex_paths() {
+        assert_eq!(
+            from_path("/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke").as_deref(),
+            Some("us.anthropic.claude-sonnet-4-5-20250929-v1:0")
+        );
+        assert_eq!(
+            from_path("/model/anthropic.claude-3%ZZ/invoke-with-response-stream").as_deref(),
+            Some("anthropic.claude-3%ZZ")
+        );
+        assert_eq!(from_path("/model/"), None);
+        assert_eq!(
+            from_path("/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-opus-4-1@20250805:streamRawPredict").as_deref(),
+            Some("claude-opus-4-1@20250805")
+        );
     }
 }

@@ -135,6 +135,36 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
+/// The error shape a request's client parses, from the API the request speaks, else the vendor's
+/// own. Relays, Foundry, Bedrock and Vertex serve several APIs on one host: a Claude Code call to
+/// Foundry's `/anthropic/v1/messages` parses Anthropic errors, a Codex call to the same host's
+/// `/openai/v1/responses` parses OpenAI's, and a message in the wrong shape is printed as an
+/// opaque blob or not at all.
+pub fn format_for(vendor_default: ErrorFormat, path: &str) -> ErrorFormat {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let last = segments.last().copied().unwrap_or("");
+    let anthropic = segments.windows(2).any(|w| w == ["v1", "messages"])
+        // Bedrock InvokeModel: /model/{id}/invoke, /model/{id}/invoke-with-response-stream.
+        || (segments.len() >= 3
+            && segments[0] == "model"
+            && matches!(last, "invoke" | "invoke-with-response-stream"))
+        // Vertex AI: …/publishers/anthropic/models/{model}:rawPredict (or :streamRawPredict).
+        || segments
+            .windows(2)
+            .any(|w| w == ["publishers", "anthropic"]);
+    if anthropic {
+        return ErrorFormat::Anthropic;
+    }
+    let openai = matches!(last, "responses" | "completions" | "embeddings")
+        || segments.contains(&"responses")
+        || segments.windows(2).any(|w| w == ["chat", "completions"]);
+    if openai {
+        return ErrorFormat::OpenAi;
+    }
+    vendor_default
+}
+
 /// The body a vendor's SDK parses, carrying `message`.
 pub fn vendor_body(format: ErrorFormat, status: StatusCode, message: &str) -> serde_json::Value {
     let denied = status == StatusCode::FORBIDDEN || status == StatusCode::MISDIRECTED_REQUEST;
@@ -307,6 +337,73 @@ mod tests {
             message(&d, &ctx()),
             "aigate blocked this call to Anthropic: Claude Code is not allowed in workflow \"untagged\" (rule \"ban\": rival tools stay out of our code). Reason: rule_matched. To request a time-boxed exemption, ask your manager via https://it.example/ex?tool=claude-code&rule=ban&user=alice%20smith&req=r-1 Request id: r-1."
         );
+    }
+
+    #[test]
+    fn a_deny_takes_the_shape_of_the_request() {
+        use ErrorFormat::{Anthropic, Google, OpenAi};
+        for (default, path, want) in [
+            // Relays and Foundry: one host, several APIs.
+            (OpenAi, "/v1/messages", Anthropic),
+            (OpenAi, "/api/v1/messages?beta=true", Anthropic),
+            (OpenAi, "/anthropic/v1/messages/count_tokens", Anthropic),
+            (OpenAi, "/api/v1/chat/completions", OpenAi),
+            (Anthropic, "/openai/v1/responses", OpenAi),
+            (Anthropic, "/v1/chat/completions", OpenAi),
+            (
+                Google,
+                "/v1/projects/p/locations/global/endpoints/openapi/chat/completions",
+                OpenAi,
+            ),
+            (
+                Anthropic,
+                "/openai/deployments/gpt-5/chat/completions?api-version=2025-01-01",
+                OpenAi,
+            ),
+            // Bedrock InvokeModel and Mantle.
+            (
+                OpenAi,
+                "/model/anthropic.claude-sonnet-4-5-v1%3A0/invoke",
+                Anthropic,
+            ),
+            (
+                Google,
+                "/model/us.anthropic.claude-opus-4/invoke-with-response-stream",
+                Anthropic,
+            ),
+            (Anthropic, "/v1/responses", OpenAi),
+            // Vertex AI: Anthropic models, and Gemini in Google's own shape.
+            (
+                Google,
+                "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5:streamRawPredict",
+                Anthropic,
+            ),
+            (
+                Google,
+                "/v1/projects/p/locations/global/publishers/anthropic/models/count-tokens:rawPredict",
+                Anthropic,
+            ),
+            (
+                Google,
+                "/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-pro:generateContent",
+                Google,
+            ),
+            (
+                Google,
+                "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+                Google,
+            ),
+            // Nothing recognisable: the vendor's own.
+            (Anthropic, "/api/claude_code/settings", Anthropic),
+            (OpenAi, "/backend-api/codex/models", OpenAi),
+            (Google, "/", Google),
+            (Google, "", Google),
+            // Not fooled by lookalike segments.
+            (Google, "/v1/messagesx", Google),
+            (Google, "/model/invoke", Google),
+        ] {
+            assert_eq!(format_for(default, path), want, "{path}");
+        }
     }
 
     #[test]

@@ -284,7 +284,7 @@ pub async fn handle(
             parts.uri.path_and_query().map_or("/", |p| p.as_str()),
         ));
     }
-    let format = conn.vendor.error_format;
+    let format = deny::format_for(conn.vendor.error_format, parts.uri.path());
 
     let refuse = |mut guard: AuditGuard, reason: Reason, status: StatusCode| {
         let decision = Decision::refused(reason);
@@ -370,7 +370,7 @@ fn route(
     id: String,
     websocket: bool,
 ) -> Result<forward::Exchange, Response<ProxyBody>> {
-    let format = conn.vendor.error_format;
+    let format = deny::format_for(conn.vendor.error_format, parts.uri.path());
     // Identify.
     let path = parts.uri.path();
     let facts = RequestFacts {

@@ -468,6 +468,7 @@ fn the_example_pac_file_lists_every_shipped_vendor_host() {
             let needle = match host {
                 aigate::host::HostPattern::Exact(h) => format!("\"{h}\""),
                 aigate::host::HostPattern::Suffix(s) => format!("dnsDomainIs(host, \".{s}\")"),
+                aigate::host::HostPattern::Labels(_) => format!("shExpMatch(host, \"{host}\")"),
             };
             assert!(
                 pac.contains(&needle),
@@ -575,8 +576,9 @@ fn pac_routes_vendor_hosts_through_the_gateway() {
         const fs = require("fs");
         // The PAC standard's helper, as browsers define it.
         function dnsDomainIs(host, domain) { return host.length >= domain.length && host.substring(host.length - domain.length) === domain; }
+        function shExpMatch(str, shexp) { return new RegExp("^" + shexp.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".") + "$").test(str); }
         eval(fs.readFileSync(process.argv[1], "utf8"));
-        const hosts = ["api.anthropic.com", "API.OpenAI.com.", "chatgpt.com", "generativelanguage.googleapis.com", "proxy.individual.githubcopilot.com", "githubcopilot.com", "example.org", "anthropic.com", "evilapi.anthropic.com.example"];
+        const hosts = ["api.anthropic.com", "API.OpenAI.com.", "chatgpt.com", "generativelanguage.googleapis.com", "proxy.individual.githubcopilot.com", "githubcopilot.com", "example.org", "anthropic.com", "evilapi.anthropic.com.example", "us-east5-aiplatform.googleapis.com", "bedrock-runtime.eu-west-1.amazonaws.com", "my-res.openai.azure.com", "s3.eu-west-1.amazonaws.com"];
         console.log(JSON.stringify(hosts.map(h => [h, FindProxyForURL("https://" + h + "/", h)])));
     "#;
     let out = Command::new("node")
@@ -600,6 +602,10 @@ fn pac_routes_vendor_hosts_through_the_gateway() {
         ("example.org", "DIRECT"),
         ("anthropic.com", "DIRECT"),
         ("evilapi.anthropic.com.example", "DIRECT"),
+        ("us-east5-aiplatform.googleapis.com", via),
+        ("bedrock-runtime.eu-west-1.amazonaws.com", via),
+        ("my-res.openai.azure.com", via),
+        ("s3.eu-west-1.amazonaws.com", "DIRECT"),
     ];
     let want: Vec<(String, String)> = want
         .iter()

@@ -22,12 +22,18 @@ use tokio::sync::{Notify, mpsc};
 
 use aigate::{App, AppHandle, config};
 
-/// Host names the fake vendor answers for (its certificate covers them all).
-pub const VENDOR_HOSTS: [&str; 4] = [
+/// Host names the fake vendor answers for (its certificate covers them all): first-party hosts,
+/// and one of each managed cloud and relay route.
+pub const VENDOR_HOSTS: &[&str] = &[
     "api.anthropic.com",
     "api.openai.com",
     "generativelanguage.googleapis.com",
     "chatgpt.com",
+    "bedrock-runtime.us-east-1.amazonaws.com",
+    "us-east5-aiplatform.googleapis.com",
+    "aiplatform.googleapis.com",
+    "my-res.services.ai.azure.com",
+    "openrouter.ai",
 ];
 
 /// What the vendor received.
@@ -256,7 +262,7 @@ fn tokio_stream_from<T: Send + 'static>(
 pub async fn start_vendor(ca: &TestCa, alpn: &[&[u8]]) -> (SocketAddr, Vendor) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(&VENDOR_HOSTS, alpn));
+    let acceptor = tokio_rustls::TlsAcceptor::from(ca.server_config(VENDOR_HOSTS, alpn));
     let vendor = Vendor::default();
     let v = vendor.clone();
     tokio::spawn(async move {

@@ -10,3 +10,4 @@ mod postgres;
 mod properties;
 mod refusals;
 mod replicas;
+mod routes;

@@ -1,0 +1,193 @@
+//! Every route to a model (issue 14): the managed clouds and relays are intercepted, the rival
+//! tools are recognised on each of them, and a deny answers in the shape of the request.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::json;
+
+use crate::common::{TestEnv, by_id};
+
+const CLAUDE_UA: &str = "claude-cli/2.1.197 (external, sdk-cli)";
+const CODEX_UA: &str = "codex_exec/0.171.0 (Ubuntu 24.4.0; x86_64) xterm-256color";
+
+/// A call as Claude Code makes it on any route: its user agent, `x-app`, its session header
+/// and beta flag.
+fn claude_code(rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    rb.header("user-agent", CLAUDE_UA)
+        .header("x-app", "cli")
+        .header(
+            "x-claude-code-session-id",
+            "5b0c6a7e-0000-4000-8000-000000000000",
+        )
+        .header("anthropic-beta", "claude-code-20250219,oauth-2025-04-20")
+}
+
+fn codex(rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    rb.header("user-agent", CODEX_UA)
+        .header("originator", "codex_exec")
+}
+
+/// Sends `rb`, expects aigate's 403 and returns (body, the request's audit record).
+async fn denied(
+    env: &TestEnv,
+    rb: reqwest::RequestBuilder,
+) -> (serde_json::Value, serde_json::Value) {
+    let resp = rb.send().await.unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-aigate-decision"], "block");
+    let id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let records = env.audit().await;
+    (body, by_id(&records, &id).clone())
+}
+
+fn anthropic_message(body: &serde_json::Value) -> &str {
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "permission_error", "{body}");
+    body["error"]["message"].as_str().unwrap()
+}
+
+fn openai_message(body: &serde_json::Value) -> &str {
+    assert_eq!(body["error"]["type"], "permission_denied", "{body}");
+    assert_eq!(body["error"]["code"], "aigate_blocked", "{body}");
+    body["error"]["message"].as_str().unwrap()
+}
+
+/// Claude Code with CLAUDE_CODE_USE_BEDROCK=1: InvokeModel on the regional runtime host.
+#[tokio::test]
+async fn claude_code_on_bedrock_is_claude_code_and_blocked_in_anthropic_shape() {
+    let env = TestEnv::builder().start().await;
+    let client = env.client(false);
+    let rb = claude_code(client.post(
+        "https://bedrock-runtime.us-east-1.amazonaws.com/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke-with-response-stream",
+    ))
+    .header("authorization", "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20260101/us-east-1/bedrock/aws4_request, SignedHeaders=host;x-amz-date, Signature=00")
+    .json(&json!({"anthropic_version": "bedrock-2023-05-31", "max_tokens": 5, "messages": []}));
+    let (body, r) = denied(&env, rb).await;
+    let msg = anthropic_message(&body);
+    assert!(
+        msg.contains("aigate blocked this call to Amazon Bedrock: Claude Code"),
+        "{msg}"
+    );
+    assert_eq!(r["vendor"], "aws-bedrock");
+    assert_eq!(r["tool"], "claude-code");
+    assert_eq!(r["tool_confidence"], "high");
+    assert_eq!(r["model"], "us.anthropic.claude-sonnet-4-5-20250929-v1:0");
+    assert_eq!(r["reason"], "rule_matched");
+    assert!(
+        env.vendor.requests().is_empty(),
+        "the vendor must not see it"
+    );
+}
+
+/// Claude Code with CLAUDE_CODE_USE_VERTEX=1: rawPredict on an Anthropic publisher model.
+#[tokio::test]
+async fn claude_code_on_vertex_is_blocked_in_anthropic_shape_and_gemini_paths_in_google_shape() {
+    let env = TestEnv::builder().start().await;
+    let client = env.client(false);
+    let rb = claude_code(client.post(
+        "https://us-east5-aiplatform.googleapis.com/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5@20250929:streamRawPredict",
+    ))
+    .json(&json!({"anthropic_version": "vertex-2023-10-16", "max_tokens": 5, "messages": []}));
+    let (body, r) = denied(&env, rb).await;
+    assert!(anthropic_message(&body).contains("Google Vertex AI"));
+    assert_eq!(r["vendor"], "google-vertex");
+    assert_eq!(r["tool"], "claude-code");
+    assert_eq!(r["model"], "claude-sonnet-4-5@20250929");
+
+    // The global endpoint, a Gemini model: Google's own error shape.
+    let rb = codex(client.post(
+        "https://aiplatform.googleapis.com/v1/projects/p/locations/global/publishers/google/models/gemini-2.5-pro:generateContent",
+    ))
+    .json(&json!({"contents": []}));
+    let (body, r) = denied(&env, rb).await;
+    assert_eq!(body["error"]["status"], "PERMISSION_DENIED", "{body}");
+    assert_eq!(body["error"]["code"], 403);
+    assert_eq!(r["tool"], "codex-cli");
+    assert_eq!(r["vendor"], "google-vertex");
+    assert!(env.vendor.requests().is_empty());
+}
+
+/// Foundry serves Anthropic and OpenAI APIs on one resource host; so do the relays.
+#[tokio::test]
+async fn multi_api_hosts_answer_a_deny_in_the_shape_of_the_request() {
+    let env = TestEnv::builder().start().await;
+    let client = env.client(false);
+    let body = json!({"model": "m", "max_tokens": 5, "messages": []});
+
+    let (b, r) = denied(
+        &env,
+        claude_code(client.post("https://my-res.services.ai.azure.com/anthropic/v1/messages"))
+            .json(&body),
+    )
+    .await;
+    anthropic_message(&b);
+    assert_eq!(
+        (r["vendor"].as_str(), r["tool"].as_str()),
+        (Some("azure-ai"), Some("claude-code"))
+    );
+
+    let (b, r) = denied(
+        &env,
+        codex(client.post("https://my-res.services.ai.azure.com/openai/v1/responses")).json(&body),
+    )
+    .await;
+    openai_message(&b);
+    assert_eq!(
+        (r["vendor"].as_str(), r["tool"].as_str()),
+        (Some("azure-ai"), Some("codex-cli"))
+    );
+
+    let (b, r) = denied(
+        &env,
+        claude_code(client.post("https://openrouter.ai/api/v1/messages")).json(&body),
+    )
+    .await;
+    assert!(anthropic_message(&b).contains("OpenRouter"));
+    assert_eq!(
+        (r["vendor"].as_str(), r["tool"].as_str()),
+        (Some("openrouter"), Some("claude-code"))
+    );
+
+    let (b, r) = denied(
+        &env,
+        codex(client.post("https://openrouter.ai/api/v1/chat/completions")).json(&body),
+    )
+    .await;
+    openai_message(&b);
+    assert_eq!(r["tool"], "codex-cli");
+    assert!(env.vendor.requests().is_empty());
+}
+
+/// A call no rule blocks still goes through on these routes, path and signature untouched.
+#[tokio::test]
+async fn other_calls_on_a_route_are_forwarded_and_recorded_with_the_route() {
+    let env = TestEnv::builder().start().await;
+    let path = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke";
+    let resp = env
+        .client(true)
+        .post(format!(
+            "https://bedrock-runtime.us-east-1.amazonaws.com{path}"
+        ))
+        .header("user-agent", "Boto3/1.40.0 md/Botocore#1.40.0")
+        .json(&json!({"anthropic_version": "bedrock-2023-05-31", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let seen = env.vendor.requests();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].path, path);
+    let records = env.audit().await;
+    let r = by_id(&records, &id);
+    assert_eq!(r["vendor"], "aws-bedrock");
+    assert_eq!(r["tool"], "unknown");
+    assert_eq!(r["host"], "bedrock-runtime.us-east-1.amazonaws.com");
+}
