@@ -18,6 +18,7 @@ use crate::exemptions::store::ExemptionStore;
 
 /// The exemption journal, in the state directory.
 pub const EXEMPTION_JOURNAL: &str = "exemptions.jsonl";
+use crate::proxy::dial::Dialer;
 use crate::proxy::{Clock, Shared, SystemClock, accept};
 use crate::resolve::Resolver;
 use crate::tls::{CertificateAuthority, TlsSetupError, upstream};
@@ -76,7 +77,7 @@ impl App {
         })?;
         let ca = CertificateAuthority::load_or_create(&config.ca, &config.state_dir)?;
         let resolver = Resolver::new(&config.upstream.resolve);
-        let client = upstream::client(&config.upstream, resolver.clone())?;
+        let upstream_tls = upstream::client_config(&config.upstream)?;
         let mut ws_tls = upstream::client_config(&config.upstream)?;
         ws_tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let metrics = Arc::new(crate::metrics::Metrics::default());
@@ -152,6 +153,8 @@ impl App {
             config.max_connections_per_client,
         );
         let live_config = Arc::new(ArcSwap::from_pointee(config));
+        let dialer = Dialer::new(resolver, live_config.clone());
+        let client = upstream::client(upstream_tls, dialer.clone());
         tokio::spawn(crate::reload::watch(live_config.clone()));
         let (shutdown, rx) = watch::channel(false);
         let shared = Arc::new(Shared {
@@ -159,7 +162,7 @@ impl App {
             ca,
             upstream: client,
             ws_tls: tokio_rustls::TlsConnector::from(Arc::new(ws_tls)),
-            resolver,
+            dialer,
             audit,
             exemptions: snapshot,
             clock,

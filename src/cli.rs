@@ -330,7 +330,11 @@ pub fn check(arg: &ConfigArg) -> Result<(), CliError> {
         plural(cfg.tools.len(), "tool signature", "tool signatures"),
         plural(cfg.policy.rules.len(), "rule", "rules"),
         cfg.policy.default_action
-    )
+    )?;
+    for w in cfg.warnings() {
+        note!("warning: {w}");
+    }
+    Ok(())
 }
 
 pub fn explain_cmd(args: &ExplainArgs) -> Result<(), CliError> {

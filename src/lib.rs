@@ -12,6 +12,7 @@
 //! - `metrics`: Prometheus counters, fed from the audit writer.
 //! - `reload`: the policy file on SIGHUP or change, the users file on change.
 //! - `host`, `resolve`: host normalisation and name resolution.
+//! - `destination`: which addresses the gateway may dial (internal ranges refused).
 //! - `storage`: PostgreSQL for several replicas: migrations, the audit shipper.
 //! - `admin`: the admin API (axum): exemptions, health.
 //! - `app`: wiring a `Config` into a running gateway; `cli`: the command line.
@@ -22,6 +23,7 @@ pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod destination;
 pub mod doctor;
 pub mod exemptions;
 pub mod explain;

@@ -105,6 +105,9 @@ fn run(arg: &cli::ConfigArg) -> Result<(), CliError> {
     // Validate before binding any port.
     let cfg = config::load(arg.config.as_deref())?;
     init_tracing(cfg.log.format, &cfg.log.level);
+    for w in cfg.warnings() {
+        tracing::warn!("{w}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

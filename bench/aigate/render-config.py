@@ -4,7 +4,9 @@
 Everything in the shipped file (default policy, tools, rules, identification, hash-chained audit log
 with fsync = "batch", timeouts, limits) is kept as it is, comments included. Only these keys change:
 
-  [gateway]  listen, state_dir, max_connections_per_client (see --per-client)
+  [gateway]  listen, state_dir, max_connections_per_client (see --per-client),
+             allowed_destinations = ["<vendor host>:443"] (the bench vendor is on loopback through
+             /etc/hosts, an internal destination aigate refuses unless config opens it)
   [ca]       cert, key            (the harness's MITM CA)
   [upstream] extra_roots          (the harness's upstream root CA)
   [admin]    listen
@@ -58,6 +60,7 @@ sets = {
     ("upstream", "extra_roots"): "[" + q(a.upstream_ca) + "]",
     ("admin", "listen"): q(a.admin_listen),
     ("log", "level"): q(a.log_level),
+    ("gateway", "allowed_destinations"): "[" + q(a.vendor_host + ":443") + "]",
 }
 if a.per_client != "keep":
     n = base.get("gateway", {}).get("max_connections", 16000) if a.per_client == "max" else int(a.per_client)

@@ -20,6 +20,7 @@ use ipnet::IpNet;
 pub use duration::{format_duration, parse_duration, plural};
 pub use load::{ConfigError, DEFAULT_CONFIG, Problem, load, load_str};
 
+use crate::destination::Destinations;
 use crate::host::HostPattern;
 use crate::identify::{Directory, ToolSignature};
 use crate::policy::Policy;
@@ -202,6 +203,11 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub body_peek_bytes: usize,
     pub allowed_ip_literals: Vec<IpNet>,
+    /// Internal addresses the gateway may dial (`gateway.allowed_destinations`, plus the
+    /// addresses of `upstream.resolve`); every other internal address is refused.
+    pub destinations: Destinations,
+    /// Client networks that may use the proxy port; empty: any client.
+    pub allowed_clients: Vec<IpNet>,
     /// On SIGTERM, how long requests and streams in flight may take to finish.
     pub drain_timeout: Duration,
     /// How long a client may take to send a request's headers (slowloris), on both legs.
@@ -235,6 +241,21 @@ impl Config {
         self.vendors
             .iter()
             .find(|v| v.hosts.iter().any(|p| p.matches(host)))
+    }
+
+    /// Valid but risky settings, for `aigate check` and the start-up log.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if !self.listen.ip().to_canonical().is_loopback()
+            && !self.identity.require_auth
+            && self.allowed_clients.is_empty()
+        {
+            out.push(format!(
+                "gateway.listen = \"{}\" accepts connections from other hosts, with neither identity.require_auth = true nor gateway.allowed_clients: anyone who can reach it can use the gateway as an open proxy. Set one of them (docs/deployment.md, \"Client networks\")",
+                self.listen
+            ));
+        }
+        out
     }
 
     pub fn tool_name(&self, id: &str) -> Option<&str> {

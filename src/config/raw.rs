@@ -60,6 +60,8 @@ pub struct RawGateway {
     pub state_dir: Option<String>,
     pub body_peek_bytes: Option<u64>,
     pub allowed_ip_literals: Option<Vec<String>>,
+    pub allowed_destinations: Option<Vec<String>>,
+    pub allowed_clients: Option<Vec<String>>,
     pub drain_timeout: Option<String>,
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,

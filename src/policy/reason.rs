@@ -43,6 +43,11 @@ pub enum Reason {
     ProxyAuth,
     /// Too many connections, overall or from this client address.
     ConnectionLimit,
+    /// The destination resolved to an internal address (loopback, link-local, private, …) that
+    /// `gateway.allowed_destinations` does not open.
+    DestinationDenied,
+    /// The client's address is not in `gateway.allowed_clients`.
+    ClientDenied,
     /// The audit log cannot be written and config says fail closed.
     AuditUnavailable,
     /// Admin API: an exemption was granted (`kind = admin`).
@@ -74,6 +79,8 @@ impl Reason {
             Reason::ClientClosedTls => "client_closed_tls",
             Reason::ProxyAuth => "proxy_auth",
             Reason::ConnectionLimit => "connection_limit",
+            Reason::DestinationDenied => "destination_denied",
+            Reason::ClientDenied => "client_denied",
             Reason::AuditUnavailable => "audit_unavailable",
             Reason::ExemptionGranted => "exemption_granted",
             Reason::ExemptionRevoked => "exemption_revoked",
@@ -104,6 +111,10 @@ impl Reason {
             }
             Reason::ProxyAuth => "proxy authentication failed",
             Reason::ConnectionLimit => "too many connections",
+            Reason::DestinationDenied => {
+                "the destination is an internal address the gateway does not reach for clients"
+            }
+            Reason::ClientDenied => "this client address may not use the gateway",
             Reason::AuditUnavailable => {
                 "the audit log cannot be written, so calls are refused until it recovers"
             }

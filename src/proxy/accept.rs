@@ -54,6 +54,9 @@ pub async fn serve(
 }
 
 async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAddr) {
+    if !client_allowed(&shared.config.load().allowed_clients, peer) {
+        return refuse_client(&shared, &mut stream, peer).await;
+    }
     let slot = match shared.limits.acquire(peer.ip()) {
         Ok(slot) => Arc::new(slot),
         Err(hit) => return over_limit(&shared, &mut stream, peer, hit).await,
@@ -87,17 +90,33 @@ async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAd
     }
 }
 
+/// Whether `peer` may use the proxy port: `gateway.allowed_clients` lists its network, or the
+/// list is empty. IPv4-mapped IPv6 peers (a dual-stack listener) are judged as IPv4.
+fn client_allowed(allowed: &[ipnet::IpNet], peer: SocketAddr) -> bool {
+    let ip = peer.ip().to_canonical();
+    allowed.is_empty() || allowed.iter().any(|n| n.contains(&ip))
+}
+
+/// Answer a client outside `gateway.allowed_clients` with a plain 403 and close, before it can
+/// send a request: an open proxy on a reachable address is a way into the network behind it.
+async fn refuse_client(shared: &Shared, stream: &mut TcpStream, peer: SocketAddr) {
+    let text = format!(
+        "aigate: client {} may not use this gateway; ask IT to add its network to gateway.allowed_clients\n",
+        peer.ip()
+    );
+    refuse_connection(
+        shared,
+        stream,
+        peer,
+        StatusCode::FORBIDDEN,
+        Reason::ClientDenied,
+        &text,
+    )
+    .await;
+}
+
 /// Answer a connection over its limit with a plain 503 that says which limit, and close it.
 async fn over_limit(shared: &Shared, stream: &mut TcpStream, peer: SocketAddr, hit: LimitHit) {
-    use tokio::io::AsyncWriteExt;
-    let (id, mut guard) = record(
-        shared,
-        Kind::Tunnel,
-        peer,
-        &Identity::anonymous(),
-        String::new(),
-        0,
-    );
     let text = match hit {
         LimitHit::PerClient(n) => format!(
             "aigate: too many connections from {} (limit {n}); close idle connections, or ask IT to raise gateway.max_connections_per_client\n",
@@ -107,14 +126,46 @@ async fn over_limit(shared: &Shared, stream: &mut TcpStream, peer: SocketAddr, h
             "aigate: the gateway is at its connection limit ({n}); retry shortly, or ask IT to raise gateway.max_connections\n"
         ),
     };
+    refuse_connection(
+        shared,
+        stream,
+        peer,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Reason::ConnectionLimit,
+        &text,
+    )
+    .await;
+}
+
+/// A refusal written on the raw connection before any HTTP is read: recorded, then sent, then
+/// the connection is closed.
+async fn refuse_connection(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    status: StatusCode,
+    reason: Reason,
+    text: &str,
+) {
+    use tokio::io::AsyncWriteExt;
+    let (id, mut guard) = record(
+        shared,
+        Kind::Tunnel,
+        peer,
+        &Identity::anonymous(),
+        String::new(),
+        0,
+    );
     let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nx-aigate-decision: block\r\nx-aigate-reason: connection_limit\r\nx-aigate-request-id: {id}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{text}",
+        "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\nx-aigate-decision: block\r\nx-aigate-reason: {reason}\r\nx-aigate-request-id: {id}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{text}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
         text.len()
     );
     let r = guard.rec();
     r.action = Action::Block;
-    r.reason = Reason::ConnectionLimit;
-    r.status = Some(503);
+    r.reason = reason;
+    r.status = Some(status.as_u16());
     if !guard.commit().await {
         return;
     }
@@ -284,8 +335,12 @@ async fn connect(
                 target.port,
             );
             guard.rec().reason = Reason::NotVendor;
-            let upstream = match dial::dial(&shared, &cfg, &target).await {
+            let upstream = match shared.dialer.dial(&target.host, target.port).await {
                 Ok(s) => s,
+                Err(dial::DialError::Denied(d)) => {
+                    let shown = format!("CONNECT to {}:{}", target.host, target.port);
+                    return dial::refuse(guard, &id, &shown, d, None).await;
+                }
                 Err(e) => {
                     let r = guard.rec();
                     r.error = Some(format!("upstream_connect: {e}"));

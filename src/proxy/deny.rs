@@ -244,6 +244,23 @@ pub fn deny(
     )
 }
 
+/// An intercepted request whose upstream address is internal and not opened by config
+/// (`proxy::dial`), in the vendor's error shape so its client shows the message.
+pub fn destination_denied(
+    format: ErrorFormat,
+    text: &str,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let status = StatusCode::FORBIDDEN;
+    json_response(
+        status,
+        &vendor_body(format, status, text),
+        "block",
+        Reason::DestinationDenied,
+        request_id,
+    )
+}
+
 /// A failed forward.
 pub fn upstream_failure(
     format: ErrorFormat,

@@ -21,6 +21,7 @@ use hyper_util::rt::TokioIo;
 use super::Shared;
 use super::audited::{AuditGuard, AuditedBody};
 use super::deny::{self, UpstreamFailure};
+use super::dial::{self, DialError};
 use super::pipeline::ReplayBody;
 use crate::config::ErrorFormat;
 use crate::policy::Reason;
@@ -204,6 +205,7 @@ pub async fn forward(
     }
     guard.count_up(body.counter());
 
+    let uri_authority = uri.authority().map(|a| a.to_string());
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     let req = Request::from_parts(parts, body.boxed());
@@ -212,6 +214,10 @@ pub async fn forward(
     let resp = match sent {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
+            if let Some(d) = dial::denied_in(&e) {
+                let shown = uri_authority.as_deref().unwrap_or("the upstream");
+                return dial::refuse(guard, &request_id, shown, d, format).await;
+            }
             let failure = classify_error(&e);
             tracing::warn!(request_id = %request_id, error = %e, code = failure.code(), "upstream request failed");
             return fail(guard, format, failure, reason, &request_id).await;
@@ -352,21 +358,25 @@ async fn websocket_upgrade(
     let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let host = uri.host().unwrap_or_default().to_string();
     let port = uri.port_u16().unwrap_or(443);
+    let dialled = match crate::host::normalise(&host) {
+        Ok(target) => shared.dialer.dial(&target, port).await,
+        Err(_) => Err(DialError::Io(std::io::ErrorKind::InvalidInput.into())),
+    };
+    let tcp = match dialled {
+        Ok(tcp) => tcp,
+        Err(DialError::Denied(d)) => {
+            let shown = format!("{host}:{port}");
+            return dial::refuse(guard, &request_id, &shown, d, format).await;
+        }
+        Err(e) => {
+            let f = match e {
+                DialError::Timeout => UpstreamFailure::Timeout,
+                _ => UpstreamFailure::Connect,
+            };
+            return fail(guard, format, f, reason, &request_id).await;
+        }
+    };
     let connected = async {
-        let addrs = shared
-            .resolver
-            .lookup(&host, port)
-            .await
-            .map_err(|_| UpstreamFailure::Connect)?;
-        let cfg = shared.config.load();
-        let tcp = tokio::time::timeout(
-            cfg.upstream.connect_timeout,
-            tokio::net::TcpStream::connect(&addrs[..]),
-        )
-        .await
-        .map_err(|_| UpstreamFailure::Timeout)?
-        .map_err(|_| UpstreamFailure::Connect)?;
-        let _ = tcp.set_nodelay(true);
         let name = rustls_pki_types::ServerName::try_from(host.clone())
             .map_err(|_| UpstreamFailure::Connect)?;
         let tls = shared

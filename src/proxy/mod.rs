@@ -42,9 +42,7 @@ use arc_swap::ArcSwap;
 use crate::audit::AuditLog;
 use crate::config::Config;
 use crate::exemptions::Snapshot;
-use crate::resolve::Resolver;
 use crate::tls::CertificateAuthority;
-use crate::tls::upstream::UpstreamClient;
 
 /// Where "now" comes from. Injectable so tests can move time past an exemption's expiry.
 pub trait Clock: Send + Sync {
@@ -64,10 +62,11 @@ impl Clock for SystemClock {
 pub struct Shared {
     pub config: Arc<ArcSwap<Config>>,
     pub ca: CertificateAuthority,
-    pub upstream: UpstreamClient,
+    pub upstream: dial::UpstreamClient,
     /// For WebSocket upgrades, which need a dedicated HTTP/1.1 connection.
     pub ws_tls: tokio_rustls::TlsConnector,
-    pub resolver: Resolver,
+    /// Every connection out of the gateway is dialled here, through the destination check.
+    pub dialer: dial::Dialer,
     pub audit: AuditLog,
     pub exemptions: Arc<ArcSwap<Snapshot>>,
     pub clock: Arc<dyn Clock>,

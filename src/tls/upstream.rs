@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::Connect;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::{ClientConfig, RootCertStore};
 use rustls_pki_types::CertificateDer;
@@ -15,11 +15,9 @@ use rustls_pki_types::pem::PemObject;
 
 use super::TlsSetupError;
 use crate::config::UpstreamConfig;
-use crate::resolve::Resolver;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector<Resolver>>, ProxyBody>;
 
 /// The roots we trust upstream: webpki's, the system's and `extra_roots` (named `what` in
 /// errors).
@@ -78,21 +76,20 @@ pub fn client_config(cfg: &UpstreamConfig) -> Result<ClientConfig, TlsSetupError
         .map(|b| b.with_root_certificates(roots).with_no_client_auth())
 }
 
-/// The pooled HTTPS client for forwarded requests.
-pub fn client(cfg: &UpstreamConfig, resolver: Resolver) -> Result<UpstreamClient, TlsSetupError> {
-    let tls = client_config(cfg)?;
-    let mut http = HttpConnector::new_with_resolver(resolver);
-    http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(cfg.connect_timeout));
+/// The pooled HTTPS client for forwarded requests, over `tcp` (which resolves, checks the
+/// destination and connects within the connect timeout).
+pub fn client<C>(tls: ClientConfig, tcp: C) -> Client<HttpsConnector<C>, ProxyBody>
+where
+    HttpsConnector<C>: Connect + Clone + Send + Sync + 'static,
+{
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_all_versions()
-        .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+        .wrap_connector(tcp);
+    Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(std::time::Duration::from_secs(90))
-        .build(https))
+        .build(https)
 }

@@ -72,9 +72,49 @@ fn the_shipped_config_checks_clean() {
         stdout.starts_with("embedded default config: ok"),
         "{stdout}"
     );
-    let (code, stdout, _) = run(&["check", "--config", "config/aigate.toml"]);
+    let (code, stdout, stderr) = run(&["check", "--config", "config/aigate.toml"]);
     assert_eq!(code, 0);
     assert!(stdout.starts_with("config/aigate.toml: ok"), "{stdout}");
+    assert_eq!(stderr, "", "the shipped config draws no warning");
+}
+
+/// Issue 15: a listener other hosts can reach, with no proxy authentication and no client
+/// networks, is an open proxy into the network behind it. `check` says so (and still passes:
+/// the file is valid); either setting silences it.
+#[test]
+fn check_warns_about_an_open_proxy_on_a_reachable_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let open = write(
+        "open.toml",
+        aigate::config::DEFAULT_CONFIG
+            .replace("listen = \"127.0.0.1:3128\"", "listen = \"0.0.0.0:3128\""),
+    );
+    let (code, _, stderr) = run(&["check", "--config", &open]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr,
+        "warning: gateway.listen = \"0.0.0.0:3128\" accepts connections from other hosts, with neither identity.require_auth = true nor gateway.allowed_clients: anyone who can reach it can use the gateway as an open proxy. Set one of them (docs/deployment.md, \"Client networks\")\n"
+    );
+    let text = std::fs::read_to_string(&open).unwrap();
+    for (name, fixed) in [
+        (
+            "clients.toml",
+            text.replace("# allowed_clients = [", "allowed_clients = ["),
+        ),
+        (
+            "auth.toml",
+            text.replace("require_auth = false", "require_auth = true"),
+        ),
+    ] {
+        let path = write(name, fixed);
+        let (code, _, stderr) = run(&["check", "--config", &path]);
+        assert_eq!((code, stderr.as_str()), (0, ""), "{name}");
+    }
 }
 
 #[test]
@@ -159,7 +199,11 @@ fn hash_token_reads_stdin() {
 fn run_starts_prints_where_to_point_clients_and_tunnels() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("aigate.toml");
-    let text = shipped_on_free_ports();
+    // The tunnel below goes to an echo server on loopback, an internal destination.
+    let text = shipped_on_free_ports().replace(
+        "allowed_destinations = []",
+        "allowed_destinations = [\"127.0.0.0/8\"]",
+    );
     std::fs::write(&cfg, text).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_aigate"))
         .current_dir(dir.path())

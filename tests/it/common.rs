@@ -351,6 +351,7 @@ pub struct Builder {
     edits: Vec<(String, String)>,
     append: String,
     vendor_alpn: Vec<&'static [u8]>,
+    allowed_destinations: Vec<String>,
 }
 
 impl TestEnv {
@@ -361,6 +362,7 @@ impl TestEnv {
             edits: Vec::new(),
             append: String::new(),
             vendor_alpn: vec![b"h2", b"http/1.1"],
+            allowed_destinations: Vec::new(),
         }
     }
 }
@@ -386,6 +388,14 @@ impl Builder {
 
     pub fn clock(mut self, clock: Arc<TestClock>) -> Builder {
         self.clock = Some(clock);
+        self
+    }
+
+    /// Open an internal destination (`gateway.allowed_destinations`): a CIDR, an address or
+    /// `host:port`. A test that tunnels to a loopback server by address needs this; names in
+    /// `[upstream.resolve]` (the vendor, `echo.internal.test`) are open already.
+    pub fn allow_destination(mut self, entry: impl Into<String>) -> Builder {
+        self.allowed_destinations.push(entry.into());
         self
     }
 
@@ -426,6 +436,12 @@ impl Builder {
             ),
             ("[upstream.resolve]\n".to_string(), resolve),
         ];
+        if !self.allowed_destinations.is_empty() {
+            edits.push((
+                "allowed_destinations = []".to_string(),
+                format!("allowed_destinations = {:?}", self.allowed_destinations),
+            ));
+        }
         edits.extend(self.edits);
         for (from, to) in edits {
             assert!(text.contains(&from), "the shipped config has no {from:?}");

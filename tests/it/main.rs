@@ -6,6 +6,7 @@ mod audit_log;
 mod cli;
 mod common;
 mod data_path;
+mod destinations;
 mod postgres;
 mod properties;
 mod refusals;

@@ -19,12 +19,14 @@ use crate::identify::Directory;
 use crate::policy::{Action, Policy};
 
 mod admin;
+mod destinations;
 mod rules;
 mod storage;
 mod tools;
 mod vendors;
 
 use admin::admin;
+use destinations::{allowed_clients, destinations};
 use rules::rules;
 use storage::storage;
 use tools::tools;
@@ -268,6 +270,9 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         }
     }
 
+    let destinations = destinations(&mut p, &raw.gateway, &resolve);
+    let allowed_clients = allowed_clients(&mut p, &raw.gateway);
+
     // [audit]
     let audit_path = state_dir.join(raw.audit.path.as_deref().unwrap_or("audit.jsonl"));
     let on_failure = match raw.audit.on_failure.as_deref() {
@@ -375,6 +380,8 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         state_dir,
         body_peek_bytes: peek as usize,
         allowed_ip_literals,
+        destinations,
+        allowed_clients,
         drain_timeout,
         header_timeout,
         idle_timeout,
