@@ -109,9 +109,12 @@ impl Decision {
         }
     }
 
-    /// `monitor` forwards but marks the record: the rule would have blocked.
+    /// A rule monitored: it forwarded, and the rule would have blocked had its action been
+    /// `block`. Not the default action's monitor: no rule decided there, and a reviewer
+    /// rolling out a rule must tell its catches from everything no rule names
+    /// (docs/audit-schema.md, "Monitor").
     pub fn would_block(&self) -> bool {
-        self.action == Action::Monitor
+        self.action == Action::Monitor && self.rule.is_some()
     }
 }
 

@@ -238,3 +238,33 @@ fn the_tool_index_keeps_file_order_and_tool_agnostic_rules() {
     );
     assert_eq!((d.reason, d.action), (Reason::DefaultAction, Action::Allow));
 }
+
+#[test]
+fn only_a_rules_monitor_would_block_not_the_default_actions() {
+    let mut watch = rule("watch-docs", Action::Monitor);
+    watch.workflows = strings(&["docs"]);
+    let p = Policy::new(vec![watch], Action::Monitor);
+    let none: Vec<String> = vec![];
+    let decide_in = |workflow| {
+        decide(
+            &p,
+            &call("claude-code", workflow, &none, None),
+            &Snapshot::default(),
+            SystemTime::UNIX_EPOCH,
+        )
+    };
+    let by_rule = decide_in("docs");
+    assert_eq!(
+        (by_rule.action, by_rule.reason, by_rule.would_block()),
+        (Action::Monitor, Reason::RuleMatched, true)
+    );
+    let by_default = decide_in("untagged");
+    assert_eq!(
+        (
+            by_default.action,
+            by_default.reason,
+            by_default.would_block()
+        ),
+        (Action::Monitor, Reason::DefaultAction, false)
+    );
+}
