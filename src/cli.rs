@@ -7,14 +7,12 @@ use std::time::SystemTime;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::audit::Kind;
 use crate::audit::chain;
-use crate::audit::query::{self, Filter, Format};
-use crate::config::{self, Config, ConfigError, parse_duration, plural};
+use crate::audit::query::{self, Filter, Format, Output};
+use crate::config::{self, Config, ConfigError, plural};
 use crate::exemptions::Snapshot;
 use crate::explain::{ExplainRequest, explain};
 use crate::identify::user::hash_token;
-use crate::policy::Action;
 use crate::proxy::deny::percent_encode;
 
 pub const EXIT_RUNTIME: i32 = 1;
@@ -167,15 +165,40 @@ pub enum AuditCommand {
         config: ConfigArg,
     },
     /// Filter records for review.
-    Query(QueryArgs),
+    Query(Box<QueryArgs>),
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = "Who was blocked, by which rule, in the last day:\n  \
+aigate audit query --action block --since 24h --group-by user,rule\n\
+A filter value of - matches records without that field (--rule - : no rule decided).")]
 pub struct QueryArgs {
     /// Audit log file (JSON Lines); default: the log the config names (audit.path).
     pub file: Option<PathBuf>,
     #[command(flatten)]
     pub config: ConfigArg,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Only the newest N records (printed oldest first); with --group-by, the N largest groups.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Counts instead of records, by action and reason (--group-by for other fields).
+    #[arg(long)]
+    pub summary: bool,
+    /// Counts by these record fields, e.g. tool,user (implies --summary).
+    #[arg(long, value_name = "FIELD,…")]
+    pub group_by: Option<String>,
+    #[arg(long, value_enum, default_value_t = QueryFormat::Table)]
+    pub format: QueryFormat,
+}
+
+/// The filters of `audit query`, named as the admin API's `/v1/audit` parameters (with `-` for
+/// `_`) and parsed by the same `audit::query::Filter::parse`.
+#[derive(Debug, Args, Default)]
+pub struct FilterArgs {
+    /// A request id (from a deny message or x-aigate-request-id).
+    #[arg(long)]
+    pub id: Option<String>,
     /// allow, monitor or block.
     #[arg(long)]
     pub action: Option<String>,
@@ -188,11 +211,63 @@ pub struct QueryArgs {
     pub user: Option<String>,
     #[arg(long)]
     pub workflow: Option<String>,
-    /// Only records newer than this, e.g. 30m, 24h, 7d.
-    #[arg(long, value_name = "DURATION")]
+    /// The rule that decided (- for none: the default action or a refusal).
+    #[arg(long)]
+    pub rule: Option<String>,
+    /// A reason code: rule_matched, default_action, exempted, … (docs/audit-schema.md).
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[arg(long)]
+    pub vendor: Option<String>,
+    /// An exemption id.
+    #[arg(long)]
+    pub exemption: Option<String>,
+    /// A host of the AI host catalog (uninspected AI traffic).
+    #[arg(long, value_name = "HOST")]
+    pub ai_host: Option<String>,
+    /// true: a rule monitored (it would have blocked); false: anything else.
+    #[arg(long, value_name = "true|false")]
+    pub would_block: Option<String>,
+    /// Only records at or after this: a duration back from now (30m, 24h, 7d) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    pub format: OutputFormat,
+    /// Only records before this: a duration back from now or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    pub until: Option<String>,
+}
+
+impl FilterArgs {
+    /// The given filters as `(API parameter, value)`.
+    pub fn params(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("id", &self.id),
+            ("action", &self.action),
+            ("kind", &self.kind),
+            ("tool", &self.tool),
+            ("user", &self.user),
+            ("workflow", &self.workflow),
+            ("rule", &self.rule),
+            ("reason", &self.reason),
+            ("vendor", &self.vendor),
+            ("exemption", &self.exemption),
+            ("ai_host", &self.ai_host),
+            ("would_block", &self.would_block),
+            ("since", &self.since),
+            ("until", &self.until),
+        ]
+        .into_iter()
+        .filter_map(|(name, v)| v.as_deref().map(|v| (name, v)))
+        .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum QueryFormat {
+    Table,
+    /// JSON Lines: one record (or group) per line.
+    #[value(alias = "jsonl")]
+    Json,
+    Csv,
 }
 
 #[derive(Debug, Args)]
@@ -507,58 +582,53 @@ pub fn audit_verify_postgres(arg: &ConfigArg) -> Result<(), CliError> {
 }
 
 pub fn audit_query(args: &QueryArgs) -> Result<(), CliError> {
-    let action = args
-        .action
-        .as_deref()
-        .map(|a| {
-            Action::parse(a).ok_or_else(|| {
-                CliError::Usage(format!("--action {a:?}: use allow, monitor or block"))
-            })
-        })
-        .transpose()?;
-    let kind = match args.kind.as_deref() {
-        None => None,
-        Some("request") => Some(Kind::Request),
-        Some("tunnel") => Some(Kind::Tunnel),
-        Some("admin") => Some(Kind::Admin),
-        Some(k) => {
-            return Err(CliError::Usage(format!(
-                "--kind {k:?}: use request, tunnel or admin"
-            )));
-        }
+    let filter = Filter::parse(args.filter.params(), SystemTime::now())
+        .map_err(|e| CliError::Usage(e.for_cli()))?;
+    let output = match (&args.group_by, args.summary) {
+        (Some(list), _) => Output::Summary {
+            group_by: Output::parse_group_by(list)
+                .map_err(|e| CliError::Usage(format!("--group-by: {e}")))?,
+            limit: args.limit,
+        },
+        (None, true) => Output::Summary {
+            group_by: vec!["action", "reason"],
+            limit: args.limit,
+        },
+        (None, false) => Output::Records { limit: args.limit },
     };
-    let since = args
-        .since
-        .as_deref()
-        .map(|s| parse_duration(s).map_err(|e| CliError::Usage(format!("--since: {e}"))))
-        .transpose()?;
-    let filter = Filter {
-        action,
-        kind,
-        tool: args.tool.clone(),
-        user: args.user.clone(),
-        workflow: args.workflow.clone(),
-        since: None,
-        until: None,
-    }
-    .since_ago(since);
     let file = audit_log_of(args.file.as_deref(), &args.config)?;
     let f = std::fs::File::open(&file)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
     let format = match args.format {
-        OutputFormat::Table => Format::Table,
-        OutputFormat::Json => Format::Json,
+        QueryFormat::Table => Format::Table,
+        QueryFormat::Json => Format::Json,
+        QueryFormat::Csv => Format::Csv,
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let (matched, skipped) =
-        query::run(BufReader::new(f), &filter, format, &mut out).map_err(anyhow::Error::from)?;
+    let tally = query::run(BufReader::new(f), &filter, &output, format, &mut out)
+        .map_err(anyhow::Error::from)?;
     if format == Format::Table {
+        let groups = match output {
+            Output::Summary { .. } => format!(" in {}", plural(tally.groups, "group", "groups")),
+            Output::Records { .. } => String::new(),
+        };
+        let shown = match (&output, args.limit) {
+            (Output::Records { .. }, Some(n)) if n < tally.matched => {
+                format!(
+                    "the newest {n} of {}",
+                    plural(tally.matched, "record", "records")
+                )
+            }
+            _ => plural(tally.matched, "record", "records"),
+        };
         note!(
-            "{}{}",
-            plural(matched, "record", "records"),
-            if skipped > 0 {
-                format!("; {skipped} unreadable line(s) skipped (run `aigate audit verify`)")
+            "{shown}{groups}{}",
+            if tally.skipped > 0 {
+                format!(
+                    "; {} skipped (run `aigate audit verify`)",
+                    plural(tally.skipped, "unreadable line", "unreadable lines")
+                )
             } else {
                 String::new()
             }

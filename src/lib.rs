@@ -15,7 +15,8 @@
 //! - `destination`: which addresses the gateway may dial (internal ranges refused).
 //! - `storage`: PostgreSQL for several replicas: migrations, the audit shipper.
 //! - `admin`: the admin API (axum): exemptions, health.
-//! - `app`: wiring a `Config` into a running gateway; `cli`: the command line.
+//! - `app`: wiring a `Config` into a running gateway; `cli`: the command line; `table`: its
+//!   aligned, escaped text tables.
 
 pub mod admin;
 pub mod admin_client;
@@ -36,6 +37,7 @@ pub mod proxy;
 pub mod reload;
 pub mod resolve;
 pub mod storage;
+pub mod table;
 pub mod tls;
 
 pub use app::{App, AppHandle};

@@ -1,6 +1,8 @@
 //! Reads for security: the audit log, `explain`, and the metrics.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -11,53 +13,31 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{AdminState, auth, error};
-use crate::audit::Kind;
 use crate::audit::query::{Filter, newest_first};
-use crate::config::{Role, parse_duration};
+use crate::config::Role;
+use crate::exemptions::grant::manages;
 use crate::explain::{ExplainRequest, explain};
 use crate::metrics::Extra;
-use crate::policy::Action;
 
-const AUDIT_READERS: &[Role] = &[Role::Admin, Role::Auditor];
+/// Managers read the audit log too, scoped to their reports' records (see `audit`).
+const AUDIT_READERS: &[Role] = &[Role::Admin, Role::Auditor, Role::Manager];
 const READERS: &[Role] = &[Role::Admin, Role::Manager, Role::Auditor];
 const MAX_PAGE: usize = 1000;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuditQuery {
-    pub action: Option<String>,
-    pub kind: Option<String>,
-    pub tool: Option<String>,
-    pub user: Option<String>,
-    pub workflow: Option<String>,
-    /// RFC 3339 time, or a duration back from now (`24h`).
-    pub since: Option<String>,
-    pub until: Option<String>,
-    pub limit: Option<usize>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<u64>,
-}
-
-fn time_arg(
-    name: &str,
-    s: &str,
-    now: std::time::SystemTime,
-) -> Result<std::time::SystemTime, String> {
-    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
-        return Ok(t);
-    }
-    parse_duration(s)
-        .map(|d| now - d)
-        .map_err(|_| format!("{name} = {s:?}: write an RFC 3339 time (2026-11-20T09:00:00Z) or a duration back from now (24h)"))
-}
-
+/// `GET /v1/audit?action=block&since=24h&limit=50&cursor=…`: the filters are those of
+/// `aigate audit query`, parsed by the same `Filter::parse`; `limit` and `cursor` page the
+/// answer, newest first.
+///
+/// An admin or auditor sees every record. A manager sees only the records of the people below
+/// them in the directory (their reports, and theirs, along the `manager` chain): enough to look
+/// up the request id one of their people was blocked with, and nothing of anyone else's.
 pub async fn audit(
     State(state): State<AdminState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    query: Result<Query<AuditQuery>, QueryRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
-    if let Err(refused) = auth::require(
+    let caller = match auth::require(
         &state,
         &headers,
         client,
@@ -65,73 +45,51 @@ pub async fn audit(
         "/v1/audit",
         AUDIT_READERS,
     ) {
-        return *refused;
-    }
-    let Query(q) = match query {
+        Ok(c) => c,
+        Err(refused) => return *refused,
+    };
+    let Query(params) = match query {
         Ok(q) => q,
         Err(rejection) => return error(StatusCode::BAD_REQUEST, &rejection.body_text()),
     };
-    let now = state.shared.clock.now();
-    let action = match q
-        .action
-        .as_deref()
-        .map(|a| Action::parse(a).ok_or(format!("action = {a:?}: use allow, monitor or block")))
-        .transpose()
-    {
-        Ok(a) => a,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
-    };
-    let kind = match q.kind.as_deref() {
-        None => None,
-        Some("request") => Some(Kind::Request),
-        Some("tunnel") => Some(Kind::Tunnel),
-        Some("admin") => Some(Kind::Admin),
-        Some(k) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("kind = {k:?}: use request, tunnel or admin"),
-            );
+    let mut limit = 100;
+    let mut cursor = None;
+    let mut filters = Vec::new();
+    for (name, value) in &params {
+        match name.as_str() {
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = n,
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("limit = {value:?}: use 1 to {MAX_PAGE}"),
+                    );
+                }
+            },
+            "cursor" => match value.parse::<u64>() {
+                Ok(c) => cursor = Some(c),
+                Err(_) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("cursor = {value:?}: give the next_cursor of the previous page"),
+                    );
+                }
+            },
+            _ => filters.push((name.as_str(), value.as_str())),
         }
-    };
-    let since = match q
-        .since
-        .as_deref()
-        .map(|s| time_arg("since", s, now))
-        .transpose()
-    {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
-    };
-    let until = match q
-        .until
-        .as_deref()
-        .map(|s| time_arg("until", s, now))
-        .transpose()
-    {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e),
-    };
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_PAGE {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &format!("limit = {limit}: use 1 to {MAX_PAGE}"),
-        );
     }
-    let filter = Filter {
-        action,
-        kind,
-        tool: q.tool,
-        user: q.user,
-        workflow: q.workflow,
-        since,
-        until,
+    let mut filter = match Filter::parse(filters, state.shared.clock.now()) {
+        Ok(f) => f,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.for_api()),
     };
+    if !caller.has(Role::Admin) && !caller.has(Role::Auditor) {
+        filter.users = Some(Arc::new(reports_of(&state, &caller.user)));
+    }
     // Make what was submitted so far readable before answering.
     state.shared.audit.flush().await;
     if let Some(db) = state.store.db().filter(|db| db.cfg.audit) {
         // Every replica's records; the newest arrive within the shipper's 200 ms poll.
-        return match crate::storage::audit::newest_first(db, &filter, q.cursor, limit).await {
+        return match crate::storage::audit::newest_first(db, &filter, cursor, limit).await {
             Ok((records, next)) => {
                 Json(json!({ "records": records, "next_cursor": next })).into_response()
             }
@@ -143,7 +101,7 @@ pub async fn audit(
     }
     let path = state.shared.audit.path().to_path_buf();
     let page =
-        tokio::task::spawn_blocking(move || newest_first(&path, &filter, q.cursor, limit)).await;
+        tokio::task::spawn_blocking(move || newest_first(&path, &filter, cursor, limit)).await;
     match page {
         Ok(Ok((records, next))) => {
             Json(json!({ "records": records, "next_cursor": next })).into_response()
@@ -154,6 +112,17 @@ pub async fn audit(
         ),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the audit reader failed"),
     }
+}
+
+/// Everyone `manager` is above in the directory, by the same chain that decides who may grant
+/// them an exemption.
+fn reports_of(state: &AdminState, manager: &str) -> HashSet<String> {
+    let cfg = state.shared.config.load();
+    let dir = &cfg.identity.directory;
+    dir.users()
+        .filter(|u| manages(dir, manager, &u.id))
+        .map(|u| u.id.to_string())
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,121 +1,537 @@
-//! `aigate audit query`: filter a log for a reviewer, as a table or JSON lines.
+//! The reviewer's query engine: `aigate audit query` and the admin API's `GET /v1/audit` parse
+//! their parameters into one [`Filter`], so both answer the same records for the same question,
+//! and the console's explorer can reuse it.
+//!
+//! Records are read as plain JSON objects, not as `AuditRecord`: a filter or a `--group-by` can
+//! name any field, including fields newer than this reader (a newer gateway's log, or fields
+//! another part of the gateway adds), and the records come back exactly as they were written.
 
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, Write};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::SystemTime;
 
-use super::record::{Kind, StoredRecord};
-use crate::policy::Action;
+use serde_json::{Map, Value};
 
-#[derive(Debug, Default, Clone)]
+use super::record::Kind;
+use crate::config::parse_duration;
+use crate::policy::{Action, Reason};
+
+/// Every field a record can carry, in the order of docs/audit-schema.md: what `--group-by`
+/// accepts. A field added to the record must be added here (a test checks it), so that reviewers
+/// can group by it.
+pub const FIELDS: &[&str] = &[
+    "v",
+    "seq",
+    "prev",
+    "time",
+    "id",
+    "kind",
+    "client",
+    "user",
+    "user_source",
+    "tool",
+    "tool_confidence",
+    "evidence",
+    "tool_conflicts",
+    "vendor",
+    "ai_host",
+    "host",
+    "port",
+    "method",
+    "path",
+    "model",
+    "workflow",
+    "workflow_source",
+    "action",
+    "reason",
+    "rule",
+    "policy_version",
+    "exemption",
+    "would_block",
+    "status",
+    "error",
+    "bytes_up",
+    "bytes_down",
+    "duration_ms",
+    "ttfb_ms",
+    "admin",
+    "replica",
+    "hash",
+];
+
+/// The fields a filter matches exactly, by their record name (the API's parameter; the CLI flag
+/// is the same with `-` for `_`).
+pub const MATCH_FIELDS: &[&str] = &[
+    "id",
+    "action",
+    "kind",
+    "tool",
+    "user",
+    "workflow",
+    "rule",
+    "reason",
+    "vendor",
+    "exemption",
+    "ai_host",
+    "would_block",
+];
+
+/// What stands for a field that is absent or null, in a filter value and in table cells.
+pub const NONE: &str = "-";
+
+/// Which records a reviewer wants. Every condition must hold.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Filter {
-    pub action: Option<Action>,
-    pub kind: Option<Kind>,
-    pub tool: Option<String>,
-    pub user: Option<String>,
-    pub workflow: Option<String>,
+    /// `(field, value)`: the field's text equals the value; [`NONE`] matches an absent field.
+    pub matches: Vec<(&'static str, String)>,
     /// Only records at or after this time.
     pub since: Option<SystemTime>,
     /// Only records before this time.
     pub until: Option<SystemTime>,
+    /// Only these users' records (a manager sees their reports'); `None`: everyone's. Never set
+    /// from a parameter: the caller's role decides it.
+    pub users: Option<Arc<HashSet<String>>>,
+}
+
+/// A parameter that cannot be a filter: which one, the value given, and what to write instead.
+/// Each front end words where it came from (`--rule` for the CLI, `rule =` for the API).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterError {
+    pub param: String,
+    pub value: String,
+    pub problem: String,
+}
+
+impl FilterError {
+    /// As the CLI says it: `--ai-host "x": …`.
+    pub fn for_cli(&self) -> String {
+        format!(
+            "--{} {:?}: {}",
+            self.param.replace('_', "-"),
+            self.value,
+            self.problem
+        )
+    }
+
+    /// As the admin API says it: `ai_host = "x": …`.
+    pub fn for_api(&self) -> String {
+        format!("{} = {:?}: {}", self.param, self.value, self.problem)
+    }
 }
 
 impl Filter {
-    pub fn since_ago(mut self, ago: Option<Duration>) -> Filter {
-        self.since = ago.map(|d| SystemTime::now() - d);
-        self
+    /// The one parser of filter parameters, by their API names (`ai_host`, `since`, …). Times are
+    /// RFC 3339 or a duration back from `now` (`24h`). An unknown or repeated parameter is an
+    /// error, never silently ignored: a reviewer's typo must not widen the answer.
+    pub fn parse<'a>(
+        params: impl IntoIterator<Item = (&'a str, &'a str)>,
+        now: SystemTime,
+    ) -> Result<Filter, FilterError> {
+        let mut filter = Filter::default();
+        let mut seen: HashSet<&str> = HashSet::new();
+        for (name, value) in params {
+            let err = |problem: String| FilterError {
+                param: name.to_string(),
+                value: value.to_string(),
+                problem,
+            };
+            if !seen.insert(name) {
+                return Err(err("given twice; give each filter once".into()));
+            }
+            match name {
+                "since" => filter.since = Some(time_arg(value, now).map_err(err)?),
+                "until" => filter.until = Some(time_arg(value, now).map_err(err)?),
+                _ => {
+                    let Some(field) = MATCH_FIELDS.iter().find(|f| **f == name) else {
+                        return Err(err(format!(
+                            "unknown filter; use one of {}, since, until",
+                            MATCH_FIELDS.join(", ")
+                        )));
+                    };
+                    check_value(field, value).map_err(err)?;
+                    filter.matches.push((field, value.to_string()));
+                }
+            }
+        }
+        Ok(filter)
     }
 
-    pub fn accepts(&self, s: &StoredRecord) -> bool {
-        let r = &s.record;
-        self.action.is_none_or(|a| a == r.action)
-            && self.kind.is_none_or(|k| k == r.kind)
+    pub fn accepts(&self, r: &Entry) -> bool {
+        self.matches
+            .iter()
+            .all(|(field, want)| r.text(field) == want.as_str())
             && self
-                .tool
-                .as_deref()
-                .is_none_or(|t| r.tool.as_deref() == Some(t))
-            && self.user.as_deref().is_none_or(|u| &*r.user == u)
-            && self
-                .workflow
-                .as_deref()
-                .is_none_or(|w| r.workflow.as_deref() == Some(w))
-            && self
-                .since
-                .is_none_or(|since| humantime::parse_rfc3339(&r.time).is_ok_and(|t| t >= since))
+                .users
+                .as_ref()
+                .is_none_or(|users| users.contains(r.text("user").as_ref()))
+            && (self.since.is_none() && self.until.is_none() || {
+                match r.time() {
+                    Some(t) => {
+                        self.since.is_none_or(|since| t >= since)
+                            && self.until.is_none_or(|until| t < until)
+                    }
+                    None => false,
+                }
+            })
+    }
+}
+
+/// Values with a fixed vocabulary are checked, so `--action deny` is an error rather than an
+/// empty answer. The vocabularies are the record's own types, so a new reason code or kind is
+/// accepted as soon as the gateway can write it.
+fn check_value(field: &str, value: &str) -> Result<(), String> {
+    let known = |ok: bool, hint: &str| if ok { Ok(()) } else { Err(hint.to_string()) };
+    let as_json = || Value::String(value.to_string());
+    match field {
+        "action" => known(
+            Action::parse(value).is_some(),
+            "use allow, monitor or block",
+        ),
+        "kind" => known(
+            serde_json::from_value::<Kind>(as_json()).is_ok(),
+            "use request, tunnel or admin",
+        ),
+        "reason" => known(
+            serde_json::from_value::<Reason>(as_json()).is_ok(),
+            "not a reason code; docs/audit-schema.md lists them (rule_matched, default_action, exempted, …)",
+        ),
+        "would_block" => known(matches!(value, "true" | "false"), "use true or false"),
+        _ if value.is_empty() => Err(format!(
+            "empty; give a value, or {NONE} for records without {field}"
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn time_arg(s: &str, now: SystemTime) -> Result<SystemTime, String> {
+    if let Ok(t) = humantime::parse_rfc3339_weak(s) {
+        return Ok(t);
+    }
+    parse_duration(s).map(|d| now - d).map_err(|_| {
+        "write an RFC 3339 time (2026-11-20T09:00:00Z) or a duration back from now (24h)".into()
+    })
+}
+
+/// One record as read back: the line exactly as written, and its fields.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    line: Box<str>,
+    fields: Map<String, Value>,
+}
+
+impl Entry {
+    /// `None` for a line that is not a JSON object (a torn write, garbage).
+    pub fn parse(line: &str) -> Option<Entry> {
+        let fields = serde_json::from_str::<Map<String, Value>>(line).ok()?;
+        Some(Entry {
+            line: line.into(),
+            fields,
+        })
+    }
+
+    pub fn line(&self) -> &str {
+        &self.line
+    }
+
+    pub fn get(&self, field: &str) -> Option<&Value> {
+        self.fields.get(field).filter(|v| !v.is_null())
+    }
+
+    /// The field as text, the way filters compare it and tables show it: strings as they are,
+    /// numbers and booleans as JSON writes them, lists joined with `,`, absent or null as
+    /// [`NONE`].
+    pub fn text(&self, field: &str) -> Cow<'_, str> {
+        self.get(field).map_or(Cow::Borrowed(NONE), value_text)
+    }
+
+    pub fn seq(&self) -> Option<u64> {
+        self.get("seq").and_then(Value::as_u64)
+    }
+
+    pub fn time(&self) -> Option<SystemTime> {
+        self.get("time")
+            .and_then(Value::as_str)
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+    }
+}
+
+/// The admin API answers each record as it is in the log.
+impl serde::Serialize for Entry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let raw = serde_json::value::RawValue::from_string(self.line.to_string())
+            .map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
+}
+
+fn value_text(v: &Value) -> Cow<'_, str> {
+    match v {
+        Value::Null => Cow::Borrowed(NONE),
+        Value::String(s) => Cow::Borrowed(s),
+        Value::Array(items) => Cow::Owned(
+            items
+                .iter()
+                .map(|i| value_text(i).into_owned())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        other => Cow::Owned(other.to_string()),
     }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Table,
+    /// JSON Lines: each record as written; each group as one object.
     Json,
+    Csv,
 }
 
-/// Stream matching records to `out`; returns how many matched and how many lines were skipped
-/// because they are not records.
+/// The table's columns: what a reviewer reads first.
+const TABLE_COLUMNS: &[&str] = &[
+    "time", "kind", "action", "reason", "user", "tool", "workflow", "host", "rule", "status", "id",
+];
+
+/// CSV carries more: it goes to a spreadsheet, where a column is cheap.
+const CSV_COLUMNS: &[&str] = &[
+    "time",
+    "id",
+    "kind",
+    "client",
+    "user",
+    "user_source",
+    "tool",
+    "tool_confidence",
+    "vendor",
+    "ai_host",
+    "host",
+    "port",
+    "method",
+    "path",
+    "model",
+    "workflow",
+    "workflow_source",
+    "action",
+    "reason",
+    "rule",
+    "exemption",
+    "would_block",
+    "status",
+    "error",
+    "bytes_up",
+    "bytes_down",
+    "duration_ms",
+];
+
+/// What a query prints: the records, or counts of them by some fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// The records; with a limit, only the newest that many (printed oldest first).
+    Records { limit: Option<usize> },
+    /// Counts by these fields, largest first; with a limit, only that many groups.
+    Summary {
+        group_by: Vec<&'static str>,
+        limit: Option<usize>,
+    },
+}
+
+impl Output {
+    /// `--group-by tool,user`: each name must be a record field ([`FIELDS`]).
+    pub fn parse_group_by(list: &str) -> Result<Vec<&'static str>, String> {
+        let mut out = Vec::new();
+        for name in list.split(',').map(str::trim) {
+            let Some(field) = FIELDS.iter().find(|f| **f == name) else {
+                return Err(format!(
+                    "{name:?} is not a record field; use one or more of {}, separated by commas",
+                    FIELDS.join(", ")
+                ));
+            };
+            out.push(*field);
+        }
+        Ok(out)
+    }
+}
+
+/// How a query went: records that matched, and lines that are not records.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub matched: usize,
+    pub skipped: usize,
+    /// Groups in a summary.
+    pub groups: usize,
+}
+
+/// Run a query over a log read from its start, writing `format` to `out`.
 pub fn run(
     input: impl BufRead,
     filter: &Filter,
+    output: &Output,
     format: Format,
     out: &mut impl Write,
-) -> std::io::Result<(usize, usize)> {
-    let mut matched = 0;
-    let mut skipped = 0;
-    if format == Format::Table {
-        writeln!(
-            out,
-            "{:<24} {:<7} {:<8} {:<18} {:<14} {:<16} {:<14} {:<24} {:<20} {:>6}",
-            "TIME",
-            "KIND",
-            "ACTION",
-            "REASON",
-            "USER",
-            "TOOL",
-            "WORKFLOW",
-            "HOST",
-            "RULE",
-            "STATUS"
-        )?;
-    }
+) -> std::io::Result<Tally> {
+    let mut tally = Tally::default();
+    let mut records = match output {
+        Output::Records { .. } => Some(Printer::new(format, &mut *out)?),
+        Output::Summary { .. } => None,
+    };
+    // With a limit only the newest matches are kept: a bounded window, not the whole log.
+    let mut window: VecDeque<Entry> = VecDeque::new();
+    let mut counts: HashMap<Vec<String>, u64> = HashMap::new();
     for line in input.lines() {
         let line = line?;
         if line.is_empty() {
             continue;
         }
-        let Ok(stored) = serde_json::from_str::<StoredRecord>(&line) else {
-            skipped += 1;
+        let Some(entry) = Entry::parse(&line) else {
+            tally.skipped += 1;
             continue;
         };
-        if !filter.accepts(&stored) {
+        if !filter.accepts(&entry) {
             continue;
         }
-        matched += 1;
-        match format {
-            Format::Json => writeln!(out, "{line}")?,
-            Format::Table => {
-                let r = &stored.record;
-                let kind = match r.kind {
-                    Kind::Request => "request",
-                    Kind::Tunnel => "tunnel",
-                    Kind::Admin => "admin",
-                };
-                writeln!(
-                    out,
-                    "{:<24} {:<7} {:<8} {:<18} {:<14} {:<16} {:<14} {:<24} {:<20} {:>6}",
-                    r.time,
-                    kind,
-                    r.action.as_str(),
-                    r.reason.as_str(),
-                    &*r.user,
-                    r.tool.as_deref().unwrap_or("-"),
-                    r.workflow.as_deref().unwrap_or("-"),
-                    r.host,
-                    r.rule.as_deref().unwrap_or("-"),
-                    r.status.map_or("-".to_string(), |s| s.to_string()),
-                )?;
+        tally.matched += 1;
+        match (output, &mut records) {
+            (Output::Records { limit: None }, Some(p)) => p.record(&entry)?,
+            (Output::Records { limit: Some(n) }, _) => {
+                if window.len() == *n {
+                    window.pop_front();
+                }
+                if *n > 0 {
+                    window.push_back(entry);
+                }
             }
+            (Output::Summary { group_by, .. }, _) => {
+                let key = group_by
+                    .iter()
+                    .map(|f| entry.text(f).into_owned())
+                    .collect();
+                *counts.entry(key).or_default() += 1;
+            }
+            (Output::Records { limit: None }, None) => {}
         }
     }
-    Ok((matched, skipped))
+    if let Some(mut p) = records.take() {
+        for entry in &window {
+            p.record(entry)?;
+        }
+        p.finish()?;
+    }
+    // The printer borrows `out` until it is dropped.
+    drop(records);
+    if let Output::Summary { group_by, limit } = output {
+        let mut groups: Vec<(Vec<String>, u64)> = counts.into_iter().collect();
+        groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        groups.truncate(limit.unwrap_or(usize::MAX));
+        tally.groups = groups.len();
+        write_summary(group_by, &groups, format, out)?;
+    }
+    Ok(tally)
+}
+
+/// Writes records one by one in a format; a table waits for the last row so that its columns
+/// fit the longest value.
+enum Printer<'o, W: Write> {
+    Json(&'o mut W),
+    Table(&'o mut W, Vec<Vec<String>>),
+    Csv(Box<csv::Writer<&'o mut W>>),
+}
+
+impl<'o, W: Write> Printer<'o, W> {
+    fn new(format: Format, out: &'o mut W) -> std::io::Result<Printer<'o, W>> {
+        Ok(match format {
+            Format::Json => Printer::Json(out),
+            Format::Table => Printer::Table(out, Vec::new()),
+            Format::Csv => {
+                let mut w = csv::Writer::from_writer(out);
+                // The header even without a record, so a script reads an empty table.
+                w.write_record(CSV_COLUMNS)?;
+                Printer::Csv(Box::new(w))
+            }
+        })
+    }
+
+    fn record(&mut self, e: &Entry) -> std::io::Result<()> {
+        match self {
+            Printer::Json(out) => writeln!(out, "{}", e.line()),
+            Printer::Table(_, rows) => {
+                rows.push(
+                    TABLE_COLUMNS
+                        .iter()
+                        .map(|c| e.text(c).into_owned())
+                        .collect(),
+                );
+                Ok(())
+            }
+            // CSV leaves an absent field empty, as spreadsheets expect.
+            Printer::Csv(w) => Ok(w.write_record(
+                CSV_COLUMNS
+                    .iter()
+                    .map(|c| e.get(c).map_or(Cow::Borrowed(""), value_text).into_owned()),
+            )?),
+        }
+    }
+
+    fn finish(self) -> std::io::Result<()> {
+        match self {
+            Printer::Json(_) => Ok(()),
+            Printer::Table(out, rows) => {
+                let header: Vec<String> = TABLE_COLUMNS.iter().map(|c| c.to_uppercase()).collect();
+                crate::table::write(out, &header, &rows)
+            }
+            Printer::Csv(mut w) => w.flush(),
+        }
+    }
+}
+
+fn write_summary(
+    group_by: &[&str],
+    groups: &[(Vec<String>, u64)],
+    format: Format,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    match format {
+        Format::Table => {
+            let mut header: Vec<String> = group_by.iter().map(|f| f.to_uppercase()).collect();
+            header.push("COUNT".into());
+            let rows: Vec<Vec<String>> = groups
+                .iter()
+                .map(|(key, n)| {
+                    let mut row = key.clone();
+                    row.push(n.to_string());
+                    row
+                })
+                .collect();
+            crate::table::write(out, &header, &rows)
+        }
+        Format::Json => {
+            // Written by hand to keep the fields in the order asked for (a JSON map sorts them).
+            for (key, n) in groups {
+                let mut line = String::from("{");
+                for (field, value) in group_by.iter().zip(key) {
+                    let v = if value == NONE {
+                        Value::Null
+                    } else {
+                        Value::String(value.clone())
+                    };
+                    line.push_str(&format!("{}:{v},", Value::from(*field)));
+                }
+                line.push_str(&format!("\"count\":{n}}}"));
+                writeln!(out, "{line}")?;
+            }
+            Ok(())
+        }
+        Format::Csv => {
+            let mut w = csv::Writer::from_writer(out);
+            w.write_record(group_by.iter().copied().chain(["count"]))?;
+            for (key, n) in groups {
+                let key = key.iter().map(|k| if k == NONE { "" } else { k.as_str() });
+                w.write_record(key.map(str::to_string).chain([n.to_string()]))?;
+            }
+            w.flush()
+        }
+    }
 }
 
 /// A page of records, newest first, read from the end of the file backwards so a large log is
@@ -125,7 +541,7 @@ pub fn newest_first(
     filter: &Filter,
     before_seq: Option<u64>,
     limit: usize,
-) -> std::io::Result<(Vec<StoredRecord>, Option<u64>)> {
+) -> std::io::Result<(Vec<Entry>, Option<u64>)> {
     use std::io::{Read, Seek, SeekFrom};
     const CHUNK: u64 = 64 * 1024;
     let mut f = std::fs::File::open(path)?;
@@ -146,16 +562,15 @@ pub fn newest_first(
             Vec::new()
         };
         for line in lines.iter().rev() {
-            if line.is_empty() {
-                continue;
-            }
-            let Ok(stored) = serde_json::from_slice::<StoredRecord>(line) else {
+            let Some(entry) = std::str::from_utf8(line).ok().and_then(Entry::parse) else {
                 continue;
             };
-            if before_seq.is_some_and(|c| stored.seq >= c) || !filter.accepts(&stored) {
+            if before_seq.is_some_and(|c| entry.seq().is_none_or(|s| s >= c))
+                || !filter.accepts(&entry)
+            {
                 continue;
             }
-            out.push(stored);
+            out.push(entry);
             if out.len() == limit {
                 break;
             }
@@ -163,9 +578,124 @@ pub fn newest_first(
         pos = start;
     }
     let next = if out.len() == limit {
-        out.last().map(|r| r.seq)
+        out.last().and_then(Entry::seq)
     } else {
         None
     };
     Ok((out, next))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn entry(json: &str) -> Entry {
+        Entry::parse(json).unwrap()
+    }
+
+    fn parse(params: &[(&str, &str)]) -> Result<Filter, FilterError> {
+        Filter::parse(params.iter().copied(), SystemTime::now())
+    }
+
+    #[test]
+    fn every_field_a_record_writes_can_be_grouped_by() {
+        let stored = super::super::record::StoredRecord {
+            v: 1,
+            seq: 1,
+            prev: String::new(),
+            hash: String::new(),
+            record: super::super::AuditRecord {
+                replica: Some("r1".into()),
+                ..super::super::AuditRecord::placeholder()
+            },
+        };
+        let Value::Object(fields) = serde_json::to_value(&stored).unwrap() else {
+            panic!("a record is an object");
+        };
+        for name in fields.keys() {
+            assert!(
+                FIELDS.contains(&name.as_str()),
+                "the record field {name:?} is missing from audit::query::FIELDS: add it there and to docs/audit-schema.md"
+            );
+        }
+    }
+
+    #[test]
+    fn a_filter_matches_any_field_by_its_text_and_dash_for_none() {
+        let r = entry(
+            r#"{"user":"alice","rule":null,"ai_host":"api.mistral.ai","would_block":true,"status":403}"#,
+        );
+        let yes = |p: &[(&str, &str)]| parse(p).unwrap().accepts(&r);
+        assert!(yes(&[("user", "alice"), ("ai_host", "api.mistral.ai")]));
+        assert!(yes(&[("rule", "-"), ("exemption", "-")]));
+        assert!(yes(&[("would_block", "true")]));
+        assert!(!yes(&[("would_block", "false")]));
+        assert!(!yes(&[("user", "bob")]));
+        assert!(!yes(&[("ai_host", "-")]));
+    }
+
+    #[test]
+    fn until_and_since_bound_the_time_and_a_record_without_one_is_out() {
+        let r = entry(r#"{"time":"2026-11-20T10:00:00.000Z"}"#);
+        let f = |p: &[(&str, &str)]| parse(p).unwrap().accepts(&r);
+        assert!(f(&[("since", "2026-11-20T09:00:00Z")]));
+        assert!(!f(&[("until", "2026-11-20T09:00:00Z")]));
+        assert!(f(&[("until", "2026-11-20T11:00:00Z")]));
+        assert!(
+            !f(&[("until", "2026-11-20T10:00:00Z")]),
+            "until is exclusive"
+        );
+        assert!(!parse(&[("since", "1h")]).unwrap().accepts(&entry("{}")));
+    }
+
+    #[test]
+    fn bad_parameters_name_the_problem_and_the_fix() {
+        let e = |p: &[(&str, &str)]| parse(p).unwrap_err();
+        assert_eq!(
+            e(&[("action", "deny")]).for_api(),
+            "action = \"deny\": use allow, monitor or block"
+        );
+        assert_eq!(
+            e(&[("action", "deny")]).for_cli(),
+            "--action \"deny\": use allow, monitor or block"
+        );
+        assert!(
+            e(&[("reason", "blocked")])
+                .problem
+                .starts_with("not a reason code")
+        );
+        assert_eq!(
+            e(&[("since", "yesterday")]).problem,
+            "write an RFC 3339 time (2026-11-20T09:00:00Z) or a duration back from now (24h)"
+        );
+        assert!(
+            e(&[("colour", "red")])
+                .problem
+                .starts_with("unknown filter")
+        );
+        assert_eq!(
+            e(&[("user", "a"), ("user", "b")]).problem,
+            "given twice; give each filter once"
+        );
+        assert_eq!(
+            e(&[("ai_host", "")]).for_cli(),
+            "--ai-host \"\": empty; give a value, or - for records without ai_host"
+        );
+        assert!(parse(&[("reason", "default_action"), ("kind", "tunnel")]).is_ok());
+    }
+
+    #[test]
+    fn group_by_names_must_be_record_fields() {
+        assert_eq!(
+            Output::parse_group_by("tool, user").unwrap(),
+            vec!["tool", "user"]
+        );
+        assert!(
+            Output::parse_group_by("tool,usr")
+                .unwrap_err()
+                .starts_with("\"usr\" is not a record field")
+        );
+    }
 }

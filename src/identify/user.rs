@@ -151,6 +151,11 @@ impl Directory {
         self.users.len()
     }
 
+    /// Everyone, in no particular order.
+    pub fn users(&self) -> impl Iterator<Item = &User> {
+        self.users.values()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
     }

@@ -13,8 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{Db, DbError};
 use crate::audit::chain::{self, ChainError, ChainHead, ChainProblem};
-use crate::audit::query::Filter;
-use crate::audit::record::StoredRecord;
+use crate::audit::query::{Entry, Filter};
 
 const BATCH: usize = 1000;
 const POLL: Duration = Duration::from_millis(200);
@@ -270,7 +269,7 @@ pub async fn newest_first(
     filter: &Filter,
     before: Option<u64>,
     limit: usize,
-) -> Result<(Vec<StoredRecord>, Option<u64>), DbError> {
+) -> Result<(Vec<Entry>, Option<u64>), DbError> {
     let client = db.client().await?;
     let mut before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
     let since = filter.since.unwrap_or(SystemTime::UNIX_EPOCH);
@@ -295,11 +294,11 @@ pub async fn newest_first(
         before = last.get(0);
         for row in &rows {
             let line: &str = row.get(1);
-            let Ok(stored) = serde_json::from_str::<StoredRecord>(line) else {
+            let Some(entry) = Entry::parse(line) else {
                 continue;
             };
-            if filter.accepts(&stored) {
-                out.push(stored);
+            if filter.accepts(&entry) {
+                out.push(entry);
                 if out.len() == limit {
                     let pos: i64 = row.get(0);
                     return Ok((out, u64::try_from(pos).ok()));

@@ -498,7 +498,7 @@ async fn audit_explain_and_metrics_for_security() {
         (s, bad["error"].as_str().unwrap()),
         (400, "action = \"deny\": use allow, monitor or block")
     );
-    let (s, _) = call(
+    let (s, mine) = call(
         &env,
         reqwest::Method::GET,
         "/v1/audit",
@@ -506,7 +506,11 @@ async fn audit_explain_and_metrics_for_security() {
         None,
     )
     .await;
-    assert_eq!(s, 403, "managers do not read the audit log");
+    assert_eq!(
+        (s, mine["records"].as_array().unwrap().len()),
+        (200, 0),
+        "a manager sees only their reports' records; these calls were anonymous: {mine}"
+    );
     let (s, _) = call(&env, reqwest::Method::GET, "/v1/audit", None, None).await;
     assert_eq!(s, 401);
 
@@ -562,6 +566,95 @@ async fn audit_explain_and_metrics_for_security() {
     assert!(!text.contains("alice"), "no per-user labels");
     let (s, _) = call(&env, reqwest::Method::GET, "/metrics", None, None).await;
     assert_eq!(s, 401);
+}
+
+/// A manager looks up the record of the request id one of their people was blocked with, and
+/// sees nobody else's: the directory's manager chain scopes `/v1/audit`.
+#[tokio::test]
+async fn a_manager_reads_the_audit_records_of_their_reports_only() {
+    let env = env_with_people(None).await;
+    let mut alice = alice_connection(&env).await;
+    let req = http::Request::post("/v1/messages")
+        .header("host", "api.anthropic.com")
+        .header("user-agent", "claude-cli/2.1.12 (external, cli)")
+        .header("x-app", "cli")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let resp = alice.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 403);
+    let alice_id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let _ = resp.into_body().collect().await;
+    let resp = env
+        .client(false)
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", "claude-cli/2.1.12 (external, cli)")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let other_id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    drop(resp.bytes().await);
+
+    let records_for = |token: &'static str, id: String| {
+        let env = &env;
+        async move {
+            let (s, page) = call(
+                env,
+                reqwest::Method::GET,
+                &format!("/v1/audit?id={id}"),
+                Some(token),
+                None,
+            )
+            .await;
+            assert_eq!(s, 200, "{page}");
+            page["records"].as_array().unwrap().clone()
+        }
+    };
+    // bob manages alice: her blocked request, with the rule that blocked it.
+    let found = records_for(BOB_ADMIN, alice_id.clone()).await;
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(
+        (
+            found[0]["user"].as_str(),
+            found[0]["action"].as_str(),
+            found[0]["rule"].as_str()
+        ),
+        (
+            Some("alice"),
+            Some("block"),
+            Some("rival-coding-tools-in-protected-workflows")
+        )
+    );
+    // Not a report's record: not visible to bob, though the auditor sees it.
+    assert!(records_for(BOB_ADMIN, other_id.clone()).await.is_empty());
+    assert_eq!(records_for(AUDITOR, other_id).await.len(), 1);
+    // dave manages nobody: alice's record is not his to see.
+    assert!(records_for(DAVE, alice_id).await.is_empty());
+    // Unfiltered, bob's page holds alice's records and nobody else's.
+    let (_, page) = call(
+        &env,
+        reqwest::Method::GET,
+        "/v1/audit",
+        Some(BOB_ADMIN),
+        None,
+    )
+    .await;
+    let users: Vec<&str> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["user"].as_str().unwrap())
+        .collect();
+    assert!(
+        !users.is_empty() && users.iter().all(|u| *u == "alice"),
+        "{users:?}"
+    );
 }
 
 /// The `aigate exemption` CLI, as a manager at a terminal uses it.

@@ -1191,3 +1191,333 @@ fn ca_export_never_creates_a_ca() {
     );
     assert!(!dir.path().join("aigate-data").exists());
 }
+
+const AUDITOR_TOKEN: &str = "query-auditor-token-0001";
+
+/// A gateway with a monitor rule and an auditor token, after three blocked Claude Code calls,
+/// two OpenAI SDK calls the default action monitors and one Anthropic SDK call a rule monitors.
+async fn reviewed_gateway() -> (TestEnv, std::path::PathBuf) {
+    let env = TestEnv::builder()
+        .append(&format!(
+            "\n[[rules]]\nname = \"watch-anthropic-sdk\"\naction = \"monitor\"\ntools = [\"anthropic-sdk\"]\n\
+             \n[[admin.tokens]]\nuser = \"sam\"\nroles = [\"auditor\"]\nhash = \"{}\"\n",
+            aigate::identify::user::hash_token(AUDITOR_TOKEN)
+        ))
+        .start()
+        .await;
+    let client = env.client(false);
+    let calls: [(&str, &str); 6] = [
+        (
+            "api.anthropic.com/v1/messages",
+            "claude-cli/2.1.0 (external, cli)",
+        ),
+        ("api.openai.com/v1/chat/completions", "OpenAI/Python 2.1.0"),
+        (
+            "api.anthropic.com/v1/messages",
+            "claude-cli/2.1.0 (external, cli)",
+        ),
+        ("api.anthropic.com/v1/messages", "Anthropic/Python 0.69.0"),
+        ("api.openai.com/v1/chat/completions", "OpenAI/Python 2.1.0"),
+        (
+            "api.anthropic.com/v1/messages",
+            "claude-cli/2.1.0 (external, cli)",
+        ),
+    ];
+    for (url, ua) in calls {
+        let resp = client
+            .post(format!("https://{url}"))
+            .header("user-agent", ua)
+            .header("x-stainless-lang", "python")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        drop(resp.bytes().await.unwrap());
+    }
+    env.audit_n(6).await;
+    let log = env.gateway.audit().path().to_path_buf();
+    (env, log)
+}
+
+/// Issue 18: "who was blocked, by which rule, in the last day" is one command, and the summary
+/// tells a rule's monitor from the default action's.
+#[tokio::test]
+async fn audit_query_summarises_by_any_field_in_every_format() {
+    let (_env, log) = reviewed_gateway().await;
+    let log = log.to_str().unwrap();
+    let query = |args: &[&str]| {
+        let mut all = vec!["audit", "query", log];
+        all.extend_from_slice(args);
+        run(&all)
+    };
+    let (code, stdout, stderr) = query(&[
+        "--action",
+        "block",
+        "--since",
+        "24h",
+        "--group-by",
+        "user,rule",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stdout,
+        "USER       RULE                                       COUNT\n\
+         anonymous  rival-coding-tools-in-protected-workflows  3\n"
+    );
+    assert_eq!(stderr, "3 records in 1 group\n");
+
+    let (_, stdout, _) = query(&[
+        "--action",
+        "monitor",
+        "--group-by",
+        "rule,reason,would_block",
+    ]);
+    assert_eq!(
+        stdout,
+        "RULE                 REASON          WOULD_BLOCK  COUNT\n\
+         -                    default_action  false        2\n\
+         watch-anthropic-sdk  rule_matched    true         1\n"
+    );
+    let (_, stdout, _) = query(&["--summary", "--format", "csv"]);
+    assert_eq!(
+        stdout,
+        "action,reason,count\nblock,rule_matched,3\nmonitor,default_action,2\nmonitor,rule_matched,1\n"
+    );
+    let (_, stdout, _) = query(&["--group-by", "tool", "--limit", "1", "--format", "jsonl"]);
+    assert_eq!(stdout, "{\"tool\":\"claude-code\",\"count\":3}\n");
+}
+
+#[tokio::test]
+async fn audit_query_filters_on_every_field_it_documents() {
+    let (_env, log) = reviewed_gateway().await;
+    let log = log.to_str().unwrap();
+    let count = |args: &[&str]| {
+        let mut all = vec!["audit", "query", log, "--format", "json"];
+        all.extend_from_slice(args);
+        let (code, stdout, stderr) = run(&all);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        stdout.lines().count()
+    };
+    assert_eq!(count(&[]), 6);
+    assert_eq!(
+        count(&["--rule", "rival-coding-tools-in-protected-workflows"]),
+        3
+    );
+    assert_eq!(count(&["--rule", "-"]), 2, "no rule: the default action");
+    assert_eq!(count(&["--reason", "default_action"]), 2);
+    assert_eq!(count(&["--action", "monitor", "--would-block", "true"]), 1);
+    assert_eq!(count(&["--vendor", "openai"]), 2);
+    assert_eq!(count(&["--kind", "request", "--tool", "anthropic-sdk"]), 1);
+    assert_eq!(count(&["--exemption", "-", "--user", "anonymous"]), 6);
+    assert_eq!(count(&["--kind", "tunnel"]), 0);
+    assert_eq!(count(&["--since", "1h", "--until", "1h"]), 0);
+    assert_eq!(count(&["--until", "2000-01-01T00:00:00Z"]), 0);
+    assert_eq!(count(&["--since", "2000-01-01T00:00:00Z"]), 6);
+    // --limit: the newest records, in the log's order; --id: one request.
+    let text = std::fs::read_to_string(log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (_, newest, _) = run(&["audit", "query", log, "--format", "json", "--limit", "2"]);
+    assert_eq!(newest, format!("{}\n{}\n", lines[4], lines[5]));
+    let id = serde_json::from_str::<serde_json::Value>(lines[3]).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, one, _) = run(&["audit", "query", log, "--format", "json", "--id", &id]);
+    assert_eq!(one, format!("{}\n", lines[3]));
+
+    for (args, message) in [
+        (
+            &["--action", "deny"][..],
+            "--action \"deny\": use allow, monitor or block",
+        ),
+        (
+            &["--would-block", "yes"][..],
+            "--would-block \"yes\": use true or false",
+        ),
+        (
+            &["--until", "last week"][..],
+            "--until \"last week\": write an RFC 3339 time (2026-11-20T09:00:00Z) or a duration back from now (24h)",
+        ),
+    ] {
+        let mut all = vec!["audit", "query", log];
+        all.extend_from_slice(args);
+        let (code, _, stderr) = run(&all);
+        assert_eq!(
+            (code, stderr.trim_end()),
+            (64, format!("aigate: {message}").as_str()),
+            "{args:?}"
+        );
+    }
+    let (code, _, stderr) = run(&["audit", "query", log, "--group-by", "user,usr"]);
+    assert_eq!(code, 64);
+    assert!(
+        stderr.starts_with(
+            "aigate: --group-by: \"usr\" is not a record field; use one or more of v, seq"
+        ),
+        "{stderr}"
+    );
+}
+
+/// Records written by hand: a field the gateway's AI host catalog adds (`ai_host`), a user name
+/// with control characters and one long enough to push every column, and CSV quoting.
+#[test]
+fn audit_query_tables_align_escape_and_csv_quotes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let record = |seq: u64, time: &str, user: &str, extra: &str| {
+        let mut r = serde_json::json!({
+            "v": 1, "seq": seq, "prev": "0", "time": time, "id": format!("id-{seq}"),
+            "kind": "tunnel", "client": "127.0.0.1:5000", "user": user, "tool": null,
+            "vendor": null, "host": "api.mistral.ai", "port": 443, "action": "allow",
+            "reason": "not_vendor", "rule": null, "exemption": null, "would_block": false,
+            "status": 200, "hash": "0"
+        });
+        if !extra.is_empty() {
+            r["ai_host"] = serde_json::Value::String(extra.into());
+        }
+        r.to_string()
+    };
+    let lines = [
+        record(1, "2026-01-05T10:00:00.000Z", "alice", "api.mistral.ai"),
+        record(2, "2026-02-05T10:00:00.000Z", "evil\u{1b}[2J\nname", ""),
+        record(
+            3,
+            "2026-03-05T10:00:00.000Z",
+            "a-very-long-user-name-from-the-directory@corp.example",
+            "api.mistral.ai",
+        ),
+        record(4, "2026-03-06T10:00:00.000Z", "o'brien, \"pat\"", ""),
+    ];
+    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+    let log = log.to_str().unwrap();
+
+    let (code, stdout, stderr) = run(&[
+        "audit",
+        "query",
+        log,
+        "--ai-host",
+        "api.mistral.ai",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, format!("{}\n{}\n", lines[0], lines[2]));
+    let (_, stdout, _) = run(&[
+        "audit",
+        "query",
+        log,
+        "--ai-host",
+        "-",
+        "--until",
+        "2026-03-01T00:00:00Z",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(stdout, format!("{}\n", lines[1]));
+    let (_, stdout, _) = run(&[
+        "audit",
+        "query",
+        log,
+        "--kind",
+        "tunnel",
+        "--group-by",
+        "ai_host",
+    ]);
+    assert_eq!(
+        stdout,
+        "AI_HOST         COUNT\n-               2\napi.mistral.ai  2\n"
+    );
+
+    let (_, table, _) = run(&["audit", "query", log]);
+    let rows: Vec<&str> = table.lines().collect();
+    assert_eq!(rows.len(), 5, "no record may break a row: {table}");
+    assert!(rows[2].contains("evil\\u{1b}[2J\\nname"), "{table}");
+    assert!(!table.contains('\u{1b}'));
+    // Every column after USER starts at the same place in every row, the long name included.
+    let tool_at = rows[0].find("TOOL").unwrap();
+    for row in &rows[1..] {
+        assert_eq!(&row[tool_at..tool_at + 2], "- ", "{table}");
+    }
+
+    let (_, csv_text, _) = run(&[
+        "audit",
+        "query",
+        log,
+        "--format",
+        "csv",
+        "--user",
+        "o'brien, \"pat\"",
+    ]);
+    let mut reader = csv::Reader::from_reader(csv_text.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1);
+    let user_col = header.iter().position(|h| h == "user").unwrap();
+    assert_eq!(&rows[0][user_col], "o'brien, \"pat\"");
+    assert!(csv_text.contains("\"o'brien, \"\"pat\"\"\""), "{csv_text}");
+    let rule_col = header.iter().position(|h| h == "rule").unwrap();
+    assert_eq!(&rows[0][rule_col], "", "an absent field is an empty cell");
+}
+
+/// The CLI and the admin API parse one filter and answer the same records.
+#[tokio::test]
+async fn audit_query_and_the_admin_api_answer_the_same_records() {
+    let (env, log) = reviewed_gateway().await;
+    let log = log.to_str().unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    for (flags, params) in [
+        (
+            &["--action", "block", "--since", "1h"][..],
+            "action=block&since=1h",
+        ),
+        (
+            &["--rule", "-", "--vendor", "openai"][..],
+            "rule=-&vendor=openai",
+        ),
+        (&["--would-block", "true"][..], "would_block=true"),
+        (&["--limit", "4"][..], "limit=4"),
+    ] {
+        let mut all = vec!["audit", "query", log, "--format", "json"];
+        all.extend_from_slice(flags);
+        let (code, stdout, stderr) = run(&all);
+        assert_eq!(code, 0, "{stderr}");
+        let from_cli: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let page: serde_json::Value = http
+            .get(format!(
+                "http://{}/v1/audit?{params}",
+                env.gateway.admin_addr
+            ))
+            .bearer_auth(AUDITOR_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut from_api = page["records"].as_array().unwrap().clone();
+        from_api.reverse();
+        assert!(!from_cli.is_empty(), "{flags:?}");
+        assert_eq!(from_cli, from_api, "{flags:?}");
+    }
+    let (_, bad) = (
+        0,
+        http.get(format!(
+            "http://{}/v1/audit?would_block=yes",
+            env.gateway.admin_addr
+        ))
+        .bearer_auth(AUDITOR_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap(),
+    );
+    assert_eq!(
+        bad,
+        "{\"error\":\"would_block = \\\"yes\\\": use true or false\"}"
+    );
+}
