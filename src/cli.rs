@@ -222,8 +222,8 @@ pub struct FilterArgs {
     /// An exemption id.
     #[arg(long)]
     pub exemption: Option<String>,
-    /// A host of the AI host catalog (uninspected AI traffic).
-    #[arg(long, value_name = "HOST")]
+    /// The AI host catalog group a record names (AI traffic that went through uninspected).
+    #[arg(long, value_name = "GROUP")]
     pub ai_host: Option<String>,
     /// true: a rule monitored (it would have blocked); false: anything else.
     #[arg(long, value_name = "true|false")]

@@ -625,10 +625,10 @@ mod tests {
     #[test]
     fn a_filter_matches_any_field_by_its_text_and_dash_for_none() {
         let r = entry(
-            r#"{"user":"alice","rule":null,"ai_host":"api.mistral.ai","would_block":true,"status":403}"#,
+            r#"{"user":"alice","rule":null,"ai_host":"inference-apis","would_block":true,"status":403}"#,
         );
         let yes = |p: &[(&str, &str)]| parse(p).unwrap().accepts(&r);
-        assert!(yes(&[("user", "alice"), ("ai_host", "api.mistral.ai")]));
+        assert!(yes(&[("user", "alice"), ("ai_host", "inference-apis")]));
         assert!(yes(&[("rule", "-"), ("exemption", "-")]));
         assert!(yes(&[("would_block", "true")]));
         assert!(!yes(&[("would_block", "false")]));

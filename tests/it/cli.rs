@@ -1358,7 +1358,8 @@ async fn audit_query_filters_on_every_field_it_documents() {
     );
 }
 
-/// Records written by hand: a field the gateway's AI host catalog adds (`ai_host`), a user name
+/// Records written by hand: a field the gateway's AI host catalog adds (`ai_host`, the catalog
+/// group of an uninspected AI host), a user name
 /// with control characters and one long enough to push every column, and CSV quoting.
 #[test]
 fn audit_query_tables_align_escape_and_csv_quotes() {
@@ -1378,13 +1379,13 @@ fn audit_query_tables_align_escape_and_csv_quotes() {
         r.to_string()
     };
     let lines = [
-        record(1, "2026-01-05T10:00:00.000Z", "alice", "api.mistral.ai"),
+        record(1, "2026-01-05T10:00:00.000Z", "alice", "inference-apis"),
         record(2, "2026-02-05T10:00:00.000Z", "evil\u{1b}[2J\nname", ""),
         record(
             3,
             "2026-03-05T10:00:00.000Z",
             "a-very-long-user-name-from-the-directory@corp.example",
-            "api.mistral.ai",
+            "inference-apis",
         ),
         record(4, "2026-03-06T10:00:00.000Z", "o'brien, \"pat\"", ""),
     ];
@@ -1396,7 +1397,7 @@ fn audit_query_tables_align_escape_and_csv_quotes() {
         "query",
         log,
         "--ai-host",
-        "api.mistral.ai",
+        "inference-apis",
         "--format",
         "json",
     ]);
@@ -1425,7 +1426,7 @@ fn audit_query_tables_align_escape_and_csv_quotes() {
     ]);
     assert_eq!(
         stdout,
-        "AI_HOST         COUNT\n-               2\napi.mistral.ai  2\n"
+        "AI_HOST         COUNT\n-               2\ninference-apis  2\n"
     );
 
     let (_, table, _) = run(&["audit", "query", log]);
