@@ -597,7 +597,8 @@ pub fn audit_query(args: &QueryArgs) -> Result<(), CliError> {
         (None, false) => Output::Records { limit: args.limit },
     };
     let file = audit_log_of(args.file.as_deref(), &args.config)?;
-    let f = std::fs::File::open(&file)
+    // Say which file when it cannot be read, before any output.
+    std::fs::File::open(&file)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
     let format = match args.format {
         QueryFormat::Table => Format::Table,
@@ -606,21 +607,20 @@ pub fn audit_query(args: &QueryArgs) -> Result<(), CliError> {
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let tally = query::run(BufReader::new(f), &filter, &output, format, &mut out)
-        .map_err(anyhow::Error::from)?;
+    let tally =
+        query::run_file(&file, &filter, &output, format, &mut out).map_err(anyhow::Error::from)?;
     if format == Format::Table {
         let groups = match output {
             Output::Summary { .. } => format!(" in {}", plural(tally.groups, "group", "groups")),
             Output::Records { .. } => String::new(),
         };
-        let shown = match (&output, args.limit) {
-            (Output::Records { .. }, Some(n)) if n < tally.matched => {
-                format!(
-                    "the newest {n} of {}",
-                    plural(tally.matched, "record", "records")
-                )
-            }
-            _ => plural(tally.matched, "record", "records"),
+        let shown = if tally.cut {
+            format!(
+                "the newest {}, older ones left out by --limit",
+                plural(tally.matched, "record", "records")
+            )
+        } else {
+            plural(tally.matched, "record", "records")
         };
         note!(
             "{shown}{groups}{}",

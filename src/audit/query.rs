@@ -354,13 +354,47 @@ impl Output {
     }
 }
 
-/// How a query went: records that matched, and lines that are not records.
+/// How a query went.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Tally {
+    /// Records printed, or counted in a summary.
     pub matched: usize,
+    /// Lines that are not records (read from the start only).
     pub skipped: usize,
     /// Groups in a summary.
     pub groups: usize,
+    /// The limit left older matching records out.
+    pub cut: bool,
+}
+
+/// Run a query over a log file. With a record limit the file is read from its end, as the admin
+/// API reads it: the newest records of a large log come back without reading the rest.
+pub fn run_file(
+    path: &std::path::Path,
+    filter: &Filter,
+    output: &Output,
+    format: Format,
+    out: &mut impl Write,
+) -> std::io::Result<Tally> {
+    let Output::Records { limit: Some(n) } = output else {
+        let f = std::fs::File::open(path)?;
+        return run(std::io::BufReader::new(f), filter, output, format, out);
+    };
+    // One more than asked tells whether the limit left anything out.
+    let (mut newest, _) = newest_first(path, filter, None, n.saturating_add(1))?;
+    let cut = newest.len() > *n;
+    newest.truncate(*n);
+    newest.reverse();
+    let mut printer = Printer::new(format, out)?;
+    for entry in &newest {
+        printer.record(entry)?;
+    }
+    printer.finish()?;
+    Ok(Tally {
+        matched: newest.len(),
+        cut,
+        ..Tally::default()
+    })
 }
 
 /// Run a query over a log read from its start, writing `format` to `out`.
@@ -413,6 +447,10 @@ pub fn run(
         }
     }
     if let Some(mut p) = records.take() {
+        if let Output::Records { limit: Some(n) } = output {
+            tally.cut = tally.matched > *n;
+            tally.matched = window.len();
+        }
         for entry in &window {
             p.record(entry)?;
         }
@@ -684,6 +722,27 @@ mod tests {
             "--ai-host \"\": empty; give a value, or - for records without ai_host"
         );
         assert!(parse(&[("reason", "default_action"), ("kind", "tunnel")]).is_ok());
+    }
+
+    #[test]
+    fn a_limit_keeps_the_newest_records_from_a_stream() {
+        let log: String = (1..=5)
+            .map(|i| format!("{{\"seq\":{i},\"user\":\"u{}\"}}\n", i % 2))
+            .collect();
+        let mut out = Vec::new();
+        let tally = run(
+            log.as_bytes(),
+            &parse(&[("user", "u1")]).unwrap(),
+            &Output::Records { limit: Some(2) },
+            Format::Json,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"seq\":3,\"user\":\"u1\"}\n{\"seq\":5,\"user\":\"u1\"}\n"
+        );
+        assert_eq!((tally.matched, tally.cut), (2, true));
     }
 
     #[test]

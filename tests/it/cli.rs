@@ -1318,6 +1318,14 @@ async fn audit_query_filters_on_every_field_it_documents() {
     let lines: Vec<&str> = text.lines().collect();
     let (_, newest, _) = run(&["audit", "query", log, "--format", "json", "--limit", "2"]);
     assert_eq!(newest, format!("{}\n{}\n", lines[4], lines[5]));
+    let (_, table, note) = run(&["audit", "query", log, "--limit", "2"]);
+    assert_eq!(table.lines().count(), 3, "{table}");
+    assert_eq!(
+        note,
+        "the newest 2 records, older ones left out by --limit\n"
+    );
+    let (_, _, note) = run(&["audit", "query", log, "--limit", "6"]);
+    assert_eq!(note, "6 records\n");
     let id = serde_json::from_str::<serde_json::Value>(lines[3]).unwrap()["id"]
         .as_str()
         .unwrap()
