@@ -63,7 +63,8 @@ pub enum GrantError {
 /// Whether `manager` is `user`'s manager or above them in the directory.
 pub fn manages(dir: &Directory, manager: &str, user: &str) -> bool {
     let mut current = dir.get(user).and_then(|u| u.manager.clone());
-    // The directory comes from an HR export: a cycle must not hang the gateway.
+    // The directory refuses manager cycles when it loads (identify::user); the bound stays, so a
+    // directory built some other way can still never hang the gateway.
     for _ in 0..64 {
         match current {
             Some(m) if m == manager => return true,
@@ -264,15 +265,5 @@ mod tests {
             ),
             Ok(())
         );
-    }
-
-    #[test]
-    fn a_manager_cycle_terminates() {
-        let d = Directory::parse(
-            "[[users]]\nid = \"a\"\nmanager = \"b\"\n[[users]]\nid = \"b\"\nmanager = \"a\"\n",
-        )
-        .unwrap();
-        assert!(!manages(&d, "z", "a"));
-        assert!(manages(&d, "b", "a"));
     }
 }

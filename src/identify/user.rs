@@ -93,6 +93,7 @@ impl Directory {
     pub fn parse(text: &str) -> Result<Directory, String> {
         let raw: RawDirectory = toml::from_str(text).map_err(|e| e.to_string())?;
         let mut dir = Directory::default();
+        let order: Vec<String> = raw.users.iter().map(|u| u.id.clone()).collect();
         for (i, u) in raw.users.into_iter().enumerate() {
             if u.id.is_empty() {
                 return Err(format!("users[{i}].id is empty; give every user an id"));
@@ -140,7 +141,38 @@ impl Directory {
                 },
             );
         }
+        dir.check_managers(&order)?;
         Ok(dir)
+    }
+
+    /// Every `manager` names someone in the file, and following managers upwards ends at someone
+    /// with none. A manager who does not exist, or a cycle, would leave a report that nobody can
+    /// grant an exemption to, or everyone in the loop "above" everyone else.
+    fn check_managers(&self, order: &[String]) -> Result<(), String> {
+        for (i, id) in order.iter().enumerate() {
+            let Some(manager) = self.users.get(id).and_then(|u| u.manager.as_deref()) else {
+                continue;
+            };
+            if !self.users.contains_key(manager) {
+                return Err(format!(
+                    "users[{i}].manager = {manager:?}: no user with that id in this file; add them or fix the id"
+                ));
+            }
+            let mut chain = vec![id.as_str()];
+            let mut current = Some(manager);
+            while let Some(m) = current {
+                if chain.contains(&m) {
+                    chain.push(m);
+                    return Err(format!(
+                        "users[{i}].manager: a manager cycle ({}); the chain of managers must end at someone with no manager",
+                        chain.join(" -> ")
+                    ));
+                }
+                chain.push(m);
+                current = self.users.get(m).and_then(|u| u.manager.as_deref());
+            }
+        }
+        Ok(())
     }
 
     pub fn get(&self, id: &str) -> Option<&User> {
@@ -227,12 +259,31 @@ impl Identity {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthFailure {
     /// No credential and config requires one.
     Missing,
-    /// A credential that matches nobody.
-    Wrong,
+    /// A credential that matches nobody. `user` is the name a `Basic` credential tried (never
+    /// the token), so a reviewer sees whose account was tried, not `anonymous`.
+    Wrong { user: Option<Arc<str>> },
+}
+
+/// The longest tried user name kept for the record: it is whatever the client sent.
+const MAX_TRIED_USER: usize = 128;
+
+/// The user name of a `Basic` credential, whatever the token. `Bearer` carries none.
+fn tried_user(header: &str) -> Option<Arc<str>> {
+    let (scheme, rest) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let decoded = String::from_utf8_lossy(&decoded);
+    let (user, _token) = decoded.split_once(':')?;
+    let user: String = user.chars().take(MAX_TRIED_USER).collect();
+    (!user.is_empty()).then(|| Arc::from(user))
 }
 
 /// Decide who is behind a request: credentials first, then the source address, else anonymous.
@@ -249,7 +300,9 @@ pub fn resolve(
         return dir
             .authenticate(value)
             .map(|u| Identity::of(u, IdentitySource::ProxyAuth))
-            .ok_or(AuthFailure::Wrong);
+            .ok_or_else(|| AuthFailure::Wrong {
+                user: tried_user(value),
+            });
     }
     if require_auth {
         return Err(AuthFailure::Missing);
@@ -332,7 +385,42 @@ mod tests {
         );
         assert_eq!(
             resolve(&d, &map, false, Some("Bearer nope"), ip).unwrap_err(),
-            AuthFailure::Wrong
+            AuthFailure::Wrong { user: None }
+        );
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("alice:wrong")
+        );
+        assert_eq!(
+            resolve(&d, &map, false, Some(&basic), ip).unwrap_err(),
+            AuthFailure::Wrong {
+                user: Some(Arc::from("alice"))
+            }
+        );
+    }
+
+    #[test]
+    fn managers_exist_and_end_somewhere() {
+        let err =
+            Directory::parse("[[users]]\nid = \"a\"\n[[users]]\nid = \"b\"\nmanager = \"zed\"\n")
+                .unwrap_err();
+        assert_eq!(
+            err,
+            "users[1].manager = \"zed\": no user with that id in this file; add them or fix the id"
+        );
+        let err = Directory::parse(
+            "[[users]]\nid = \"a\"\nmanager = \"b\"\n[[users]]\nid = \"b\"\nmanager = \"c\"\n[[users]]\nid = \"c\"\nmanager = \"b\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "users[0].manager: a manager cycle (a -> b -> c -> b); the chain of managers must end at someone with no manager"
+        );
+        let err = Directory::parse("[[users]]\nid = \"a\"\nmanager = \"a\"\n").unwrap_err();
+        assert!(err.contains("(a -> a)"), "{err}");
+        assert!(
+            Directory::parse("[[users]]\nid = \"a\"\nmanager = \"b\"\n[[users]]\nid = \"b\"\n")
+                .is_ok()
         );
     }
 

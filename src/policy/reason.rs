@@ -39,8 +39,10 @@ pub enum Reason {
     /// connection, or sent an alert (`unknown_ca`, `bad_certificate`: it does not trust the
     /// aigate CA). Recorded with `action = abandoned`: aigate refused nothing.
     ClientClosedTls,
-    /// Proxy authentication was required, missing or wrong.
+    /// Proxy authentication was required and missing.
     ProxyAuth,
+    /// A proxy credential that matches nobody; the record's `user` is the name it tried.
+    ProxyAuthWrong,
     /// Too many connections, overall or from this client address.
     ConnectionLimit,
     /// The destination resolved to an internal address (loopback, link-local, private, …) that
@@ -78,6 +80,7 @@ impl Reason {
             Reason::TlsHandshake => "tls_handshake",
             Reason::ClientClosedTls => "client_closed_tls",
             Reason::ProxyAuth => "proxy_auth",
+            Reason::ProxyAuthWrong => "proxy_auth_wrong",
             Reason::ConnectionLimit => "connection_limit",
             Reason::DestinationDenied => "destination_denied",
             Reason::ClientDenied => "client_denied",
@@ -109,7 +112,8 @@ impl Reason {
             Reason::ClientClosedTls => {
                 "the client ended its TLS handshake with the gateway; if it sent unknown_ca or bad_certificate, it does not trust the aigate CA"
             }
-            Reason::ProxyAuth => "proxy authentication failed",
+            Reason::ProxyAuth => "proxy authentication is required",
+            Reason::ProxyAuthWrong => "the proxy credentials were not accepted",
             Reason::ConnectionLimit => "too many connections",
             Reason::DestinationDenied => {
                 "the destination is an internal address the gateway does not reach for clients"

@@ -12,6 +12,7 @@ use super::accept::{record, refuse};
 use crate::audit::Kind;
 use crate::config::Config;
 use crate::identify::Identity;
+use crate::identify::user::IdentitySource;
 use crate::identify::user::{self, AuthFailure};
 use crate::policy::Reason;
 use crate::tls::upstream::ProxyBody;
@@ -41,31 +42,35 @@ pub(super) async fn auth_refusal(
     port: u16,
     failure: AuthFailure,
 ) -> Response<ProxyBody> {
-    let (id, mut guard) = record(
-        shared,
-        Kind::Tunnel,
-        peer,
-        &Identity::anonymous(),
-        host,
-        port,
-    );
-    guard.rec().error = Some(match failure {
-        AuthFailure::Missing => "proxy_auth_missing".into(),
-        AuthFailure::Wrong => "proxy_auth_wrong".into(),
-    });
-    let text = match failure {
-        AuthFailure::Missing => {
-            "aigate: proxy authentication required; set your proxy URL to http://USER:TOKEN@host:port"
-        }
-        AuthFailure::Wrong => {
-            "aigate: proxy credentials not accepted; check the user and token in your proxy URL"
-        }
+    // A wrong credential is recorded under the name it tried (not authenticated: the reason says
+    // so), so "someone is guessing alice's token" is visible; the token itself never is.
+    let who = match &failure {
+        AuthFailure::Wrong { user: Some(tried) } => Identity {
+            user: tried.clone(),
+            source: IdentitySource::ProxyAuth,
+            ..Identity::anonymous()
+        },
+        _ => Identity::anonymous(),
     };
+    let (id, mut guard) = record(shared, Kind::Tunnel, peer, &who, host, port);
+    let (code, reason, text) = match failure {
+        AuthFailure::Missing => (
+            "proxy_auth_missing",
+            Reason::ProxyAuth,
+            "aigate: proxy authentication required; set your proxy URL to http://USER:TOKEN@host:port",
+        ),
+        AuthFailure::Wrong { .. } => (
+            "proxy_auth_wrong",
+            Reason::ProxyAuthWrong,
+            "aigate: proxy credentials not accepted; check the user and token in your proxy URL",
+        ),
+    };
+    guard.rec().error = Some(code.into());
     refuse(
         guard,
         &id,
         StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-        Reason::ProxyAuth,
+        reason,
         None,
         text,
     )

@@ -10,7 +10,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::json;
 
 use crate::config::ErrorFormat;
-use crate::policy::{Decision, Reason};
+use crate::policy::{Decision, Reason, Rule};
 use crate::tls::upstream::ProxyBody;
 
 // Names built once: inserting by `&str` would allocate a copy of the name on every response.
@@ -67,6 +67,9 @@ pub struct DenyContext<'a> {
     pub user: &'a str,
     pub vendor_name: &'a str,
     pub exemption_url: &'a str,
+    /// The rule that decided, so the message says what it is about (a tool, a vendor, a
+    /// workflow, people), not what some other rule would be about.
+    pub rule: Option<&'a Rule>,
 }
 
 /// The sentence an engineer reads in their terminal.
@@ -74,10 +77,8 @@ pub fn message(decision: &Decision, ctx: &DenyContext<'_>) -> String {
     let mut m = format!("aigate blocked this call to {}: ", ctx.vendor_name);
     match (decision.reason, &decision.rule) {
         (Reason::RuleMatched, Some(rule)) => {
-            m.push_str(&format!(
-                "{} is not allowed in workflow \"{}\" (rule \"{}\"",
-                ctx.tool_name, ctx.workflow, rule
-            ));
+            m.push_str(&forbidden(ctx));
+            m.push_str(&format!(" (rule \"{rule}\""));
             if let Some(d) = &decision.description {
                 m.push_str(": ");
                 m.push_str(d);
@@ -93,7 +94,8 @@ pub fn message(decision: &Decision, ctx: &DenyContext<'_>) -> String {
             m.push('.');
         }
     }
-    m.push_str(&format!(" Reason: {}.", decision.reason));
+    // The reason code stays out of the sentence (it is in `x-aigate-reason` and the record):
+    // an engineer reads words, a reviewer greps codes.
     if decision.exemptable {
         if ctx.exemption_url.is_empty() {
             m.push_str(" To use it anyway, ask your manager for a time-boxed exemption and quote the request id.");
@@ -107,6 +109,32 @@ pub fn message(decision: &Decision, ctx: &DenyContext<'_>) -> String {
         m.push_str(" This rule allows no exemptions; contact IT if you believe this is wrong.");
     }
     m.push_str(&format!(" Request id: {}.", ctx.request_id));
+    m
+}
+
+/// What the deciding rule forbids, from the conditions it actually has: the tool when it names
+/// tools, the vendor's calls when it names only vendors, then the model, workflow and people
+/// conditions it adds. A rule on a whole vendor never talks about a workflow.
+fn forbidden(ctx: &DenyContext<'_>) -> String {
+    let Some(rule) = ctx.rule else {
+        return "a policy rule does not allow this call".to_string();
+    };
+    let mut m = if rule.tools.is_some() {
+        format!("{} is not allowed", ctx.tool_name)
+    } else if rule.vendors.is_some() {
+        format!("calls to {} are not allowed", ctx.vendor_name)
+    } else {
+        "this call is not allowed".to_string()
+    };
+    if rule.models.is_some() {
+        m.push_str(" with this model");
+    }
+    if rule.workflows.is_some() {
+        m.push_str(&format!(" in workflow \"{}\"", ctx.workflow));
+    }
+    if rule.users.is_some() || rule.groups.is_some() {
+        m.push_str(&format!(" for user \"{}\"", ctx.user));
+    }
     m
 }
 
@@ -337,7 +365,65 @@ mod tests {
             user: "alice smith",
             vendor_name: "Anthropic",
             exemption_url: "https://it.example/ex?tool={tool}&rule={rule}&user={user}&req={request_id}",
+            rule: None,
         }
+    }
+
+    fn rule(tools: bool, vendors: bool, workflows: bool) -> Rule {
+        let some = |on: bool, v: &str| on.then(|| vec![v.to_string()]);
+        Rule {
+            name: Arc::from("ban"),
+            description: None,
+            action: Action::Block,
+            exemptable: false,
+            tools: some(tools, "claude-code"),
+            vendors: some(vendors, "anthropic"),
+            workflows: some(workflows, "untagged"),
+            users: None,
+            groups: None,
+            models: None,
+        }
+    }
+
+    /// Issue 18: a rule that blocks a whole vendor said "not allowed in workflow "untagged"", and
+    /// every message showed engineers the raw code "Reason: rule_matched".
+    #[test]
+    fn the_message_is_worded_from_what_decided() {
+        let d = Decision {
+            action: Action::Block,
+            reason: Reason::RuleMatched,
+            rule: Some(Arc::from("ban")),
+            description: None,
+            exemption: None,
+            exemptable: false,
+        };
+        let said = |r: Rule| {
+            let mut c = ctx();
+            c.request_id = "r-2";
+            c.rule = Some(&r);
+            message(&d, &c)
+        };
+        assert_eq!(
+            said(rule(false, true, false)),
+            "aigate blocked this call to Anthropic: calls to Anthropic are not allowed (rule \"ban\"). This rule allows no exemptions; contact IT if you believe this is wrong. Request id: r-2."
+        );
+        assert!(said(rule(true, false, false)).starts_with(
+            "aigate blocked this call to Anthropic: Claude Code is not allowed (rule \"ban\")."
+        ),);
+        assert!(
+            said(rule(false, true, true)).starts_with(
+                "aigate blocked this call to Anthropic: calls to Anthropic are not allowed in workflow \"untagged\" (rule"
+            ),
+        );
+        let mut people = rule(false, false, false);
+        people.groups = Some(vec!["contractors".into()]);
+        assert!(said(people).contains(": this call is not allowed for user \"alice smith\" (rule"),);
+        let refused = message(&Decision::refused(Reason::PlainHttpVendor), &ctx());
+        assert_eq!(
+            refused,
+            "aigate blocked this call to Anthropic: AI vendor hosts may only be reached over HTTPS. Request id: r-1."
+        );
+        assert!(!said(rule(true, true, true)).contains("rule_matched"));
     }
 
     #[test]
@@ -350,9 +436,12 @@ mod tests {
             exemption: None,
             exemptable: true,
         };
+        let r = rule(true, false, true);
+        let mut c = ctx();
+        c.rule = Some(&r);
         assert_eq!(
-            message(&d, &ctx()),
-            "aigate blocked this call to Anthropic: Claude Code is not allowed in workflow \"untagged\" (rule \"ban\": rival tools stay out of our code). Reason: rule_matched. To request a time-boxed exemption, ask your manager via https://it.example/ex?tool=claude-code&rule=ban&user=alice%20smith&req=r-1 Request id: r-1."
+            message(&d, &c),
+            "aigate blocked this call to Anthropic: Claude Code is not allowed in workflow \"untagged\" (rule \"ban\": rival tools stay out of our code). To request a time-boxed exemption, ask your manager via https://it.example/ex?tool=claude-code&rule=ban&user=alice%20smith&req=r-1 Request id: r-1."
         );
     }
 

@@ -296,6 +296,7 @@ pub async fn handle(
             user: &conn.identity.user,
             vendor_name: &conn.vendor.name,
             exemption_url: "",
+            rule: None,
         };
         let mut resp = deny::deny(format, status, &decision, &ctx);
         if reason == Reason::BadRequest {
@@ -434,6 +435,10 @@ fn route(
             user: &conn.identity.user,
             vendor_name: &conn.vendor.name,
             exemption_url: &cfg.exemption_url,
+            rule: decision
+                .rule
+                .as_deref()
+                .and_then(|name| cfg.policy.rules.iter().find(|r| &*r.name == name)),
         };
         let resp = deny::deny(format, status, &decision, &ctx);
         guard.rec().status = Some(status.as_u16());

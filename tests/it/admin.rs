@@ -787,6 +787,9 @@ async fn doctor_reports_each_check() {
                 "all_proxy",
                 "NO_PROXY",
                 "no_proxy",
+                "NODE_EXTRA_CA_CERTS",
+                "SSL_CERT_FILE",
+                "CODEX_CA_CERTIFICATE",
             ] {
                 cmd.env_remove(v);
             }
@@ -813,7 +816,10 @@ async fn doctor_reports_each_check() {
         "{out}"
     );
     assert_eq!(lines[1], "ok    HTTPS_PROXY points at the gateway");
-    assert!(lines.contains(&"ok    api.anthropic.com resolves"), "{out}");
+    assert!(
+        lines.contains(&"ok    api.anthropic.com resolves on this machine"),
+        "{out}"
+    );
     assert_eq!(
         lines.last().unwrap(),
         &format!("ok    a CONNECT to api.anthropic.com through {proxy} is intercepted by aigate")
@@ -830,4 +836,53 @@ async fn doctor_reports_each_check() {
         "{out}"
     );
     assert!(out.contains("FAIL  NO_PROXY leaves the vendor hosts to the proxy: NO_PROXY exempts .anthropic.com; remove those entries"), "{out}");
+
+    // Issue 18: the quickstart's own method, NODE_EXTRA_CA_CERTS, counts as trusting the CA.
+    let ca = std::path::absolute(env.gateway.ca_cert_path()).unwrap();
+    let (code, out) = run(vec![
+        ("HTTPS_PROXY", format!("http://{proxy}")),
+        ("NODE_EXTRA_CA_CERTS", ca.display().to_string()),
+    ])
+    .await
+    .unwrap();
+    // (The exit code is 1 only for vendor names this sandbox cannot resolve.)
+    let _ = code;
+    assert!(!out.contains("FAIL  the aigate CA"), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "ok    NODE_EXTRA_CA_CERTS holds the aigate CA (Claude Code, Gemini CLI, Copilot CLI, Node SDKs)"
+    );
+    assert_eq!(
+        lines[1],
+        "ok    the aigate CA is trusted through this machine's tool variables: NODE_EXTRA_CA_CERTS (not in the system store: other programs, such as curl, do not trust it)"
+    );
+    // A variable naming some other CA is a failure with its fix.
+    let other = env.dir.path().join("other-ca.pem");
+    std::fs::write(&other, another_ca()).unwrap();
+    let (code, out) = run(vec![
+        ("HTTPS_PROXY", format!("http://{proxy}")),
+        ("SSL_CERT_FILE", other.display().to_string()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "FAIL  SSL_CERT_FILE holds the aigate CA (Python SDKs, Codex CLI): SSL_CERT_FILE={} does not hold this gateway's CA: aigate ca export > {}",
+            other.display(),
+            other.display()
+        )),
+        "{out}"
+    );
+}
+
+/// A PEM certificate that is not the gateway's: a CA generated elsewhere.
+fn another_ca() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = aigate::config::load(None).unwrap();
+    aigate::tls::CertificateAuthority::load_or_create(&cfg.ca, dir.path())
+        .unwrap()
+        .cert_pem()
+        .to_string()
 }

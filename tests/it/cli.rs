@@ -1530,3 +1530,41 @@ async fn audit_query_and_the_admin_api_answer_the_same_records() {
         "{\"error\":\"would_block = \\\"yes\\\": use true or false\"}"
     );
 }
+
+/// Issue 18: a users file whose `manager` names nobody, or whose managers form a cycle, passed
+/// `check`.
+#[test]
+fn check_refuses_a_missing_manager_and_a_manager_cycle() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("aigate.toml");
+    std::fs::write(
+        &cfg,
+        aigate::config::DEFAULT_CONFIG.replace(
+            "# users_file = \"users.toml\"",
+            "users_file = \"users.toml\"",
+        ),
+    )
+    .unwrap();
+    let cases = [
+        (
+            "[[users]]\nid = \"alice\"\nmanager = \"bobb\"\n[[users]]\nid = \"bob\"\n",
+            "users[0].manager = \"bobb\": no user with that id in this file; add them or fix the id",
+        ),
+        (
+            "[[users]]\nid = \"alice\"\nmanager = \"bob\"\n[[users]]\nid = \"bob\"\nmanager = \"alice\"\n",
+            "users[0].manager: a manager cycle (alice -> bob -> alice); the chain of managers must end at someone with no manager",
+        ),
+    ];
+    for (users, message) in cases {
+        std::fs::write(dir.path().join("users.toml"), users).unwrap();
+        let (code, _, stderr) = run(&["check", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(code, 78, "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "identity.users_file = \"users.toml\": users file {}: {message}",
+                dir.path().join("users.toml").display()
+            )),
+            "{stderr}"
+        );
+    }
+}

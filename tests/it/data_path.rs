@@ -460,8 +460,18 @@ async fn proxy_authorization_identifies_the_user_and_is_not_forwarded() {
     assert_eq!(records[0]["user_source"], "proxy_auth");
     assert_eq!(records[0]["workflow"], "docs");
     assert_eq!(records[0]["workflow_source"], "user_default");
-    assert_eq!(records[1]["reason"], "proxy_auth");
+    // Issue 18: a wrong password is recorded under the user name it tried, with its own reason;
+    // the password is nowhere.
+    assert_eq!(records[1]["reason"], "proxy_auth_wrong");
+    assert_eq!(records[1]["user"], "alice");
+    assert_eq!(records[1]["error"], "proxy_auth_wrong");
     assert_eq!(records[1]["status"], 407);
+    assert!(
+        !std::fs::read_to_string(gw.audit().path())
+            .unwrap()
+            .contains("wrong@")
+            && !records[1].to_string().contains(":wrong")
+    );
 }
 
 #[tokio::test]
@@ -507,12 +517,13 @@ async fn plain_http_to_a_vendor_is_refused_and_ip_literals_on_web_ports_too() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-aigate-reason"], "plain_http_vendor");
     let body: serde_json::Value = resp.json().await.unwrap();
     assert!(
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("Reason: plain_http_vendor")
+            .contains("AI vendor hosts may only be reached over HTTPS.")
     );
     for target in [
         "127.0.0.1:443",
@@ -751,11 +762,13 @@ async fn required_proxy_auth_answers_407_and_audits_the_attempt() {
     let records = env.audit_n(2).await;
     assert_eq!(records[0]["error"], "proxy_auth_missing");
     assert_eq!(records[1]["error"], "proxy_auth_wrong");
-    assert!(
-        records
-            .iter()
-            .all(|r| r["reason"] == "proxy_auth" && r["status"] == 407)
+    assert_eq!(records[0]["reason"], "proxy_auth");
+    assert_eq!(records[1]["reason"], "proxy_auth_wrong");
+    assert_eq!(
+        records[1]["user"], "anonymous",
+        "a bearer token names nobody"
     );
+    assert!(records.iter().all(|r| r["status"] == 407));
     assert!(!env.audit_text().contains("not-a-real-token-123"));
 }
 
@@ -1477,4 +1490,42 @@ async fn idle_connections_are_closed_but_not_while_a_request_is_in_flight() {
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "an idle HTTP/1.1 connection is closed");
+}
+
+/// Issue 18: a rule that blocks a whole vendor still said "not allowed in workflow "untagged"",
+/// and showed engineers the raw code "Reason: rule_matched". The message says what decided;
+/// the code stays in the header and the record.
+#[tokio::test]
+async fn a_vendor_wide_block_is_worded_as_one() {
+    let env = TestEnv::builder()
+        .append(
+            "\n[[rules]]\nname = \"no-anthropic\"\naction = \"block\"\nvendors = [\"anthropic\"]\n",
+        )
+        .start()
+        .await;
+    let resp = env
+        .client(false)
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", SDK_UA)
+        .header("x-stainless-lang", "python")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-aigate-reason"], "rule_matched");
+    let id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert_eq!(
+        msg,
+        format!(
+            "aigate blocked this call to Anthropic: calls to Anthropic are not allowed (rule \"no-anthropic\"). This rule allows no exemptions; contact IT if you believe this is wrong. Request id: {id}."
+        )
+    );
+    let records = env.audit().await;
+    assert_eq!(by_id(&records, &id)["reason"], "rule_matched");
 }
