@@ -113,9 +113,16 @@ fn run(arg: &cli::ConfigArg) -> Result<(), CliError> {
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
-        // Before anything is printed: a SIGHUP right after the banner must not kill the process.
+        // Before anything is printed: a SIGHUP right after the banner must not kill the process,
+        // and a SIGTERM right after it must still shut down cleanly (flushing the audit log).
         #[cfg(unix)]
-        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let hup = {
+            use tokio::signal::unix::{SignalKind, signal};
+            (
+                signal(SignalKind::hangup()).ok(),
+                signal(SignalKind::terminate()).ok(),
+            )
+        };
         #[cfg(not(unix))]
         let hup = None::<()>;
         let source = cfg.source.clone();
@@ -138,11 +145,17 @@ fn run(arg: &cli::ConfigArg) -> Result<(), CliError> {
 
 #[cfg(unix)]
 /// Serve until SIGTERM or Ctrl-C; reload the policy on each SIGHUP meanwhile.
-async fn reload_on_sighup(handle: &aigate::AppHandle, hup: Option<tokio::signal::unix::Signal>) {
+async fn reload_on_sighup(
+    handle: &aigate::AppHandle,
+    (hup, term): (
+        Option<tokio::signal::unix::Signal>,
+        Option<tokio::signal::unix::Signal>,
+    ),
+) {
     let Some(mut hup) = hup else {
-        return shutdown_signal().await;
+        return shutdown_signal(term).await;
     };
-    let stop = shutdown_signal();
+    let stop = shutdown_signal(term);
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -157,28 +170,22 @@ async fn reload_on_sighup(handle: &aigate::AppHandle, hup: Option<tokio::signal:
 
 #[cfg(not(unix))]
 async fn reload_on_sighup(_handle: &aigate::AppHandle, _hup: Option<()>) {
-    shutdown_signal().await;
+    let _ = tokio::signal::ctrl_c().await;
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+/// SIGTERM (registered before the banner) or Ctrl-C.
+#[cfg(unix)]
+async fn shutdown_signal(term: Option<tokio::signal::unix::Signal>) {
+    match term {
+        Some(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        None => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
