@@ -59,6 +59,8 @@ pub struct AppHandle {
     /// Following PostgreSQL (exemption sync, audit shipper): stopped with the gateway.
     background: Vec<JoinHandle<()>>,
     store: Arc<ExemptionStore>,
+    /// Folded admin refusals: their summaries are written at shutdown too.
+    refusals: Arc<admin::refusals::RefusalLog>,
 }
 
 impl App {
@@ -152,6 +154,19 @@ impl App {
             config.max_connections,
             config.max_connections_per_client,
         );
+        let nofile = crate::fdlimit::raise_nofile();
+        let admin_cap = crate::fdlimit::admin_cap(config.admin.max_connections, nofile);
+        if admin_cap < config.admin.max_connections {
+            tracing::warn!(
+                nofile,
+                admin_cap,
+                "admin.max_connections is over the admin share of file descriptors; capped"
+            );
+        }
+        let admin_limits = crate::proxy::limits::Limits::new(
+            admin_cap,
+            config.admin.max_connections_per_client.min(admin_cap),
+        );
         let live_config = Arc::new(ArcSwap::from_pointee(config));
         let dialer = Dialer::new(resolver, live_config.clone());
         let client = upstream::client(upstream_tls, dialer.clone());
@@ -171,23 +186,24 @@ impl App {
             limits,
         });
         let task = tokio::spawn(accept::serve(shared.clone(), listener, rx.clone()));
-        let router = admin::router(AdminState {
+        let refusals = Arc::new(admin::refusals::RefusalLog::new());
+        let admin_state = AdminState {
             shared: shared.clone(),
             store: store.clone(),
-        });
-        let mut admin_rx = rx;
-        tokio::spawn(async move {
-            let serve = axum::serve(
-                admin_listener,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = admin_rx.changed().await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "admin API stopped");
-            }
-        });
+            refusals: refusals.clone(),
+        };
+        let router = admin::router(admin_state.clone());
+        tokio::spawn(admin::listener::serve(
+            admin_state,
+            router,
+            admin_listener,
+            admin_limits,
+            rx,
+        ));
+        background.push(tokio::spawn(summarise_refusals(
+            shared.clone(),
+            refusals.clone(),
+        )));
         Ok(AppHandle {
             proxy_addr,
             admin_addr,
@@ -196,7 +212,20 @@ impl App {
             task,
             background,
             store,
+            refusals,
         })
+    }
+}
+
+/// Write the folded admin refusals out, one summary per client, at the end of every window.
+async fn summarise_refusals(shared: Arc<Shared>, refusals: Arc<admin::refusals::RefusalLog>) {
+    let mut tick = tokio::time::interval(admin::refusals::WINDOW);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        for record in refusals.summaries() {
+            shared.audit.submit(record);
+        }
     }
 }
 
@@ -250,6 +279,9 @@ impl AppHandle {
                 open = open(),
                 "drain timeout: closing the remaining connections"
             );
+        }
+        for record in self.refusals.summaries() {
+            self.shared.audit.submit(record);
         }
         self.shared.audit.flush().await;
         for task in &self.background {

@@ -14,7 +14,9 @@
 //! - `host`, `resolve`: host normalisation and name resolution.
 //! - `destination`: which addresses the gateway may dial (internal ranges refused).
 //! - `storage`: PostgreSQL for several replicas: migrations, the audit shipper.
-//! - `admin`: the admin API (axum): exemptions, health.
+//! - `admin`: the admin API (axum) on its own bounded listener: exemptions, health; refusals
+//!   of unauthenticated callers folded into summaries.
+//! - `fdlimit`: the descriptor limit raised at start, and the admin listener's share of it.
 //! - `app`: wiring a `Config` into a running gateway; `cli`: the command line; `table`: its
 //!   aligned, escaped text tables.
 
@@ -28,6 +30,7 @@ pub mod destination;
 pub mod doctor;
 pub mod exemptions;
 pub mod explain;
+pub mod fdlimit;
 pub mod host;
 pub mod identify;
 pub mod metrics;

@@ -79,7 +79,13 @@ pub fn refuse(
     r.action = Action::Block;
     r.reason = Reason::AdminDenied;
     r.status = Some(status.as_u16());
-    state.shared.audit.submit(r);
+    if caller.is_some() {
+        // A known caller with the wrong role: always a record of its own.
+        state.shared.audit.submit(r);
+    } else {
+        // Anyone can send requests without a token: bounded (`refusals`).
+        super::listener::submit_refusal(state, r);
+    }
     error(status, &message)
 }
 

@@ -4,7 +4,9 @@
 
 mod auth;
 mod exemptions;
+pub mod listener;
 mod read;
+pub mod refusals;
 
 use std::sync::Arc;
 
@@ -27,6 +29,8 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct AdminState {
     pub shared: Arc<Shared>,
     pub store: Arc<ExemptionStore>,
+    /// Bounds the records that refusals of unauthenticated callers can write.
+    pub refusals: Arc<refusals::RefusalLog>,
 }
 
 pub fn router(state: AdminState) -> Router {

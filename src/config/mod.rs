@@ -142,6 +142,14 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     pub max_exemption: Duration,
     pub tokens: Vec<AdminToken>,
+    /// Connections the admin listener holds at most; also never more than its share of file
+    /// descriptors (`fdlimit`), so the admin side cannot take the proxy's.
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// A request head must arrive within this (slowloris).
+    pub header_timeout: Duration,
+    /// A connection with nothing in flight this long is closed.
+    pub idle_timeout: Duration,
 }
 
 /// How the process logs (not the audit log).

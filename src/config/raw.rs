@@ -161,6 +161,10 @@ pub struct RawRule {
 pub struct RawAdmin {
     pub listen: Option<String>,
     pub max_exemption: Option<String>,
+    pub max_connections: Option<u64>,
+    pub max_connections_per_client: Option<u64>,
+    pub header_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
     #[serde(default)]
     pub tokens: Vec<RawAdminToken>,
 }

@@ -58,6 +58,10 @@ pub enum Reason {
     ExemptionRevoked,
     /// Admin API: a call without a valid token (401) or without the role for it (403).
     AdminDenied,
+    /// Admin API: refusals of unauthenticated callers over the per-window share of records,
+    /// counted and written as one summary per client ("N refusals from X between T1 and T2",
+    /// `admin.refusals`).
+    AdminRefusalsSummarized,
     /// On start the audit log ended in a torn line (the gateway died mid-write); the line was
     /// cut off and is kept in this record (`kind = admin`, `admin.torn_line`).
     AuditRecovered,
@@ -88,6 +92,7 @@ impl Reason {
             Reason::ExemptionGranted => "exemption_granted",
             Reason::ExemptionRevoked => "exemption_revoked",
             Reason::AdminDenied => "admin_denied",
+            Reason::AdminRefusalsSummarized => "admin_refusals_summarized",
             Reason::AuditRecovered => "audit_recovered",
         }
     }
@@ -125,6 +130,9 @@ impl Reason {
             Reason::ExemptionGranted => "an exemption was granted",
             Reason::ExemptionRevoked => "an exemption was revoked",
             Reason::AdminDenied => "the admin API refused the caller",
+            Reason::AdminRefusalsSummarized => {
+                "the admin API refused this client more often than it gets records of its own; counted here"
+            }
             Reason::AuditRecovered => "the audit log was recovered from a torn write",
         }
     }

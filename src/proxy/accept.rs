@@ -70,6 +70,7 @@ async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAd
     };
     let activity = super::idle::Activity::new();
     let watch = activity.clone();
+    let shared_for_refusal = shared.clone();
     let service = service_fn(move |req| {
         super::idle::handling(
             &activity,
@@ -86,7 +87,23 @@ async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAd
     tokio::pin!(conn);
     let result = super::serve::until_done(conn, draining, &watch, idle_timeout).await;
     if let Err(e) = result {
-        tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
+        if super::serve::refused_by_hyper(&e) {
+            let (_, mut guard) = record(
+                &shared_for_refusal,
+                Kind::Tunnel,
+                peer,
+                &Identity::anonymous(),
+                String::new(),
+                0,
+            );
+            let r = guard.rec();
+            r.action = Action::Block;
+            r.reason = Reason::BadRequest;
+            r.error = Some(format!("http: {e}"));
+            guard.finish();
+        } else {
+            tracing::debug!(client = %peer, error = %e, "client connection ended with an error");
+        }
     }
 }
 

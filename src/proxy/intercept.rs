@@ -57,6 +57,8 @@ pub async fn intercept(
         Scheme::Https,
     ));
     let shared_draining = shared.draining.clone();
+    // For a request hyper refuses before the pipeline sees it.
+    let (refusal, refusal_shared) = (conn.clone(), shared.clone());
     let activity = super::idle::Activity::new();
     let watch = activity.clone();
     let service = service_fn(move |req| {
@@ -89,7 +91,25 @@ pub async fn intercept(
         until_done(conn, shared_draining, &watch, idle_timeout).await
     };
     if let Err(e) = result {
-        tracing::debug!(error = %e, "intercepted connection ended with an error");
+        if super::serve::refused_by_hyper(&e) {
+            let mut record = AuditRecord::new(
+                new_id(),
+                Kind::Request,
+                refusal.client.to_string(),
+                refusal.identity.user.clone(),
+                refusal.host.to_string(),
+                refusal.port,
+            );
+            record.user_source = Some(refusal.identity.source);
+            record.vendor = Some(refusal.vendor.id.clone());
+            record.policy_version = Some(refusal_shared.config.load().version.clone());
+            record.action = Action::Block;
+            record.reason = Reason::BadRequest;
+            record.error = Some(format!("http: {e}"));
+            AuditGuard::new(&refusal_shared, record, Instant::now()).finish();
+        } else {
+            tracing::debug!(error = %e, "intercepted connection ended with an error");
+        }
     }
 }
 

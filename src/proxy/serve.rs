@@ -72,3 +72,12 @@ pub async fn until_done<C: Graceful>(
         }
     }
 }
+
+/// Whether a connection ended because hyper refused a request before any service saw it
+/// (framing it cannot trust: two `Content-Length`s, a `Transfer-Encoding` that is not chunked,
+/// obs-fold, a head over the limit, an HTTP/2 preface on an HTTP/1.1 port). hyper answers those
+/// itself (400, 431, or a close) and aigate never gets a request to record, so the connection's
+/// owner records the refusal from this error.
+pub fn refused_by_hyper(e: &hyper::Error) -> bool {
+    e.is_parse() || e.is_parse_too_large() || e.is_parse_status()
+}

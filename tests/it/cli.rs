@@ -368,9 +368,16 @@ async fn audit_verify_catches_edit_delete_and_swap() {
 
 /// Start the real binary in `dir`; returns it and (proxy, admin) addresses from its banner.
 fn spawn_gateway(dir: &Path) -> (std::process::Child, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_aigate"))
-        .current_dir(dir)
-        .args(["run", "--config", "aigate.toml"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_aigate"));
+    cmd.current_dir(dir)
+        .args(["run", "--config", "aigate.toml"]);
+    spawn_gateway_with(cmd)
+}
+
+/// Start `cmd`, which runs the real binary (perhaps under `prlimit`), with its logs off;
+/// returns it and (proxy, admin) addresses from its banner.
+pub(crate) fn spawn_gateway_with(mut cmd: Command) -> (std::process::Child, String, String) {
+    let mut child = cmd
         .env("RUST_LOG", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -859,7 +866,7 @@ fn client_of(child: &mut std::process::Child, state: &Path) -> reqwest::Client {
 }
 
 /// The env's config with its own state directory, for a binary of its own.
-fn binary_config(env: &TestEnv, name: &str) -> std::path::PathBuf {
+pub(crate) fn binary_config(env: &TestEnv, name: &str) -> std::path::PathBuf {
     let text = std::fs::read_to_string(&env.config_path).unwrap();
     let state = env.dir.path().join("state");
     let text = text.replace(

@@ -2,6 +2,7 @@
 //! real `aigate` binary for the CLI.
 
 mod admin;
+mod admin_limits;
 mod audit_log;
 mod cli;
 mod common;

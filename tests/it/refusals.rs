@@ -135,3 +135,119 @@ async fn a_client_that_ends_its_own_handshake_is_not_a_block() {
     assert_eq!(blocked[0]["reason"], "tls_handshake");
     assert!(env.vendor.requests().is_empty());
 }
+
+/// Requests that hyper refuses before aigate sees them: on the proxy leg, on an intercepted
+/// connection and on the admin leg.
+const HYPER_REFUSES: [(&str, &[u8]); 5] = [
+    (
+        "two Content-Lengths",
+        b"POST http://echo.internal.test:7000/ HTTP/1.1\r\nHost: echo.internal.test:7000\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    ),
+    (
+        "xchunked",
+        b"POST http://echo.internal.test:7000/ HTTP/1.1\r\nHost: echo.internal.test:7000\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+    ),
+    (
+        "obs-fold",
+        b"GET http://echo.internal.test:7000/ HTTP/1.1\r\nHost: echo.internal.test:7000\r\nx-a: b\r\n c\r\n\r\n",
+    ),
+    ("h2c preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+    (
+        "CONNECT with a path",
+        b"CONNECT api.anthropic.com:443/v1/messages HTTP/1.1\r\nHost: api.anthropic.com:443\r\n\r\n",
+    ),
+];
+
+/// Send `bytes` on a fresh connection to `addr`; what comes back until the gateway closes.
+async fn raw_to(addr: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).to_string()
+}
+
+#[tokio::test]
+async fn requests_hyper_refuses_are_recorded_on_the_proxy_leg() {
+    let env = TestEnv::builder().start().await;
+    for (i, (name, bytes)) in HYPER_REFUSES.iter().enumerate() {
+        let got = raw_to(env.gateway.proxy_addr, bytes).await;
+        assert!(
+            got.is_empty() || got.starts_with("HTTP/1.1 4"),
+            "{name}: {got:.200}"
+        );
+        let records = env.audit_n(i + 1).await;
+        assert_eq!(
+            records.len(),
+            i + 1,
+            "{name}: one record each: {records:#?}"
+        );
+        let r = &records[i];
+        assert_eq!(r["action"], "block", "{name}: {r:#}");
+        assert_eq!(r["reason"], "bad_request", "{name}: {r:#}");
+        assert_eq!(r["kind"], "tunnel", "{name}: {r:#}");
+        assert!(
+            r["error"].as_str().unwrap_or("").starts_with("http: "),
+            "{name}: hyper's refusal: {r:#}"
+        );
+    }
+    assert!(env.vendor.requests().is_empty());
+}
+
+#[tokio::test]
+async fn requests_hyper_refuses_are_recorded_on_an_intercepted_connection() {
+    let env = TestEnv::builder().append(ALLOW_SDK).start().await;
+    let cases: [(&str, &[u8]); 3] = [
+        (
+            "two Content-Lengths",
+            b"POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nUser-Agent: Anthropic/Python 0.69.0\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        ),
+        (
+            "xchunked",
+            b"POST /v1/messages HTTP/1.1\r\nHost: api.anthropic.com\r\nUser-Agent: Anthropic/Python 0.69.0\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "obs-fold",
+            b"GET /v1/models HTTP/1.1\r\nHost: api.anthropic.com\r\nx-a: b\r\n c\r\n\r\n",
+        ),
+    ];
+    for (i, (name, bytes)) in cases.iter().enumerate() {
+        let head = intercepted_head(&env, bytes).await;
+        assert!(
+            head.is_empty() || head.starts_with("HTTP/1.1 4"),
+            "{name}: {head:.200}"
+        );
+        let records = env.audit_n(i + 1).await;
+        assert_eq!(
+            records.len(),
+            i + 1,
+            "{name}: one record each: {records:#?}"
+        );
+        let r = &records[i];
+        assert_eq!(r["reason"], "bad_request", "{name}: {r:#}");
+        assert_eq!(r["kind"], "request", "{name}: {r:#}");
+        assert_eq!(r["vendor"], "anthropic", "{name}: {r:#}");
+    }
+    assert!(env.vendor.requests().is_empty());
+}
+
+#[tokio::test]
+async fn requests_hyper_refuses_are_recorded_on_the_admin_leg() {
+    let env = TestEnv::builder().start().await;
+    for (i, (name, bytes)) in HYPER_REFUSES.iter().enumerate() {
+        let got = raw_to(env.gateway.admin_addr, bytes).await;
+        assert!(
+            got.is_empty() || got.starts_with("HTTP/1.1 4"),
+            "{name}: {got:.200}"
+        );
+        let records = env.audit_n(i + 1).await;
+        assert_eq!(
+            records.len(),
+            i + 1,
+            "{name}: one record each: {records:#?}"
+        );
+        let r = &records[i];
+        assert_eq!(r["kind"], "admin", "{name}: {r:#}");
+        assert_eq!(r["reason"], "bad_request", "{name}: {r:#}");
+    }
+}

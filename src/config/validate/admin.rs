@@ -1,4 +1,4 @@
-//! `[admin]`: the listener, the longest exemption, bearer tokens and their roles.
+//! `[admin]`: the listener and its limits, the longest exemption, bearer tokens and their roles.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -76,9 +76,45 @@ pub(super) fn admin(p: &mut Problems, raw: &RawAdmin) -> AdminConfig {
             hash: hash.to_ascii_lowercase(),
         });
     }
+    let max_connections = raw.max_connections.unwrap_or(256);
+    if max_connections == 0 {
+        p.push(
+            "admin.max_connections",
+            Some("0".into()),
+            "must be at least 1",
+        );
+    }
+    let max_per_client = raw.max_connections_per_client.unwrap_or(16);
+    if max_per_client == 0 || max_per_client > max_connections {
+        p.push(
+            "admin.max_connections_per_client",
+            Some(max_per_client.to_string()),
+            format!("must be between 1 and admin.max_connections ({max_connections})"),
+        );
+    }
+    let header_timeout = duration(
+        p,
+        "admin.header_timeout",
+        raw.header_timeout.as_deref(),
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        Duration::from_secs(600),
+    );
+    let idle_timeout = duration(
+        p,
+        "admin.idle_timeout",
+        raw.idle_timeout.as_deref(),
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        Duration::from_secs(3600),
+    );
     AdminConfig {
         listen,
         max_exemption,
         tokens,
+        max_connections: max_connections as usize,
+        max_connections_per_client: max_per_client as usize,
+        header_timeout,
+        idle_timeout,
     }
 }

@@ -1,0 +1,186 @@
+//! The admin listener: its own accept loop rather than `axum::serve`, so that the admin side
+//! cannot knock the gateway over (issue 15: 19,990 idle connections took every file
+//! descriptor and the proxy stopped accepting; a 1 byte/s slowloris stayed open).
+//!
+//! - At most `admin.max_connections` connections, and never more than the admin share of the
+//!   descriptor limit (`fdlimit`): the rest is the proxy's. At most
+//!   `admin.max_connections_per_client` from one address.
+//! - A request head must arrive within `admin.header_timeout`; a connection with nothing in
+//!   flight for `admin.idle_timeout` is closed.
+//! - A connection over a limit, and a request hyper refuses before the router sees it (two
+//!   `Content-Length`s, `xchunked`, obs-fold, not HTTP/1.1), is audited like a 401: through the
+//!   refusal log, which bounds what an outsider can write.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tower_service::Service;
+
+use super::AdminState;
+use crate::audit::{AuditRecord, Kind};
+use crate::policy::{Action, Reason};
+use crate::proxy::limits::{LimitHit, Limits};
+use crate::proxy::{MAX_HEADER_BYTES, idle, new_id, serve};
+
+pub async fn serve(
+    state: AdminState,
+    router: Router,
+    listener: TcpListener,
+    limits: Arc<Limits>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(connection(state.clone(), router.clone(), limits.clone(), stream, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            },
+            _ = crate::proxy::until_draining(&mut shutdown) => break,
+        }
+    }
+}
+
+async fn connection(
+    state: AdminState,
+    router: Router,
+    limits: Arc<Limits>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let _slot = match limits.acquire(peer.ip()) {
+        Ok(slot) => slot,
+        Err(hit) => return over_limit(&state, stream, peer, hit),
+    };
+    let (header_timeout, idle_timeout) = {
+        let cfg = state.shared.config.load();
+        (cfg.admin.header_timeout, cfg.admin.idle_timeout)
+    };
+    let activity = idle::Activity::new();
+    let watch = activity.clone();
+    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let token = activity.begin();
+        let answer = router.clone().call(req);
+        async move {
+            let Ok(resp) = answer.await;
+            Ok::<_, Infallible>(resp.map(|inner| Tracked {
+                inner,
+                _token: token,
+            }))
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let draining = state.shared.draining.clone();
+    if let Err(e) = serve::until_done(conn, draining, &watch, idle_timeout).await {
+        if serve::refused_by_hyper(&e) {
+            let mut r = refusal(peer, Reason::BadRequest, 400);
+            r.error = Some(format!("http: {e}"));
+            submit_refusal(&state, r);
+        } else {
+            tracing::debug!(client = %peer, error = %e, "admin connection ended with an error");
+        }
+    }
+}
+
+/// Over a limit: a 503 naming it if the socket takes it at once, then closed. Nothing waits on
+/// the client, so a flood costs a descriptor only for the moment of the accept.
+fn over_limit(state: &AdminState, stream: TcpStream, peer: SocketAddr, hit: LimitHit) {
+    let text = match hit {
+        LimitHit::PerClient(n) => format!(
+            "aigate admin API: too many connections from {} (limit {n}, admin.max_connections_per_client)\n",
+            peer.ip()
+        ),
+        LimitHit::Total(n) => {
+            format!("aigate admin API: at its connection limit ({n}, admin.max_connections)\n")
+        }
+    };
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{text}",
+        text.len()
+    );
+    let _ = stream.try_write(head.as_bytes());
+    drop(stream);
+    let mut r = refusal(peer, Reason::ConnectionLimit, 503);
+    r.error = Some(text.trim_end().to_string());
+    submit_refusal(state, r);
+}
+
+/// A record of an admin-leg refusal of a caller who did not authenticate.
+pub(super) fn refusal(peer: SocketAddr, reason: Reason, status: u16) -> AuditRecord {
+    let mut r = AuditRecord::new(
+        new_id(),
+        Kind::Admin,
+        peer.to_string(),
+        "anonymous".into(),
+        String::new(),
+        0,
+    );
+    r.action = Action::Block;
+    r.reason = reason;
+    r.status = Some(status);
+    r
+}
+
+/// Write the record, or count it towards its client's summary (`refusals`).
+pub(super) fn submit_refusal(state: &AdminState, record: AuditRecord) {
+    let ip = record
+        .client
+        .parse::<SocketAddr>()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let status = record.status.unwrap_or(0);
+    if state.refusals.admit(ip, status, SystemTime::now()) {
+        state.shared.audit.submit(record);
+    }
+}
+
+/// An answer's body, keeping its request in flight (for `admin.idle_timeout`) until it is sent.
+struct Tracked {
+    inner: axum::body::Body,
+    _token: idle::InFlight,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,257 @@
+//! Refusals of callers who did not authenticate (a 401, a request hyper could not parse, a
+//! connection over the admin limits) are audited, but an outsider must not be able to grow the
+//! log at the rate they can send requests: 3,000 such calls wrote 3,000 records (issue 15), and
+//! with `fail_closed` a full disk stops all vendor traffic.
+//!
+//! So, per window of `WINDOW`: each client (an IPv4 address, or an IPv6 /64) gets at most
+//! `PER_CLIENT` records of its own, and all clients together at most `TOTAL`. Whatever is over
+//! is counted, and at the end of the window each client with a count gets one summary record,
+//! "N refusals from X between T1 and T2" (`reason = admin_refusals_summarized`). Counts are kept
+//! for at most `TRACKED` clients; beyond them, refusals are summed in one record for
+//! `client = "*"`. A window therefore writes at most `TOTAL + TRACKED + 1` records, whatever
+//! the traffic (docs/security.md, docs/admin-api.md).
+//!
+//! Refusals of authenticated callers (403: the wrong role) are not folded: the caller is known.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use serde_json::json;
+
+use crate::audit::{AuditRecord, Kind};
+use crate::policy::{Action, Reason};
+use crate::proxy::new_id;
+
+/// How often counts are written out as summaries, and how long the per-window limits last.
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// Records of its own that one client can cause per window.
+pub const PER_CLIENT: u32 = 10;
+/// Records of their own that all clients together can cause per window.
+pub const TOTAL: u32 = 60;
+/// Clients whose folded refusals are counted one by one; the rest share one summary.
+pub const TRACKED: usize = 64;
+
+/// The client a refusal is counted against: an IPv4 address, or an IPv6 /64 (one host can hold
+/// a whole /64 and would otherwise get `PER_CLIENT` records per address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    V4(std::net::Ipv4Addr),
+    V6Prefix(Ipv6Addr),
+}
+
+impl Source {
+    pub fn of(ip: IpAddr) -> Source {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => Source::V4(v4),
+            IpAddr::V6(v6) => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                Source::V6Prefix(Ipv6Addr::from(bits))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::V4(ip) => write!(f, "{ip}"),
+            Source::V6Prefix(ip) => write!(f, "{ip}/64"),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Tally {
+    refusals: u64,
+    first: SystemTime,
+    last: SystemTime,
+    /// By HTTP status (401, 400, 503, …): what the refused calls were answered.
+    statuses: HashMap<u16, u64>,
+}
+
+impl Tally {
+    fn new(now: SystemTime) -> Tally {
+        Tally {
+            refusals: 0,
+            first: now,
+            last: now,
+            statuses: HashMap::new(),
+        }
+    }
+
+    fn add(&mut self, status: u16, now: SystemTime) {
+        self.refusals += 1;
+        self.last = now;
+        *self.statuses.entry(status).or_insert(0) += 1;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Window {
+    written: u32,
+    written_by: HashMap<Source, u32>,
+    folded: HashMap<Source, Tally>,
+    others: Option<Tally>,
+}
+
+/// The per-window counts (see the module comment).
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    window: Mutex<Window>,
+}
+
+impl RefusalLog {
+    pub fn new() -> RefusalLog {
+        RefusalLog::default()
+    }
+
+    /// Whether a refusal of `ip`, answered `status`, gets a record of its own. If not, it is
+    /// counted towards the client's summary.
+    pub fn admit(&self, ip: IpAddr, status: u16, now: SystemTime) -> bool {
+        let source = Source::of(ip);
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = w.written_by.get(&source).copied().unwrap_or(0);
+        if mine < PER_CLIENT && w.written < TOTAL {
+            w.written += 1;
+            w.written_by.insert(source, mine + 1);
+            return true;
+        }
+        let tracked = w.folded.len();
+        match w.folded.get_mut(&source) {
+            Some(t) => t.add(status, now),
+            None if tracked < TRACKED => {
+                let mut t = Tally::new(now);
+                t.add(status, now);
+                w.folded.insert(source, t);
+            }
+            None => w
+                .others
+                .get_or_insert_with(|| Tally::new(now))
+                .add(status, now),
+        }
+        false
+    }
+
+    /// The summary records of the window that ends now, and a fresh window.
+    pub fn summaries(&self) -> Vec<AuditRecord> {
+        let w = std::mem::take(&mut *self.window.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut out: Vec<AuditRecord> = w
+            .folded
+            .into_iter()
+            .map(|(source, t)| summary(&source.to_string(), t))
+            .collect();
+        if let Some(t) = w.others {
+            out.push(summary("*", t));
+        }
+        out
+    }
+}
+
+fn summary(from: &str, t: Tally) -> AuditRecord {
+    let time = |at: SystemTime| humantime::format_rfc3339_millis(at).to_string();
+    let mut r = AuditRecord::new(
+        new_id(),
+        Kind::Admin,
+        from.to_string(),
+        "anonymous".into(),
+        String::new(),
+        0,
+    );
+    let (first, last) = (time(t.first), time(t.last));
+    let mut statuses: Vec<(u16, u64)> = t.statuses.into_iter().collect();
+    statuses.sort_unstable();
+    let statuses: serde_json::Map<String, serde_json::Value> = statuses
+        .into_iter()
+        .map(|(status, n)| (status.to_string(), json!(n)))
+        .collect();
+    r.action = Action::Block;
+    r.reason = Reason::AdminRefusalsSummarized;
+    r.error = Some(format!(
+        "{} refusals from {from} between {first} and {last}",
+        t.refusals
+    ));
+    r.duration_ms = t
+        .last
+        .duration_since(t.first)
+        .unwrap_or_default()
+        .as_secs_f64()
+        * 1000.0;
+    r.admin = Some(json!({
+        "refusals": t.refusals,
+        "from": from,
+        "first": first,
+        "last": last,
+        "statuses": statuses,
+    }));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn one_client_gets_its_share_then_one_summary() {
+        let log = RefusalLog::new();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let admitted = (0..1000)
+            .filter(|i| log.admit(ip("192.0.2.7"), 401, t0 + Duration::from_millis(*i)))
+            .count();
+        assert_eq!(admitted, PER_CLIENT as usize);
+        let s = log.summaries();
+        assert_eq!(s.len(), 1);
+        let a = s[0].admin.as_ref().unwrap();
+        assert_eq!(a["refusals"], 1000 - u64::from(PER_CLIENT));
+        assert_eq!(a["from"], "192.0.2.7");
+        assert_eq!(a["statuses"]["401"], 1000 - u64::from(PER_CLIENT));
+        assert_eq!(s[0].reason, Reason::AdminRefusalsSummarized);
+        assert!(
+            s[0].error
+                .as_deref()
+                .unwrap()
+                .starts_with("990 refusals from 192.0.2.7 between 2027-01-15T08:00:00.010Z and ")
+        );
+        // A new window: the client has its share again, and nothing is left to summarise.
+        assert!(log.admit(ip("192.0.2.7"), 401, t0));
+        assert!(log.summaries().is_empty());
+    }
+
+    #[test]
+    fn many_clients_are_bounded_in_total() {
+        let log = RefusalLog::new();
+        let now = SystemTime::now();
+        let mut admitted = 0;
+        for host in 0..1000u32 {
+            let addr = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + host));
+            for _ in 0..3 {
+                admitted += usize::from(log.admit(addr, 401, now));
+            }
+        }
+        assert_eq!(admitted, TOTAL as usize);
+        let s = log.summaries();
+        assert_eq!(s.len(), TRACKED + 1);
+        let folded: u64 = s
+            .iter()
+            .map(|r| r.admin.as_ref().unwrap()["refusals"].as_u64().unwrap())
+            .sum();
+        assert_eq!(folded as usize + admitted, 3000);
+        assert!(s.iter().any(|r| r.client == "*"));
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64() {
+        let log = RefusalLog::new();
+        let now = SystemTime::now();
+        let admitted = (0..100u16)
+            .filter(|i| log.admit(ip(&format!("2001:db8:0:1::{i:x}")), 401, now))
+            .count();
+        assert_eq!(admitted, PER_CLIENT as usize);
+        assert_eq!(log.summaries()[0].client, "2001:db8:0:1::/64");
+    }
+}
