@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{AdminState, auth, error};
-use crate::audit::query::{Filter, newest_first};
+use crate::audit::query::{Filter, Output, newest_first, summarize_file};
 use crate::config::Role;
 use crate::exemptions::grant::manages;
 use crate::explain::{ExplainRequest, explain};
@@ -26,7 +26,7 @@ const MAX_PAGE: usize = 1000;
 
 /// `GET /v1/audit?action=block&since=24h&limit=50&cursor=…`: the filters are those of
 /// `aigate audit query`, parsed by the same `Filter::parse`; `limit` and `cursor` page the
-/// answer, newest first.
+/// answer, newest first. With `group_by=user,rule` the answer is counts, as `--group-by` prints.
 ///
 /// An admin or auditor sees every record. A manager sees only the records of the people below
 /// them in the directory (their reports, and theirs, along the `manager` chain): enough to look
@@ -54,6 +54,7 @@ pub async fn audit(
     };
     let mut limit = 100;
     let mut cursor = None;
+    let mut group_by = None;
     let mut filters = Vec::new();
     for (name, value) in &params {
         match name.as_str() {
@@ -75,8 +76,18 @@ pub async fn audit(
                     );
                 }
             },
+            "group_by" => match Output::parse_group_by(value) {
+                Ok(fields) => group_by = Some(fields),
+                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("group_by: {e}")),
+            },
             _ => filters.push((name.as_str(), value.as_str())),
         }
+    }
+    if group_by.is_some() && cursor.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "cursor pages records; a group_by answer is one page (use limit for more groups)",
+        );
     }
     let mut filter = match Filter::parse(filters, state.shared.clock.now()) {
         Ok(f) => f,
@@ -87,6 +98,9 @@ pub async fn audit(
     }
     // Make what was submitted so far readable before answering.
     state.shared.audit.flush().await;
+    if let Some(fields) = group_by {
+        return summary(&state, filter, fields, limit).await;
+    }
     if let Some(db) = state.store.db().filter(|db| db.cfg.audit) {
         // Every replica's records; the newest arrive within the shipper's 200 ms poll.
         return match crate::storage::audit::newest_first(db, &filter, cursor, limit).await {
@@ -111,6 +125,44 @@ pub async fn audit(
             &format!("cannot read the audit log: {e}"),
         ),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the audit reader failed"),
+    }
+}
+
+/// `group_by`: counts over every matching record (not a page), largest first, `limit` groups.
+async fn summary(
+    state: &AdminState,
+    filter: Filter,
+    group_by: Vec<&'static str>,
+    limit: usize,
+) -> Response {
+    let groups = if let Some(db) = state.store.db().filter(|db| db.cfg.audit) {
+        crate::storage::audit::summarize(db, &filter, group_by, limit)
+            .await
+            .map_err(|e| {
+                error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("cannot read the audit table: {e}"),
+                )
+            })
+    } else {
+        let path = state.shared.audit.path().to_path_buf();
+        match tokio::task::spawn_blocking(move || summarize_file(&path, &filter, group_by, limit))
+            .await
+        {
+            Ok(Ok(groups)) => Ok(groups),
+            Ok(Err(e)) => Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot read the audit log: {e}"),
+            )),
+            Err(_) => Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the audit reader failed",
+            )),
+        }
+    };
+    match groups {
+        Ok(groups) => Json(json!({ "groups": groups })).into_response(),
+        Err(response) => response,
     }
 }
 

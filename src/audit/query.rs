@@ -412,7 +412,10 @@ pub fn run(
     };
     // With a limit only the newest matches are kept: a bounded window, not the whole log.
     let mut window: VecDeque<Entry> = VecDeque::new();
-    let mut counts: HashMap<Vec<String>, u64> = HashMap::new();
+    let mut summary = match output {
+        Output::Summary { group_by, .. } => Some(Summary::new(group_by.clone())),
+        Output::Records { .. } => None,
+    };
     for line in input.lines() {
         let line = line?;
         if line.is_empty() {
@@ -436,12 +439,10 @@ pub fn run(
                     window.push_back(entry);
                 }
             }
-            (Output::Summary { group_by, .. }, _) => {
-                let key = group_by
-                    .iter()
-                    .map(|f| entry.text(f).into_owned())
-                    .collect();
-                *counts.entry(key).or_default() += 1;
+            (Output::Summary { .. }, _) => {
+                if let Some(s) = &mut summary {
+                    s.add(&entry);
+                }
             }
             (Output::Records { limit: None }, None) => {}
         }
@@ -458,14 +459,110 @@ pub fn run(
     }
     // The printer borrows `out` until it is dropped.
     drop(records);
-    if let Output::Summary { group_by, limit } = output {
-        let mut groups: Vec<(Vec<String>, u64)> = counts.into_iter().collect();
-        groups.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        groups.truncate(limit.unwrap_or(usize::MAX));
-        tally.groups = groups.len();
-        write_summary(group_by, &groups, format, out)?;
+    if let (Some(summary), Output::Summary { limit, .. }) = (summary, output) {
+        let groups = summary.largest(limit.unwrap_or(usize::MAX));
+        tally.groups = groups.rows.len();
+        write_summary(&groups, format, out)?;
     }
     Ok(tally)
+}
+
+/// Counts of records by some fields: what `--group-by` prints and `/v1/audit?group_by=`
+/// answers.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    group_by: Vec<&'static str>,
+    counts: HashMap<Vec<String>, u64>,
+}
+
+impl Summary {
+    pub fn new(group_by: Vec<&'static str>) -> Summary {
+        Summary {
+            group_by,
+            counts: HashMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, e: &Entry) {
+        let key = self
+            .group_by
+            .iter()
+            .map(|f| e.text(f).into_owned())
+            .collect();
+        *self.counts.entry(key).or_default() += 1;
+    }
+
+    /// The `limit` largest groups, largest first (ties in order of their values).
+    pub fn largest(self, limit: usize) -> Groups {
+        let mut rows: Vec<(Vec<String>, u64)> = self.counts.into_iter().collect();
+        rows.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        rows.truncate(limit);
+        Groups {
+            fields: self.group_by,
+            rows,
+        }
+    }
+}
+
+/// A finished summary. As JSON, a list of objects with the grouped fields in the order asked
+/// for (null for none) and `count`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Groups {
+    pub fields: Vec<&'static str>,
+    pub rows: Vec<(Vec<String>, u64)>,
+}
+
+struct Group<'a> {
+    fields: &'a [&'static str],
+    key: &'a [String],
+    count: u64,
+}
+
+impl serde::Serialize for Group<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.fields.len() + 1))?;
+        for (field, value) in self.fields.iter().zip(self.key) {
+            map.serialize_entry(field, &(value != NONE).then_some(value))?;
+        }
+        map.serialize_entry("count", &self.count)?;
+        map.end()
+    }
+}
+
+impl Groups {
+    fn each(&self) -> impl Iterator<Item = Group<'_>> {
+        self.rows.iter().map(|(key, count)| Group {
+            fields: &self.fields,
+            key,
+            count: *count,
+        })
+    }
+}
+
+impl serde::Serialize for Groups {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.each())
+    }
+}
+
+/// A summary of a whole log file, read from its start.
+pub fn summarize_file(
+    path: &std::path::Path,
+    filter: &Filter,
+    group_by: Vec<&'static str>,
+    limit: usize,
+) -> std::io::Result<Groups> {
+    let mut summary = Summary::new(group_by);
+    let f = std::fs::File::open(path)?;
+    for line in std::io::BufReader::new(f).lines() {
+        if let Some(entry) = Entry::parse(&line?) {
+            if filter.accepts(&entry) {
+                summary.add(&entry);
+            }
+        }
+    }
+    Ok(summary.largest(limit))
 }
 
 /// Writes records one by one in a format; a table waits for the last row so that its columns
@@ -523,17 +620,13 @@ impl<'o, W: Write> Printer<'o, W> {
     }
 }
 
-fn write_summary(
-    group_by: &[&str],
-    groups: &[(Vec<String>, u64)],
-    format: Format,
-    out: &mut impl Write,
-) -> std::io::Result<()> {
+fn write_summary(groups: &Groups, format: Format, out: &mut impl Write) -> std::io::Result<()> {
     match format {
         Format::Table => {
-            let mut header: Vec<String> = group_by.iter().map(|f| f.to_uppercase()).collect();
+            let mut header: Vec<String> = groups.fields.iter().map(|f| f.to_uppercase()).collect();
             header.push("COUNT".into());
             let rows: Vec<Vec<String>> = groups
+                .rows
                 .iter()
                 .map(|(key, n)| {
                     let mut row = key.clone();
@@ -544,26 +637,16 @@ fn write_summary(
             crate::table::write(out, &header, &rows)
         }
         Format::Json => {
-            // Written by hand to keep the fields in the order asked for (a JSON map sorts them).
-            for (key, n) in groups {
-                let mut line = String::from("{");
-                for (field, value) in group_by.iter().zip(key) {
-                    let v = if value == NONE {
-                        Value::Null
-                    } else {
-                        Value::String(value.clone())
-                    };
-                    line.push_str(&format!("{}:{v},", Value::from(*field)));
-                }
-                line.push_str(&format!("\"count\":{n}}}"));
-                writeln!(out, "{line}")?;
+            for group in groups.each() {
+                serde_json::to_writer(&mut *out, &group)?;
+                writeln!(out)?;
             }
             Ok(())
         }
         Format::Csv => {
             let mut w = csv::Writer::from_writer(out);
-            w.write_record(group_by.iter().copied().chain(["count"]))?;
-            for (key, n) in groups {
+            w.write_record(groups.fields.iter().copied().chain(["count"]))?;
+            for (key, n) in &groups.rows {
                 let key = key.iter().map(|k| if k == NONE { "" } else { k.as_str() });
                 w.write_record(key.map(str::to_string).chain([n.to_string()]))?;
             }

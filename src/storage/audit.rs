@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{Db, DbError};
 use crate::audit::chain::{self, ChainError, ChainHead, ChainProblem};
-use crate::audit::query::{Entry, Filter};
+use crate::audit::query::{Entry, Filter, Groups, Summary};
 
 const BATCH: usize = 1000;
 const POLL: Duration = Duration::from_millis(200);
@@ -270,13 +270,50 @@ pub async fn newest_first(
     before: Option<u64>,
     limit: usize,
 ) -> Result<(Vec<Entry>, Option<u64>), DbError> {
+    let mut out = Vec::new();
+    let mut next = None;
+    walk_newest(db, filter, before, |pos, entry| {
+        out.push(entry);
+        if out.len() == limit {
+            next = u64::try_from(pos).ok();
+            return false;
+        }
+        true
+    })
+    .await?;
+    Ok((out, next))
+}
+
+/// The admin API's `group_by`: counts over every replica's matching records.
+pub async fn summarize(
+    db: &Db,
+    filter: &Filter,
+    group_by: Vec<&'static str>,
+    limit: usize,
+) -> Result<Groups, DbError> {
+    let mut summary = Summary::new(group_by);
+    walk_newest(db, filter, None, |_, entry| {
+        summary.add(&entry);
+        true
+    })
+    .await?;
+    Ok(summary.largest(limit))
+}
+
+/// Hand the records that pass `filter` to `visit`, newest first, from before `before` (a `pos`),
+/// until `visit` says stop. The filter's time window narrows the rows the table reads.
+async fn walk_newest(
+    db: &Db,
+    filter: &Filter,
+    before: Option<u64>,
+    mut visit: impl FnMut(i64, Entry) -> bool,
+) -> Result<(), DbError> {
     let client = db.client().await?;
     let mut before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
     let since = filter.since.unwrap_or(SystemTime::UNIX_EPOCH);
     let until = filter
         .until
         .unwrap_or_else(|| SystemTime::now() + Duration::from_secs(86_400));
-    let mut out = Vec::new();
     loop {
         let rows = db.note(
             client
@@ -289,7 +326,7 @@ pub async fn newest_first(
                 .await,
         )?;
         let Some(last) = rows.last() else {
-            return Ok((out, None));
+            return Ok(());
         };
         before = last.get(0);
         for row in &rows {
@@ -297,12 +334,8 @@ pub async fn newest_first(
             let Some(entry) = Entry::parse(line) else {
                 continue;
             };
-            if filter.accepts(&entry) {
-                out.push(entry);
-                if out.len() == limit {
-                    let pos: i64 = row.get(0);
-                    return Ok((out, u64::try_from(pos).ok()));
-                }
+            if filter.accepts(&entry) && !visit(row.get(0), entry) {
+                return Ok(());
             }
         }
     }

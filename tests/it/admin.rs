@@ -655,6 +655,20 @@ async fn a_manager_reads_the_audit_records_of_their_reports_only() {
         !users.is_empty() && users.iter().all(|u| *u == "alice"),
         "{users:?}"
     );
+    // Counts are scoped the same way.
+    let (s, summary) = call(
+        &env,
+        reqwest::Method::GET,
+        "/v1/audit?group_by=user",
+        Some(BOB_ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{summary}");
+    assert_eq!(
+        summary["groups"],
+        json!([{"user": "alice", "count": users.len()}])
+    );
 }
 
 /// The `aigate exemption` CLI, as a manager at a terminal uses it.

@@ -1518,6 +1518,40 @@ async fn audit_query_and_the_admin_api_answer_the_same_records() {
         assert!(!from_cli.is_empty(), "{flags:?}");
         assert_eq!(from_cli, from_api, "{flags:?}");
     }
+    // Counts: --group-by's JSON lines are the API's groups.
+    for (flags, params) in [
+        (&["--group-by", "user,rule"][..], "group_by=user,rule"),
+        (
+            &["--action", "monitor", "--group-by", "tool,would_block"][..],
+            "action=monitor&group_by=tool,would_block",
+        ),
+    ] {
+        let mut all = vec!["audit", "query", log, "--format", "json"];
+        all.extend_from_slice(flags);
+        let (_, stdout, _) = run(&all);
+        let from_cli: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let answer: serde_json::Value = http
+            .get(format!(
+                "http://{}/v1/audit?{params}",
+                env.gateway.admin_addr
+            ))
+            .bearer_auth(AUDITOR_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(!from_cli.is_empty(), "{flags:?}");
+        assert_eq!(
+            serde_json::Value::from(from_cli),
+            answer["groups"],
+            "{flags:?}"
+        );
+    }
     let (_, bad) = (
         0,
         http.get(format!(

@@ -251,6 +251,32 @@ async fn a_grant_on_one_replica_holds_on_the_other_within_a_second() {
         reasons.contains(&"exemption_granted") && reasons.contains(&"exemption_revoked"),
         "the grant (replica a) and the revocation (replica b) in one place: {page}"
     );
+    // Counts too: every replica's records, grouped.
+    let (status, summary) = admin_call(
+        env.gateway.admin_addr,
+        reqwest::Method::GET,
+        "/v1/audit?kind=admin&group_by=reason,replica",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{summary}");
+    let groups = summary["groups"].as_array().unwrap();
+    let count = |reason: &str, replica: &str| {
+        groups
+            .iter()
+            .find(|g| g["reason"] == reason && g["replica"] == replica)
+            .map(|g| g["count"].clone())
+    };
+    assert_eq!(
+        count("exemption_granted", "a"),
+        Some(serde_json::json!(1)),
+        "{summary}"
+    );
+    assert_eq!(
+        count("exemption_revoked", "b"),
+        Some(serde_json::json!(1)),
+        "{summary}"
+    );
 }
 
 #[tokio::test]
