@@ -47,6 +47,9 @@ pub fn authenticate(state: &AdminState, headers: &HeaderMap) -> Option<Caller> {
     })
 }
 
+/// The longest path a refusal record keeps.
+const MAX_PATH_CHARS: usize = 256;
+
 /// Refuse and audit: 401 without a valid token, 403 without the role.
 pub fn refuse(
     state: &AdminState,
@@ -75,7 +78,9 @@ pub fn refuse(
         0,
     );
     r.method = Some(method.to_string());
-    r.path = Some(path.to_string());
+    // The caller chose the path: cut, so that a refusal record stays about 1 KiB and the bound
+    // on what outsiders can write (`refusals`) holds in bytes, not only in records.
+    r.path = Some(path.chars().take(MAX_PATH_CHARS).collect());
     r.action = Action::Block;
     r.reason = Reason::AdminDenied;
     r.status = Some(status.as_u16());

@@ -185,9 +185,10 @@ fn check_value(field: &str, value: &str) -> Result<(), String> {
     let known = |ok: bool, hint: &str| if ok { Ok(()) } else { Err(hint.to_string()) };
     let as_json = || Value::String(value.to_string());
     match field {
+        // The record's vocabulary, not a rule's: `abandoned` is written but never chosen.
         "action" => known(
-            Action::parse(value).is_some(),
-            "use allow, monitor or block",
+            serde_json::from_value::<Action>(as_json()).is_ok(),
+            "use allow, monitor, block or abandoned",
         ),
         "kind" => known(
             serde_json::from_value::<Kind>(as_json()).is_ok(),
@@ -772,15 +773,22 @@ mod tests {
     }
 
     #[test]
+    fn abandoned_is_an_action_a_query_can_name() {
+        let r = entry(r#"{"action":"abandoned","reason":"client_closed_tls"}"#);
+        assert!(parse(&[("action", "abandoned")]).unwrap().accepts(&r));
+        assert!(!parse(&[("action", "block")]).unwrap().accepts(&r));
+    }
+
+    #[test]
     fn bad_parameters_name_the_problem_and_the_fix() {
         let e = |p: &[(&str, &str)]| parse(p).unwrap_err();
         assert_eq!(
             e(&[("action", "deny")]).for_api(),
-            "action = \"deny\": use allow, monitor or block"
+            "action = \"deny\": use allow, monitor, block or abandoned"
         );
         assert_eq!(
             e(&[("action", "deny")]).for_cli(),
-            "--action \"deny\": use allow, monitor or block"
+            "--action \"deny\": use allow, monitor, block or abandoned"
         );
         assert!(
             e(&[("reason", "blocked")])

@@ -496,7 +496,10 @@ async fn audit_explain_and_metrics_for_security() {
     .await;
     assert_eq!(
         (s, bad["error"].as_str().unwrap()),
-        (400, "action = \"deny\": use allow, monitor or block")
+        (
+            400,
+            "action = \"deny\": use allow, monitor, block or abandoned"
+        )
     );
     let (s, mine) = call(
         &env,

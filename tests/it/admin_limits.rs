@@ -31,7 +31,15 @@ async fn unauthenticated_admin_refusals_are_folded_into_a_summary() {
     let env = TestEnv::builder().start().await;
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let url = format!("http://{}/v1/audit", env.gateway.admin_addr);
-    for _ in 0..300 {
+    // The caller chooses the path; a record keeps at most 256 characters of it.
+    let long = format!(
+        "http://{}/v1/exemptions/{}",
+        env.gateway.admin_addr,
+        "x".repeat(20_000)
+    );
+    let resp = client.get(&long).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    for _ in 0..299 {
         let resp = client.get(&url).send().await.unwrap();
         assert_eq!(resp.status(), 401);
     }
@@ -47,6 +55,16 @@ async fn unauthenticated_admin_refusals_are_folded_into_a_summary() {
         own.len(),
         aigate::admin::refusals::PER_CLIENT as usize,
         "{all:#?}"
+    );
+    assert_eq!(own[0]["path"].as_str().unwrap().chars().count(), 256);
+    let longest = all
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap().len())
+        .max()
+        .unwrap();
+    assert!(
+        longest < 1200,
+        "a refusal record stays about 1 KiB: {longest} bytes"
     );
     let summaries: Vec<_> = all
         .iter()

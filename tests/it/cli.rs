@@ -1343,7 +1343,7 @@ async fn audit_query_filters_on_every_field_it_documents() {
     for (args, message) in [
         (
             &["--action", "deny"][..],
-            "--action \"deny\": use allow, monitor or block",
+            "--action \"deny\": use allow, monitor, block or abandoned",
         ),
         (
             &["--would-block", "yes"][..],
