@@ -43,6 +43,10 @@ pub enum HostError {
     TooLong,
     #[error("host is not a valid DNS name or IP address: {0}")]
     Invalid(String),
+    #[error(
+        "bad wildcard in {0}: a \"*\" stands for part of one label, once per label, not in the last two labels, and \"*.\" only leads a pattern"
+    )]
+    Wildcard(String),
 }
 
 /// Normalise a host as written by a client or in config (no port, IPv6 may be in brackets).
@@ -206,7 +210,7 @@ impl fmt::Display for LabelPattern {
 
 impl HostPattern {
     pub fn parse(raw: &str) -> Result<HostPattern, HostError> {
-        let invalid = || HostError::Invalid(raw.to_string());
+        let invalid = || HostError::Wildcard(raw.to_string());
         if let Some(rest) = raw.strip_prefix("*.") {
             // `*.a.*.com` would mix "any depth" with "one label": refused as ambiguous.
             if rest.contains('*') {
@@ -214,13 +218,13 @@ impl HostPattern {
             }
             return match normalise(rest)? {
                 Host::Name(n) => Ok(HostPattern::Suffix(n)),
-                Host::Ip(_) => Err(invalid()),
+                Host::Ip(_) => Err(HostError::Invalid(raw.to_string())),
             };
         }
         if !raw.contains('*') {
             return match normalise(raw)? {
                 Host::Name(n) => Ok(HostPattern::Exact(n)),
-                Host::Ip(_) => Err(invalid()),
+                Host::Ip(_) => Err(HostError::Invalid(raw.to_string())),
             };
         }
         // Normalise the pattern with each `*` standing in for a letter, then put them back: the

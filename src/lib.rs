@@ -8,6 +8,7 @@
 //! - `policy`: the pure decision engine (`decide`), its rules and reason codes.
 //! - `exemptions`: time-boxed exemptions as an immutable snapshot for `decide`.
 //! - `audit`: the record schema, the hash chain, redaction, the batched writer, queries.
+//! - `catalog`: the AI host catalog (model APIs tunnelled uninspected, flagged as `ai_host`).
 //! - `pac`: the proxy auto-config generator.
 //! - `metrics`: Prometheus counters, fed from the audit writer.
 //! - `reload`: the policy file on SIGHUP or change, the users file on change.
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod admin_client;
 pub mod app;
 pub mod audit;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod destination;

@@ -34,6 +34,9 @@ struct Histogram {
 struct Counters {
     requests: BTreeMap<Labels, u64>,
     latency: BTreeMap<Arc<str>, Histogram>,
+    /// Connections to catalogued model APIs, by group and action: the AI traffic outside
+    /// inspection (a handful of groups, so low cardinality).
+    ai_hosts: BTreeMap<(Arc<str>, &'static str), u64>,
 }
 
 #[derive(Debug, Default)]
@@ -88,6 +91,11 @@ impl Metrics {
         };
         let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         *c.requests.entry(labels).or_default() += 1;
+        if let Some(group) = &r.ai_host {
+            *c.ai_hosts
+                .entry((group.clone(), r.action.as_str()))
+                .or_default() += 1;
+        }
         if r.kind == Kind::Request {
             let h = c
                 .latency
@@ -118,6 +126,14 @@ impl Metrics {
                 escape(&l.tool),
                 l.action,
                 l.reason
+            );
+        }
+        out.push_str("# HELP aigate_ai_host_connections_total Connections to model APIs in the AI host catalog (not inspected), by group and action.\n# TYPE aigate_ai_host_connections_total counter\n");
+        for ((group, action), n) in &c.ai_hosts {
+            let _ = writeln!(
+                out,
+                "aigate_ai_host_connections_total{{group=\"{}\",action=\"{action}\"}} {n}",
+                escape(group)
             );
         }
         out.push_str("# HELP aigate_request_duration_seconds Intercepted request duration, to the end of the response body.\n# TYPE aigate_request_duration_seconds histogram\n");

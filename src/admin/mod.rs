@@ -47,6 +47,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/v1/audit", get(read::audit))
         .route("/v1/explain", axum::routing::post(read::explain_call))
+        .route("/v1/ai-hosts", get(read::ai_hosts))
         .route("/metrics", get(read::metrics))
         .fallback(|| async {
             error(

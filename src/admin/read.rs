@@ -226,6 +226,28 @@ pub async fn explain_call(
     }
 }
 
+/// The AI host catalog in force: which model APIs are tunnelled uninspected, blocked or
+/// intercepted. With `GET /v1/audit?kind=tunnel` (records carrying `ai_host`), it answers "who
+/// uses which AI service outside the gateway's inspection".
+pub async fn ai_hosts(
+    State(state): State<AdminState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(refused) = auth::require(
+        &state,
+        &headers,
+        client,
+        &Method::GET,
+        "/v1/ai-hosts",
+        READERS,
+    ) {
+        return *refused;
+    }
+    let cfg = state.shared.config.load();
+    Json(&cfg.ai_hosts).into_response()
+}
+
 pub async fn metrics(
     State(state): State<AdminState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,

@@ -92,6 +92,10 @@ impl AuditRecord {
         value(out, &self.ttfb_ms)?;
         key!(out, "admin");
         value(out, &self.admin)?;
+        if let Some(group) = &self.ai_host {
+            key!(out, "ai_host");
+            string(out, group)?;
+        }
         if let Some(replica) = &self.replica {
             key!(out, "replica");
             string(out, replica)?;
@@ -254,6 +258,7 @@ mod tests {
         r.duration_ms = 12.345_678_9;
         r.ttfb_ms = Some(0.1);
         r.admin = Some(serde_json::json!({"subject": "bob", "until": null, "n": [1, 2.5]}));
+        r.ai_host = Some(Arc::from("inference-apis"));
         r.replica = Some(Arc::from("gw-2"));
         same_as_serde(&r);
 

@@ -62,6 +62,10 @@ pub struct AuditRecord {
     /// `kind = admin`: what was done (subject, tools, workflows, until when, why, ticket).
     #[serde(default)]
     pub admin: Option<serde_json::Value>,
+    /// `kind = tunnel` to a model API that aigate does not inspect: the AI host catalog group
+    /// (`inference-apis`, `aggregators`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ai_host: Option<Arc<str>>,
     /// The replica that wrote it, when several share PostgreSQL (its chain in the audit table).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<Arc<str>>,
@@ -109,6 +113,7 @@ impl AuditRecord {
             duration_ms: 0.0,
             ttfb_ms: None,
             admin: None,
+            ai_host: None,
             replica: None,
         }
     }

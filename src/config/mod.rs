@@ -20,6 +20,7 @@ use ipnet::IpNet;
 pub use duration::{format_duration, parse_duration, plural};
 pub use load::{ConfigError, DEFAULT_CONFIG, Problem, load, load_str};
 
+use crate::catalog::AiHostCatalog;
 use crate::destination::Destinations;
 use crate::host::HostPattern;
 use crate::identify::{Directory, ToolSignature};
@@ -236,6 +237,8 @@ pub struct Config {
     /// `{request_id}` are filled in.
     pub exemption_url: String,
     pub vendors: Vec<Arc<Vendor>>,
+    /// Model APIs that are not vendors; a group with action `intercept` is also in `vendors`.
+    pub ai_hosts: AiHostCatalog,
     pub tools: Vec<ToolSignature>,
     pub policy: Policy,
     pub admin: AdminConfig,

@@ -37,6 +37,38 @@ pub struct RawConfig {
     pub tools: Vec<RawTool>,
     #[serde(default)]
     pub rules: Vec<RawRule>,
+    #[serde(default)]
+    pub ai_hosts: RawAiHosts,
+}
+
+/// `[ai_hosts]`: what the AI host catalog does, and groups added to it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAiHosts {
+    pub builtin: Option<bool>,
+    pub default_action: Option<String>,
+    #[serde(default)]
+    pub actions: BTreeMap<String, String>,
+    #[serde(default)]
+    pub groups: Vec<RawAiHostGroup>,
+}
+
+/// The shipped catalog file (`config/ai-hosts.toml`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAiHostFile {
+    pub version: Option<String>,
+    #[serde(default)]
+    pub groups: Vec<RawAiHostGroup>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAiHostGroup {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub hosts: Option<Vec<String>>,
+    pub action: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,6 +17,10 @@ pub enum Reason {
     Exempted,
     /// The target is not a vendor host: tunnelled untouched.
     NotVendor,
+    /// The target serves a model API listed in the AI host catalog, which aigate does not
+    /// inspect: tunnelled and flagged (`action = monitor`), or refused (`action = block`). The
+    /// record's `ai_host` names the catalog group.
+    AiHost,
     /// CONNECT to a raw IP address on a web port that is not listed in config.
     IpLiteral,
     /// CONNECT to a vendor host on a port other than 443.
@@ -74,6 +78,7 @@ impl Reason {
             Reason::DefaultAction => "default_action",
             Reason::Exempted => "exempted",
             Reason::NotVendor => "not_vendor",
+            Reason::AiHost => "ai_host",
             Reason::IpLiteral => "ip_literal",
             Reason::VendorPort => "vendor_port",
             Reason::SniMismatch => "sni_mismatch",
@@ -104,6 +109,9 @@ impl Reason {
             Reason::DefaultAction => "no policy rule matched and the default action applies",
             Reason::Exempted => "an exemption covers this call",
             Reason::NotVendor => "the host is not an AI vendor host",
+            Reason::AiHost => {
+                "the host serves an AI model API that the gateway cannot inspect (AI host catalog)"
+            }
             Reason::IpLiteral => "connections to raw IP addresses on web ports are not allowed",
             Reason::VendorPort => "AI vendor hosts may only be reached on port 443",
             Reason::SniMismatch => "the TLS server name differs from the CONNECT host",

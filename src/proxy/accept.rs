@@ -25,6 +25,7 @@ use super::limits::{LimitHit, Slot};
 use super::pipeline::{self, ConnCtx, Scheme};
 use super::{MAX_HEADER_BYTES, Shared, auth, deny, dial, intercept, new_id, tunnel};
 use crate::audit::{AuditRecord, Kind};
+use crate::catalog::AiHostAction;
 use crate::identify::Identity;
 use crate::policy::{Action, Reason};
 use crate::tls::upstream::ProxyBody;
@@ -342,7 +343,7 @@ async fn connect(
                     .boxed(),
             )
         }
-        Route::Tunnel => {
+        Route::AiHost(group) if group.action == AiHostAction::Block => {
             let (id, mut guard) = record(
                 &shared,
                 Kind::Tunnel,
@@ -351,7 +352,44 @@ async fn connect(
                 target.host.to_string(),
                 target.port,
             );
-            guard.rec().reason = Reason::NotVendor;
+            guard.rec().ai_host = Some(group.id.clone());
+            let text = format!(
+                "aigate: CONNECT to {}:{} refused: {} (group \"{}\", blocked by ai_hosts policy)",
+                target.host,
+                target.port,
+                Reason::AiHost.explanation(),
+                group.id
+            );
+            refuse(
+                guard,
+                &id,
+                StatusCode::FORBIDDEN,
+                Reason::AiHost,
+                None,
+                &text,
+            )
+            .await
+        }
+        route @ (Route::Tunnel | Route::AiHost(_)) => {
+            let (id, mut guard) = record(
+                &shared,
+                Kind::Tunnel,
+                peer,
+                &identity,
+                target.host.to_string(),
+                target.port,
+            );
+            // A model API outside inspection is AI traffic, never an anonymous tunnel.
+            let (decision, reason) = match route {
+                Route::AiHost(group) => {
+                    let r = guard.rec();
+                    r.ai_host = Some(group.id.clone());
+                    r.action = Action::Monitor;
+                    ("monitor", Reason::AiHost)
+                }
+                _ => ("allow", Reason::NotVendor),
+            };
+            guard.rec().reason = reason;
             let upstream = match shared.dialer.dial(&target.host, target.port).await {
                 Ok(s) => s,
                 Err(dial::DialError::Denied(d)) => {
@@ -365,7 +403,7 @@ async fn connect(
                     return guard
                         .respond(deny::proxy_response(
                             StatusCode::BAD_GATEWAY,
-                            Reason::NotVendor,
+                            reason,
                             &id,
                             &format!(
                                 "aigate: cannot connect to {}:{}: {e}",
@@ -395,7 +433,7 @@ async fn connect(
                     .map_err(|never| match never {})
                     .boxed(),
             );
-            deny::annotate(resp.headers_mut(), "allow", Reason::NotVendor, &id);
+            deny::annotate(resp.headers_mut(), decision, reason, &id);
             resp
         }
     }
@@ -491,6 +529,31 @@ async fn absolute(
                 reason.explanation()
             );
             refuse(guard, &id, StatusCode::FORBIDDEN, reason, vendor, &text).await
+        }
+        Route::AiHost(group) if group.action == AiHostAction::Block => {
+            let (id, mut guard) = record(
+                &shared,
+                Kind::Tunnel,
+                peer,
+                &identity,
+                host.to_string(),
+                port,
+            );
+            guard.rec().ai_host = Some(group.id.clone());
+            let text = format!(
+                "aigate: request to {host}:{port} refused: {} (group \"{}\", blocked by ai_hosts policy)",
+                Reason::AiHost.explanation(),
+                group.id
+            );
+            refuse(
+                guard,
+                &id,
+                StatusCode::FORBIDDEN,
+                Reason::AiHost,
+                None,
+                &text,
+            )
+            .await
         }
         _ => pipeline::passthrough(shared, peer, identity, host, port, req).await,
     }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 
 use super::connect::Target;
+use crate::catalog::AiHostGroup;
 use crate::config::{Config, Vendor};
 use crate::host::Host;
 use crate::policy::Reason;
@@ -14,6 +15,9 @@ use crate::policy::Reason;
 pub enum Route {
     Intercept(Arc<Vendor>),
     Tunnel,
+    /// A model API from the AI host catalog (monitored or blocked: intercepted groups are
+    /// vendors and never get here).
+    AiHost(Arc<AiHostGroup>),
     Refuse {
         reason: Reason,
         vendor: Option<Arc<str>>,
@@ -31,7 +35,10 @@ pub fn classify(config: &Config, target: &Target) -> Route {
                 reason: Reason::VendorPort,
                 vendor: Some(v.id.clone()),
             },
-            None => Route::Tunnel,
+            None => match config.ai_hosts.group_for(name) {
+                Some(g) => Route::AiHost(g.clone()),
+                None => Route::Tunnel,
+            },
         },
         Host::Ip(ip) => {
             if ip_allowed(&config.allowed_ip_literals, ip) || !WEB_PORTS.contains(&target.port) {

@@ -508,6 +508,13 @@ pub async fn passthrough(
         ));
         r.action = Action::Allow;
         r.reason = Reason::NotVendor;
+        // Plain HTTP to a catalogued model API (blocked groups never get here): flagged.
+        let cfg = shared.config.load();
+        if let Some(group) = host.as_name().and_then(|n| cfg.ai_hosts.group_for(n)) {
+            r.ai_host = Some(group.id.clone());
+            r.action = Action::Monitor;
+            r.reason = Reason::AiHost;
+        }
     }
     let upstream_uri = parts.uri.to_string();
     let exchange = forward::Exchange {

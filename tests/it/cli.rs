@@ -629,7 +629,7 @@ fn pac_routes_vendor_hosts_through_the_gateway() {
         function dnsDomainIs(host, domain) { return host.length >= domain.length && host.substring(host.length - domain.length) === domain; }
         function shExpMatch(str, shexp) { return new RegExp("^" + shexp.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".") + "$").test(str); }
         eval(fs.readFileSync(process.argv[1], "utf8"));
-        const hosts = ["api.anthropic.com", "API.OpenAI.com.", "chatgpt.com", "generativelanguage.googleapis.com", "proxy.individual.githubcopilot.com", "githubcopilot.com", "example.org", "anthropic.com", "evilapi.anthropic.com.example", "us-east5-aiplatform.googleapis.com", "bedrock-runtime.eu-west-1.amazonaws.com", "my-res.openai.azure.com", "s3.eu-west-1.amazonaws.com"];
+        const hosts = ["api.anthropic.com", "API.OpenAI.com.", "chatgpt.com", "generativelanguage.googleapis.com", "proxy.individual.githubcopilot.com", "githubcopilot.com", "example.org", "anthropic.com", "evilapi.anthropic.com.example", "us-east5-aiplatform.googleapis.com", "bedrock-runtime.eu-west-1.amazonaws.com", "my-res.openai.azure.com", "s3.eu-west-1.amazonaws.com", "api.mistral.ai"];
         console.log(JSON.stringify(hosts.map(h => [h, FindProxyForURL("https://" + h + "/", h)])));
     "#;
     let out = Command::new("node")
@@ -657,6 +657,7 @@ fn pac_routes_vendor_hosts_through_the_gateway() {
         ("bedrock-runtime.eu-west-1.amazonaws.com", via),
         ("my-res.openai.azure.com", via),
         ("s3.eu-west-1.amazonaws.com", "DIRECT"),
+        ("api.mistral.ai", via),
     ];
     let want: Vec<(String, String)> = want
         .iter()
@@ -703,7 +704,11 @@ fn configuration_doc_and_shipped_config_cover_the_same_keys() {
         }
     }
     // Free-form maps are tables in the file and rows in the doc.
-    let maps = ["upstream.resolve", "identity.source_addresses"];
+    let maps = [
+        "upstream.resolve",
+        "identity.source_addresses",
+        "ai_hosts.actions",
+    ];
     for m in maps {
         assert!(
             toml_text.contains(&format!("[{m}]")),
@@ -1608,4 +1613,10 @@ fn check_refuses_a_missing_manager_and_a_manager_cycle() {
             "{stderr}"
         );
     }
+}
+
+/// `[ai_hosts]` mistakes, each named with its key path (issue 14).
+#[test]
+fn check_names_every_ai_host_catalog_problem() {
+    assert_stderr("bad-ai-hosts");
 }

@@ -34,6 +34,7 @@ pub const VENDOR_HOSTS: &[&str] = &[
     "aiplatform.googleapis.com",
     "my-res.services.ai.azure.com",
     "openrouter.ai",
+    "api.mistral.ai",
 ];
 
 /// What the vendor received.
@@ -571,6 +572,36 @@ impl TestEnv {
         } else {
             Err(head)
         }
+    }
+
+    /// A TLS connection inside a CONNECT to `target`, trusting the vendor's own CA: what a client
+    /// sees of a tunnel that aigate does not intercept.
+    pub async fn tls_to_vendor_through(
+        &self,
+        target: &str,
+        sni: &str,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tcp = self
+            .connect_raw(target, "")
+            .await
+            .map_err(std::io::Error::other)?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.upstream_ca.cert_pem.as_bytes()).unwrap())
+            .unwrap();
+        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(
+                rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap(),
+                tcp,
+            )
+            .await
     }
 
     /// A TLS connection to `sni` inside a CONNECT to `target`, trusting the gateway's CA.

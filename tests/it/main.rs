@@ -3,6 +3,7 @@
 
 mod admin;
 mod admin_limits;
+mod ai_hosts;
 mod audit_log;
 mod cli;
 mod common;

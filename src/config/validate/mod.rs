@@ -19,6 +19,7 @@ use crate::identify::Directory;
 use crate::policy::{Action, Policy};
 
 mod admin;
+mod ai_hosts;
 mod destinations;
 mod rules;
 mod storage;
@@ -26,6 +27,7 @@ mod tools;
 mod vendors;
 
 use admin::admin;
+use ai_hosts::ai_hosts;
 use destinations::{allowed_clients, destinations};
 use rules::rules;
 use storage::storage;
@@ -363,7 +365,8 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
             level
         },
     };
-    let vendors = vendors(&mut p, &raw.vendors);
+    let mut vendors = vendors(&mut p, &raw.vendors);
+    let ai_hosts = ai_hosts(&mut p, &raw.ai_hosts, &mut vendors);
     let vendor_ids: Vec<&str> = vendors.iter().map(|v| &*v.id).collect();
     let tools = tools(&mut p, &raw.tools, &vendor_ids);
     let tool_ids: Vec<&str> = tools.iter().map(|t| &*t.id).collect();
@@ -412,6 +415,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         },
         exemption_url,
         vendors,
+        ai_hosts,
         tools,
         policy: Policy::new(rules, default_action),
         admin,
