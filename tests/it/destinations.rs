@@ -258,3 +258,45 @@ async fn allowed_clients_refuse_other_networks() {
     s.read_exact(&mut head).await.unwrap();
     assert_eq!(&head, b"HTTP/1.1 200");
 }
+
+/// A WebSocket upgrade dials its own upstream connection (not the pooled client): it is checked
+/// the same way, and the client gets the 403 instead of a 101.
+#[tokio::test]
+async fn a_websocket_upstream_leg_is_checked_too() {
+    let env = TestEnv::builder()
+        .replace(
+            "hosts = [\"api.openai.com\", \"chatgpt.com\"]",
+            "hosts = [\"api.openai.com\", \"chatgpt.com\", \"localhost\"]",
+        )
+        .start()
+        .await;
+    let tls = env
+        .tls_through("localhost:443", "localhost", &[b"http/1.1"])
+        .await
+        .unwrap();
+    let req = http::Request::builder()
+        .uri("wss://localhost/v1/responses")
+        .header("host", "localhost")
+        .header("user-agent", "OpenAI/Python 2.1.0")
+        .header("x-stainless-lang", "python")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    let err = tokio_tungstenite::client_async(req, tls).await.unwrap_err();
+    let tokio_tungstenite::tungstenite::Error::Http(resp) = err else {
+        panic!("expected an HTTP refusal, got {err}");
+    };
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-aigate-reason"], "destination_denied");
+    let records = env.audit_n(1).await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0]["reason"], "destination_denied");
+    assert_eq!(records[0]["action"], "block");
+    assert!(env.vendor.requests().is_empty());
+}
