@@ -237,3 +237,28 @@ async fn an_admin_flood_leaves_the_proxy_its_descriptors() {
         .sum();
     assert!(summarised > 0, "the refusals over the bound are counted");
 }
+
+/// A keep-alive admin connection with nothing in flight is closed after `admin.idle_timeout`
+/// (here shorter than the header timeout, which also bounds the wait for the next request).
+#[tokio::test]
+async fn an_idle_admin_connection_is_closed() {
+    let env = TestEnv::builder()
+        .replace("idle_timeout = \"60s\"", "idle_timeout = \"1s\"")
+        .start()
+        .await;
+    let mut s = TcpStream::connect(env.gateway.admin_addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "still open after 8 s");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed after the idle timeout, not the header timeout: {:?}",
+        started.elapsed()
+    );
+}
