@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{AdminState, auth, error};
-use crate::audit::query::{Filter, Output, newest_first, summarize_file};
+use crate::audit::query::{Filter, Output, UNKNOWN, newest_first, summarize_file};
 use crate::config::Role;
 use crate::exemptions::grant::manages;
 use crate::explain::{ExplainRequest, explain};
@@ -91,7 +91,12 @@ pub async fn audit(
     }
     let mut filter = match Filter::parse(filters, state.shared.clock.now()) {
         Ok(f) => f,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.for_api()),
+        Err(mut e) => {
+            if e.problem.starts_with(UNKNOWN) {
+                e.problem.push_str("; and limit, cursor, group_by");
+            }
+            return error(StatusCode::BAD_REQUEST, &e.for_api());
+        }
     };
     if !caller.has(Role::Admin) && !caller.has(Role::Auditor) {
         filter.users = Some(Arc::new(reports_of(&state, &caller.user)));

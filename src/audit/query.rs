@@ -78,6 +78,10 @@ pub const MATCH_FIELDS: &[&str] = &[
     "would_block",
 ];
 
+/// How [`Filter::parse`] says a parameter is none of its own; a front end with parameters of its
+/// own (the API's `limit`) adds them.
+pub const UNKNOWN: &str = "unknown filter";
+
 /// What stands for a field that is absent or null, in a filter value and in table cells.
 pub const NONE: &str = "-";
 
@@ -146,7 +150,7 @@ impl Filter {
                 _ => {
                     let Some(field) = MATCH_FIELDS.iter().find(|f| **f == name) else {
                         return Err(err(format!(
-                            "unknown filter; use one of {}, since, until",
+                            "{UNKNOWN}; use one of {}, since, until",
                             MATCH_FIELDS.join(", ")
                         )));
                     };

@@ -1575,6 +1575,20 @@ async fn audit_query_and_the_admin_api_answer_the_same_records() {
         bad,
         "{\"error\":\"would_block = \\\"yes\\\": use true or false\"}"
     );
+    let unknown: serde_json::Value = http
+        .get(format!("http://{}/v1/audit?limt=5", env.gateway.admin_addr))
+        .bearer_auth(AUDITOR_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        unknown["error"],
+        "limt = \"5\": unknown filter; use one of id, action, kind, tool, user, workflow, rule, \
+         reason, vendor, exemption, ai_host, would_block, since, until; and limit, cursor, group_by"
+    );
 }
 
 /// Issue 18: a users file whose `manager` names nobody, or whose managers form a cycle, passed
