@@ -87,11 +87,12 @@ impl App {
             Storage::Postgres(pg) => Some(pg.replica_id.clone()),
             Storage::File => None,
         };
-        let audit = AuditLog::open(
+        let audit = AuditLog::open_with(
             &config.audit.path,
             config.audit.fsync,
             metrics.clone(),
             replica,
+            Some(&config.audit.integrity),
         )?;
         let listener =
             TcpListener::bind(config.listen)
@@ -283,6 +284,7 @@ impl AppHandle {
         for record in self.refusals.summaries() {
             self.shared.audit.submit(record);
         }
+        self.shared.audit.checkpoint_on_shutdown();
         self.shared.audit.flush().await;
         for task in &self.background {
             task.abort();

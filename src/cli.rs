@@ -1,13 +1,12 @@
 //! The command line. Raw arguments become validated values here; `main` maps errors to exit
 //! codes: 0 ok, 1 runtime failure, 64 bad usage, 65 audit log does not verify, 78 bad config.
 
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::audit::chain;
 use crate::audit::query::{self, Filter, Format, Output};
 use crate::config::{self, Config, ConfigError, plural};
 use crate::exemptions::Snapshot;
@@ -156,16 +155,54 @@ pub enum AuditCommand {
     /// Check the hash chain; report the first edited, deleted or reordered record (exit 65).
     /// With --postgres, check every replica's chain in the shared table instead.
     Verify {
-        /// Audit log file (JSON Lines); default: the log the config names (audit.path).
+        /// Audit log file (JSON Lines), or a directory holding a rotated series; default: the
+        /// log the config names (audit.path).
         file: Option<PathBuf>,
         /// Verify the audit table of the config's PostgreSQL storage.
         #[arg(long, conflicts_with = "file")]
         postgres: bool,
         #[command(flatten)]
+        proof: ProofArgs,
+        #[command(flatten)]
         config: ConfigArg,
+    },
+    /// The key that signs audit checkpoints.
+    Key {
+        #[command(subcommand)]
+        command: AuditKeyCommand,
     },
     /// Filter records for review.
     Query(Box<QueryArgs>),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditKeyCommand {
+    /// Print the public half of the checkpoint signing key (PEM), for `audit verify --key`.
+    /// Reads the key `aigate run` created (or audit.signing_key names); never creates one.
+    Export(ConfigArg),
+}
+
+/// What `audit verify` checks beyond the hash chain.
+#[derive(Debug, Args)]
+pub struct ProofArgs {
+    /// The checkpoint key's public half (PEM, from `aigate audit key export`), pinned: every
+    /// checkpoint must be signed by it and the log must end on one.
+    #[arg(long, value_name = "PUB")]
+    pub key: Option<PathBuf>,
+    /// The checkpoint kept outside the log (default: <stem>.checkpoint.json beside the log).
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
+    /// The log is being written: records after the last checkpoint are noted, not failed.
+    #[arg(long)]
+    pub live: bool,
+    #[arg(long, value_enum, default_value_t = VerifyFormat::Text)]
+    pub format: VerifyFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum VerifyFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -503,21 +540,108 @@ fn audit_log_of(file: Option<&Path>, arg: &ConfigArg) -> Result<PathBuf, CliErro
     }
 }
 
-pub fn audit_verify(file: Option<&Path>, arg: &ConfigArg) -> Result<(), CliError> {
+/// A log file or a rotated series: the chain, checkpoints and their signatures, and the
+/// checkpoint kept outside the log. Exit 65 naming the first problem.
+pub fn audit_verify(
+    file: Option<&Path>,
+    proof: &ProofArgs,
+    arg: &ConfigArg,
+) -> Result<(), CliError> {
+    use crate::audit::verify;
     let file = &audit_log_of(file, arg)?;
-    let f = std::fs::File::open(file)
-        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
-    match chain::verify(BufReader::new(f)) {
-        Ok(head) => {
-            outln!(
-                "{}: ok, {} records, chain intact (last seq {})",
-                file.display(),
-                head.records,
-                head.last_seq
+    let key = match &proof.key {
+        Some(p) => {
+            let pem = std::fs::read(p)
+                .map_err(|e| CliError::Usage(format!("cannot read --key {}: {e}", p.display())))?;
+            Some(
+                crate::audit::checkpoint::PublicKey::from_pem(&pem, &p.display().to_string())
+                    .map_err(|e| CliError::Usage(e.to_string()))?,
             )
         }
-        Err(e) => Err(CliError::Unverified(format!("{}: {e}", file.display()))),
+        None => None,
+    };
+    let opts = verify::Options {
+        key,
+        checkpoint_file: proof.checkpoint.clone(),
+        live: proof.live,
+    };
+    let report = verify::verify(file, &opts).map_err(|e| anyhow::anyhow!(e))?;
+    match proof.format {
+        VerifyFormat::Json => outln!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?
+        )?,
+        VerifyFormat::Text => print_verify(file, &report)?,
     }
+    match report.problems.first() {
+        None => Ok(()),
+        Some(first) if report.problems.len() == 1 => Err(CliError::Unverified(first.clone())),
+        Some(first) => Err(CliError::Unverified(format!(
+            "{first} (and {} more problem(s))",
+            report.problems.len() - 1
+        ))),
+    }
+}
+
+fn print_verify(path: &Path, r: &crate::audit::verify::Report) -> Result<(), CliError> {
+    // The verdict first; the details after it.
+    if r.ok {
+        let covered = r
+            .last_checkpoint
+            .map(|c| format!(", signed up to seq {c}"))
+            .unwrap_or_default();
+        outln!(
+            "{}: ok, {} records, chain intact (last seq {}){covered}",
+            path.display(),
+            r.records,
+            r.last_seq
+        )?;
+    }
+    if r.files.len() > 1 {
+        for f in &r.files {
+            match (f.first_seq, f.last_seq) {
+                (Some(a), Some(b)) => outln!("{}: {} records, seq {a}..{b}", f.file, f.records)?,
+                _ => outln!("{}: no records", f.file)?,
+            }
+        }
+    }
+    let key = match (&r.key_id, r.key_pinned) {
+        (Some(id), true) => format!(" (key {id}, pinned)"),
+        (Some(id), false) => format!(" (key {id}, named in the log: pin it with --key)"),
+        (None, _) => String::new(),
+    };
+    outln!(
+        "checked {} file(s), {} records, {} checkpoints, {} signatures valid{key}",
+        r.files.len(),
+        r.records,
+        r.checkpoints,
+        r.signatures_valid
+    )?;
+    if let Some(state) = &r.state_file {
+        outln!("checkpoint kept outside the log: {state}")?;
+    }
+    for note in &r.notes {
+        outln!("note: {note}")?;
+    }
+    Ok(())
+}
+
+/// The public half of the checkpoint key, read and never created: `aigate run` creates the
+/// default key on its first start, and a configured key comes from the secret store.
+pub fn audit_key_export(arg: &ConfigArg) -> Result<(), CliError> {
+    let cfg = load(arg)?;
+    let path = &cfg.audit.integrity.signing_key;
+    if !path.exists() {
+        return Err(not_in_state(
+            "audit signing key",
+            path,
+            &cfg,
+            "; `aigate run` creates it on its first start (or set audit.signing_key)",
+        ));
+    }
+    let signer = crate::audit::checkpoint::Signer::load_or_create(path, false)
+        .map_err(anyhow::Error::from)?;
+    out(signer.public().to_pem())
 }
 
 /// The PostgreSQL storage a config names, or a usage error saying how to set it.

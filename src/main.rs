@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use aigate::cli::{self, AuditCommand, CaCommand, Cli, CliError, Command, DbCommand, UserCommand};
+use aigate::cli::{
+    self, AuditCommand, AuditKeyCommand, CaCommand, Cli, CliError, Command, DbCommand, UserCommand,
+};
 use aigate::config::{self, LogFormat};
 use clap::Parser;
 
@@ -49,8 +51,20 @@ fn main() -> ExitCode {
                 },
         } => cli::audit_verify_postgres(config),
         Command::Audit {
-            command: AuditCommand::Verify { file, config, .. },
-        } => cli::audit_verify(file.as_deref(), config),
+            command:
+                AuditCommand::Key {
+                    command: AuditKeyCommand::Export(arg),
+                },
+        } => cli::audit_key_export(arg),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    file,
+                    proof,
+                    config,
+                    ..
+                },
+        } => cli::audit_verify(file.as_deref(), proof, config),
         Command::Db {
             command: DbCommand::Migrate(arg),
         } => cli::db_migrate(arg),

@@ -1,14 +1,17 @@
 //! The audit log: one JSON line per request, tunnel or admin action, hash-chained.
 //!
 //! `record` is the schema (v1, docs/audit-schema.md), `json` its line, `chain` the tamper
-//! evidence and its verification, `redact` what must never be written, `writer` the batched file
-//! sink, `query` the reviewer's view.
-
+//! evidence and its verification, `checkpoint` the signed statements that prove a log complete,
+//! `verify` the check of a file or a rotated series, `redact` what must never be written,
+//! `writer` the batched file sink (and, in `writer/evidence.rs`, checkpoints and rotation),
+//! `query` the reviewer's view.
 pub mod chain;
+pub mod checkpoint;
 mod json;
 pub mod query;
 pub mod record;
 pub mod redact;
+pub mod verify;
 pub mod writer;
 
 pub use record::{AuditRecord, Kind};

@@ -22,17 +22,24 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::sync::oneshot;
 
 use super::chain::{self, ChainHead};
 use super::record::{AuditRecord, Kind};
-use crate::config::Fsync;
+use crate::config::{AuditIntegrity, Fsync};
 use crate::metrics::Metrics;
 use crate::policy::Reason;
 
+mod evidence;
+
+pub use evidence::rotated_name;
+
 /// Records waiting for a failing disk are capped; past this, new ones are dropped and counted.
 const MAX_PENDING_BYTES: usize = 64 * 1024 * 1024;
-const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the housekeeping thread retries a failed write and looks at the clock (time
+/// checkpoints, time rotation) and at the path (a log moved or deleted under the writer).
+const RETRY_INTERVAL: Duration = Duration::from_millis(250);
 /// The group-commit window: fsyncs at most this often (a power cut can lose this much).
 const SYNC_INTERVAL: Duration = Duration::from_millis(10);
 /// How much of the log's newest part stays in the page cache once it is on disk: the admin
@@ -56,6 +63,11 @@ pub enum AuditWriterError {
         "audit log {path} does not verify ({problem}); move it aside (it is evidence) and start again, or fix the cause"
     )]
     Broken { path: PathBuf, problem: String },
+    #[error(transparent)]
+    Key(#[from] super::checkpoint::KeyError),
+    /// The log is missing or shorter than its last checkpoint and `audit.on_gap = "refuse"`.
+    #[error("{0}")]
+    Gap(String),
 }
 
 /// Counters shared with the data path and metrics.
@@ -100,6 +112,10 @@ struct Queue {
     failed: u64,
     /// Acknowledgements owed once a write covers their `seq`.
     waiters: Vec<(u64, oneshot::Sender<bool>)>,
+    /// Records sealed since the last checkpoint: the one check on the hot path
+    /// (writer/evidence.rs does the rest).
+    since_checkpoint: u64,
+    evidence: evidence::State,
 }
 
 impl Queue {
@@ -117,8 +133,15 @@ impl Queue {
 }
 
 struct Inner {
-    file: File,
+    /// Swapped when the file rotates or is found moved; the fsync thread follows it.
+    file: Arc<ArcSwap<File>>,
+    path: PathBuf,
     queue: Mutex<Queue>,
+    /// Checkpoints, rotation, the state file; `None` without `audit` integrity config (tests,
+    /// benches).
+    evidence: Option<evidence::Evidence>,
+    /// `audit.checkpoint_every`, or never.
+    checkpoint_every: u64,
     health: Arc<AuditHealth>,
     metrics: Arc<Metrics>,
     syncer: Arc<Syncer>,
@@ -141,6 +164,17 @@ impl AuditLog {
         metrics: Arc<Metrics>,
         replica: Option<Arc<str>>,
     ) -> Result<AuditLog, AuditWriterError> {
+        AuditLog::open_with(path, fsync, metrics, replica, None)
+    }
+
+    /// As `open`, with signed checkpoints, rotation and the start-up gap check.
+    pub fn open_with(
+        path: &Path,
+        fsync: Fsync,
+        metrics: Arc<Metrics>,
+        replica: Option<Arc<str>>,
+        integrity: Option<&AuditIntegrity>,
+    ) -> Result<AuditLog, AuditWriterError> {
         let open_err = |source| AuditWriterError::Open {
             path: path.to_path_buf(),
             source,
@@ -158,6 +192,16 @@ impl AuditLog {
             path: path.to_path_buf(),
             problem,
         })?;
+        let first_seq = evidence::first_seq(&mut file).unwrap_or(head.last_seq + 1);
+        let evidence = integrity
+            .map(|cfg| evidence::Evidence::new(cfg, path, replica.clone()))
+            .transpose()?;
+        // A log missing or shorter than its last checkpoint continues from the checkpoint,
+        // after a chain_gap record, or does not start at all.
+        let (head, gap) = match &evidence {
+            Some(ev) => ev.check_gap(head, path)?,
+            None => (head, None),
+        };
         let len = file.metadata().map_err(open_err)?.len();
         let health = Arc::new(AuditHealth {
             healthy: AtomicBool::new(true),
@@ -169,16 +213,21 @@ impl AuditLog {
             fsync: matches!(fsync, Fsync::Batch),
             ..Syncer::default()
         });
+        let file = Arc::new(ArcSwap::from_pointee(file));
         {
-            let file = file.try_clone().map_err(open_err)?;
+            let file = file.clone();
             let (s, h) = (syncer.clone(), health.clone());
             std::thread::Builder::new()
                 .name("aigate-audit-sync".into())
                 .spawn(move || s.run(file, &h))
                 .map_err(open_err)?;
         }
+        let checkpoint_every = integrity.map_or(u64::MAX, |i| i.checkpoint_every);
         let inner = Arc::new(Inner {
             file,
+            path: path.to_path_buf(),
+            evidence,
+            checkpoint_every,
             queue: Mutex::new(Queue {
                 head,
                 pending: Vec::new(),
@@ -189,6 +238,8 @@ impl AuditLog {
                 written: 0,
                 failed: 0,
                 waiters: Vec::new(),
+                since_checkpoint: 0,
+                evidence: evidence::State::new(first_seq),
             }),
             health,
             metrics,
@@ -197,13 +248,16 @@ impl AuditLog {
         });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
-            .name("aigate-audit-retry".into())
-            .spawn(move || retry(&weak))
+            .name("aigate-audit-housekeeping".into())
+            .spawn(move || housekeeping(&weak))
             .map_err(open_err)?;
         let log = AuditLog {
             inner,
             path: Arc::new(path.to_path_buf()),
         };
+        if let Some(gap) = gap {
+            log.submit(gap);
+        }
         if let Some(torn) = torn {
             tracing::warn!(
                 path = %path.display(),
@@ -271,10 +325,14 @@ impl AuditLog {
             }
         }
         if !self.inner.syncer.fsync {
+            self.inner.save_checkpoint();
             return self.healthy();
         }
-        match self.inner.file.sync_data() {
-            Ok(()) => self.healthy(),
+        match self.inner.file.load().sync_data() {
+            Ok(()) => {
+                self.inner.save_checkpoint();
+                self.healthy()
+            }
             Err(e) => {
                 self.inner
                     .health
@@ -284,6 +342,13 @@ impl AuditLog {
                 false
             }
         }
+    }
+
+    /// The gateway is stopping: seal a last signed checkpoint (flush writes it, and puts it
+    /// in the state file).
+    pub fn checkpoint_on_shutdown(&self) {
+        self.inner
+            .checkpoint_now(super::checkpoint::Cause::Shutdown);
     }
 
     pub async fn flush(&self) -> bool {
@@ -323,6 +388,10 @@ impl Inner {
             chain::seal_body(body, seq, &mut q.head.last_hash, &mut q.pending);
             q.head.last_seq = seq;
             q.pending_records += 1;
+            q.since_checkpoint += 1;
+            if q.since_checkpoint >= self.checkpoint_every {
+                self.checkpoint_locked(q, super::checkpoint::Cause::Count);
+            }
             Some(seq)
         })
     }
@@ -341,7 +410,8 @@ impl Inner {
                 let records = std::mem::take(&mut q.pending_records);
                 (buf, records, q.head.last_seq, q.len)
             };
-            let result = (&self.file).write_all(&buf);
+            let file = self.file.load();
+            let result = (&**file).write_all(&buf);
             let mut q = self.lock();
             q.writing = false;
             match result {
@@ -351,7 +421,16 @@ impl Inner {
                     q.spare = buf;
                     q.written = last_seq;
                     q.settle(last_seq, true);
+                    let rotate = self.rotate_size_reached(q.len);
+                    if rotate {
+                        // Stay the writer: nobody writes to the file being rotated.
+                        q.writing = true;
+                    }
                     drop(q);
+                    if rotate {
+                        self.rotate_as_writer(evidence::FileCause::Rotation);
+                        self.lock().writing = false;
+                    }
                     self.health.written.fetch_add(records, Ordering::Relaxed);
                     self.syncer.mark_dirty();
                     if !self.health.healthy.swap(true, Ordering::Relaxed) {
@@ -361,7 +440,7 @@ impl Inner {
                 Err(e) => {
                     // A partial write would leave half a line; cut it off so the retry appends
                     // whole lines and the chain stays intact.
-                    let _ = self.file.set_len(len);
+                    let _ = file.set_len(len);
                     buf.extend_from_slice(&q.pending);
                     q.pending = buf;
                     q.pending_records += records;
@@ -385,8 +464,9 @@ impl Drop for Inner {
     }
 }
 
-/// Retry queued records while the gateway is idle (a recovered disk, no new traffic).
-fn retry(inner: &Weak<Inner>) {
+/// Retry queued records while the gateway is idle (a recovered disk, no new traffic), and do
+/// what is due by the clock or found on disk (writer/evidence.rs).
+fn housekeeping(inner: &Weak<Inner>) {
     loop {
         std::thread::sleep(RETRY_INTERVAL);
         let Some(inner) = inner.upgrade() else { return };
@@ -394,6 +474,7 @@ fn retry(inner: &Weak<Inner>) {
         if queued {
             inner.write_out();
         }
+        inner.evidence_round();
     }
 }
 
@@ -495,7 +576,7 @@ impl Syncer {
         self.wake.notify_one();
     }
 
-    fn run(&self, file: File, health: &AuditHealth) {
+    fn run(&self, files: Arc<ArcSwap<File>>, health: &AuditHealth) {
         // Lowest priority for this thread only (Linux keeps a nice value per thread). An
         // fsync takes ~100 us of CPU for the filesystem's work; at normal priority it
         // preempted the proxy's workers and showed as 0.2 ms more at p99. Under a saturated
@@ -510,6 +591,7 @@ impl Syncer {
         // when each round's advice ended).
         let mut dropped = 0;
         let mut marks: std::collections::VecDeque<(Instant, u64)> = Default::default();
+        let mut current = files.load_full();
         loop {
             {
                 let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -526,6 +608,13 @@ impl Syncer {
             // Writes racing with the fsync set `dirty` again for the next round.
             std::thread::sleep(SYNC_INTERVAL);
             self.state.lock().unwrap_or_else(|p| p.into_inner()).dirty = false;
+            let file = files.load_full();
+            if !Arc::ptr_eq(&file, &current) {
+                // Rotated: the new file's pages start at 0.
+                current = file.clone();
+                dropped = 0;
+                marks.clear();
+            }
             let len = file.metadata().map(|m| m.len());
             if !self.fsync {
                 if let Ok(len) = len {

@@ -94,6 +94,37 @@ pub struct AuditConfig {
     pub path: PathBuf,
     pub on_failure: FailMode,
     pub fsync: Fsync,
+    /// Checkpoints, rotation and gap handling (config/validate/audit.rs).
+    pub integrity: AuditIntegrity,
+}
+
+/// What makes the log prove its own completeness: signed checkpoints, rotation with the chain
+/// continuing across files, and what to do when a log is found shorter than its checkpoint.
+#[derive(Debug, Clone)]
+pub struct AuditIntegrity {
+    /// A checkpoint after this many records...
+    pub checkpoint_every: u64,
+    /// ...or this long after the last one, if records came in between.
+    pub checkpoint_interval: Duration,
+    /// The Ed25519 private key (PKCS#8 PEM).
+    pub signing_key: PathBuf,
+    /// The key is the default one in the state directory: generate it on first start. A
+    /// configured key (mounted from a secret store) is never generated.
+    pub generate_key: bool,
+    /// Rotate once the file reaches this many bytes.
+    pub rotate_size: Option<u64>,
+    /// Rotate a file this long after it was started.
+    pub rotate_interval: Option<Duration>,
+    pub on_gap: OnGap,
+}
+
+/// A log missing or shorter than its last checkpoint, found on start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnGap {
+    /// Write a `chain_gap` record naming the missing range, log an error, and run.
+    Record,
+    /// Refuse to start until an operator restores the log or chooses `record`.
+    Refuse,
 }
 
 #[derive(Debug, Clone)]

@@ -127,6 +127,12 @@ pub struct RawAudit {
     pub path: Option<String>,
     pub on_failure: Option<String>,
     pub fsync: Option<String>,
+    pub checkpoint_every: Option<u64>,
+    pub checkpoint_interval: Option<String>,
+    pub signing_key: Option<String>,
+    pub rotate_size: Option<String>,
+    pub rotate_interval: Option<String>,
+    pub on_gap: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

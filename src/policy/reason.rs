@@ -69,6 +69,14 @@ pub enum Reason {
     /// On start the audit log ended in a torn line (the gateway died mid-write); the line was
     /// cut off and is kept in this record (`kind = admin`, `admin.torn_line`).
     AuditRecovered,
+    /// A signed checkpoint of the audit chain (`kind = admin`, `admin.checkpoint`).
+    AuditCheckpoint,
+    /// The first record of an audit file after rotation, or after the log was found moved or
+    /// deleted while the gateway ran (`kind = admin`, `admin.file`).
+    AuditFileStart,
+    /// On start, the log was missing or shorter than its last checkpoint: `admin.gap` names
+    /// the missing range.
+    ChainGap,
 }
 
 impl Reason {
@@ -99,6 +107,9 @@ impl Reason {
             Reason::AdminDenied => "admin_denied",
             Reason::AdminRefusalsSummarized => "admin_refusals_summarized",
             Reason::AuditRecovered => "audit_recovered",
+            Reason::AuditCheckpoint => "audit_checkpoint",
+            Reason::AuditFileStart => "audit_file_start",
+            Reason::ChainGap => "chain_gap",
         }
     }
 
@@ -142,6 +153,9 @@ impl Reason {
                 "the admin API refused this client more often than it gets records of its own; counted here"
             }
             Reason::AuditRecovered => "the audit log was recovered from a torn write",
+            Reason::AuditCheckpoint => "a signed checkpoint of the audit log",
+            Reason::AuditFileStart => "a new audit log file was started",
+            Reason::ChainGap => "records are missing from the audit log",
         }
     }
 }

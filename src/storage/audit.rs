@@ -55,13 +55,21 @@ async fn ship_session(db: &Db, path: &std::path::Path) -> Result<(), DbError> {
                 .await,
         )?
         .get(0);
-    let mut reader = Tail::open(path, last).map_err(|e| DbError::Unavailable(e.to_string()))?;
+    let mut last = last;
+    let mut reader =
+        Tail::open_series(path, last).map_err(|e| DbError::Unavailable(e.to_string()))?;
     let mut days: Vec<String> = Vec::new();
     loop {
         let batch = reader
             .next_batch()
             .map_err(|e| DbError::Unavailable(format!("reading {}: {e}", path.display())))?;
         if batch.is_empty() {
+            // The file was rotated (or moved) and this one is done: go on with the next.
+            if reader.superseded(path) {
+                reader = Tail::open_series(path, last)
+                    .map_err(|e| DbError::Unavailable(e.to_string()))?;
+                continue;
+            }
             tokio::time::sleep(POLL).await;
             continue;
         }
@@ -86,6 +94,7 @@ async fn ship_session(db: &Db, path: &std::path::Path) -> Result<(), DbError> {
                 .await,
         )?;
         reader.commit();
+        last = seqs.last().copied().unwrap_or(last);
     }
 }
 
@@ -119,6 +128,47 @@ struct Tail {
 }
 
 impl Tail {
+    /// Open the file of a rotated series that holds the records after `after_seq`: a rotated
+    /// file (named by its first seq) when shipping fell behind a rotation, else the active one.
+    fn open_series(active: &std::path::Path, after_seq: i64) -> std::io::Result<Tail> {
+        let want = u64::try_from(after_seq).unwrap_or(0) + 1;
+        let mut rotated = rotated_files(active);
+        rotated.sort();
+        // The newest rotated file that starts at or before `want`, unless the active file does.
+        let active_first = std::fs::File::open(active).ok().and_then(|f| {
+            let mut line = Vec::new();
+            BufReader::new(f).read_until(b'\n', &mut line).ok()?;
+            let head = serde_json::from_slice::<Head>(&line).ok()?;
+            u64::try_from(head.seq).ok()
+        });
+        let from_rotated = rotated
+            .iter()
+            .rev()
+            .find(|(first, _)| *first <= want)
+            .filter(|_| active_first.is_none_or(|a| a > want));
+        match from_rotated {
+            Some((_, file)) => Tail::open(file, after_seq),
+            None => Tail::open(active, after_seq),
+        }
+    }
+
+    /// Whether a newer file follows this one: it is not the one at the active path any more.
+    fn superseded(&self, active: &std::path::Path) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            match (std::fs::metadata(active), self.reader.get_ref().metadata()) {
+                (Ok(a), Ok(ours)) => (a.dev(), a.ino()) != (ours.dev(), ours.ino()),
+                _ => false,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = active;
+            false
+        }
+    }
+
     fn open(path: &std::path::Path, after_seq: i64) -> std::io::Result<Tail> {
         let file = std::fs::File::open(path)?;
         let mut tail = Tail {
@@ -203,6 +253,28 @@ impl Tail {
     fn commit(&mut self) {
         self.committed = self.pending;
     }
+}
+
+/// The rotated files of the log at `active` (`audit.000000001001.jsonl` for `audit.jsonl`),
+/// with the first seq their names give.
+fn rotated_files(active: &std::path::Path) -> Vec<(u64, PathBuf)> {
+    let (Some(dir), Some(stem)) = (active.parent(), active.file_stem()) else {
+        return Vec::new();
+    };
+    let stem = stem.to_string_lossy();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let middle = name.strip_prefix(&*stem)?.strip_prefix('.')?;
+            let (digits, _ext) = middle.split_once('.')?;
+            let first = digits.parse::<u64>().ok().filter(|_| digits.len() == 12)?;
+            Some((first, e.path()))
+        })
+        .collect()
 }
 
 /// Each replica's chain in the table, checked as `audit verify` checks a file.
@@ -385,6 +457,46 @@ mod tests {
             .write_all(&out)
             .unwrap();
         (dir, path, starts)
+    }
+
+    /// A rotated series: `audit.000000000001.jsonl` (1..=10), `audit.000000000011.jsonl`
+    /// (11..=20), `audit.jsonl` (21..=25). Shipping that fell behind a rotation resumes in the
+    /// rotated file, and moves on to the next file at its end.
+    #[test]
+    fn resumes_in_the_rotated_file_that_holds_the_next_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let active = dir.path().join("audit.jsonl");
+        let mut prev = chain::GENESIS.to_string();
+        for (name, seqs) in [
+            ("audit.000000000001.jsonl", 1..=10),
+            ("audit.000000000011.jsonl", 11..=20),
+            ("audit.jsonl", 21..=25),
+        ] {
+            let mut out = Vec::new();
+            for seq in seqs {
+                let r = AuditRecord::new(
+                    format!("id-{seq}"),
+                    Kind::Request,
+                    "127.0.0.1:1".into(),
+                    "a".into(),
+                    "h".into(),
+                    443,
+                );
+                prev = chain::seal(&r, seq, &prev, &mut out).unwrap();
+            }
+            std::fs::write(dir.path().join(name), out).unwrap();
+        }
+        let first = |after: i64| {
+            let mut tail = Tail::open_series(&active, after).unwrap();
+            let batch = tail.next_batch().unwrap();
+            (batch.first().map(|b| b.0), tail.superseded(&active))
+        };
+        assert_eq!(first(0), (Some(1), true));
+        assert_eq!(first(9), (Some(10), true));
+        assert_eq!(first(10), (Some(11), true));
+        assert_eq!(first(19), (Some(20), true));
+        assert_eq!(first(20), (Some(21), false));
+        assert_eq!(first(25), (None, false));
     }
 
     #[test]

@@ -276,13 +276,29 @@ fn run_starts_prints_where_to_point_clients_and_tunnels() {
         .status()
         .unwrap();
     assert!(child.wait().unwrap().success());
+    // The shutdown ends the log on a checkpoint signed with the key in the state directory,
+    // whose public half IT pins.
+    let exported = Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .current_dir(dir.path())
+        .args(["audit", "key", "export", "--config", "aigate.toml"])
+        .output()
+        .unwrap();
+    assert!(exported.status.success(), "{exported:?}");
+    let public = dir.path().join("audit.pub");
+    std::fs::write(&public, &exported.stdout).unwrap();
     let (code, stdout, stderr) = run(&[
         "audit",
         "verify",
         dir.path().join("aigate-data/audit.jsonl").to_str().unwrap(),
+        "--key",
+        public.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("ok, 1 records"), "{stdout}");
+    assert!(
+        stdout.contains("2 records, 1 checkpoints, 1 signatures valid")
+            && stdout.contains("ok, 2 records"),
+        "{stdout}"
+    );
 }
 
 /// A real log from the gateway, then tampered with three ways.
@@ -305,7 +321,10 @@ async fn audit_verify_catches_edit_delete_and_swap() {
     let (code, stdout, _) = run(&["audit", "verify", log.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(
-        stdout.ends_with("ok, 5 records, chain intact (last seq 5)\n"),
+        stdout.starts_with(&format!(
+            "{}: ok, 5 records, chain intact (last seq 5)\n",
+            log.display()
+        )),
         "{stdout}"
     );
     let lines: Vec<String> = std::fs::read_to_string(&log)

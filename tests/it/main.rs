@@ -4,6 +4,7 @@
 mod admin;
 mod admin_limits;
 mod ai_hosts;
+mod audit_evidence;
 mod audit_log;
 mod cli;
 mod common;

@@ -20,6 +20,7 @@ use crate::policy::{Action, Policy};
 
 mod admin;
 mod ai_hosts;
+mod audit;
 mod destinations;
 mod rules;
 mod storage;
@@ -28,6 +29,7 @@ mod vendors;
 
 use admin::admin;
 use ai_hosts::ai_hosts;
+use audit::integrity;
 use destinations::{allowed_clients, destinations};
 use rules::rules;
 use storage::storage;
@@ -293,6 +295,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
             Fsync::Batch
         }
     };
+    let integrity = integrity(&mut p, &raw.audit, base, &state_dir);
 
     // [identity]
     let header_raw = raw
@@ -405,6 +408,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
             path: audit_path,
             on_failure,
             fsync,
+            integrity,
         },
         identity: IdentityConfig {
             workflow_header,
