@@ -1136,7 +1136,16 @@ async fn shutdown_stops_accepting_and_lets_streams_in_flight_finish() {
         "drained before the timeout"
     );
     let text = std::fs::read_to_string(audit_path).unwrap();
-    let record: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The log ends on the shutdown's signed checkpoint, right after the stream's record.
+    let [.., record, checkpoint] = &records[..] else {
+        panic!("{records:?}")
+    };
+    assert_eq!(checkpoint["reason"], "audit_checkpoint", "{checkpoint}");
+    assert_eq!(checkpoint["admin"]["cause"], "shutdown");
     assert_eq!(record["bytes_down"], 150);
     assert!(record["error"].is_null(), "{record}");
     drop(dir);
