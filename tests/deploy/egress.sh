@@ -92,12 +92,19 @@ nsx router nft -f "/tmp/$p.nft" || { echo "egress: FAIL: nft -f $ruleset"; rm -f
 nsx router nft -f "/tmp/$p.nft" || { echo "egress: FAIL: a second nft -f $ruleset"; rm -f "/tmp/$p.nft"; exit 1; }
 rm -f "/tmp/$p.nft"
 
-# Wait for the listeners.
-for _ in $(seq 50); do
-    nsx gw bash -c 'exec 3<>/dev/tcp/10.2.0.2/3128' 2>/dev/null \
-        && nsx net bash -c "exec 3<>/dev/tcp/$vendor/443" 2>/dev/null && break
+# Wait for every listener port (each is its own thread; one being up says nothing of the others).
+ready() {
+    nsx gw bash -c 'exec 3<>/dev/tcp/10.2.0.2/3128' 2>/dev/null || return 1
+    local port
+    for port in 80 443 22; do
+        nsx net bash -c "exec 3<>/dev/tcp/$vendor/$port" 2>/dev/null || return 1
+    done
+}
+for _ in $(seq 100); do
+    ready && break
     sleep 0.1
 done
+ready || { echo "egress: FAIL: the listeners did not start"; exit 1; }
 
 failures=0
 try() { # WANT(open|refused) FROM HOST PORT WHY
