@@ -112,37 +112,56 @@ fn subject(v: &Value) -> String {
     }
 }
 
-/// A table of exemptions.
+/// A table of exemptions, aligned, with every cell escaped by `crate::table`: a reason or a
+/// ticket is text a person typed, and must not move the cursor or forge a row (issue 15).
 pub fn table(items: &[Value]) -> String {
-    let mut out = format!(
-        "{:<42} {:<18} {:<22} {:<16} {:<21} {:<7} {}\n",
-        "ID", "SUBJECT", "TOOLS", "WORKFLOWS", "EXPIRES", "ACTIVE", "REASON"
-    );
-    for e in items {
-        let list = |v: &Value| {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_str())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_else(|| "all".into())
-        };
-        out.push_str(&format!(
-            "{:<42} {:<18} {:<22} {:<16} {:<21} {:<7} {}\n",
-            e["id"].as_str().unwrap_or("-"),
-            subject(e),
-            list(&e["tools"]),
-            list(&e["workflows"]),
-            fmt_time(&e["expires_at"]),
-            if e["active"].as_bool() == Some(true) {
-                "yes"
-            } else {
-                "no"
-            },
-            e["reason"].as_str().unwrap_or(""),
-        ));
-    }
-    out
+    let header: Vec<String> = [
+        "ID",
+        "SUBJECT",
+        "TOOLS",
+        "WORKFLOWS",
+        "STARTS",
+        "EXPIRES",
+        "ACTIVE",
+        "TICKET",
+        "REASON",
+    ]
+    .iter()
+    .map(|h| h.to_string())
+    .collect();
+    let list = |v: &Value| {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_else(|| "all".into())
+    };
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|e| {
+            vec![
+                e["id"].as_str().unwrap_or("-").to_string(),
+                subject(e),
+                list(&e["tools"]),
+                list(&e["workflows"]),
+                fmt_time(&e["starts_at"]),
+                fmt_time(&e["expires_at"]),
+                if e["active"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_string(),
+                e["ticket"].as_str().unwrap_or("-").to_string(),
+                e["reason"].as_str().unwrap_or("").to_string(),
+            ]
+        })
+        .collect();
+    let mut out = Vec::new();
+    // Writing into memory cannot fail.
+    let _ = crate::table::write(&mut out, &header, &rows);
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -833,10 +833,13 @@ pub fn exemption_cmd(args: &AdminArgs, command: &ExemptionCommand) -> Result<(),
                 format!("/v1/exemptions?{}", q.join("&"))
             };
             let v = client.call(http::Method::GET, &path, None)?;
-            let items = v["exemptions"].as_array().cloned().unwrap_or_default();
             match args.format {
-                OutputFormat::Json => outln!("{}", serde_json::Value::Array(items))?,
-                OutputFormat::Table => out(table(&items))?,
+                // The API's own shape, `{"exemptions": [...]}`: one shape for scripts, whichever
+                // they call.
+                OutputFormat::Json => outln!("{v:#}")?,
+                OutputFormat::Table => out(table(
+                    v["exemptions"].as_array().map_or(&[][..], Vec::as_slice),
+                ))?,
             }
         }
         ExemptionCommand::Show { id } => print_one(&client.call(

@@ -185,7 +185,12 @@ pub async fn grant(
         &cfg.identity.directory,
         &cfg.policy,
         &known,
-        cfg.admin.max_exemption,
+        &grant::Limits {
+            max_duration: cfg.admin.max_exemption,
+            window: cfg.admin.exemption_window,
+            max_lead: cfg.admin.max_exemption_lead,
+        },
+        &state.store.list(),
         now,
     ) {
         // Every grant rule, the manager chain included, is a 400 that names it.

@@ -172,7 +172,12 @@ pub struct AdminToken {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// The longest exemption, and the most cover a subject holds for a tool in any
+    /// `exemption_window`.
     pub max_exemption: Duration,
+    pub exemption_window: Duration,
+    /// How far ahead an exemption may start.
+    pub max_exemption_lead: Duration,
     pub tokens: Vec<AdminToken>,
     /// Connections the admin listener holds at most; also never more than its share of file
     /// descriptors (`fdlimit`), so the admin side cannot take the proxy's.

@@ -203,6 +203,8 @@ pub struct RawAdmin {
     pub max_connections_per_client: Option<u64>,
     pub header_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub exemption_window: Option<String>,
+    pub max_exemption_lead: Option<String>,
     #[serde(default)]
     pub tokens: Vec<RawAdminToken>,
 }

@@ -903,3 +903,138 @@ fn another_ca() -> String {
         .cert_pem()
         .to_string()
 }
+
+/// Issue 15: a manager chained 26 grants of 14 days with future `starts_at` values, and the
+/// report was exempt for a year; `starts_at` 30 days in the past made a 43-day grant. Through
+/// the real admin API: the second back-to-back grant is refused with the rule and the grants
+/// that count, and so are a back-dated and a far-future start.
+#[tokio::test]
+async fn chained_and_back_dated_grants_are_refused() {
+    let env = env_with_people(None).await;
+    let at = |from_now: i64| {
+        let now = std::time::SystemTime::now();
+        let t = if from_now >= 0 {
+            now + Duration::from_secs(from_now as u64)
+        } else {
+            now - Duration::from_secs(from_now.unsigned_abs())
+        };
+        humantime::format_rfc3339_seconds(t).to_string()
+    };
+    const DAY: i64 = 86_400;
+    let grant = |starts: String, days: i64| json!({"user": "alice", "tools": ["claude-code"], "starts_at": starts, "for": format!("{days}d"), "reason": "pilot"});
+    let (status, first) = call(
+        &env,
+        reqwest::Method::POST,
+        "/v1/exemptions",
+        Some(BOB_ADMIN),
+        Some(grant(at(0), 14)),
+    )
+    .await;
+    assert_eq!(status, 201, "{first}");
+    let first_id = first["id"].as_str().unwrap();
+    let (status, refused) = call(
+        &env,
+        reqwest::Method::POST,
+        "/v1/exemptions",
+        Some(BOB_ADMIN),
+        Some(grant(at(14 * DAY), 14)),
+    )
+    .await;
+    assert_eq!(status, 400, "{refused}");
+    let message = refused["error"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "user \"alice\" would be exempt from claude-code for 28 days within 30 days; at most 14 days of cover in any 30 days (admin.max_exemption, admin.exemption_window)"
+        ) && message.contains(first_id),
+        "{message}"
+    );
+    // Once the first grant has left the window, the next one fits.
+    let (status, body) = call(
+        &env,
+        reqwest::Method::POST,
+        "/v1/exemptions",
+        Some(BOB_ADMIN),
+        Some(grant(at(30 * DAY), 14)),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, refused) = call(
+        &env,
+        reqwest::Method::POST,
+        "/v1/exemptions",
+        Some(ROOT),
+        Some(json!({"user": "alice", "tools": ["claude-code"], "starts_at": at(-30 * DAY), "expires_at": at(13 * DAY), "reason": "back-dated"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        refused["error"],
+        "starts_at is in the past: an exemption starts now or later (at most 5 minutes earlier, for clock skew)"
+    );
+    let (status, refused) = call(
+        &env,
+        reqwest::Method::POST,
+        "/v1/exemptions",
+        Some(ROOT),
+        Some(grant(at(45 * DAY), 1)),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        refused["error"],
+        "starts_at is too far ahead: an exemption starts at most 30 days from now (admin.max_exemption_lead)"
+    );
+}
+
+/// Issue 15: a manager's `reason` with terminal escape sequences was printed raw by
+/// `aigate exemption list` (a fake row, a cleared screen). Typed text is escaped in the table;
+/// JSON keeps it exact.
+#[tokio::test]
+async fn typed_text_is_escaped_in_the_terminal() {
+    let env = env_with_people(None).await;
+    let hostile = "pilot\u{1b}[2J\u{1b}[H\rex-fake  user:bob  all\nsecond line\u{202e}";
+    let (status, body) = call(
+        &env,
+        reqwest::Method::POST,
+        "/v1/exemptions",
+        Some(BOB_ADMIN),
+        Some(json!({"user": "alice", "tools": ["claude-code"], "for": "1d", "reason": hostile, "ticket": "IT-1\u{7}"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let admin_url = format!("http://{}", env.gateway.admin_addr);
+    let cli = move |args: &'static [&'static str]| {
+        let admin_url = admin_url.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_aigate"))
+                .args(["exemption", "--admin", &admin_url])
+                .args(args)
+                .env("AIGATE_TOKEN", AUDITOR)
+                .env("RUST_LOG", "off")
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap()
+        })
+    };
+    let table = cli(&["list"]).await.unwrap();
+    assert!(
+        !table
+            .chars()
+            .any(|c| c.is_control() && c != '\n' || c == '\u{202e}'),
+        "{table:?}"
+    );
+    assert_eq!(table.lines().count(), 2, "a header and one row: {table:?}");
+    assert!(
+        table.contains("pilot\\u{1b}[2J\\u{1b}[H\\rex-fake  user:bob  all\\nsecond line\\u{202e}"),
+        "{table:?}"
+    );
+    let json: Value =
+        serde_json::from_str(&cli(&["list", "--format", "json"]).await.unwrap()).unwrap();
+    assert_eq!(json["exemptions"][0]["id"], id.as_str());
+    assert_eq!(
+        json["exemptions"][0]["reason"], hostile,
+        "JSON keeps the text exact"
+    );
+}

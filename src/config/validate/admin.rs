@@ -25,6 +25,32 @@ pub(super) fn admin(p: &mut Problems, raw: &RawAdmin) -> AdminConfig {
         Duration::from_secs(60),
         Duration::from_secs(366 * 86_400),
     );
+    let exemption_window = duration(
+        p,
+        "admin.exemption_window",
+        raw.exemption_window.as_deref(),
+        Duration::from_secs(30 * 86_400),
+        Duration::from_secs(60),
+        Duration::from_secs(3 * 366 * 86_400),
+    );
+    if exemption_window < max_exemption {
+        p.push(
+            "admin.exemption_window",
+            raw.exemption_window.as_deref().and_then(q),
+            format!(
+                "shorter than admin.max_exemption ({}); the window in which cover is counted must be at least one whole exemption",
+                crate::config::format_duration(max_exemption)
+            ),
+        );
+    }
+    let max_exemption_lead = duration(
+        p,
+        "admin.max_exemption_lead",
+        raw.max_exemption_lead.as_deref(),
+        Duration::from_secs(30 * 86_400),
+        Duration::ZERO,
+        Duration::from_secs(366 * 86_400),
+    );
     let mut tokens = Vec::new();
     for (i, t) in raw.tokens.iter().enumerate() {
         let at = format!("admin.tokens[{i}]");
@@ -111,6 +137,8 @@ pub(super) fn admin(p: &mut Problems, raw: &RawAdmin) -> AdminConfig {
     AdminConfig {
         listen,
         max_exemption,
+        exemption_window,
+        max_exemption_lead,
         tokens,
         max_connections: max_connections as usize,
         max_connections_per_client: max_per_client as usize,
