@@ -443,6 +443,16 @@ pub fn check(arg: &ConfigArg) -> Result<(), CliError> {
         plural(cfg.policy.rules.len(), "rule", "rules"),
         cfg.policy.default_action
     )?;
+    if cfg.file.is_some() {
+        let catalogs = config::CATALOGS.join(" and ");
+        if cfg.include_defaults {
+            outln!("{catalogs}: this file's, then the shipped ones (include_defaults = true)")?;
+        } else {
+            outln!(
+                "{catalogs}: this file's only; a config file replaces the shipped ones (include_defaults = true extends them instead)"
+            )?;
+        }
+    }
     for w in cfg.warnings() {
         note!("warning: {w}");
     }

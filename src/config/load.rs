@@ -94,7 +94,7 @@ pub fn load_str(text: &str, source_name: &str, base: &Path) -> Result<Config, Co
         source_name: source_name.to_string(),
         problems,
     };
-    let table: toml::Table = toml::from_str(text).map_err(|e| {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| {
         let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
         invalid(vec![Problem {
             path: format!("line {line}, column {col}"),
@@ -102,10 +102,23 @@ pub fn load_str(text: &str, source_name: &str, base: &Path) -> Result<Config, Co
             message: format!("not valid TOML: {}", e.message().trim()),
         }])
     })?;
+    let included = include_defaults(&mut table);
     let (raw, mut problems) = deserialize_all(toml::Value::Table(table));
+    let included = included.unwrap_or_else(|p| {
+        problems.insert(0, p);
+        false
+    });
     match validate(raw, source_name, base) {
         Ok(mut config) if problems.is_empty() => {
-            config.version = version_of(text).into();
+            config.include_defaults = included;
+            // The shipped catalogs are part of the policy in force: a new binary with new
+            // signatures is a new version even when the file did not change.
+            config.version = if included {
+                version_of(&format!("{text}\n{DEFAULT_CONFIG}"))
+            } else {
+                version_of(text)
+            }
+            .into();
             Ok(config)
         }
         Ok(_) => Err(invalid(problems)),
@@ -116,6 +129,65 @@ pub fn load_str(text: &str, source_name: &str, base: &Path) -> Result<Config, Co
             Err(invalid(problems))
         }
     }
+}
+
+/// The catalogs a file extends with `include_defaults = true` instead of replacing them. The
+/// shipped entries follow the file's own, so the file's key paths keep their indices and its tool
+/// signatures are tried first; a shipped entry whose `id` the file also uses is left out, so a
+/// file overrides one by reusing its id. A catalog added to the shipped config joins by being
+/// named here.
+pub const CATALOGS: &[&str] = &["vendors", "tools"];
+
+/// Merge the shipped catalogs into `table` when it asks for them (`include_defaults = true` at
+/// the top of the file); whether it did.
+fn include_defaults(table: &mut toml::Table) -> Result<bool, Problem> {
+    let Some(flag) = table.remove("include_defaults") else {
+        return Ok(false);
+    };
+    match flag {
+        toml::Value::Boolean(true) => {}
+        toml::Value::Boolean(false) => return Ok(false),
+        other => {
+            return Err(Problem {
+                path: "include_defaults".into(),
+                value: Some(other.to_string()),
+                message: format!(
+                    "write true (extend the shipped {}) or false",
+                    CATALOGS.join(" and ")
+                ),
+            });
+        }
+    }
+    let shipped: toml::Table = toml::from_str(DEFAULT_CONFIG).map_err(|e| Problem {
+        path: "include_defaults".into(),
+        value: None,
+        message: format!("the shipped config does not parse: {e}"),
+    })?;
+    let id = |v: &toml::Value| {
+        v.get("id")
+            .and_then(toml::Value::as_str)
+            .map(str::to_string)
+    };
+    for name in CATALOGS {
+        let Some(toml::Value::Array(defaults)) = shipped.get(*name) else {
+            continue;
+        };
+        let entry = table
+            .entry(name.to_string())
+            .or_insert_with(|| toml::Value::Array(Vec::new()));
+        // A catalog of the wrong type is reported by the deserializer, with its key path.
+        let toml::Value::Array(own) = entry else {
+            continue;
+        };
+        let ids: Vec<String> = own.iter().filter_map(id).collect();
+        own.extend(
+            defaults
+                .iter()
+                .filter(|d| id(d).is_none_or(|i| !ids.contains(&i)))
+                .cloned(),
+        );
+    }
+    Ok(true)
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

@@ -18,7 +18,7 @@ use http::HeaderName;
 use ipnet::IpNet;
 
 pub use duration::{format_duration, parse_duration, plural};
-pub use load::{ConfigError, DEFAULT_CONFIG, Problem, load, load_str};
+pub use load::{CATALOGS, ConfigError, DEFAULT_CONFIG, Problem, load, load_str};
 
 use crate::catalog::AiHostCatalog;
 use crate::destination::Destinations;
@@ -242,6 +242,9 @@ pub struct Config {
     pub source: String,
     /// The file it was loaded from (`None`: the embedded default), for reloads.
     pub file: Option<PathBuf>,
+    /// The file extends the shipped catalogs (`include_defaults = true`) instead of replacing
+    /// them.
+    pub include_defaults: bool,
     /// A short hash of the config text: which policy decided, in every audit record.
     pub version: Arc<str>,
     pub listen: SocketAddr,
@@ -293,6 +296,12 @@ impl Config {
     /// Valid but risky settings, for `aigate check` and the start-up log.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        if self.vendors.is_empty() {
+            out.push(
+                "vendors: none, so nothing is intercepted: every call is tunnelled untouched and no rule ever applies. A config file replaces the shipped catalogs entirely; list [[vendors]] and [[tools]], or put include_defaults = true at the top of the file to extend the shipped ones"
+                    .to_string(),
+            );
+        }
         if !self.listen.ip().to_canonical().is_loopback()
             && !self.identity.require_auth
             && self.allowed_clients.is_empty()

@@ -9,7 +9,7 @@
 //! - a reason is required;
 //! - the grantor is an admin, or a manager who is the subject's manager or an ancestor of them in
 //!   the directory (groups can only be exempted by an admin), and never the subject;
-//! - every tool is known, and some `exemptable` block rule covers it.
+//! - every tool is known, and some `exemptable` block (or monitor) rule covers it.
 
 use std::time::{Duration, SystemTime};
 
@@ -157,7 +157,7 @@ pub fn check(
             return Err(GrantError::UnknownTool(tool.clone()));
         }
         let exemptable = policy.rules.iter().any(|r| {
-            r.action == Action::Block
+            r.action != Action::Allow
                 && r.exemptable
                 && r.tools.as_ref().is_none_or(|t| t.contains(tool))
         });

@@ -2,8 +2,9 @@
 //!
 //! Evaluation order, the one place it is written down (docs/policy.md repeats it):
 //! 1. Rules in file order; the first rule whose every condition matches the call decides.
-//! 2. If that rule blocks and is `exemptable`, an active exemption covering the call (subject,
-//!    tool, workflow, time window at `now`) turns the block into an allow with reason `exempted`.
+//! 2. If that rule blocks (or monitors, while a block is rolled out) and is `exemptable`, an
+//!    active exemption covering the call (subject, tool, workflow, time window at `now`) turns it
+//!    into an allow with reason `exempted`.
 //! 3. No rule matches: the configured default action, reason `default_action`.
 //!
 //! `now` and the exemption snapshot are arguments so that decision tables are plain unit tests and
@@ -183,7 +184,7 @@ fn evaluate(
             exemption: None,
             exemptable: rule.exemptable,
         };
-        if rule.action == Action::Block && rule.exemptable {
+        if rule.action != Action::Allow && rule.exemptable {
             if let Some(exemption) = exemptions.covering(call, now) {
                 decision.action = Action::Allow;
                 decision.reason = Reason::Exempted;

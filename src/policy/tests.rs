@@ -268,3 +268,47 @@ fn only_a_rules_monitor_would_block_not_the_default_actions() {
         (Action::Monitor, Reason::DefaultAction, false)
     );
 }
+
+/// Issue 18: "roll out as monitor first" made the file invalid for an `exemptable` rule. A
+/// monitor rule keeps `exemptable`: an exemption lifts it as it will lift the block, and a call
+/// without one is monitored with `would_block`.
+#[test]
+fn an_exemptable_monitor_rule_yields_to_an_exemption_like_its_block() {
+    let none: Vec<String> = vec![];
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let snapshot = Snapshot::new([Exemption {
+        id: Arc::from("ex-3"),
+        subject: Subject::User("alice".into()),
+        tools: vec!["claude-code".into()],
+        workflows: None,
+        starts_at: t0,
+        expires_at: t0 + Duration::from_secs(60),
+        revoked_at: None,
+        reason: "testing".into(),
+        ticket: None,
+        granted_by: "bob".into(),
+        created_at: None,
+        revoked_by: None,
+    }]);
+    let mut rollout = rule("ban-rivals", Action::Monitor);
+    rollout.tools = strings(&["claude-code"]);
+    rollout.exemptable = true;
+    let policy = Policy::new(vec![rollout], Action::Allow);
+    let alice = call("claude-code", "untagged", &none, None);
+    let exempted = decide(&policy, &alice, &snapshot, t0);
+    assert_eq!(
+        (
+            exempted.action,
+            exempted.reason,
+            exempted.exemption.as_deref()
+        ),
+        (Action::Allow, Reason::Exempted, Some("ex-3"))
+    );
+    assert!(!exempted.would_block());
+    let later = decide(&policy, &alice, &snapshot, t0 + Duration::from_secs(60));
+    assert_eq!(
+        (later.action, later.reason),
+        (Action::Monitor, Reason::RuleMatched)
+    );
+    assert!(later.would_block());
+}

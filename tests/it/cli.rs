@@ -1140,7 +1140,9 @@ fn check_counts_in_words() {
     assert_eq!(
         stdout,
         format!(
-            "{}: ok (1 vendor, 1 tool signature, 1 rule, default action monitor)\n",
+            "{}: ok (1 vendor, 1 tool signature, 1 rule, default action monitor)\n\
+             vendors and tools: this file's only; a config file replaces the shipped ones \
+             (include_defaults = true extends them instead)\n",
             cfg.display()
         )
     );
@@ -1652,4 +1654,97 @@ fn check_refuses_a_missing_manager_and_a_manager_cycle() {
 #[test]
 fn check_names_every_ai_host_catalog_problem() {
     assert_stderr("bad-ai-hosts");
+}
+
+/// Issue 18: a config with zero vendors passed `check` with "ok (0 vendors, …)", and nothing
+/// would be intercepted. It warns, says that a file replaces the shipped catalogs, and
+/// `include_defaults = true` extends them instead.
+#[test]
+fn a_file_replaces_the_shipped_catalogs_unless_it_includes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = aigate::config::load(None).unwrap();
+    let (vendors, tools) = (shipped.vendors.len(), shipped.tools.len());
+    let check = |text: &str| {
+        let cfg = dir.path().join("aigate.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let (code, stdout, stderr) = run(&["check", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(code, 0, "{stderr}");
+        (stdout, stderr)
+    };
+    let (stdout, stderr) = check("[policy]\ndefault_action = \"block\"\n");
+    assert!(
+        stdout.contains(
+            ": ok (0 vendors, 0 tool signatures, 0 rules, default action block)\n\
+             vendors and tools: this file's only; a config file replaces the shipped ones \
+             (include_defaults = true extends them instead)\n"
+        ),
+        "{stdout}"
+    );
+    assert_eq!(
+        stderr,
+        "warning: vendors: none, so nothing is intercepted: every call is tunnelled untouched and \
+         no rule ever applies. A config file replaces the shipped catalogs entirely; list \
+         [[vendors]] and [[tools]], or put include_defaults = true at the top of the file to \
+         extend the shipped ones\n"
+    );
+    let (stdout, stderr) = check("include_defaults = true\n[policy]\ndefault_action = \"block\"\n");
+    assert!(
+        stdout.contains(&format!(
+            ": ok ({vendors} vendors, {tools} tool signatures, 0 rules, default action block)\n\
+             vendors and tools: this file's, then the shipped ones (include_defaults = true)\n"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(stderr, "");
+    // A vendor of its own joins the shipped ones; one with a shipped id replaces it.
+    let (stdout, _) = check(
+        "include_defaults = true\n\
+         [[vendors]]\nid = \"acme\"\nname = \"Acme AI\"\nhosts = [\"api.acme.example\"]\nerror_format = \"openai\"\n\
+         [[vendors]]\nid = \"anthropic\"\nname = \"Anthropic via proxy\"\nhosts = [\"anthropic.corp.example\"]\nerror_format = \"anthropic\"\n",
+    );
+    assert!(
+        stdout.contains(&format!(": ok ({} vendors,", vendors + 1)),
+        "{stdout}"
+    );
+    let cfg = dir.path().join("aigate.toml");
+    let (_, stdout, _) = run(&[
+        "explain",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--host",
+        "anthropic.corp.example",
+        "-H",
+        "user-agent: claude-cli/2.1.12",
+    ]);
+    assert!(stdout.contains("tool:      claude-code"), "{stdout}");
+    // A wrong type is a problem with its key path.
+    let text = "include_defaults = \"yes\"\n";
+    std::fs::write(&cfg, text).unwrap();
+    let (code, _, stderr) = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 78);
+    assert!(
+        stderr.contains(
+            "include_defaults = \"yes\": write true (extend the shipped vendors and tools) or false"
+        ),
+        "{stderr}"
+    );
+}
+
+/// Issue 18: docs/policy.md's "roll out as monitor first", done to the shipped exemptable rule,
+/// made the file invalid.
+#[test]
+fn an_exemptable_rule_can_be_rolled_out_as_monitor() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = aigate::config::DEFAULT_CONFIG;
+    let text = shipped.replacen(
+        "action = \"block\"\nexemptable = true",
+        "action = \"monitor\"\nexemptable = true",
+        1,
+    );
+    assert_ne!(text, shipped);
+    let cfg = dir.path().join("rollout.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let (code, stdout, stderr) = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(": ok ("), "{stdout}");
 }

@@ -381,6 +381,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
     Ok(Config {
         source: source.to_string(),
         file: None,
+        include_defaults: false,
         version: Arc::from(""),
         listen,
         state_dir,

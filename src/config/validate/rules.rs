@@ -58,8 +58,10 @@ pub(super) fn rules(
                 Action::Block
             }),
         };
-        if r.exemptable && action != Action::Block {
-            p.push(format!("{at}.exemptable"), Some("true".into()), "only a block rule can be exempted; remove `exemptable` or make the action \"block\"");
+        // A monitor rule may be exemptable: rolling a block out as monitor first then shows
+        // exactly what the block will do, exemptions included (issue 18).
+        if r.exemptable && action == Action::Allow {
+            p.push(format!("{at}.exemptable"), Some("true".into()), "an allow rule has nothing to exempt; remove `exemptable` or make the action \"block\" (or \"monitor\" while rolling a block out)");
         }
         let check_list = |p: &mut Problems,
                           key: &str,
