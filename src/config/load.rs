@@ -135,7 +135,8 @@ pub fn load_str(text: &str, source_name: &str, base: &Path) -> Result<Config, Co
 /// shipped entries follow the file's own, so the file's key paths keep their indices and its tool
 /// signatures are tried first; a shipped entry whose `id` the file also uses is left out, so a
 /// file overrides one by reusing its id. A catalog added to the shipped config joins by being
-/// named here.
+/// named here. (The AI host catalog is data of its own, in force unless `ai_hosts.builtin =
+/// false`, so it needs no entry.)
 pub const CATALOGS: &[&str] = &["vendors", "tools"];
 
 /// Merge the shipped catalogs into `table` when it asks for them (`include_defaults = true` at

@@ -1748,3 +1748,54 @@ fn an_exemptable_rule_can_be_rolled_out_as_monitor() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(": ok ("), "{stdout}");
 }
+
+/// Issue 18: README.md linked `../shared/DESIGN.md` and `../shared/STYLE.md`, which do not exist
+/// in a clone. Every relative link in the README, CONTRIBUTING.md and docs/ names a file of this
+/// repository, and no page still calls PostgreSQL "a later issue".
+#[test]
+fn every_relative_doc_link_resolves_in_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut pages = vec![root.join("README.md"), root.join("CONTRIBUTING.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            pages.push(path);
+        }
+    }
+    let mut broken = Vec::new();
+    for page in &pages {
+        let text = std::fs::read_to_string(page).unwrap();
+        assert!(!text.contains("a later issue"), "{}", page.display());
+        for (i, _) in text.match_indices("](") {
+            let rest = &text[i + 2..];
+            let Some(end) = rest.find(')') else { continue };
+            let target = &rest[..end];
+            if target.contains("://") || target.starts_with('#') || target.starts_with("mailto:") {
+                continue;
+            }
+            let file = target.split('#').next().unwrap();
+            let inside = page
+                .parent()
+                .unwrap()
+                .join(file)
+                .canonicalize()
+                .is_ok_and(|p| p.starts_with(root.canonicalize().unwrap()));
+            if !inside {
+                broken.push(format!("{}: {target}", page.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{broken:#?}");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        !readme.contains("../shared/"),
+        "README points outside the clone"
+    );
+    for deploy in [
+        "deploy/kubernetes/deployment.yaml",
+        "deploy/kubernetes/pdb.yaml",
+    ] {
+        let text = std::fs::read_to_string(root.join(deploy)).unwrap();
+        assert!(!text.contains("a later issue"), "{deploy}");
+    }
+}
