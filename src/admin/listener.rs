@@ -7,14 +7,16 @@
 //!   `admin.max_connections_per_client` from one address.
 //! - A request head must arrive within `admin.header_timeout`; a connection with nothing in
 //!   flight for `admin.idle_timeout` is closed.
-//! - A connection over a limit, and a request hyper refuses before the router sees it (two
-//!   `Content-Length`s, `xchunked`, obs-fold, not HTTP/1.1), is audited like a 401: through the
-//!   refusal log, which bounds what an outsider can write.
+//! - A connection over a limit, a request hyper refuses before the router sees it (two
+//!   `Content-Length`s, `xchunked`, obs-fold, not HTTP/1.1), and a head cut by the header
+//!   timeout are audited like a 401: through the refusal log, which bounds what an outsider can
+//!   write.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::SystemTime;
 
@@ -25,6 +27,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower_service::Service;
@@ -76,30 +79,48 @@ async fn connection(
     };
     let activity = idle::Activity::new();
     let watch = activity.clone();
+    let progress = Progress::default();
+    let marks = progress.clone();
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
         let token = activity.begin();
         let answer = router.clone().call(req);
+        let marks = marks.clone();
         async move {
             let Ok(resp) = answer.await;
             Ok::<_, Infallible>(resp.map(|inner| Tracked {
                 inner,
                 _token: token,
+                _answered: Answered(marks),
             }))
         }
     });
+    let io = Counted {
+        inner: stream,
+        read: progress.read.clone(),
+    };
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
         .max_buf_size(MAX_HEADER_BYTES)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     tokio::pin!(conn);
     let draining = state.shared.draining.clone();
     if let Err(e) = serve::until_done(conn, draining, &watch, idle_timeout).await {
         if serve::refused_by_hyper(&e) {
-            let mut r = refusal(peer, Reason::BadRequest, 400);
+            let mut r = refusal(peer, Reason::BadRequest, None);
             r.error = Some(format!("http: {e}"));
+            submit_refusal(&state, r);
+        } else if e.is_timeout() && progress.mid_head() {
+            // Part of a head arrived, not all of it, within the header timeout: a slowloris
+            // (or a client too slow to serve). A keep-alive connection that sent nothing more
+            // after its last answer is closed by the same timer, and is no refusal.
+            let mut r = refusal(peer, Reason::BadRequest, None);
+            r.error = Some(
+                "header_timeout: the request head did not arrive within admin.header_timeout"
+                    .into(),
+            );
             submit_refusal(&state, r);
         } else {
             tracing::debug!(client = %peer, error = %e, "admin connection ended with an error");
@@ -125,13 +146,13 @@ fn over_limit(state: &AdminState, stream: TcpStream, peer: SocketAddr, hit: Limi
     );
     let _ = stream.try_write(head.as_bytes());
     drop(stream);
-    let mut r = refusal(peer, Reason::ConnectionLimit, 503);
+    let mut r = refusal(peer, Reason::ConnectionLimit, Some(503));
     r.error = Some(text.trim_end().to_string());
     submit_refusal(state, r);
 }
 
 /// A record of an admin-leg refusal of a caller who did not authenticate.
-pub(super) fn refusal(peer: SocketAddr, reason: Reason, status: u16) -> AuditRecord {
+pub(super) fn refusal(peer: SocketAddr, reason: Reason, status: Option<u16>) -> AuditRecord {
     let mut r = AuditRecord::new(
         new_id(),
         Kind::Admin,
@@ -142,7 +163,7 @@ pub(super) fn refusal(peer: SocketAddr, reason: Reason, status: u16) -> AuditRec
     );
     r.action = Action::Block;
     r.reason = reason;
-    r.status = Some(status);
+    r.status = status;
     r
 }
 
@@ -153,6 +174,7 @@ pub(super) fn submit_refusal(state: &AdminState, record: AuditRecord) {
         .parse::<SocketAddr>()
         .map(|a| a.ip())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    // No status: hyper answered (400, 431) or closed without aigate's say.
     let status = record.status.unwrap_or(0);
     if state.refusals.admit(ip, status, SystemTime::now()) {
         state.shared.audit.submit(record);
@@ -163,6 +185,81 @@ pub(super) fn submit_refusal(state: &AdminState, record: AuditRecord) {
 struct Tracked {
     inner: axum::body::Body,
     _token: idle::InFlight,
+    _answered: Answered,
+}
+
+/// How far the client's bytes have been answered: all bytes read when the last answer was
+/// done. Bytes read since then are the start of a head that has not completed.
+#[derive(Clone, Default)]
+struct Progress {
+    read: Arc<AtomicU64>,
+    answered: Arc<AtomicU64>,
+}
+
+impl Progress {
+    fn mid_head(&self) -> bool {
+        self.read.load(Ordering::Acquire) > self.answered.load(Ordering::Acquire)
+    }
+}
+
+/// Marks the connection's bytes answered when an answer's body is done (or dropped).
+struct Answered(Progress);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        let read = self.0.read.load(Ordering::Acquire);
+        self.0.answered.store(read, Ordering::Release);
+    }
+}
+
+/// The client's stream, counting the bytes read from it.
+struct Counted {
+    inner: TcpStream,
+    read: Arc<AtomicU64>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len().saturating_sub(before);
+        self.read.fetch_add(n as u64, Ordering::AcqRel);
+        result
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 impl Body for Tracked {

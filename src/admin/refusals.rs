@@ -67,7 +67,8 @@ struct Tally {
     refusals: u64,
     first: SystemTime,
     last: SystemTime,
-    /// By HTTP status (401, 400, 503, …): what the refused calls were answered.
+    /// By HTTP status (401, 503; 0 when aigate gave no answer of its own): what the refused
+    /// calls were answered.
     statuses: HashMap<u16, u64>,
 }
 
@@ -164,7 +165,15 @@ fn summary(from: &str, t: Tally) -> AuditRecord {
     statuses.sort_unstable();
     let statuses: serde_json::Map<String, serde_json::Value> = statuses
         .into_iter()
-        .map(|(status, n)| (status.to_string(), json!(n)))
+        .map(|(status, n)| {
+            // 0: no answer of aigate's (hyper answered or closed, or the head timed out).
+            let key = if status == 0 {
+                "none".to_string()
+            } else {
+                status.to_string()
+            };
+            (key, json!(n))
+        })
         .collect();
     r.action = Action::Block;
     r.reason = Reason::AdminRefusalsSummarized;

@@ -264,3 +264,48 @@ async fn an_idle_admin_connection_is_closed() {
         started.elapsed()
     );
 }
+
+/// A head that does not arrive within `admin.header_timeout` is cut and recorded; a keep-alive
+/// connection that simply sends nothing after its answer is closed by the same timer without a
+/// record.
+#[tokio::test]
+async fn a_slow_admin_head_is_cut_and_recorded_an_idle_keep_alive_is_not() {
+    let env = TestEnv::builder()
+        .replace("header_timeout = \"10s\"", "header_timeout = \"1s\"")
+        .start()
+        .await;
+    let mut idle = TcpStream::connect(env.gateway.admin_addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .await
+        .unwrap();
+    let mut slow = TcpStream::connect(env.gateway.admin_addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: ad")
+        .await
+        .unwrap();
+    for s in [&mut idle, &mut slow] {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+            .await
+            .expect("closed by the header timeout")
+            .ok();
+    }
+    env.audit_n(1).await;
+    // Time for a second record, which must not come.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let records = env.audit().await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0]["kind"], "admin");
+    assert_eq!(records[0]["reason"], "bad_request");
+    assert!(
+        records[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("header_timeout"),
+        "{:#}",
+        records[0]
+    );
+    assert_eq!(
+        records[0]["client"].as_str().unwrap(),
+        slow.local_addr().unwrap().to_string()
+    );
+}
