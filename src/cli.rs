@@ -574,6 +574,7 @@ pub fn audit_verify(
         key,
         checkpoint_file: proof.checkpoint.clone(),
         live: proof.live,
+        elsewhere: checkpoint_in_postgres(arg)?,
     };
     let report = verify::verify(file, &opts).map_err(|e| anyhow::anyhow!(e))?;
     match proof.format {
@@ -590,6 +591,39 @@ pub fn audit_verify(
             "{first} (and {} more problem(s))",
             report.problems.len() - 1
         ))),
+    }
+}
+
+/// With a config (given, or in the environment) whose PostgreSQL storage ships the audit log,
+/// the replica's newest checkpoint in the table: a copy the gateway's disk does not hold.
+fn checkpoint_in_postgres(
+    arg: &ConfigArg,
+) -> Result<Option<(String, crate::audit::checkpoint::Saved)>, CliError> {
+    if arg.config.is_none() {
+        return Ok(None);
+    }
+    let cfg = load(arg)?;
+    let crate::config::Storage::Postgres(pg) = &cfg.storage else {
+        return Ok(None);
+    };
+    if !pg.audit {
+        return Ok(None);
+    }
+    let db = crate::storage::Db::new(pg).map_err(anyhow::Error::from)?;
+    let replica = pg.replica_id.to_string();
+    match block_on(crate::storage::audit::newest_checkpoint(&db, &replica))? {
+        Ok(found) => Ok(found.map(|s| {
+            (
+                format!("the PostgreSQL table aigate_audit, replica {replica}"),
+                s,
+            )
+        })),
+        Err(e) => {
+            note!(
+                "aigate: cannot read the newest checkpoint from PostgreSQL ({e}); checking against the state file only"
+            );
+            Ok(None)
+        }
     }
 }
 

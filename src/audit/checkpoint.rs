@@ -312,28 +312,28 @@ pub fn load_saved(path: &Path) -> Result<Option<Saved>, String> {
             if let Ok(saved) = serde_json::from_slice::<Saved>(&bytes) {
                 return Ok(Some(saved));
             }
-            let line = bytes.trim_ascii();
-            let record = serde_json::from_slice::<super::record::StoredRecord>(line).ok();
-            record
-                .and_then(|r| {
-                    Some(Saved {
-                        checkpoint: of_record(&r.record)?,
-                        record_seq: r.seq,
-                        record_hash: r.hash,
-                        replica: r.record.replica.as_deref().map(str::to_string),
-                    })
-                })
-                .map(Some)
-                .ok_or_else(|| {
-                    format!(
-                        "{}: neither a checkpoint state file nor a checkpoint record's line",
-                        path.display()
-                    )
-                })
+            saved_from_line(&bytes).map(Some).ok_or_else(|| {
+                format!(
+                    "{}: neither a checkpoint state file nor a checkpoint record's line",
+                    path.display()
+                )
+            })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
+}
+
+/// The checkpoint a stored line carries (from the SIEM, or the PostgreSQL table), with its own
+/// place in the chain.
+pub fn saved_from_line(line: &[u8]) -> Option<Saved> {
+    let r = serde_json::from_slice::<super::record::StoredRecord>(line.trim_ascii()).ok()?;
+    Some(Saved {
+        checkpoint: of_record(&r.record)?,
+        record_seq: r.seq,
+        record_hash: r.hash,
+        replica: r.record.replica.as_deref().map(str::to_string),
+    })
 }
 
 /// Replace the state file in one step (write beside it, then rename), so a crash leaves the

@@ -22,6 +22,9 @@ pub struct Options {
     pub checkpoint_file: Option<PathBuf>,
     /// The log is being written: records after the last checkpoint are a note, not a problem.
     pub live: bool,
+    /// Another copy of the newest checkpoint, and where it came from (the PostgreSQL table):
+    /// the newer of it and the state file is what the log must reach.
+    pub elsewhere: Option<(String, Saved)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -94,6 +97,15 @@ pub fn verify(path: &Path, opts: &Options) -> Result<Report, String> {
         Some(p) => checkpoint::load_saved(p)?,
         None => None,
     };
+    let mut state_label = state_path.as_ref().map(|p| p.display().to_string());
+    let saved = match (saved, &opts.elsewhere) {
+        (Some(s), Some((_, e))) if s.record_seq >= e.record_seq => Some(s),
+        (_, Some((label, e))) => {
+            state_label = Some(label.clone());
+            Some(e.clone())
+        }
+        (s, None) => s,
+    };
     let mut w = Walk {
         opts,
         dir_mode,
@@ -107,7 +119,7 @@ pub fn verify(path: &Path, opts: &Options) -> Result<Report, String> {
             key_pinned: opts.key.is_some(),
             last_seq: 0,
             last_checkpoint: None,
-            state_file: state_path.as_ref().map(|p| p.display().to_string()),
+            state_file: state_label,
             problems: Vec::new(),
             notes: Vec::new(),
         },

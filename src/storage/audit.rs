@@ -277,6 +277,29 @@ fn rotated_files(active: &std::path::Path) -> Vec<(u64, PathBuf)> {
         .collect()
 }
 
+/// The newest checkpoint of `replica` in the table: a copy of it outside the gateway's disk, so
+/// a log cut there is named (`audit verify` compares the file with it).
+pub async fn newest_checkpoint(
+    db: &Db,
+    replica: &str,
+) -> Result<Option<crate::audit::checkpoint::Saved>, DbError> {
+    let client = db.client().await?;
+    // Newest first along the (replica, seq) key; the LIKE only filters what the index yields.
+    let row = db.note(
+        client
+            .query_opt(
+                "SELECT line FROM aigate_audit WHERE replica = $1
+                 AND line LIKE '%\"reason\":\"audit_checkpoint\"%' ORDER BY seq DESC LIMIT 1",
+                &[&replica],
+            )
+            .await,
+    )?;
+    Ok(row.and_then(|r| {
+        let line: &str = r.get(0);
+        crate::audit::checkpoint::saved_from_line(line.as_bytes())
+    }))
+}
+
 /// Each replica's chain in the table, checked as `audit verify` checks a file.
 pub async fn verify(db: &Db) -> Result<Vec<(String, Result<ChainHead, ChainError>)>, DbError> {
     let client = db.client().await?;

@@ -482,3 +482,74 @@ fn a_configured_key_that_is_missing_is_refused_not_generated() {
     );
     assert!(!dir.path().join("mounted/audit.key").exists());
 }
+
+/// With `storage.audit`, checkpoint records are shipped to PostgreSQL with the rest: a copy of
+/// the newest one off the gateway's disk. A log cut on the gateway, with the state file beside
+/// it deleted too, is still named by `audit verify --config` (the config's log, checked against
+/// the table).
+#[tokio::test]
+async fn a_cut_log_is_named_against_the_checkpoint_in_postgres() {
+    let pg = crate::postgres::Postgres::start();
+    let env = crate::common::TestEnv::builder()
+        .replace(
+            "backend = \"file\"",
+            &format!(
+                "backend = \"postgres\"\nurl = \"{}\"\nreplica_id = \"a\"",
+                pg.url()
+            ),
+        )
+        .replace("checkpoint_every = 1000", "checkpoint_every = 3")
+        .start()
+        .await;
+    let client = env.client(false);
+    for i in 0..6 {
+        let _ = client
+            .post("https://api.anthropic.com/v1/messages")
+            .header("user-agent", "claude-cli/2.1.0 (external, cli)")
+            .body(format!("{{\"n\":{i}}}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let log = env.gateway.audit().path().to_path_buf();
+    // Checkpoints at seq 4 (after 3 records) and 8 (after 6): wait for the shipper.
+    let db = pg.client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n: i64 = db
+            .query_one(
+                "SELECT count(*) FROM aigate_audit WHERE replica = 'a' AND seq = 8 AND line LIKE '%audit_checkpoint%'",
+                &[],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(0);
+        if n == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checkpoint 8 never reached the table"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let config = env.config_path.clone();
+    let crate::common::TestEnv { gateway, dir, .. } = env;
+    gateway.shutdown().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let kept: Vec<&str> = text.lines().take(5).collect();
+    std::fs::write(&log, kept.join("\n") + "\n").unwrap();
+    std::fs::remove_file(log.with_file_name("audit.checkpoint.json")).unwrap();
+
+    let (code, _, _) = verify(&[s(&log)]);
+    assert_eq!(code, 0, "the file alone cannot tell");
+    let (code, _, stderr) = verify(&["--config", s(&config)]);
+    assert_eq!(code, 65, "{stderr}");
+    assert!(
+        stderr.contains(
+            "the log ends at seq 5 but checkpoint 7 exists (the PostgreSQL table aigate_audit, replica a, signed "
+        ) && stderr.contains("records 6..8 are missing"),
+        "{stderr}"
+    );
+    drop(dir);
+}
