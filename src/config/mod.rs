@@ -53,6 +53,9 @@ pub struct Vendor {
     pub name: String,
     pub hosts: Vec<HostPattern>,
     pub error_format: ErrorFormat,
+    /// Hosts served by the same front end as `hosts` (Google's for `*.googleapis.com`): a tunnel
+    /// to one must name its target in the SNI, or the front end routes by the hidden `Host`.
+    pub fronts: Vec<HostPattern>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,6 +315,13 @@ impl Config {
             ));
         }
         out
+    }
+
+    /// Whether this (normalised) host shares a front end with an intercepted host.
+    pub fn fronted(&self, host: &str) -> bool {
+        self.vendors
+            .iter()
+            .any(|v| v.fronts.iter().any(|p| p.matches(host)))
     }
 
     pub fn tool_name(&self, id: &str) -> Option<&str> {

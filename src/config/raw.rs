@@ -159,6 +159,8 @@ pub struct RawVendor {
     pub name: Option<String>,
     pub hosts: Option<Vec<String>>,
     pub error_format: Option<String>,
+    #[serde(default)]
+    pub fronts: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,7 +3,9 @@
 //! One look is taken before copying: if the client opens with a TLS ClientHello, its SNI must
 //! name the CONNECT host (or, for a CONNECT to an allowed IP, must not name a vendor). Otherwise a
 //! client could CONNECT to a name of its own that resolves to a vendor's address and ask TLS for
-//! the vendor: domain fronting around the interception. The server's direction is copied from
+//! the vendor: domain fronting around the interception. A ClientHello without SNI is refused
+//! where the target shares a front end with an intercepted host (a vendor's `fronts`). The
+//! server's direction is copied from
 //! the start, so protocols where the server speaks first are not held up.
 
 use std::sync::Arc;
@@ -24,9 +26,11 @@ const MAX_HELLO: usize = 16 * 1024;
 /// What the client's first bytes say.
 #[derive(Debug, PartialEq, Eq)]
 enum Opening {
-    /// Not TLS (or TLS without SNI): nothing to check.
+    /// Not TLS: nothing to check.
     Unchecked,
     Sni(String),
+    /// A ClientHello without SNI: the server picks a site by the `Host` inside, unseen.
+    NoSni,
     /// Looked like TLS but never became a complete ClientHello.
     Incomplete,
 }
@@ -63,7 +67,7 @@ async fn read_opening<R: tokio::io::AsyncRead + Unpin>(
             Ok(Some(accepted)) => {
                 return Ok(match accepted.client_hello().server_name() {
                     Some(sni) => Opening::Sni(sni.to_string()),
-                    None => Opening::Unchecked,
+                    None => Opening::NoSni,
                 });
             }
             Ok(None) if buf.len() < MAX_HELLO => continue,
@@ -112,6 +116,12 @@ pub async fn tunnel(
                 "sni_mismatch: {}",
                 sni.chars().take(253).collect::<String>()
             )),
+            // A front end shared with an intercepted host picks the site by the encrypted `Host`
+            // when the ClientHello names none: CONNECT www.googleapis.com, no SNI, then
+            // `Host: generativelanguage.googleapis.com` reaches Gemini unseen (issue 14).
+            Ok(Ok(Opening::NoSni)) if target.as_name().is_some_and(|n| config.fronted(n)) => {
+                Some("sni_missing".to_string())
+            }
             Ok(Ok(Opening::Incomplete)) | Err(_) => Some("tls_hello_incomplete".to_string()),
             _ => None,
         };
@@ -141,7 +151,11 @@ pub async fn tunnel(
     let r = guard.rec();
     match up_result {
         Ok(n) => r.bytes_up = n,
-        Err(why) if why.starts_with("sni_mismatch") || why == "tls_hello_incomplete" => {
+        Err(why)
+            if why.starts_with("sni_mismatch")
+                || why == "sni_missing"
+                || why == "tls_hello_incomplete" =>
+        {
             r.action = Action::Block;
             r.reason = if why == "tls_hello_incomplete" {
                 Reason::TlsHandshake

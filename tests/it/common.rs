@@ -35,6 +35,7 @@ pub const VENDOR_HOSTS: &[&str] = &[
     "my-res.services.ai.azure.com",
     "openrouter.ai",
     "api.mistral.ai",
+    "www.googleapis.com",
 ];
 
 /// What the vendor received.
@@ -581,6 +582,17 @@ impl TestEnv {
         target: &str,
         sni: &str,
     ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        self.tls_to_vendor_through_with(target, sni, true).await
+    }
+
+    /// As `tls_to_vendor_through`; `send_sni = false` leaves the server name out of the
+    /// ClientHello (the certificate is still checked against `sni`).
+    pub async fn tls_to_vendor_through_with(
+        &self,
+        target: &str,
+        sni: &str,
+        send_sni: bool,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
         let tcp = self
             .connect_raw(target, "")
             .await
@@ -589,13 +601,14 @@ impl TestEnv {
         roots
             .add(CertificateDer::from_pem_slice(self.upstream_ca.cert_pem.as_bytes()).unwrap())
             .unwrap();
-        let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+        cfg.enable_sni = send_sni;
         tokio_rustls::TlsConnector::from(Arc::new(cfg))
             .connect(
                 rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap(),

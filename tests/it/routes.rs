@@ -191,3 +191,87 @@ async fn other_calls_on_a_route_are_forwarded_and_recorded_with_the_route() {
     assert_eq!(r["tool"], "unknown");
     assert_eq!(r["host"], "bedrock-runtime.us-east-1.amazonaws.com");
 }
+
+/// Domain fronting on a shared front end (issue 14): CONNECT to a Google host that is not
+/// intercepted, then TLS without SNI (the front end would route by the hidden `Host`), or with
+/// the SNI of an intercepted host. Both are refused; a tunnel that names its target still works.
+#[tokio::test]
+async fn fronting_through_a_shared_front_end_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::builder().start().await;
+
+    // Named honestly: tunnelled, and the vendor's own certificate reaches the client.
+    let mut ok = env
+        .tls_to_vendor_through("www.googleapis.com:443", "www.googleapis.com")
+        .await
+        .unwrap();
+    ok.write_all(
+        b"GET /discovery/v1/apis HTTP/1.1\r\nHost: www.googleapis.com\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    ok.read_to_end(&mut answer).await.unwrap();
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    drop(ok);
+    let r = &env.audit_n(1).await[0];
+    assert_eq!(
+        (r["action"].as_str(), r["reason"].as_str()),
+        (Some("allow"), Some("not_vendor")),
+        "{r}"
+    );
+
+    // No SNI: refused before a byte reaches the front end.
+    let no_sni = env
+        .tls_to_vendor_through_with(
+            "www.googleapis.com:443",
+            "generativelanguage.googleapis.com",
+            false,
+        )
+        .await;
+    assert!(
+        no_sni.is_err(),
+        "a ClientHello without SNI must not reach a shared front end"
+    );
+    let records = env.audit_n(2).await;
+    let r = &records[1];
+    assert_eq!(r["action"], "block", "{r}");
+    assert_eq!(r["reason"], "sni_mismatch");
+    assert_eq!(r["error"], "sni_missing");
+    assert_eq!(r["host"], "www.googleapis.com");
+
+    // SNI of the intercepted host inside a tunnel to its neighbour.
+    let other = env
+        .tls_to_vendor_through(
+            "www.googleapis.com:443",
+            "generativelanguage.googleapis.com",
+        )
+        .await;
+    assert!(other.is_err());
+    let records = env.audit_n(3).await;
+    assert_eq!(records[2]["reason"], "sni_mismatch");
+    assert_eq!(
+        records[2]["error"],
+        "sni_mismatch: generativelanguage.googleapis.com"
+    );
+    assert_eq!(
+        env.vendor.requests().len(),
+        1,
+        "only the honest tunnel reached it"
+    );
+}
+
+/// Away from a shared front end, a ClientHello without SNI is not refused (some clients
+/// connect by address-like names); the rule is scoped to `fronts`.
+#[tokio::test]
+async fn no_sni_elsewhere_is_tunnelled() {
+    let env = TestEnv::builder().start().await;
+    // The echo server answers the ClientHello with itself, so the handshake fails on the client,
+    // but the gateway let it through.
+    let _ = env
+        .tls_to_vendor_through_with("echo.internal.test:7000", "echo.internal.test", false)
+        .await;
+    let r = &env.audit_n(1).await[0];
+    assert_eq!(r["reason"], "not_vendor", "{r}");
+    assert_ne!(r["action"], "block", "{r}");
+}

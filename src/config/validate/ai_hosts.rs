@@ -101,6 +101,7 @@ pub(super) fn ai_hosts(
                 hosts: g.hosts.clone(),
                 // Nearly all of them speak OpenAI's API; a request's own shape still wins.
                 error_format: ErrorFormat::OpenAi,
+                fronts: Vec::new(),
             }));
         }
         out.push(Arc::new(g));

@@ -71,11 +71,23 @@ pub(super) fn vendors(p: &mut Problems, raw: &[RawVendor]) -> Vec<Arc<Vendor>> {
                 ErrorFormat::OpenAi
             }),
         };
+        let mut fronts = Vec::new();
+        for (j, raw_host) in v.fronts.iter().enumerate() {
+            match HostPattern::parse(raw_host) {
+                Ok(pat) => fronts.push(pat),
+                Err(e) => p.push(
+                    format!("{at}.fronts[{j}]"),
+                    q(raw_host),
+                    format!("{e}; list the hosts sharing the vendor's front end, e.g. \"*.googleapis.com\""),
+                ),
+            }
+        }
         out.push(Arc::new(Vendor {
             id: Arc::from(id),
             name: v.name.clone().unwrap_or_else(|| id.to_string()),
             hosts,
             error_format,
+            fronts,
         }));
     }
     out
