@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::exemptions::Snapshot;
 use crate::host::{Host, normalise};
 use crate::identify::tools::RequestFacts;
-use crate::identify::{identify_tool, model, workflow};
+use crate::identify::{identify_tool, model, normalise, workflow};
 use crate::policy::{self, Call};
 
 /// A described request.
@@ -104,14 +104,17 @@ pub fn explain(
     } else {
         req.path.as_str()
     };
+    // The same normalisation as the data path (identify/normalise.rs).
+    let path = normalise::path(path);
+    let body_text = normalise::fold_json_escapes(body);
     let facts = RequestFacts {
         vendor: &vendor.id,
-        path,
+        path: &path,
         headers: &headers,
-        body_prefix: body,
+        body_prefix: &body_text,
     };
     let tool = identify_tool(&cfg.tools, &facts);
-    let model = model::from_body(body).or_else(|| model::from_path(path));
+    let model = model::from_body(body).or_else(|| model::from_path(&path));
     let wf = match &req.workflow {
         Some(w) => w.clone(),
         None => {

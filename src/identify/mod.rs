@@ -5,6 +5,7 @@
 //! and a confidence, and both go to the audit record.
 
 pub mod model;
+pub mod normalise;
 pub mod tools;
 pub mod user;
 pub mod workflow;

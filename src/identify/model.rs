@@ -5,6 +5,8 @@
 
 use std::borrow::Cow;
 
+use super::normalise;
+
 /// The longest model name we record; anything longer is not a model name.
 const MAX_MODEL_LEN: usize = 200;
 
@@ -50,38 +52,29 @@ fn next_is_colon(buf: &[u8], mut i: usize) -> bool {
 }
 
 /// The string starting at the quote at `start`, and the index after its closing quote.
-/// Escapes are kept literally except `\"` and `\\`; model names do not need more. Borrowed
-/// unless it has escapes: every key and value of the body prefix passes through here.
+/// Borrowed unless it has escapes: every key and value of the body prefix passes through here.
+/// Escapes are folded by the shared normaliser, so `"\u006dodel"` is the `model` key and a
+/// model name spelled with escapes is recorded as the vendor reads it.
 fn read_string(buf: &[u8], start: usize) -> Option<(Cow<'_, [u8]>, usize)> {
     let content = start + 1;
     let mut i = content;
+    let mut escaped = false;
     while i < buf.len() {
         match buf[i] {
-            b'"' => return Some((Cow::Borrowed(&buf[content..i]), i + 1)),
-            b'\\' => return read_escaped(buf, content, i),
-            _ => i += 1,
-        }
-    }
-    None
-}
-
-/// The rest of `read_string` once an escape is seen at `i`.
-fn read_escaped(buf: &[u8], content: usize, mut i: usize) -> Option<(Cow<'_, [u8]>, usize)> {
-    let mut out = buf[content..i].to_vec();
-    while i < buf.len() {
-        match buf[i] {
-            b'"' => return Some((Cow::Owned(out), i + 1)),
+            b'"' => {
+                let raw = &buf[content..i];
+                let s = if escaped {
+                    Cow::Owned(normalise::fold_json_escapes(raw).into_owned())
+                } else {
+                    Cow::Borrowed(raw)
+                };
+                return Some((s, i + 1));
+            }
             b'\\' => {
-                let next = *buf.get(i + 1)?;
-                out.push(next);
+                escaped = true;
                 i += 2;
             }
-            b => {
-                if out.len() <= MAX_MODEL_LEN {
-                    out.push(b);
-                }
-                i += 1;
-            }
+            _ => i += 1,
         }
     }
     None
@@ -103,25 +96,7 @@ pub fn from_path(path: &str) -> Option<String> {
 
 /// `%XX` escapes decoded (a Bedrock model id's `:` arrives as `%3A`); anything else kept.
 fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8_lossy(&normalise::percent_decode(s.as_bytes())).into_owned()
 }
 
 #[cfg(test)]
@@ -147,6 +122,11 @@ mod tests {
         assert_eq!(from_body(br#"{"model":"clau"#), None);
         assert_eq!(from_body(b""), None);
         assert_eq!(from_body(b"not json"), None);
+        // Escapes in the key or the value are folded, not a way to hide the model.
+        assert_eq!(
+            from_body(br#"{"\u006dodel":"claude-\u006fpus-4-1"}"#).as_deref(),
+            Some("claude-opus-4-1")
+        );
     }
 
     #[test]

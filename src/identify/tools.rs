@@ -12,6 +12,8 @@ use http::{HeaderMap, HeaderName};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use super::normalise::header_text;
+
 /// The tool id used when no signature matches.
 pub const UNKNOWN_TOOL: &str = "unknown";
 
@@ -42,12 +44,12 @@ impl Signal {
                 .headers
                 .get_all(http::header::USER_AGENT)
                 .iter()
-                .any(|v| v.to_str().is_ok_and(|v| re.is_match(v))),
+                .any(|v| re.is_match(&header_text(v))),
             Signal::Header(name, re) => req
                 .headers
                 .get_all(name)
                 .iter()
-                .any(|v| v.to_str().is_ok_and(|v| re.is_match(v))),
+                .any(|v| re.is_match(&header_text(v))),
             Signal::Body(re) => re.is_match(req.body_prefix),
         }
     }
@@ -65,7 +67,9 @@ pub struct ToolSignature {
     pub min_signals: usize,
 }
 
-/// What the matcher looks at.
+/// What the matcher looks at, already normalised (normalise.rs): `path` decoded and resolved,
+/// `body_prefix` decoded by its `Content-Encoding` with JSON escapes folded. Header values are
+/// read through `normalise::header_text` here.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestFacts<'a> {
     pub vendor: &'a str,

@@ -35,6 +35,11 @@ pub enum Reason {
     UpgradeRefused,
     /// The CONNECT target or request could not be parsed.
     BadRequest,
+    /// The request body's `Content-Encoding` could not be undone for identification: an
+    /// encoding aigate does not read, bytes that are not that encoding, or a body that expands
+    /// past the decompression limit (a bomb). The record's `error` says which. Refused, because
+    /// a body aigate cannot read hides its signals (issue 14).
+    BodyUndecodable,
     /// The client's TLS handshake with the gateway failed on the gateway's side: it sent
     /// something that is not TLS after CONNECT, stalled past `handshake_timeout`, or no
     /// certificate could be minted. A client that ends the handshake itself is `ClientClosedTls`.
@@ -94,6 +99,7 @@ impl Reason {
             Reason::PlainHttpVendor => "plain_http_vendor",
             Reason::UpgradeRefused => "upgrade_refused",
             Reason::BadRequest => "bad_request",
+            Reason::BodyUndecodable => "body_undecodable",
             Reason::TlsHandshake => "tls_handshake",
             Reason::ClientClosedTls => "client_closed_tls",
             Reason::ProxyAuth => "proxy_auth",
@@ -130,6 +136,9 @@ impl Reason {
             Reason::PlainHttpVendor => "AI vendor hosts may only be reached over HTTPS",
             Reason::UpgradeRefused => "this protocol upgrade is not allowed through the gateway",
             Reason::BadRequest => "the request could not be parsed",
+            Reason::BodyUndecodable => {
+                "the request body's Content-Encoding is unsupported, corrupt or expands past the gateway's decompression limit; send it uncompressed or as gzip, br, zstd or deflate"
+            }
             Reason::TlsHandshake => {
                 "the TLS handshake with the gateway failed; check that the client trusts the aigate CA"
             }

@@ -3,6 +3,7 @@
 //! identify (user from the connection, tool, workflow, model) -> decide -> deny or forward.
 //! The `AuditGuard` (audited.rs) is created first and travels with the request.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,7 +28,7 @@ use crate::audit::{AuditRecord, Kind};
 use crate::config::{FailMode, Vendor};
 use crate::host::Host;
 use crate::identify::tools::RequestFacts;
-use crate::identify::{Identity, identify_tool, model, workflow};
+use crate::identify::{Identity, identify_tool, model, normalise, workflow};
 use crate::policy::{self, Action, Call, Decision, Reason};
 use crate::tls::upstream::{BoxError, ProxyBody};
 
@@ -341,6 +342,24 @@ pub async fn handle(
         }
     };
 
+    // The peek as the signatures read it: its Content-Encoding undone, within the limit.
+    let encoding = parts
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| normalise::header_text(v).into_owned())
+        .collect::<Vec<_>>()
+        .join(",");
+    let prefix = match normalise::decode_body(&encoding, &prefix, normalise::MAX_DECODED_PEEK) {
+        Ok(Cow::Borrowed(_)) => prefix,
+        Ok(Cow::Owned(decoded)) => Bytes::from(decoded),
+        Err(e) => {
+            tracing::info!(error = %e, "request body not decodable; refused");
+            guard.rec().error = Some(e.code().into());
+            return Ok(refuse(guard, Reason::BodyUndecodable, StatusCode::BAD_REQUEST).await);
+        }
+    };
+
     match route(
         &shared, &cfg, &conn, parts, prefix, replay, &mut guard, id, websocket,
     ) {
@@ -372,16 +391,17 @@ fn route(
     websocket: bool,
 ) -> Result<forward::Exchange, Response<ProxyBody>> {
     let format = deny::format_for(conn.vendor.error_format, parts.uri.path());
-    // Identify.
-    let path = parts.uri.path();
+    // Identify, on the normalised request (identify/normalise.rs); `prefix` is already decoded.
+    let path = normalise::path(parts.uri.path());
+    let body_text = normalise::fold_json_escapes(&prefix);
     let facts = RequestFacts {
         vendor: &conn.vendor.id,
-        path,
+        path: &path,
         headers: &parts.headers,
-        body_prefix: &prefix,
+        body_prefix: &body_text,
     };
     let tool = identify_tool(&cfg.tools, &facts);
-    let model = model::from_body(&prefix).or_else(|| model::from_path(path));
+    let model = model::from_body(&prefix).or_else(|| model::from_path(&path));
     let wf = workflow::workflow(
         &parts.headers,
         &cfg.identity.workflow_header,

@@ -60,7 +60,7 @@ pub(super) fn tools(p: &mut Problems, raw: &[RawTool], vendor_ids: &[&str]) -> V
         }
         let mut signals = Vec::new();
         if let Some(path) = &t.path {
-            match Regex::new(path) {
+            match signal_regex(path) {
                 Ok(re) => signals.push(Signal::Path(re)),
                 Err(e) => p.push(
                     format!("{at}.path"),
@@ -70,7 +70,7 @@ pub(super) fn tools(p: &mut Problems, raw: &[RawTool], vendor_ids: &[&str]) -> V
             }
         }
         if let Some(ua) = &t.user_agent {
-            match Regex::new(ua) {
+            match signal_regex(ua) {
                 Ok(re) => signals.push(Signal::UserAgent(re)),
                 Err(e) => p.push(
                     format!("{at}.user_agent"),
@@ -85,7 +85,7 @@ pub(super) fn tools(p: &mut Problems, raw: &[RawTool], vendor_ids: &[&str]) -> V
                 p.push(hpath, None, "the key is not a valid HTTP header name");
                 continue;
             };
-            match Regex::new(re) {
+            match signal_regex(re) {
                 Ok(re) => signals.push(Signal::Header(hn, re)),
                 Err(e) => p.push(
                     hpath,
@@ -95,7 +95,10 @@ pub(super) fn tools(p: &mut Problems, raw: &[RawTool], vendor_ids: &[&str]) -> V
             }
         }
         if let Some(body) = &t.body {
-            match regex::bytes::Regex::new(body) {
+            match regex::bytes::RegexBuilder::new(body)
+                .case_insensitive(true)
+                .build()
+            {
                 Ok(re) => signals.push(Signal::Body(re)),
                 Err(e) => p.push(
                     format!("{at}.body"),
@@ -131,4 +134,10 @@ pub(super) fn tools(p: &mut Problems, raw: &[RawTool], vendor_ids: &[&str]) -> V
         });
     }
     out
+}
+
+/// Signal regexes ignore case: vendors accept `x-app: CLI` and `Claude-CLI/…` as readily as the
+/// spelling the real client sends, so a signature must not miss them (issue 14).
+fn signal_regex(re: &str) -> Result<Regex, regex::Error> {
+    regex::RegexBuilder::new(re).case_insensitive(true).build()
 }
