@@ -37,6 +37,15 @@ pub fn header_text(v: &HeaderValue) -> Cow<'_, str> {
     }
 }
 
+/// Whether `re` matches a header value in either spelling a vendor might read: with the bytes
+/// that are not text dropped (`cli\xff` as `cli`, for `^cli$`), or replaced (`\xff` alone as
+/// U+FFFD, so a presence signal like `.` still sees a value made only of such bytes).
+pub fn header_matches(v: &HeaderValue, re: &regex::Regex) -> bool {
+    re.is_match(&header_text(v))
+        || (std::str::from_utf8(v.as_bytes()).is_err()
+            && re.is_match(String::from_utf8_lossy(v.as_bytes()).trim()))
+}
+
 /// The request path as the matcher sees it: percent-escapes decoded, dot segments resolved,
 /// repeated slashes collapsed, no query. `//api/%63laude_code/../claude_code` becomes
 /// `/api/claude_code`. Decoding comes first, so `%2e%2e` and `%2f` count as `..` and `/`:
@@ -361,6 +370,21 @@ mod tests {
         for (raw, want) in table {
             let v = HeaderValue::from_bytes(raw).unwrap();
             assert_eq!(header_text(&v), want, "{raw:?}");
+        }
+        let present = regex::Regex::new(".").unwrap();
+        let cli = regex::RegexBuilder::new("^cli$")
+            .case_insensitive(true)
+            .build()
+            .unwrap();
+        for (raw, re, want) in [
+            (&b"\xff"[..], &present, true),
+            (b"cli\xff", &cli, true),
+            (b"CLI", &cli, true),
+            (b"cli2", &cli, false),
+            (b"", &present, false),
+        ] {
+            let v = HeaderValue::from_bytes(raw).unwrap();
+            assert_eq!(header_matches(&v, re), want, "{raw:?} ~ {re}");
         }
     }
 

@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderName};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
-use super::normalise::header_text;
+use super::normalise::header_matches;
 
 /// The tool id used when no signature matches.
 pub const UNKNOWN_TOOL: &str = "unknown";
@@ -44,12 +44,12 @@ impl Signal {
                 .headers
                 .get_all(http::header::USER_AGENT)
                 .iter()
-                .any(|v| re.is_match(&header_text(v))),
+                .any(|v| header_matches(v, re)),
             Signal::Header(name, re) => req
                 .headers
                 .get_all(name)
                 .iter()
-                .any(|v| re.is_match(&header_text(v))),
+                .any(|v| header_matches(v, re)),
             Signal::Body(re) => re.is_match(req.body_prefix),
         }
     }

@@ -661,6 +661,35 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// One HTTP/1.1 request written byte for byte over TLS to an intercepted `host` (port 443):
+    /// paths (`/v1/../api/…`) and header bytes (`0xff`) that HTTP client libraries normalise or
+    /// refuse. `head` is the request line and headers without the blank line; `Host`,
+    /// `Content-Length` and `Connection: close` are added. Returns the whole response as text.
+    pub async fn raw_https(&self, host: &str, head: &[u8], body: &[u8]) -> String {
+        let mut s = self
+            .tls_through(&format!("{host}:443"), host, &[b"http/1.1"])
+            .await
+            .unwrap();
+        let mut req = head.to_vec();
+        req.extend_from_slice(
+            format!(
+                "\r\nHost: {host}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+        req.extend_from_slice(body);
+        s.write_all(&req).await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut out))
+            .await
+            .expect("the gateway answers and closes")
+            .ok();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
 use rustls_pki_types::pem::PemObject;
 
 /// The one record with this request id.

@@ -15,3 +15,4 @@ mod properties;
 mod refusals;
 mod replicas;
 mod routes;
+mod tampering;
