@@ -588,8 +588,8 @@ pub fn audit_verify(
         None => Ok(()),
         Some(first) if report.problems.len() == 1 => Err(CliError::Unverified(first.clone())),
         Some(first) => Err(CliError::Unverified(format!(
-            "{first} (and {} more problem(s))",
-            report.problems.len() - 1
+            "{first} (and {} more)",
+            plural(report.problems.len() - 1, "problem", "problems")
         ))),
     }
 }
@@ -635,16 +635,20 @@ fn print_verify(path: &Path, r: &crate::audit::verify::Report) -> Result<(), Cli
             .map(|c| format!(", signed up to seq {c}"))
             .unwrap_or_default();
         outln!(
-            "{}: ok, {} records, chain intact (last seq {}){covered}",
+            "{}: ok, {}, chain intact (last seq {}){covered}",
             path.display(),
-            r.records,
+            plural(r.records as usize, "record", "records"),
             r.last_seq
         )?;
     }
     if r.files.len() > 1 {
         for f in &r.files {
             match (f.first_seq, f.last_seq) {
-                (Some(a), Some(b)) => outln!("{}: {} records, seq {a}..{b}", f.file, f.records)?,
+                (Some(a), Some(b)) => outln!(
+                    "{}: {}, seq {a}..{b}",
+                    f.file,
+                    plural(f.records as usize, "record", "records")
+                )?,
                 _ => outln!("{}: no records", f.file)?,
             }
         }
@@ -655,11 +659,11 @@ fn print_verify(path: &Path, r: &crate::audit::verify::Report) -> Result<(), Cli
         (None, _) => String::new(),
     };
     outln!(
-        "checked {} file(s), {} records, {} checkpoints, {} signatures valid{key}",
-        r.files.len(),
-        r.records,
-        r.checkpoints,
-        r.signatures_valid
+        "checked {}, {}, {}, {} valid{key}",
+        plural(r.files.len(), "file", "files"),
+        plural(r.records as usize, "record", "records"),
+        plural(r.checkpoints as usize, "checkpoint", "checkpoints"),
+        plural(r.signatures_valid as usize, "signature", "signatures")
     )?;
     if let Some(state) = &r.state_file {
         outln!("checkpoint kept outside the log: {state}")?;
@@ -735,8 +739,8 @@ pub fn audit_verify_postgres(arg: &ConfigArg) -> Result<(), CliError> {
     for (replica, result) in &chains {
         match result {
             Ok(head) => outln!(
-                "replica {replica}: ok, {} records, chain intact (last seq {})",
-                head.records,
+                "replica {replica}: ok, {}, chain intact (last seq {})",
+                plural(head.records as usize, "record", "records"),
                 head.last_seq
             )?,
             Err(e) => broken.push(crate::storage::audit::describe(replica, e)),

@@ -148,7 +148,7 @@ async fn checkpoints_are_signed_and_verify_checks_them_against_the_pinned_key() 
     let (code, stdout, stderr) = verify(&[s(&path), "--key", s(&key)]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
-        stdout.contains("checked 1 file(s), 28 records, 3 checkpoints, 3 signatures valid (key "),
+        stdout.contains("checked 1 file, 28 records, 3 checkpoints, 3 signatures valid (key "),
         "{stdout}"
     );
     assert!(stdout.contains(", pinned)"), "{stdout}");
@@ -374,7 +374,7 @@ async fn rotation_continues_the_chain_and_verify_names_a_removed_file() {
     let (code, stdout, stderr) = verify(&[s(dir.path()), "--key", s(&key)]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
-        stdout.contains(&format!("checked {} file(s), ", files.len())),
+        stdout.contains(&format!("checked {} files, ", files.len())),
         "{stdout}"
     );
 

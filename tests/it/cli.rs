@@ -295,7 +295,7 @@ fn run_starts_prints_where_to_point_clients_and_tunnels() {
     ]);
     assert_eq!(code, 0, "{stderr}");
     assert!(
-        stdout.contains("2 records, 1 checkpoints, 1 signatures valid")
+        stdout.contains("2 records, 1 checkpoint, 1 signature valid")
             && stdout.contains("ok, 2 records"),
         "{stdout}"
     );
