@@ -94,6 +94,7 @@ impl App {
             replica,
             Some(&config.audit.integrity),
         )?;
+        account_for_lost_outcomes(&audit, config.audit.progress_interval);
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -295,5 +296,30 @@ impl AppHandle {
     /// Whether the shared database is reachable (`None`: file storage).
     pub fn storage_up(&self) -> Option<bool> {
         self.store.db().map(|db| db.is_up())
+    }
+}
+
+/// Give every call left open by the last run (killed, or ended mid-call) its `outcome_lost`
+/// record, before this run writes anything. A log that cannot be read back is reported and
+/// left as it is: `audit verify` lists those calls as without an outcome.
+fn account_for_lost_outcomes(audit: &AuditLog, progress_interval: std::time::Duration) {
+    let window = progress_interval * 2 + std::time::Duration::from_secs(10);
+    match crate::audit::recover::lost_outcomes(audit.path(), window) {
+        Ok(lost) => {
+            if !lost.is_empty() {
+                tracing::warn!(
+                    calls = lost.len(),
+                    "calls of the last run have no outcome record (the gateway ended first); recorded as outcome_lost"
+                );
+            }
+            for r in lost {
+                audit.submit(r);
+            }
+        }
+        Err(e) => tracing::error!(
+            path = %audit.path().display(),
+            error = %e,
+            "cannot read the audit log back to find calls left without an outcome"
+        ),
     }
 }

@@ -577,12 +577,36 @@ pub fn audit_verify(
         elsewhere: checkpoint_in_postgres(arg)?,
     };
     let report = verify::verify(file, &opts).map_err(|e| anyhow::anyhow!(e))?;
+    // Decisions joined with their outcomes across the files (audit/calls.rs).
+    let calls = if report.ok {
+        let files: Vec<&Path> = report.files.iter().map(|f| Path::new(&f.file)).collect();
+        Some(
+            crate::audit::calls::summarize_files(&files)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?,
+        )
+    } else {
+        None
+    };
     match proof.format {
-        VerifyFormat::Json => outln!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(anyhow::Error::from)?
-        )?,
-        VerifyFormat::Text => print_verify(file, &report)?,
+        VerifyFormat::Json => {
+            let mut json = serde_json::to_value(&report).map_err(anyhow::Error::from)?;
+            if let (Some(c), Some(obj)) = (&calls, json.as_object_mut()) {
+                obj.insert(
+                    "calls".into(),
+                    serde_json::to_value(c).map_err(anyhow::Error::from)?,
+                );
+            }
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&json).map_err(anyhow::Error::from)?
+            )?
+        }
+        VerifyFormat::Text => {
+            print_verify(file, &report)?;
+            if let Some(c) = calls.filter(|c| c.forwarded > 0 || !c.orphans.is_empty()) {
+                outln!("{c}")?;
+            }
+        }
     }
     match report.problems.first() {
         None => Ok(()),

@@ -76,27 +76,16 @@ pub struct Extra {
 
 impl Metrics {
     pub fn observe(&self, r: &AuditRecord) {
-        let kind = match r.kind {
-            Kind::Request => "request",
-            Kind::Tunnel => "tunnel",
-            Kind::Admin => "admin",
-        };
-        let labels = Labels {
-            kind,
-            // Arc clones: no allocation per record on the data path.
-            vendor: r.vendor.clone().unwrap_or_else(|| self.empty.clone()),
-            tool: r.tool.clone().unwrap_or_else(|| self.empty.clone()),
-            action: r.action.as_str(),
-            reason: r.reason.as_str(),
+        // A forwarded call is counted once, by its decision; its latency is known only from
+        // its outcome. Progress records are neither.
+        let latency = match r.kind {
+            Kind::Progress => return,
+            Kind::Outcome => true,
+            Kind::Request => !r.outcome_follows,
+            Kind::Tunnel | Kind::Admin => false,
         };
         let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        *c.requests.entry(labels).or_default() += 1;
-        if let Some(group) = &r.ai_host {
-            *c.ai_hosts
-                .entry((group.clone(), r.action.as_str()))
-                .or_default() += 1;
-        }
-        if r.kind == Kind::Request {
+        if latency {
             let h = c
                 .latency
                 .entry(r.vendor.clone().unwrap_or_else(|| self.empty.clone()))
@@ -109,6 +98,24 @@ impl Metrics {
             }
             h.count += 1;
             h.sum += secs;
+        }
+        if r.kind == Kind::Outcome {
+            return;
+        }
+        let kind = r.kind.as_str();
+        let labels = Labels {
+            kind,
+            // Arc clones: no allocation per record on the data path.
+            vendor: r.vendor.clone().unwrap_or_else(|| self.empty.clone()),
+            tool: r.tool.clone().unwrap_or_else(|| self.empty.clone()),
+            action: r.action.as_str(),
+            reason: r.reason.as_str(),
+        };
+        *c.requests.entry(labels).or_default() += 1;
+        if let Some(group) = &r.ai_host {
+            *c.ai_hosts
+                .entry((group.clone(), r.action.as_str()))
+                .or_default() += 1;
         }
     }
 

@@ -96,6 +96,10 @@ impl AuditRecord {
             key!(out, "ai_host");
             string(out, group)?;
         }
+        if self.outcome_follows {
+            key!(out, "outcome_follows");
+            out.extend_from_slice(b"true");
+        }
         if let Some(replica) = &self.replica {
             key!(out, "replica");
             string(out, replica)?;
@@ -260,6 +264,12 @@ mod tests {
         r.admin = Some(serde_json::json!({"subject": "bob", "until": null, "n": [1, 2.5]}));
         r.ai_host = Some(Arc::from("inference-apis"));
         r.replica = Some(Arc::from("gw-2"));
+        same_as_serde(&r);
+        r.outcome_follows = true;
+        same_as_serde(&r);
+        r.kind = Kind::Outcome;
+        same_as_serde(&r);
+        r.kind = Kind::Progress;
         same_as_serde(&r);
 
         // Strings that need escaping, and some that do not but look close to it.

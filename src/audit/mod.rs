@@ -5,11 +5,14 @@
 //! `verify` the check of a file or a rotated series, `redact` what must never be written,
 //! `writer` the batched file sink (and, in `writer/evidence.rs`, checkpoints and rotation),
 //! `query` the reviewer's view.
+
+pub mod calls;
 pub mod chain;
 pub mod checkpoint;
 mod json;
 pub mod query;
 pub mod record;
+pub mod recover;
 pub mod redact;
 pub mod verify;
 pub mod writer;

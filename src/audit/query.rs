@@ -262,6 +262,47 @@ impl Entry {
     }
 }
 
+/// A forwarded call's decision, progress and outcome are joined into one row (audit/calls.rs).
+impl super::calls::Part for Entry {
+    fn id(&self) -> &str {
+        self.get("id").and_then(Value::as_str).unwrap_or_default()
+    }
+
+    fn kind(&self) -> Option<Kind> {
+        self.get("kind")
+            .and_then(|k| <Kind as serde::Deserialize>::deserialize(k).ok())
+    }
+
+    fn outcome_follows(&self) -> bool {
+        self.get("outcome_follows") == Some(&Value::Bool(true))
+    }
+
+    fn started(&self) -> (String, u64) {
+        (
+            self.text("time").into_owned(),
+            self.seq().unwrap_or_default(),
+        )
+    }
+
+    /// The joined row is written anew: it is no longer a line of the log.
+    fn into_row(mut self) -> Self {
+        let progress = self.kind() == Some(Kind::Progress);
+        let kind = if self.get("vendor").is_some() {
+            Kind::Request
+        } else {
+            Kind::Tunnel
+        };
+        self.fields
+            .insert("kind".into(), Value::String(kind.as_str().into()));
+        if progress {
+            self.fields
+                .insert("outcome_follows".into(), Value::Bool(true));
+        }
+        self.line = Value::Object(self.fields.clone()).to_string().into();
+        self
+    }
+}
+
 /// The admin API answers each record as it is in the log.
 impl serde::Serialize for Entry {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -421,17 +462,9 @@ pub fn run(
         Output::Summary { group_by, .. } => Some(Summary::new(group_by.clone())),
         Output::Records { .. } => None,
     };
-    for line in input.lines() {
-        let line = line?;
-        if line.is_empty() {
-            continue;
-        }
-        let Some(entry) = Entry::parse(&line) else {
-            tally.skipped += 1;
-            continue;
-        };
+    let mut take = |entry: Entry| -> std::io::Result<()> {
         if !filter.accepts(&entry) {
-            continue;
+            return Ok(());
         }
         tally.matched += 1;
         match (output, &mut records) {
@@ -451,7 +484,29 @@ pub fn run(
             }
             (Output::Records { limit: None }, None) => {}
         }
+        Ok(())
+    };
+    // A forwarded call's decision, progress and outcome are one row: a finished call at its
+    // outcome, calls still open at the end (audit/calls.rs).
+    let mut calls = super::calls::Calls::default();
+    let mut skipped = 0;
+    for line in input.lines() {
+        let line = line?;
+        if line.is_empty() {
+            continue;
+        }
+        let Some(entry) = Entry::parse(&line) else {
+            skipped += 1;
+            continue;
+        };
+        if let Some(row) = calls.push(entry) {
+            take(row)?;
+        }
     }
+    for row in calls.finish() {
+        take(row)?;
+    }
+    tally.skipped = skipped;
     if let Some(mut p) = records.take() {
         if let Output::Records { limit: Some(n) } = output {
             tally.cut = tally.matched > *n;
@@ -560,13 +615,19 @@ pub fn summarize_file(
 ) -> std::io::Result<Groups> {
     let mut summary = Summary::new(group_by);
     let f = std::fs::File::open(path)?;
+    // Counted by call: a forwarded call's records joined into one row (audit/calls.rs).
+    let mut calls = super::calls::Calls::default();
+    let mut add = |row: Entry| {
+        if filter.accepts(&row) {
+            summary.add(&row);
+        }
+    };
     for line in std::io::BufReader::new(f).lines() {
-        if let Some(entry) = Entry::parse(&line?) {
-            if filter.accepts(&entry) {
-                summary.add(&entry);
-            }
+        if let Some(row) = Entry::parse(&line?).and_then(|e| calls.push(e)) {
+            add(row);
         }
     }
+    calls.finish().into_iter().for_each(add);
     Ok(summary.largest(limit))
 }
 
@@ -674,6 +735,9 @@ pub fn newest_first(
     let mut pos = f.metadata()?.len();
     let mut carry: Vec<u8> = Vec::new();
     let mut out = Vec::new();
+    // Records above the cursor are read too: a call shown on an earlier page by its outcome
+    // must not come back here as open by its decision.
+    let mut calls = super::calls::NewestFirst::default();
     while pos > 0 && out.len() < limit {
         let start = pos.saturating_sub(CHUNK);
         let mut buf = vec![0u8; (pos - start) as usize];
@@ -689,6 +753,9 @@ pub fn newest_first(
         };
         for line in lines.iter().rev() {
             let Some(entry) = std::str::from_utf8(line).ok().and_then(Entry::parse) else {
+                continue;
+            };
+            let Some(entry) = calls.push(entry) else {
                 continue;
             };
             if before_seq.is_some_and(|c| entry.seq().is_none_or(|s| s >= c))

@@ -18,6 +18,24 @@ pub enum Kind {
     Request,
     Tunnel,
     Admin,
+    /// The end of a forwarded call whose decision record (same `id`) was written before the
+    /// first byte went upstream: status, bytes, timings, error (`outcome_lost` when the
+    /// gateway ended first).
+    Outcome,
+    /// A forwarded call still open (a long stream or WebSocket): bytes so far.
+    Progress,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Request => "request",
+            Kind::Tunnel => "tunnel",
+            Kind::Admin => "admin",
+            Kind::Outcome => "outcome",
+            Kind::Progress => "progress",
+        }
+    }
 }
 
 /// One audit record as the pipeline fills it. `seq`, `prev` and `hash` are added by the writer,
@@ -66,6 +84,10 @@ pub struct AuditRecord {
     /// (`inference-apis`, `aggregators`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ai_host: Option<Arc<str>>,
+    /// A decision record whose call went upstream: an `outcome` record with the same `id`
+    /// follows (docs/audit-schema.md, "Decision and outcome"). Written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outcome_follows: bool,
     /// The replica that wrote it, when several share PostgreSQL (its chain in the audit table).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<Arc<str>>,
@@ -114,6 +136,7 @@ impl AuditRecord {
             ttfb_ms: None,
             admin: None,
             ai_host: None,
+            outcome_follows: false,
             replica: None,
         }
     }
@@ -141,7 +164,7 @@ impl AuditRecord {
 }
 
 /// What `verify` and `query` read back.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredRecord {
     pub v: u32,
     pub seq: u64,

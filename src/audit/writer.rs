@@ -3,9 +3,9 @@
 //! Sealing (serialization, the hash chain) happens under a short lock, so the chain is
 //! sequential; the `write(2)` happens outside it, by whichever submitter finds no write in
 //! progress, and takes everything queued so far (group commit, no thread hop on the data path).
-//! `submit_acked` resolves once the record's line is in the file: the proxy holds back a
-//! response's last byte until then, so a client never holds an answer whose record a `kill -9`
-//! could lose. fsync runs on a thread of its own, at most every `SYNC_INTERVAL` while there is new
+//! `submit_acked` resolves once the record's line is in the file: the proxy waits for it before
+//! a call goes upstream (its decision) and before its own answers leave, so a `kill -9` cannot
+//! lose a call that reached a vendor. fsync runs on a thread of its own, at most every `SYNC_INTERVAL` while there is new
 //! data, so a slow disk flush never sits in front of an answer.
 //!
 //! When a write fails the bytes stay queued and are retried (on the next submit, and every
@@ -146,6 +146,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     syncer: Arc<Syncer>,
     replica: Option<Arc<str>>,
+    flusher: Arc<Flusher>,
 }
 
 /// The handle the gateway holds. Clones share one file and one chain.
@@ -245,7 +246,9 @@ impl AuditLog {
             metrics,
             syncer,
             replica,
+            flusher: Arc::default(),
         });
+        start_flusher(&inner).map_err(open_err)?;
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("aigate-audit-housekeeping".into())
@@ -286,16 +289,7 @@ impl AuditLog {
             return Ack::Done(false);
         };
         self.inner.write_out();
-        let mut q = self.inner.lock();
-        if q.written >= seq {
-            return Ack::Done(true);
-        }
-        if q.failed >= seq {
-            return Ack::Done(false);
-        }
-        let (tx, rx) = oneshot::channel();
-        q.waiters.push((seq, tx));
-        Ack::Waiting(rx)
+        self.inner.ack(seq)
     }
 
     /// Whether the last write reached the file.
@@ -370,10 +364,15 @@ impl Inner {
         if record.replica.is_none() {
             record.replica.clone_from(&self.replica);
         }
-        self.metrics.observe(&record);
+        self.seal_ref(&record)
+    }
+
+    /// `seal` for a record that the caller keeps (its `replica` already filled in).
+    fn seal_ref(&self, record: &AuditRecord) -> Option<u64> {
+        self.metrics.observe(record);
         // Serialized before the chain is locked, into this thread's reused buffer.
         BODY.with_borrow_mut(|body| {
-            if let Err(e) = chain::serialize(&record, body) {
+            if let Err(e) = chain::serialize(record, body) {
                 tracing::error!(error = %e, "cannot serialize audit record");
                 self.health.dropped.fetch_add(1, Ordering::Relaxed);
                 return None;
@@ -456,6 +455,116 @@ impl Inner {
             }
         }
     }
+}
+
+// Decision, progress and outcome records (docs/audit-schema.md, "Decision and outcome"). A
+// forwarded call's decision is written before its first byte goes upstream and acknowledged
+// (`submit_ref_acked`); its progress and outcome records are chained at once but written with
+// the next write, or within `FLUSH_WINDOW` by the flusher thread (`submit_deferred`). A `kill -9`
+// can lose only outcomes, and the next start answers each decision left without one with an
+// `outcome_lost` record (audit/recover.rs). One `write(2)` per call, not two.
+
+/// How long a deferred record may wait for a write to take it along.
+const FLUSH_WINDOW: Duration = Duration::from_millis(5);
+
+impl AuditLog {
+    /// The replica name every record of this log carries, if any.
+    pub fn replica(&self) -> Option<&Arc<str>> {
+        self.inner.replica.as_ref()
+    }
+
+    /// Chain and write a record the caller keeps (a decision, which later becomes the call's
+    /// outcome); the `Ack` says whether its line is in the file.
+    pub fn submit_ref_acked(&self, record: &AuditRecord) -> Ack {
+        let seq = if record.replica.is_none() && self.inner.replica.is_some() {
+            self.inner.seal(record.clone())
+        } else {
+            self.inner.seal_ref(record)
+        };
+        let Some(seq) = seq else {
+            return Ack::Done(false);
+        };
+        self.inner.write_out();
+        self.inner.ack(seq)
+    }
+
+    /// Chain the record now (its place in the chain is fixed) and leave its write to the next
+    /// submitter, or to the flusher within `FLUSH_WINDOW`.
+    pub fn submit_deferred(&self, record: AuditRecord) {
+        if self.inner.seal(record).is_some() {
+            self.inner.flusher.poke();
+        }
+    }
+}
+
+impl Inner {
+    /// The acknowledgement for `seq`, sealed and offered to `write_out` already.
+    fn ack(&self, seq: u64) -> Ack {
+        let mut q = self.lock();
+        if q.written >= seq {
+            return Ack::Done(true);
+        }
+        if q.failed >= seq {
+            return Ack::Done(false);
+        }
+        let (tx, rx) = oneshot::channel();
+        q.waiters.push((seq, tx));
+        Ack::Waiting(rx)
+    }
+}
+
+/// Writes deferred records that no submitter took along. Woken only when it waits and a record
+/// is deferred: under load the decisions' writes take the outcomes, and it mostly sleeps.
+#[derive(Default)]
+struct Flusher {
+    due: AtomicBool,
+    /// The thread waits on `wake` (true while it does).
+    waiting: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl Flusher {
+    fn poke(&self) {
+        if !self.due.swap(true, Ordering::AcqRel) {
+            let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            if *waiting {
+                self.wake.notify_one();
+            }
+        }
+    }
+}
+
+fn start_flusher(inner: &Arc<Inner>) -> io::Result<()> {
+    let flusher = inner.flusher.clone();
+    let weak = Arc::downgrade(inner);
+    std::thread::Builder::new()
+        .name("aigate-audit-flush".into())
+        .spawn(move || {
+            loop {
+                {
+                    let mut waiting = flusher.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                    while !flusher.due.load(Ordering::Acquire) {
+                        if weak.strong_count() == 0 {
+                            return;
+                        }
+                        *waiting = true;
+                        waiting = flusher
+                            .wake
+                            .wait_timeout(waiting, Duration::from_secs(1))
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                        *waiting = false;
+                    }
+                }
+                std::thread::sleep(FLUSH_WINDOW);
+                // Cleared before the write: a record deferred after this is either taken by
+                // this write or pokes again.
+                flusher.due.store(false, Ordering::Release);
+                let Some(inner) = weak.upgrade() else { return };
+                inner.write_out();
+            }
+        })
+        .map(drop)
 }
 
 impl Drop for Inner {

@@ -97,6 +97,8 @@ pub struct AuditConfig {
     pub path: PathBuf,
     pub on_failure: FailMode,
     pub fsync: Fsync,
+    /// How often an open call (a long stream, a WebSocket) writes a progress record.
+    pub progress_interval: Duration,
     /// Checkpoints, rotation and gap handling (config/validate/audit.rs).
     pub integrity: AuditIntegrity,
 }

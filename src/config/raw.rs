@@ -133,6 +133,7 @@ pub struct RawAudit {
     pub rotate_size: Option<String>,
     pub rotate_interval: Option<String>,
     pub on_gap: Option<String>,
+    pub progress_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

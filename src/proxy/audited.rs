@@ -1,12 +1,15 @@
-//! Exactly one audit record per request, and on disk before the client has the whole answer.
+//! The audit records of one request: a forwarded call's decision is in the log before the
+//! vendor sees a byte of it, and every request has its one final record.
 //!
-//! The `AuditGuard` is created when a request arrives and travels with it; whatever path the
-//! request takes (denied, forwarded and finished, upstream error, client gone mid-stream) the
-//! guard submits one record, either explicitly or when dropped. A response is not complete for
-//! the client until the writer acknowledges that its record's line is in the file: aigate's own
-//! answers are returned only after that (`respond`), a streamed vendor answer holds back its last
-//! frame until then (`AuditedBody`). A `kill -9` at any moment therefore cannot leave a client
-//! holding a complete response that has no record.
+//! The `AuditGuard` is created when a request arrives and travels with it. A request answered by
+//! aigate itself (a deny, a refusal) has one record, written before the answer leaves
+//! (`respond`). A request that goes upstream has two: its decision, written and acknowledged
+//! before the first byte goes upstream (`decide`), and its outcome (`kind = "outcome"`, same
+//! `id`: status, bytes, timings, error), submitted on whatever path the call ends (finished,
+//! upstream error, client gone mid-stream, WebSocket closed) or when the guard is dropped. Long
+//! calls add `progress` records (`progress`). A `kill -9` therefore cannot lose a call that
+//! reached a vendor: its decision is in the file, and the next start gives it an
+//! `outcome_lost` outcome if its own was lost.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +23,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
 use super::Shared;
-use crate::audit::{Ack, AuditLog, AuditRecord};
+use crate::audit::{Ack, AuditLog, AuditRecord, Kind};
 use crate::config::FailMode;
 use crate::tls::upstream::{BoxError, ProxyBody};
 
@@ -35,17 +38,76 @@ pub struct AuditGuard {
     start: Instant,
     bytes_up: Option<Arc<AtomicU64>>,
     submitted: bool,
+    /// The decision record is written: the final record is the call's outcome.
+    decided: bool,
+    /// How often an open call writes a progress record (`audit.progress_interval`).
+    progress_every: std::time::Duration,
 }
 
 impl AuditGuard {
     pub fn new(shared: &Shared, record: AuditRecord, start: Instant) -> AuditGuard {
+        let mut record = Box::new(record);
+        if let Some(replica) = shared.audit.replica() {
+            record.replica = Some(replica.clone());
+        }
+        let cfg = shared.config.load();
         AuditGuard {
-            record: Box::new(record),
+            record,
             audit: shared.audit.clone(),
-            fail_closed: shared.config.load().audit.on_failure == FailMode::Closed,
+            fail_closed: cfg.audit.on_failure == FailMode::Closed,
             start,
             bytes_up: None,
             submitted: false,
+            decided: false,
+            progress_every: cfg.audit.progress_interval,
+        }
+    }
+
+    /// Write the decision record (what is known before the call goes upstream) and wait until
+    /// its line is in the file. False only if it could not be written and the gateway fails
+    /// closed: then the call must not go upstream. The guard keeps the record, which becomes
+    /// the call's outcome.
+    pub fn decide(&mut self) -> impl Future<Output = bool> + Send + use<> {
+        let fail_closed = self.fail_closed;
+        self.decided = true;
+        self.record.duration_ms = self.elapsed_ms();
+        self.record.outcome_follows = true;
+        let ack = self.audit.submit_ref_acked(&self.record);
+        self.record.outcome_follows = false;
+        self.record.kind = Kind::Outcome;
+        async move { ack.await || !fail_closed }
+    }
+
+    /// A progress record of a call still open: the record so far, with the bytes so far
+    /// (`bytes_up` from the request body's counter when there is one).
+    pub fn progress(&mut self, bytes_up: Option<u64>, bytes_down: u64) {
+        if !self.decided || self.submitted {
+            return;
+        }
+        let mut r = (*self.record).clone();
+        r.kind = Kind::Progress;
+        r.duration_ms = self.elapsed_ms();
+        r.bytes_up = bytes_up
+            .or_else(|| self.bytes_up.as_ref().map(|c| c.load(Ordering::Relaxed)))
+            .unwrap_or(r.bytes_up);
+        r.bytes_down = bytes_down;
+        self.audit.submit_deferred(r);
+    }
+
+    /// How often this call writes a progress record while it is open.
+    pub fn progress_every(&self) -> std::time::Duration {
+        self.progress_every
+    }
+
+    /// Hand the final record to the log: an outcome is deferred (its decision is in the file
+    /// already), a single record is written now.
+    fn submit(&mut self) {
+        if let Some(record) = self.take() {
+            if self.decided {
+                self.audit.submit_deferred(record);
+            } else {
+                self.audit.submit(record);
+            }
         }
     }
 
@@ -64,9 +126,7 @@ impl AuditGuard {
     /// Submit now, for outcomes that send the client nothing more (a tunnel's end, a refused
     /// handshake).
     pub fn finish(mut self) {
-        if let Some(record) = self.take() {
-            self.audit.submit(record);
-        }
+        self.submit();
     }
 
     /// Submit now and wait until the record is in the file. False only if it could not be
@@ -74,9 +134,14 @@ impl AuditGuard {
     /// future holds only the acknowledgement, so callers' futures stay small.
     pub fn commit(mut self) -> impl Future<Output = bool> + Send + use<> {
         let fail_closed = self.fail_closed;
-        let ack = match self.take() {
-            Some(record) => self.audit.submit_acked(record),
-            None => Ack::Done(true),
+        let ack = if self.decided {
+            self.submit();
+            Ack::Done(true)
+        } else {
+            match self.take() {
+                Some(record) => self.audit.submit_acked(record),
+                None => Ack::Done(true),
+            }
         };
         async move { ack.await || !fail_closed }
     }
@@ -117,9 +182,7 @@ impl Drop for AuditGuard {
             if self.record.error.is_none() {
                 self.record.error = Some("client_gone".into());
             }
-            if let Some(record) = self.take() {
-                self.audit.submit(record);
-            }
+            self.submit();
         }
     }
 }
@@ -148,6 +211,8 @@ pub struct AuditedBody<B> {
     cut_if_unwritten: bool,
     bytes: u64,
     state: State,
+    /// When the next progress record is due (armed on the first poll of a forwarded call).
+    progress: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl AuditedBody<http_body_util::Empty<Bytes>> {
@@ -161,6 +226,7 @@ impl AuditedBody<http_body_util::Empty<Bytes>> {
             cut_if_unwritten: true,
             bytes: 0,
             state: State::Unwritten,
+            progress: None,
         }
     }
 }
@@ -175,6 +241,7 @@ impl<B> AuditedBody<B> {
             guard: Some(guard),
             bytes: 0,
             state: State::Streaming,
+            progress: None,
         }
     }
 
@@ -195,12 +262,39 @@ impl<B> AuditedBody<B> {
             return;
         };
         guard.rec().bytes_down = self.bytes;
+        if guard.decided {
+            // The decision is in the file: the outcome need not hold back the last frame.
+            guard.submit();
+            self.state = State::Committing {
+                held,
+                ack: Ack::Done(true),
+            };
+            return;
+        }
         match guard.take() {
             Some(record) => {
                 let ack = guard.audit.submit_acked(record);
                 self.state = State::Committing { held, ack };
             }
             None => self.state = State::Done,
+        }
+    }
+
+    /// Write a progress record each `progress_every` while the stream is open. The timer's
+    /// waker brings the body back here even while the vendor sends nothing.
+    fn poll_progress(&mut self, cx: &mut Context<'_>) {
+        let Some(guard) = self.guard.as_mut().filter(|g| g.decided) else {
+            return;
+        };
+        let every = guard.progress_every;
+        let timer = self
+            .progress
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(every)));
+        if timer.as_mut().poll(cx).is_ready() {
+            guard.progress(None, self.bytes);
+            timer.as_mut().reset(Instant::now() + every);
+            // Registers the waker for the next round.
+            let _ = timer.as_mut().poll(cx);
         }
     }
 
@@ -252,22 +346,25 @@ where
                 State::Streaming if !this.prefix.is_empty() => {
                     return Poll::Ready(this.prefix.pop_front().map(Ok));
                 }
-                State::Streaming => match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-                    Some(Ok(frame)) => {
-                        if let Some(d) = frame.data_ref() {
-                            this.bytes += d.len() as u64;
+                State::Streaming => {
+                    this.poll_progress(cx);
+                    match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                        Some(Ok(frame)) => {
+                            if let Some(d) = frame.data_ref() {
+                                this.bytes += d.len() as u64;
+                            }
+                            if !this.inner.is_end_stream() {
+                                return Poll::Ready(Some(Ok(frame)));
+                            }
+                            this.commit(Some(frame));
                         }
-                        if !this.inner.is_end_stream() {
-                            return Poll::Ready(Some(Ok(frame)));
+                        Some(Err(e)) => {
+                            this.fail("upstream_reset");
+                            return Poll::Ready(Some(Err(e.into())));
                         }
-                        this.commit(Some(frame));
+                        None => this.commit(None),
                     }
-                    Some(Err(e)) => {
-                        this.fail("upstream_reset");
-                        return Poll::Ready(Some(Err(e.into())));
-                    }
-                    None => this.commit(None),
-                },
+                }
             }
         }
     }

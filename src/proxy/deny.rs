@@ -311,6 +311,25 @@ pub fn upstream_failure(
     )
 }
 
+/// A call the policy allowed whose decision record could not be written by a fail-closed
+/// gateway: it is not sent upstream (503: the client may retry once the log is writable).
+pub fn audit_unwritten(format: Option<ErrorFormat>, request_id: &str) -> Response<ProxyBody> {
+    let status = StatusCode::SERVICE_UNAVAILABLE;
+    let msg = format!(
+        "aigate: the audit log cannot be written, so the call was not sent to the vendor (audit_unavailable). Request id: {request_id}."
+    );
+    match format {
+        Some(f) => json_response(
+            status,
+            &vendor_body(f, status, &msg),
+            "block",
+            Reason::AuditUnavailable,
+            request_id,
+        ),
+        None => proxy_response(status, Reason::AuditUnavailable, request_id, &msg),
+    }
+}
+
 /// A plain-text answer on the proxy leg itself (CONNECT refusals, 407, malformed requests),
 /// where there is no vendor format to speak.
 pub fn proxy_response(

@@ -3,11 +3,13 @@
 //! Hop-by-hop headers, proxy credentials and aigate's own headers (the workflow tag) never
 //! reach the vendor. `alt-svc` never reaches the client: it would invite the client onto QUIC,
 //! which does not go through the proxy. The response body is streamed frame by frame (SSE
-//! arrives event by event); its audit record is written before its last byte leaves.
+//! arrives event by event). The call's decision record is written before the upstream request
+//! starts; its outcome when the answer (or the WebSocket) ends; progress records in between.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
@@ -17,6 +19,7 @@ use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::Shared;
 use super::audited::{AuditGuard, AuditedBody};
@@ -204,13 +207,30 @@ pub async fn forward(
         .await;
     }
     guard.count_up(body.counter());
+    if !guard.decide().await {
+        return unwritten(guard, format, &request_id).await;
+    }
 
     let uri_authority = uri.authority().map(|a| a.to_string());
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     let req = Request::from_parts(parts, body.boxed());
     let response_timeout = shared.config.load().upstream.response_timeout;
-    let sent = tokio::time::timeout(response_timeout, shared.upstream.request(req)).await;
+    // One timer, as a plain timeout would have: it fires for the deadline or, on a call still
+    // waiting for its answer (a request body that goes on and on), for a progress record.
+    let sent = {
+        let deadline = tokio::time::Instant::now() + response_timeout;
+        let every = guard.progress_every();
+        let mut request = std::pin::pin!(shared.upstream.request(req));
+        loop {
+            let next = (tokio::time::Instant::now() + every).min(deadline);
+            match tokio::time::timeout_at(next, &mut request).await {
+                Ok(r) => break Ok(r),
+                Err(elapsed) if next >= deadline => break Err(elapsed),
+                Err(_) => guard.progress(None, 0),
+            }
+        }
+    };
     let resp = match sent {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
@@ -225,6 +245,19 @@ pub async fn forward(
         Err(_) => return fail(guard, format, UpstreamFailure::Timeout, reason, &request_id).await,
     };
     respond(resp, guard, label, reason, format, &request_id).await
+}
+
+/// The decision could not be written and the gateway fails closed: the call stays here.
+fn unwritten(
+    mut guard: AuditGuard,
+    format: Option<ErrorFormat>,
+    id: &str,
+) -> impl Future<Output = Response<ProxyBody>> + Send + use<> {
+    let resp = deny::audit_unwritten(format, id);
+    let r = guard.rec();
+    r.error = Some("audit_unavailable".into());
+    r.status = Some(resp.status().as_u16());
+    guard.respond(resp)
 }
 
 fn fail(
@@ -355,6 +388,9 @@ async fn websocket_upgrade(
     format: Option<ErrorFormat>,
     mut guard: AuditGuard,
 ) -> Response<ProxyBody> {
+    if !guard.decide().await {
+        return unwritten(guard, format, &request_id).await;
+    }
     let client_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let host = uri.host().unwrap_or_default().to_string();
     let port = uri.port_u16().unwrap_or(443);
@@ -434,15 +470,23 @@ async fn websocket_upgrade(
             guard.finish();
             return;
         };
-        let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((up, down)) => {
-                guard.rec().bytes_up = up;
-                guard.rec().bytes_down = down;
+        let (up, down) = (Arc::default(), Arc::default());
+        let mut client = Counted::new(TokioIo::new(client), &up);
+        let mut upstream = Counted::new(TokioIo::new(upstream), &down);
+        let every = guard.progress_every();
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut splice = std::pin::pin!(tokio::io::copy_bidirectional(&mut client, &mut upstream));
+        let spliced = loop {
+            tokio::select! {
+                r = &mut splice => break r,
+                _ = ticks.tick() => guard.progress(Some(count(&up)), count(&down)),
             }
-            Err(_) => guard.rec().error = Some("websocket_io".into()),
+        };
+        if spliced.is_err() {
+            guard.rec().error = Some("websocket_io".into());
         }
+        guard.rec().bytes_up = count(&up);
+        guard.rec().bytes_down = count(&down);
         guard.finish();
     });
     Response::from_parts(
@@ -451,6 +495,58 @@ async fn websocket_upgrade(
             .map_err(|never| match never {})
             .boxed(),
     )
+}
+
+fn count(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// One side of a WebSocket splice, counting what is read from it, so progress records can say
+/// how many bytes went each way while the socket is open.
+struct Counted<T> {
+    inner: T,
+    read: Arc<AtomicU64>,
+}
+
+impl<T> Counted<T> {
+    fn new(inner: T, read: &Arc<AtomicU64>) -> Counted<T> {
+        Counted {
+            inner,
+            read: read.clone(),
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.read.fetch_add(n as u64, Ordering::Relaxed);
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

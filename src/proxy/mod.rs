@@ -10,12 +10,18 @@
 //!                                              pipeline: identify (user, tool, workflow, vendor, model)
 //!                                                               ▼
 //!                                              policy::decide(call, exemptions, now) -> Decision
-//!                                                  ├─ allow / monitor ─▶ forward upstream (rustls, streamed)
+//!                                                  ├─ allow / monitor ─▶ [decision record, in the file] ─▶ forward upstream (rustls, streamed)
+//!                                                  │                        ├─ [progress record every audit.progress_interval while open]
+//!                                                  │                        └─ [outcome record on every exit: status, bytes, timings, error]
 //!                                                  └─ block ───────────▶ deny response in the vendor's error format
+//!                                                                           └─ [one record, in the file before the answer leaves]
 //!                                                               ▼
-//!                                              audit: exactly one record per request, from one exit (AuditGuard),
-//!                                              written before the response's last byte (audited)
+//!                                              audit: the AuditGuard (audited) travels with the request and writes
+//!                                              its records; a start after a kill adds `outcome_lost` outcomes
 //! ```
+//!
+//! A forwarded call's decision is written before its first byte goes upstream (issue 15), so a
+//! `kill -9` cannot lose a call that reached a vendor; its outcome rides on the next write.
 //!
 //! Plain-HTTP absolute-form requests enter at `accept` and join at `pipeline`.
 

@@ -404,7 +404,11 @@ async fn walk_newest(
     mut visit: impl FnMut(i64, Entry) -> bool,
 ) -> Result<(), DbError> {
     let client = db.client().await?;
-    let mut before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+    let cursor = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+    // Rows above the cursor are read too, only to join: a call shown on an earlier page by its
+    // outcome must not come back on this one as open by its decision (audit/calls.rs).
+    let mut before = i64::MAX;
+    let mut calls = crate::audit::calls::NewestFirst::default();
     let since = filter.since.unwrap_or(SystemTime::UNIX_EPOCH);
     let until = filter
         .until
@@ -426,10 +430,11 @@ async fn walk_newest(
         before = last.get(0);
         for row in &rows {
             let line: &str = row.get(1);
-            let Some(entry) = Entry::parse(line) else {
+            let Some(entry) = Entry::parse(line).and_then(|e| calls.push(e)) else {
                 continue;
             };
-            if filter.accepts(&entry) && !visit(row.get(0), entry) {
+            let pos: i64 = row.get(0);
+            if pos < cursor && filter.accepts(&entry) && !visit(pos, entry) {
                 return Ok(());
             }
         }

@@ -1038,3 +1038,85 @@ async fn typed_text_is_escaped_in_the_terminal() {
         "JSON keeps the text exact"
     );
 }
+
+/// A long SSE stream is one row in `/v1/audit` while it is open, with its progress (bytes so
+/// far), and one finished row once it ends: its decision, progress and outcome records joined.
+#[tokio::test]
+async fn a_live_stream_is_one_open_row_with_its_progress_then_one_finished_row() {
+    let env = TestEnv::builder()
+        .replace("progress_interval = \"60s\"", "progress_interval = \"1s\"")
+        .append(&format!(
+            "\n[[rules]]\nname = \"sdk\"\naction = \"allow\"\ntools = [\"anthropic-sdk\"]\n\n[[admin.tokens]]\nuser = \"sam\"\nroles = [\"auditor\"]\nhash = \"{}\"\n",
+            aigate::identify::user::hash_token(AUDITOR)
+        ))
+        .start()
+        .await;
+    let resp = env
+        .client(false)
+        .post("https://api.anthropic.com/sse/v1/messages")
+        .header("user-agent", "Anthropic/Python 0.69.0")
+        .body("{\"stream\":true}")
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut stream = resp.bytes_stream();
+    use futures_util::StreamExt;
+    let first = stream.next().await.unwrap().unwrap();
+    let rows_of = |page: &Value| -> Vec<Value> {
+        page["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["id"] == id.as_str())
+            .cloned()
+            .collect()
+    };
+    // Open: shown by its newest progress record.
+    let mut live = Vec::new();
+    for _ in 0..40 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (s, page) = call(&env, reqwest::Method::GET, "/v1/audit", Some(AUDITOR), None).await;
+        assert_eq!(s, 200, "{page}");
+        live = rows_of(&page);
+        if live.len() == 1 && live[0]["duration_ms"].as_f64().unwrap() >= 1000.0 {
+            break;
+        }
+    }
+    assert_eq!(live.len(), 1, "one row while open: {live:#?}");
+    let row = &live[0];
+    assert_eq!(row["kind"], "request");
+    assert_eq!(row["outcome_follows"], true, "{row}");
+    assert!(row["duration_ms"].as_f64().unwrap() >= 1000.0, "{row}");
+    assert_eq!(
+        row["bytes_down"].as_u64().unwrap(),
+        first.len() as u64,
+        "{row}"
+    );
+    let raw = crate::common::raw_records_of(&env.gateway).await;
+    let kinds: Vec<&str> = raw
+        .iter()
+        .filter(|r| r["id"] == id.as_str())
+        .map(|r| r["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"request"));
+    assert!(
+        kinds[1..].iter().all(|k| *k == "progress") && kinds.len() >= 2,
+        "{kinds:?}"
+    );
+
+    env.vendor.release_sse.notify_one();
+    while let Some(chunk) = stream.next().await {
+        chunk.unwrap();
+    }
+    env.audit_n(1).await;
+    let (_, page) = call(&env, reqwest::Method::GET, "/v1/audit", Some(AUDITOR), None).await;
+    let done = rows_of(&page);
+    assert_eq!(done.len(), 1, "one row once finished: {done:#?}");
+    assert_eq!(done[0]["status"], 200);
+    assert_eq!(done[0]["bytes_down"].as_u64().unwrap(), 5 * 30);
+    assert!(done[0]["outcome_follows"].is_null(), "{}", done[0]);
+}

@@ -138,3 +138,37 @@ async fn a_torn_last_line_is_cut_off_and_kept_in_the_next_record() {
     assert_eq!(lines[1]["admin"]["torn_line"], torn);
     assert_eq!(lines[2]["id"], "r3");
 }
+
+/// An outcome or progress record is chained at once and written with the next write; with no
+/// next write, the flusher thread writes it within its window, without anyone flushing.
+#[tokio::test]
+async fn a_deferred_record_reaches_the_file_by_itself() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = open(&path);
+    let mut decision = record("call");
+    decision.outcome_follows = true;
+    assert!(log.submit_ref_acked(&decision).await);
+    let mut outcome = decision.clone();
+    outcome.kind = Kind::Outcome;
+    outcome.outcome_follows = false;
+    log.submit_deferred(outcome);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.lines().count() == 2 {
+            assert!(
+                text.lines()
+                    .nth(1)
+                    .unwrap()
+                    .contains("\"kind\":\"outcome\"")
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outcome was never written: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

@@ -869,6 +869,14 @@ async fn audit_disk_full_fails_closed_and_recovers_without_restart() {
 /// A client through the gateway binary `child` started: its proxy address from the banner, its
 /// CA from `state`.
 fn client_of(child: &mut std::process::Child, state: &Path) -> reqwest::Client {
+    gateway_of(child, state).0
+}
+
+/// As `client_of`, with the proxy address and the gateway's CA certificate (PEM).
+fn gateway_of(
+    child: &mut std::process::Child,
+    state: &Path,
+) -> (reqwest::Client, std::net::SocketAddr, String) {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let proxy = lines
         .next()
@@ -881,12 +889,17 @@ fn client_of(child: &mut std::process::Child, state: &Path) -> reqwest::Client {
     // Drain the rest of the banner, so the gateway's writes to stdout never block.
     std::thread::spawn(move || lines.for_each(drop));
     let ca = std::fs::read(state.join("ca-cert.pem")).unwrap();
-    reqwest::Client::builder()
+    let client = reqwest::Client::builder()
         .proxy(reqwest::Proxy::all(format!("http://{proxy}")).unwrap())
         .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
         .tls_built_in_root_certs(false)
         .build()
-        .unwrap()
+        .unwrap();
+    (
+        client,
+        proxy.parse().unwrap(),
+        String::from_utf8(ca).unwrap(),
+    )
 }
 
 /// The env's config with its own state directory, for a binary of its own.
@@ -1346,11 +1359,27 @@ async fn audit_query_filters_on_every_field_it_documents() {
     assert_eq!(count(&["--since", "1h", "--until", "1h"]), 0);
     assert_eq!(count(&["--until", "2000-01-01T00:00:00Z"]), 0);
     assert_eq!(count(&["--since", "2000-01-01T00:00:00Z"]), 6);
-    // --limit: the newest records, in the log's order; --id: one request.
+    // --limit: the newest calls, in the log's order; --id: one call. A forwarded call's
+    // decision and outcome are one row, at its outcome, with the decision's kind.
     let text = std::fs::read_to_string(log).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ends: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["outcome_follows"] != true)
+        .collect();
     let (_, newest, _) = run(&["audit", "query", log, "--format", "json", "--limit", "2"]);
-    assert_eq!(newest, format!("{}\n{}\n", lines[4], lines[5]));
+    let newest: Vec<serde_json::Value> = newest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(newest.len(), 2);
+    for (row, end) in newest.iter().zip(&ends[ends.len() - 2..]) {
+        assert_eq!((&row["id"], &row["seq"]), (&end["id"], &end["seq"]));
+        assert_eq!(row["kind"], "request");
+    }
     let (_, table, note) = run(&["audit", "query", log, "--limit", "2"]);
     assert_eq!(table.lines().count(), 3, "{table}");
     assert_eq!(
@@ -1359,12 +1388,20 @@ async fn audit_query_filters_on_every_field_it_documents() {
     );
     let (_, _, note) = run(&["audit", "query", log, "--limit", "6"]);
     assert_eq!(note, "6 records\n");
-    let id = serde_json::from_str::<serde_json::Value>(lines[3]).unwrap()["id"]
+    let blocked = text
+        .lines()
+        .find(|l| l.contains("\"action\":\"block\""))
+        .unwrap();
+    let id = serde_json::from_str::<serde_json::Value>(blocked).unwrap()["id"]
         .as_str()
         .unwrap()
         .to_string();
     let (_, one, _) = run(&["audit", "query", log, "--format", "json", "--id", &id]);
-    assert_eq!(one, format!("{}\n", lines[3]));
+    assert_eq!(
+        one,
+        format!("{blocked}\n"),
+        "a call aigate answered: its one line"
+    );
 
     for (args, message) in [
         (
@@ -1797,5 +1834,194 @@ fn every_relative_doc_link_resolves_in_the_repository() {
     ] {
         let text = std::fs::read_to_string(root.join(deploy)).unwrap();
         assert!(!text.contains("a later issue"), "{deploy}");
+    }
+}
+
+/// `kill -9` of the real binary during an allowed SSE stream and during an open WebSocket (issue
+/// 15): both calls reached the vendor, so both have their decision record in the log, written
+/// before the vendor saw a byte, and the progress records of the live session. After the
+/// restart each has an `outcome_lost` outcome, and `audit verify` and `audit query` join them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_stream_and_mid_websocket_leaves_their_records() {
+    use futures_util::{SinkExt, StreamExt};
+    let env = TestEnv::builder()
+        .append("\n[[rules]]\nname = \"sdk\"\naction = \"allow\"\ntools = [\"anthropic-sdk\"]\n")
+        .replace("progress_interval = \"60s\"", "progress_interval = \"1s\"")
+        .start()
+        .await;
+    let config = binary_config(&env, "killstream");
+    let state = env.dir.path().join("killstream");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_aigate"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn();
+    let (client, proxy, ca) = gateway_of(&mut child, &state);
+
+    // An SSE stream: the vendor sends its first event and holds the rest.
+    let mut stream = client
+        .post("https://api.anthropic.com/sse")
+        .header("user-agent", "Anthropic/Python 0.69.0")
+        .body("{\"model\":\"claude-sonnet-4-5\",\"stream\":true}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let sse_id = stream.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let first = stream.chunk().await.unwrap().unwrap();
+    assert!(first.starts_with(b"event: message"));
+
+    // A Codex-style WebSocket, open and in use.
+    let tls = crate::common::tls_through_at(
+        proxy,
+        &ca,
+        "api.openai.com:443",
+        "",
+        "api.openai.com",
+        &[b"http/1.1"],
+    )
+    .await
+    .unwrap();
+    let req = http::Request::builder()
+        .uri("wss://api.openai.com/v1/responses")
+        .header("host", "api.openai.com")
+        .header("user-agent", "OpenAI/Python 2.1.0")
+        .header("x-stainless-lang", "python")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
+    let ws_id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    ws.send(tokio_tungstenite::tungstenite::Message::text("hello"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "hello"
+    );
+    assert_eq!(
+        env.vendor.requests().len(),
+        2,
+        "both calls reached the vendor"
+    );
+
+    // Long enough for a progress record of each (progress_interval = 1s).
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    child.kill().unwrap(); // SIGKILL: no shutdown, no flush
+    child.wait().unwrap();
+    drop((stream, ws));
+
+    let log = state.join("audit.jsonl");
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let of = |records: &[serde_json::Value], id: &str, kind: &str| -> Vec<serde_json::Value> {
+        records
+            .iter()
+            .filter(|r| r["id"] == id && r["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    let before = lines();
+    for (id, tool, action) in [
+        (&sse_id, "anthropic-sdk", "allow"),
+        (&ws_id, "openai-sdk", "monitor"),
+    ] {
+        let decision = of(&before, id, "request");
+        assert_eq!(decision.len(), 1, "the decision of {id}: {before:#?}");
+        assert_eq!(decision[0]["outcome_follows"], true);
+        assert_eq!(decision[0]["tool"], tool);
+        assert_eq!(decision[0]["action"], action);
+        let progress = of(&before, id, "progress");
+        assert!(
+            !progress.is_empty(),
+            "a progress record of {id}: {before:#?}"
+        );
+        assert!(of(&before, id, "outcome").is_empty());
+    }
+    let sse_progress = of(&before, &sse_id, "progress");
+    assert!(sse_progress.last().unwrap()["bytes_down"].as_u64().unwrap() >= first.len() as u64);
+    let ws_progress = of(&before, &ws_id, "progress");
+    let last = ws_progress.last().unwrap();
+    assert!(last["bytes_up"].as_u64().unwrap() > 0 && last["bytes_down"].as_u64().unwrap() > 0);
+    let (code, stdout, stderr) = run(&["audit", "verify", log.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("2 forwarded, 0 with an outcome"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&sse_id) && stdout.contains(&ws_id),
+        "{stdout}"
+    );
+
+    // The restart accounts for both calls before it serves anything.
+    let mut child = spawn();
+    let _ = gateway_of(&mut child, &state);
+    let pid = child.id().to_string();
+    let exited = tokio::task::spawn_blocking(move || {
+        Command::new("kill").arg(pid).status().unwrap();
+        child.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(exited.success());
+    let after = lines();
+    for id in [&sse_id, &ws_id] {
+        let outcome = of(&after, id, "outcome");
+        assert_eq!(outcome.len(), 1, "the outcome of {id}: {after:#?}");
+        assert_eq!(outcome[0]["error"], "outcome_lost");
+    }
+    assert_eq!(
+        of(&after, &sse_id, "outcome")[0]["bytes_down"],
+        sse_progress.last().unwrap()["bytes_down"],
+        "the bytes of the last progress record"
+    );
+    let (code, stdout, stderr) = run(&["audit", "verify", log.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains("2 forwarded, 2 with an outcome (2 outcome_lost), 0 without one"),
+        "{stdout}"
+    );
+    // `audit query` shows each call once, joined.
+    let (code, stdout, stderr) =
+        run(&["audit", "query", log.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for id in [&sse_id, &ws_id] {
+        let row: Vec<_> = rows.iter().filter(|r| r["id"] == *id).collect();
+        assert_eq!(row.len(), 1, "{rows:#?}");
+        assert_eq!(row[0]["kind"], "request");
+        assert_eq!(row[0]["error"], "outcome_lost");
     }
 }

@@ -499,8 +499,28 @@ pub fn client_for(gw: &AppHandle, cred: &str, h1_only: bool) -> reqwest::Client 
     }
 }
 
-/// Every record in a gateway's audit log.
+/// Every call in a gateway's audit log, one row each: a forwarded call's decision and
+/// outcome joined as `audit query` joins them (a call still open shows its decision, with
+/// `outcome_follows`). `raw_records_of` has the lines as written.
 pub async fn records_of(gw: &AppHandle) -> Vec<serde_json::Value> {
+    let mut calls = aigate::audit::calls::Calls::<aigate::audit::record::StoredRecord>::default();
+    let mut rows: Vec<serde_json::Value> = raw_records_of(gw)
+        .await
+        .into_iter()
+        .filter_map(|v| calls.push(serde_json::from_value(v).unwrap()))
+        .map(|s| serde_json::to_value(s).unwrap())
+        .collect();
+    rows.extend(
+        calls
+            .finish()
+            .into_iter()
+            .map(|s| serde_json::to_value(s).unwrap()),
+    );
+    rows
+}
+
+/// Every record in a gateway's audit log, as written.
+pub async fn raw_records_of(gw: &AppHandle) -> Vec<serde_json::Value> {
     assert!(gw.audit().flush().await, "audit log not written");
     let text = std::fs::read_to_string(gw.audit().path()).unwrap();
     text.lines()
@@ -514,11 +534,17 @@ impl TestEnv {
         records_of(&self.gateway).await
     }
 
-    /// Wait until the audit log holds `n` records (tunnel records arrive when the tunnel closes).
+    /// Wait until the audit log holds `n` finished calls (tunnel records arrive when the tunnel
+    /// closes, a forwarded call's outcome when it ends).
     pub async fn audit_n(&self, n: usize) -> Vec<serde_json::Value> {
         for _ in 0..200 {
             let records = self.audit().await;
-            if records.len() >= n {
+            if records
+                .iter()
+                .filter(|r| r["outcome_follows"] != true)
+                .count()
+                >= n
+            {
                 return records;
             }
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
@@ -552,27 +578,7 @@ impl TestEnv {
         target: &str,
         extra_headers: &str,
     ) -> Result<TcpStream, String> {
-        let mut s = TcpStream::connect(self.gateway.proxy_addr).await.unwrap();
-        s.write_all(
-            format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra_headers}\r\n")
-                .as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if s.read(&mut byte).await.unwrap() == 0 {
-                break;
-            }
-            head.push(byte[0]);
-        }
-        let head = String::from_utf8_lossy(&head).to_string();
-        if head.starts_with("HTTP/1.1 200") {
-            Ok(s)
-        } else {
-            Err(head)
-        }
+        connect_raw_at(self.gateway.proxy_addr, target, extra_headers).await
     }
 
     /// A TLS connection inside a CONNECT to `target`, trusting the vendor's own CA: what a client
@@ -635,29 +641,15 @@ impl TestEnv {
         sni: &str,
         alpn: &[&[u8]],
     ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-        let tcp = self
-            .connect_raw(target, connect_headers)
-            .await
-            .map_err(std::io::Error::other)?;
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(self.gateway.ca_cert_pem().as_bytes()).unwrap())
-            .unwrap();
-        let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-        connector
-            .connect(
-                rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap(),
-                tcp,
-            )
-            .await
+        tls_through_at(
+            self.gateway.proxy_addr,
+            self.gateway.ca_cert_pem(),
+            target,
+            connect_headers,
+            sni,
+            alpn,
+        )
+        .await
     }
 }
 
@@ -688,6 +680,67 @@ impl TestEnv {
             .ok();
         String::from_utf8_lossy(&out).into_owned()
     }
+}
+
+/// A CONNECT tunnel through the proxy at `proxy` (a gateway in this process or a binary).
+pub async fn connect_raw_at(
+    proxy: SocketAddr,
+    target: &str,
+    extra_headers: &str,
+) -> Result<TcpStream, String> {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(
+        format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{extra_headers}\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).await.unwrap() == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_string();
+    if head.starts_with("HTTP/1.1 200") {
+        Ok(s)
+    } else {
+        Err(head)
+    }
+}
+
+/// TLS to `sni` inside a CONNECT to `target` through the proxy at `proxy`, trusting `ca_pem`.
+pub async fn tls_through_at(
+    proxy: SocketAddr,
+    ca_pem: &str,
+    target: &str,
+    connect_headers: &str,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = connect_raw_at(proxy, target, connect_headers)
+        .await
+        .map_err(std::io::Error::other)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    connector
+        .connect(
+            rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap(),
+            tcp,
+        )
+        .await
 }
 
 use rustls_pki_types::pem::PemObject;

@@ -600,14 +600,23 @@ async fn an_unwritable_audit_log_fails_closed_and_fail_open_forwards() {
             .body("{}")
             .send()
     };
-    // The vendor answers, but the record of that answer cannot be written: fail_closed does not
-    // complete it.
-    let cut = match send().await {
-        Ok(resp) => resp.bytes().await.is_err(),
-        Err(_) => true,
-    };
-    assert!(cut, "an answer whose record is unwritten must be cut off");
-    assert_eq!(env.vendor.requests().len(), 1);
+    // The policy allows the call, but its decision record cannot be written: fail_closed does
+    // not send it to the vendor (issue 15: a record before the vendor sees the call).
+    let resp = send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-aigate-reason"], "audit_unavailable");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the call was not sent to the vendor"),
+        "{body}"
+    );
+    assert!(
+        env.vendor.requests().is_empty(),
+        "nothing reached the vendor"
+    );
     assert!(
         !env.gateway.audit().flush().await,
         "the write must be reported as failed"
@@ -623,9 +632,8 @@ async fn an_unwritable_audit_log_fails_closed_and_fail_open_forwards() {
             .contains("audit log cannot be written"),
         "{body}"
     );
-    assert_eq!(
-        env.vendor.requests().len(),
-        1,
+    assert!(
+        env.vendor.requests().is_empty(),
         "the refused call never reached the vendor"
     );
 

@@ -296,6 +296,14 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         }
     };
     let integrity = integrity(&mut p, &raw.audit, base, &state_dir);
+    let progress_interval = duration(
+        &mut p,
+        "audit.progress_interval",
+        raw.audit.progress_interval.as_deref(),
+        Duration::from_secs(60),
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+    );
 
     // [identity]
     let header_raw = raw
@@ -410,6 +418,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
             on_failure,
             fsync,
             integrity,
+            progress_interval,
         },
         identity: IdentityConfig {
             workflow_header,
