@@ -105,6 +105,7 @@ pub fn explain(
         req.path.as_str()
     };
     // The same normalisation as the data path (identify/normalise.rs).
+    let raw_path = path;
     let path = normalise::path(path);
     let body_text = normalise::fold_json_escapes(body);
     let facts = RequestFacts {
@@ -114,7 +115,9 @@ pub fn explain(
         body_prefix: &body_text,
     };
     let tool = identify_tool(&cfg.tools, &facts);
-    let model = model::from_body(body).or_else(|| model::from_path(&path));
+    let model = model::from_body(body)
+        .or_else(|| model::from_path(raw_path))
+        .or_else(|| model::from_path(&path));
     let wf = match &req.workflow {
         Some(w) => w.clone(),
         None => {

@@ -390,9 +390,10 @@ fn route(
     id: String,
     websocket: bool,
 ) -> Result<forward::Exchange, Response<ProxyBody>> {
-    let format = deny::format_for(conn.vendor.error_format, parts.uri.path());
     // Identify, on the normalised request (identify/normalise.rs); `prefix` is already decoded.
     let path = normalise::path(parts.uri.path());
+    // The deny's shape follows the path the vendor would serve (`//v1/messages` is Anthropic's).
+    let format = deny::format_for(conn.vendor.error_format, &path);
     let body_text = normalise::fold_json_escapes(&prefix);
     let facts = RequestFacts {
         vendor: &conn.vendor.id,
@@ -401,7 +402,10 @@ fn route(
         body_prefix: &body_text,
     };
     let tool = identify_tool(&cfg.tools, &facts);
-    let model = model::from_body(&prefix).or_else(|| model::from_path(&path));
+    // The path as sent first: a Bedrock ARN's `%2F` is part of the model id, not a segment.
+    let model = model::from_body(&prefix)
+        .or_else(|| model::from_path(parts.uri.path()))
+        .or_else(|| model::from_path(&path));
     let wf = workflow::workflow(
         &parts.headers,
         &cfg.identity.workflow_header,

@@ -370,3 +370,47 @@ async fn a_codex_body_under_a_forged_sdk_user_agent_is_codex_with_the_conflict_r
     }
     assert!(env.vendor.requests().is_empty());
 }
+
+#[tokio::test]
+async fn a_bedrock_model_arn_keeps_its_encoded_slash_and_a_dotted_path_still_names_the_model() {
+    let env = TestEnv::builder().start().await;
+    for (path, want) in [
+        (
+            "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude-sonnet-4-5-v1%3A0/invoke",
+            "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-sonnet-4-5-v1:0",
+        ),
+        (
+            "/x/..//model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke",
+            "anthropic.claude-3-haiku-20240307-v1:0",
+        ),
+    ] {
+        let head = format!("POST {path} HTTP/1.1\r\nUser-Agent: {NEUTRAL_UA}");
+        let resp = env
+            .raw_https(
+                "bedrock-runtime.us-east-1.amazonaws.com",
+                head.as_bytes(),
+                b"{}",
+            )
+            .await;
+        assert!(resp.starts_with("HTTP/1.1 "), "{path}: {resp}");
+        let records = env.audit().await;
+        let r = records.last().unwrap();
+        assert_eq!(r["model"], want, "{path}: {r:#}");
+    }
+}
+
+#[tokio::test]
+async fn a_deny_takes_the_shape_of_the_normalised_path() {
+    let env = TestEnv::builder().start().await;
+    // OpenRouter serves both APIs; `/api/v1/%6Dessages` is its Anthropic messages endpoint.
+    let head = "POST /api//v1/%6Dessages HTTP/1.1\r\nUser-Agent: claude-cli/2.1.12 (external, cli)";
+    let resp = env
+        .raw_https("openrouter.ai", head.as_bytes(), PLAIN.as_bytes())
+        .await;
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert!(
+        body.contains(r#""type":"error""#) && body.contains(r#""permission_error""#),
+        "Anthropic's error shape: {resp}"
+    );
+}
