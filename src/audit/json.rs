@@ -92,6 +92,10 @@ impl AuditRecord {
         value(out, &self.ttfb_ms)?;
         key!(out, "admin");
         value(out, &self.admin)?;
+        if !self.signed_headers_kept.is_empty() {
+            key!(out, "signed_headers_kept");
+            strings(out, self.signed_headers_kept.iter().map(String::as_str))?;
+        }
         if let Some(group) = &self.ai_host {
             key!(out, "ai_host");
             string(out, group)?;
@@ -262,6 +266,7 @@ mod tests {
         r.duration_ms = 12.345_678_9;
         r.ttfb_ms = Some(0.1);
         r.admin = Some(serde_json::json!({"subject": "bob", "until": null, "n": [1, 2.5]}));
+        r.signed_headers_kept = vec!["x-aigate-workflow".into()];
         r.ai_host = Some(Arc::from("inference-apis"));
         r.replica = Some(Arc::from("gw-2"));
         same_as_serde(&r);

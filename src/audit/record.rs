@@ -80,6 +80,10 @@ pub struct AuditRecord {
     /// `kind = admin`: what was done (subject, tools, workflows, until when, why, ticket).
     #[serde(default)]
     pub admin: Option<serde_json::Value>,
+    /// Gateway headers (the workflow tag) that the client signed (AWS SigV4 `SignedHeaders`), so
+    /// they went upstream unchanged instead of being removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signed_headers_kept: Vec<String>,
     /// `kind = tunnel` to a model API that aigate does not inspect: the AI host catalog group
     /// (`inference-apis`, `aggregators`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +139,7 @@ impl AuditRecord {
             duration_ms: 0.0,
             ttfb_ms: None,
             admin: None,
+            signed_headers_kept: Vec::new(),
             ai_host: None,
             outcome_follows: false,
             replica: None,

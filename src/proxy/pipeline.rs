@@ -484,6 +484,19 @@ fn route(
         )
     };
     let label = decision.action.as_str();
+    // A signed workflow header stays: removing it would break the client's SigV4 signature.
+    let wf_header = &cfg.identity.workflow_header;
+    let strip = if parts.headers.contains_key(wf_header)
+        && crate::identify::signed::is_signed(&parts.headers, parts.uri.query(), wf_header)
+    {
+        guard
+            .rec()
+            .signed_headers_kept
+            .push(wf_header.as_str().to_string());
+        None
+    } else {
+        Some(wf_header.clone())
+    };
     let exchange = forward::Exchange {
         parts,
         body: replay,
@@ -493,7 +506,7 @@ fn route(
         reason: decision.reason,
         format: Some(format),
         websocket,
-        strip: Some(cfg.identity.workflow_header.clone()),
+        strip,
     };
     Ok(exchange)
 }

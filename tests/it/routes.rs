@@ -275,3 +275,146 @@ async fn no_sni_elsewhere_is_tunnelled() {
     assert_eq!(r["reason"], "not_vendor", "{r}");
     assert_ne!(r["action"], "block", "{r}");
 }
+
+/// Signs a Bedrock request with botocore's SigV4 (the signer the AWS CLI and boto3 use), the
+/// workflow tag among the signed headers as the AWS SDKs sign it.
+const SIGN_PY: &str = r#"
+import json, sys
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+url, body = sys.argv[1], sys.argv[2]
+req = AWSRequest(method="POST", url=url, data=body.encode(), headers={
+    "content-type": "application/json", "x-aigate-workflow": "docs", "accept": "application/json"})
+SigV4Auth(Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"), "bedrock", "us-east-1").add_auth(req)
+print(json.dumps(dict(req.headers.items())))
+"#;
+
+/// Verifies what the vendor received as AWS would: botocore recomputes the signature over the
+/// signed headers, path and body as they arrived, at the request's own timestamp.
+const VERIFY_PY: &str = r#"
+import base64, json, sys
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+d = json.load(sys.stdin)
+h = d["headers"]
+auth = h["authorization"]
+signed = auth.split("SignedHeaders=")[1].split(",")[0].split(";")
+sig = auth.split("Signature=")[1].strip()
+missing = [k for k in signed if k != "host" and k not in h]
+req = AWSRequest(method=d["method"], url="https://" + h.get("host", d["host"]) + d["path"],
+                 data=base64.b64decode(d["body"]), headers={k: h[k] for k in signed if k in h and k != "host"})
+req.context["timestamp"] = h["x-amz-date"]
+a = SigV4Auth(Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"), "bedrock", "us-east-1")
+cr = a.canonical_request(req)
+ok = a.signature(a.string_to_sign(req, cr), req) == sig
+print(json.dumps({"ok": ok and not missing, "missing": missing, "signed": signed}))
+"#;
+
+/// SigV4 round trip (issue 14): a signed Bedrock call whose signature covers the workflow tag
+/// still verifies after the gateway, because a signed header is never removed; the record says
+/// the tag was kept. Without the rule the gateway strips the tag and Bedrock would answer 403.
+#[tokio::test]
+async fn a_sigv4_signed_bedrock_call_still_verifies_after_the_gateway() {
+    use base64::Engine as _;
+    let env = TestEnv::builder().start().await;
+    let host = "bedrock-runtime.us-east-1.amazonaws.com";
+    let path = "/model/anthropic.claude-3-haiku-20240307-v1%3A0/invoke";
+    let body = r#"{"anthropic_version":"bedrock-2023-05-31","max_tokens":5,"messages":[]}"#;
+    let signed = std::process::Command::new("python3")
+        .args(["-c", SIGN_PY, &format!("https://{host}{path}"), body])
+        .output()
+        .expect("python3 with botocore is needed for the SigV4 test");
+    assert!(
+        signed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&signed.stderr)
+    );
+    let headers: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&signed.stdout).unwrap();
+    assert!(
+        headers["Authorization"].contains("x-aigate-workflow"),
+        "{headers:?}"
+    );
+
+    for h1_only in [true, false] {
+        let mut rb = env
+            .client(h1_only)
+            .post(format!("https://{host}{path}"))
+            .header("user-agent", "Boto3/1.40.0 md/Botocore#1.40.0")
+            .body(body);
+        for (k, v) in &headers {
+            rb = rb.header(k.as_str(), v.as_str());
+        }
+        let resp = rb.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let id = resp.headers()["x-aigate-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+
+        let seen = env.vendor.requests().pop().unwrap();
+        let received: std::collections::BTreeMap<&str, &str> = seen
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
+            .collect();
+        let input = json!({
+            "method": seen.method,
+            "path": seen.path,
+            "host": host,
+            "headers": received,
+            "body": base64::engine::general_purpose::STANDARD.encode(&seen.body),
+        });
+        let mut verify = std::process::Command::new("python3")
+            .args(["-c", VERIFY_PY])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            use std::io::Write as _;
+            verify
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.to_string().as_bytes())
+                .unwrap();
+        }
+        let out = verify.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(verdict["ok"], true, "h1_only={h1_only}: {verdict} {input}");
+
+        let records = env.audit().await;
+        let r = by_id(&records, &id);
+        assert_eq!(r["workflow"], "docs");
+        assert_eq!(r["signed_headers_kept"], json!(["x-aigate-workflow"]));
+    }
+}
+
+/// An unsigned request still loses the workflow tag before the vendor.
+#[tokio::test]
+async fn an_unsigned_workflow_tag_is_still_removed() {
+    let env = TestEnv::builder().start().await;
+    let resp = env
+        .client(false)
+        .post("https://bedrock-runtime.us-east-1.amazonaws.com/model/m/invoke")
+        .header("x-aigate-workflow", "docs")
+        .header("authorization", "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/bedrock/aws4_request, SignedHeaders=host;x-amz-date, Signature=00")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = env.vendor.requests();
+    assert!(seen[0].headers.get("x-aigate-workflow").is_none());
+    let r = &env.audit_n(1).await[0];
+    assert!(r.get("signed_headers_kept").is_none(), "{r}");
+}
