@@ -10,6 +10,7 @@
 //! - `audit`: the record schema, the hash chain, redaction, the batched writer, queries.
 //! - `catalog`: the AI host catalog (model APIs tunnelled uninspected, flagged as `ai_host`).
 //! - `pac`: the proxy auto-config generator.
+//! - `provenance`: reassembling model output from vendor responses (capture, first part).
 //! - `metrics`: Prometheus counters, fed from the audit writer.
 //! - `reload`: the policy file on SIGHUP or change, the users file on change.
 //! - `host`, `resolve`: host normalisation and name resolution.
@@ -38,6 +39,7 @@ pub mod identify;
 pub mod metrics;
 pub mod pac;
 pub mod policy;
+pub mod provenance;
 pub mod proxy;
 pub mod reload;
 pub mod resolve;

@@ -1,0 +1,487 @@
+//! Each vendor shape from a recorded response (tests/fixtures/provenance/, written by its
+//! generate.py), fed whole, split at every byte boundary, one byte at a time, and compressed.
+
+use std::io::Write;
+
+use super::PartKind::{Code, Text, Thinking};
+use super::{ApiShape, Capture, Limits, Part, PartKind, Reassembler, SetupError, added_lines};
+
+const CODE: &str = "fn main() {\n    println!(\"héllo, \\\"wörld\\\"\");\n}\n";
+const EDIT: &str = "let x = 1;\n\tlet y = x + 1; // → two\n";
+const ADDED: &str = "pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n    new_call();\n";
+const SSE: Option<&str> = Some("text/event-stream; charset=utf-8");
+const JSON: Option<&str> = Some("application/json");
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = format!(
+        "{}/tests/fixtures/provenance/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn part(kind: PartKind, tool: Option<&str>, text: &str) -> Part {
+    Part {
+        kind,
+        tool: tool.map(str::to_owned),
+        text: text.to_owned(),
+    }
+}
+
+fn run(
+    shape: ApiShape,
+    ct: Option<&str>,
+    enc: Option<&str>,
+    limits: Limits,
+    chunks: &[&[u8]],
+) -> Capture {
+    let mut r = Reassembler::new(shape, ct, enc, limits).unwrap();
+    for c in chunks {
+        r.push(c);
+    }
+    r.finish()
+}
+
+/// The same capture whole and one byte at a time (cheaper, for tests whose subject is not
+/// splitting).
+fn same_bytewise(
+    shape: ApiShape,
+    ct: Option<&str>,
+    enc: Option<&str>,
+    limits: Limits,
+    body: &[u8],
+) -> Capture {
+    let whole = run(shape, ct, enc, limits, &[body]);
+    let bytes: Vec<&[u8]> = body.chunks(1).collect();
+    assert_eq!(
+        run(shape, ct, enc, limits, &bytes),
+        whole,
+        "one byte at a time"
+    );
+    whole
+}
+
+/// The same capture whole, split in two at every byte, and one byte at a time.
+fn same_at_every_split(
+    shape: ApiShape,
+    ct: Option<&str>,
+    enc: Option<&str>,
+    limits: Limits,
+    body: &[u8],
+) -> Capture {
+    let whole = run(shape, ct, enc, limits, &[body]);
+    for i in 0..=body.len() {
+        let split = run(shape, ct, enc, limits, &[&body[..i], &body[i..]]);
+        assert_eq!(split, whole, "split at byte {i}");
+    }
+    let bytes: Vec<&[u8]> = body.chunks(1).collect();
+    assert_eq!(
+        run(shape, ct, enc, limits, &bytes),
+        whole,
+        "one byte at a time"
+    );
+    whole
+}
+
+struct Case {
+    file: &'static str,
+    shape: ApiShape,
+    ct: Option<&'static str>,
+    thinking: Option<Part>,
+    parts: Vec<Part>,
+}
+
+fn cases() -> Vec<Case> {
+    use ApiShape::*;
+    vec![
+        Case {
+            file: "anthropic_stream.sse",
+            shape: AnthropicMessages,
+            ct: SSE,
+            thinking: Some(part(Thinking, None, "The user wants a main function.")),
+            parts: vec![
+                part(Text, None, "I'll write the file — now."),
+                part(Code, Some("Write"), CODE),
+                part(Code, Some("Edit"), EDIT),
+                part(Code, Some("MultiEdit"), "print('one')\n"),
+                part(Code, Some("MultiEdit"), "print('two')\n"),
+            ],
+        },
+        Case {
+            file: "anthropic_message.json",
+            shape: AnthropicMessages,
+            ct: JSON,
+            thinking: Some(part(Thinking, None, "Plan it.")),
+            parts: vec![
+                part(Text, None, "Here is the notebook cell."),
+                part(Code, Some("NotebookEdit"), "import pandas as pd\n"),
+                part(Code, Some("Write"), CODE),
+            ],
+        },
+        Case {
+            file: "openai_responses_stream.sse",
+            shape: OpenAiResponses,
+            ct: SSE,
+            thinking: Some(part(Thinking, None, "**Planning the patch**")),
+            parts: vec![
+                part(Text, None, "Adding `add`."),
+                part(Code, Some("apply_patch"), ADDED),
+                part(Code, Some("shell"), ADDED),
+            ],
+        },
+        Case {
+            file: "openai_responses.json",
+            shape: OpenAiResponses,
+            ct: JSON,
+            thinking: Some(part(Thinking, None, "Think.")),
+            parts: vec![
+                part(Text, None, "Patched."),
+                part(Code, Some("apply_patch"), ADDED),
+            ],
+        },
+        Case {
+            file: "openai_chat_stream.sse",
+            shape: OpenAiChat,
+            ct: SSE,
+            thinking: None,
+            parts: vec![
+                part(Text, None, "Writing main.rs"),
+                part(Code, Some("write"), CODE),
+            ],
+        },
+        Case {
+            file: "openai_chat.json",
+            shape: OpenAiChat,
+            ct: JSON,
+            thinking: None,
+            parts: vec![part(Text, None, "Done."), part(Code, Some("edit"), EDIT)],
+        },
+        Case {
+            file: "gemini_stream.sse",
+            shape: Gemini,
+            ct: SSE,
+            thinking: Some(part(Thinking, None, "Weighing options.")),
+            parts: vec![
+                part(Text, None, "Creating the file."),
+                part(Code, Some("write_file"), "print('hi')\n"),
+            ],
+        },
+        Case {
+            file: "gemini_stream_array.json",
+            shape: Gemini,
+            ct: JSON,
+            thinking: Some(part(Thinking, None, "Weighing options.")),
+            parts: vec![
+                part(Text, None, "Creating the file."),
+                part(Code, Some("write_file"), "print('hi')\n"),
+            ],
+        },
+        Case {
+            file: "gemini_generate.json",
+            shape: Gemini,
+            ct: JSON,
+            thinking: None,
+            parts: vec![
+                part(Text, None, "Replacing the line."),
+                part(Code, Some("replace"), EDIT),
+            ],
+        },
+    ]
+}
+
+fn expected(parts: &[Part]) -> Capture {
+    Capture {
+        output_bytes: parts.iter().map(|p| p.text.len()).sum(),
+        parts: parts.to_vec(),
+        ..Capture::default()
+    }
+}
+
+#[test]
+fn every_shape_reassembles_the_same_at_every_split() {
+    for case in cases() {
+        let body = fixture(case.file);
+        let got = same_at_every_split(case.shape, case.ct, None, Limits::default(), &body);
+        assert_eq!(got, expected(&case.parts), "{}", case.file);
+    }
+}
+
+#[test]
+fn thinking_is_captured_only_when_configured() {
+    let limits = Limits {
+        capture_thinking: true,
+        ..Limits::default()
+    };
+    for case in cases() {
+        let body = fixture(case.file);
+        let got = same_bytewise(case.shape, case.ct, None, limits, &body);
+        let want: Vec<Part> = case.thinking.into_iter().chain(case.parts).collect();
+        assert_eq!(got, expected(&want), "{}", case.file);
+    }
+}
+
+fn encode(encoding: &str, body: &[u8]) -> Vec<u8> {
+    use flate2::Compression;
+    match encoding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), Compression::default());
+            e.write_all(body).unwrap();
+            e.finish().unwrap()
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), Compression::default());
+            e.write_all(body).unwrap();
+            e.finish().unwrap()
+        }
+        "raw-deflate" => {
+            let mut e = flate2::write::DeflateEncoder::new(Vec::new(), Compression::default());
+            e.write_all(body).unwrap();
+            e.finish().unwrap()
+        }
+        "br" => {
+            let mut out = Vec::new();
+            let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+            w.write_all(body).unwrap();
+            drop(w);
+            out
+        }
+        "zstd" => zstd::encode_all(body, 3).unwrap(),
+        other => panic!("no encoder for {other}"),
+    }
+}
+
+#[test]
+fn content_encodings_decode_as_they_stream() {
+    for encoding in ["gzip", "deflate", "raw-deflate", "br", "zstd"] {
+        // Servers that send raw deflate still label it `deflate`.
+        let header = if encoding == "raw-deflate" {
+            "deflate"
+        } else {
+            encoding
+        };
+        for case in cases() {
+            let plain = fixture(case.file);
+            let body = encode(encoding, &plain);
+            // Every split for the smaller fixtures; the larger ones whole and byte by byte, to
+            // keep the suite quick (their plain form is split everywhere above).
+            let check = if plain.len() < 1000 {
+                same_at_every_split
+            } else {
+                same_bytewise
+            };
+            let got = check(case.shape, case.ct, Some(header), Limits::default(), &body);
+            assert_eq!(got, expected(&case.parts), "{} in {encoding}", case.file);
+        }
+    }
+}
+
+#[test]
+fn encoding_names_are_matched_without_case() {
+    let body = encode("gzip", &fixture("openai_chat.json"));
+    let got = run(
+        ApiShape::OpenAiChat,
+        JSON,
+        Some(" GZIP "),
+        Limits::default(),
+        &[&body],
+    );
+    assert_eq!(got.parts.len(), 2);
+}
+
+#[test]
+fn an_encoding_it_cannot_decode_is_refused_by_name() {
+    for enc in ["compress", "gzip, br", "snappy"] {
+        let err = Reassembler::new(ApiShape::OpenAiChat, JSON, Some(enc), Limits::default())
+            .err()
+            .unwrap();
+        assert_eq!(err, SetupError::UnsupportedEncoding(enc.to_string()));
+        assert!(
+            err.to_string()
+                .contains("supported are gzip, br, zstd, deflate")
+        );
+    }
+}
+
+#[test]
+fn a_corrupt_body_reports_its_decode_error_and_keeps_what_came_before() {
+    let plain = fixture("openai_chat_stream.sse");
+    let mut body = encode("gzip", &plain);
+    let n = body.len();
+    body[n / 2..n - 8].fill(0xff);
+    let got = run(
+        ApiShape::OpenAiChat,
+        SSE,
+        Some("gzip"),
+        Limits::default(),
+        &[&body],
+    );
+    assert!(got.decode_error.is_some(), "{got:?}");
+    let got = run(
+        ApiShape::OpenAiChat,
+        SSE,
+        Some("br"),
+        Limits::default(),
+        &[b"\xff\xff\xff\xff"],
+    );
+    assert!(got.decode_error.is_some(), "{got:?}");
+}
+
+#[test]
+fn output_is_capped_on_a_character_boundary_and_reported() {
+    // "I'll write the file " is 20 bytes; the dash after it is 3, so 21 cannot take it.
+    let limits = Limits {
+        max_output_bytes: 21,
+        ..Limits::default()
+    };
+    let body = fixture("anthropic_stream.sse");
+    let got = same_bytewise(ApiShape::AnthropicMessages, SSE, None, limits, &body);
+    assert_eq!(got.parts, vec![part(Text, None, "I'll write the file ")]);
+    assert_eq!(got.output_bytes, 20);
+    assert!(got.truncated);
+}
+
+#[test]
+fn an_event_over_the_pending_bound_is_dropped_and_counted_not_held() {
+    let big = "x".repeat(5000);
+    let body = format!(
+        "data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"a\"}}}}]}}\n\n\
+         data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{big}\"}}}}]}}\n\n\
+         data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"b\"}}}}]}}\n\n"
+    );
+    let limits = Limits {
+        max_pending_bytes: 1000,
+        ..Limits::default()
+    };
+    let got = same_at_every_split(ApiShape::OpenAiChat, SSE, None, limits, body.as_bytes());
+    assert_eq!(got.parts, vec![part(Text, None, "ab")]);
+    assert_eq!((got.dropped, got.truncated), (1, true));
+}
+
+/// An Anthropic stream: a tool use whose input arrives in `fragments`, then a text block.
+fn anthropic_tool_then_text(tool: &str, input: &str, fragments: usize) -> String {
+    let event = |v: serde_json::Value| format!("event: x\ndata: {v}\n\n");
+    let mut out = event(
+        serde_json::json!({"type": "content_block_start", "index": 0,
+        "content_block": {"type": "tool_use", "id": "t", "name": tool, "input": {}}}),
+    );
+    let step = input.len().div_ceil(fragments);
+    for piece in input.as_bytes().chunks(step) {
+        let piece = std::str::from_utf8(piece).unwrap();
+        out += &event(
+            serde_json::json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": piece}}),
+        );
+    }
+    out += &event(serde_json::json!({"type": "content_block_stop", "index": 0}));
+    out += &event(
+        serde_json::json!({"type": "content_block_start", "index": 1,
+        "content_block": {"type": "text", "text": "after"}}),
+    );
+    out
+}
+
+#[test]
+fn a_tool_input_over_the_pending_bound_is_dropped_and_counted() {
+    // Each fragment (and so each event) fits the bound; the Write input they add up to does not.
+    let input = serde_json::json!({"file_path": "/w/a", "content": "y".repeat(1000)}).to_string();
+    let body = anthropic_tool_then_text("Write", &input, 10);
+    let limits = Limits {
+        max_pending_bytes: 600,
+        ..Limits::default()
+    };
+    let got = same_at_every_split(
+        ApiShape::AnthropicMessages,
+        SSE,
+        None,
+        limits,
+        body.as_bytes(),
+    );
+    assert_eq!(got.parts, vec![part(Text, None, "after")]);
+    assert_eq!((got.dropped, got.truncated, got.malformed), (1, true, 0));
+    // With room for it, the same stream keeps the code.
+    let got = run(
+        ApiShape::AnthropicMessages,
+        SSE,
+        None,
+        Limits::default(),
+        &[body.as_bytes()],
+    );
+    assert_eq!(got.parts[0], part(Code, Some("Write"), &"y".repeat(1000)));
+
+    // A JSON body over the bound is dropped whole.
+    let json = fixture("anthropic_message.json");
+    let got = run(
+        ApiShape::AnthropicMessages,
+        JSON,
+        None,
+        limits,
+        &[&json[..], &json[..]],
+    );
+    assert_eq!((got.parts.len(), got.dropped), (0, 1));
+}
+
+#[test]
+fn a_stream_cut_inside_a_tool_input_keeps_the_text_and_counts_the_input() {
+    let body = fixture("anthropic_stream.sse");
+    let text = String::from_utf8(body).unwrap();
+    // Cut in the middle of the Edit input's last fragment event.
+    let edit = text.find("\"name\": \"Edit\"").unwrap();
+    let stop = edit + text[edit..].find("content_block_stop").unwrap();
+    let cut = text[..stop].rfind("data: ").unwrap() + 30;
+    let got = run(
+        ApiShape::AnthropicMessages,
+        SSE,
+        None,
+        Limits::default(),
+        &[&text.as_bytes()[..cut]],
+    );
+    assert_eq!(
+        got.parts,
+        vec![
+            part(Text, None, "I'll write the file — now."),
+            part(Code, Some("Write"), CODE)
+        ]
+    );
+    assert_eq!(
+        got.malformed, 2,
+        "the cut event and the Edit input: {got:?}"
+    );
+}
+
+#[test]
+fn sse_framing_follows_the_event_stream_rules() {
+    // CR-only line ends, a comment, an event split over two data lines, an unterminated last event.
+    let body = b": keep-alive\r\rdata: {\"choices\":[{\"index\":0,\r\
+                 data: \"delta\":{\"content\":\"one \"}}]}\r\rdata:{\"choices\":[{\"delta\":{\"content\":\"two\"}}]}";
+    let got = same_at_every_split(ApiShape::OpenAiChat, SSE, None, Limits::default(), body);
+    assert_eq!(got.parts, vec![part(Text, None, "one two")]);
+    assert_eq!(got.malformed, 0);
+}
+
+#[test]
+fn tools_that_write_nothing_add_no_code() {
+    // The Read tool use in the Anthropic fixture is already left out; a Chat tool call too.
+    let body = br#"{"choices":[{"index":0,"message":{"content":null,"tool_calls":[{"function":{"name":"read_file","arguments":"{\"path\":\"/etc/passwd\"}"}}]}}]}"#;
+    let got = run(ApiShape::OpenAiChat, JSON, None, Limits::default(), &[body]);
+    assert_eq!(got, Capture::default());
+}
+
+#[test]
+fn only_the_added_lines_of_a_patch_count() {
+    let cases = [
+        (
+            "*** Begin Patch\n*** Add File: a\n+x\n+y\n*** End Patch\n",
+            "x\ny\n",
+        ),
+        (
+            "--- a/f\n+++ b/f\n@@ -1 +1 @@\n-old\n+new\n context\n",
+            "new\n",
+        ),
+        // Not a header: no `---` line before it.
+        ("@@ -1 +1 @@\n+++ counter\n", "++ counter\n"),
+        ("*** Begin Patch\n*** Delete File: a\n*** End Patch\n", ""),
+    ];
+    for (patch, want) in cases {
+        assert_eq!(added_lines(patch), want, "{patch:?}");
+    }
+}
