@@ -12,6 +12,7 @@ use aigate::audit::chain::{self, ChainHead, GENESIS};
 use aigate::audit::{AuditRecord, Kind};
 use aigate::host::normalise;
 use aigate::identify::identify_tool;
+use aigate::identify::normalise as rn;
 use aigate::identify::tools::RequestFacts;
 use aigate::proxy::connect::parse_target;
 
@@ -82,6 +83,46 @@ proptest! {
         for vendor in ["anthropic", "openai", "google", "github-copilot"] {
             let m = identify_tool(&cfg.tools, &RequestFacts { vendor, path: &path, headers: &map, body_prefix: &body });
             prop_assert!(m.evidence.len() <= 8);
+        }
+    }
+
+    #[test]
+    fn the_request_normaliser_is_total(bytes in prop::collection::vec(any::<u8>(), 0..2000), text in "\\PC{0,120}") {
+        for enc in ["gzip", "br", "zstd", "deflate", "identity", "gzip, br", "x-unknown"] {
+            if let Ok(out) = rn::decode_body(enc, &bytes, 4096) {
+                prop_assert!(out.len() <= 4096.max(bytes.len()), "{enc}: {}", out.len());
+            }
+        }
+        let _ = rn::fold_json_escapes(&bytes);
+        let p = rn::path(&text);
+        prop_assert!(p.starts_with('/') && !p.contains("//"), "{p}");
+        if !text.contains('%') {
+            prop_assert_eq!(rn::path(&p), p.clone(), "resolving twice changes nothing");
+        }
+        if let Ok(v) = http::HeaderValue::from_bytes(&bytes) {
+            let _ = rn::header_text(&v);
+            let _ = rn::header_matches(&v, &regex::Regex::new("^cli$").unwrap());
+        }
+    }
+
+    #[test]
+    fn a_compressed_body_cut_anywhere_decodes_to_a_prefix(
+        body in "\\PC{0,3000}",
+        cut in any::<prop::sample::Index>(),
+    ) {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(body.as_bytes()).unwrap();
+        let gz = e.finish().unwrap();
+        let zs = zstd::encode_all(body.as_bytes(), 3).unwrap();
+        for (enc, full) in [("gzip", gz), ("zstd", zs)] {
+            let at = cut.index(full.len() + 1);
+            let out = rn::decode_body(enc, &full[..at], 1 << 20);
+            if let Ok(out) = out {
+                prop_assert!(body.as_bytes().starts_with(&out), "{enc} cut at {at}");
+            }
+            let whole = rn::decode_body(enc, &full, 1 << 20).unwrap();
+            prop_assert_eq!(whole.as_ref(), body.as_bytes());
         }
     }
 
