@@ -179,45 +179,52 @@ pub async fn grant(
     };
     let cfg = state.shared.config.load();
     let known: Vec<&str> = cfg.tools.iter().map(|t| &*t.id).collect();
-    if let Err(e) = grant::check(
-        &req,
-        &grantor,
-        &cfg.identity.directory,
-        &cfg.policy,
-        &known,
-        &grant::Limits {
-            max_duration: cfg.admin.max_exemption,
-            window: cfg.admin.exemption_window,
-            max_lead: cfg.admin.max_exemption_lead,
-        },
-        &state.store.list(),
-        now,
-    ) {
-        // Every grant rule, the manager chain included, is a 400 that names it.
-        return bad(e.to_string());
-    }
+    let limits = grant::Limits {
+        max_duration: cfg.admin.max_exemption,
+        window: cfg.admin.exemption_window,
+        max_lead: cfg.admin.max_exemption_lead,
+    };
     let exemption = Exemption {
         id: Arc::from(format!("ex-{}", new_id()).as_str()),
-        subject: req.subject,
-        tools: req.tools,
-        workflows: req.workflows,
+        subject: req.subject.clone(),
+        tools: req.tools.clone(),
+        workflows: req.workflows.clone(),
         starts_at: req.starts_at.unwrap_or(now),
         expires_at: req.expires_at.unwrap_or(now),
         revoked_at: None,
-        reason: req.reason.unwrap_or_default(),
-        ticket: req.ticket,
+        reason: req.reason.clone().unwrap_or_default(),
+        ticket: req.ticket.clone(),
         granted_by: caller.user.clone(),
         created_at: Some(now),
         revoked_by: None,
     };
-    if let Err(e) = state.store.grant(exemption.clone(), now).await {
-        tracing::error!(error = %e, "cannot store a grant");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
-                "the exemption could not be stored durably ({e}); nothing was granted, try again"
-            ),
-        );
+    // The store runs the rules against the grants stored at the moment of the insert, so
+    // concurrent grants cannot each pass a limit they exceed together.
+    let check = |held: &[Exemption]| {
+        grant::check(
+            &req,
+            &grantor,
+            &cfg.identity.directory,
+            &cfg.policy,
+            &known,
+            &limits,
+            held,
+            now,
+        )
+    };
+    match state.store.grant(exemption.clone(), now, check).await {
+        Ok(()) => {}
+        // Every grant rule, the manager chain included, is a 400 that names it.
+        Err(StoreError::Refused(e)) => return bad(e.to_string()),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot store a grant");
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "the exemption could not be stored durably ({e}); nothing was granted, try again"
+                ),
+            );
+        }
     }
     admin_record(
         &state,
@@ -332,7 +339,7 @@ pub async fn revoke(
         }
         Err(StoreError::NotFound(_)) => not_found(&id),
         Err(e @ StoreError::AlreadyRevoked(_)) => error(StatusCode::CONFLICT, &e.to_string()),
-        Err(e @ (StoreError::Io(_) | StoreError::Db(_))) => {
+        Err(e @ (StoreError::Io(_) | StoreError::Db(_) | StoreError::Refused(_))) => {
             tracing::error!(error = %e, "cannot store a revocation");
             error(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 
 use super::Exemption;
+use super::grant::GrantError;
 use super::store::{ExemptionStore, StoreError};
 use crate::storage::{Db, DbError};
 
@@ -33,12 +34,43 @@ fn parse(body: serde_json::Value) -> Option<Exemption> {
     }
 }
 
-/// Store a new grant; returns once it is committed (and announced).
-pub async fn insert(db: &Db, e: &Exemption) -> Result<(), StoreError> {
+/// The first key of the two-key advisory lock on a subject's grants (the second is a hash of
+/// the subject), so it never meets the single-key locks of migrations and partitions.
+const SUBJECT_LOCK_CLASS: i32 = 0x6167_6578; // "agex"
+
+/// Store a new grant if `check` accepts it against the subject's grants as committed now;
+/// returns once it is committed (and announced). Every replica takes the same advisory lock on
+/// the subject before re-reading its grants, and holds it until the commit: two grants for one
+/// subject, on one replica or two, are checked one after the other, the second seeing the
+/// first. (A replica's in-memory list may lag by a notification; the re-read does not.)
+pub async fn insert(
+    db: &Db,
+    e: &Exemption,
+    check: impl FnOnce(&[Exemption]) -> Result<(), GrantError>,
+) -> Result<(), StoreError> {
     let body = serde_json::to_value(e).map_err(|e| StoreError::Db(e.to_string()))?;
+    let subject = serde_json::to_value(&e.subject).map_err(|e| StoreError::Db(e.to_string()))?;
+    let lock_key = format!("{:?}", e.subject);
     let mut client = db.client().await.map_err(db_err)?;
     let result = async {
         let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&SUBJECT_LOCK_CLASS, &lock_key],
+        )
+        .await?;
+        let held: Vec<Exemption> = tx
+            .query(
+                "SELECT body FROM aigate_exemptions WHERE body->'subject' = $1",
+                &[&subject],
+            )
+            .await?
+            .into_iter()
+            .filter_map(|r| parse(r.get(0)))
+            .collect();
+        if let Err(refused) = check(&held) {
+            return Ok(Err(StoreError::Refused(refused)));
+        }
         tx.execute(
             "INSERT INTO aigate_exemptions (id, body, expires_at) VALUES ($1, $2, $3)",
             &[&&*e.id, &body, &e.expires_at],
@@ -46,10 +78,11 @@ pub async fn insert(db: &Db, e: &Exemption) -> Result<(), StoreError> {
         .await?;
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &&*e.id])
             .await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(Ok(()))
     }
     .await;
-    db.note(result).map_err(db_err)
+    db.note(result).map_err(db_err)?
 }
 
 /// Revoke in the database, which decides whether the exemption exists and is still in force.

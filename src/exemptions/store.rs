@@ -2,6 +2,12 @@
 //! replicas), the list in memory, and the snapshot the data path reads. A grant or revocation is
 //! made durable first (fsync, or a committed transaction), then published; a request that starts
 //! after the call returns sees it.
+//!
+//! A grant's cover check and its insert are one step per subject: the check reads every grant
+//! acknowledged before it, so grants sent at the same moment cannot each fit a limit that they
+//! exceed together (issue 15). The file backend holds the list's lock from the read through the
+//! fsync; PostgreSQL holds an advisory lock on the subject, shared by every replica, from the
+//! re-read through the commit (`shared::insert`).
 
 use std::io;
 use std::path::Path;
@@ -10,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
+use super::grant::GrantError;
 use super::journal::{Entry, Journal, JournalError, Replay};
 use super::{Exemption, Snapshot};
 use crate::storage::Db;
@@ -29,6 +36,9 @@ pub enum StoreError {
     Io(#[from] io::Error),
     #[error("{0}")]
     Db(String),
+    /// The grant rules refuse it, judged against the grants stored when it would be inserted.
+    #[error("{0}")]
+    Refused(GrantError),
 }
 
 struct Inner {
@@ -111,14 +121,23 @@ impl ExemptionStore {
         self.lock().list.iter().find(|e| &*e.id == id).cloned()
     }
 
-    /// Make durable, then publish. Returns only once the grant is on disk or committed.
-    pub async fn grant(&self, exemption: Exemption, now: SystemTime) -> Result<(), StoreError> {
+    /// `check` the grant against the subject's stored grants, then make it durable, then
+    /// publish; no other grant is stored between the check and the insert. Returns only once the
+    /// grant is on disk or committed.
+    pub async fn grant(
+        &self,
+        exemption: Exemption,
+        now: SystemTime,
+        check: impl FnOnce(&[Exemption]) -> Result<(), GrantError>,
+    ) -> Result<(), StoreError> {
         if let Some(db) = &self.db {
-            super::shared::insert(db, &exemption).await?;
+            super::shared::insert(db, &exemption, check).await?;
             self.upsert(exemption);
             return Ok(());
         }
+        // Held from the check through the fsync: a concurrent grant waits and sees this one.
         let mut inner = self.lock();
+        check(&inner.list).map_err(StoreError::Refused)?;
         if let Some(journal) = inner.journal.as_mut() {
             journal.append(&Entry::Grant {
                 exemption: exemption.clone(),

@@ -20,6 +20,11 @@ const ROOT: &str = "root-admin-token-0004";
 const AUDITOR: &str = "auditor-token-0005";
 
 async fn env_with_people(clock: Option<Arc<TestClock>>) -> TestEnv {
+    people(clock).start().await
+}
+
+/// The people of `env_with_people`, before the gateway starts.
+fn people(clock: Option<Arc<TestClock>>) -> crate::common::Builder {
     let h = aigate::identify::user::hash_token;
     let mut b = TestEnv::builder()
         .replace("# users_file = \"users.toml\"", "users_file = \"users.toml\"")
@@ -37,8 +42,6 @@ async fn env_with_people(clock: Option<Arc<TestClock>>) -> TestEnv {
         h(ALICE_PROXY),
         h(DAVE)
     ))
-    .start()
-    .await
 }
 
 fn admin(env: &TestEnv) -> (reqwest::Client, String) {
@@ -984,6 +987,56 @@ async fn chained_and_back_dated_grants_are_refused() {
         refused["error"],
         "starts_at is too far ahead: an exemption starts at most 30 days from now (admin.max_exemption_lead)"
     );
+}
+
+/// Issue 15: the cover check read the stored grants without a lock, so grants sent at the same
+/// moment could each fit a limit they exceed together. Twenty one-day grants for one subject on
+/// different days, sent at once: each fits alone, together they are 20 days where 14 are allowed
+/// in any 30. Exactly 14 are accepted and stored. Ten subjects in turn: without the lock about
+/// two bursts in three showed the race (measured), so ten leave it no room to hide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_grants_stay_within_the_cover_limit() {
+    // Room for all twenty connections at once (the shipped limit per client is 16).
+    let env = people(None)
+        .replace(
+            "max_connections_per_client = 16",
+            "max_connections_per_client = 64",
+        )
+        .start()
+        .await;
+    const DAY: u64 = 86_400;
+    let now = std::time::SystemTime::now();
+    for round in 0..10 {
+        let group = format!("race-{round}");
+        let grants = (0..20u64).map(|i| {
+            let starts = now + Duration::from_secs(i * DAY + 60);
+            let body = json!({"group": &group, "tools": ["claude-code"], "reason": "race",
+                "starts_at": humantime::format_rfc3339_seconds(starts).to_string(), "for": "1d"});
+            call(
+                &env,
+                reqwest::Method::POST,
+                "/v1/exemptions",
+                Some(ROOT),
+                Some(body),
+            )
+        });
+        let results = futures_util::future::join_all(grants).await;
+        for (status, body) in &results {
+            assert!(*status == 201 || *status == 400, "{status} {body}");
+        }
+        let accepted = results.iter().filter(|(s, _)| *s == 201).count();
+        let (status, list) = call(
+            &env,
+            reqwest::Method::GET,
+            &format!("/v1/exemptions?subject=group:{group}"),
+            Some(ROOT),
+            None,
+        )
+        .await;
+        assert_eq!(status, 200);
+        let stored = list["exemptions"].as_array().unwrap().len();
+        assert_eq!((accepted, stored), (14, 14), "grants for group {group}");
+    }
 }
 
 /// Issue 15: a manager's `reason` with terminal escape sequences was printed raw by

@@ -279,6 +279,54 @@ async fn a_grant_on_one_replica_holds_on_the_other_within_a_second() {
     );
 }
 
+/// Issue 15: each replica checked a grant's cover against its own in-memory list, so grants
+/// sent at once to two replicas could each fit a limit they exceed together. Twenty one-day
+/// grants for one subject on different days, ten through each replica at once: exactly 14 days
+/// of cover are accepted and committed (14 in any 30 days allowed). Five subjects in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_grants_on_two_replicas_stay_within_the_cover_limit() {
+    let pg = Postgres::start();
+    let env = replica_a(&pg, None).await;
+    let b = env
+        .variant("b", |t| {
+            t.replace("replica_id = \"a\"", "replica_id = \"b\"")
+        })
+        .await;
+    until_up(&env.gateway, true).await;
+    until_up(&b, true).await;
+    let db = pg.client().await;
+    const DAY: u64 = 86_400;
+    let now = std::time::SystemTime::now();
+    for round in 0..5 {
+        let group = format!("race-{round}");
+        let grants = (0..20u64).map(|i| {
+            let starts = now + Duration::from_secs(i * DAY + 60);
+            let body = json!({"group": &group, "tools": ["claude-code"], "reason": "race",
+                "starts_at": humantime::format_rfc3339_seconds(starts).to_string(), "for": "1d"});
+            let admin = if i % 2 == 0 {
+                env.gateway.admin_addr
+            } else {
+                b.admin_addr
+            };
+            admin_call(admin, reqwest::Method::POST, "/v1/exemptions", Some(body))
+        });
+        let results = futures_util::future::join_all(grants).await;
+        for (status, body) in &results {
+            assert!(*status == 201 || *status == 400, "{status} {body}");
+        }
+        let accepted = results.iter().filter(|(s, _)| *s == 201).count();
+        let stored: i64 = db
+            .query_one(
+                "SELECT count(*) FROM aigate_exemptions WHERE body->'subject' = $1",
+                &[&json!({ "group": &group })],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!((accepted, stored), (14, 14), "grants for group {group}");
+    }
+}
+
 #[tokio::test]
 async fn with_the_database_down_replicas_enforce_their_snapshot_and_refuse_grants() {
     let pg = Postgres::start();
