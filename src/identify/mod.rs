@@ -6,6 +6,7 @@
 
 pub mod model;
 pub mod normalise;
+pub mod scan;
 pub mod signed;
 pub mod tools;
 pub mod user;
