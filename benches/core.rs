@@ -172,11 +172,38 @@ fn identify(c: &mut Criterion) {
                         path: "/v1/messages",
                         headers: &map,
                         body_prefix: body,
+                        body_later: &[],
                     }),
                 )
             })
         });
     }
+    g.finish();
+}
+
+/// The streaming search of a body after the peek (`identify::scan`), with the shipped body
+/// signals, over a 1 MiB body without them in chunks of 16 KiB (what TLS records bring).
+fn body_scan(c: &mut Criterion) {
+    let Ok(cfg) = aigate::config::load(None) else {
+        panic!("the shipped config must load")
+    };
+    let (todo, _) = aigate::proxy::late::split_signals(&cfg, b"");
+    let body: Vec<u8> = br#"{"role":"user","content":"fix the failing test in src/lib.rs"},"#
+        .iter()
+        .copied()
+        .cycle()
+        .take(1 << 20)
+        .collect();
+    let mut g = c.benchmark_group("body_scan");
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("1MiB_in_16KiB_chunks", |b| {
+        b.iter(|| {
+            let mut s = aigate::identify::scan::BodyScanner::new(todo.clone(), b"");
+            for chunk in body.chunks(16 * 1024) {
+                black_box(s.feed(black_box(chunk)));
+            }
+        })
+    });
     g.finish();
 }
 
@@ -228,5 +255,5 @@ fn audit_writer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decide, identify, audit_writer);
+criterion_group!(benches, decide, identify, body_scan, audit_writer);
 criterion_main!(benches);

@@ -113,6 +113,7 @@ pub fn explain(
         path: &path,
         headers: &headers,
         body_prefix: &body_text,
+        body_later: &[],
     };
     let tool = identify_tool(&cfg.tools, &facts);
     let model = model::from_body(body)

@@ -50,7 +50,9 @@ impl Signal {
                 .get_all(name)
                 .iter()
                 .any(|v| header_matches(v, re)),
-            Signal::Body(re) => re.is_match(req.body_prefix),
+            Signal::Body(re) => {
+                re.is_match(req.body_prefix) || req.body_later.contains(&re.as_str())
+            }
         }
     }
 }
@@ -77,6 +79,9 @@ pub struct RequestFacts<'a> {
     pub headers: &'a HeaderMap,
     /// The peeked start of the request body (may be empty).
     pub body_prefix: &'a [u8],
+    /// Body signals (their patterns) found after the peek while the body streamed
+    /// (`identify::scan`); empty when deciding on the peek.
+    pub body_later: &'a [&'a str],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

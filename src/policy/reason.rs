@@ -31,6 +31,10 @@ pub enum Reason {
     HostMismatch,
     /// A plain-HTTP request to a vendor host: it would bypass interception.
     PlainHttpVendor,
+    /// The decision was revised while the body streamed: a body signal after the peek
+    /// (`gateway.body_peek_bytes`) identified a tool that the policy blocks. The upstream
+    /// request was cancelled before its last byte; `rule` names the rule that blocks it.
+    LateBodySignal,
     /// An upgrade other than WebSocket (`h2c`, …) that would leave HTTP semantics.
     UpgradeRefused,
     /// The CONNECT target or request could not be parsed.
@@ -97,6 +101,7 @@ impl Reason {
             Reason::SniMismatch => "sni_mismatch",
             Reason::HostMismatch => "host_mismatch",
             Reason::PlainHttpVendor => "plain_http_vendor",
+            Reason::LateBodySignal => "late_body_signal",
             Reason::UpgradeRefused => "upgrade_refused",
             Reason::BadRequest => "bad_request",
             Reason::BodyUndecodable => "body_undecodable",
@@ -134,6 +139,9 @@ impl Reason {
             Reason::SniMismatch => "the TLS server name differs from the CONNECT host",
             Reason::HostMismatch => "the request's host differs from the host of its connection",
             Reason::PlainHttpVendor => "AI vendor hosts may only be reached over HTTPS",
+            Reason::LateBodySignal => {
+                "a blocked tool's signal appeared later in the request body; the request was stopped before the vendor received all of it"
+            }
             Reason::UpgradeRefused => "this protocol upgrade is not allowed through the gateway",
             Reason::BadRequest => "the request could not be parsed",
             Reason::BodyUndecodable => {

@@ -76,7 +76,7 @@ pub struct DenyContext<'a> {
 pub fn message(decision: &Decision, ctx: &DenyContext<'_>) -> String {
     let mut m = format!("aigate blocked this call to {}: ", ctx.vendor_name);
     match (decision.reason, &decision.rule) {
-        (Reason::RuleMatched, Some(rule)) => {
+        (Reason::RuleMatched | Reason::LateBodySignal, Some(rule)) => {
             m.push_str(&forbidden(ctx));
             m.push_str(&format!(" (rule \"{rule}\""));
             if let Some(d) = &decision.description {
@@ -105,7 +105,10 @@ pub fn message(decision: &Decision, ctx: &DenyContext<'_>) -> String {
                 fill_url(ctx.exemption_url, decision, ctx)
             ));
         }
-    } else if decision.reason == Reason::RuleMatched {
+    } else if matches!(
+        decision.reason,
+        Reason::RuleMatched | Reason::LateBodySignal
+    ) {
         m.push_str(" This rule allows no exemptions; contact IT if you believe this is wrong.");
     }
     m.push_str(&format!(" Request id: {}.", ctx.request_id));

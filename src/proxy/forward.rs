@@ -25,6 +25,7 @@ use super::Shared;
 use super::audited::{AuditGuard, AuditedBody};
 use super::deny::{self, UpstreamFailure};
 use super::dial::{self, DialError};
+use super::late::LateBlock;
 use super::pipeline::ReplayBody;
 use crate::config::ErrorFormat;
 use crate::policy::Reason;
@@ -210,6 +211,7 @@ pub async fn forward(
     if !guard.decide().await {
         return unwritten(guard, format, &request_id).await;
     }
+    let late = body.late_verdict();
 
     let uri_authority = uri.authority().map(|a| a.to_string());
     parts.uri = uri;
@@ -231,6 +233,11 @@ pub async fn forward(
             }
         }
     };
+    // A late body signal ended the request body before its last byte: whatever the upstream
+    // call returned (an error, as a rule), the client gets the revised decision's deny.
+    if let Some(block) = late.and_then(|v| v.lock().ok().and_then(|mut slot| slot.take())) {
+        return refuse_late(guard, block).await;
+    }
     let resp = match sent {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
@@ -258,6 +265,30 @@ fn unwritten(
     r.error = Some("audit_unavailable".into());
     r.status = Some(resp.status().as_u16());
     guard.respond(resp)
+}
+
+/// Record and send the deny of a decision revised by a late body signal.
+fn refuse_late(
+    mut guard: AuditGuard,
+    block: LateBlock,
+) -> impl Future<Output = Response<ProxyBody>> + Send + use<> {
+    let LateBlock {
+        tool,
+        decision,
+        response,
+    } = block;
+    let r = guard.rec();
+    r.tool = Some(tool.tool);
+    r.tool_confidence = Some(tool.confidence);
+    r.evidence = tool.evidence;
+    r.tool_conflicts = tool.conflicts;
+    r.action = decision.action;
+    r.reason = decision.reason;
+    r.rule = decision.rule;
+    r.exemption = decision.exemption;
+    r.would_block = false;
+    r.status = Some(response.status().as_u16());
+    guard.respond(response)
 }
 
 fn fail(

@@ -35,6 +35,7 @@ pub mod dial;
 pub mod forward;
 pub mod idle;
 pub mod intercept;
+pub mod late;
 pub mod limits;
 pub mod pipeline;
 pub mod serve;

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use super::audited::AuditGuard;
 use super::connect::parse_authority;
 use super::deny::{self, DenyContext};
+use super::late::{self, LateScan};
 use super::{Shared, forward, new_id};
 use crate::audit::{AuditRecord, Kind};
 use crate::config::{FailMode, Vendor};
@@ -78,12 +79,27 @@ impl ConnCtx {
     }
 }
 
-/// The request body after the peek: the frames already read, then the rest, counted.
+/// The request body after the peek: the frames already read, then the rest, counted, and
+/// searched on its way for body signals the peek did not have (`late`).
 pub struct ReplayBody {
     peeked: VecDeque<Frame<Bytes>>,
     rest: Option<Incoming>,
     sent: Arc<AtomicU64>,
+    /// Boxed: most bodies end within the peek and carry none.
+    late: Option<Box<LateScan>>,
 }
+
+/// The error that ends an upstream request body when a late body signal blocks it.
+#[derive(Debug)]
+struct LateBodySignal;
+
+impl std::fmt::Display for LateBodySignal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request cancelled: a blocked tool's signal later in the body")
+    }
+}
+
+impl std::error::Error for LateBodySignal {}
 
 impl Body for ReplayBody {
     type Data = Bytes;
@@ -94,6 +110,7 @@ impl Body for ReplayBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        let from_rest = this.peeked.is_empty();
         let frame = match this.peeked.pop_front() {
             Some(f) => Some(Ok(f)),
             None => match this.rest.as_mut() {
@@ -108,6 +125,14 @@ impl Body for ReplayBody {
                 },
             },
         };
+        if let (Some(Ok(f)), Some(late)) = (&frame, this.late.as_mut()) {
+            // Only frames after the peek: the peek was searched when the request was decided.
+            if from_rest && f.data_ref().is_some_and(|d| late.blocks(d)) {
+                this.rest = None;
+                this.late = None;
+                return Poll::Ready(Some(Err(BoxError::from(LateBodySignal))));
+            }
+        }
         if let Some(Ok(f)) = &frame {
             if let Some(d) = f.data_ref() {
                 this.sent.fetch_add(d.len() as u64, Ordering::Relaxed);
@@ -177,6 +202,7 @@ async fn peek(body: Incoming, limit: usize) -> Result<(Bytes, ReplayBody), hyper
             peeked: frames,
             rest: body,
             sent: Arc::new(AtomicU64::new(0)),
+            late: None,
         },
     ))
 }
@@ -380,12 +406,12 @@ pub async fn handle(
     reason = "returned once per request and consumed at once, never stored"
 )]
 fn route(
-    shared: &Shared,
-    cfg: &crate::config::Config,
-    conn: &ConnCtx,
+    shared: &Arc<Shared>,
+    cfg: &Arc<crate::config::Config>,
+    conn: &Arc<ConnCtx>,
     parts: Parts,
     prefix: Bytes,
-    replay: ReplayBody,
+    mut replay: ReplayBody,
     guard: &mut AuditGuard,
     id: String,
     websocket: bool,
@@ -400,6 +426,7 @@ fn route(
         path: &path,
         headers: &parts.headers,
         body_prefix: &body_text,
+        body_later: &[],
     };
     let tool = identify_tool(&cfg.tools, &facts);
     // The path as sent first: a Bedrock ARN's `%2F` is part of the model id, not a segment.
@@ -483,6 +510,24 @@ fn route(
             parts.uri.path_and_query().map_or("/", |p| p.as_str())
         )
     };
+    if replay.rest.is_some() && !websocket {
+        let (todo, in_prefix) = late::split_signals(cfg, &prefix);
+        if !todo.is_empty() {
+            let inputs = late::Inputs {
+                shared: shared.clone(),
+                cfg: cfg.clone(),
+                conn: conn.clone(),
+                headers: parts.headers.clone(),
+                path: path.to_string(),
+                workflow: wf.tag.clone(),
+                model: model.clone(),
+                request_id: id.clone(),
+                format,
+                in_prefix,
+            };
+            replay.late = Some(Box::new(LateScan::new(todo, &prefix, inputs)));
+        }
+    }
     let label = decision.action.as_str();
     // A signed workflow header stays: removing it would break the client's SigV4 signature.
     let wf_header = &cfg.identity.workflow_header;
@@ -560,6 +605,7 @@ pub async fn passthrough(
             peeked: VecDeque::new(),
             rest: Some(body),
             sent: Arc::new(AtomicU64::new(0)),
+            late: None,
         },
         upstream_uri,
         request_id: id,
@@ -575,5 +621,10 @@ pub async fn passthrough(
 impl ReplayBody {
     pub fn counter(&self) -> Arc<AtomicU64> {
         self.sent.clone()
+    }
+
+    /// Where a late body signal leaves its revised decision, if the body is searched.
+    pub fn late_verdict(&self) -> Option<late::Verdict> {
+        self.late.as_ref().map(|l| l.verdict())
     }
 }

@@ -45,7 +45,12 @@ pub struct Seen {
     pub path: String,
     pub version: http::Version,
     pub headers: http::HeaderMap,
+    /// The body as far as it arrived.
     pub body: Bytes,
+    /// Body bytes that arrived (also when the body broke off).
+    pub body_len: usize,
+    /// The body arrived whole: its declared length, or a chunked body's last chunk.
+    pub complete: bool,
 }
 
 #[derive(Clone, Default)]
@@ -125,24 +130,44 @@ async fn vendor_route(
         .get("upgrade")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let on_upgrade = hyper::upgrade::on(&mut req);
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (parts, mut body) = req.into_parts();
     let path = parts
         .uri
         .path_and_query()
         .map(|p| p.to_string())
         .unwrap_or_default();
-    vendor.seen.lock().unwrap().push(Seen {
-        method: parts.method.to_string(),
-        path: path.clone(),
-        version: parts.version,
-        headers: parts.headers.clone(),
-        body,
-    });
+    // Recorded before the body is read and updated frame by frame, so that a body the gateway
+    // cuts off is on record as far as it came, even if the connection's end drops this task.
+    let at = {
+        let mut seen = vendor.seen.lock().unwrap();
+        seen.push(Seen {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+            body: Bytes::new(),
+            body_len: 0,
+            complete: false,
+        });
+        seen.len() - 1
+    };
+    let mut received = bytes::BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => {
+                vendor.seen.lock().unwrap()[at].complete = true;
+                break;
+            }
+            Some(Err(_)) => break,
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    received.extend_from_slice(d);
+                    vendor.seen.lock().unwrap()[at].body_len = received.len();
+                }
+            }
+        }
+    }
+    vendor.seen.lock().unwrap()[at].body = received.freeze();
     if is_ws {
         let key = parts
             .headers

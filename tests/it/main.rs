@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod data_path;
 mod destinations;
+mod late_body;
 mod postgres;
 mod properties;
 mod refusals;

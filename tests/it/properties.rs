@@ -81,7 +81,7 @@ proptest! {
             }
         }
         for vendor in ["anthropic", "openai", "google", "github-copilot"] {
-            let m = identify_tool(&cfg.tools, &RequestFacts { vendor, path: &path, headers: &map, body_prefix: &body });
+            let m = identify_tool(&cfg.tools, &RequestFacts { vendor, path: &path, headers: &map, body_prefix: &body, body_later: &[] });
             prop_assert!(m.evidence.len() <= 8);
         }
     }
