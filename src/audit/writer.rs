@@ -420,7 +420,7 @@ impl Inner {
                     q.spare = buf;
                     q.written = last_seq;
                     q.settle(last_seq, true);
-                    let rotate = self.rotate_size_reached(q.len);
+                    let rotate = self.rotate_size_reached(&q);
                     if rotate {
                         // Stay the writer: nobody writes to the file being rotated.
                         q.writing = true;

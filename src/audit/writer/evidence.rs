@@ -20,6 +20,9 @@ use crate::audit::record::{AuditRecord, Kind};
 use crate::config::{AuditIntegrity, OnGap};
 use crate::policy::Reason;
 
+/// After a failed rotation (or a failed reopen of a moved log), the wait before the next try.
+const ROTATE_RETRY: Duration = Duration::from_secs(10);
+
 /// Why a new file was started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum FileCause {
@@ -59,6 +62,9 @@ pub(super) struct State {
     /// A checkpoint sealed but not yet in the state file (that waits until its line is in the
     /// log, so the state file is never ahead of the log).
     unsaved: Option<Saved>,
+    /// A new file could not be started: no new attempt (and no new header and checkpoint
+    /// records) before this.
+    retry_after: Option<Instant>,
 }
 
 impl State {
@@ -68,6 +74,7 @@ impl State {
             file_first_seq,
             file_started: Instant::now(),
             unsaved: None,
+            retry_after: None,
         }
     }
 }
@@ -238,10 +245,18 @@ impl Inner {
         });
     }
 
-    pub(super) fn rotate_size_reached(&self, len: u64) -> bool {
+    /// Called after every write, with the chain locked: a length check, and the clock only
+    /// once the size is reached.
+    pub(super) fn rotate_size_reached(&self, q: &Queue) -> bool {
         self.evidence
             .as_ref()
-            .is_some_and(|ev| len >= ev.rotate_size)
+            .is_some_and(|ev| q.len >= ev.rotate_size)
+            && q.evidence.retry_after.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Starting a new file failed: wait before the next try (each try writes records).
+    fn rotation_failed(&self) {
+        self.lock().evidence.retry_after = Some(Instant::now() + ROTATE_RETRY);
     }
 
     /// Take the writer's role if nobody holds it.
@@ -314,6 +329,7 @@ impl Inner {
                 drop(q);
                 self.health.write_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(error = %e, "cannot write the audit log before starting a new file");
+                self.rotation_failed();
                 return;
             }
             let mut q = self.lock();
@@ -337,10 +353,12 @@ impl Inner {
                     file = %rotated.display(),
                     "cannot rotate the audit log: the rotated name exists already; still writing to the current file"
                 );
+                self.rotation_failed();
                 return;
             }
             if let Err(e) = std::fs::rename(&self.path, &rotated) {
                 tracing::error!(error = %e, "cannot rotate the audit log; still writing to the current file");
+                self.rotation_failed();
                 return;
             }
         }
@@ -357,6 +375,7 @@ impl Inner {
                     let prev_first = self.lock().evidence.file_first_seq;
                     let _ = std::fs::rename(rotated_name(&self.path, prev_first), &self.path);
                 }
+                self.rotation_failed();
                 return;
             }
         };
@@ -365,6 +384,7 @@ impl Inner {
         q.len = 0;
         q.evidence.file_first_seq = new_first;
         q.evidence.file_started = Instant::now();
+        q.evidence.retry_after = None;
         drop(q);
         match cause {
             FileCause::Rotation => tracing::info!(
@@ -407,10 +427,16 @@ impl Inner {
             }
         }
         self.write_out();
-        let cause = if self.log_moved() {
+        let (started, waiting) = {
+            let q = self.lock();
+            let waiting = q.evidence.retry_after.is_some_and(|t| Instant::now() < t);
+            (q.evidence.file_started, waiting)
+        };
+        let cause = if waiting {
+            None
+        } else if self.log_moved() {
             Some(FileCause::Moved)
         } else {
-            let started = self.lock().evidence.file_started;
             ev.rotate_interval
                 .filter(|iv| started.elapsed() >= *iv)
                 .map(|_| FileCause::Rotation)
