@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use aigate::audit::{AuditLog, AuditRecord, Kind};
-use aigate::config::Fsync;
+use aigate::config::{AuditIntegrity, Fsync, OnGap};
 use aigate::exemptions::{Exemption, Snapshot, Subject};
 use aigate::identify::identify_tool;
 use aigate::identify::tools::RequestFacts;
@@ -215,12 +215,28 @@ fn audit_writer(c: &mut Criterion) {
     const BATCH: u64 = 10_000;
     g.throughput(Throughput::Elements(BATCH));
     g.sample_size(10);
-    for (name, fsync) in [("fsync_batch", Fsync::Batch), ("fsync_never", Fsync::Never)] {
-        let Ok(log) = AuditLog::open(
+    // The last: as the gateway runs it, with a signed checkpoint every 1000 records
+    // (docs/audit-schema.md, "Checkpoints"), against the same without.
+    let integrity = AuditIntegrity {
+        checkpoint_every: 1000,
+        checkpoint_interval: Duration::from_secs(60),
+        signing_key: dir.path().join("audit-signing.key"),
+        generate_key: true,
+        rotate_size: None,
+        rotate_interval: None,
+        on_gap: OnGap::Record,
+    };
+    for (name, fsync, integrity) in [
+        ("fsync_batch", Fsync::Batch, None),
+        ("fsync_never", Fsync::Never, None),
+        ("fsync_batch_checkpoints", Fsync::Batch, Some(&integrity)),
+    ] {
+        let Ok(log) = AuditLog::open_with(
             &dir.path().join(format!("{name}.jsonl")),
             fsync,
             Arc::default(),
             None,
+            integrity,
         ) else {
             panic!("cannot open the audit log")
         };

@@ -559,17 +559,7 @@ pub fn audit_verify(
 ) -> Result<(), CliError> {
     use crate::audit::verify;
     let file = &audit_log_of(file, arg)?;
-    let key = match &proof.key {
-        Some(p) => {
-            let pem = std::fs::read(p)
-                .map_err(|e| CliError::Usage(format!("cannot read --key {}: {e}", p.display())))?;
-            Some(
-                crate::audit::checkpoint::PublicKey::from_pem(&pem, &p.display().to_string())
-                    .map_err(|e| CliError::Usage(e.to_string()))?,
-            )
-        }
-        None => None,
-    };
+    let key = pinned_key(proof)?;
     let opts = verify::Options {
         key,
         checkpoint_file: proof.checkpoint.clone(),
@@ -616,6 +606,16 @@ pub fn audit_verify(
             plural(report.problems.len() - 1, "problem", "problems")
         ))),
     }
+}
+
+/// The public key given with --key, if any.
+fn pinned_key(proof: &ProofArgs) -> Result<Option<crate::audit::checkpoint::PublicKey>, CliError> {
+    let Some(p) = &proof.key else { return Ok(None) };
+    let pem = std::fs::read(p)
+        .map_err(|e| CliError::Usage(format!("cannot read --key {}: {e}", p.display())))?;
+    crate::audit::checkpoint::PublicKey::from_pem(&pem, &p.display().to_string())
+        .map(Some)
+        .map_err(|e| CliError::Usage(e.to_string()))
 }
 
 /// With a config (given, or in the environment) whose PostgreSQL storage ships the audit log,
@@ -753,7 +753,10 @@ pub fn db_migrate(arg: &ConfigArg) -> Result<(), CliError> {
 }
 
 /// Every replica's chain in the shared table.
-pub fn audit_verify_postgres(arg: &ConfigArg) -> Result<(), CliError> {
+/// Every replica's chain in the shared table, and its checkpoints' signatures (by the pinned
+/// key with --key).
+pub fn audit_verify_postgres(arg: &ConfigArg, proof: &ProofArgs) -> Result<(), CliError> {
+    let key = pinned_key(proof)?;
     let db = postgres_of(arg)?;
     let chains = block_on(crate::storage::audit::verify(&db))?.map_err(anyhow::Error::from)?;
     if chains.is_empty() {
@@ -762,11 +765,35 @@ pub fn audit_verify_postgres(arg: &ConfigArg) -> Result<(), CliError> {
     let mut broken = Vec::new();
     for (replica, result) in &chains {
         match result {
-            Ok(head) => outln!(
-                "replica {replica}: ok, {}, chain intact (last seq {})",
-                plural(head.records as usize, "record", "records"),
-                head.last_seq
-            )?,
+            Ok(head) => {
+                let cps = block_on(crate::storage::audit::checkpoints(
+                    &db,
+                    replica,
+                    key.as_ref(),
+                ))?
+                .map_err(anyhow::Error::from)?;
+                let signer = match (&cps.key_id, key.is_some()) {
+                    (Some(id), true) => format!(" (key {id}, pinned)"),
+                    (Some(id), false) => {
+                        format!(" (key {id}, named in the table: pin it with --key)")
+                    }
+                    (None, _) => String::new(),
+                };
+                outln!(
+                    "replica {replica}: ok, {}, chain intact (last seq {}), {} checkpoints, {} signatures valid{signer}",
+                    plural(head.records as usize, "record", "records"),
+                    head.last_seq,
+                    cps.count,
+                    cps.valid
+                )?;
+                if let Some(problem) = cps.problem {
+                    broken.push(format!("replica {replica}: {problem}"));
+                } else if key.is_some() && cps.valid == 0 && head.records > 0 {
+                    broken.push(format!(
+                        "replica {replica}: no record is covered by a checkpoint signed by the pinned key"
+                    ));
+                }
+            }
             Err(e) => broken.push(crate::storage::audit::describe(replica, e)),
         }
     }

@@ -47,9 +47,10 @@ fn main() -> ExitCode {
                 AuditCommand::Verify {
                     postgres: true,
                     config,
+                    proof,
                     ..
                 },
-        } => cli::audit_verify_postgres(config),
+        } => cli::audit_verify_postgres(config, proof),
         Command::Audit {
             command:
                 AuditCommand::Key {

@@ -277,6 +277,84 @@ fn rotated_files(active: &std::path::Path) -> Vec<(u64, PathBuf)> {
         .collect()
 }
 
+/// What a replica's checkpoints in the table say: how many, how many signatures verify (by
+/// the pinned key, or each by the key it names), and the first that does not.
+#[derive(Debug, Default)]
+pub struct Checkpoints {
+    pub count: u64,
+    pub valid: u64,
+    pub last: Option<u64>,
+    pub key_id: Option<String>,
+    pub problem: Option<String>,
+}
+
+/// Every checkpoint record of `replica`, checked: it names the record before it (its `prev`),
+/// and its signature verifies. The chain itself is `verify`'s.
+pub async fn checkpoints(
+    db: &Db,
+    replica: &str,
+    key: Option<&crate::audit::checkpoint::PublicKey>,
+) -> Result<Checkpoints, DbError> {
+    use crate::audit::checkpoint::{Signature, of_record};
+    let client = db.client().await?;
+    let mut out = Checkpoints::default();
+    let mut after: i64 = 0;
+    loop {
+        let rows = db.note(
+            client
+                .query(
+                    "SELECT seq, line FROM aigate_audit WHERE replica = $1 AND seq > $2
+                     AND line LIKE '%\"reason\":\"audit_checkpoint\"%' ORDER BY seq LIMIT 1000",
+                    &[&replica, &after],
+                )
+                .await,
+        )?;
+        if rows.is_empty() {
+            return Ok(out);
+        }
+        for row in &rows {
+            after = row.get(0);
+            let line: &str = row.get(1);
+            let Some((stored, cp)) =
+                serde_json::from_str::<crate::audit::record::StoredRecord>(line)
+                    .ok()
+                    .and_then(|r| of_record(&r.record).map(|cp| (r, cp)))
+            else {
+                continue;
+            };
+            out.count += 1;
+            let problem = if cp.seq + 1 != stored.seq || cp.hash != stored.prev {
+                Some(format!(
+                    "checkpoint at seq {} claims seq {} with another hash: forged",
+                    stored.seq, cp.seq
+                ))
+            } else {
+                match cp.check(key, stored.record.replica.as_deref()) {
+                    Signature::Valid => None,
+                    Signature::OtherKey => Some(format!(
+                        "checkpoint at seq {} is signed by key {}, not by the pinned key: forged",
+                        stored.seq, cp.key_id
+                    )),
+                    Signature::Invalid => Some(format!(
+                        "checkpoint at seq {}: its signature does not verify: forged or edited",
+                        stored.seq
+                    )),
+                }
+            };
+            match problem {
+                Some(p) => {
+                    out.problem.get_or_insert(p);
+                }
+                None => {
+                    out.valid += 1;
+                    out.last = Some(cp.seq);
+                    out.key_id = Some(cp.key_id);
+                }
+            }
+        }
+    }
+}
+
 /// The newest checkpoint of `replica` in the table: a copy of it outside the gateway's disk, so
 /// a log cut there is named (`audit verify` compares the file with it).
 pub async fn newest_checkpoint(

@@ -534,6 +534,36 @@ async fn a_cut_log_is_named_against_the_checkpoint_in_postgres() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let config = env.config_path.clone();
+    // The table's checkpoints verify with the gateway's key, pinned, and not with another.
+    let out = Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .args(["audit", "key", "export", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let key = env.dir.path().join("audit.pub");
+    std::fs::write(&key, &out.stdout).unwrap();
+    let (code, stdout, stderr) = verify(&["--postgres", "--config", s(&config), "--key", s(&key)]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("replica a: ok, ")
+            && stdout.contains(", 2 checkpoints, 2 signatures valid (key "),
+        "{stdout}"
+    );
+    let other = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    drop(open(
+        &other.path().join("audit.jsonl"),
+        &integrity(other.path()),
+    ));
+    let other_key = export_key(other.path());
+    let (code, _, stderr) = verify(&["--postgres", "--config", s(&config), "--key", s(&other_key)]);
+    assert_eq!(code, 65, "{stderr}");
+    assert!(
+        stderr.contains("replica a: checkpoint at seq 4 is signed by key ")
+            && stderr.contains("not by the pinned key: forged"),
+        "{stderr}"
+    );
     let crate::common::TestEnv { gateway, dir, .. } = env;
     gateway.shutdown().await;
     let text = std::fs::read_to_string(&log).unwrap();
@@ -552,4 +582,37 @@ async fn a_cut_log_is_named_against_the_checkpoint_in_postgres() {
         "{stderr}"
     );
     drop(dir);
+}
+
+/// A rotation that cannot happen (here: the rotated name is taken) keeps writing to the current
+/// file and waits before trying again, instead of adding a checkpoint and a file header on
+/// every write.
+#[tokio::test]
+async fn a_failed_rotation_is_not_retried_on_every_write() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let taken = dir.path().join("audit.000000000001.jsonl");
+    std::fs::write(&taken, "not ours\n").unwrap();
+    let cfg = AuditIntegrity {
+        checkpoint_every: 1000,
+        rotate_size: Some(64 * 1024),
+        ..integrity(dir.path())
+    };
+    let log = open(&path, &cfg);
+    write(&log, 0, 400).await;
+    stop(log).await;
+    assert_eq!(std::fs::read_to_string(&taken).unwrap(), "not ours\n");
+    let records = lines(&path);
+    assert_eq!(
+        records.len(),
+        400 + 3,
+        "one try: a checkpoint and a header, and the shutdown's checkpoint"
+    );
+    let headers = records
+        .iter()
+        .filter(|r| r["reason"] == "audit_file_start")
+        .count();
+    assert_eq!(headers, 1);
+    let (code, stdout, stderr) = verify(&[s(&path)]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
 }
