@@ -186,6 +186,7 @@ impl App {
             metrics,
             draining: rx.clone(),
             limits,
+            recent_tools: Default::default(),
         });
         let task = tokio::spawn(accept::serve(shared.clone(), listener, rx.clone()));
         let refusals = Arc::new(admin::refusals::RefusalLog::new());

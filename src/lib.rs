@@ -9,6 +9,7 @@
 //! - `exemptions`: time-boxed exemptions as an immutable snapshot for `decide`.
 //! - `audit`: the record schema, the hash chain, redaction, the batched writer, queries.
 //! - `catalog`: the AI host catalog (model APIs tunnelled uninspected, flagged as `ai_host`).
+//! - `side_calls`: tools a user was recently identified with, flagged on their AI-host tunnels.
 //! - `pac`: the proxy auto-config generator.
 //! - `provenance`: reassembling model output from vendor responses (capture, first part).
 //! - `metrics`: Prometheus counters, fed from the audit writer.
@@ -43,6 +44,7 @@ pub mod provenance;
 pub mod proxy;
 pub mod reload;
 pub mod resolve;
+pub mod side_calls;
 pub mod storage;
 pub mod table;
 pub mod tls;

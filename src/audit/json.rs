@@ -96,6 +96,10 @@ impl AuditRecord {
             key!(out, "signed_headers_kept");
             strings(out, self.signed_headers_kept.iter().map(String::as_str))?;
         }
+        if let Some(tool) = &self.side_call_tool {
+            key!(out, "side_call_tool");
+            string(out, tool)?;
+        }
         if let Some(group) = &self.ai_host {
             key!(out, "ai_host");
             string(out, group)?;
@@ -267,6 +271,7 @@ mod tests {
         r.ttfb_ms = Some(0.1);
         r.admin = Some(serde_json::json!({"subject": "bob", "until": null, "n": [1, 2.5]}));
         r.signed_headers_kept = vec!["x-aigate-workflow".into()];
+        r.side_call_tool = Some(Arc::from("claude-code"));
         r.ai_host = Some(Arc::from("inference-apis"));
         r.replica = Some(Arc::from("gw-2"));
         same_as_serde(&r);

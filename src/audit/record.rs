@@ -84,6 +84,10 @@ pub struct AuditRecord {
     /// they went upstream unchanged instead of being removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signed_headers_kept: Vec<String>,
+    /// On an `ai_host` record: the tool this user was identified with on an inspected vendor in
+    /// the 15 minutes before (a banned tool's side calls next to its uninspected model traffic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub side_call_tool: Option<Arc<str>>,
     /// `kind = tunnel` to a model API that aigate does not inspect: the AI host catalog group
     /// (`inference-apis`, `aggregators`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,6 +144,7 @@ impl AuditRecord {
             ttfb_ms: None,
             admin: None,
             signed_headers_kept: Vec::new(),
+            side_call_tool: None,
             ai_host: None,
             outcome_follows: false,
             replica: None,

@@ -352,7 +352,12 @@ async fn connect(
                 target.host.to_string(),
                 target.port,
             );
-            guard.rec().ai_host = Some(group.id.clone());
+            let side = shared
+                .recent_tools
+                .recent(&identity.user, shared.clock.now());
+            let r = guard.rec();
+            r.ai_host = Some(group.id.clone());
+            r.side_call_tool = side;
             let text = format!(
                 "aigate: CONNECT to {}:{} refused: {} (group \"{}\", blocked by ai_hosts policy)",
                 target.host,
@@ -382,8 +387,12 @@ async fn connect(
             // A model API outside inspection is AI traffic, never an anonymous tunnel.
             let (decision, reason) = match route {
                 Route::AiHost(group) => {
+                    let side = shared
+                        .recent_tools
+                        .recent(&identity.user, shared.clock.now());
                     let r = guard.rec();
                     r.ai_host = Some(group.id.clone());
+                    r.side_call_tool = side;
                     r.action = Action::Monitor;
                     ("monitor", Reason::AiHost)
                 }

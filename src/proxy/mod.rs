@@ -81,6 +81,8 @@ pub struct Shared {
     /// Turns true when the gateway starts draining: connections finish what they are doing.
     pub draining: tokio::sync::watch::Receiver<bool>,
     pub limits: Arc<limits::Limits>,
+    /// Tools each named user was recently identified with: side-channel tells on AI-host tunnels.
+    pub recent_tools: crate::side_calls::RecentTools,
 }
 
 /// Request headers beyond this are refused (431) on both legs, so nothing larger than the proxy

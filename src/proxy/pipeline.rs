@@ -429,6 +429,9 @@ fn route(
         body_later: &[],
     };
     let tool = identify_tool(&cfg.tools, &facts);
+    shared
+        .recent_tools
+        .note(&conn.identity.user, &tool.tool, shared.clock.now());
     // The path as sent first: a Bedrock ARN's `%2F` is part of the model id, not a segment.
     let model = model::from_body(&prefix)
         .or_else(|| model::from_path(parts.uri.path()))

@@ -160,3 +160,48 @@ async fn an_intercepted_group_is_a_vendor_and_codex_on_it_is_blocked() {
     assert_eq!(r["model"], "devstral-medium");
     assert!(env.vendor.requests().is_empty());
 }
+
+/// Side-channel tell (issue 14): Claude Code pointed at a relay outside inspection still makes
+/// its side calls to api.anthropic.com; the user's AI-host tunnel right after names the tool.
+#[tokio::test]
+async fn an_ai_host_tunnel_after_an_identified_side_call_names_the_tool() {
+    let env = TestEnv::builder()
+        .replace(
+            "# \"10.20.0.0/16\" = \"ci-runners\"",
+            "\"127.0.0.1\" = \"alice\"",
+        )
+        .start()
+        .await;
+    // The tunnel alone: no tell.
+    drop(
+        env.tls_to_vendor_through("api.mistral.ai:443", "api.mistral.ai")
+            .await
+            .unwrap(),
+    );
+    let first = env.audit_n(1).await[0].clone();
+    assert_eq!(first["user"], "alice");
+    assert!(first.get("side_call_tool").is_none(), "{first}");
+
+    // Claude Code's settings side call, identified (and blocked, untagged).
+    let resp = env
+        .client(false)
+        .get("https://api.anthropic.com/api/claude_code/settings")
+        .header("user-agent", "claude-cli/2.1.197 (external, cli)")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    drop(
+        env.tls_to_vendor_through("api.mistral.ai:443", "api.mistral.ai")
+            .await
+            .unwrap(),
+    );
+    let records = env.audit_n(3).await;
+    let tunnel = records
+        .iter()
+        .filter(|r| r["kind"] == "tunnel")
+        .nth(1)
+        .unwrap();
+    assert_eq!(tunnel["ai_host"], "inference-apis");
+    assert_eq!(tunnel["side_call_tool"], "claude-code", "{tunnel}");
+}
