@@ -21,9 +21,12 @@ pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 /// enough, all of them: the flag is a hint, memory is a limit).
 const MAX_USERS: usize = 100_000;
 
+/// User -> (tool, when it was last identified).
+type Seen = HashMap<Arc<str>, (Arc<str>, SystemTime)>;
+
 #[derive(Default)]
 pub struct RecentTools {
-    seen: Mutex<HashMap<Arc<str>, (Arc<str>, SystemTime)>>,
+    seen: Mutex<Seen>,
 }
 
 impl RecentTools {
