@@ -46,6 +46,21 @@ impl Decoder {
         Ok(Decoder { state, error: None })
     }
 
+    pub(super) fn identity(body: Body) -> Self {
+        Decoder {
+            state: State::Identity(body),
+            error: None,
+        }
+    }
+
+    /// The body itself when nothing is encoded (message transports hand over whole events).
+    pub(super) fn identity_body(&mut self) -> Option<&mut Body> {
+        match &mut self.state {
+            State::Identity(b) => Some(b),
+            _ => None,
+        }
+    }
+
     pub(super) fn push(&mut self, chunk: &[u8]) {
         if self.error.is_some() || chunk.is_empty() {
             return;

@@ -34,6 +34,13 @@ impl Framer {
         }
     }
 
+    pub(super) fn max(&self) -> usize {
+        match self {
+            Framer::Sse(s) => s.max,
+            Framer::Whole(w) => w.max,
+        }
+    }
+
     pub(super) fn push(&mut self, bytes: &[u8], emit: &mut dyn FnMut(Frame<'_>)) {
         match self {
             Framer::Sse(s) => s.push(bytes, emit),

@@ -131,6 +131,23 @@ impl Reassembler {
         })
     }
 
+    /// For a message-framed transport: the Responses WebSocket Codex uses, whose text messages
+    /// are each one event, the same JSON an SSE event's data carries. Feed it with
+    /// [`Reassembler::push_message`]; the caller has already undone the WebSocket framing.
+    pub fn for_messages(shape: ApiShape, limits: Limits) -> Self {
+        Reassembler {
+            decoder: decode::Decoder::identity(Body::new(shape, Some("text/event-stream"), limits)),
+        }
+    }
+
+    /// One whole message of a [`Reassembler::for_messages`] transport. A message over
+    /// `max_pending_bytes` is dropped and counted, like an oversized SSE event.
+    pub fn push_message(&mut self, message: &[u8]) {
+        if let Some(body) = self.decoder.identity_body() {
+            body.message(message);
+        }
+    }
+
     pub fn push(&mut self, chunk: &[u8]) {
         self.decoder.push(chunk);
     }
@@ -170,6 +187,15 @@ impl Body {
     fn decoded(&mut self, bytes: &[u8]) {
         let Body { frame, format, out } = self;
         frame.push(bytes, &mut |f| format.on_frame(f, out));
+    }
+
+    fn message(&mut self, message: &[u8]) {
+        let frame = if message.len() > self.frame.max() {
+            frame::Frame::Dropped
+        } else {
+            frame::Frame::Data(message)
+        };
+        self.format.on_frame(frame, &mut self.out);
     }
 
     fn finish(&mut self) -> Capture {

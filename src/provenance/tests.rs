@@ -459,6 +459,46 @@ fn sse_framing_follows_the_event_stream_rules() {
 }
 
 #[test]
+fn crlf_line_ends_split_between_cr_and_lf_are_one_line_end() {
+    // An event over two data lines: an extra line end would end the event after its first half.
+    let body =
+        b"data: {\"choices\":[{\"index\":0,\r\ndata: \"delta\":{\"content\":\"x\"}}]}\r\n\r\n";
+    let got = same_at_every_split(ApiShape::OpenAiChat, SSE, None, Limits::default(), body);
+    assert_eq!((got.parts, got.malformed), (vec![part(Text, None, "x")], 0));
+}
+
+#[test]
+fn responses_websocket_messages_are_events() {
+    // Codex's Responses WebSocket sends each event as one text message: the SSE fixture's data.
+    let sse = String::from_utf8(fixture("openai_responses_stream.sse")).unwrap();
+    let messages: Vec<&str> = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert!(messages.len() > 10);
+    let mut r = Reassembler::for_messages(ApiShape::OpenAiResponses, Limits::default());
+    for m in &messages {
+        r.push_message(m.as_bytes());
+    }
+    let case = cases()
+        .into_iter()
+        .find(|c| c.file == "openai_responses_stream.sse")
+        .unwrap();
+    assert_eq!(r.finish(), expected(&case.parts));
+
+    let limits = Limits {
+        max_pending_bytes: 300,
+        ..Limits::default()
+    };
+    let mut r = Reassembler::for_messages(ApiShape::OpenAiResponses, limits);
+    for m in &messages {
+        r.push_message(m.as_bytes());
+    }
+    let got = r.finish();
+    assert!(got.dropped > 0 && got.truncated, "{got:?}");
+}
+
+#[test]
 fn tools_that_write_nothing_add_no_code() {
     // The Read tool use in the Anthropic fixture is already left out; a Chat tool call too.
     let body = br#"{"choices":[{"index":0,"message":{"content":null,"tool_calls":[{"function":{"name":"read_file","arguments":"{\"path\":\"/etc/passwd\"}"}}]}}]}"#;
