@@ -84,6 +84,7 @@ fn decide(c: &mut Criterion) {
         user: "user-12345",
         groups: &groups,
         model: Some("claude-opus-4-1"),
+        untrusted_workflow: None,
     };
     let blocked = Call {
         user: "nobody",

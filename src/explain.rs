@@ -14,7 +14,7 @@ use crate::exemptions::Snapshot;
 use crate::host::{Host, normalise};
 use crate::identify::tools::RequestFacts;
 use crate::identify::{identify_tool, model, normalise, workflow};
-use crate::policy::{self, Call};
+use crate::policy::{self, Call, Reason, UnknownWorkflow};
 
 /// A described request.
 #[derive(Debug, Clone, Default)]
@@ -45,13 +45,31 @@ pub struct ExplainReport {
     pub tool: String,
     pub tool_confidence: String,
     pub evidence: Vec<String>,
+    /// Other tools that matched and why (`"<tool>: <signals>"`).
+    pub tool_conflicts: Vec<String>,
+    /// The tag that decides.
     pub workflow: String,
+    /// The tag claimed, when it does not count; and why (`workflow_unknown`, …).
+    pub workflow_claimed: Option<String>,
+    pub workflow_reason: Option<String>,
     pub model: Option<String>,
     pub rules: Vec<RuleLine>,
     pub action: String,
     pub reason: String,
     pub rule: Option<String>,
     pub exemptable: bool,
+    /// The workflow catalog: which tags count, and who may claim them.
+    pub workflows: Vec<WorkflowLine>,
+    /// `policy.unknown_workflow`: what a tag that does not count gets.
+    pub unknown_workflow: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkflowLine {
+    pub id: String,
+    pub description: String,
+    pub claimable_by: String,
+    pub protected: bool,
 }
 
 pub fn explain(
@@ -89,13 +107,18 @@ pub fn explain(
             tool: "-".into(),
             tool_confidence: "none".into(),
             evidence: vec![],
+            tool_conflicts: vec![],
             workflow: "-".into(),
+            workflow_claimed: None,
+            workflow_reason: None,
             model: None,
             rules: vec![],
             action: "allow".into(),
             reason: "not_vendor".into(),
             rule: None,
             exemptable: false,
+            workflows: catalog(cfg),
+            unknown_workflow: unknown_workflow(cfg),
         });
     };
     let body = req.body.as_deref().unwrap_or("").as_bytes();
@@ -119,24 +142,30 @@ pub fn explain(
     let model = model::from_body(body)
         .or_else(|| model::from_path(raw_path))
         .or_else(|| model::from_path(&path));
-    let wf = match &req.workflow {
-        Some(w) => w.clone(),
-        None => {
-            workflow::workflow(
-                &headers,
-                &cfg.identity.workflow_header,
-                user.and_then(|u| u.default_workflow.as_deref()),
-            )
-            .tag
-        }
-    };
+    // `--workflow` is a claim like the header: the catalog decides whether it counts.
+    if let Some(w) = &req.workflow {
+        let v = HeaderValue::from_str(w.trim())
+            .map_err(|_| format!("--workflow {w:?} has characters a header cannot carry"))?;
+        headers.insert(cfg.identity.workflow_header.clone(), v);
+    }
+    let wf = workflow::workflow(
+        &headers,
+        &cfg.identity.workflow_header,
+        &cfg.policy.workflows,
+        workflow::Claimant {
+            user: &user_id,
+            groups: &groups,
+            default: user.and_then(|u| u.default_workflow.as_deref()),
+        },
+    );
     let call = Call {
         tool: &tool.tool,
         vendor: &vendor.id,
-        workflow: &wf,
+        workflow: &wf.tag,
         user: &user_id,
         groups: &groups,
         model: model.as_deref(),
+        untrusted_workflow: wf.untrusted,
     };
     let (decision, trace) = policy::explain(&cfg.policy, &call, exemptions, now);
     Ok(ExplainReport {
@@ -148,7 +177,10 @@ pub fn explain(
         tool: tool.tool.to_string(),
         tool_confidence: format!("{:?}", tool.confidence).to_lowercase(),
         evidence: tool.evidence,
-        workflow: wf,
+        tool_conflicts: tool.conflict_evidence,
+        workflow: wf.tag,
+        workflow_claimed: wf.claimed,
+        workflow_reason: wf.untrusted.map(|u| Reason::from(u).to_string()),
         model,
         rules: trace
             .into_iter()
@@ -163,7 +195,40 @@ pub fn explain(
         reason: decision.reason.to_string(),
         rule: decision.rule.map(|r| r.to_string()),
         exemptable: decision.exemptable,
+        workflows: catalog(cfg),
+        unknown_workflow: unknown_workflow(cfg),
     })
+}
+
+fn unknown_workflow(cfg: &Config) -> String {
+    match cfg.policy.unknown_workflow {
+        UnknownWorkflow::Untagged => "untagged",
+        UnknownWorkflow::Block => "block",
+    }
+    .to_string()
+}
+
+fn catalog(cfg: &Config) -> Vec<WorkflowLine> {
+    cfg.policy
+        .workflows
+        .entries
+        .iter()
+        .map(|e| {
+            let mut who: Vec<String> = Vec::new();
+            who.extend(e.users.iter().flatten().map(|u| format!("user {u}")));
+            who.extend(e.groups.iter().flatten().map(|g| format!("group {g}")));
+            WorkflowLine {
+                id: e.id.clone(),
+                description: e.description.clone(),
+                claimable_by: if who.is_empty() {
+                    "anyone".into()
+                } else {
+                    who.join(", ")
+                },
+                protected: e.protected,
+            }
+        })
+        .collect()
 }
 
 impl ExplainReport {
@@ -199,9 +264,30 @@ impl ExplainReport {
                 "tool:      {} (confidence {}; evidence: {})",
                 self.tool, self.tool_confidence, evidence
             );
-            let _ = writeln!(out, "workflow:  {}", self.workflow);
+            if !self.tool_conflicts.is_empty() {
+                let _ = writeln!(out, "conflicts: {}", self.tool_conflicts.join("; "));
+            }
+            match (&self.workflow_claimed, &self.workflow_reason) {
+                (Some(claimed), Some(why)) => {
+                    let _ = writeln!(
+                        out,
+                        "workflow:  {} (claimed {claimed:?}, which does not count: {why})",
+                        self.workflow
+                    );
+                }
+                _ => {
+                    let _ = writeln!(out, "workflow:  {}", self.workflow);
+                }
+            }
             let _ = writeln!(out, "model:     {}", self.model.as_deref().unwrap_or("-"));
             let _ = writeln!(out, "rules considered:");
+            let width = self
+                .rules
+                .iter()
+                .map(|r| r.rule.len())
+                .max()
+                .unwrap_or(0)
+                .max(40);
             for (i, r) in self.rules.iter().enumerate() {
                 let verdict = if r.matched {
                     "MATCH".to_string()
@@ -210,7 +296,7 @@ impl ExplainReport {
                 };
                 let _ = writeln!(
                     out,
-                    "  {:>2}. {:<40} {:<8} {}",
+                    "  {:>2}. {:<width$} {:<8} {}",
                     i + 1,
                     r.rule,
                     r.action,
@@ -219,6 +305,30 @@ impl ExplainReport {
             }
             if self.rules.is_empty() {
                 let _ = writeln!(out, "  (no rules)");
+            }
+        }
+        if !self.workflows.is_empty() {
+            let _ = writeln!(
+                out,
+                "workflow catalog (a tag outside it, or one the user may not claim: {}):",
+                match self.unknown_workflow.as_str() {
+                    "block" => "blocked",
+                    _ => "decided as untagged",
+                }
+            );
+            for w in &self.workflows {
+                let _ = writeln!(
+                    out,
+                    "  {:<20} {:<11} claimable by {}: {}",
+                    w.id,
+                    if w.protected {
+                        "protected"
+                    } else {
+                        "unprotected"
+                    },
+                    w.claimable_by,
+                    w.description
+                );
             }
         }
         let _ = write!(out, "decision:  {} (reason {}", self.action, self.reason);

@@ -45,6 +45,10 @@ impl AuditRecord {
         strings(out, self.evidence.iter().map(String::as_str))?;
         key!(out, "tool_conflicts");
         strings(out, self.tool_conflicts.iter().map(|c: &Arc<str>| &**c))?;
+        key!(out, "tool_conflict_evidence");
+        strings(out, self.tool_conflict_evidence.iter().map(String::as_str))?;
+        key!(out, "user_agent");
+        opt_string(out, self.user_agent.as_deref())?;
         key!(out, "vendor");
         opt_string(out, self.vendor.as_deref())?;
         key!(out, "host");
@@ -61,6 +65,10 @@ impl AuditRecord {
         opt_string(out, self.workflow.as_deref())?;
         key!(out, "workflow_source");
         value(out, &self.workflow_source)?;
+        key!(out, "workflow_claimed");
+        opt_string(out, self.workflow_claimed.as_deref())?;
+        key!(out, "workflow_reason");
+        value(out, &self.workflow_reason)?;
         key!(out, "action");
         value(out, &self.action)?;
         key!(out, "reason");
@@ -251,12 +259,16 @@ mod tests {
         r.tool_confidence = Some(Confidence::High);
         r.evidence = vec!["user-agent: claude-cli/2.1".into(), "x-app: cli".into()];
         r.tool_conflicts = vec![Arc::from("codex-cli"), Arc::from("gemini-cli")];
+        r.tool_conflict_evidence = vec!["codex-cli: user-agent".into(), "gemini-cli: body".into()];
+        r.user_agent = Some("claude-cli/2.1 \"quoted\"".into());
         r.vendor = Some(Arc::from("anthropic"));
         r.method = Some("POST".into());
         r.path = Some("/v1/messages?beta=<redacted>".into());
         r.model = Some("claude-opus-4".into());
         r.workflow = Some("training-data".into());
         r.workflow_source = Some(WorkflowSource::Header);
+        r.workflow_claimed = Some("training_data".into());
+        r.workflow_reason = Some(Reason::WorkflowUnknown);
         r.action = Action::Block;
         r.reason = Reason::RuleMatched;
         r.rule = Some(Arc::from("no-rival-tools"));

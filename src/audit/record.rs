@@ -53,6 +53,13 @@ pub struct AuditRecord {
     pub tool_confidence: Option<Confidence>,
     pub evidence: Vec<String>,
     pub tool_conflicts: Vec<Arc<str>>,
+    /// Why each of `tool_conflicts` is one: `"<tool>: <signal>, …"`, the signals that matched it.
+    #[serde(default)]
+    pub tool_conflict_evidence: Vec<String>,
+    /// The client's `user-agent`, when the tool is unknown or conflicted, so IT can write a
+    /// signature: printable ASCII only, at most 200 characters.
+    #[serde(default)]
+    pub user_agent: Option<String>,
     pub vendor: Option<Arc<str>>,
     pub host: String,
     pub port: u16,
@@ -62,6 +69,12 @@ pub struct AuditRecord {
     pub model: Option<String>,
     pub workflow: Option<String>,
     pub workflow_source: Option<WorkflowSource>,
+    /// The tag the request claimed, when it differs from `workflow` (the tag that decided).
+    #[serde(default)]
+    pub workflow_claimed: Option<String>,
+    /// Why the claimed tag was not used: `workflow_unknown` or `workflow_not_permitted`.
+    #[serde(default)]
+    pub workflow_reason: Option<Reason>,
     pub action: Action,
     pub reason: Reason,
     pub rule: Option<Arc<str>>,
@@ -122,6 +135,8 @@ impl AuditRecord {
             tool_confidence: None,
             evidence: Vec::new(),
             tool_conflicts: Vec::new(),
+            tool_conflict_evidence: Vec::new(),
+            user_agent: None,
             vendor: None,
             host: String::new(),
             port: 0,
@@ -130,6 +145,8 @@ impl AuditRecord {
             model: None,
             workflow: None,
             workflow_source: None,
+            workflow_claimed: None,
+            workflow_reason: None,
             action: Action::Allow,
             reason: Reason::NotVendor,
             rule: None,

@@ -39,6 +39,8 @@ pub struct RawConfig {
     pub rules: Vec<RawRule>,
     #[serde(default)]
     pub ai_hosts: RawAiHosts,
+    #[serde(default)]
+    pub workflows: Vec<RawWorkflow>,
 }
 
 /// `[ai_hosts]`: what the AI host catalog does, and groups added to it.
@@ -69,6 +71,16 @@ pub struct RawAiHostGroup {
     pub name: Option<String>,
     pub hosts: Option<Vec<String>>,
     pub action: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkflow {
+    pub id: Option<String>,
+    pub description: Option<String>,
+    pub users: Option<Vec<String>>,
+    pub groups: Option<Vec<String>>,
+    pub protected: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -151,6 +163,8 @@ pub struct RawIdentity {
 pub struct RawPolicy {
     pub default_action: Option<String>,
     pub exemption_url: Option<String>,
+    pub unknown_workflow: Option<String>,
+    pub unknown_tool: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +193,8 @@ pub struct RawTool {
     pub headers: BTreeMap<String, String>,
     pub body: Option<String>,
     pub min_signals: Option<u64>,
+    #[serde(default)]
+    pub built_on: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -67,6 +67,8 @@ pub struct ToolSignature {
     pub paths: Vec<String>,
     pub signals: Vec<Signal>,
     pub min_signals: usize,
+    /// Tools this one is built on (an SDK): their matches are expected, not conflicts.
+    pub built_on: Vec<Arc<str>>,
 }
 
 /// What the matcher looks at, already normalised (normalise.rs): `path` decoded and resolved,
@@ -104,6 +106,9 @@ pub struct ToolMatch {
     pub evidence: Vec<String>,
     /// Other tools whose signatures also matched (forged or mixed signals).
     pub conflicts: Vec<Arc<str>>,
+    /// Why each conflict is one, in the same order: `"<tool>: <signal>, …"`, the signals that
+    /// matched the other tool.
+    pub conflict_evidence: Vec<String>,
 }
 
 impl ToolMatch {
@@ -114,6 +119,7 @@ impl ToolMatch {
             confidence: Confidence::None,
             evidence: Vec::new(),
             conflicts: Vec::new(),
+            conflict_evidence: Vec::new(),
         }
     }
 }
@@ -138,11 +144,29 @@ impl ToolSignature {
             .collect();
         (matched.len() >= self.min_signals.max(1)).then_some(matched)
     }
+
+    /// Whether a later match of `other` (with `other_evidence`) is expected of this tool rather
+    /// than a conflict: this tool is built on it, this match is certain, and none of the other
+    /// tool's signals stands where this tool's own signal should have matched.
+    fn contains(
+        &self,
+        confidence: Confidence,
+        evidence: &[String],
+        other: &str,
+        other_evidence: &[String],
+    ) -> bool {
+        confidence == Confidence::High
+            && self.built_on.iter().any(|b| &**b == other)
+            && other_evidence.iter().all(|label| {
+                evidence.contains(label) || !self.signals.iter().any(|s| s.label() == *label)
+            })
+    }
 }
 
-/// The first signature that matches names the tool; later matches are conflicts.
+/// The first signature that matches names the tool; later matches are conflicts unless the tool
+/// contains them (see the module comment).
 pub fn identify_tool(signatures: &[ToolSignature], req: &RequestFacts<'_>) -> ToolMatch {
-    let mut found: Option<ToolMatch> = None;
+    let mut found: Option<(ToolMatch, &ToolSignature)> = None;
     for sig in signatures {
         let Some(evidence) = sig.evidence(req) else {
             continue;
@@ -154,16 +178,178 @@ pub fn identify_tool(signatures: &[ToolSignature], req: &RequestFacts<'_>) -> To
                 } else {
                     Confidence::Medium
                 };
-                found = Some(ToolMatch {
-                    tool: sig.id.clone(),
-                    name: sig.name.clone(),
-                    confidence,
-                    evidence,
-                    conflicts: Vec::new(),
-                });
+                found = Some((
+                    ToolMatch {
+                        tool: sig.id.clone(),
+                        name: sig.name.clone(),
+                        confidence,
+                        evidence,
+                        conflicts: Vec::new(),
+                        conflict_evidence: Vec::new(),
+                    },
+                    sig,
+                ));
             }
-            Some(m) => m.conflicts.push(sig.id.clone()),
+            Some((m, first)) => {
+                if first.contains(m.confidence, &m.evidence, &sig.id, &evidence) {
+                    continue;
+                }
+                m.conflicts.push(sig.id.clone());
+                m.conflict_evidence
+                    .push(format!("{}: {}", sig.id, evidence.join(", ")));
+            }
         }
     }
-    found.unwrap_or_else(ToolMatch::unknown)
+    found.map_or_else(ToolMatch::unknown, |(m, _)| m)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{DEFAULT_CONFIG, load_str};
+
+    /// The shipped signatures, as the gateway runs them.
+    fn shipped() -> Vec<ToolSignature> {
+        load_str(DEFAULT_CONFIG, "shipped", Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .tools
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    /// Each row: vendor, headers, body, and the tool, confidence, conflicts and conflict
+    /// evidence it must get.
+    #[test]
+    fn conflicts_mean_something() {
+        let sigs = shipped();
+        let claude_body = br#"{"system":[{"type":"text","text":"x-anthropic-billing-header: cc_version=2.1.197"}]}"#;
+        type Row<'a> = (
+            &'a str,
+            Vec<(&'a str, &'a str)>,
+            &'a [u8],
+            &'a str,
+            Confidence,
+            Vec<&'a str>,
+            Vec<&'a str>,
+        );
+        let rows: Vec<Row<'_>> = vec![
+            // Real Claude Code: built on the Anthropic JS SDK, whose x-stainless headers it
+            // sends. Not a conflict.
+            (
+                "anthropic",
+                vec![
+                    ("user-agent", "claude-cli/2.1.197 (external, cli)"),
+                    ("x-app", "cli"),
+                    ("anthropic-beta", "claude-code-20250219,oauth-2025-04-20"),
+                    ("x-claude-code-session-id", "4f1c"),
+                    ("x-stainless-lang", "js"),
+                    ("x-stainless-package-version", "0.60.0"),
+                ],
+                claude_body,
+                "claude-code",
+                Confidence::High,
+                vec![],
+                vec![],
+            ),
+            // The Python SDK's user agent on a request with Claude Code's marks: the user agent
+            // contradicts Claude Code's own, so the SDK match is a conflict.
+            (
+                "anthropic",
+                vec![
+                    ("user-agent", "Anthropic/Python 0.69.0"),
+                    ("x-stainless-lang", "python"),
+                    ("anthropic-beta", "claude-code-20250219"),
+                ],
+                claude_body,
+                "claude-code",
+                Confidence::High,
+                vec!["anthropic-sdk"],
+                vec!["anthropic-sdk: user-agent, header:x-stainless-lang"],
+            ),
+            // Claude Code's user agent alone on the SDK: not certain, so the SDK stays a
+            // conflict even though Claude Code is built on it.
+            (
+                "anthropic",
+                vec![
+                    ("user-agent", "claude-cli/2.1.197 (external, cli)"),
+                    ("x-stainless-lang", "python"),
+                ],
+                b"{}",
+                "claude-code",
+                Confidence::Medium,
+                vec!["anthropic-sdk"],
+                vec!["anthropic-sdk: header:x-stainless-lang"],
+            ),
+            // A forged user agent: the Python OpenAI SDK saying codex_exec. Codex is not built
+            // on the OpenAI SDK.
+            (
+                "openai",
+                vec![
+                    ("user-agent", "codex_exec/0.1"),
+                    ("x-stainless-lang", "python"),
+                    ("x-stainless-package-version", "2.1.0"),
+                ],
+                b"{}",
+                "codex-cli",
+                Confidence::Medium,
+                vec!["openai-sdk"],
+                vec!["openai-sdk: header:x-stainless-lang"],
+            ),
+            // Real Codex: no SDK underneath.
+            (
+                "openai",
+                vec![
+                    ("user-agent", "codex_exec/0.171.0 (Debian 12; x86_64)"),
+                    ("originator", "codex_exec"),
+                    ("x-codex-window-id", "w1"),
+                ],
+                b"{}",
+                "codex-cli",
+                Confidence::High,
+                vec![],
+                vec![],
+            ),
+            // The plain SDK: no conflict.
+            (
+                "openai",
+                vec![
+                    ("user-agent", "OpenAI/Python 2.1.0"),
+                    ("x-stainless-lang", "python"),
+                ],
+                b"{}",
+                "openai-sdk",
+                Confidence::High,
+                vec![],
+                vec![],
+            ),
+        ];
+        for (i, (vendor, hs, body, tool, confidence, conflicts, why)) in rows.iter().enumerate() {
+            let h = headers(hs);
+            let m = identify_tool(
+                &sigs,
+                &RequestFacts {
+                    vendor,
+                    path: "/v1/messages",
+                    headers: &h,
+                    body_prefix: body,
+                },
+            );
+            assert_eq!(&*m.tool, *tool, "row {i}");
+            assert_eq!(m.confidence, *confidence, "row {i}");
+            let got: Vec<&str> = m.conflicts.iter().map(|c| &**c).collect();
+            assert_eq!(&got, conflicts, "row {i}");
+            assert_eq!(&m.conflict_evidence, why, "row {i}");
+        }
+    }
 }

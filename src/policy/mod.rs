@@ -1,11 +1,16 @@
 //! The policy engine. PURE: no tokio, no hyper, no clock, no files.
 //!
 //! Evaluation order, the one place it is written down (docs/policy.md repeats it):
+//! 0. The call claimed a workflow tag that does not count (not in the catalog, or not this
+//!    person's to claim) and `unknown_workflow = "block"`: block, reason `workflow_unknown` or
+//!    `workflow_not_permitted`. (With `"untagged"` the call arrives here already as `untagged`.)
 //! 1. Rules in file order; the first rule whose every condition matches the call decides.
 //! 2. If that rule blocks (or monitors, while a block is rolled out) and is `exemptable`, an
 //!    active exemption covering the call (subject, tool, workflow, time window at `now`) turns it
 //!    into an allow with reason `exempted`.
-//! 3. No rule matches: the configured default action, reason `default_action`.
+//! 3. No rule matches an `unknown` tool in a protected workflow and `unknown_tool` is set: that
+//!    action, reason `unknown_tool`.
+//! 4. No rule matches: the configured default action, reason `default_action`.
 //!
 //! `now` and the exemption snapshot are arguments so that decision tables are plain unit tests and
 //! an exemption that expires takes effect on the very next request.
@@ -21,12 +26,50 @@ pub use reason::Reason;
 pub use rule::{Action, ModelPattern, Rule};
 
 use crate::exemptions::Snapshot;
+use crate::identify::tools::UNKNOWN_TOOL;
+use crate::identify::workflow::{Untrusted, WorkflowCatalog};
+
+/// What happens to a call whose claimed workflow tag does not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownWorkflow {
+    /// Decide it as `untagged` (the record keeps the claim and why).
+    Untagged,
+    /// Refuse it, whatever the tool.
+    Block,
+}
+
+impl UnknownWorkflow {
+    pub const ALL: [&'static str; 2] = ["untagged", "block"];
+
+    pub fn parse(s: &str) -> Option<UnknownWorkflow> {
+        match s {
+            "untagged" => Some(UnknownWorkflow::Untagged),
+            "block" => Some(UnknownWorkflow::Block),
+            _ => None,
+        }
+    }
+}
+
+impl From<Untrusted> for Reason {
+    fn from(u: Untrusted) -> Reason {
+        match u {
+            Untrusted::Unknown => Reason::WorkflowUnknown,
+            Untrusted::NotPermitted => Reason::WorkflowNotPermitted,
+        }
+    }
+}
 
 /// The ordered rules and what happens when none matches.
 #[derive(Debug, Clone)]
 pub struct Policy {
     pub rules: Vec<Rule>,
     pub default_action: Action,
+    /// The declared workflow tags and who may claim them.
+    pub workflows: WorkflowCatalog,
+    pub unknown_workflow: UnknownWorkflow,
+    /// What an `unknown` tool gets in a protected workflow when no rule matches it; `None`: the
+    /// default action.
+    pub unknown_tool: Option<Action>,
     /// For each tool named by some rule, the rules that can match it, in file order; rules that
     /// name no tool are in every list. Most rules name tools, so `decide` looks at a handful of
     /// rules instead of all of them (issue #4: under 1 µs with 1,000 rules).
@@ -60,6 +103,9 @@ impl Policy {
         Policy {
             rules,
             default_action,
+            workflows: WorkflowCatalog::default(),
+            unknown_workflow: UnknownWorkflow::Untagged,
+            unknown_tool: None,
             by_tool,
             any_tool,
         }
@@ -80,6 +126,8 @@ pub struct Call<'a> {
     pub user: &'a str,
     pub groups: &'a [String],
     pub model: Option<&'a str>,
+    /// The claimed workflow tag did not count (and `workflow` is `untagged` instead).
+    pub untrusted_workflow: Option<Untrusted>,
 }
 
 /// The outcome of `decide`: a value, never an error.
@@ -156,6 +204,11 @@ fn evaluate(
     now: SystemTime,
     mut trace: Option<&mut Vec<RuleTrace>>,
 ) -> Decision {
+    if let Some(untrusted) = call.untrusted_workflow {
+        if policy.unknown_workflow == UnknownWorkflow::Block {
+            return Decision::refused(untrusted.into());
+        }
+    }
     // `explain` reports every rule; `decide` only looks at those that can match the tool.
     let all: Vec<usize>;
     let order: &[usize] = if trace.is_some() {
@@ -192,6 +245,18 @@ fn evaluate(
             }
         }
         return decision;
+    }
+    if let Some(action) = policy.unknown_tool {
+        if call.tool == UNKNOWN_TOOL && policy.workflows.protected(call.workflow) {
+            return Decision {
+                action,
+                reason: Reason::UnknownTool,
+                rule: None,
+                description: None,
+                exemption: None,
+                exemptable: false,
+            };
+        }
     }
     Decision {
         action: policy.default_action,

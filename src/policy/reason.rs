@@ -75,6 +75,15 @@ pub enum Reason {
     /// counted and written as one summary per client ("N refusals from X between T1 and T2",
     /// `admin.refusals`).
     AdminRefusalsSummarized,
+    /// The request claimed a workflow tag that is not in the catalog (or is not a tag at all).
+    /// With `unknown_workflow = "block"` it decides; otherwise it is the record's
+    /// `workflow_reason` and the call is decided as `untagged`.
+    WorkflowUnknown,
+    /// The request claimed a catalogued tag this user (and none of their groups) may claim.
+    /// Decides or explains as `WorkflowUnknown` does.
+    WorkflowNotPermitted,
+    /// No rule matched an unknown tool in a protected workflow: `policy.unknown_tool` applied.
+    UnknownTool,
     /// On start the audit log ended in a torn line (the gateway died mid-write); the line was
     /// cut off and is kept in this record (`kind = admin`, `admin.torn_line`).
     AuditRecovered,
@@ -121,6 +130,9 @@ impl Reason {
             Reason::AuditCheckpoint => "audit_checkpoint",
             Reason::AuditFileStart => "audit_file_start",
             Reason::ChainGap => "chain_gap",
+            Reason::WorkflowUnknown => "workflow_unknown",
+            Reason::WorkflowNotPermitted => "workflow_not_permitted",
+            Reason::UnknownTool => "unknown_tool",
         }
     }
 
@@ -173,6 +185,15 @@ impl Reason {
             Reason::AuditCheckpoint => "a signed checkpoint of the audit log",
             Reason::AuditFileStart => "a new audit log file was started",
             Reason::ChainGap => "records are missing from the audit log",
+            Reason::WorkflowUnknown => {
+                "the workflow tag is not in the workflow catalog; check its spelling (aigate explain lists the catalog)"
+            }
+            Reason::WorkflowNotPermitted => {
+                "you may not claim this workflow tag; the workflow catalog says who may"
+            }
+            Reason::UnknownTool => {
+                "no signature recognises this client, and the policy decides unknown tools in protected workflows"
+            }
         }
     }
 }

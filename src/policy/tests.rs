@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::exemptions::{Exemption, Snapshot, Subject};
+use crate::identify::workflow::Untrusted;
 
 fn rule(name: &str, action: Action) -> Rule {
     Rule {
@@ -50,6 +51,7 @@ fn call<'a>(
         user: "alice",
         groups,
         model,
+        untrusted_workflow: None,
     }
 }
 
@@ -311,4 +313,210 @@ fn an_exemptable_monitor_rule_yields_to_an_exemption_like_its_block() {
         (Action::Monitor, Reason::RuleMatched)
     );
     assert!(later.would_block());
+}
+
+/// The shipped policy, from the claimed tag to the decision: allow-list shaped, so rival tools
+/// are blocked in every workflow but the sanctioned one, and a tag only counts when the catalog
+/// lists it and the user may claim it (issue #14).
+#[test]
+fn the_shipped_policy_is_an_allow_list_over_the_workflow_catalog() {
+    use crate::identify::workflow::{Claimant, workflow};
+
+    let cfg = crate::config::load_str(
+        crate::config::DEFAULT_CONFIG,
+        "shipped",
+        std::path::Path::new("."),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let eval = vec!["ai-evaluation".to_string()];
+    let none: Vec<String> = vec![];
+    let now = SystemTime::UNIX_EPOCH;
+    let rival = Some("rival-coding-tools-in-protected-workflows");
+    let sanctioned = Some("rival-coding-tools-in-sanctioned-evaluation");
+    // tool, claimed tag, groups, action, reason, rule, workflow_reason
+    type Row<'a> = (
+        &'a str,
+        Option<&'a str>,
+        &'a [String],
+        Action,
+        Reason,
+        Option<&'a str>,
+        Option<Reason>,
+    );
+    let rows: Vec<Row<'_>> = vec![
+        (
+            "claude-code",
+            None,
+            &none,
+            Action::Block,
+            Reason::RuleMatched,
+            rival,
+            None,
+        ),
+        (
+            "claude-code",
+            Some("docs"),
+            &none,
+            Action::Block,
+            Reason::RuleMatched,
+            rival,
+            None,
+        ),
+        (
+            "codex-cli",
+            Some("training-data"),
+            &none,
+            Action::Block,
+            Reason::RuleMatched,
+            rival,
+            None,
+        ),
+        (
+            "claude-code",
+            Some("training_data"),
+            &none,
+            Action::Block,
+            Reason::RuleMatched,
+            rival,
+            Some(Reason::WorkflowUnknown),
+        ),
+        (
+            "claude-code",
+            Some("code-analysis."),
+            &none,
+            Action::Block,
+            Reason::RuleMatched,
+            rival,
+            Some(Reason::WorkflowUnknown),
+        ),
+        (
+            "claude-code",
+            Some("vendor-evaluation"),
+            &none,
+            Action::Block,
+            Reason::RuleMatched,
+            rival,
+            Some(Reason::WorkflowNotPermitted),
+        ),
+        (
+            "claude-code",
+            Some("vendor-evaluation"),
+            &eval,
+            Action::Monitor,
+            Reason::RuleMatched,
+            sanctioned,
+            None,
+        ),
+        (
+            "codex-cli",
+            Some("vendor-evaluation"),
+            &eval,
+            Action::Monitor,
+            Reason::RuleMatched,
+            sanctioned,
+            None,
+        ),
+        // Unknown tools: policy.unknown_tool in protected workflows, the default elsewhere.
+        (
+            "unknown",
+            Some("docs"),
+            &none,
+            Action::Monitor,
+            Reason::UnknownTool,
+            None,
+            None,
+        ),
+        (
+            "unknown",
+            Some("made-up"),
+            &none,
+            Action::Monitor,
+            Reason::UnknownTool,
+            None,
+            Some(Reason::WorkflowUnknown),
+        ),
+        (
+            "unknown",
+            Some("vendor-evaluation"),
+            &eval,
+            Action::Monitor,
+            Reason::DefaultAction,
+            None,
+            None,
+        ),
+        (
+            "anthropic-sdk",
+            Some("docs"),
+            &none,
+            Action::Monitor,
+            Reason::DefaultAction,
+            None,
+            None,
+        ),
+    ];
+    for (i, (tool, claimed, groups, action, reason, rule, why)) in rows.into_iter().enumerate() {
+        let mut h = http::HeaderMap::new();
+        if let Some(tag) = claimed {
+            h.insert(&cfg.identity.workflow_header, tag.parse().unwrap());
+        }
+        let wf = workflow(
+            &h,
+            &cfg.identity.workflow_header,
+            &cfg.policy.workflows,
+            Claimant {
+                user: "alice",
+                groups,
+                default: None,
+            },
+        );
+        let c = Call {
+            tool,
+            vendor: "anthropic",
+            workflow: &wf.tag,
+            user: "alice",
+            groups,
+            model: None,
+            untrusted_workflow: wf.untrusted,
+        };
+        let d = decide(&cfg.policy, &c, &Snapshot::default(), now);
+        assert_eq!(
+            (
+                d.action,
+                d.reason,
+                d.rule.as_deref(),
+                wf.untrusted.map(Reason::from)
+            ),
+            (action, reason, rule, why),
+            "row {i}: {c:?}"
+        );
+        assert!(
+            d.action != Action::Allow,
+            "row {i}: nothing is silently allowed"
+        );
+    }
+}
+
+#[test]
+fn unknown_workflow_block_refuses_whatever_the_tool() {
+    let mut p = policy();
+    p.unknown_workflow = UnknownWorkflow::Block;
+    let none: Vec<String> = vec![];
+    let research = vec!["research".to_string()];
+    let now = SystemTime::UNIX_EPOCH;
+    for (untrusted, reason) in [
+        (Untrusted::Unknown, Reason::WorkflowUnknown),
+        (Untrusted::NotPermitted, Reason::WorkflowNotPermitted),
+    ] {
+        for (tool, groups) in [("openai-sdk", &none), ("anthropic-sdk", &research)] {
+            let mut c = call(tool, "untagged", groups, None);
+            c.untrusted_workflow = Some(untrusted);
+            let d = decide(&p, &c, &Snapshot::default(), now);
+            assert_eq!((d.action, d.reason, d.rule), (Action::Block, reason, None));
+        }
+    }
+    // With "untagged" the same calls are decided by the rules as untagged.
+    let mut c = call("anthropic-sdk", "untagged", &research, None);
+    c.untrusted_workflow = Some(Untrusted::Unknown);
+    let d = decide(&policy(), &c, &Snapshot::default(), now);
+    assert_eq!(d.rule.as_deref(), Some("research-group"));
 }

@@ -28,7 +28,7 @@ use super::{Shared, forward, new_id};
 use crate::audit::{AuditRecord, Kind};
 use crate::config::{FailMode, Vendor};
 use crate::host::Host;
-use crate::identify::tools::RequestFacts;
+use crate::identify::tools::{RequestFacts, UNKNOWN_TOOL};
 use crate::identify::{Identity, identify_tool, model, normalise, workflow};
 use crate::policy::{self, Action, Call, Decision, Reason};
 use crate::tls::upstream::{BoxError, ProxyBody};
@@ -439,7 +439,12 @@ fn route(
     let wf = workflow::workflow(
         &parts.headers,
         &cfg.identity.workflow_header,
-        conn.identity.default_workflow.as_deref(),
+        &cfg.policy.workflows,
+        workflow::Claimant {
+            user: &conn.identity.user,
+            groups: &conn.identity.groups,
+            default: conn.identity.default_workflow.as_deref(),
+        },
     );
 
     // Decide.
@@ -450,6 +455,7 @@ fn route(
         user: &conn.identity.user,
         groups: &conn.identity.groups,
         model: model.as_deref(),
+        untrusted_workflow: wf.untrusted,
     };
     let snapshot = shared.exemptions.load();
     let mut decision = policy::decide(&cfg.policy, &call, &snapshot, shared.clock.now());
@@ -470,9 +476,18 @@ fn route(
         r.tool_confidence = Some(tool.confidence);
         r.evidence = tool.evidence.clone();
         r.tool_conflicts = tool.conflicts.clone();
+        r.tool_conflict_evidence = tool.conflict_evidence.clone();
+        if &*tool.tool == UNKNOWN_TOOL || !tool.conflicts.is_empty() {
+            r.user_agent = parts
+                .headers
+                .get(header::USER_AGENT)
+                .map(|ua| crate::audit::redact::user_agent_for_log(ua.as_bytes()));
+        }
         r.model = model.clone();
         r.workflow = Some(wf.tag.clone());
         r.workflow_source = Some(wf.source);
+        r.workflow_claimed = wf.claimed.clone();
+        r.workflow_reason = wf.untrusted.map(Reason::from);
         r.action = decision.action;
         r.reason = decision.reason;
         r.rule = decision.rule.clone();

@@ -400,12 +400,13 @@ async fn a_reloaded_users_file_changes_who_a_token_belongs_to_without_dropping_c
     let env = env_with_people(None).await;
     let mut open_conn = alice_connection(&env).await;
     assert_eq!(claude_call(&mut open_conn).await, 403);
-    // IT regenerates the file: the token now belongs to "alice2", whose default workflow is docs.
+    // IT regenerates the file: the token now belongs to "alice2", whose default workflow is the
+    // sanctioned (monitored) one.
     let h = aigate::identify::user::hash_token;
     std::fs::write(
         env.dir.path().join("users.toml"),
         format!(
-            "[[users]]\nid = \"alice2\"\ndefault_workflow = \"docs\"\ntokens = [\"{}\"]\n",
+            "[[users]]\nid = \"alice2\"\ndefault_workflow = \"vendor-evaluation\"\ntokens = [\"{}\"]\n",
             h(ALICE_PROXY)
         ),
     )
@@ -429,11 +430,9 @@ async fn a_reloaded_users_file_changes_who_a_token_belongs_to_without_dropping_c
     );
     let records = env.audit().await;
     assert_eq!(records.last().unwrap()["user"], "alice");
-    assert!(
-        records
-            .iter()
-            .any(|r| r["user"] == "alice2" && r["workflow"] == "docs" && r["status"] == 200)
-    );
+    assert!(records.iter().any(|r| r["user"] == "alice2"
+        && r["workflow"] == "vendor-evaluation"
+        && r["status"] == 200));
 }
 
 #[tokio::test]

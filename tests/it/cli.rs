@@ -55,6 +55,11 @@ fn check_lists_every_problem_with_its_key_path() {
 }
 
 #[test]
+fn check_lists_every_problem_of_the_workflow_catalog() {
+    assert_stderr("bad-workflows");
+}
+
+#[test]
 fn check_reports_wrong_types_and_unknown_keys_together() {
     assert_stderr("bad-types");
 }
@@ -154,7 +159,7 @@ fn explain_shows_every_rule_and_the_decision() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("1. rival-coding-tools-in-protected-workflows block    MATCH"),
+        stdout.contains("2. rival-coding-tools-in-protected-workflows   block    MATCH"),
         "{stdout}"
     );
     assert!(stdout.contains("decision:  block (reason rule_matched, rule \"rival-coding-tools-in-protected-workflows\"); an exemption can lift this block"), "{stdout}");
@@ -170,8 +175,33 @@ fn explain_shows_every_rule_and_the_decision() {
         "json",
     ]);
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(v["action"], "monitor");
+    assert_eq!(v["action"], "block", "allow-list: docs is not sanctioned");
     assert_eq!(v["rules"][0]["mismatch"], "workflow not listed");
+    assert_eq!(v["rules"][1]["matched"], true);
+    // A near-miss is claimed, not trusted; the catalog is shown.
+    let (_, stdout, _) = run(&[
+        "explain",
+        "--host",
+        "api.anthropic.com",
+        "-H",
+        "user-agent: claude-cli/2.1.12",
+        "-H",
+        "x-aigate-workflow: training_data",
+    ]);
+    assert!(
+        stdout.contains("workflow:  untagged (claimed \"training_data\", which does not count: workflow_unknown)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("workflow catalog (a tag outside it, or one the user may not claim: decided as untagged):"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "  vendor-evaluation    unprotected claimable by group ai-evaluation: sandboxed"
+        ),
+        "{stdout}"
+    );
     let (_, stdout, _) = run(&["explain", "--host", "example.org"]);
     assert!(stdout.contains("route:     tunnel"), "{stdout}");
 }

@@ -428,16 +428,13 @@ async fn proxy_authorization_identifies_the_user_and_is_not_forwarded() {
     let client = |cred: &str| client_for(&gw, cred, false);
     let resp = client(&format!("alice:{token}@"))
         .post("https://api.anthropic.com/v1/messages")
-        .header("user-agent", CLAUDE_UA)
+        .header("user-agent", SDK_UA)
+        .header("x-stainless-lang", "python")
         .body("{}")
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        resp.status(),
-        200,
-        "alice's default workflow (docs) is not protected"
-    );
+    assert_eq!(resp.status(), 200, "the SDK is allowed for alice");
     assert!(
         env.vendor.requests()[0]
             .headers
@@ -1064,7 +1061,7 @@ async fn the_policy_reloads_on_change_and_an_invalid_file_keeps_the_old_one() {
     let err = env.gateway.reload().unwrap_err().to_string();
     assert!(
         err.contains(
-            "rules[1].action = \"deny\": unknown action; use one of allow, monitor, block"
+            "rules[2].action = \"deny\": unknown action; use one of allow, monitor, block"
         ),
         "{err}"
     );
@@ -1322,7 +1319,9 @@ async fn a_smuggled_request_goes_nowhere() {
 }
 
 /// A request that claims to be the SDK but carries Claude Code's marks: the evidence of both is
-/// kept, and policy decides on Claude Code (the first signature that matches).
+/// kept, and policy decides on Claude Code (the first signature that matches). The SDK's user
+/// agent contradicts Claude Code's own, so it is a conflict even though Claude Code is built on
+/// the SDK, and the record says which signals matched it.
 #[tokio::test]
 async fn a_forged_tool_keeps_the_conflicting_evidence() {
     let env = TestEnv::builder().start().await;
@@ -1345,6 +1344,271 @@ async fn a_forged_tool_keeps_the_conflicting_evidence() {
         serde_json::json!(["header:anthropic-beta", "body"])
     );
     assert_eq!(r["tool_conflicts"], serde_json::json!(["anthropic-sdk"]));
+    assert_eq!(
+        r["tool_conflict_evidence"],
+        serde_json::json!(["anthropic-sdk: user-agent, header:x-stainless-lang"])
+    );
+    assert_eq!(r["user_agent"], SDK_UA);
+}
+
+/// Claude Code's own requests, as the real client sends them (it is built on the Anthropic
+/// TypeScript SDK and sends its `x-stainless-*` headers): no conflict, so a forged one stands out.
+/// The user agent is only recorded when the tool is unknown or conflicted.
+#[tokio::test]
+async fn a_real_claude_code_request_has_no_conflict() {
+    let env = TestEnv::builder().start().await;
+    let resp = claude_code_request(&env.client(false), Some("docs")).await;
+    assert_eq!(resp.status(), 403);
+    let records = env.audit().await;
+    let r = &records[0];
+    assert_eq!(
+        (r["tool"].as_str(), r["tool_confidence"].as_str()),
+        (Some("claude-code"), Some("high"))
+    );
+    assert_eq!(r["tool_conflicts"], serde_json::json!([]));
+    assert_eq!(r["tool_conflict_evidence"], serde_json::json!([]));
+    assert!(r["user_agent"].is_null(), "{r}");
+}
+
+/// Issue #14: the Python OpenAI SDK with `User-Agent: codex_exec/0.1` is Codex at medium
+/// confidence, with the SDK as a conflict and the reason in the record.
+#[tokio::test]
+async fn a_forged_user_agent_is_a_conflict_and_the_record_says_why() {
+    let env = TestEnv::builder().start().await;
+    let resp = env
+        .client(false)
+        .post("https://api.openai.com/v1/chat/completions")
+        .header("user-agent", "codex_exec/0.1")
+        .header("x-stainless-lang", "python")
+        .header("x-stainless-package-version", "2.1.0")
+        .body(r#"{"model":"gpt-5-mini"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403, "Codex is blocked untagged");
+    let records = env.audit().await;
+    let r = &records[0];
+    assert_eq!(
+        (r["tool"].as_str(), r["tool_confidence"].as_str()),
+        (Some("codex-cli"), Some("medium"))
+    );
+    assert_eq!(r["evidence"], serde_json::json!(["user-agent"]));
+    assert_eq!(r["tool_conflicts"], serde_json::json!(["openai-sdk"]));
+    assert_eq!(
+        r["tool_conflict_evidence"],
+        serde_json::json!(["openai-sdk: header:x-stainless-lang"])
+    );
+    assert_eq!(r["user_agent"], "codex_exec/0.1");
+}
+
+/// A Claude-Code-shaped request as the real client sends it, with an optional workflow tag.
+async fn claude_code_request(client: &reqwest::Client, tag: Option<&str>) -> reqwest::Response {
+    let mut req = client
+        .post("https://api.anthropic.com/v1/messages?beta=true")
+        .header("user-agent", "claude-cli/2.1.197 (external, cli)")
+        .header("x-app", "cli")
+        .header("anthropic-beta", "claude-code-20250219,oauth-2025-04-20")
+        .header("x-claude-code-session-id", "4f1c2d3e")
+        .header("x-stainless-lang", "js")
+        .header("x-stainless-package-version", "0.60.0");
+    if let Some(tag) = tag {
+        req = req.header("x-aigate-workflow", tag);
+    }
+    req.body(r#"{"model":"claude-opus-4-1","system":[{"type":"text","text":"x-anthropic-billing-header: cc_version=2.1.197"}],"messages":[]}"#)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Issue #14: the shipped policy is an allow-list. Claude Code tagged `docs`, a near-miss of a
+/// protected tag, or the sanctioned tag claimed by someone who may not claim it, is blocked; the
+/// sanctioned workflow, claimed by a member of its group, is monitored, never silently allowed.
+/// The records keep the claimed tag, the tag that decided and why they differ.
+#[tokio::test]
+async fn workflow_tags_count_only_from_the_catalog_and_rival_tools_are_blocked_outside_it() {
+    let token = "tok-eve-0123456789abcdef";
+    let env = TestEnv::builder()
+        .replace(
+            "# users_file = \"users.toml\"",
+            "users_file = \"users.toml\"",
+        )
+        .users(&format!(
+            "[[users]]\nid = \"eve\"\ngroups = [\"ai-evaluation\"]\ntokens = [\"{}\"]\n",
+            aigate::identify::user::hash_token(token)
+        ))
+        .start()
+        .await;
+    let anyone = env.client(false);
+    // (tag, decided workflow, claimed, workflow_reason)
+    let blocked = [
+        ("docs", "docs", None, None),
+        ("training-data", "training-data", None, None),
+        (
+            "training_data",
+            "untagged",
+            Some("training_data"),
+            Some("workflow_unknown"),
+        ),
+        (
+            "code-analysis.",
+            "untagged",
+            Some("code-analysis."),
+            Some("workflow_unknown"),
+        ),
+        (
+            "Made-Up",
+            "untagged",
+            Some("made-up"),
+            Some("workflow_unknown"),
+        ),
+        (
+            "vendor-evaluation",
+            "untagged",
+            Some("vendor-evaluation"),
+            Some("workflow_not_permitted"),
+        ),
+    ];
+    for (tag, decided, claimed, why) in blocked {
+        let resp = claude_code_request(&anyone, Some(tag)).await;
+        assert_eq!(resp.status(), 403, "{tag}");
+        assert_eq!(resp.headers()["x-aigate-reason"], "rule_matched", "{tag}");
+        let id = resp.headers()["x-aigate-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let records = env.audit().await;
+        let r = by_id(&records, &id);
+        assert_eq!(
+            r["rule"], "rival-coding-tools-in-protected-workflows",
+            "{tag}"
+        );
+        assert_eq!(r["workflow"], decided, "{tag}");
+        assert_eq!(r["workflow_source"], "header", "{tag}");
+        assert_eq!(r["workflow_claimed"].as_str(), claimed, "{tag}");
+        assert_eq!(r["workflow_reason"].as_str(), why, "{tag}");
+    }
+    let eve = client_for(&env.gateway, &format!("eve:{token}@"), false);
+    let resp = claude_code_request(&eve, Some("vendor-evaluation")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-aigate-decision"], "monitor");
+    let id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    drop(resp.bytes().await.unwrap());
+    let records = env.audit().await;
+    let r = by_id(&records, &id);
+    assert_eq!(
+        (
+            r["action"].as_str(),
+            r["rule"].as_str(),
+            r["workflow"].as_str(),
+            r["user"].as_str()
+        ),
+        (
+            Some("monitor"),
+            Some("rival-coding-tools-in-sanctioned-evaluation"),
+            Some("vendor-evaluation"),
+            Some("eve")
+        )
+    );
+    assert_eq!(r["would_block"], true);
+    assert!(r["workflow_reason"].is_null(), "{r}");
+    let seen = env.vendor.requests();
+    assert_eq!(seen.len(), 1, "only the sanctioned call reached the vendor");
+    assert!(seen[0].headers.get("x-aigate-workflow").is_none());
+}
+
+/// `unknown_workflow = "block"`: a tag that does not count is refused whatever the tool, with
+/// its own reason.
+#[tokio::test]
+async fn unknown_workflow_block_refuses_untrusted_tags() {
+    let env = TestEnv::builder()
+        .replace(
+            "unknown_workflow = \"untagged\"",
+            "unknown_workflow = \"block\"",
+        )
+        .append(allow_sdk())
+        .start()
+        .await;
+    let send = |tag: &'static str| {
+        env.client(false)
+            .post("https://api.anthropic.com/v1/messages")
+            .header("user-agent", SDK_UA)
+            .header("x-stainless-lang", "python")
+            .header("x-aigate-workflow", tag)
+            .body("{}")
+            .send()
+    };
+    for (tag, reason) in [
+        ("training_data", "workflow_unknown"),
+        ("vendor-evaluation", "workflow_not_permitted"),
+    ] {
+        let resp = send(tag).await.unwrap();
+        assert_eq!(resp.status(), 403, "{tag}");
+        assert_eq!(resp.headers()["x-aigate-reason"], reason, "{tag}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "permission_error");
+    }
+    let resp = send("docs").await.unwrap();
+    assert_eq!(resp.status(), 200, "a catalogued tag still counts");
+    assert_eq!(env.vendor.requests().len(), 1);
+    let records = env.audit().await;
+    assert_eq!(records[0]["reason"], "workflow_unknown");
+    assert_eq!(records[0]["workflow_claimed"], "training_data");
+    assert_eq!(records[1]["reason"], "workflow_not_permitted");
+}
+
+/// An unknown tool on a vendor host in a protected workflow gets `policy.unknown_tool` (shipped:
+/// monitor), and the record keeps its user agent so IT can write a signature; in an unprotected
+/// workflow it gets the default action.
+#[tokio::test]
+async fn an_unknown_tool_in_a_protected_workflow_is_decided_by_the_unknown_tool_setting() {
+    let env = TestEnv::builder()
+        .replace("unknown_tool = \"monitor\"", "unknown_tool = \"block\"")
+        .start()
+        .await;
+    let resp = env
+        .client(false)
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", "homegrown-agent/0.3 (linux)")
+        .header("x-aigate-workflow", "docs")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(resp.headers()["x-aigate-reason"], "unknown_tool");
+    assert!(env.vendor.requests().is_empty());
+    let records = env.audit().await;
+    let r = &records[0];
+    assert_eq!(
+        (r["tool"].as_str(), r["action"].as_str()),
+        (Some("unknown"), Some("block"))
+    );
+    assert_eq!(r["user_agent"], "homegrown-agent/0.3 (linux)");
+
+    // The shipped setting: monitored, and the record says why.
+    let env = TestEnv::builder().start().await;
+    let resp = env
+        .client(false)
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", "homegrown-agent/0.3 (linux)")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-aigate-decision"], "monitor");
+    let records = env.audit().await;
+    // Monitored by the setting, not by a rule: no rule would have blocked it.
+    assert_eq!(
+        (
+            records[0]["reason"].as_str(),
+            records[0]["would_block"].as_bool()
+        ),
+        (Some("unknown_tool"), Some(false))
+    );
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@ mod rules;
 mod storage;
 mod tools;
 mod vendors;
+mod workflows;
 
 use admin::admin;
 use ai_hosts::ai_hosts;
@@ -35,6 +36,7 @@ use rules::rules;
 use storage::storage;
 use tools::tools;
 use vendors::vendors;
+use workflows::workflows;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:3128";
 const DEFAULT_STATE_DIR: &str = "./aigate-data";
@@ -382,10 +384,15 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
     let tools = tools(&mut p, &raw.tools, &vendor_ids);
     let tool_ids: Vec<&str> = tools.iter().map(|t| &*t.id).collect();
     let rules = rules(&mut p, &raw.rules, &tool_ids, &vendor_ids);
+    let workflows = workflows(&mut p, &raw.workflows, &raw.policy, &raw.rules);
 
     if !p.0.is_empty() {
         return Err(p.0);
     }
+    let mut policy = Policy::new(rules, default_action);
+    policy.workflows = workflows.catalog;
+    policy.unknown_workflow = workflows.unknown_workflow;
+    policy.unknown_tool = workflows.unknown_tool;
     Ok(Config {
         source: source.to_string(),
         file: None,
@@ -431,7 +438,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         vendors,
         ai_hosts,
         tools,
-        policy: Policy::new(rules, default_action),
+        policy,
         admin,
         log,
         storage,

@@ -14,6 +14,7 @@ use crate::identify::tools::{Signal, UNKNOWN_TOOL};
 pub(super) fn tools(p: &mut Problems, raw: &[RawTool], vendor_ids: &[&str]) -> Vec<ToolSignature> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
+    let all_ids: Vec<&str> = raw.iter().filter_map(|t| t.id.as_deref()).collect();
     for (i, t) in raw.iter().enumerate() {
         let at = format!("tools[{i}]");
         let Some(id) = t.id.as_deref() else {
@@ -124,6 +125,21 @@ pub(super) fn tools(p: &mut Problems, raw: &[RawTool], vendor_ids: &[&str]) -> V
                 format!("must be between 1 and the number of signals ({declared})"),
             );
         }
+        let others: Vec<&str> = all_ids.iter().filter(|t| **t != id).copied().collect();
+        for (j, b) in t.built_on.iter().enumerate() {
+            if !others.contains(&b.as_str()) {
+                let known = if others.is_empty() {
+                    "no other tools are declared".to_string()
+                } else {
+                    format!("known tools are {}", others.join(", "))
+                };
+                p.push(
+                    format!("{at}.built_on[{j}]"),
+                    q(b),
+                    format!("not another tool; built_on names the signatures this tool is built on (an SDK): {known}"),
+                );
+            }
+        }
         out.push(ToolSignature {
             id: Arc::from(id),
             name: Arc::from(t.name.as_deref().unwrap_or(id)),
@@ -131,6 +147,7 @@ pub(super) fn tools(p: &mut Problems, raw: &[RawTool], vendor_ids: &[&str]) -> V
             paths: t.paths.clone(),
             signals,
             min_signals,
+            built_on: t.built_on.iter().map(|b| Arc::from(b.as_str())).collect(),
         });
     }
     out
