@@ -320,6 +320,25 @@ mod tests {
                 vec![],
                 vec![],
             ),
+            // Real Gemini CLI, built on the Gen AI SDK (as captured by tests/clients/run.sh).
+            (
+                "google",
+                vec![
+                    (
+                        "user-agent",
+                        "GeminiCLI-tui/0.61.0/gemini-2.5-pro (linux; x64; terminal)",
+                    ),
+                    (
+                        "x-goog-api-client",
+                        "google-genai-sdk/1.30.0 gl-node/v20.20.2",
+                    ),
+                ],
+                b"{}",
+                "gemini-cli",
+                Confidence::High,
+                vec![],
+                vec![],
+            ),
             // The plain SDK: no conflict.
             (
                 "openai",

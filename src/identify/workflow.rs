@@ -262,7 +262,13 @@ mod tests {
         use WorkflowSource as S;
         let cat = catalog();
         // claimed header values, user, groups, user default, the result
-        type Row<'a> = (&'a [&'a [u8]], &'a str, &'a [&'a str], Option<&'a str>, Workflow);
+        type Row<'a> = (
+            &'a [&'a [u8]],
+            &'a str,
+            &'a [&'a str],
+            Option<&'a str>,
+            Workflow,
+        );
         let rows: Vec<Row<'_>> = vec![
             (&[], "alice", &[], None, wf("untagged", S::None, None, None)),
             (

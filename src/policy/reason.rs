@@ -186,10 +186,10 @@ impl Reason {
             Reason::AuditFileStart => "a new audit log file was started",
             Reason::ChainGap => "records are missing from the audit log",
             Reason::WorkflowUnknown => {
-                "the workflow tag is not in the workflow catalog; check its spelling (aigate explain lists the catalog)"
+                "the workflow tag is not one the workflow catalog lists; check its spelling, or ask IT which tags exist"
             }
             Reason::WorkflowNotPermitted => {
-                "you may not claim this workflow tag; the workflow catalog says who may"
+                "you may not claim this workflow tag; IT's workflow catalog says who may"
             }
             Reason::UnknownTool => {
                 "no signature recognises this client, and the policy decides unknown tools in protected workflows"

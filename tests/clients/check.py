@@ -2,10 +2,12 @@
 """Assertions for tests/clients/run.sh over aigate's audit records and the fake vendor's log.
 
     check.py audit  QUERY_JSON --after SEQ [--kind K] [--tool T] [--action A] [--method M]
-                    [--path P] [--host H] [--workflow W] [--status N]
+                    [--path P] [--host H] [--workflow W] [--status N] [--field NAME=JSON]...
         QUERY_JSON is the output of `aigate audit query FILE --format json` (one record per line).
         Exit 0 when at least one record with seq > SEQ matches every condition given (--path is a
-        prefix of the path without its query string); otherwise exit 1 and print what was there.
+        prefix of the path without its query string; --field compares a record field with a JSON
+        value, or with a string when the value is not JSON); otherwise exit 1 and print what was
+        there.
 
     check.py vendor LOG --scenario NAME [--host H] [--path P] [--method M] [--header-absent NAME]
         Exit 0 when the vendor received at least one matching request during the scenario (between
@@ -38,7 +40,8 @@ def brief(r):
     if r.get("kind") != "request":
         return f"  seq={r.get('seq')} {r.get('kind')} {r.get('host')} {r.get('action')} {r.get('reason')} {r.get('error') or ''}"
     return (f"  seq={r.get('seq')} tool={r.get('tool')} action={r.get('action')} {r.get('method')} "
-            f"{r.get('host')}{r.get('path')} status={r.get('status')} workflow={r.get('workflow')}")
+            f"{r.get('host')}{r.get('path')} status={r.get('status')} workflow={r.get('workflow')} "
+            f"user={r.get('user')} conflicts={r.get('tool_conflicts')} claimed={r.get('workflow_claimed')}")
 
 
 def audit(a):
@@ -54,6 +57,14 @@ def audit(a):
             return False
         if a.path is not None and not (r.get("path") or "").split("?")[0].startswith(a.path):
             return False
+        for f in a.field or []:
+            name, _, raw = f.partition("=")
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                value = raw
+            if r.get(name) != value:
+                return False
         return True
 
     hits = [r for r in recs if ok(r)]
@@ -111,6 +122,7 @@ def main():
     for k in ("kind", "tool", "action", "method", "path", "host", "workflow"):
         pa.add_argument("--" + k)
     pa.add_argument("--status", type=int)
+    pa.add_argument("--field", action="append")
     pv = sub.add_parser("vendor")
     pv.add_argument("file")
     pv.add_argument("--scenario", required=True)

@@ -152,6 +152,13 @@ if missing:
     sys.exit(f"config/aigate.toml has no {missing}; update tests/clients/run.sh")
 open(dst, "w").write("\n".join(out) + "\n")
 EOF
+    # A member of the group that may claim the sanctioned workflow (vendor-evaluation), known to
+    # aigate by a proxy token generated here.
+    openssl rand -hex 24 >"$W/eve-token" || die "openssl rand failed"
+    printf '[[users]]\nid = "eve"\ngroups = ["ai-evaluation"]\ntokens = ["%s"]\n' \
+        "$(tr -d '\n' <"$W/eve-token" | "$A" user hash-token)" >"$W/users.toml" || die "cannot write $W/users.toml"
+    sed -i "s|^# users_file = \"users.toml\"|users_file = \"$W/users.toml\"|" "$W/aigate.toml"
+    grep -q "^users_file = " "$W/aigate.toml" || die "config/aigate.toml has no '# users_file = \"users.toml\"' line; update tests/clients/run.sh"
     "$A" check --config "$W/aigate.toml" >"$W/aigate-check.txt" 2>&1 || {
         cat "$W/aigate-check.txt" >&2
         die "aigate check --config $W/aigate.toml failed"
@@ -159,7 +166,9 @@ EOF
 
     # Codex: the documented tagging recipe, a custom provider with http_headers (WebSockets off,
     # so the HTTPS POST carries the tag).
-    cat >"$W/codex-docs.toml" <<'EOF'
+    local tag
+    for tag in docs vendor-evaluation; do
+        cat >"$W/codex-$tag.toml" <<EOF
 model_provider = "openai-aigate"
 
 [model_providers.openai-aigate]
@@ -168,8 +177,9 @@ base_url = "https://api.openai.com/v1"
 env_key = "OPENAI_API_KEY"
 wire_api = "responses"
 supports_websockets = false
-http_headers = { "x-aigate-workflow" = "docs" }
+http_headers = { "x-aigate-workflow" = "$tag" }
 EOF
+    done
     { echo "127.0.0.1 localhost"; echo "::1 localhost"; echo "127.0.0.1 $HOSTS"; } >"$W/hosts"
 
     versions
@@ -270,13 +280,34 @@ check_claude() {
     expect "Claude Code untagged: vendor received no /v1/messages" \
         bash -c '! python3 "$0" vendor "$1" --scenario claude-untagged --path /v1/messages >/dev/null' "$HERE/check.py" "$OUT/vendor.log"
 
+    expect "Claude Code untagged: no conflict (Claude Code is built on the Anthropic SDK)" \
+        audit_has --tool claude-code --action block --method POST --path /v1/messages --field 'tool_conflicts=[]'
+
+    # The shipped policy is an allow-list: a tag does not open the way...
     client claude-docs 120 "${base[@]}" "ANTHROPIC_CUSTOM_HEADERS=x-aigate-workflow: docs" -- claude -p "Say hi"
-    expect "Claude Code tagged docs: exits 0" rc_is 0 claude-docs
-    expect "Claude Code tagged docs: prints the vendor's answer" output_has claude-docs "hi from fake vendor"
-    expect "Claude Code tagged docs: audit tool=claude-code workflow=docs POST /v1/messages forwarded" \
-        audit_has --tool claude-code --workflow docs --method POST --path /v1/messages --status 200
-    expect "Claude Code tagged docs: vendor got /v1/messages without x-aigate-workflow" \
-        vendor_has --scenario claude-docs --method POST --path /v1/messages --header-absent x-aigate-workflow
+    expect "Claude Code tagged docs: prints the aigate deny message" output_has claude-docs "$DENY"
+    expect "Claude Code tagged docs: audit tool=claude-code action=block workflow=docs POST /v1/messages" \
+        audit_has --tool claude-code --action block --workflow docs --method POST --path /v1/messages --status 403
+    expect "Claude Code tagged docs: vendor received no /v1/messages" \
+        bash -c '! python3 "$0" vendor "$1" --scenario claude-docs --path /v1/messages >/dev/null' "$HERE/check.py" "$OUT/vendor.log"
+
+    # ...a near-miss of a protected tag is an unknown tag, recorded as claimed...
+    client claude-near-miss 120 "${base[@]}" "ANTHROPIC_CUSTOM_HEADERS=x-aigate-workflow: training_data" -- claude -p "Say hi"
+    expect "Claude Code tagged training_data: prints the aigate deny message" output_has claude-near-miss "$DENY"
+    expect "Claude Code tagged training_data: audit block as untagged, claimed training_data (workflow_unknown)" \
+        audit_has --tool claude-code --action block --workflow untagged --method POST --path /v1/messages \
+        --field workflow_claimed=training_data --field workflow_reason=workflow_unknown
+
+    # ...and the sanctioned workflow, claimed by a member of its group, is monitored.
+    client claude-eval 120 HTTPS_PROXY=$EVE_PROXY NODE_EXTRA_CA_CERTS=$CA ANTHROPIC_API_KEY=sk-ant-fake-000 \
+        "ANTHROPIC_CUSTOM_HEADERS=x-aigate-workflow: vendor-evaluation" -- claude -p "Say hi"
+    expect "Claude Code as eve in vendor-evaluation: exits 0" rc_is 0 claude-eval
+    expect "Claude Code as eve in vendor-evaluation: prints the vendor's answer" output_has claude-eval "hi from fake vendor"
+    expect "Claude Code as eve in vendor-evaluation: audit monitor, forwarded, user eve" \
+        audit_has --tool claude-code --action monitor --workflow vendor-evaluation --method POST --path /v1/messages \
+        --status 200 --field user=eve --field would_block=true
+    expect "Claude Code as eve in vendor-evaluation: vendor got /v1/messages without x-aigate-workflow" \
+        vendor_has --scenario claude-eval --method POST --path /v1/messages --header-absent x-aigate-workflow
 }
 
 check_codex() {
@@ -290,16 +321,25 @@ check_codex() {
     expect "Codex untagged: audit tool=codex-cli block POST /v1/responses" \
         audit_has --tool codex-cli --action block --method POST --path /v1/responses --status 403
 
-    PREP_HOME=codex_home client codex-docs 180 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA SSL_CERT_FILE=$CA \
+    PREP_HOME=codex_home_docs client codex-docs 180 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA SSL_CERT_FILE=$CA \
         OPENAI_API_KEY=sk-fake-000 -- codex exec --skip-git-repo-check "Say hi"
-    expect "Codex tagged docs (custom provider): exits 0" rc_is 0 codex-docs
-    expect "Codex tagged docs: prints the vendor's answer" output_has codex-docs "hi from fake vendor"
-    expect "Codex tagged docs: audit tool=codex-cli workflow=docs POST /v1/responses forwarded" \
-        audit_has --tool codex-cli --workflow docs --method POST --path /v1/responses --status 200
-    expect "Codex tagged docs: vendor got /v1/responses without x-aigate-workflow" \
-        vendor_has --scenario codex-docs --method POST --path /v1/responses --header-absent x-aigate-workflow
+    expect "Codex tagged docs (custom provider): exits by itself" not_timed_out
+    expect "Codex tagged docs: prints the aigate deny message" output_has codex-docs "$DENY"
+    expect "Codex tagged docs: audit tool=codex-cli action=block workflow=docs POST /v1/responses" \
+        audit_has --tool codex-cli --action block --workflow docs --method POST --path /v1/responses --status 403
+
+    PREP_HOME=codex_home_eval client codex-eval 180 HTTPS_PROXY=$EVE_PROXY CODEX_CA_CERTIFICATE=$CA SSL_CERT_FILE=$CA \
+        OPENAI_API_KEY=sk-fake-000 -- codex exec --skip-git-repo-check "Say hi"
+    expect "Codex as eve in vendor-evaluation (custom provider): exits 0" rc_is 0 codex-eval
+    expect "Codex as eve in vendor-evaluation: prints the vendor's answer" output_has codex-eval "hi from fake vendor"
+    expect "Codex as eve in vendor-evaluation: audit monitor, forwarded, user eve" \
+        audit_has --tool codex-cli --action monitor --workflow vendor-evaluation --method POST --path /v1/responses \
+        --status 200 --field user=eve
+    expect "Codex as eve in vendor-evaluation: vendor got /v1/responses without x-aigate-workflow" \
+        vendor_has --scenario codex-eval --method POST --path /v1/responses --header-absent x-aigate-workflow
 }
-codex_home() { mkdir -p "$1/.codex" && cp "$W/codex-docs.toml" "$1/.codex/config.toml"; }
+codex_home_docs() { mkdir -p "$1/.codex" && cp "$W/codex-docs.toml" "$1/.codex/config.toml"; }
+codex_home_eval() { mkdir -p "$1/.codex" && cp "$W/codex-vendor-evaluation.toml" "$1/.codex/config.toml"; }
 codex_user_home() { mkdir -p "$1/.codex" && echo 'model_provider = "openai"' >"$1/.codex/config.toml"; }
 
 check_python() {
@@ -363,6 +403,8 @@ check_gemini() {
     expect "Gemini CLI untagged: prints the vendor's answer" output_has gemini-untagged "hi from fake vendor"
     expect "Gemini CLI untagged: audit tool=gemini-cli workflow=untagged forwarded" \
         audit_has --tool gemini-cli --workflow untagged --method POST --path /v1beta/models/ --status 200
+    expect "Gemini CLI untagged: no conflict (Gemini CLI is built on the Gen AI SDK)" \
+        audit_has --tool gemini-cli --method POST --path /v1beta/models/ --field 'tool_conflicts=[]'
 
     client gemini-docs 120 "${base[@]}" "GEMINI_CLI_CUSTOM_HEADERS=x-aigate-workflow: docs" -- gemini -p "Say hi"
     expect "Gemini CLI tagged docs: exits 0" rc_is 0 gemini-docs
@@ -391,6 +433,9 @@ check_curl() {
     expect "curl tagged docs: exits 0" rc_is 0 curl-docs
     expect "curl tagged docs: audit workflow=docs POST /v1/messages forwarded" \
         audit_has --workflow docs --method POST --host api.anthropic.com --path /v1/messages --status 200
+    expect "curl tagged docs: audit tool=unknown decided by policy.unknown_tool (monitor), user agent kept" \
+        audit_has --tool unknown --action monitor --workflow docs --host api.anthropic.com --path /v1/messages \
+        --field reason=unknown_tool --field "user_agent=$(curl --version | head -1 | cut -d' ' -f1-2 | tr ' ' /)"
     expect "curl tagged docs: vendor got /v1/messages without x-aigate-workflow" \
         vendor_has --scenario curl-docs --path /v1/messages --header-absent x-aigate-workflow
 }
@@ -411,27 +456,27 @@ check_managed() {
     [ -n "$ETC_OVERLAY" ] || { result SKIP "managed settings" "no overlay mount on /etc ($(head -1 "$W/etc/mount.err"))"; return; }
     if have @anthropic-ai/claude-code; then
         mkdir -p /etc/claude-code
-        printf '{\n  "env": {\n    "HTTPS_PROXY": "%s",\n    "NODE_EXTRA_CA_CERTS": "%s",\n    "ANTHROPIC_CUSTOM_HEADERS": "x-aigate-workflow: docs"\n  }\n}\n' \
-            "$PROXY" "$CA" >/etc/claude-code/managed-settings.json
+        printf '{\n  "env": {\n    "HTTPS_PROXY": "%s",\n    "NODE_EXTRA_CA_CERTS": "%s",\n    "ANTHROPIC_CUSTOM_HEADERS": "x-aigate-workflow: vendor-evaluation"\n  }\n}\n' \
+            "$EVE_PROXY" "$CA" >/etc/claude-code/managed-settings.json
         cp /etc/claude-code/managed-settings.json "$OUT/managed-settings.json"
         client claude-managed 120 ANTHROPIC_API_KEY=sk-ant-fake-000 -- claude -p "Say hi"
         rm -rf /etc/claude-code
         expect "Claude Code via /etc/claude-code/managed-settings.json only: exits 0" rc_is 0 claude-managed
-        expect "Claude Code managed: audit tool=claude-code workflow=docs POST /v1/messages forwarded" \
-            audit_has --tool claude-code --workflow docs --method POST --path /v1/messages --status 200
+        expect "Claude Code managed: audit tool=claude-code workflow=vendor-evaluation POST /v1/messages monitored" \
+            audit_has --tool claude-code --action monitor --workflow vendor-evaluation --method POST --path /v1/messages --status 200
     else
         result SKIP "Claude Code managed settings" "not installed"
     fi
     if have @openai/codex; then
         mkdir -p /etc/codex
-        cp "$W/codex-docs.toml" /etc/codex/managed_config.toml
+        cp "$W/codex-vendor-evaluation.toml" /etc/codex/managed_config.toml
         # The user's own config picks the built-in provider; the managed file must win.
-        PREP_HOME=codex_user_home client codex-managed 180 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA \
+        PREP_HOME=codex_user_home client codex-managed 180 HTTPS_PROXY=$EVE_PROXY CODEX_CA_CERTIFICATE=$CA \
             OPENAI_API_KEY=sk-fake-000 -- codex exec --skip-git-repo-check "Say hi"
         rm -rf /etc/codex
         expect "Codex via /etc/codex/managed_config.toml (over a user config.toml): exits 0" rc_is 0 codex-managed
-        expect "Codex managed: audit tool=codex-cli workflow=docs POST /v1/responses forwarded" \
-            audit_has --tool codex-cli --workflow docs --method POST --path /v1/responses --status 200
+        expect "Codex managed: audit tool=codex-cli workflow=vendor-evaluation POST /v1/responses monitored" \
+            audit_has --tool codex-cli --action monitor --workflow vendor-evaluation --method POST --path /v1/responses --status 200
     else
         result SKIP "Codex managed config" "not installed"
     fi
@@ -470,6 +515,7 @@ inner() {
     done
     (exec 3<>/dev/tcp/127.0.0.1/3128) 2>/dev/null || { cat "$OUT/aigate.stderr" >&2; die "aigate did not start"; }
     CA=$W/state/ca-cert.pem
+    EVE_PROXY=http://eve:$(tr -d '\n' <"$W/eve-token")@127.0.0.1:3128
     BUNDLE=$OUT/ca-bundle.pem
     cat "$CA" "$W/certs/upstream-ca.pem" >"$BUNDLE"
 
