@@ -158,7 +158,9 @@ async fn claude_code_is_blocked_in_anthropic_error_format() {
     assert_eq!(body["error"]["type"], "permission_error");
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(
-        msg.contains("Claude Code is not allowed in workflow \"untagged\""),
+        // The shipped rule bans the tool in every workflow (allow-list), so the message does not
+        // single one out.
+        msg.contains("Claude Code is not allowed (rule"),
         "{msg}"
     );
     assert!(
@@ -220,7 +222,7 @@ async fn codex_is_blocked_in_openai_error_format_and_its_websocket_refused() {
         body["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("OpenAI Codex CLI is not allowed in workflow \"training-data\"")
+            .contains("OpenAI Codex CLI is not allowed (rule")
     );
 
     // The WebSocket transport Codex tries first: refused before the upgrade, with the same body.
