@@ -45,10 +45,16 @@ impl AuditRecord {
         strings(out, self.evidence.iter().map(String::as_str))?;
         key!(out, "tool_conflicts");
         strings(out, self.tool_conflicts.iter().map(|c: &Arc<str>| &**c))?;
-        key!(out, "tool_conflict_evidence");
-        strings(out, self.tool_conflict_evidence.iter().map(String::as_str))?;
-        key!(out, "user_agent");
-        opt_string(out, self.user_agent.as_deref())?;
+        // Written only when there is something to say, so a plain record stays as short as it
+        // was before these fields existed.
+        if !self.tool_conflict_evidence.is_empty() {
+            key!(out, "tool_conflict_evidence");
+            strings(out, self.tool_conflict_evidence.iter().map(String::as_str))?;
+        }
+        if let Some(ua) = &self.user_agent {
+            key!(out, "user_agent");
+            string(out, ua)?;
+        }
         key!(out, "vendor");
         opt_string(out, self.vendor.as_deref())?;
         key!(out, "host");
@@ -65,10 +71,14 @@ impl AuditRecord {
         opt_string(out, self.workflow.as_deref())?;
         key!(out, "workflow_source");
         value(out, &self.workflow_source)?;
-        key!(out, "workflow_claimed");
-        opt_string(out, self.workflow_claimed.as_deref())?;
-        key!(out, "workflow_reason");
-        value(out, &self.workflow_reason)?;
+        if let Some(claimed) = &self.workflow_claimed {
+            key!(out, "workflow_claimed");
+            string(out, claimed)?;
+        }
+        if let Some(why) = &self.workflow_reason {
+            key!(out, "workflow_reason");
+            value(out, why)?;
+        }
         key!(out, "action");
         value(out, &self.action)?;
         key!(out, "reason");

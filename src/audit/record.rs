@@ -54,11 +54,11 @@ pub struct AuditRecord {
     pub evidence: Vec<String>,
     pub tool_conflicts: Vec<Arc<str>>,
     /// Why each of `tool_conflicts` is one: `"<tool>: <signal>, …"`, the signals that matched it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tool_conflict_evidence: Vec<String>,
     /// The client's `user-agent`, when the tool is unknown or conflicted, so IT can write a
     /// signature: printable ASCII only, at most 200 characters.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,
     pub vendor: Option<Arc<str>>,
     pub host: String,
@@ -70,10 +70,10 @@ pub struct AuditRecord {
     pub workflow: Option<String>,
     pub workflow_source: Option<WorkflowSource>,
     /// The tag the request claimed, when it differs from `workflow` (the tag that decided).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow_claimed: Option<String>,
     /// Why the claimed tag was not used: `workflow_unknown` or `workflow_not_permitted`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow_reason: Option<Reason>,
     pub action: Action,
     pub reason: Reason,
