@@ -120,6 +120,9 @@ impl LateScan {
             user: &r.conn.identity.user,
             groups: &r.conn.identity.groups,
             model: r.model.as_deref(),
+            // The first decision already settled the claimed tag: with unknown_workflow = "block"
+            // an untrusted one never got this far, and otherwise `workflow` is already untagged.
+            untrusted_workflow: None,
         };
         let snapshot = r.shared.exemptions.load();
         let mut decision = policy::decide(&r.cfg.policy, &call, &snapshot, r.shared.clock.now());
