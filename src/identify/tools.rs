@@ -362,6 +362,7 @@ mod tests {
                     path: "/v1/messages",
                     headers: &h,
                     body_prefix: body,
+                    body_later: &[],
                 },
             );
             assert_eq!(&*m.tool, *tool, "row {i}");
