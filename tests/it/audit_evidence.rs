@@ -569,7 +569,12 @@ async fn a_cut_log_is_named_against_the_checkpoint_in_postgres() {
     let text = std::fs::read_to_string(&log).unwrap();
     let kept: Vec<&str> = text.lines().take(5).collect();
     std::fs::write(&log, kept.join("\n") + "\n").unwrap();
-    std::fs::remove_file(log.with_file_name("audit.checkpoint.json")).unwrap();
+    // The state file goes too, so only the table can tell. It may not be there at all: the
+    // shutdown's save is best effort (seen once on a loaded machine), which this test tolerates.
+    match std::fs::remove_file(log.with_file_name("audit.checkpoint.json")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("{e}"),
+        _ => {}
+    }
 
     let (code, _, _) = verify(&[s(&log)]);
     assert_eq!(code, 0, "the file alone cannot tell");
