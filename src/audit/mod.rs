@@ -6,6 +6,7 @@
 //! `writer` the batched file sink (and, in `writer/evidence.rs`, checkpoints and rotation),
 //! `query` the reviewer's view.
 
+mod backwards;
 pub mod calls;
 pub mod chain;
 pub mod checkpoint;

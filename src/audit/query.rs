@@ -9,6 +9,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, Write};
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -733,47 +734,31 @@ pub fn newest_first(
     before_seq: Option<u64>,
     limit: usize,
 ) -> std::io::Result<(Vec<Entry>, Option<u64>)> {
-    use std::io::{Read, Seek, SeekFrom};
-    const CHUNK: u64 = 64 * 1024;
-    let mut f = std::fs::File::open(path)?;
-    let mut pos = f.metadata()?.len();
-    let mut carry: Vec<u8> = Vec::new();
     let mut out = Vec::new();
+    if limit == 0 {
+        return Ok((out, None));
+    }
     // Records above the cursor are read too: a call shown on an earlier page by its outcome
     // must not come back here as open by its decision.
     let mut calls = super::calls::NewestFirst::default();
-    while pos > 0 && out.len() < limit {
-        let start = pos.saturating_sub(CHUNK);
-        let mut buf = vec![0u8; (pos - start) as usize];
-        f.seek(SeekFrom::Start(start))?;
-        f.read_exact(&mut buf)?;
-        buf.extend_from_slice(&carry);
-        let mut lines: Vec<&[u8]> = buf.split(|b| *b == b'\n').collect();
-        // The first piece may be the tail of a line that starts in the previous chunk.
-        carry = if start > 0 {
-            lines.remove(0).to_vec()
-        } else {
-            Vec::new()
+    super::backwards::lines_backwards(path, 64 * 1024, |line| {
+        let Some(entry) = std::str::from_utf8(line).ok().and_then(Entry::parse) else {
+            return ControlFlow::Continue(());
         };
-        for line in lines.iter().rev() {
-            let Some(entry) = std::str::from_utf8(line).ok().and_then(Entry::parse) else {
-                continue;
-            };
-            let Some(entry) = calls.push(entry) else {
-                continue;
-            };
-            if before_seq.is_some_and(|c| entry.seq().is_none_or(|s| s >= c))
-                || !filter.accepts(&entry)
-            {
-                continue;
-            }
-            out.push(entry);
-            if out.len() == limit {
-                break;
-            }
+        let Some(entry) = calls.push(entry) else {
+            return ControlFlow::Continue(());
+        };
+        if before_seq.is_some_and(|c| entry.seq().is_none_or(|s| s >= c)) || !filter.accepts(&entry)
+        {
+            return ControlFlow::Continue(());
         }
-        pos = start;
-    }
+        out.push(entry);
+        if out.len() == limit {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
     let next = if out.len() == limit {
         out.last().and_then(Entry::seq)
     } else {

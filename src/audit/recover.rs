@@ -11,7 +11,8 @@
 //! outcome record was written and lost to a torn line are found the same way.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -42,57 +43,39 @@ fn written_at(l: &Line<'_>) -> Option<SystemTime> {
 /// The outcome records owed to calls left without one at the end of the log at `path`,
 /// oldest call first.
 pub fn lost_outcomes(path: &Path, window: Duration) -> io::Result<Vec<AuditRecord>> {
-    const CHUNK: u64 = 256 * 1024;
-    let mut f = std::fs::File::open(path)?;
-    let mut pos = f.metadata()?.len();
-    let mut carry: Vec<u8> = Vec::new();
     let mut ended: HashSet<String> = HashSet::new();
     // The newest record of each call found open: its line, parsed in full at the end.
     let mut open: HashMap<String, Vec<u8>> = HashMap::new();
     let mut horizon: Option<SystemTime> = None;
-    'scan: while pos > 0 {
-        let start = pos.saturating_sub(CHUNK);
-        let mut buf = vec![0u8; (pos - start) as usize];
-        f.seek(SeekFrom::Start(start))?;
-        f.read_exact(&mut buf)?;
-        buf.extend_from_slice(&carry);
-        let mut lines: Vec<&[u8]> = buf.split(|b| *b == b'\n').collect();
-        // The first piece may be the tail of a line that starts in the previous chunk.
-        carry = if start > 0 {
-            lines.remove(0).to_vec()
-        } else {
-            Vec::new()
+    super::backwards::lines_backwards(path, 256 * 1024, |line| {
+        let Ok(l) = serde_json::from_slice::<Line<'_>>(line) else {
+            return ControlFlow::Continue(());
         };
-        for line in lines.iter().rev() {
-            let Ok(l) = serde_json::from_slice::<Line<'_>>(line) else {
-                continue;
-            };
-            // Measured from the newest record of a call: records written since the gateway
-            // started again (a torn line kept, a gap noted) are not.
-            let at = written_at(&l).filter(|_| l.kind != Kind::Admin);
-            match (horizon, at) {
-                (None, Some(at)) => horizon = Some(at.checked_sub(window).unwrap_or(at)),
-                (Some(h), Some(at)) if at < h => break 'scan,
-                _ => {}
-            }
-            let id = &*l.id;
-            match l.kind {
-                Kind::Outcome => {
-                    ended.insert(l.id.into_owned());
-                }
-                // The newest record of a call not seen to end.
-                Kind::Progress if !ended.contains(id) && !open.contains_key(id) => {
-                    open.insert(l.id.into_owned(), line.to_vec());
-                }
-                // A call has one decision: nothing of it lies further back.
-                _ if l.outcome_follows && !ended.remove(id) && !open.contains_key(id) => {
-                    open.insert(l.id.into_owned(), line.to_vec());
-                }
-                _ => {}
-            }
+        // Measured from the newest record of a call: records written since the gateway
+        // started again (a torn line kept, a gap noted) are not.
+        let at = written_at(&l).filter(|_| l.kind != Kind::Admin);
+        match (horizon, at) {
+            (None, Some(at)) => horizon = Some(at.checked_sub(window).unwrap_or(at)),
+            (Some(h), Some(at)) if at < h => return ControlFlow::Break(()),
+            _ => {}
         }
-        pos = start;
-    }
+        let id = &*l.id;
+        match l.kind {
+            Kind::Outcome => {
+                ended.insert(l.id.into_owned());
+            }
+            // The newest record of a call not seen to end.
+            Kind::Progress if !ended.contains(id) && !open.contains_key(id) => {
+                open.insert(l.id.into_owned(), line.to_vec());
+            }
+            // A call has one decision: nothing of it lies further back.
+            _ if l.outcome_follows && !ended.remove(id) && !open.contains_key(id) => {
+                open.insert(l.id.into_owned(), line.to_vec());
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    })?;
     let mut lost: Vec<AuditRecord> = open
         .into_values()
         .filter_map(|line| serde_json::from_slice::<StoredRecord>(&line).ok())
