@@ -4,11 +4,10 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::{Problems, id_ok, q};
+use super::{Problems, host_list, id_ok, q};
 use crate::catalog::{AiHostAction, AiHostCatalog, AiHostGroup, GroupSource, SHIPPED};
 use crate::config::raw::{RawAiHostFile, RawAiHostGroup, RawAiHosts};
 use crate::config::{ErrorFormat, Vendor};
-use crate::host::HostPattern;
 
 /// The catalog; groups with action `intercept` are also appended to `vendors`, so they are
 /// intercepted, identified and decided like any vendor (their group id is the vendor id).
@@ -151,29 +150,13 @@ fn group(
             "not an id; use lower-case letters, digits, - and _",
         );
     }
-    let mut hosts = Vec::new();
-    match &g.hosts {
-        None => p.push(
-            format!("{at}.hosts"),
-            None,
-            "missing; list the model-API hosts, e.g. [\"api.mistral.ai\"]",
-        ),
-        Some(h) if h.is_empty() => {
-            p.push(format!("{at}.hosts"), None, "empty; list at least one host")
-        }
-        Some(h) => {
-            for (j, raw_host) in h.iter().enumerate() {
-                match HostPattern::parse(raw_host) {
-                    Ok(pat) => hosts.push(pat),
-                    Err(e) => p.push(
-                        format!("{at}.hosts[{j}]"),
-                        q(raw_host),
-                        format!("{e}; write a host name like \"api.mistral.ai\", a wildcard like \"*.modal.run\" or \"*-api.example.com\""),
-                    ),
-                }
-            }
-        }
-    }
+    let hosts = host_list(
+        p,
+        &format!("{at}.hosts"),
+        g.hosts.as_ref(),
+        "list the model-API hosts, e.g. [\"api.mistral.ai\"]",
+        "write a host name like \"api.mistral.ai\", a wildcard like \"*.modal.run\" or \"*-api.example.com\"",
+    );
     let action = action(
         p,
         &format!("{at}.action"),

@@ -14,7 +14,7 @@ use super::{
     AuditConfig, CaConfig, Config, FailMode, Fsync, IdentityConfig, LogConfig, LogFormat, Problem,
     UpstreamConfig, parse_duration,
 };
-use crate::host::normalise;
+use crate::host::{HostPattern, normalise};
 use crate::identify::Directory;
 use crate::policy::{Action, Policy};
 
@@ -451,6 +451,36 @@ fn first_line(s: &str) -> String {
         .unwrap_or(s)
         .trim()
         .to_string()
+}
+
+/// A list of host patterns under `path` (`vendors[0].hosts`, `ai_hosts.groups[1].hosts`):
+/// missing and empty lists are problems, and each entry that is not a host pattern is named
+/// with `entry_hint`. `missing` ends the message for a list that is not there.
+fn host_list(
+    p: &mut Problems,
+    path: &str,
+    raw: Option<&Vec<String>>,
+    missing: &str,
+    entry_hint: &str,
+) -> Vec<HostPattern> {
+    let mut hosts = Vec::new();
+    match raw {
+        None => p.push(path, None, format!("missing; {missing}")),
+        Some(h) if h.is_empty() => p.push(path, None, "empty; list at least one host"),
+        Some(h) => {
+            for (j, raw_host) in h.iter().enumerate() {
+                match HostPattern::parse(raw_host) {
+                    Ok(pat) => hosts.push(pat),
+                    Err(e) => p.push(
+                        format!("{path}[{j}]"),
+                        q(raw_host),
+                        format!("{e}; {entry_hint}"),
+                    ),
+                }
+            }
+        }
+    }
+    hosts
 }
 
 fn parse_net(s: &str) -> Option<IpNet> {

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::{Problems, id_ok, q};
+use super::{Problems, host_list, id_ok, q};
 use crate::config::raw::RawVendor;
 use crate::config::{ErrorFormat, Vendor};
 use crate::host::HostPattern;
@@ -34,25 +34,13 @@ pub(super) fn vendors(p: &mut Problems, raw: &[RawVendor]) -> Vec<Arc<Vendor>> {
                 "duplicate vendor id; each vendor is listed once",
             );
         }
-        let mut hosts = Vec::new();
-        match &v.hosts {
-            None => p.push(
-                format!("{at}.hosts"),
-                None,
-                "missing; list the vendor's API hosts, e.g. [\"api.anthropic.com\"]",
-            ),
-            Some(h) if h.is_empty() => {
-                p.push(format!("{at}.hosts"), None, "empty; list at least one host")
-            }
-            Some(h) => {
-                for (j, raw_host) in h.iter().enumerate() {
-                    match HostPattern::parse(raw_host) {
-                        Ok(pat) => hosts.push(pat),
-                        Err(e) => p.push(format!("{at}.hosts[{j}]"), q(raw_host), format!("{e}; write a host name like \"api.openai.com\" or a wildcard like \"*.openai.com\"")),
-                    }
-                }
-            }
-        }
+        let hosts = host_list(
+            p,
+            &format!("{at}.hosts"),
+            v.hosts.as_ref(),
+            "list the vendor's API hosts, e.g. [\"api.anthropic.com\"]",
+            "write a host name like \"api.openai.com\" or a wildcard like \"*.openai.com\"",
+        );
         let error_format = match v.error_format.as_deref() {
             None => {
                 p.push(
