@@ -20,6 +20,7 @@
 //! later; see docs/provenance.md.
 
 mod decode;
+pub mod fingerprint;
 mod formats;
 mod frame;
 mod output;

@@ -1,0 +1,214 @@
+//! Fingerprints of text, for finding model output again after it was renamed, reformatted or
+//! pasted into something else (issue 17, sections 2 and 4).
+//!
+//! # API (used by the ledger and by `aigate provenance scan`)
+//!
+//! ```text
+//! let key = Key::load_or_create(&state_dir)?;          // <state_dir>/provenance/key, 0600
+//! let fp = Fingerprinter::new(&key);                    // default Params, chosen by measurement
+//! let code: Vec<Fp> = fp.code(text);                    // code channel
+//! let text: Vec<Fp> = fp.text(text);                    // text channel
+//! let both: Vec<Fp> = fp.all(text);                     // both, code first
+//! ```
+//!
+//! Each [`Fp`] is a keyed 64-bit hash with the byte range (`start..end`, into the `&str` given)
+//! of the k-gram it stands for, so a scan can report line ranges. Store `Fp::hash` only: the
+//! hash of a channel is `SipHash-2-4` under half of a 256-bit secret (`code`: bytes 0..16,
+//! `text`: bytes 16..32), so the two channels never share a value and a ledger without the key
+//! says nothing about the text (no dictionary test is possible). Losing the key makes a ledger
+//! useless; changing it means re-capturing.
+//!
+//! # The two channels
+//!
+//! - **text** (`normalize::text`): only letters and digits, lower-cased; spaces, punctuation
+//!   and line breaks are dropped, so reflowed prose, reformatted data and re-indented code still
+//!   match. A k-gram is `k` such characters.
+//! - **code** (`normalize::code`): tokens, with every identifier, number and string literal
+//!   abstracted to one symbol each (keywords and operators kept, `,` and `;` dropped because
+//!   formatters add and remove them, comments dropped). Renaming identifiers does not change
+//!   it. A k-gram is `k` tokens.
+//!
+//! # Winnowing
+//!
+//! Schleimer, Wilkerson and Aiken, "Winnowing: local algorithms for document fingerprinting"
+//! (SIGMOD 2003): of every `w` consecutive k-gram hashes the smallest is kept (the rightmost on a
+//! tie), so any shared run of at least `w + k - 1` symbols yields at least one shared
+//! fingerprint, while only about `2 / (w + 1)` of positions are kept. Selection uses an unkeyed
+//! rolling hash (fast: the keyed hash is computed only for the kept grams); what leaves this
+//! module is always keyed.
+//!
+//! Common fingerprints (licence headers, `fn main() {`, generated boilerplate) mean nothing:
+//! [`StopList`] holds the ones seen in known-clean code, and the scan drops them.
+
+mod key;
+mod normalize;
+mod stoplist;
+mod winnow;
+
+#[cfg(test)]
+mod tests;
+
+pub use key::{Key, KeyError};
+pub use normalize::Sym;
+pub use stoplist::{StopList, StopListError};
+
+use siphasher::sip::SipHasher24;
+
+/// Which normalisation a fingerprint came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Channel {
+    Code,
+    Text,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Code => "code",
+            Channel::Text => "text",
+        }
+    }
+}
+
+/// One fingerprint: the keyed hash of a k-gram and where that k-gram is in the text it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fp {
+    pub hash: u64,
+    pub channel: Channel,
+    /// Byte offset of the gram's first symbol in the original text.
+    pub start: u32,
+    /// Byte offset just past the gram's last symbol.
+    pub end: u32,
+}
+
+/// k-gram length and winnowing window, per channel. `k` counts symbols: characters on the text
+/// channel, tokens on the code channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Params {
+    pub text_k: usize,
+    pub text_w: usize,
+    pub code_k: usize,
+    pub code_w: usize,
+}
+
+impl Default for Params {
+    /// Chosen with `bench/provenance` (see docs/provenance.md, "Accuracy"): the text channel
+    /// at 40 characters finds a 200-character passage through reformatting, and the code
+    /// channel at 16 tokens (about 60-80 characters of code) survives renaming in a 400-character
+    /// passage while staying rare enough in clean code.
+    fn default() -> Self {
+        Params {
+            text_k: 40,
+            text_w: 16,
+            code_k: 16,
+            code_w: 8,
+        }
+    }
+}
+
+/// Turns text into fingerprints under one installation's key.
+#[derive(Clone)]
+pub struct Fingerprinter {
+    code: SipHasher24,
+    text: SipHasher24,
+    params: Params,
+}
+
+impl std::fmt::Debug for Fingerprinter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The hashers hold the key.
+        f.debug_struct("Fingerprinter")
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fingerprinter {
+    pub fn new(key: &Key) -> Self {
+        Self::with_params(key, Params::default())
+    }
+
+    pub fn with_params(key: &Key, params: Params) -> Self {
+        let (code, text) = key.sip_keys();
+        Fingerprinter {
+            code: SipHasher24::new_with_key(&code),
+            text: SipHasher24::new_with_key(&text),
+            params: Params {
+                text_k: params.text_k.max(1),
+                text_w: params.text_w.max(1),
+                code_k: params.code_k.max(1),
+                code_w: params.code_w.max(1),
+            },
+        }
+    }
+
+    pub fn params(&self) -> Params {
+        self.params
+    }
+
+    /// The code channel: identifiers and literals abstracted, so a renamed copy still matches.
+    pub fn code(&self, s: &str) -> Vec<Fp> {
+        let mut out = Vec::new();
+        self.code_into(s, &mut out);
+        out
+    }
+
+    /// The text channel: letters and digits only, lower-cased.
+    pub fn text(&self, s: &str) -> Vec<Fp> {
+        let mut out = Vec::new();
+        self.text_into(s, &mut out);
+        out
+    }
+
+    /// Both channels, code first.
+    pub fn all(&self, s: &str) -> Vec<Fp> {
+        let mut out = Vec::new();
+        self.code_into(s, &mut out);
+        self.text_into(s, &mut out);
+        out
+    }
+
+    pub fn code_into(&self, s: &str, out: &mut Vec<Fp>) {
+        let syms = normalize::code(s);
+        self.winnow(
+            Channel::Code,
+            &syms,
+            self.params.code_k,
+            self.params.code_w,
+            out,
+        );
+    }
+
+    pub fn text_into(&self, s: &str, out: &mut Vec<Fp>) {
+        let syms = normalize::text(s);
+        self.winnow(
+            Channel::Text,
+            &syms,
+            self.params.text_k,
+            self.params.text_w,
+            out,
+        );
+    }
+
+    fn winnow(&self, channel: Channel, syms: &[Sym], k: usize, w: usize, out: &mut Vec<Fp>) {
+        let hasher = match channel {
+            Channel::Code => &self.code,
+            Channel::Text => &self.text,
+        };
+        winnow::select(syms, k, w, |gram, first, last| {
+            out.push(Fp {
+                hash: keyed(hasher, gram),
+                channel,
+                start: first.start,
+                end: last.end,
+            });
+        });
+    }
+}
+
+fn keyed(hasher: &SipHasher24, gram: u64) -> u64 {
+    use std::hash::Hasher;
+    let mut h = *hasher;
+    h.write_u64(gram);
+    h.finish()
+}

@@ -1,0 +1,127 @@
+//! Fingerprints too common to mean anything: every fingerprint of known-clean code (licence
+//! headers, `fn main() {`, the company's own pre-ban code, vendored dependencies). Built and
+//! extended by `aigate provenance baseline PATH…`; the scan drops matches on them.
+//!
+//! On disk (`<state_dir>/provenance/stoplist`): the 8-byte magic `AIGSTOP1`, then the keyed
+//! hashes as little-endian `u64`, sorted and unique. Keyed, like the ledger, so the file says
+//! nothing about the code it came from without the key.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+const MAGIC: &[u8; 8] = b"AIGSTOP1";
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StopList {
+    sorted: Vec<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StopListError {
+    #[error("cannot read the stop-list {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "{path} is not an aigate stop-list (bad header or length); remove it and rebuild it with `aigate provenance baseline PATH…`"
+    )]
+    Invalid { path: PathBuf },
+    #[error("cannot write the stop-list {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl StopList {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("provenance").join("stoplist")
+    }
+
+    pub fn from_hashes(hashes: impl IntoIterator<Item = u64>) -> StopList {
+        let mut sorted: Vec<u64> = hashes.into_iter().collect();
+        sorted.sort_unstable();
+        sorted.dedup();
+        StopList { sorted }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+
+    pub fn contains(&self, hash: u64) -> bool {
+        self.sorted.binary_search(&hash).is_ok()
+    }
+
+    /// Adds hashes; returns how many were new.
+    pub fn extend(&mut self, hashes: impl IntoIterator<Item = u64>) -> usize {
+        let before = self.sorted.len();
+        self.sorted.extend(hashes);
+        self.sorted.sort_unstable();
+        self.sorted.dedup();
+        self.sorted.len() - before
+    }
+
+    /// A missing file is an empty stop-list (nothing baselined yet).
+    pub fn load(path: &Path) -> Result<StopList, StopListError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(StopList::default()),
+            Err(source) => {
+                return Err(StopListError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        let invalid = || StopListError::Invalid {
+            path: path.to_path_buf(),
+        };
+        let body = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(invalid)?;
+        if body.len() % 8 != 0 {
+            return Err(invalid());
+        }
+        let sorted: Vec<u64> = body
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+            .collect();
+        if sorted.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(invalid());
+        }
+        Ok(StopList { sorted })
+    }
+
+    /// Written to a temporary file and renamed, so a crash leaves the old list or the new one.
+    pub fn save(&self, path: &Path) -> Result<(), StopListError> {
+        let write_err = |source| StopListError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(write_err)?;
+        }
+        let tmp = path.with_extension("tmp");
+        let mut buf = Vec::with_capacity(8 + self.sorted.len() * 8);
+        buf.extend_from_slice(MAGIC);
+        for h in &self.sorted {
+            buf.extend_from_slice(&h.to_le_bytes());
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp).map_err(write_err)?;
+        file.write_all(&buf)
+            .and_then(|()| file.sync_all())
+            .map_err(write_err)?;
+        std::fs::rename(&tmp, path).map_err(write_err)
+    }
+}

@@ -1,0 +1,192 @@
+use super::*;
+
+fn fp() -> Fingerprinter {
+    Fingerprinter::new(&Key::from_bytes([7; 32]))
+}
+
+fn hashes(fps: &[Fp]) -> Vec<u64> {
+    fps.iter().map(|f| f.hash).collect()
+}
+
+const PROSE: &str = "The gateway sees every response a vendor sends back, so it is the one place \
+where what a model wrote can be fingerprinted on the way in and found again later in a \
+repository or a training set, even after someone reflowed the paragraph or changed its case.";
+
+const RUST: &str = r#"
+pub fn merge_ranges(mut ranges: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match out.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => out.push((start, end)),
+        }
+    }
+    // Sorted and disjoint from here on.
+    out
+}
+"#;
+
+#[test]
+fn same_text_same_fingerprints_and_key_changes_them() {
+    let a = fp().all(RUST);
+    assert!(!a.is_empty());
+    assert_eq!(a, fp().all(RUST));
+    let other = Fingerprinter::new(&Key::from_bytes([8; 32])).all(RUST);
+    assert_eq!(a.len(), other.len(), "selection does not depend on the key");
+    assert!(a.iter().zip(&other).all(|(x, y)| x.hash != y.hash));
+}
+
+#[test]
+fn channels_never_share_a_hash() {
+    // The same symbols on both channels would hash alike under one key.
+    let key = Key::from_bytes([1; 32]);
+    let f = Fingerprinter::with_params(
+        &key,
+        Params {
+            text_k: 3,
+            text_w: 1,
+            code_k: 3,
+            code_w: 1,
+        },
+    );
+    let code: Vec<u64> = hashes(&f.code("x + y"));
+    let text: Vec<u64> = hashes(&f.text("x + y"));
+    assert!(code.iter().all(|h| !text.contains(h)));
+}
+
+#[test]
+fn text_channel_ignores_case_spacing_and_punctuation() {
+    let reflowed = PROSE.to_uppercase().replace(' ', "\n   ").replace(',', ";");
+    assert_eq!(hashes(&fp().text(PROSE)), hashes(&fp().text(&reflowed)));
+    assert!(fp().text(PROSE).len() > 5);
+}
+
+#[test]
+fn code_channel_survives_renaming_and_reformatting() {
+    let renamed = RUST
+        .replace("merge_ranges", "coalesce")
+        .replace("ranges", "spans")
+        .replace("out", "acc")
+        .replace("last", "tail")
+        .replace("start", "lo")
+        .replace("end", "hi")
+        .replace("    ", "\t")
+        .replace("Sorted and disjoint", "a different comment");
+    let a = hashes(&fp().code(RUST));
+    assert!(a.len() >= 4, "{a:?}");
+    assert_eq!(a, hashes(&fp().code(&renamed)));
+    // The text channel does not: renaming is what the code channel is for.
+    assert_ne!(hashes(&fp().text(RUST)), hashes(&fp().text(&renamed)));
+}
+
+#[test]
+fn code_tokens_abstract_literals_and_drop_comments() {
+    let toks = |s: &str| {
+        normalize::code(s)
+            .iter()
+            .map(|t| t.value)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(toks("let a = \"x\"; // hi"), toks("let bb = 'y' # no\n"));
+    assert_eq!(toks("f(1, 2.5);"), toks("g(3,\n 4e9)"));
+    assert_eq!(toks("x = '''a\nb''' + y"), toks("x = \"z\" + y"));
+    // A lifetime is not a string literal.
+    assert_eq!(toks("fn f<'a>(x: &'a str) {}").len(), 16);
+    // Keywords carry structure.
+    assert_ne!(toks("if a { b }"), toks("while a { b }"));
+}
+
+#[test]
+fn positions_point_at_the_original_text() {
+    let text = format!("{}\n\n  {}", "#".repeat(10), PROSE);
+    for f in fp().text(&text) {
+        let slice = &text[f.start as usize..f.end as usize];
+        let alnum: String = slice.chars().filter(|c| c.is_alphanumeric()).collect();
+        assert_eq!(alnum.len(), 40, "{slice:?}");
+    }
+    for f in fp().code(RUST) {
+        let slice = &RUST[f.start as usize..f.end as usize];
+        assert!(!slice.starts_with(char::is_whitespace) && !slice.ends_with(char::is_whitespace));
+    }
+}
+
+#[test]
+fn non_ascii_text_keeps_byte_offsets_on_char_boundaries() {
+    let text = "Ärger über Öl, éèê façade ".repeat(20);
+    let fps = fp().all(&text);
+    assert!(!fps.is_empty());
+    for f in fps {
+        assert!(text.is_char_boundary(f.start as usize) && text.is_char_boundary(f.end as usize));
+    }
+    assert_eq!(
+        hashes(&fp().text(&text)),
+        hashes(&fp().text(&text.to_uppercase()))
+    );
+}
+
+#[test]
+fn short_text_has_no_fingerprints() {
+    assert!(fp().text("fn main() {}").is_empty());
+    assert!(fp().code("fn main() {}").is_empty());
+}
+
+/// The winnowing guarantee: a run of `w + k - 1` shared symbols yields a shared fingerprint,
+/// wherever it sits in two otherwise different texts.
+#[test]
+fn shared_run_always_yields_a_shared_fingerprint() {
+    use proptest::prelude::*;
+    let params = Params::default();
+    let need = params.text_w + params.text_k - 1;
+    let f = fp();
+    proptest!(ProptestConfig::with_cases(200), |(
+        shared in proptest::collection::vec(b'a'..=b'z', need..need + 50),
+        left in proptest::collection::vec(b'a'..=b'z', 0..200),
+        right in proptest::collection::vec(b'a'..=b'z', 0..200),
+    )| {
+        let shared = String::from_utf8(shared).unwrap_or_default();
+        let left = String::from_utf8(left).unwrap_or_default();
+        let right = String::from_utf8(right).unwrap_or_default();
+        let a = hashes(&f.text(&format!("{left}{shared}")));
+        let b = hashes(&f.text(&format!("{shared}{right}")));
+        prop_assert!(a.iter().any(|h| b.contains(h)));
+    });
+}
+
+#[test]
+fn key_is_created_once_with_mode_0600_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Key::load_or_create(dir.path()).unwrap();
+    let b = Key::load_or_create(dir.path()).unwrap();
+    assert_eq!(a.0, b.0);
+    assert_ne!(a.0, [0; 32]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(Key::path(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert!(!format!("{a:?}").contains(&hex::encode(a.0)));
+    std::fs::write(Key::path(dir.path()), "short\n").unwrap();
+    let err = Key::load_or_create(dir.path()).unwrap_err().to_string();
+    assert!(err.contains("not 64 hexadecimal characters"), "{err}");
+}
+
+#[test]
+fn stop_list_round_trips_and_rejects_other_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = StopList::path(dir.path());
+    assert!(StopList::load(&path).unwrap().is_empty());
+    let mut list = StopList::from_hashes([5, 1, 5, 3]);
+    assert_eq!(list.extend([3, 9]), 1);
+    list.save(&path).unwrap();
+    let back = StopList::load(&path).unwrap();
+    assert_eq!(back, list);
+    assert!(back.contains(9) && !back.contains(2));
+    std::fs::write(&path, b"not a stop list").unwrap();
+    let err = StopList::load(&path).unwrap_err().to_string();
+    assert!(err.contains("not an aigate stop-list"), "{err}");
+}
