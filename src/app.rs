@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
+use crate::audit::refusals::{Leg, RefusalLog};
 use crate::audit::{AuditLog, AuditWriterError};
 use crate::config::{Config, Storage};
 use crate::exemptions::Snapshot;
@@ -59,8 +60,11 @@ pub struct AppHandle {
     /// Following PostgreSQL (exemption sync, audit shipper): stopped with the gateway.
     background: Vec<JoinHandle<()>>,
     store: Arc<ExemptionStore>,
-    /// Folded admin refusals: their summaries are written at shutdown too.
-    refusals: Arc<admin::refusals::RefusalLog>,
+    /// Folded refusals of the admin listener: their summaries are written at shutdown too (the
+    /// proxy's are in `shared`).
+    refusals: Arc<RefusalLog>,
+    /// With the audit log shipped to PostgreSQL: how far the table holds it.
+    shipped: Option<Arc<crate::storage::audit::Shipped>>,
 }
 
 impl App {
@@ -87,12 +91,21 @@ impl App {
             Storage::Postgres(pg) => Some(pg.replica_id.clone()),
             Storage::File => None,
         };
-        let audit = AuditLog::open_with(
+        let db = match &config.storage {
+            Storage::Postgres(pg) => Some(crate::storage::Db::new(pg)?),
+            Storage::File => None,
+        };
+        let outside = match (&config.storage, &db) {
+            (Storage::Postgres(pg), Some(db)) if pg.audit => checkpoint_in_postgres(db).await,
+            _ => None,
+        };
+        let audit = AuditLog::open_checked(
             &config.audit.path,
             config.audit.fsync,
             metrics.clone(),
             replica,
             Some(&config.audit.integrity),
+            outside,
         )?;
         account_for_lost_outcomes(&audit, config.audit.progress_interval);
         let listener =
@@ -108,6 +121,7 @@ impl App {
         })?;
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
         let mut background = Vec::new();
+        let mut shipped = None;
         let store = match &config.storage {
             Storage::File => {
                 let (store, replay) = ExemptionStore::open(
@@ -125,16 +139,23 @@ impl App {
             Storage::Postgres(pg) => {
                 // The database may be down at start: the replica starts with no exemptions (the
                 // policy applies in full) and follows the database once it is reachable.
-                let db = crate::storage::Db::new(pg)?;
+                let db = match db {
+                    Some(db) => db,
+                    None => crate::storage::Db::new(pg)?,
+                };
                 let store = Arc::new(ExemptionStore::shared(db.clone(), snapshot.clone()));
                 background.push(tokio::spawn(crate::exemptions::shared::follow(
                     db.clone(),
                     store.clone(),
                 )));
                 if pg.audit {
+                    let (tx, _) = tokio::sync::watch::channel(0);
+                    let tx = Arc::new(tx);
+                    shipped = Some(tx.clone());
                     background.push(tokio::spawn(crate::storage::audit::ship(
                         db,
                         config.audit.path.clone(),
+                        tx,
                     )));
                 }
                 store
@@ -187,9 +208,10 @@ impl App {
             draining: rx.clone(),
             limits,
             recent_tools: Default::default(),
+            refusals: Arc::new(RefusalLog::new(Leg::Proxy)),
         });
         let task = tokio::spawn(accept::serve(shared.clone(), listener, rx.clone()));
-        let refusals = Arc::new(admin::refusals::RefusalLog::new());
+        let refusals = Arc::new(RefusalLog::new(Leg::Admin));
         let admin_state = AdminState {
             shared: shared.clone(),
             store: store.clone(),
@@ -216,17 +238,23 @@ impl App {
             background,
             store,
             refusals,
+            shipped,
         })
     }
 }
 
-/// Write the folded admin refusals out, one summary per client, at the end of every window.
-async fn summarise_refusals(shared: Arc<Shared>, refusals: Arc<admin::refusals::RefusalLog>) {
-    let mut tick = tokio::time::interval(admin::refusals::WINDOW);
+/// Write the folded refusals of both listeners out, one summary per client and leg, at the end
+/// of every window.
+async fn summarise_refusals(shared: Arc<Shared>, admin: Arc<RefusalLog>) {
+    let mut tick = tokio::time::interval(crate::audit::refusals::WINDOW);
     tick.tick().await;
     loop {
         tick.tick().await;
-        for record in refusals.summaries() {
+        for record in admin
+            .summaries()
+            .into_iter()
+            .chain(shared.refusals.summaries())
+        {
             shared.audit.submit(record);
         }
     }
@@ -283,11 +311,31 @@ impl AppHandle {
                 "drain timeout: closing the remaining connections"
             );
         }
-        for record in self.refusals.summaries() {
+        for record in self
+            .refusals
+            .summaries()
+            .into_iter()
+            .chain(self.shared.refusals.summaries())
+        {
             self.shared.audit.submit(record);
         }
         self.shared.audit.checkpoint_on_shutdown();
         self.shared.audit.flush().await;
+        if let Some(shipped) = &self.shipped {
+            // The shutdown checkpoint is the table's proof of where this replica's chain ended:
+            // without it, a log cut after the stop is named only against an older checkpoint.
+            let last = self.shared.audit.last_seq();
+            let mut rx = shipped.subscribe();
+            let reached = tokio::time::timeout(SHIP_AT_SHUTDOWN, rx.wait_for(|s| *s >= last)).await;
+            if !matches!(reached, Ok(Ok(_))) {
+                tracing::warn!(
+                    last_seq = last,
+                    shipped = *shipped.borrow(),
+                    timeout = ?SHIP_AT_SHUTDOWN,
+                    "the audit log's end (its shutdown checkpoint) did not reach PostgreSQL before exit; it is shipped at the next start"
+                );
+            }
+        }
         for task in &self.background {
             task.abort();
         }
@@ -300,12 +348,49 @@ impl AppHandle {
     }
 }
 
+/// How long a stopping gateway waits for the shipper to put the end of its audit log (the
+/// shutdown checkpoint) in PostgreSQL.
+const SHIP_AT_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long the start-up gap check waits for PostgreSQL's newest checkpoint. A database that is
+/// down at start does not hold the gateway up: the check then uses the state file alone.
+const CHECKPOINT_LOOKUP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// This replica's newest checkpoint in the PostgreSQL table, named as `audit verify` names it:
+/// a copy of the chain's position that deleting the state file with the log does not remove.
+async fn checkpoint_in_postgres(
+    db: &crate::storage::Db,
+) -> Option<(String, crate::audit::checkpoint::Saved)> {
+    let replica = db.replica().to_string();
+    let lookup = async {
+        // A first start on a new database: the table is created here, not by the shipper later.
+        db.migrate().await?;
+        crate::storage::audit::newest_checkpoint(db, &replica).await
+    };
+    match tokio::time::timeout(CHECKPOINT_LOOKUP, lookup).await {
+        Ok(Ok(found)) => found.map(|s| {
+            (
+                format!("the PostgreSQL table aigate_audit, replica {replica}"),
+                s,
+            )
+        }),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read the newest audit checkpoint from PostgreSQL; the start-up gap check uses the state file only");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?CHECKPOINT_LOOKUP, "PostgreSQL did not answer for the newest audit checkpoint; the start-up gap check uses the state file only");
+            None
+        }
+    }
+}
+
 /// Give every call left open by the last run (killed, or ended mid-call) its `outcome_lost`
 /// record, before this run writes anything. A log that cannot be read back is reported and
 /// left as it is: `audit verify` lists those calls as without an outcome.
 fn account_for_lost_outcomes(audit: &AuditLog, progress_interval: std::time::Duration) {
     let window = progress_interval * 2 + std::time::Duration::from_secs(10);
-    match crate::audit::recover::lost_outcomes(audit.path(), window) {
+    match crate::audit::recover::lost_outcomes(audit.path(), window, audit.resumed_after()) {
         Ok(lost) => {
             if !lost.is_empty() {
                 tracing::warn!(

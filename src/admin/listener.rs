@@ -18,7 +18,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::SystemTime;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -167,18 +166,10 @@ pub(super) fn refusal(peer: SocketAddr, reason: Reason, status: Option<u16>) -> 
     r
 }
 
-/// Write the record, or count it towards its client's summary (`refusals`).
+/// Write the record, or count it towards its client's summary (audit/refusals.rs). No
+/// status: hyper answered (400, 431) or closed without aigate's say.
 pub(super) fn submit_refusal(state: &AdminState, record: AuditRecord) {
-    let ip = record
-        .client
-        .parse::<SocketAddr>()
-        .map(|a| a.ip())
-        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    // No status: hyper answered (400, 431) or closed without aigate's say.
-    let status = record.status.unwrap_or(0);
-    if state.refusals.admit(ip, status, SystemTime::now()) {
-        state.shared.audit.submit(record);
-    }
+    state.refusals.submit(&state.shared.audit, record);
 }
 
 /// An answer's body, keeping its request in flight (for `admin.idle_timeout`) until it is sent.

@@ -6,7 +6,6 @@ mod auth;
 mod exemptions;
 pub mod listener;
 mod read;
-pub mod refusals;
 
 use std::sync::Arc;
 
@@ -30,7 +29,7 @@ pub struct AdminState {
     pub shared: Arc<Shared>,
     pub store: Arc<ExemptionStore>,
     /// Bounds the records that refusals of unauthenticated callers can write.
-    pub refusals: Arc<refusals::RefusalLog>,
+    pub refusals: Arc<crate::audit::refusals::RefusalLog>,
 }
 
 pub fn router(state: AdminState) -> Router {

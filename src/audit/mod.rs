@@ -15,6 +15,8 @@ pub mod query;
 pub mod record;
 pub mod recover;
 pub mod redact;
+pub mod refusals;
+pub mod rotated;
 pub mod verify;
 pub mod writer;
 

@@ -154,6 +154,8 @@ struct Inner {
 pub struct AuditLog {
     inner: Arc<Inner>,
     path: Arc<PathBuf>,
+    /// The last `seq` of the runs before this one: records after it are this run's.
+    resumed_after: u64,
 }
 
 impl AuditLog {
@@ -175,6 +177,20 @@ impl AuditLog {
         metrics: Arc<Metrics>,
         replica: Option<Arc<str>>,
         integrity: Option<&AuditIntegrity>,
+    ) -> Result<AuditLog, AuditWriterError> {
+        AuditLog::open_checked(path, fsync, metrics, replica, integrity, None)
+    }
+
+    /// As `open_with`, with the newest checkpoint kept off this disk (the PostgreSQL table),
+    /// named by where it was found: the gap check holds the log to the newer of it and the
+    /// state file, so deleting the state file with the log's tail does not hide the cut.
+    pub fn open_checked(
+        path: &Path,
+        fsync: Fsync,
+        metrics: Arc<Metrics>,
+        replica: Option<Arc<str>>,
+        integrity: Option<&AuditIntegrity>,
+        outside: Option<(String, super::checkpoint::Saved)>,
     ) -> Result<AuditLog, AuditWriterError> {
         let open_err = |source| AuditWriterError::Open {
             path: path.to_path_buf(),
@@ -200,9 +216,10 @@ impl AuditLog {
         // A log missing or shorter than its last checkpoint continues from the checkpoint,
         // after a chain_gap record, or does not start at all.
         let (head, gap) = match &evidence {
-            Some(ev) => ev.check_gap(head, path)?,
+            Some(ev) => ev.check_gap(head, path, outside)?,
             None => (head, None),
         };
+        let resumed_after = head.last_seq;
         let len = file.metadata().map_err(open_err)?.len();
         let health = Arc::new(AuditHealth {
             healthy: AtomicBool::new(true),
@@ -257,6 +274,7 @@ impl AuditLog {
         let log = AuditLog {
             inner,
             path: Arc::new(path.to_path_buf()),
+            resumed_after,
         };
         if let Some(gap) = gap {
             log.submit(gap);
@@ -276,6 +294,12 @@ impl AuditLog {
         &self.path
     }
 
+    /// The last `seq` the runs before this one wrote (or the checkpoint a gap continues from):
+    /// the start-up scans read the log up to here, not what this run wrote on opening it.
+    pub fn resumed_after(&self) -> u64 {
+        self.resumed_after
+    }
+
     /// Chain the record and write it (or leave it to the write in progress).
     pub fn submit(&self, record: AuditRecord) {
         self.inner.seal(record);
@@ -290,6 +314,11 @@ impl AuditLog {
         };
         self.inner.write_out();
         self.inner.ack(seq)
+    }
+
+    /// The `seq` of the newest record sealed so far.
+    pub fn last_seq(&self) -> u64 {
+        self.inner.lock().head.last_seq
     }
 
     /// Whether the last write reached the file.

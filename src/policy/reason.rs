@@ -75,6 +75,10 @@ pub enum Reason {
     /// counted and written as one summary per client ("N refusals from X between T1 and T2",
     /// `admin.refusals`).
     AdminRefusalsSummarized,
+    /// Proxy port: refusals of a client nobody identified (`client_denied`, a 407, a request
+    /// hyper refused, a connection over the limits) over the per-window share of records,
+    /// counted and written as one summary per client (audit/refusals.rs).
+    ProxyRefusalsSummarized,
     /// The request claimed a workflow tag that is not in the catalog (or is not a tag at all).
     /// With `unknown_workflow = "block"` it decides; otherwise it is the record's
     /// `workflow_reason` and the call is decided as `untagged`.
@@ -126,6 +130,7 @@ impl Reason {
             Reason::ExemptionRevoked => "exemption_revoked",
             Reason::AdminDenied => "admin_denied",
             Reason::AdminRefusalsSummarized => "admin_refusals_summarized",
+            Reason::ProxyRefusalsSummarized => "proxy_refusals_summarized",
             Reason::AuditRecovered => "audit_recovered",
             Reason::AuditCheckpoint => "audit_checkpoint",
             Reason::AuditFileStart => "audit_file_start",
@@ -180,6 +185,9 @@ impl Reason {
             Reason::AdminDenied => "the admin API refused the caller",
             Reason::AdminRefusalsSummarized => {
                 "the admin API refused this client more often than it gets records of its own; counted here"
+            }
+            Reason::ProxyRefusalsSummarized => {
+                "the proxy refused this unidentified client more often than it gets records of its own; counted here"
             }
             Reason::AuditRecovered => "the audit log was recovered from a torn write",
             Reason::AuditCheckpoint => "a signed checkpoint of the audit log",

@@ -89,14 +89,7 @@ async fn serve_client(shared: Arc<Shared>, mut stream: TcpStream, peer: SocketAd
     let result = super::serve::until_done(conn, draining, &watch, idle_timeout).await;
     if let Err(e) = result {
         if super::serve::refused_by_hyper(&e) {
-            let (_, mut guard) = record(
-                &shared_for_refusal,
-                Kind::Tunnel,
-                peer,
-                &Identity::anonymous(),
-                String::new(),
-                0,
-            );
+            let (_, mut guard) = unidentified(&shared_for_refusal, peer, String::new());
             let r = guard.rec();
             r.action = Action::Block;
             r.reason = Reason::BadRequest;
@@ -166,14 +159,7 @@ async fn refuse_connection(
     text: &str,
 ) {
     use tokio::io::AsyncWriteExt;
-    let (id, mut guard) = record(
-        shared,
-        Kind::Tunnel,
-        peer,
-        &Identity::anonymous(),
-        String::new(),
-        0,
-    );
+    let (id, mut guard) = unidentified(shared, peer, String::new());
     let head = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\nx-aigate-decision: block\r\nx-aigate-reason: {reason}\r\nx-aigate-request-id: {id}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{text}",
         status.as_u16(),
@@ -198,14 +184,7 @@ async fn proxy_request(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     if super::head_too_large(req.uri(), req.headers()) {
-        let (id, mut guard) = record(
-            &shared,
-            Kind::Tunnel,
-            peer,
-            &Identity::anonymous(),
-            String::new(),
-            0,
-        );
+        let (id, mut guard) = unidentified(&shared, peer, String::new());
         guard.rec().error = Some("header_too_large".into());
         let resp = refuse(
             guard,
@@ -247,6 +226,18 @@ pub(super) fn record(
     (id, AuditGuard::new(shared, rec, Instant::now()))
 }
 
+/// A record for a refusal before the client is identified (refused by address, by proxy
+/// authentication, or before a request could be read): bounded per client (audit/refusals.rs).
+pub(super) fn unidentified(
+    shared: &Shared,
+    peer: SocketAddr,
+    host: String,
+) -> (String, AuditGuard) {
+    let (id, mut guard) = record(shared, Kind::Tunnel, peer, &Identity::anonymous(), host, 0);
+    guard.unidentified(shared);
+    (id, guard)
+}
+
 pub(super) async fn refuse(
     mut guard: AuditGuard,
     id: &str,
@@ -280,14 +271,7 @@ async fn connect(
     let target = match parse_target(&raw_target) {
         Ok(t) => t,
         Err(e) => {
-            let (id, guard) = record(
-                &shared,
-                Kind::Tunnel,
-                peer,
-                &Identity::anonymous(),
-                raw_target.chars().take(256).collect(),
-                0,
-            );
+            let (id, guard) = unidentified(&shared, peer, raw_target.chars().take(256).collect());
             return refuse(
                 guard,
                 &id,
@@ -459,14 +443,7 @@ async fn absolute(
     let authority = match (uri.scheme_str(), uri.authority()) {
         (Some("http"), Some(a)) => a.as_str().to_string(),
         _ => {
-            let (id, guard) = record(
-                &shared,
-                Kind::Tunnel,
-                peer,
-                &Identity::anonymous(),
-                String::new(),
-                0,
-            );
+            let (id, guard) = unidentified(&shared, peer, String::new());
             return refuse(
                 guard,
                 &id,
@@ -480,14 +457,7 @@ async fn absolute(
     let (host, port) = match parse_authority(&authority) {
         Ok((h, p)) => (h, p.unwrap_or(80)),
         Err(e) => {
-            let (id, guard) = record(
-                &shared,
-                Kind::Tunnel,
-                peer,
-                &Identity::anonymous(),
-                authority.chars().take(256).collect(),
-                0,
-            );
+            let (id, guard) = unidentified(&shared, peer, authority.chars().take(256).collect());
             return refuse(
                 guard,
                 &id,

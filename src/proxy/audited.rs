@@ -42,6 +42,9 @@ pub struct AuditGuard {
     decided: bool,
     /// How often an open call writes a progress record (`audit.progress_interval`).
     progress_every: std::time::Duration,
+    /// A refusal of a client nobody identified: its record is written only within the bound
+    /// of audit/refusals.rs, and counted towards a summary past it.
+    fold: Option<Arc<crate::audit::refusals::RefusalLog>>,
 }
 
 impl AuditGuard {
@@ -60,7 +63,15 @@ impl AuditGuard {
             submitted: false,
             decided: false,
             progress_every: cfg.audit.progress_interval,
+            fold: None,
         }
+    }
+
+    /// This is a refusal of a client nobody has identified (not in `allowed_clients`, no or a
+    /// wrong proxy credential, a request that does not parse): an outsider can send them as
+    /// fast as they like, so they are bounded (audit/refusals.rs).
+    pub fn unidentified(&mut self, shared: &Shared) {
+        self.fold = Some(shared.refusals.clone());
     }
 
     /// Write the decision record (what is known before the call goes upstream) and wait until
@@ -168,6 +179,11 @@ impl AuditGuard {
         self.record.duration_ms = self.elapsed_ms();
         if let Some(up) = &self.bytes_up {
             self.record.bytes_up = up.load(Ordering::Relaxed);
+        }
+        if let Some(fold) = &self.fold {
+            if !self.decided && !fold.admit_record(&self.record) {
+                return None;
+            }
         }
         Some(std::mem::replace(
             &mut *self.record,

@@ -53,6 +53,8 @@ pub(super) async fn auth_refusal(
         _ => Identity::anonymous(),
     };
     let (id, mut guard) = record(shared, Kind::Tunnel, peer, &who, host, port);
+    // Anyone can try a credential, or none, as often as they like: bounded per client.
+    guard.unidentified(shared);
     let (code, reason, text) = match failure {
         AuthFailure::Missing => (
             "proxy_auth_missing",

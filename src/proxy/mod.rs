@@ -83,6 +83,8 @@ pub struct Shared {
     pub limits: Arc<limits::Limits>,
     /// Tools each named user was recently identified with: side-channel tells on AI-host tunnels.
     pub recent_tools: crate::side_calls::RecentTools,
+    /// Refusals of clients nobody has identified yet, bounded (audit/refusals.rs).
+    pub refusals: Arc<crate::audit::refusals::RefusalLog>,
 }
 
 /// Request headers beyond this are refused (431) on both legs, so nothing larger than the proxy

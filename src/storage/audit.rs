@@ -28,11 +28,15 @@ struct Head<'a> {
     time: &'a str,
 }
 
+/// The last `seq` of this replica that the table holds, as the shipper last saw it: the
+/// gateway's shutdown waits on it, so its last checkpoint reaches the table before exit.
+pub type Shipped = tokio::sync::watch::Sender<u64>;
+
 /// Ship the replica's audit file for as long as the gateway runs.
-pub async fn ship(db: Arc<Db>, path: PathBuf) {
+pub async fn ship(db: Arc<Db>, path: PathBuf, shipped: Arc<Shipped>) {
     let mut backoff = Duration::from_millis(500);
     loop {
-        if let Err(e) = ship_session(&db, &path).await {
+        if let Err(e) = ship_session(&db, &path, &shipped).await {
             tracing::warn!(error = %e, retry_in = ?backoff, "shipping the audit log to PostgreSQL paused");
         } else {
             backoff = Duration::from_millis(500);
@@ -42,7 +46,7 @@ pub async fn ship(db: Arc<Db>, path: PathBuf) {
     }
 }
 
-async fn ship_session(db: &Db, path: &std::path::Path) -> Result<(), DbError> {
+async fn ship_session(db: &Db, path: &std::path::Path, shipped: &Shipped) -> Result<(), DbError> {
     db.migrate().await?;
     let client = db.client().await?;
     let last: i64 = db
@@ -56,6 +60,7 @@ async fn ship_session(db: &Db, path: &std::path::Path) -> Result<(), DbError> {
         )?
         .get(0);
     let mut last = last;
+    shipped.send_replace(u64::try_from(last).unwrap_or(0));
     let mut reader =
         Tail::open_series(path, last).map_err(|e| DbError::Unavailable(e.to_string()))?;
     let mut days: Vec<String> = Vec::new();
@@ -95,6 +100,7 @@ async fn ship_session(db: &Db, path: &std::path::Path) -> Result<(), DbError> {
         )?;
         reader.commit();
         last = seqs.last().copied().unwrap_or(last);
+        shipped.send_replace(u64::try_from(last).unwrap_or(0));
     }
 }
 
@@ -132,8 +138,7 @@ impl Tail {
     /// file (named by its first seq) when shipping fell behind a rotation, else the active one.
     fn open_series(active: &std::path::Path, after_seq: i64) -> std::io::Result<Tail> {
         let want = u64::try_from(after_seq).unwrap_or(0) + 1;
-        let mut rotated = rotated_files(active);
-        rotated.sort();
+        let rotated = crate::audit::rotated::rotated_files(active);
         // The newest rotated file that starts at or before `want`, unless the active file does.
         let active_first = std::fs::File::open(active).ok().and_then(|f| {
             let mut line = Vec::new();
@@ -253,28 +258,6 @@ impl Tail {
     fn commit(&mut self) {
         self.committed = self.pending;
     }
-}
-
-/// The rotated files of the log at `active` (`audit.000000001001.jsonl` for `audit.jsonl`),
-/// with the first seq their names give.
-fn rotated_files(active: &std::path::Path) -> Vec<(u64, PathBuf)> {
-    let (Some(dir), Some(stem)) = (active.parent(), active.file_stem()) else {
-        return Vec::new();
-    };
-    let stem = stem.to_string_lossy();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let middle = name.strip_prefix(&*stem)?.strip_prefix('.')?;
-            let (digits, _ext) = middle.split_once('.')?;
-            let first = digits.parse::<u64>().ok().filter(|_| digits.len() == 12)?;
-            Some((first, e.path()))
-        })
-        .collect()
 }
 
 /// What a replica's checkpoints in the table say: how many, how many signatures verify (by

@@ -53,7 +53,7 @@ async fn unauthenticated_admin_refusals_are_folded_into_a_summary() {
         .collect();
     assert_eq!(
         own.len(),
-        aigate::admin::refusals::PER_CLIENT as usize,
+        aigate::audit::refusals::PER_CLIENT as usize,
         "{all:#?}"
     );
     assert_eq!(own[0]["path"].as_str().unwrap().chars().count(), 256);
@@ -217,7 +217,7 @@ async fn an_admin_flood_leaves_the_proxy_its_descriptors() {
         .filter(|r| r["kind"] == "admin")
         .count();
     assert!(
-        written <= aigate::admin::refusals::TOTAL as usize,
+        written <= aigate::audit::refusals::TOTAL as usize,
         "{written} admin records during the flood"
     );
     drop(held);

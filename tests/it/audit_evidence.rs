@@ -621,3 +621,114 @@ async fn a_failed_rotation_is_not_retried_on_every_write() {
     let (code, stdout, stderr) = verify(&[s(&path)]);
     assert_eq!(code, 0, "{stdout}{stderr}");
 }
+
+/// A gateway whose audit log is shipped to `pg` (replica `a`), with a checkpoint every
+/// `every` records.
+async fn shipping_to(pg: &crate::postgres::Postgres, every: u32) -> crate::common::TestEnv {
+    crate::common::TestEnv::builder()
+        .replace(
+            "backend = \"file\"",
+            &format!(
+                "backend = \"postgres\"\nurl = \"{}\"\nreplica_id = \"a\"",
+                pg.url()
+            ),
+        )
+        .replace(
+            "checkpoint_every = 1000",
+            &format!("checkpoint_every = {every}"),
+        )
+        .start()
+        .await
+}
+
+async fn some_calls(env: &crate::common::TestEnv, n: usize) {
+    let client = env.client(false);
+    for i in 0..n {
+        let _ = client
+            .post("https://api.anthropic.com/v1/messages")
+            .header("user-agent", "claude-cli/2.1.0 (external, cli)")
+            .body(format!("{{\"n\":{i}}}"))
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// Whether the table holds `seq` of replica `a`.
+async fn in_table(db: &tokio_postgres::Client, seq: i64) -> bool {
+    db.query_one(
+        "SELECT count(*) FROM aigate_audit WHERE replica = 'a' AND seq = $1",
+        &[&seq],
+    )
+    .await
+    .map(|r| r.get::<_, i64>(0) == 1)
+    .unwrap_or(false)
+}
+
+/// The checkpoint a stopping gateway writes last is in PostgreSQL when the shutdown returns:
+/// the table's copy of where this replica's chain ended (issue 15: it often was not).
+#[tokio::test]
+async fn the_shutdown_checkpoint_reaches_postgres_before_the_gateway_exits() {
+    let pg = crate::postgres::Postgres::start();
+    let env = shipping_to(&pg, 1000).await;
+    some_calls(&env, 3).await;
+    let log = env.gateway.audit().path().to_path_buf();
+    let crate::common::TestEnv { gateway, dir, .. } = env;
+    gateway.shutdown().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(last["reason"], "audit_checkpoint");
+    assert_eq!(last["admin"]["cause"], "shutdown");
+    let db = pg.client().await;
+    assert!(
+        in_table(&db, last["seq"].as_i64().unwrap()).await,
+        "the shutdown checkpoint (seq {}) is in the table",
+        last["seq"]
+    );
+    drop(dir);
+}
+
+/// At start, the log is held to the newest checkpoint in PostgreSQL too: a log cut on the
+/// gateway with the state file deleted beside it starts with a `chain_gap` record naming the
+/// missing range, not a chain that silently goes on from the cut.
+#[tokio::test]
+async fn a_cut_log_without_its_state_file_is_caught_at_start_against_postgres() {
+    let pg = crate::postgres::Postgres::start();
+    let env = shipping_to(&pg, 3).await;
+    some_calls(&env, 6).await;
+    // Checkpoints at seq 4 and 8; wait until the table has the second.
+    let db = pg.client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !in_table(&db, 8).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "checkpoint 8 never reached the table"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = env.gateway.audit().path().to_path_buf();
+    let config = env.config_path.clone();
+    let crate::common::TestEnv { gateway, dir, .. } = env;
+    gateway.shutdown().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let kept: Vec<&str> = text.lines().take(5).collect();
+    std::fs::write(&log, kept.join("\n") + "\n").unwrap();
+    match std::fs::remove_file(log.with_file_name("audit.checkpoint.json")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("{e}"),
+        _ => {}
+    }
+
+    let cfg = aigate::config::load(Some(&config)).unwrap();
+    let again = aigate::app::App::start(cfg).await.unwrap();
+    again.shutdown().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let gap: serde_json::Value = serde_json::from_str(text.lines().nth(5).unwrap()).unwrap();
+    assert_eq!(gap["reason"], "chain_gap", "{text}");
+    assert_eq!(gap["error"], "log_shortened");
+    let g = &gap["admin"]["gap"];
+    assert_eq!(g["from"], 6);
+    assert!(g["to"].as_u64().unwrap() >= 8, "{g}");
+    assert_eq!(g["checkpoint_from"], "postgres");
+    assert_eq!(gap["seq"].as_u64().unwrap(), g["to"].as_u64().unwrap() + 1);
+    drop(dir);
+}

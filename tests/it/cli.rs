@@ -2055,3 +2055,87 @@ async fn kill_9_mid_stream_and_mid_websocket_leaves_their_records() {
         assert_eq!(row[0]["error"], "outcome_lost");
     }
 }
+
+/// A decision written before a rotation, left open by a `kill -9` after it, is in the rotated
+/// file, not the current one: the restart still gives it its `outcome_lost` (issue 15).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_a_rotation_still_accounts_for_the_open_call() {
+    let env = TestEnv::builder()
+        .append("\n[[rules]]\nname = \"sdk\"\naction = \"allow\"\ntools = [\"anthropic-sdk\"]\n")
+        .replace("rotate_size = \"1GiB\"", "rotate_size = \"64KiB\"")
+        .start()
+        .await;
+    let config = binary_config(&env, "killrotate");
+    let state = env.dir.path().join("killrotate");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_aigate"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn();
+    let (client, _, _) = gateway_of(&mut child, &state);
+    let mut stream = client
+        .post("https://api.anthropic.com/sse")
+        .header("user-agent", "Anthropic/Python 0.69.0")
+        .body("{\"model\":\"claude-sonnet-4-5\",\"stream\":true}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let sse_id = stream.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    stream.chunk().await.unwrap().unwrap();
+
+    // More than 64 KiB of other calls: the file holding the stream's decision is rotated.
+    let log = state.join("audit.jsonl");
+    let rotated = state.join("audit.000000000001.jsonl");
+    for _ in 0..400 {
+        if rotated.exists() {
+            break;
+        }
+        let resp = client
+            .post("https://api.anthropic.com/v1/messages")
+            .header("user-agent", "Anthropic/Python 0.69.0")
+            .body("{\"model\":\"claude-sonnet-4-5\"}")
+            .send()
+            .await
+            .unwrap();
+        resp.bytes().await.unwrap();
+    }
+    assert!(rotated.exists(), "the log was rotated");
+    let text = |p: &Path| std::fs::read_to_string(p).unwrap();
+    assert!(text(&rotated).contains(&sse_id));
+    assert!(
+        !text(&log).contains(&sse_id),
+        "the decision is not in the current file"
+    );
+    child.kill().unwrap(); // SIGKILL: the stream is open
+    child.wait().unwrap();
+    drop(stream);
+
+    let mut child = spawn();
+    let _ = gateway_of(&mut child, &state);
+    let pid = child.id().to_string();
+    let exited = tokio::task::spawn_blocking(move || {
+        Command::new("kill").arg(pid).status().unwrap();
+        child.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(exited.success());
+    let outcomes: Vec<serde_json::Value> = text(&log)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["id"] == sse_id.as_str() && r["kind"] == "outcome")
+        .collect();
+    assert_eq!(outcomes.len(), 1, "{outcomes:#?}");
+    assert_eq!(outcomes[0]["error"], "outcome_lost");
+    let (code, _, stderr) = run(&["audit", "verify", state.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+}

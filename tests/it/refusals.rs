@@ -251,3 +251,111 @@ async fn requests_hyper_refuses_are_recorded_on_the_admin_leg() {
         assert_eq!(r["reason"], "bad_request", "{name}: {r:#}");
     }
 }
+
+/// The records of a stopped gateway's log, with the summaries written at the stop.
+async fn records_after_stop(env: TestEnv) -> Vec<serde_json::Value> {
+    let log = env.gateway.audit().path().to_path_buf();
+    let TestEnv { gateway, dir, .. } = env;
+    gateway.shutdown().await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    drop(dir);
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["reason"] != "audit_checkpoint")
+        .collect()
+}
+
+/// What a flood of refusals from one address left in the log: at most 10 records of its own
+/// (docs/security.md), then one summary that counts the rest.
+fn bounded(records: &[serde_json::Value], sent: u64, reasons: &[&str]) {
+    let own: Vec<_> = records
+        .iter()
+        .filter(|r| reasons.contains(&r["reason"].as_str().unwrap()))
+        .collect();
+    let summaries: Vec<_> = records
+        .iter()
+        .filter(|r| r["reason"] == "proxy_refusals_summarized")
+        .collect();
+    assert_eq!(own.len(), 10, "{records:#?}");
+    assert_eq!(summaries.len(), 1, "{records:#?}");
+    assert_eq!(records.len(), 11, "nothing else: {records:#?}");
+    let s = summaries[0];
+    assert_eq!(s["kind"], "tunnel");
+    assert_eq!(s["client"], "127.0.0.1");
+    assert_eq!(s["admin"]["refusals"], sent - 10);
+    let by_reason: u64 = s["admin"]["reasons"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(by_reason, sent - 10);
+    assert!(
+        s["error"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{} refusals from 127.0.0.1 between ", sent - 10)),
+        "{s:#}"
+    );
+}
+
+/// Refusals on the proxy port before anyone is identified (a missing or wrong proxy
+/// credential, requests hyper refuses, a CONNECT target that does not parse) are bounded like
+/// the admin side's: an outsider cannot grow the log at the rate they can send them (issue 15).
+#[tokio::test]
+async fn a_flood_of_unidentified_proxy_refusals_is_folded_into_a_summary() {
+    let env = TestEnv::builder()
+        .replace("require_auth = false", "require_auth = true")
+        .start()
+        .await;
+    let mut sent = 0;
+    for i in 0..60 {
+        let cred = if i % 2 == 0 {
+            ""
+        } else {
+            "Proxy-Authorization: Bearer not-a-real-token-123\r\n"
+        };
+        let refused = env
+            .connect_raw("api.anthropic.com:443", cred)
+            .await
+            .unwrap_err();
+        assert!(refused.starts_with("HTTP/1.1 407"), "{refused}");
+        sent += 1;
+    }
+    for (_, bytes) in HYPER_REFUSES.iter().cycle().take(20) {
+        raw_to(env.gateway.proxy_addr, bytes).await;
+        sent += 1;
+    }
+    assert!(env.connect_raw("not a target", "").await.is_err());
+    sent += 1;
+    let records = records_after_stop(env).await;
+    bounded(
+        &records,
+        sent,
+        &["proxy_auth", "proxy_auth_wrong", "bad_request"],
+    );
+    let reasons = &records.last().unwrap()["admin"]["reasons"];
+    assert!(reasons["bad_request"].as_u64().unwrap() >= 11, "{reasons}");
+}
+
+/// A client outside `gateway.allowed_clients` opening connection after connection.
+#[tokio::test]
+async fn a_flood_from_a_denied_network_is_folded_into_a_summary() {
+    let env = TestEnv::builder()
+        .replace(
+            "# allowed_clients = [\"10.0.0.0/8\", \"192.168.0.0/16\"]",
+            "allowed_clients = [\"10.0.0.0/8\"]",
+        )
+        .start()
+        .await;
+    for _ in 0..50 {
+        let head = env
+            .connect_raw("echo.internal.test:7000", "")
+            .await
+            .unwrap_err();
+        assert!(head.contains("x-aigate-reason: client_denied"), "{head}");
+    }
+    let records = records_after_stop(env).await;
+    bounded(&records, 50, &["client_denied"]);
+    assert_eq!(records[10]["admin"]["statuses"]["403"], 40);
+}

@@ -98,29 +98,42 @@ impl Evidence {
         })
     }
 
-    /// Compare the log's end with the last checkpoint kept outside it. A log that falls short
-    /// continues from the checkpoint after a `chain_gap` record (or, with `on_gap = "refuse"`,
-    /// does not start): never a silent new chain at seq 1.
+    /// Compare the log's end with the last checkpoint kept outside it: the state file, and
+    /// `outside` (the PostgreSQL table's newest, with where it was found), whichever is newer.
+    /// A log that falls short continues from the checkpoint after a `chain_gap` record (or,
+    /// with `on_gap = "refuse"`, does not start): never a silent new chain at seq 1.
     pub(super) fn check_gap(
         &self,
         head: ChainHead,
         path: &Path,
+        outside: Option<(String, Saved)>,
     ) -> Result<(ChainHead, Option<AuditRecord>), AuditWriterError> {
-        let saved = match checkpoint::load_saved(&self.state_path) {
-            Ok(Some(saved)) => saved,
-            Ok(None) => return Ok((head, None)),
+        let in_state_file = match checkpoint::load_saved(&self.state_path) {
+            Ok(Some(saved)) if saved.replica.as_deref() != self.replica.as_deref() => {
+                tracing::warn!(
+                    state = %self.state_path.display(),
+                    "the audit checkpoint state file belongs to another replica; not checked"
+                );
+                None
+            }
+            Ok(saved) => saved,
             Err(e) => {
-                tracing::error!(error = %e, "cannot check the audit log against its last checkpoint");
-                return Ok((head, None));
+                tracing::error!(error = %e, "cannot check the audit log against the checkpoint state file");
+                None
             }
         };
-        if saved.replica.as_deref() != self.replica.as_deref() {
-            tracing::warn!(
-                state = %self.state_path.display(),
-                "the audit checkpoint state file belongs to another replica; not checked"
-            );
+        let state_file = self.state_path.display().to_string();
+        let newest = match (in_state_file, outside) {
+            (Some(a), Some((_, b))) if a.record_seq >= b.record_seq => {
+                Some((state_file, a, "state_file"))
+            }
+            (_, Some((source, b))) => Some((source, b, "postgres")),
+            (Some(a), None) => Some((state_file, a, "state_file")),
+            (None, None) => None,
+        };
+        let Some((source, saved, source_kind)) = newest else {
             return Ok((head, None));
-        }
+        };
         let last = head.last_seq;
         let cause = if last == 0 {
             "log_missing"
@@ -133,10 +146,9 @@ impl Evidence {
         };
         let (from, to) = (last + 1, saved.record_seq);
         let message = format!(
-            "audit log {} ends at seq {last} but the last checkpoint ({}) is at seq {to} \
+            "audit log {} ends at seq {last} but the last checkpoint ({source}) is at seq {to} \
              (signed {}): records {from}..{to} are missing ({})",
             path.display(),
-            self.state_path.display(),
             saved.checkpoint.time,
             cause.replace('_', " "),
         );
@@ -158,6 +170,7 @@ impl Evidence {
                 "cause": cause,
                 "checkpoint": saved.checkpoint,
                 "state_file": self.state_path.display().to_string(),
+                "checkpoint_from": source_kind,
             }
         }));
         let head = ChainHead {
