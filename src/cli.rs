@@ -219,6 +219,10 @@ pub struct QueryArgs {
     /// Only the newest N records (printed oldest first); with --group-by, the N largest groups.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+    /// The next page: records older than this cursor (the seq a previous page printed as its
+    /// next cursor, or /v1/audit's next_cursor).
+    #[arg(long, value_name = "SEQ", requires = "limit", conflicts_with_all = ["summary", "group_by"])]
+    pub cursor: Option<u64>,
     /// Counts instead of records, by action and reason (--group-by for other fields).
     #[arg(long)]
     pub summary: bool,
@@ -271,6 +275,9 @@ pub struct FilterArgs {
     /// Only records before this: a duration back from now or an RFC 3339 time.
     #[arg(long, value_name = "WHEN")]
     pub until: Option<String>,
+    /// Only records whose path contains this text (as written, case included).
+    #[arg(long, value_name = "TEXT")]
+    pub path: Option<String>,
 }
 
 impl FilterArgs {
@@ -291,6 +298,7 @@ impl FilterArgs {
             ("would_block", &self.would_block),
             ("since", &self.since),
             ("until", &self.until),
+            ("path", &self.path),
         ]
         .into_iter()
         .filter_map(|(name, v)| v.as_deref().map(|v| (name, v)))
@@ -830,14 +838,23 @@ pub fn audit_query(args: &QueryArgs) -> Result<(), CliError> {
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let tally =
-        query::run_file(&file, &filter, &output, format, &mut out).map_err(anyhow::Error::from)?;
+    let (tally, next) = query::run_page(&file, &filter, &output, args.cursor, format, &mut out)
+        .map_err(anyhow::Error::from)?;
+    if let Some(next) = next.filter(|_| format != Format::Table) {
+        // On stderr, so the records on stdout stay JSON Lines or CSV.
+        note!("next page: --cursor {next}");
+    }
     if format == Format::Table {
         let groups = match output {
             Output::Summary { .. } => format!(" in {}", plural(tally.groups, "group", "groups")),
             Output::Records { .. } => String::new(),
         };
-        let shown = if tally.cut {
+        let shown = if let Some(next) = next {
+            format!(
+                "the newest {}, older ones left out by --limit (next page: --cursor {next})",
+                plural(tally.matched, "record", "records")
+            )
+        } else if tally.cut {
             format!(
                 "the newest {}, older ones left out by --limit",
                 plural(tally.matched, "record", "records")

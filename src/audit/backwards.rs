@@ -11,32 +11,45 @@ use std::path::Path;
 pub fn lines_backwards(
     path: &Path,
     chunk: u64,
-    mut visit: impl FnMut(&[u8]) -> ControlFlow<()>,
+    visit: impl FnMut(&[u8]) -> ControlFlow<()>,
 ) -> io::Result<()> {
     let mut f = std::fs::File::open(path)?;
-    let mut pos = f.metadata()?.len();
+    let len = f.metadata()?.len();
+    lines_backwards_in(&mut f, 0..len, chunk, visit).map(|_| ())
+}
+
+/// As [`lines_backwards`], over the bytes `range` of an open file (`range.start` the first
+/// byte of a line). Says whether `visit` broke.
+pub fn lines_backwards_in(
+    f: &mut std::fs::File,
+    range: std::ops::Range<u64>,
+    chunk: u64,
+    mut visit: impl FnMut(&[u8]) -> ControlFlow<()>,
+) -> io::Result<ControlFlow<()>> {
+    let floor = range.start;
+    let mut pos = range.end;
     let mut carry: Vec<u8> = Vec::new();
-    while pos > 0 {
-        let start = pos.saturating_sub(chunk);
+    while pos > floor {
+        let start = pos.saturating_sub(chunk).max(floor);
         let mut buf = vec![0u8; (pos - start) as usize];
         f.seek(SeekFrom::Start(start))?;
         f.read_exact(&mut buf)?;
         buf.extend_from_slice(&carry);
         let mut lines: Vec<&[u8]> = buf.split(|b| *b == b'\n').collect();
         // The first piece may be the tail of a line that starts in the previous chunk.
-        carry = if start > 0 {
+        carry = if start > floor {
             lines.remove(0).to_vec()
         } else {
             Vec::new()
         };
         for line in lines.iter().rev() {
             if visit(line).is_break() {
-                return Ok(());
+                return Ok(ControlFlow::Break(()));
             }
         }
         pos = start;
     }
-    Ok(())
+    Ok(ControlFlow::Continue(()))
 }
 
 #[cfg(test)]

@@ -4,12 +4,14 @@
 //! evidence and its verification, `checkpoint` the signed statements that prove a log complete,
 //! `verify` the check of a file or a rotated series, `redact` what must never be written,
 //! `writer` the batched file sink (and, in `writer/evidence.rs`, checkpoints and rotation),
-//! `query` the reviewer's view.
+//! `query` the reviewer's view, `index` the derived per-file block index that lets a selective
+//! query skip most of a large log.
 
 mod backwards;
 pub mod calls;
 pub mod chain;
 pub mod checkpoint;
+pub mod index;
 mod json;
 pub mod query;
 pub mod record;

@@ -8,8 +8,9 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::io::{BufRead, Write};
+use std::io::{BufRead, Read as _, Write};
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -102,6 +103,8 @@ pub struct Filter {
     /// Only these users' records (a manager sees their reports'); `None`: everyone's. Never set
     /// from a parameter: the caller's role decides it.
     pub users: Option<Arc<HashSet<String>>>,
+    /// Only records whose `path` contains this text (case as written): the free-text search.
+    pub path: Option<String>,
 }
 
 /// A parameter that cannot be a filter: which one, the value given, and what to write instead.
@@ -152,10 +155,14 @@ impl Filter {
             match name {
                 "since" => filter.since = Some(time_arg(value, now).map_err(err)?),
                 "until" => filter.until = Some(time_arg(value, now).map_err(err)?),
+                "path" if value.is_empty() => {
+                    return Err(err("empty; give the text the path must contain".into()));
+                }
+                "path" => filter.path = Some(value.to_string()),
                 _ => {
                     let Some(field) = MATCH_FIELDS.iter().find(|f| **f == name) else {
                         return Err(err(format!(
-                            "{UNKNOWN}; use one of {}, since, until",
+                            "{UNKNOWN}; use one of {}, path, since, until",
                             MATCH_FIELDS.join(", ")
                         )));
                     };
@@ -175,6 +182,11 @@ impl Filter {
                 .users
                 .as_ref()
                 .is_none_or(|users| users.contains(r.text("user").as_ref()))
+            && self.path.as_deref().is_none_or(|text| {
+                r.get("path")
+                    .and_then(Value::as_str)
+                    .is_some_and(|p| p.contains(text))
+            })
             && (self.since.is_none() && self.until.is_none() || {
                 match r.time() {
                     Some(t) => {
@@ -427,25 +439,42 @@ pub fn run_file(
     format: Format,
     out: &mut impl Write,
 ) -> std::io::Result<Tally> {
+    run_page(path, filter, output, None, format, out).map(|(tally, _)| tally)
+}
+
+/// As [`run_file`], from before a cursor (a `seq`, as `/v1/audit` pages): with a record limit,
+/// the page below it, and the cursor of the page after. Every file of the log is read (its
+/// rotated files too), from the oldest without a limit, from the newest with one.
+pub fn run_page(
+    path: &std::path::Path,
+    filter: &Filter,
+    output: &Output,
+    before_seq: Option<u64>,
+    format: Format,
+    out: &mut impl Write,
+) -> std::io::Result<(Tally, Option<u64>)> {
     let Output::Records { limit: Some(n) } = output else {
-        let f = std::fs::File::open(path)?;
-        return run(std::io::BufReader::new(f), filter, output, format, out);
+        return run(series_reader(path)?, filter, output, format, out).map(|t| (t, None));
     };
     // One more than asked tells whether the limit left anything out.
-    let (mut newest, _) = newest_first(path, filter, None, n.saturating_add(1))?;
+    let (mut newest, _) = newest_first(path, filter, before_seq, n.saturating_add(1))?;
     let cut = newest.len() > *n;
     newest.truncate(*n);
+    let next = if cut {
+        newest.last().and_then(Entry::seq)
+    } else {
+        None
+    };
     newest.reverse();
-    let mut printer = Printer::new(format, out)?;
-    for entry in &newest {
-        printer.record(entry)?;
-    }
-    printer.finish()?;
-    Ok(Tally {
-        matched: newest.len(),
-        cut,
-        ..Tally::default()
-    })
+    write_records(&newest, format, out)?;
+    Ok((
+        Tally {
+            matched: newest.len(),
+            cut,
+            ..Tally::default()
+        },
+        next,
+    ))
 }
 
 /// Run a query over a log read from its start, writing `format` to `out`.
@@ -619,7 +648,6 @@ pub fn summarize_file(
     limit: usize,
 ) -> std::io::Result<Groups> {
     let mut summary = Summary::new(group_by);
-    let f = std::fs::File::open(path)?;
     // Counted by call: a forwarded call's records joined into one row (audit/calls.rs).
     let mut calls = super::calls::Calls::default();
     let mut add = |row: Entry| {
@@ -627,7 +655,7 @@ pub fn summarize_file(
             summary.add(&row);
         }
     };
-    for line in std::io::BufReader::new(f).lines() {
+    for line in series_reader(path)?.lines() {
         if let Some(row) = Entry::parse(&line?).and_then(|e| calls.push(e)) {
             add(row);
         }
@@ -726,8 +754,107 @@ fn write_summary(groups: &Groups, format: Format, out: &mut impl Write) -> std::
     }
 }
 
-/// A page of records, newest first, read from the end of the file backwards so a large log is
-/// never loaded whole. `before_seq` is the cursor: only records with a smaller `seq`.
+/// The files of the log whose live file is `live`: its rotated files
+/// (`audit.000000001001.jsonl`, named after their first `seq`; audit/writer/evidence.rs) and
+/// the live file, newest first. A file named directly that is not a live log's (a rotated file,
+/// a copy) is the only one.
+pub fn series_newest_first(live: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut rotated: Vec<(u64, PathBuf)> = Vec::new();
+    let stem = live.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let ext = live.extension().map(|s| s.to_string_lossy().into_owned());
+    let dir = match live.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if let (Some(stem), Some(ext), Ok(entries)) = (stem, ext, std::fs::read_dir(dir)) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let digits = name
+                .strip_prefix(stem.as_str())
+                .and_then(|r| r.strip_prefix('.'))
+                .and_then(|r| r.strip_suffix(ext.as_str()))
+                .and_then(|r| r.strip_suffix('.'));
+            if let Some(first) = digits
+                .filter(|d| d.len() >= 12 && d.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|d| d.parse::<u64>().ok())
+            {
+                rotated.push((first, entry.path()));
+            }
+        }
+    }
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
+    let mut files = Vec::with_capacity(rotated.len() + 1);
+    if live.exists() || rotated.is_empty() {
+        files.push(live.to_path_buf());
+    }
+    files.extend(rotated.into_iter().map(|(_, p)| p));
+    Ok(files)
+}
+
+/// The files of the log, oldest first, read as one: what a query from the start reads.
+fn series_reader(live: &std::path::Path) -> std::io::Result<impl BufRead> {
+    let mut files = series_newest_first(live)?;
+    files.reverse();
+    let mut reader: Box<dyn std::io::Read> = Box::new(std::io::empty());
+    for f in files {
+        reader = Box::new(reader.chain(std::fs::File::open(&f)?));
+    }
+    Ok(std::io::BufReader::with_capacity(1 << 20, reader))
+}
+
+/// A test of a line's bytes before it is parsed: the text `"user":"alice"` must be in the line
+/// of a record whose user is alice (the writer writes compact JSON, audit/json.rs). A line
+/// without it cannot match, and a query skips it unparsed.
+///
+/// Skipping a line must not change the join of a call's records (audit/calls.rs): an outcome
+/// or progress record skipped here is never shown, and its decision would then come back as
+/// an open call. That cannot happen for the fields tested here, since the decision has the same
+/// values (the outcome is its copy with the end filled in), except in an outcome whose
+/// identification was revised after the decision (`late_body_signal`), which is never skipped.
+struct LineTest {
+    needles: Vec<memchr::memmem::Finder<'static>>,
+    revised: memchr::memmem::Finder<'static>,
+}
+
+impl LineTest {
+    fn new(filter: &Filter) -> LineTest {
+        let mut needles: Vec<Vec<u8>> = Vec::new();
+        for (field, value) in &filter.matches {
+            if value == NONE || !super::index::INDEXED.contains(field) {
+                continue;
+            }
+            let json = match *field {
+                "would_block" => value.clone(),
+                _ => Value::String(value.clone()).to_string(),
+            };
+            needles.push(format!("\"{field}\":{json}").into_bytes());
+        }
+        if let Some(text) = &filter.path {
+            // As the writer escapes it, without the quotes.
+            let json = Value::String(text.clone()).to_string();
+            needles.push(json.as_bytes()[1..json.len() - 1].to_vec());
+        }
+        LineTest {
+            needles: needles
+                .iter()
+                .map(|n| memchr::memmem::Finder::new(n).into_owned())
+                .collect(),
+            revised: memchr::memmem::Finder::new(b"\"late_body_signal\"").into_owned(),
+        }
+    }
+
+    fn may_match(&self, line: &[u8]) -> bool {
+        self.needles.iter().all(|n| n.find(line).is_some()) || self.revised.find(line).is_some()
+    }
+}
+
+/// A page of records, newest first, from the log at `path` and its rotated files, read from
+/// the end backwards so a large log is never loaded whole. `before_seq` is the cursor: only
+/// records with a smaller `seq` (seqs grow across the files, so the cursor stays put while the
+/// log grows). Each file's index (audit/index.rs) lets a selective filter skip the blocks that
+/// cannot match; the bytes past the index (the newest records of the live file) are read as
+/// they are. Returns the page and the next cursor, `None` on the last page.
 pub fn newest_first(
     path: &std::path::Path,
     filter: &Filter,
@@ -738,10 +865,20 @@ pub fn newest_first(
     if limit == 0 {
         return Ok((out, None));
     }
+    let probe = super::index::Probe::new(
+        filter.matches.iter().map(|(f, v)| (*f, v.as_str())),
+        filter.users.as_deref(),
+        filter.since,
+        filter.until,
+    );
+    let test = LineTest::new(filter);
     // Records above the cursor are read too: a call shown on an earlier page by its outcome
     // must not come back here as open by its decision.
     let mut calls = super::calls::NewestFirst::default();
-    super::backwards::lines_backwards(path, 64 * 1024, |line| {
+    let mut visit = |line: &[u8]| {
+        if !test.may_match(line) {
+            return ControlFlow::Continue(());
+        }
         let Some(entry) = std::str::from_utf8(line).ok().and_then(Entry::parse) else {
             return ControlFlow::Continue(());
         };
@@ -758,13 +895,59 @@ pub fn newest_first(
         } else {
             ControlFlow::Continue(())
         }
-    })?;
+    };
+    'files: for file in series_newest_first(path)? {
+        let mut f = std::fs::File::open(&file)?;
+        let len = f.metadata()?.len();
+        // Without a condition every block is read: the index would only cost its upkeep.
+        let index = if probe.selective() {
+            Some(super::index::open(&file)?)
+        } else {
+            None
+        };
+        let covered = index.as_ref().map_or(0, |i| i.covered());
+        // The bytes past the index first: the newest.
+        let mut ranges: Vec<std::ops::Range<u64>> = Vec::new();
+        ranges.push(covered..len);
+        if let Some(index) = &index {
+            for b in index.blocks.iter().rev() {
+                if !b.may_hold(&probe) {
+                    continue;
+                }
+                // Neighbouring blocks are read as one range.
+                match ranges.last_mut() {
+                    Some(r) if r.start == b.end => r.start = b.start,
+                    _ => ranges.push(b.start..b.end),
+                }
+            }
+        }
+        for range in ranges {
+            let chunk = 256 * 1024;
+            if super::backwards::lines_backwards_in(&mut f, range, chunk, &mut visit)?.is_break() {
+                break 'files;
+            }
+        }
+    }
     let next = if out.len() == limit {
         out.last().and_then(Entry::seq)
     } else {
         None
     };
     Ok((out, next))
+}
+
+/// Write records in a format, as `aigate audit query` prints them: the console's export uses
+/// the same writers.
+pub fn write_records<'e>(
+    entries: impl IntoIterator<Item = &'e Entry>,
+    format: Format,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let mut printer = Printer::new(format, out)?;
+    for e in entries {
+        printer.record(e)?;
+    }
+    printer.finish()
 }
 
 #[cfg(test)]
@@ -894,6 +1077,166 @@ mod tests {
             "{\"seq\":3,\"user\":\"u1\"}\n{\"seq\":5,\"user\":\"u1\"}\n"
         );
         assert_eq!((tally.matched, tally.cut), (2, true));
+    }
+
+    /// A call's line: `seq`, `id`, `kind`, user, action, reason; decisions of forwarded
+    /// calls say `outcome_follows`.
+    fn call_line(seq: u64, id: &str, kind: &str, user: &str, action: &str, reason: &str) -> String {
+        let follows = if kind == "request" && action != "block" {
+            ",\"outcome_follows\":true"
+        } else {
+            ""
+        };
+        format!(
+            "{{\"v\":1,\"seq\":{seq},\"time\":\"2026-11-{:02}T10:00:00.000Z\",\"id\":\"{id}\",\"kind\":\"{kind}\",\"user\":\"{user}\",\"vendor\":\"openai\",\"path\":\"/v1/p{}\",\"action\":\"{action}\",\"reason\":\"{reason}\",\"rule\":null{follows}}}\n",
+            1 + seq / 600,
+            // The outcome is the decision's copy: the path goes with the call.
+            id[1..].parse::<u64>().unwrap() % 7
+        )
+    }
+
+    /// The page a plain scan of every line gives, newest first: what the index and the line
+    /// test must not change.
+    fn reference(files: &[&str], filter: &Filter, before: Option<u64>, limit: usize) -> Vec<u64> {
+        let mut calls = super::super::calls::NewestFirst::default();
+        files
+            .iter()
+            .flat_map(|f| f.lines().rev().collect::<Vec<_>>())
+            .filter_map(Entry::parse)
+            .filter_map(|e| calls.push(e))
+            .filter(|e| before.is_none_or(|c| e.seq().unwrap() < c) && filter.accepts(e))
+            .take(limit)
+            .map(|e| e.seq().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn pages_come_newest_first_across_rotated_files_and_the_index_changes_no_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        // Calls with a decision and an outcome some records later, denies, a rare user, and a
+        // call whose outcome was revised to a block (late_body_signal) in a later block.
+        let mut lines: Vec<String> = Vec::new();
+        let mut pending: Vec<(u64, String, String)> = Vec::new();
+        for seq in 1..=5000u64 {
+            if let Some(i) = pending.iter().position(|(due, _, _)| *due == seq) {
+                let (_, id, user) = pending.remove(i);
+                let (action, reason) = if id == "c1000" {
+                    ("block", "late_body_signal")
+                } else {
+                    ("allow", "rule_matched")
+                };
+                lines.push(call_line(seq, &id, "outcome", &user, action, reason));
+                continue;
+            }
+            let user = if seq % 997 == 0 {
+                "rare".to_string()
+            } else {
+                format!("u{}", seq % 40)
+            };
+            if seq % 5 == 0 {
+                lines.push(call_line(
+                    seq,
+                    &format!("c{seq}"),
+                    "request",
+                    &user,
+                    "block",
+                    "rule_matched",
+                ));
+            } else {
+                let id = format!("c{seq}");
+                let due = if seq == 1000 { 3100 } else { seq + 3 + seq % 4 };
+                if pending.iter().all(|(d, _, _)| *d != due) && due <= 5000 {
+                    pending.push((due, id.clone(), user.clone()));
+                    lines.push(call_line(
+                        seq,
+                        &id,
+                        "request",
+                        &user,
+                        "allow",
+                        "rule_matched",
+                    ));
+                } else {
+                    lines.push(
+                        call_line(seq, &id, "request", &user, "allow", "default_action")
+                            .replace(",\"outcome_follows\":true", ""),
+                    );
+                }
+            }
+        }
+        // Rotated at seq 2101: the older file, then the live one.
+        let (old, live) = lines.split_at(2100);
+        let (old, live) = (old.concat(), live.concat());
+        std::fs::write(dir.path().join("audit.000000000001.jsonl"), &old).unwrap();
+        let path = dir.path().join("audit.jsonl");
+        std::fs::write(&path, &live).unwrap();
+        let files = [live.as_str(), old.as_str()];
+
+        let filters: Vec<Vec<(&str, &str)>> = vec![
+            vec![],
+            vec![("action", "block")],
+            vec![("user", "rare")],
+            vec![("action", "allow")],
+            vec![("user", "u3"), ("reason", "rule_matched")],
+            vec![("until", "2026-11-03T00:00:00Z")],
+            vec![
+                ("since", "2026-11-08T00:00:00Z"),
+                ("until", "2026-11-09T00:00:00Z"),
+            ],
+            vec![("id", "c1000")],
+            vec![("path", "/v1/p3")],
+            vec![("rule", "-"), ("kind", "request")],
+        ];
+        for params in &filters {
+            let filter = parse(params).unwrap();
+            let mut cursor = None;
+            let mut pages = 0;
+            loop {
+                let (page, next) = newest_first(&path, &filter, cursor, 300).unwrap();
+                let seqs: Vec<u64> = page.iter().map(|e| e.seq().unwrap()).collect();
+                assert_eq!(
+                    seqs,
+                    reference(&files, &filter, cursor, 300),
+                    "{params:?} from {cursor:?}"
+                );
+                pages += 1;
+                match next {
+                    Some(n) => cursor = Some(n),
+                    None => break,
+                }
+            }
+            assert!(pages >= 1);
+        }
+        // The revised call: its decision (an allow) is never shown as an open call.
+        let allow = newest_first(&path, &parse(&[("id", "c1000")]).unwrap(), None, 10)
+            .unwrap()
+            .0;
+        assert_eq!(allow.len(), 1);
+        assert_eq!(allow[0].text("action"), "block");
+        assert_eq!(allow[0].text("kind"), "request");
+        // The index files are beside the log; they are derived, and rebuilt when deleted.
+        assert!(dir.path().join("audit.jsonl.index").exists());
+        assert!(dir.path().join("audit.000000000001.jsonl.index").exists());
+        // A query from the start reads both files, oldest first.
+        let mut out = Vec::new();
+        let rare = parse(&[("user", "rare")]).unwrap();
+        let (tally, _) = run_page(
+            &path,
+            &rare,
+            &Output::Records { limit: None },
+            None,
+            Format::Json,
+            &mut out,
+        )
+        .unwrap();
+        let mut seqs: Vec<u64> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| entry(l).seq().unwrap())
+            .collect();
+        seqs.reverse();
+        assert_eq!(seqs, reference(&files, &rare, None, 100));
+        assert_eq!(tally.matched, seqs.len());
+        assert!(seqs.iter().any(|s| *s < 2100) && seqs.iter().any(|s| *s > 2100));
     }
 
     #[test]
