@@ -456,15 +456,8 @@ pub fn run_page(
     let Output::Records { limit: Some(n) } = output else {
         return run(series_reader(path)?, filter, output, format, out).map(|t| (t, None));
     };
-    // One more than asked tells whether the limit left anything out.
-    let (mut newest, _) = newest_first(path, filter, before_seq, n.saturating_add(1))?;
-    let cut = newest.len() > *n;
-    newest.truncate(*n);
-    let next = if cut {
-        newest.last().and_then(Entry::seq)
-    } else {
-        None
-    };
+    let (mut newest, next) = newest_first(path, filter, before_seq, *n)?;
+    let cut = next.is_some();
     newest.reverse();
     write_records(&newest, format, out)?;
     Ok((
@@ -854,7 +847,7 @@ impl LineTest {
 /// records with a smaller `seq` (seqs grow across the files, so the cursor stays put while the
 /// log grows). Each file's index (audit/index.rs) lets a selective filter skip the blocks that
 /// cannot match; the bytes past the index (the newest records of the live file) are read as
-/// they are. Returns the page and the next cursor, `None` on the last page.
+/// they are. Returns the page and the next cursor: `None` on the last page, even a full one.
 pub fn newest_first(
     path: &std::path::Path,
     filter: &Filter,
@@ -865,6 +858,8 @@ pub fn newest_first(
     if limit == 0 {
         return Ok((out, None));
     }
+    // One more than asked tells whether there is a next page.
+    let want = limit.saturating_add(1);
     let probe = super::index::Probe::new(
         filter.matches.iter().map(|(f, v)| (*f, v.as_str())),
         filter.users.as_deref(),
@@ -890,7 +885,7 @@ pub fn newest_first(
             return ControlFlow::Continue(());
         }
         out.push(entry);
-        if out.len() == limit {
+        if out.len() == want {
             ControlFlow::Break(())
         } else {
             ControlFlow::Continue(())
@@ -928,7 +923,8 @@ pub fn newest_first(
             }
         }
     }
-    let next = if out.len() == limit {
+    let next = if out.len() > limit {
+        out.truncate(limit);
         out.last().and_then(Entry::seq)
     } else {
         None

@@ -1412,9 +1412,12 @@ async fn audit_query_filters_on_every_field_it_documents() {
     }
     let (_, table, note) = run(&["audit", "query", log, "--limit", "2"]);
     assert_eq!(table.lines().count(), 3, "{table}");
+    let next = newest[0]["seq"].as_u64().unwrap();
     assert_eq!(
         note,
-        "the newest 2 records, older ones left out by --limit\n"
+        format!(
+            "the newest 2 records, older ones left out by --limit (next page: --cursor {next})\n"
+        )
     );
     let (_, _, note) = run(&["audit", "query", log, "--limit", "6"]);
     assert_eq!(note, "6 records\n");
@@ -1585,6 +1588,7 @@ async fn audit_query_and_the_admin_api_answer_the_same_records() {
         ),
         (&["--would-block", "true"][..], "would_block=true"),
         (&["--limit", "4"][..], "limit=4"),
+        (&["--path", "/v1/mess"][..], "path=/v1/mess"),
     ] {
         let mut all = vec!["audit", "query", log, "--format", "json"];
         all.extend_from_slice(flags);
@@ -1611,6 +1615,49 @@ async fn audit_query_and_the_admin_api_answer_the_same_records() {
         assert!(!from_cli.is_empty(), "{flags:?}");
         assert_eq!(from_cli, from_api, "{flags:?}");
     }
+    // Pages: the CLI's next cursor is the API's, and the next page is the same from both.
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let after = cursor
+            .as_deref()
+            .map(|c| format!("&cursor={c}"))
+            .unwrap_or_default();
+        let page: serde_json::Value = http
+            .get(format!(
+                "http://{}/v1/audit?limit=2{after}",
+                env.gateway.admin_addr
+            ))
+            .bearer_auth(AUDITOR_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let mut all = vec!["audit", "query", log, "--format", "json", "--limit", "2"];
+        if let Some(c) = &cursor {
+            all.extend_from_slice(&["--cursor", c]);
+        }
+        let (code, stdout, stderr) = run(&all);
+        assert_eq!(code, 0, "{stderr}");
+        let from_cli: Vec<serde_json::Value> = stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let mut from_api = page["records"].as_array().unwrap().clone();
+        from_api.reverse();
+        assert_eq!(from_cli, from_api, "page after {cursor:?}");
+        pages += 1;
+        match page["next_cursor"].as_u64() {
+            Some(next) => {
+                assert_eq!(stderr, format!("next page: --cursor {next}\n"));
+                cursor = Some(next.to_string());
+            }
+            None => break,
+        }
+    }
+    assert!(pages >= 3, "6 calls in pages of 2");
     // Counts: --group-by's JSON lines are the API's groups.
     for (flags, params) in [
         (&["--group-by", "user,rule"][..], "group_by=user,rule"),
@@ -1675,7 +1722,7 @@ async fn audit_query_and_the_admin_api_answer_the_same_records() {
     assert_eq!(
         unknown["error"],
         "limt = \"5\": unknown filter; use one of id, action, kind, tool, user, workflow, rule, \
-         reason, vendor, exemption, ai_host, would_block, since, until; and limit, cursor, group_by"
+         reason, vendor, exemption, ai_host, would_block, path, since, until; and limit, cursor, group_by"
     );
 }
 
