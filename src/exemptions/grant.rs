@@ -77,6 +77,10 @@ pub enum GrantError {
     NoTools,
     #[error("unknown tool {0:?}")]
     UnknownTool(String),
+    /// A workflow the catalog does not list: no call could ever be decided in it, so the
+    /// exemption would cover nothing (a typo such as `training_data`).
+    #[error("workflow {tag:?} is not in the workflow catalog; known workflows are {known}")]
+    UnknownWorkflow { tag: String, known: String },
     #[error("tool {0:?} is not blocked by any exemptable rule, so there is nothing to exempt")]
     NotExemptable(String),
     #[error("user {0:?} is not in the directory")]
@@ -163,6 +167,14 @@ pub fn check(
         });
         if !exemptable {
             return Err(GrantError::NotExemptable(tool.clone()));
+        }
+    }
+    for tag in req.workflows.iter().flatten() {
+        if policy.workflows.unknown(tag) {
+            return Err(GrantError::UnknownWorkflow {
+                tag: tag.clone(),
+                known: policy.workflows.known().join(", "),
+            });
         }
     }
     for tool in &req.tools {

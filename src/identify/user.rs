@@ -175,6 +175,28 @@ impl Directory {
         Ok(())
     }
 
+    /// Users whose `default_workflow` the workflow catalog does not list, as problems: such a
+    /// default would decide their calls under a tag no rule can name (config validation refuses
+    /// a rule naming it), so their untagged calls would fall to the default action.
+    pub fn uncatalogued_defaults(&self, catalog: &crate::identify::workflow::WorkflowCatalog) -> Vec<String> {
+        let mut bad: Vec<String> = self
+            .users
+            .values()
+            .filter_map(|u| {
+                let tag = u.default_workflow.as_deref()?;
+                catalog.unknown(tag).then(|| {
+                    format!(
+                        "user {:?}: default_workflow = {tag:?} is not in the workflow catalog; known workflows are {}",
+                        &*u.id,
+                        catalog.known().join(", ")
+                    )
+                })
+            })
+            .collect();
+        bad.sort();
+        bad
+    }
+
     pub fn get(&self, id: &str) -> Option<&User> {
         self.users.get(id)
     }

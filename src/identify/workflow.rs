@@ -79,6 +79,23 @@ impl WorkflowCatalog {
         self.entries.iter().find(|e| e.id == tag)
     }
 
+    /// Whether a catalog exists and does not list `tag` (`untagged` is always known): a rule, a
+    /// grant or a user's default naming it could never apply to a claimed tag.
+    pub fn unknown(&self, tag: &str) -> bool {
+        !self.entries.is_empty() && tag != UNTAGGED && self.get(tag).is_none()
+    }
+
+    /// The tags that count, for error messages: the catalog's, then `untagged`.
+    pub fn known(&self) -> Vec<&str> {
+        let mut known: Vec<&str> = Vec::new();
+        for id in self.entries.iter().map(|e| e.id.as_str()).chain([UNTAGGED]) {
+            if !known.contains(&id) {
+                known.push(id);
+            }
+        }
+        known
+    }
+
     /// Whether `policy.unknown_tool` applies to calls decided under `tag`: every tag is
     /// protected unless its catalog entry says otherwise.
     pub fn protected(&self, tag: &str) -> bool {

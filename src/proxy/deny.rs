@@ -10,6 +10,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::json;
 
 use crate::config::ErrorFormat;
+use crate::identify::workflow::Untrusted;
 use crate::policy::{Decision, Reason, Rule};
 use crate::tls::upstream::ProxyBody;
 
@@ -70,6 +71,9 @@ pub struct DenyContext<'a> {
     /// The rule that decided, so the message says what it is about (a tool, a vendor, a
     /// workflow, people), not what some other rule would be about.
     pub rule: Option<&'a Rule>,
+    /// The workflow tag the client claimed and why it did not count, so an engineer whose
+    /// `x-aigate-workflow` was ignored learns that, not only that `untagged` is blocked.
+    pub claim: Option<(&'a str, Untrusted)>,
 }
 
 /// The sentence an engineer reads in their terminal.
@@ -93,6 +97,12 @@ pub fn message(decision: &Decision, ctx: &DenyContext<'_>) -> String {
             m.push_str(reason.explanation());
             m.push('.');
         }
+    }
+    if let Some((tag, why)) = ctx.claim {
+        m.push_str(&format!(" Your workflow tag \"{tag}\" was not accepted: {}.", match why {
+            Untrusted::Unknown => "it is not in the workflow catalog (`aigate explain` lists the catalog)",
+            Untrusted::NotPermitted => "you are not among the people who may claim it; ask IT to add you",
+        }));
     }
     // The reason code stays out of the sentence (it is in `x-aigate-reason` and the record):
     // an engineer reads words, a reviewer greps codes.
@@ -388,6 +398,7 @@ mod tests {
             vendor_name: "Anthropic",
             exemption_url: "https://it.example/ex?tool={tool}&rule={rule}&user={user}&req={request_id}",
             rule: None,
+            claim: None,
         }
     }
 

@@ -32,6 +32,8 @@ pub struct Inputs {
     pub headers: HeaderMap,
     pub path: String,
     pub workflow: String,
+    /// The claimed tag that did not count, and why (for the deny message).
+    pub claim: Option<(String, crate::identify::workflow::Untrusted)>,
     pub model: Option<String>,
     pub request_id: String,
     pub format: ErrorFormat,
@@ -142,6 +144,7 @@ impl LateScan {
                 .rule
                 .as_deref()
                 .and_then(|name| r.cfg.policy.rules.iter().find(|rule| &*rule.name == name)),
+            claim: r.claim.as_ref().map(|(tag, why)| (tag.as_str(), *why)),
         };
         let response = deny::deny(r.format, StatusCode::FORBIDDEN, &decision, &ctx);
         if let Ok(mut slot) = self.verdict.lock() {

@@ -324,6 +324,7 @@ pub async fn handle(
             vendor_name: &conn.vendor.name,
             exemption_url: "",
             rule: None,
+            claim: None,
         };
         let mut resp = deny::deny(format, status, &decision, &ctx);
         if reason == Reason::BadRequest {
@@ -508,6 +509,7 @@ fn route(
                 .rule
                 .as_deref()
                 .and_then(|name| cfg.policy.rules.iter().find(|r| &*r.name == name)),
+            claim: wf.claimed.as_deref().zip(wf.untrusted),
         };
         let resp = deny::deny(format, status, &decision, &ctx);
         guard.rec().status = Some(status.as_u16());
@@ -538,6 +540,7 @@ fn route(
                 headers: parts.headers.clone(),
                 path: path.to_string(),
                 workflow: wf.tag.clone(),
+                claim: wf.claimed.clone().zip(wf.untrusted),
                 model: model.clone(),
                 request_id: id.clone(),
                 format,

@@ -237,6 +237,12 @@ async fn every_grant_rule_violation_gets_its_message_and_nothing_is_stored() {
             "you cannot exempt yourself; ask your manager",
         ),
         (
+            json!({"user": "alice", "tools": ["claude-code"], "workflows": ["training_data"], "for": "1d", "reason": "x"}),
+            BOB_ADMIN,
+            400,
+            "workflow \"training_data\" is not in the workflow catalog; known workflows are training-data, code-analysis, product-code, docs, vendor-evaluation, untagged",
+        ),
+        (
             json!({"user": "alice", "tools": ["claude-code"], "for": "1d", "reason": "x"}),
             DAVE,
             400,

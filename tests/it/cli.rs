@@ -1750,6 +1750,19 @@ fn check_refuses_a_missing_manager_and_a_manager_cycle() {
             "users[0].manager: a manager cycle (alice -> bob -> alice); the chain of managers must end at someone with no manager",
         ),
     ];
+    // A default the workflow catalog does not list would decide this user's untagged calls
+    // under a tag no rule can name.
+    std::fs::write(
+        dir.path().join("users.toml"),
+        "[[users]]\nid = \"alice\"\ndefault_workflow = \"training_data\"\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = run(&["check", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(code, 78, "{stderr}");
+    assert!(
+        stderr.contains("identity.users_file: user \"alice\": default_workflow = \"training_data\" is not in the workflow catalog; known workflows are "),
+        "{stderr}"
+    );
     for (users, message) in cases {
         std::fs::write(dir.path().join("users.toml"), users).unwrap();
         let (code, _, stderr) = run(&["check", "--config", cfg.to_str().unwrap()]);

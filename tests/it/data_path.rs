@@ -1481,6 +1481,23 @@ async fn workflow_tags_count_only_from_the_catalog_and_rival_tools_are_blocked_o
             .to_str()
             .unwrap()
             .to_string();
+        // The engineer learns that their tag was ignored, and why, not only that `untagged`
+        // is blocked.
+        let body: serde_json::Value = resp.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        let told = match why {
+            Some("workflow_unknown") => Some("is not in the workflow catalog"),
+            Some(_) => Some("you are not among the people who may claim it"),
+            None => None,
+        };
+        match (claimed, told) {
+            (Some(c), Some(t)) => assert!(
+                message.contains(&format!("Your workflow tag \"{c}\" was not accepted: "))
+                    && message.contains(t),
+                "{tag}: {message}"
+            ),
+            _ => assert!(!message.contains("was not accepted"), "{tag}: {message}"),
+        }
         let records = env.audit().await;
         let r = by_id(&records, &id);
         assert_eq!(

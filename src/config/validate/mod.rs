@@ -385,6 +385,9 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
     let tool_ids: Vec<&str> = tools.iter().map(|t| &*t.id).collect();
     let rules = rules(&mut p, &raw.rules, &tool_ids, &vendor_ids);
     let workflows = workflows(&mut p, &raw.workflows, &raw.policy, &raw.rules);
+    for problem in directory.uncatalogued_defaults(&workflows.catalog) {
+        p.push("identity.users_file", None, problem);
+    }
 
     if !p.0.is_empty() {
         return Err(p.0);

@@ -89,30 +89,15 @@ pub(super) fn workflows(
 
     // A rule naming a tag the catalog does not have can never match a claimed tag: a typo that
     // would silently weaken the rule.
-    if !catalog.entries.is_empty() {
-        let mut known: Vec<&str> = Vec::new();
-        for id in catalog
-            .entries
-            .iter()
-            .map(|e| e.id.as_str())
-            .chain([UNTAGGED])
-        {
-            if !known.contains(&id) {
-                known.push(id);
-            }
-        }
-        for (i, r) in rules.iter().enumerate() {
-            for (j, tag) in r.workflows.iter().flatten().enumerate() {
-                if valid_tag(tag) && !known.contains(&tag.as_str()) {
-                    p.push(
-                        format!("rules[{i}].workflows[{j}]"),
-                        q(tag),
-                        format!(
-                            "not in the workflow catalog; known workflows are {} (or add a [[workflows]] entry)",
-                            known.join(", ")
-                        ),
-                    );
-                }
+    let known = catalog.known().join(", ");
+    for (i, r) in rules.iter().enumerate() {
+        for (j, tag) in r.workflows.iter().flatten().enumerate() {
+            if valid_tag(tag) && catalog.unknown(tag) {
+                p.push(
+                    format!("rules[{i}].workflows[{j}]"),
+                    q(tag),
+                    format!("not in the workflow catalog; known workflows are {known} (or add a [[workflows]] entry)"),
+                );
             }
         }
     }
