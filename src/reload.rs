@@ -101,14 +101,16 @@ pub async fn watch(live: Arc<ArcSwap<Config>>) {
                 continue;
             }
             users_stamp = now;
-            let loaded = Directory::load(file).map_err(|e| e.to_string()).and_then(|dir| {
-                let bad = dir.uncatalogued_defaults(&live.load().policy.workflows);
-                if bad.is_empty() {
-                    Ok(dir)
-                } else {
-                    Err(bad.join("; "))
-                }
-            });
+            let loaded = Directory::load(file)
+                .map_err(|e| e.to_string())
+                .and_then(|dir| {
+                    let bad = dir.uncatalogued_defaults(&live.load().policy.workflows);
+                    if bad.is_empty() {
+                        Ok(dir)
+                    } else {
+                        Err(bad.join("; "))
+                    }
+                });
             match loaded {
                 Ok(dir) => {
                     let count = dir.len();

@@ -4,6 +4,7 @@
 //! signal comes from the client and can be forged, so the result carries the evidence that matched
 //! and a confidence, and both go to the audit record.
 
+pub mod body_stream;
 pub mod model;
 pub mod normalise;
 pub mod scan;

@@ -76,6 +76,17 @@ pub fn path(raw: &str) -> String {
     out
 }
 
+/// The request's `Content-Encoding` values, comma-joined in the order sent, each as matching
+/// text (`header_text`), for `decode_body` and `body_stream::BodyStream`.
+pub fn content_encoding(headers: &http::HeaderMap) -> String {
+    headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| header_text(v).into_owned())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// `%XX` escapes decoded; anything else (a lone `%`, `%ZZ`) kept as written.
 pub fn percent_decode(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
@@ -106,8 +117,19 @@ fn hex_val(c: u8) -> Option<u8> {
 /// `\u0063laude` as `claude` and `cc_version\u003d` as `cc_version=`. The result is text for
 /// matching, no longer JSON. An escape that is not valid JSON is kept as written.
 pub fn fold_json_escapes(b: &[u8]) -> Cow<'_, [u8]> {
+    fold(b, false).0
+}
+
+/// `fold_json_escapes` over a body that continues: an escape that the end of `b` cuts short
+/// (`\`, `\u00`, a high surrogate without its pair) is not folded but left for the next chunk.
+/// Returns the folded text and how many bytes of `b` it consumed.
+pub fn fold_json_escapes_partial(b: &[u8]) -> (Cow<'_, [u8]>, usize) {
+    fold(b, true)
+}
+
+fn fold(b: &[u8], partial: bool) -> (Cow<'_, [u8]>, usize) {
     let Some(first) = b.iter().position(|&c| c == b'\\') else {
-        return Cow::Borrowed(b);
+        return (Cow::Borrowed(b), b.len());
     };
     let mut out = b[..first].to_vec();
     let mut i = first;
@@ -116,6 +138,9 @@ pub fn fold_json_escapes(b: &[u8]) -> Cow<'_, [u8]> {
             out.push(b[i]);
             i += 1;
             continue;
+        }
+        if partial && cut_short(&b[i..]) {
+            return (Cow::Owned(out), i);
         }
         let simple = match b.get(i + 1) {
             Some(b'"') => Some(b'"'),
@@ -145,7 +170,37 @@ pub fn fold_json_escapes(b: &[u8]) -> Cow<'_, [u8]> {
             }
         }
     }
-    Cow::Owned(out)
+    (Cow::Owned(out), b.len())
+}
+
+/// Whether the escape starting at `rest[0]` (a backslash) might read differently once more
+/// bytes arrive: a lone backslash, a `\u` with fewer than four hex digits, or a high surrogate
+/// whose low half is not all here yet.
+fn cut_short(rest: &[u8]) -> bool {
+    match rest.get(1) {
+        None => true,
+        Some(b'u') => {
+            if rest.len() < 6 {
+                return rest[2..].iter().all(u8::is_ascii_hexdigit);
+            }
+            let hi = std::str::from_utf8(&rest[2..6])
+                .ok()
+                .and_then(|h| u32::from_str_radix(h, 16).ok());
+            match hi {
+                Some(hi) if (0xD800..0xDC00).contains(&hi) && rest.len() < 12 => {
+                    // Whatever of `\uDCxx` is here must still fit the pattern.
+                    let tail = &rest[6..];
+                    let want = b"\\u";
+                    tail.iter().zip(want).all(|(a, b)| a == b)
+                        && tail
+                            .get(2..)
+                            .is_none_or(|h| h.iter().all(u8::is_ascii_hexdigit))
+                }
+                _ => false,
+            }
+        }
+        Some(_) => false,
+    }
 }
 
 /// The character of a `\uXXXX` escape (or a `\uD8xx\uDCxx` surrogate pair) at `i`, and the

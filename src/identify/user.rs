@@ -178,7 +178,10 @@ impl Directory {
     /// Users whose `default_workflow` the workflow catalog does not list, as problems: such a
     /// default would decide their calls under a tag no rule can name (config validation refuses
     /// a rule naming it), so their untagged calls would fall to the default action.
-    pub fn uncatalogued_defaults(&self, catalog: &crate::identify::workflow::WorkflowCatalog) -> Vec<String> {
+    pub fn uncatalogued_defaults(
+        &self,
+        catalog: &crate::identify::workflow::WorkflowCatalog,
+    ) -> Vec<String> {
         let mut bad: Vec<String> = self
             .users
             .values()

@@ -99,10 +99,15 @@ pub fn message(decision: &Decision, ctx: &DenyContext<'_>) -> String {
         }
     }
     if let Some((tag, why)) = ctx.claim {
-        m.push_str(&format!(" Your workflow tag \"{tag}\" was not accepted: {}.", match why {
-            Untrusted::Unknown => "it is not in the workflow catalog (`aigate explain` lists the catalog)",
-            Untrusted::NotPermitted => "you are not among the people who may claim it; ask IT to add you",
-        }));
+        m.push_str(&format!(
+            " Your workflow tag \"{tag}\" was not accepted: {}.",
+            match why {
+                Untrusted::Unknown =>
+                    "it is not in the workflow catalog (`aigate explain` lists the catalog)",
+                Untrusted::NotPermitted =>
+                    "you are not among the people who may claim it; ask IT to add you",
+            }
+        ));
     }
     // The reason code stays out of the sentence (it is in `x-aigate-reason` and the record):
     // an engineer reads words, a reviewer greps codes.

@@ -276,8 +276,12 @@ fn refuse_late(
         tool,
         decision,
         response,
+        error,
     } = block;
     let r = guard.rec();
+    if let Some(e) = error {
+        r.error = Some(e.into());
+    }
     r.tool = Some(tool.tool);
     r.tool_confidence = Some(tool.confidence);
     r.evidence = tool.evidence;

@@ -18,7 +18,9 @@ use super::Shared;
 use super::deny::{self, DenyContext};
 use super::pipeline::ConnCtx;
 use crate::config::{Config, ErrorFormat};
+use crate::identify::body_stream::BodyStream;
 use crate::identify::identify_tool;
+use crate::identify::normalise::BodyDecodeError;
 use crate::identify::scan::BodyScanner;
 use crate::identify::tools::{RequestFacts, ToolMatch};
 use crate::policy::{self, Action, Call, Decision, Reason};
@@ -46,6 +48,8 @@ pub struct LateBlock {
     pub tool: ToolMatch,
     pub decision: Decision,
     pub response: Response<ProxyBody>,
+    /// Why the rest of the body could not be read, for the record's `error`.
+    pub error: Option<&'static str>,
 }
 
 /// Where the body leaves the revised decision for `forward`.
@@ -53,6 +57,9 @@ pub type Verdict = Arc<Mutex<Option<LateBlock>>>;
 
 pub struct LateScan {
     scanner: BodyScanner,
+    /// The rest of the body as the signatures read it; an error if the peek's encoding could
+    /// not be taken up where the peek ended (the first chunk of the rest is then refused).
+    stream: Result<BodyStream, BodyDecodeError>,
     inputs: Inputs,
     verdict: Verdict,
 }
@@ -82,9 +89,19 @@ pub fn split_signals(cfg: &Config, prefix: &[u8]) -> (Vec<Regex>, Vec<String>) {
 }
 
 impl LateScan {
-    pub fn new(patterns: Vec<Regex>, prefix: &[u8], inputs: Inputs) -> LateScan {
+    /// `stream` comes with the searchable text of the peek it was fed (the scanner's start).
+    pub fn new(
+        patterns: Vec<Regex>,
+        stream: Result<(BodyStream, Vec<u8>), BodyDecodeError>,
+        inputs: Inputs,
+    ) -> LateScan {
+        let (stream, searched) = match stream {
+            Ok((s, searched)) => (Ok(s), searched),
+            Err(e) => (Err(e), Vec::new()),
+        };
         LateScan {
-            scanner: BodyScanner::new(patterns, prefix),
+            scanner: BodyScanner::new(patterns, &searched),
+            stream,
             inputs,
             verdict: Arc::new(Mutex::new(None)),
         }
@@ -97,9 +114,25 @@ impl LateScan {
     /// Search the next chunk before it goes upstream; true if it must not go (the revised
     /// decision blocks, and is left in the verdict).
     pub fn blocks(&mut self, chunk: &[u8]) -> bool {
-        if !self.scanner.feed(chunk) {
+        let text = match self
+            .stream
+            .as_mut()
+            .map_err(|e| e.clone())
+            .and_then(|s| s.push(chunk))
+        {
+            Ok(text) => text,
+            // Undecodable past the peek: the signals there cannot be read, so the request goes
+            // no further, as an undecodable peek does not.
+            Err(e) => return self.refuse(Some(e)),
+        };
+        if !self.scanner.feed(&text) {
             return false;
         }
+        self.refuse(None)
+    }
+
+    /// Decide again with the signals found so far, or refuse a body undecodable past the peek.
+    fn refuse(&mut self, undecodable: Option<BodyDecodeError>) -> bool {
         let r = &self.inputs;
         let later: Vec<&str> = r
             .in_prefix
@@ -126,12 +159,25 @@ impl LateScan {
             // an untrusted one never got this far, and otherwise `workflow` is already untagged.
             untrusted_workflow: None,
         };
-        let snapshot = r.shared.exemptions.load();
-        let mut decision = policy::decide(&r.cfg.policy, &call, &snapshot, r.shared.clock.now());
-        if decision.action != Action::Block {
-            return false;
-        }
-        decision.reason = Reason::LateBodySignal;
+        let (decision, status) = match &undecodable {
+            Some(e) => {
+                tracing::info!(error = %e, "request body not decodable past the peek; cancelled");
+                (
+                    Decision::refused(Reason::BodyUndecodable),
+                    StatusCode::BAD_REQUEST,
+                )
+            }
+            None => {
+                let snapshot = r.shared.exemptions.load();
+                let mut decision =
+                    policy::decide(&r.cfg.policy, &call, &snapshot, r.shared.clock.now());
+                if decision.action != Action::Block {
+                    return false;
+                }
+                decision.reason = Reason::LateBodySignal;
+                (decision, StatusCode::FORBIDDEN)
+            }
+        };
         let ctx = DenyContext {
             request_id: &r.request_id,
             tool_name: &tool.name,
@@ -146,12 +192,13 @@ impl LateScan {
                 .and_then(|name| r.cfg.policy.rules.iter().find(|rule| &*rule.name == name)),
             claim: r.claim.as_ref().map(|(tag, why)| (tag.as_str(), *why)),
         };
-        let response = deny::deny(r.format, StatusCode::FORBIDDEN, &decision, &ctx);
+        let response = deny::deny(r.format, status, &decision, &ctx);
         if let Ok(mut slot) = self.verdict.lock() {
             *slot = Some(LateBlock {
                 tool,
                 decision,
                 response,
+                error: undecodable.map(|e| e.code()),
             });
         }
         true

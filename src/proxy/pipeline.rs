@@ -28,6 +28,7 @@ use super::{Shared, forward, new_id};
 use crate::audit::{AuditRecord, Kind};
 use crate::config::{FailMode, Vendor};
 use crate::host::Host;
+use crate::identify::body_stream::{self, BodyStream};
 use crate::identify::tools::{RequestFacts, UNKNOWN_TOOL};
 use crate::identify::{Identity, identify_tool, model, normalise, workflow};
 use crate::policy::{self, Action, Call, Decision, Reason};
@@ -370,13 +371,7 @@ pub async fn handle(
     };
 
     // The peek as the signatures read it: its Content-Encoding undone, within the limit.
-    let encoding = parts
-        .headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .map(|v| normalise::header_text(v).into_owned())
-        .collect::<Vec<_>>()
-        .join(",");
+    let encoding = normalise::content_encoding(&parts.headers);
     let prefix = match normalise::decode_body(&encoding, &prefix, normalise::MAX_DECODED_PEEK) {
         Ok(Cow::Borrowed(_)) => prefix,
         Ok(Cow::Owned(decoded)) => Bytes::from(decoded),
@@ -531,8 +526,22 @@ fn route(
         )
     };
     if replay.rest.is_some() && !websocket {
-        let (todo, in_prefix) = late::split_signals(cfg, &prefix);
+        let (todo, in_prefix) = late::split_signals(cfg, &body_text);
         if !todo.is_empty() {
+            // The rest is searched as the peek was: decoded and escape-folded. The stream is
+            // fed the raw peek first, so its decoders stand where the rest begins.
+            let raw_peek = replay.peeked.iter().filter_map(|f| f.data_ref());
+            let stream = BodyStream::new(
+                &normalise::content_encoding(&parts.headers),
+                body_stream::MAX_DECODED_BODY,
+            )
+            .and_then(|mut s| {
+                let mut searched = Vec::new();
+                for d in raw_peek {
+                    searched.extend(s.push(d)?);
+                }
+                Ok((s, searched))
+            });
             let inputs = late::Inputs {
                 shared: shared.clone(),
                 cfg: cfg.clone(),
@@ -546,7 +555,7 @@ fn route(
                 format,
                 in_prefix,
             };
-            replay.late = Some(Box::new(LateScan::new(todo, &prefix, inputs)));
+            replay.late = Some(Box::new(LateScan::new(todo, stream, inputs)));
         }
     }
     let label = decision.action.as_str();

@@ -160,3 +160,103 @@ async fn a_clean_large_body_passes_byte_for_byte() {
     assert_eq!(records[0]["reason"], "rule_matched");
     assert_eq!(records[0]["tool"], "anthropic-sdk");
 }
+
+/// Letters no compressor can shrink much, so a compressed body still runs past the peek.
+fn noise(len: usize) -> String {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (b'a' + (x % 26) as u8) as char
+        })
+        .collect()
+}
+
+fn compress(encoding: &str, b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    match encoding {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(b).unwrap();
+            e.finish().unwrap()
+        }
+        "deflate" => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(b).unwrap();
+            e.finish().unwrap()
+        }
+        "br" => {
+            let mut out = Vec::new();
+            let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+            w.write_all(b).unwrap();
+            drop(w);
+            out
+        }
+        "zstd" => zstd::encode_all(b, 3).unwrap(),
+        other => panic!("{other}"),
+    }
+}
+
+/// Issue 14: the rest of the body is read as the peek is, decoded by its Content-Encoding and
+/// with JSON escapes folded. A compressed body whose escaped marker lies past the peek used to
+/// reach the vendor whole: the compressed bytes never spell the marker.
+#[tokio::test]
+async fn a_compressed_escaped_marker_after_the_peek_is_found() {
+    // `=` written as `\u003d`: the escape folded, the marker reads as MARK.
+    let escaped = MARK.replace('=', "\\u003d");
+    let text = format!(
+        r#"{{"model":"claude-opus-4-1","messages":[{{"role":"user","content":"{}"}}],"system":[{{"type":"text","text":"{escaped}"}}]}}"#,
+        noise(96 * 1024)
+    );
+    for encoding in ["gzip", "deflate", "br", "zstd"] {
+        let env = TestEnv::builder().append(allow_sdk()).start().await;
+        let wire = compress(encoding, text.as_bytes());
+        assert!(
+            wire.len() > 32 * 1024,
+            "past the 16 KiB peek: {encoding}, {} bytes",
+            wire.len()
+        );
+        let total = wire.len();
+        let resp = env
+            .client(true)
+            .post("https://api.anthropic.com/v1/messages")
+            .header("user-agent", SDK_UA)
+            .header("content-type", "application/json")
+            .header("content-encoding", encoding)
+            .body(wire)
+            .send()
+            .await
+            .unwrap();
+        assert_late_block(&env, resp, total).await;
+    }
+}
+
+/// A body whose encoding breaks past the peek cannot be searched there: it is cancelled before
+/// its last byte and refused as undecodable, as a broken peek is.
+#[tokio::test]
+async fn a_body_corrupt_after_the_peek_is_cancelled() {
+    let env = TestEnv::builder().append(allow_sdk()).start().await;
+    let text = body(0, &noise(96 * 1024));
+    // A gzip member, then bytes that are no gzip member's header.
+    let mut wire = compress("gzip", text.as_bytes());
+    wire.extend_from_slice(&[0xaa; 1024]);
+    let resp = env
+        .client(true)
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", SDK_UA)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(wire)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["x-aigate-reason"], "body_undecodable");
+    let seen = vendor_saw(&env).await;
+    assert!(!seen.complete, "the vendor must not receive the whole body");
+    let records = env.audit().await;
+    assert_eq!(records[0]["reason"], "body_undecodable", "{records:?}");
+    assert_eq!(records[0]["error"], "corrupt_content_encoding");
+}
