@@ -130,8 +130,12 @@ pub struct ExplainArgs {
     #[arg(long)]
     pub workflow: Option<String>,
     /// Request body (JSON), for the model and body signals.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "body_file")]
     pub body: Option<String>,
+    /// Request body read from a file, as sent: with `-H 'content-encoding: gzip'` (br, zstd,
+    /// deflate) the file holds the encoded bytes, decoded as the gateway decodes them.
+    #[arg(long, value_name = "PATH")]
+    pub body_file: Option<std::path::PathBuf>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
     pub format: OutputFormat,
 }
@@ -482,7 +486,14 @@ pub fn explain_cmd(args: &ExplainArgs) -> Result<(), CliError> {
         headers,
         user: args.user.clone(),
         workflow: args.workflow.clone(),
-        body: args.body.clone(),
+        body: match (&args.body, &args.body_file) {
+            (Some(b), _) => Some(b.clone().into_bytes()),
+            (None, Some(path)) => Some(
+                std::fs::read(path)
+                    .map_err(|e| CliError::Usage(format!("--body-file {}: {e}", path.display())))?,
+            ),
+            (None, None) => None,
+        },
     };
     let report =
         explain(&cfg, &req, &Snapshot::default(), SystemTime::now()).map_err(CliError::Usage)?;

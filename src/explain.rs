@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Serialize;
 
+use crate::catalog::AiHostAction;
 use crate::config::Config;
 use crate::exemptions::Snapshot;
 use crate::host::{Host, normalise};
@@ -24,7 +25,9 @@ pub struct ExplainRequest {
     pub headers: Vec<(String, String)>,
     pub user: Option<String>,
     pub workflow: Option<String>,
-    pub body: Option<String>,
+    /// The body as sent: when the headers carry a `Content-Encoding`, encoded bytes (the CLI's
+    /// `--body-file`), decoded here as the data path decodes them.
+    pub body: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +42,8 @@ pub struct RuleLine {
 pub struct ExplainReport {
     pub host: String,
     pub vendor: Option<String>,
+    /// The AI host catalog group of a host that is not a vendor (a model API outside inspection).
+    pub ai_host: Option<String>,
     pub route: String,
     pub user: String,
     pub groups: Vec<String>,
@@ -98,10 +103,38 @@ pub fn explain(
         Host::Ip(_) => None,
     };
     let Some(vendor) = vendor else {
+        let group = match &host {
+            Host::Name(n) => cfg.ai_hosts.group_for(n).cloned(),
+            Host::Ip(_) => None,
+        };
+        let (route, action, reason) = match &group {
+            Some(g) if g.action == AiHostAction::Block => (
+                format!(
+                    "refused: an AI host outside inspection, ai_hosts group \"{}\" ({}) is blocked",
+                    g.id, g.name
+                ),
+                "block",
+                Reason::AiHost,
+            ),
+            Some(g) => (
+                format!(
+                    "tunnel to an AI host outside inspection: ai_hosts group \"{}\" ({}); bytes pass untouched, recorded as monitor with ai_host = \"{}\"",
+                    g.id, g.name, g.id
+                ),
+                "monitor",
+                Reason::AiHost,
+            ),
+            None => (
+                "tunnel: not a vendor host, bytes pass untouched (audited as a tunnel)".to_string(),
+                "allow",
+                Reason::NotVendor,
+            ),
+        };
         return Ok(ExplainReport {
             host: host.to_string(),
             vendor: None,
-            route: "tunnel: not a vendor host, bytes pass untouched (audited as a tunnel)".into(),
+            ai_host: group.map(|g| g.id.to_string()),
+            route,
             user: user_id,
             groups,
             tool: "-".into(),
@@ -113,15 +146,28 @@ pub fn explain(
             workflow_reason: None,
             model: None,
             rules: vec![],
-            action: "allow".into(),
-            reason: "not_vendor".into(),
+            action: action.into(),
+            reason: reason.to_string(),
             rule: None,
             exemptable: false,
             workflows: catalog(cfg),
             unknown_workflow: unknown_workflow(cfg),
         });
     };
-    let body = req.body.as_deref().unwrap_or("").as_bytes();
+    let raw_body = req.body.as_deref().unwrap_or_default();
+    // Decoded by its Content-Encoding, as the data path does; what it would refuse, say so.
+    let body = normalise::decode_body(
+        &normalise::content_encoding(&headers),
+        raw_body,
+        normalise::MAX_DECODED_PEEK,
+    )
+    .map_err(|e| {
+        format!(
+            "the body cannot be read: {e}; the gateway refuses such a request (reason body_undecodable, error {})",
+            e.code()
+        )
+    })?;
+    let body = &body[..];
     let path = if req.path.is_empty() {
         "/"
     } else {
@@ -171,6 +217,7 @@ pub fn explain(
     Ok(ExplainReport {
         host: host.to_string(),
         vendor: Some(vendor.id.to_string()),
+        ai_host: None,
         route: "intercept".into(),
         user: user_id.clone(),
         groups,

@@ -221,7 +221,7 @@ pub async fn explain_call(
         headers: b.headers.into_iter().collect(),
         user: b.user,
         workflow: b.workflow,
-        body: b.body,
+        body: b.body.map(String::into_bytes),
     };
     let cfg = state.shared.config.load();
     let snapshot = state.shared.exemptions.load();

@@ -204,6 +204,65 @@ fn explain_shows_every_rule_and_the_decision() {
     );
     let (_, stdout, _) = run(&["explain", "--host", "example.org"]);
     assert!(stdout.contains("route:     tunnel"), "{stdout}");
+    assert!(
+        stdout.contains("decision:  allow (reason not_vendor)"),
+        "{stdout}"
+    );
+    // A catalogued AI host is named as AI traffic outside inspection, as the record names it.
+    let (_, stdout, _) = run(&["explain", "--host", "api.mistral.ai", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (
+            v["ai_host"].as_str(),
+            v["action"].as_str(),
+            v["reason"].as_str()
+        ),
+        (Some("inference-apis"), Some("monitor"), Some("ai_host")),
+        "{v}"
+    );
+    // A compressed body is decoded as the gateway decodes it: its signals count.
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body.br");
+    let mut enc = brotli::CompressorWriter::new(Vec::new(), 4096, 5, 22);
+    enc.write_all(
+        br#"{"model":"claude-opus-4-1","system":"x-anthropic-billing-header: cc_version=2.1.197"}"#,
+    )
+    .unwrap();
+    std::fs::write(&file, enc.into_inner()).unwrap();
+    let (_, stdout, _) = run(&[
+        "explain",
+        "--host",
+        "api.anthropic.com",
+        "--path",
+        "/v1/messages",
+        "-H",
+        "content-encoding: br",
+        "--body-file",
+        file.to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (v["tool"].as_str(), v["model"].as_str()),
+        (Some("claude-code"), Some("claude-opus-4-1")),
+        "{v}"
+    );
+    let (code, _, stderr) = run(&[
+        "explain",
+        "--host",
+        "api.anthropic.com",
+        "-H",
+        "content-encoding: compress",
+        "--body",
+        "{}",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("the gateway refuses such a request (reason body_undecodable, error unsupported_content_encoding)"),
+        "{stderr}"
+    );
 }
 
 #[test]
