@@ -88,6 +88,7 @@ render() {
         add("gateway", "listen", listen)
         add("gateway", "state_dir", state_dir)
         add("gateway", "allowed_clients", clients)
+        add("identity", "local_account", "false")
         add("admin", "listen", admin_listen)
         add("log", "format", log_format)
         add("ca", "cert", ca_cert)
@@ -95,9 +96,9 @@ render() {
         in_preamble = 1
         section = ""
     }
-    # Strings are quoted; an array (allowed_clients) is written as it is.
+    # Strings are quoted; an array (allowed_clients) and a boolean are written as they are.
     function value(v) {
-        return (v ~ /^\[/) ? v : "\"" v "\""
+        return (v ~ /^\[/ || v == "true" || v == "false") ? v : "\"" v "\""
     }
     function add(sec, key, val) {
         if (val == "") return
@@ -123,8 +124,8 @@ render() {
         print "# " header "."
         print "#"
         print "# Rendered from the shipped default policy (config/aigate.toml) by deploy/render-config.sh;"
-        print "# only listen addresses, the client networks, the state directory, the CA files and the log"
-        print "# format differ from it."
+        print "# only listen addresses, the client networks, the state directory, the CA files, the log"
+        print "# format and identity.local_account (off: a gateway host serves other people) differ from it."
         print "# Check it with `aigate check --config FILE` (exit 78 lists every problem with its key path)."
         print "# Unknown keys are errors. Relative paths start at this file'"'"'s directory. A running gateway"
         print "# reloads this file when it changes and on SIGHUP; listen addresses, state_dir and [ca] need a"

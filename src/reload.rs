@@ -103,8 +103,15 @@ pub async fn watch(live: Arc<ArcSwap<Config>>) {
             users_stamp = now;
             let loaded = Directory::load(file)
                 .map_err(|e| e.to_string())
-                .and_then(|dir| {
-                    let bad = dir.uncatalogued_defaults(&live.load().policy.workflows);
+                .and_then(|mut dir| {
+                    let cfg = live.load();
+                    dir.include_identified(
+                        cfg.identity
+                            .source_addresses
+                            .iter()
+                            .map(|(_, u)| u.as_str()),
+                    );
+                    let bad = dir.uncatalogued_defaults(&cfg.policy.workflows);
                     if bad.is_empty() {
                         Ok(dir)
                     } else {

@@ -139,6 +139,9 @@ pub struct IdentityConfig {
     pub directory: Directory,
     pub require_auth: bool,
     pub source_addresses: Vec<(IpNet, String)>,
+    /// `identity.local_account`: the account loopback clients are attributed to (the one that
+    /// runs aigate), already in `source_addresses`.
+    pub local_account: Option<String>,
 }
 
 /// What an admin-API token may do.

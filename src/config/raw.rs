@@ -154,6 +154,7 @@ pub struct RawIdentity {
     pub workflow_header: Option<String>,
     pub users_file: Option<String>,
     pub require_auth: Option<bool>,
+    pub local_account: Option<bool>,
     #[serde(default)]
     pub source_addresses: BTreeMap<String, String>,
 }

@@ -5,6 +5,7 @@
 //! and a confidence, and both go to the audit record.
 
 pub mod body_stream;
+pub mod local_account;
 pub mod model;
 pub mod normalise;
 pub mod scan;

@@ -200,6 +200,27 @@ impl Directory {
         bad
     }
 
+    /// Add the people the gateway identifies without the users file (the source-address map,
+    /// `identity.local_account`) who are not in it: no groups, manager or roles, but known, so
+    /// that an admin can exempt a user whom the gateway names in its records and deny messages.
+    pub fn include_identified<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) {
+        for id in ids {
+            if !self.users.contains_key(id) {
+                self.users.insert(
+                    id.to_string(),
+                    User {
+                        id: Arc::from(id),
+                        name: id.to_string(),
+                        groups: Arc::from(Vec::new()),
+                        manager: None,
+                        default_workflow: None,
+                        roles: Vec::new(),
+                    },
+                );
+            }
+        }
+    }
+
     pub fn get(&self, id: &str) -> Option<&User> {
         self.users.get(id)
     }

@@ -148,7 +148,7 @@ else
 fi
 # Only the deployment settings differ from the shipped policy.
 changed=$(diff config/aigate.toml deploy/container/aigate.toml | grep -c '^> [a-z_]* = ' || true)
-if [ "$changed" = 7 ]; then ok "7 settings differ from config/aigate.toml"; else fail "expected 7 changed settings, found $changed"; fi
+if [ "$changed" = 8 ]; then ok "8 settings differ from config/aigate.toml (listen addresses, client networks, state directory, CA files, log format, local_account)"; else fail "expected 8 changed settings, found $changed"; fi
 
 # Never an open proxy (issue 15): both profiles listen on 0.0.0.0, so each must require proxy
 # authentication or name its client networks, and `aigate check` must not warn about it.

@@ -1178,3 +1178,65 @@ async fn a_live_stream_is_one_open_row_with_its_progress_then_one_finished_row()
     assert_eq!(done[0]["bytes_down"].as_u64().unwrap(), 5 * 30);
     assert!(done[0]["outcome_follows"].is_null(), "{}", done[0]);
 }
+
+/// A fresh machine: no users file entry and no proxy credentials, yet a blocked loopback client
+/// is the account that runs aigate (`identity.local_account`, shipped on), so the record and the
+/// deny message name a person and an admin can exempt them. Anonymous, it could never be.
+#[tokio::test]
+async fn a_loopback_client_is_the_local_account_and_can_be_exempted() {
+    const IT: &str = "it-admin-token-0006";
+    let env = people(None)
+        .replace("local_account = false", "local_account = true")
+        .append(&format!(
+            "\n[[admin.tokens]]\nuser = \"it-admin\"\nroles = [\"admin\"]\nhash = \"{}\"\n",
+            aigate::identify::user::hash_token(IT)
+        ))
+        .start()
+        .await;
+    let me = aigate::identify::local_account::name();
+    let tls = env
+        .tls_through_with(
+            "api.anthropic.com:443",
+            "",
+            "api.anthropic.com",
+            &[b"http/1.1"],
+        )
+        .await
+        .unwrap();
+    let (mut conn, c) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(c);
+    assert_eq!(claude_call(&mut conn).await, 403);
+    let records = env.audit().await;
+    let r = records.last().unwrap();
+    assert_eq!(
+        (r["user"].as_str(), r["user_source"].as_str()),
+        (Some(me.as_str()), Some("source_address")),
+        "{r}"
+    );
+    let (status, resp) = call(
+        &env,
+        reqwest::Method::POST,
+        "/v1/exemptions",
+        Some(IT),
+        Some(json!({"user": me, "tools": ["claude-code"], "for": "1h", "reason": "first try"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{resp}");
+    assert_eq!(
+        claude_call(&mut conn).await,
+        200,
+        "the same connection, now exempt"
+    );
+    // A manager still manages only their reports: the local account has no manager.
+    let (status, resp) = call(
+        &env,
+        reqwest::Method::POST,
+        "/v1/exemptions",
+        Some(DAVE),
+        Some(json!({"user": me, "tools": ["claude-code"], "for": "1h", "reason": "x"})),
+    )
+    .await;
+    assert_eq!(status, 400, "{resp}");
+}

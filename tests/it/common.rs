@@ -462,6 +462,12 @@ impl Builder {
                 format!("extra_roots = [{roots:?}]"),
             ),
             ("[upstream.resolve]\n".to_string(), resolve),
+            // Test clients are on loopback: anonymous unless a test names them (the shipped
+            // attribution to the local account is tested on its own).
+            (
+                "local_account = true".to_string(),
+                "local_account = false".to_string(),
+            ),
         ];
         if !self.allowed_destinations.is_empty() {
             edits.push((

@@ -329,6 +329,16 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         path
     });
     let mut source_addresses = Vec::new();
+    // First, so that an explicit mapping of the same network (listed after it) wins the tie.
+    let local_account = (raw.identity.local_account == Some(true)).then(|| {
+        let name = crate::identify::local_account::name();
+        for net in ["127.0.0.0/8", "::1/128"] {
+            if let Some(n) = parse_net(net) {
+                source_addresses.push((n, name.clone()));
+            }
+        }
+        name
+    });
     for (net, user) in &raw.identity.source_addresses {
         match parse_net(net) {
             Some(n) => source_addresses.push((n, user.clone())),
@@ -339,6 +349,8 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
             ),
         }
     }
+
+    directory.include_identified(source_addresses.iter().map(|(_, u)| u.as_str()));
 
     // [policy]
     let default_action = match raw.policy.default_action.as_deref() {
@@ -436,6 +448,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
             directory,
             require_auth: raw.identity.require_auth.unwrap_or(false),
             source_addresses,
+            local_account,
         },
         exemption_url,
         vendors,
