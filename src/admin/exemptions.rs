@@ -22,10 +22,11 @@ use crate::exemptions::{Exemption, Subject};
 use crate::policy::{Action, Reason};
 use crate::proxy::new_id;
 
-/// Who may grant and revoke (managers only for their reports, checked per exemption).
-const GRANTORS: &[Role] = &[Role::Admin, Role::Manager];
+/// Who may grant and revoke (managers only for their reports, checked per exemption; approvers
+/// for any user).
+const GRANTORS: &[Role] = &[Role::Admin, Role::Manager, Role::Approver];
 /// Who may read (managers only their reports' exemptions).
-const READERS: &[Role] = &[Role::Admin, Role::Manager, Role::Auditor];
+const READERS: &[Role] = &[Role::Admin, Role::Manager, Role::Auditor, Role::Approver];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,7 +64,7 @@ fn bad(message: impl AsRef<str>) -> Response {
 }
 
 fn visible(state: &AdminState, caller: &Caller, e: &Exemption) -> bool {
-    if caller.has(Role::Admin) || caller.has(Role::Auditor) {
+    if caller.has(Role::Admin) || caller.has(Role::Auditor) || caller.has(Role::Approver) {
         return true;
     }
     let cfg = state.shared.config.load();
@@ -172,11 +173,7 @@ pub async fn grant(
         reason: body.reason,
         ticket: body.ticket,
     };
-    let grantor = Grantor {
-        user: caller.user.clone(),
-        admin: caller.has(Role::Admin),
-        manager: caller.has(Role::Manager),
-    };
+    let grantor = Grantor::with_roles(&caller.user, &caller.roles);
     let cfg = state.shared.config.load();
     let known: Vec<&str> = cfg.tools.iter().map(|t| &*t.id).collect();
     let limits = grant::Limits {
@@ -317,6 +314,7 @@ pub async fn revoke(
         return not_found(&id);
     };
     let allowed = caller.has(Role::Admin)
+        || caller.has(Role::Approver)
         || {
             let cfg = state.shared.config.load();
             matches!(&existing.subject, Subject::User(u) if manages(&cfg.identity.directory, &caller.user, u))
@@ -328,7 +326,7 @@ pub async fn revoke(
             client,
             &Method::DELETE,
             &path,
-            "to be the subject's manager or an admin",
+            "to be the subject's manager, an approver or an admin",
         );
     }
     let now = state.shared.clock.now();
