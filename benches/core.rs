@@ -69,6 +69,7 @@ fn big_snapshot(now: SystemTime) -> Snapshot {
         granted_by: "bench".into(),
         created_at: None,
         revoked_by: None,
+        request: None,
     }))
 }
 

@@ -176,12 +176,7 @@ pub fn check(
         if !known_tools.contains(&tool.as_str()) {
             return Err(GrantError::UnknownTool(tool.clone()));
         }
-        let exemptable = policy.rules.iter().any(|r| {
-            r.action != Action::Allow
-                && r.exemptable
-                && r.tools.as_ref().is_none_or(|t| t.contains(tool))
-        });
-        if !exemptable {
+        if !exemptable(policy, tool) {
             return Err(GrantError::NotExemptable(tool.clone()));
         }
     }
@@ -196,7 +191,26 @@ pub fn check(
     for tool in &req.tools {
         cover_limit(&req.subject, tool, (starts, expires), held, limits)?;
     }
-    match &req.subject {
+    authority(grantor, dir, &req.subject)
+}
+
+/// Whether some `exemptable` block (or monitor) rule covers `tool`: else an exemption would
+/// change nothing.
+pub fn exemptable(policy: &Policy, tool: &str) -> bool {
+    policy.rules.iter().any(|r| {
+        r.action != Action::Allow
+            && r.exemptable
+            && r.tools.as_ref().is_none_or(|t| t.iter().any(|x| x == tool))
+    })
+}
+
+/// Whether `grantor` may exempt `subject` at all: the role part of `check`, which denying an
+/// exemption request uses too (who may approve may deny, and nobody decides for themselves).
+pub fn authority(grantor: &Grantor, dir: &Directory, subject: &Subject) -> Result<(), GrantError> {
+    if !grantor.admin && !grantor.manager && !grantor.approver {
+        return Err(GrantError::NoGrantRole);
+    }
+    match subject {
         Subject::User(u) => {
             if u == &grantor.user {
                 return Err(GrantError::SelfGrant);
@@ -399,6 +413,7 @@ mod tests {
             granted_by: "bob".into(),
             created_at: Some(now()),
             revoked_by: None,
+            request: None,
         }
     }
 

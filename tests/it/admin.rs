@@ -13,19 +13,19 @@ use serde_json::{Value, json};
 
 use crate::common::{TestClock, TestEnv};
 
-const ALICE_PROXY: &str = "alice-proxy-token-0001";
-const BOB_ADMIN: &str = "bob-manager-token-0002";
-const DAVE: &str = "dave-manager-token-0003";
-const ROOT: &str = "root-admin-token-0004";
-const AUDITOR: &str = "auditor-token-0005";
-const APPROVER: &str = "erin-approver-token-0006";
+pub(crate) const ALICE_PROXY: &str = "alice-proxy-token-0001";
+pub(crate) const BOB_ADMIN: &str = "bob-manager-token-0002";
+pub(crate) const DAVE: &str = "dave-manager-token-0003";
+pub(crate) const ROOT: &str = "root-admin-token-0004";
+pub(crate) const AUDITOR: &str = "auditor-token-0005";
+pub(crate) const APPROVER: &str = "erin-approver-token-0006";
 
 async fn env_with_people(clock: Option<Arc<TestClock>>) -> TestEnv {
     people(clock).start().await
 }
 
 /// The people of `env_with_people`, before the gateway starts.
-fn people(clock: Option<Arc<TestClock>>) -> crate::common::Builder {
+pub(crate) fn people(clock: Option<Arc<TestClock>>) -> crate::common::Builder {
     let h = aigate::identify::user::hash_token;
     let mut b = TestEnv::builder()
         .replace("# users_file = \"users.toml\"", "users_file = \"users.toml\"")
@@ -53,7 +53,7 @@ fn admin(env: &TestEnv) -> (reqwest::Client, String) {
     )
 }
 
-async fn call(
+pub(crate) async fn call(
     env: &TestEnv,
     method: reqwest::Method,
     path: &str,
