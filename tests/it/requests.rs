@@ -675,3 +675,109 @@ async fn an_anonymous_call_gets_a_link_that_explains_what_it_must_set_up() {
             .starts_with("aigate could not tell who made this call")
     );
 }
+
+/// The link is in every vendor's error shape (Anthropic, OpenAI, Google) and in the WebSocket
+/// refusal, on the message's one line; an identified user's link says how to request.
+#[tokio::test]
+async fn every_deny_format_and_the_websocket_refusal_carry_the_link() {
+    let env = people(None)
+        .append("\n[[rules]]\nname = \"no-gemini-cli\"\naction = \"block\"\nexemptable = true\ntools = [\"gemini-cli\"]\n")
+        .start()
+        .await;
+    let client = crate::common::client_for(&env.gateway, &format!("alice:{ALICE_PROXY}@"), true);
+    // Each format's own marker: Anthropic's `type`, OpenAI's `code`, Google's `status`.
+    let calls = [
+        (
+            "https://api.anthropic.com/v1/messages",
+            "claude-cli/2.1.12 (external, cli)",
+            ("/type", "error"),
+        ),
+        (
+            "https://api.openai.com/v1/responses",
+            "codex_exec/0.165.0 (Debian 12; x86_64) unknown (codex_exec; 0.165.0)",
+            ("/error/code", "aigate_blocked"),
+        ),
+        (
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro:generateContent",
+            "GeminiCLI/0.9.0 (linux; x64)",
+            ("/error/status", "PERMISSION_DENIED"),
+        ),
+    ];
+    let mut links = Vec::new();
+    for (url, ua, (marker, value)) in calls {
+        let resp = client
+            .post(url)
+            .header("user-agent", ua)
+            .header(
+                "originator",
+                if ua.starts_with("codex") {
+                    "codex_exec"
+                } else {
+                    ""
+                },
+            )
+            .body("{\"model\":\"m\"}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{url}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(
+            body.pointer(marker).and_then(Value::as_str),
+            Some(value),
+            "{body}"
+        );
+        let message = body["error"]["message"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{body}"));
+        assert!(
+            message.contains("To request a time-boxed exemption, open http://"),
+            "{message}"
+        );
+        links.push(link_id(&env, message));
+    }
+    assert_eq!(
+        links.iter().collect::<std::collections::HashSet<_>>().len(),
+        3,
+        "one draft per tool"
+    );
+
+    use base64::Engine;
+    let cred = base64::engine::general_purpose::STANDARD.encode(format!("alice:{ALICE_PROXY}"));
+    let tls = env
+        .tls_through_with(
+            "api.openai.com:443",
+            &format!("Proxy-Authorization: Basic {cred}\r\n"),
+            "api.openai.com",
+            &[b"http/1.1"],
+        )
+        .await
+        .unwrap();
+    let req = http::Request::builder()
+        .uri("wss://api.openai.com/v1/responses")
+        .header("host", "api.openai.com")
+        .header("user-agent", "codex_exec/0.165.0 (Debian 12; x86_64)")
+        .header("originator", "codex_exec")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-version", "13")
+        .header(
+            "sec-websocket-key",
+            tokio_tungstenite::tungstenite::handshake::client::generate_key(),
+        )
+        .body(())
+        .unwrap();
+    match tokio_tungstenite::client_async(req, tls).await.unwrap_err() {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            assert_eq!(resp.status(), 403);
+            let body: Value = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+            let message = body["error"]["message"].as_str().unwrap();
+            assert_eq!(
+                link_id(&env, message),
+                links[1],
+                "the WebSocket refusal reuses Codex's link"
+            );
+        }
+        other => panic!("expected an HTTP 403, got {other:?}"),
+    }
+}
