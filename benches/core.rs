@@ -69,6 +69,7 @@ fn big_snapshot(now: SystemTime) -> Snapshot {
         granted_by: "bench".into(),
         created_at: None,
         revoked_by: None,
+        request: None,
     }))
 }
 
@@ -272,5 +273,51 @@ fn audit_writer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decide, identify, body_scan, audit_writer);
+/// The request loop's cost on a blocked call (issue 16): the draft for a repeated block (the
+/// common case: a client retrying) and a first block of a new user (a new draft).
+fn request_drafts(c: &mut Criterion) {
+    use aigate::requests::{DraftFacts, Drafts};
+    let now = SystemTime::now();
+    let ttl = std::time::Duration::from_secs(86_400);
+    let drafts = Drafts::default();
+    let facts = |user: &'static str| DraftFacts {
+        record_id: "01a2421f-2562-7406-8958-81be049bf021",
+        user,
+        anonymous: false,
+        tool: "claude-code",
+        tool_name: "Claude Code",
+        vendor: "anthropic",
+        vendor_name: "Anthropic",
+        workflow: "untagged",
+        rule: Some("rival-coding-tools-in-protected-workflows"),
+        rule_description: None,
+        exemptable: true,
+    };
+    let mut g = c.benchmark_group("request_drafts");
+    g.bench_function("repeated_block", |b| {
+        let f = facts("alice");
+        b.iter(|| drafts.draft_for(&f, now, ttl))
+    });
+    let fresh = Drafts::new(usize::MAX);
+    let users: Vec<&'static str> = (0..1_000_000)
+        .map(|i| &*Box::leak(format!("user-{i}").into_boxed_str()))
+        .collect();
+    let mut i = 0;
+    g.bench_function("new_draft", |b| {
+        b.iter(|| {
+            i = (i + 1) % users.len();
+            fresh.draft_for(&facts(users[i]), now, ttl)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    decide,
+    identify,
+    body_scan,
+    audit_writer,
+    request_drafts
+);
 criterion_main!(benches);

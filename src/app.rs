@@ -19,6 +19,8 @@ use crate::exemptions::store::ExemptionStore;
 
 /// The exemption journal, in the state directory.
 pub const EXEMPTION_JOURNAL: &str = "exemptions.jsonl";
+/// The exemption request journal, in the state directory.
+pub const REQUEST_JOURNAL: &str = "requests.jsonl";
 use crate::proxy::dial::Dialer;
 use crate::proxy::{Clock, Shared, SystemClock, accept};
 use crate::resolve::Resolver;
@@ -39,6 +41,8 @@ pub enum StartError {
     Journal(#[from] JournalError),
     #[error(transparent)]
     Storage(#[from] crate::storage::DbError),
+    #[error(transparent)]
+    Requests(#[from] crate::requests::StoreError),
     #[error(
         "cannot listen on {addr}: {source}; is another proxy running there? change gateway.listen"
     )]
@@ -122,6 +126,7 @@ impl App {
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
         let mut background = Vec::new();
         let mut shipped = None;
+        let mut shared_db = None;
         let store = match &config.storage {
             Storage::File => {
                 let (store, replay) = ExemptionStore::open(
@@ -143,6 +148,7 @@ impl App {
                     Some(db) => db,
                     None => crate::storage::Db::new(pg)?,
                 };
+                shared_db = Some(db.clone());
                 let store = Arc::new(ExemptionStore::shared(db.clone(), snapshot.clone()));
                 background.push(tokio::spawn(crate::exemptions::shared::follow(
                     db.clone(),
@@ -190,6 +196,13 @@ impl App {
             admin_cap,
             config.admin.max_connections_per_client.min(admin_cap),
         );
+        let requests = start_requests(
+            &config,
+            shared_db,
+            admin_addr,
+            upstream::client_config(&config.upstream)?,
+            &mut background,
+        )?;
         let live_config = Arc::new(ArcSwap::from_pointee(config));
         let dialer = Dialer::new(resolver, live_config.clone());
         let client = upstream::client(upstream_tls, dialer.clone());
@@ -209,6 +222,7 @@ impl App {
             limits,
             recent_tools: Default::default(),
             refusals: Arc::new(RefusalLog::new(Leg::Proxy)),
+            requests: requests.clone(),
         });
         let task = tokio::spawn(accept::serve(shared.clone(), listener, rx.clone()));
         let refusals = Arc::new(RefusalLog::new(Leg::Admin));
@@ -216,6 +230,8 @@ impl App {
             shared: shared.clone(),
             store: store.clone(),
             refusals: refusals.clone(),
+            requests: requests.clone(),
+            guessing: Default::default(),
         };
         let router = admin::router(admin_state.clone());
         tokio::spawn(admin::listener::serve(
@@ -229,6 +245,11 @@ impl App {
             shared.clone(),
             refusals.clone(),
         )));
+        background.push(tokio::spawn(sweep_requests(
+            shared.clone(),
+            store.clone(),
+            requests,
+        )));
         Ok(AppHandle {
             proxy_addr,
             admin_addr,
@@ -240,6 +261,68 @@ impl App {
             refusals,
             shipped,
         })
+    }
+}
+
+/// The request loop's stores: the journal in the state directory, or PostgreSQL (followed, and
+/// drafts written to it off the data path); and the webhook worker.
+fn start_requests(
+    config: &Config,
+    db: Option<Arc<crate::storage::Db>>,
+    admin_addr: SocketAddr,
+    tls: rustls::ClientConfig,
+    background: &mut Vec<JoinHandle<()>>,
+) -> Result<Arc<crate::requests::Requests>, StartError> {
+    use crate::requests::{Drafts, RequestStore, Requests, notify::Notifier, shared};
+    let (drafts, store) = match db {
+        None => (
+            Drafts::default(),
+            Arc::new(RequestStore::open(&config.state_dir.join(REQUEST_JOURNAL))?),
+        ),
+        Some(db) => {
+            let (tx, rx) = Drafts::persist_channel();
+            background.push(tokio::spawn(shared::persist_drafts(db.clone(), rx)));
+            let store = Arc::new(RequestStore::shared(db.clone()));
+            background.push(tokio::spawn(shared::follow(db, store.clone())));
+            (Drafts::default().with_persist(tx), store)
+        }
+    };
+    let (notifier, worker) = Notifier::new(tls);
+    background.push(tokio::spawn(worker));
+    Ok(Arc::new(Requests::new(
+        drafts,
+        store,
+        Some(notifier),
+        admin_addr,
+    )))
+}
+
+/// Expire unanswered requests (each with its record and notification), every second; forget
+/// long-expired drafts every minute.
+async fn sweep_requests(
+    shared: Arc<Shared>,
+    store: Arc<ExemptionStore>,
+    requests: Arc<crate::requests::Requests>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        n += 1;
+        let cfg = shared.config.load_full();
+        let now = shared.clock.now();
+        let deps = crate::requests::flow::Deps {
+            config: &cfg,
+            audit: &shared.audit,
+            exemptions: &store,
+            requests: &requests,
+            client: "aigate".to_string(),
+            now,
+        };
+        crate::requests::flow::expire(&deps).await;
+        if n % 60 == 0 {
+            requests.drafts.sweep(now);
+        }
     }
 }
 

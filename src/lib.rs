@@ -7,6 +7,8 @@
 //! - `identify`: user, tool signatures, workflow tag, model.
 //! - `policy`: the pure decision engine (`decide`), its rules and reason codes.
 //! - `exemptions`: time-boxed exemptions as an immutable snapshot for `decide`.
+//! - `requests`: the exemption request loop: drafts behind deny-message links, requests,
+//!   approval through the grant rules, webhooks.
 //! - `audit`: the record schema, the hash chain, redaction, the batched writer, queries.
 //! - `catalog`: the AI host catalog (model APIs tunnelled uninspected, flagged as `ai_host`).
 //! - `side_calls`: tools a user was recently identified with, flagged on their AI-host tunnels.
@@ -43,6 +45,7 @@ pub mod policy;
 pub mod provenance;
 pub mod proxy;
 pub mod reload;
+pub mod requests;
 pub mod resolve;
 pub mod side_calls;
 pub mod storage;

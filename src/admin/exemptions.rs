@@ -1,7 +1,6 @@
 //! `/v1/exemptions`: grant, list, show, revoke.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::Json;
@@ -16,16 +15,17 @@ use super::auth::{self, Caller};
 use super::{AdminState, error};
 use crate::audit::{AuditRecord, Kind};
 use crate::config::{Role, parse_duration};
-use crate::exemptions::grant::{self, GrantRequest, Grantor, manages};
+use crate::exemptions::grant::{GrantRequest, Grantor, manages};
 use crate::exemptions::store::StoreError;
 use crate::exemptions::{Exemption, Subject};
 use crate::policy::{Action, Reason};
 use crate::proxy::new_id;
 
-/// Who may grant and revoke (managers only for their reports, checked per exemption).
-const GRANTORS: &[Role] = &[Role::Admin, Role::Manager];
+/// Who may grant and revoke (managers only for their reports, checked per exemption; approvers
+/// for any user).
+const GRANTORS: &[Role] = &[Role::Admin, Role::Manager, Role::Approver];
 /// Who may read (managers only their reports' exemptions).
-const READERS: &[Role] = &[Role::Admin, Role::Manager, Role::Auditor];
+const READERS: &[Role] = &[Role::Admin, Role::Manager, Role::Auditor, Role::Approver];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,7 +63,7 @@ fn bad(message: impl AsRef<str>) -> Response {
 }
 
 fn visible(state: &AdminState, caller: &Caller, e: &Exemption) -> bool {
-    if caller.has(Role::Admin) || caller.has(Role::Auditor) {
+    if caller.has(Role::Admin) || caller.has(Role::Auditor) || caller.has(Role::Approver) {
         return true;
     }
     let cfg = state.shared.config.load();
@@ -172,48 +172,21 @@ pub async fn grant(
         reason: body.reason,
         ticket: body.ticket,
     };
-    let grantor = Grantor {
-        user: caller.user.clone(),
-        admin: caller.has(Role::Admin),
-        manager: caller.has(Role::Manager),
-    };
+    let grantor = Grantor::with_roles(&caller.user, &caller.roles);
     let cfg = state.shared.config.load();
-    let known: Vec<&str> = cfg.tools.iter().map(|t| &*t.id).collect();
-    let limits = grant::Limits {
-        max_duration: cfg.admin.max_exemption,
-        window: cfg.admin.exemption_window,
-        max_lead: cfg.admin.max_exemption_lead,
-    };
-    let exemption = Exemption {
-        id: Arc::from(format!("ex-{}", new_id()).as_str()),
-        subject: req.subject.clone(),
-        tools: req.tools.clone(),
-        workflows: req.workflows.clone(),
-        starts_at: req.starts_at.unwrap_or(now),
-        expires_at: req.expires_at.unwrap_or(now),
-        revoked_at: None,
-        reason: req.reason.clone().unwrap_or_default(),
-        ticket: req.ticket.clone(),
-        granted_by: caller.user.clone(),
-        created_at: Some(now),
-        revoked_by: None,
-    };
     // The store runs the rules against the grants stored at the moment of the insert, so
     // concurrent grants cannot each pass a limit they exceed together.
-    let check = |held: &[Exemption]| {
-        grant::check(
-            &req,
-            &grantor,
-            &cfg.identity.directory,
-            &cfg.policy,
-            &known,
-            &limits,
-            held,
-            now,
-        )
-    };
-    match state.store.grant(exemption.clone(), now, check).await {
-        Ok(()) => {}
+    let exemption = match crate::exemptions::store::issue(
+        &state.store,
+        &cfg,
+        &grantor,
+        &req,
+        now,
+        None,
+    )
+    .await
+    {
+        Ok(e) => e,
         // Every grant rule, the manager chain included, is a 400 that names it.
         Err(StoreError::Refused(e)) => return bad(e.to_string()),
         Err(e) => {
@@ -225,7 +198,7 @@ pub async fn grant(
                 ),
             );
         }
-    }
+    };
     admin_record(
         &state,
         &caller,
@@ -317,6 +290,7 @@ pub async fn revoke(
         return not_found(&id);
     };
     let allowed = caller.has(Role::Admin)
+        || caller.has(Role::Approver)
         || {
             let cfg = state.shared.config.load();
             matches!(&existing.subject, Subject::User(u) if manages(&cfg.identity.directory, &caller.user, u))
@@ -328,7 +302,7 @@ pub async fn revoke(
             client,
             &Method::DELETE,
             &path,
-            "to be the subject's manager or an admin",
+            "to be the subject's manager, an approver or an admin",
         );
     }
     let now = state.shared.clock.now();

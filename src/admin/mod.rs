@@ -6,6 +6,7 @@ mod auth;
 mod exemptions;
 pub mod listener;
 mod read;
+pub mod requests;
 
 use std::sync::Arc;
 
@@ -30,6 +31,10 @@ pub struct AdminState {
     pub store: Arc<ExemptionStore>,
     /// Bounds the records that refusals of unauthenticated callers can write.
     pub refusals: Arc<crate::audit::refusals::RefusalLog>,
+    /// The exemption request loop: drafts, requests, webhooks.
+    pub requests: Arc<crate::requests::Requests>,
+    /// Clients paused for guessing request links.
+    pub guessing: Arc<crate::audit::refusals::Guessing>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -43,6 +48,17 @@ pub fn router(state: AdminState) -> Router {
         .route(
             "/v1/exemptions/{id}",
             get(exemptions::show).delete(exemptions::revoke),
+        )
+        .route("/v1/drafts/{id}", get(requests::show_draft))
+        .route("/v1/requests", get(requests::list).post(requests::submit))
+        .route("/v1/requests/{id}", get(requests::show))
+        .route(
+            "/v1/requests/{id}/approve",
+            axum::routing::post(requests::approve),
+        )
+        .route(
+            "/v1/requests/{id}/deny",
+            axum::routing::post(requests::deny),
         )
         .route("/v1/audit", get(read::audit))
         .route("/v1/explain", axum::routing::post(read::explain_call))

@@ -378,3 +378,32 @@ mod tests {
         assert_eq!(a["statuses"]["none"], 10);
     }
 }
+
+/// Clients paused for guessing request links: past their share of audited unknown-link
+/// refusals in a window, they are answered 429 without a lookup for `GUESSING_PAUSE`.
+#[derive(Debug, Default)]
+pub struct Guessing {
+    until: Mutex<HashMap<Source, SystemTime>>,
+}
+
+/// How long a client that keeps opening unknown request links is paused.
+pub const GUESSING_PAUSE: Duration = WINDOW;
+/// Clients remembered as guessing at most (past it, the oldest pauses are dropped first).
+const GUESSERS: usize = 4096;
+
+impl Guessing {
+    pub fn pause(&self, ip: IpAddr, now: SystemTime) {
+        let mut g = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        if g.len() >= GUESSERS {
+            g.retain(|_, until| *until > now);
+        }
+        if g.len() < GUESSERS {
+            g.insert(Source::of(ip), now + GUESSING_PAUSE);
+        }
+    }
+
+    pub fn paused(&self, ip: IpAddr, now: SystemTime) -> bool {
+        let g = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(&Source::of(ip)).is_some_and(|until| *until > now)
+    }
+}

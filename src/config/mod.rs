@@ -154,16 +154,20 @@ pub enum Role {
     Manager,
     /// Read the audit log and all exemptions; grant nothing.
     Auditor,
+    /// Grant (and approve requests) for any user, not only reports; never for oneself, never
+    /// for a group. For a security or platform team that decides requests across the company.
+    Approver,
 }
 
 impl Role {
-    pub const ALL: [&'static str; 3] = ["admin", "manager", "auditor"];
+    pub const ALL: [&'static str; 4] = ["admin", "manager", "auditor", "approver"];
 
     pub fn parse(s: &str) -> Option<Role> {
         match s {
             "admin" => Some(Role::Admin),
             "manager" => Some(Role::Manager),
             "auditor" => Some(Role::Auditor),
+            "approver" => Some(Role::Approver),
             _ => None,
         }
     }
@@ -195,6 +199,68 @@ pub struct AdminConfig {
     pub header_timeout: Duration,
     /// A connection with nothing in flight this long is closed.
     pub idle_timeout: Duration,
+}
+
+/// `[console]`: the web console and the exemption request loop. Sections of the console (sign-in,
+/// TLS, OIDC) add their own fields here.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// Where engineers' browsers reach the console, without a trailing slash (request links are
+    /// `{public_url}/r/{id}`). `None`: the admin listener's own address, known once it is bound
+    /// (`Config::console_url`).
+    pub public_url: Option<String>,
+    /// An exemption request nobody answered expires after this.
+    pub request_ttl: Duration,
+    /// A request link (draft) from a deny message can be used this long.
+    pub draft_ttl: Duration,
+    pub notify: Vec<NotifyHook>,
+}
+
+/// The body a webhook receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifyFormat {
+    /// The event as JSON (docs/console.md).
+    Json,
+    /// `{"text": "…"}`, which Slack, Mattermost and Teams incoming webhooks accept.
+    Slack,
+}
+
+/// What a webhook is told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyEvent {
+    /// A new request: for approvers.
+    Requested,
+    /// A request approved, denied or expired: for the requester.
+    Approved,
+    Denied,
+    Expired,
+}
+
+impl NotifyEvent {
+    pub const ALL: [&'static str; 4] = ["requested", "approved", "denied", "expired"];
+
+    pub fn parse(s: &str) -> Option<NotifyEvent> {
+        match s {
+            "requested" => Some(NotifyEvent::Requested),
+            "approved" => Some(NotifyEvent::Approved),
+            "denied" => Some(NotifyEvent::Denied),
+            "expired" => Some(NotifyEvent::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// `[[console.notify]]`: one outbound webhook.
+#[derive(Debug, Clone)]
+pub struct NotifyHook {
+    /// http or https; may carry a secret path (Slack's), so it is never logged whole.
+    pub url: http::Uri,
+    pub format: NotifyFormat,
+    pub events: Vec<NotifyEvent>,
+    /// Only events that concern these people (as requester, or as one of the approvers); empty:
+    /// every event.
+    pub users: Vec<String>,
 }
 
 /// How the process logs (not the audit log).
@@ -291,6 +357,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub storage: Storage,
+    pub console: ConsoleConfig,
 }
 
 impl Config {
@@ -319,6 +386,13 @@ impl Config {
                 self.listen
             ));
         }
+        if self.console.public_url.is_none() && !self.admin.listen.ip().to_canonical().is_loopback()
+        {
+            out.push(format!(
+                "console.public_url is not set: request links in deny messages point at the admin listener {}, which engineers' browsers on other machines may not reach by that name. Set console.public_url to the address they use (docs/console.md)",
+                self.admin.listen
+            ));
+        }
         out
     }
 
@@ -327,6 +401,21 @@ impl Config {
         self.vendors
             .iter()
             .any(|v| v.fronts.iter().any(|p| p.matches(host)))
+    }
+
+    /// The console's base URL: `console.public_url`, else the admin listener as bound (an
+    /// unspecified address becomes loopback, which only this machine can open; the warning
+    /// says so).
+    pub fn console_url(&self, admin_addr: SocketAddr) -> String {
+        if let Some(url) = &self.console.public_url {
+            return url.clone();
+        }
+        let ip = if admin_addr.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            admin_addr.ip()
+        };
+        format!("http://{}", SocketAddr::new(ip, admin_addr.port()))
     }
 
     pub fn tool_name(&self, id: &str) -> Option<&str> {

@@ -41,6 +41,30 @@ pub struct RawConfig {
     pub ai_hosts: RawAiHosts,
     #[serde(default)]
     pub workflows: Vec<RawWorkflow>,
+    #[serde(default)]
+    pub console: RawConsole,
+}
+
+/// `[console]`: the web console on the admin listener, and the exemption request loop
+/// (request links in deny messages, request lifetimes, `[[console.notify]]` webhooks).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    pub public_url: Option<String>,
+    pub request_ttl: Option<String>,
+    pub draft_ttl: Option<String>,
+    #[serde(default)]
+    pub notify: Vec<RawNotify>,
+}
+
+/// `[[console.notify]]`: one outbound webhook.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotify {
+    pub url: Option<String>,
+    pub format: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub users: Option<Vec<String>>,
 }
 
 /// `[ai_hosts]`: what the AI host catalog does, and groups added to it.

@@ -7,8 +7,9 @@
 //!   (revoked ones up to their revocation), is at most `max_duration` in any `window`: chained
 //!   future grants do not add up to a year (issue 15);
 //! - a reason is required;
-//! - the grantor is an admin, or a manager who is the subject's manager or an ancestor of them in
-//!   the directory (groups can only be exempted by an admin), and never the subject;
+//! - the grantor is an admin, an approver, or a manager who is the subject's manager or an
+//!   ancestor of them in the directory (groups can only be exempted by an admin), and never the
+//!   subject. Approving an exemption request (`requests`) runs these same rules.
 //! - every tool is known, and some `exemptable` block (or monitor) rule covers it.
 
 use std::time::{Duration, SystemTime};
@@ -49,6 +50,21 @@ pub struct Grantor {
     pub user: String,
     pub admin: bool,
     pub manager: bool,
+    /// Grants for any user (not groups), without being their manager.
+    pub approver: bool,
+}
+
+impl Grantor {
+    /// What the caller's roles allow.
+    pub fn with_roles(user: &str, roles: &[crate::config::Role]) -> Grantor {
+        use crate::config::Role;
+        Grantor {
+            user: user.to_string(),
+            admin: roles.contains(&Role::Admin),
+            manager: roles.contains(&Role::Manager),
+            approver: roles.contains(&Role::Approver),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -91,7 +107,7 @@ pub enum GrantError {
     GroupNeedsAdmin,
     #[error("{grantor:?} is not the manager of {subject:?} (nor above them in the directory)")]
     NotTheirManager { grantor: String, subject: String },
-    #[error("granting needs the manager or admin role")]
+    #[error("granting needs the manager, approver or admin role")]
     NoGrantRole,
 }
 
@@ -127,7 +143,7 @@ pub fn check(
     now: SystemTime,
 ) -> Result<(), GrantError> {
     use crate::config::format_duration;
-    if !grantor.admin && !grantor.manager {
+    if !grantor.admin && !grantor.manager && !grantor.approver {
         return Err(GrantError::NoGrantRole);
     }
     let expires = req.expires_at.ok_or(GrantError::ExpiryMissing)?;
@@ -160,12 +176,7 @@ pub fn check(
         if !known_tools.contains(&tool.as_str()) {
             return Err(GrantError::UnknownTool(tool.clone()));
         }
-        let exemptable = policy.rules.iter().any(|r| {
-            r.action != Action::Allow
-                && r.exemptable
-                && r.tools.as_ref().is_none_or(|t| t.contains(tool))
-        });
-        if !exemptable {
+        if !exemptable(policy, tool) {
             return Err(GrantError::NotExemptable(tool.clone()));
         }
     }
@@ -180,7 +191,26 @@ pub fn check(
     for tool in &req.tools {
         cover_limit(&req.subject, tool, (starts, expires), held, limits)?;
     }
-    match &req.subject {
+    authority(grantor, dir, &req.subject)
+}
+
+/// Whether some `exemptable` block (or monitor) rule covers `tool`: else an exemption would
+/// change nothing.
+pub fn exemptable(policy: &Policy, tool: &str) -> bool {
+    policy.rules.iter().any(|r| {
+        r.action != Action::Allow
+            && r.exemptable
+            && r.tools.as_ref().is_none_or(|t| t.iter().any(|x| x == tool))
+    })
+}
+
+/// Whether `grantor` may exempt `subject` at all: the role part of `check`, which denying an
+/// exemption request uses too (who may approve may deny, and nobody decides for themselves).
+pub fn authority(grantor: &Grantor, dir: &Directory, subject: &Subject) -> Result<(), GrantError> {
+    if !grantor.admin && !grantor.manager && !grantor.approver {
+        return Err(GrantError::NoGrantRole);
+    }
+    match subject {
         Subject::User(u) => {
             if u == &grantor.user {
                 return Err(GrantError::SelfGrant);
@@ -188,7 +218,7 @@ pub fn check(
             if dir.get(u).is_none() {
                 return Err(GrantError::UnknownSubject(u.clone()));
             }
-            if !grantor.admin && !manages(dir, &grantor.user, u) {
+            if !grantor.admin && !grantor.approver && !manages(dir, &grantor.user, u) {
                 return Err(GrantError::NotTheirManager {
                     grantor: grantor.user.clone(),
                     subject: u.clone(),
@@ -336,6 +366,7 @@ mod tests {
             user: user.into(),
             admin: false,
             manager: true,
+            approver: false,
         }
     }
 
@@ -382,6 +413,7 @@ mod tests {
             granted_by: "bob".into(),
             created_at: Some(now()),
             revoked_by: None,
+            request: None,
         }
     }
 
@@ -484,7 +516,8 @@ mod tests {
                 &Grantor {
                     user: "alice".into(),
                     admin: true,
-                    manager: true
+                    manager: true,
+                    approver: false,
                 }
             ),
             Err(GrantError::SelfGrant)
@@ -495,7 +528,8 @@ mod tests {
                 &Grantor {
                     user: "erin".into(),
                     admin: false,
-                    manager: false
+                    manager: false,
+                    approver: false,
                 }
             ),
             Err(GrantError::NoGrantRole)
@@ -526,8 +560,18 @@ mod tests {
             run(&r, &manager("bob")),
             Err(GrantError::NotExemptable("anthropic-sdk".into()))
         );
+        // An approver grants for anyone but themselves, and never for a group.
+        let approver = |user: &str| Grantor {
+            user: user.into(),
+            admin: false,
+            manager: false,
+            approver: true,
+        };
+        assert_eq!(run(&req(), &approver("erin")), Ok(()));
+        assert_eq!(run(&req(), &approver("alice")), Err(GrantError::SelfGrant));
         let mut r = req();
         r.subject = Subject::Group("ml".into());
+        assert_eq!(run(&r, &approver("erin")), Err(GrantError::GroupNeedsAdmin));
         assert_eq!(run(&r, &manager("bob")), Err(GrantError::GroupNeedsAdmin));
         assert_eq!(
             run(
@@ -535,7 +579,8 @@ mod tests {
                 &Grantor {
                     user: "root".into(),
                     admin: true,
-                    manager: false
+                    manager: false,
+                    approver: false,
                 }
             ),
             Ok(())

@@ -46,6 +46,10 @@ pub struct Exemption {
     pub created_at: Option<SystemTime>,
     #[serde(default)]
     pub revoked_by: Option<String>,
+    /// The exemption request whose approval created it (`requests`), so a reviewer can follow
+    /// the story from the exemption back to the blocked call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
 }
 
 /// Timestamps in the journal and the API: RFC 3339, UTC.

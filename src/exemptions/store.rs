@@ -16,9 +16,10 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use super::grant::GrantError;
+use super::grant::{self, GrantError, GrantRequest, Grantor};
 use super::journal::{Entry, Journal, JournalError, Replay};
 use super::{Exemption, Snapshot};
+use crate::config::Config;
 use crate::storage::Db;
 
 /// Past this many journal entries beyond the live set, the journal is compacted.
@@ -198,4 +199,53 @@ impl ExemptionStore {
             }
         }
     }
+}
+
+/// Make an exemption from a grant request: the one path for `POST /v1/exemptions` and for an
+/// approved exemption request. The grant rules run against the subject's grants as stored at
+/// the insert (see `ExemptionStore::grant`); the exemption is durable when this returns.
+/// `request` names the exemption request it answers, if any.
+pub async fn issue(
+    store: &ExemptionStore,
+    cfg: &Config,
+    grantor: &Grantor,
+    req: &GrantRequest,
+    now: SystemTime,
+    request: Option<String>,
+) -> Result<Exemption, StoreError> {
+    let known: Vec<&str> = cfg.tools.iter().map(|t| &*t.id).collect();
+    let limits = grant::Limits {
+        max_duration: cfg.admin.max_exemption,
+        window: cfg.admin.exemption_window,
+        max_lead: cfg.admin.max_exemption_lead,
+    };
+    let exemption = Exemption {
+        id: Arc::from(format!("ex-{}", uuid::Uuid::now_v7()).as_str()),
+        subject: req.subject.clone(),
+        tools: req.tools.clone(),
+        workflows: req.workflows.clone(),
+        starts_at: req.starts_at.unwrap_or(now),
+        expires_at: req.expires_at.unwrap_or(now),
+        revoked_at: None,
+        reason: req.reason.clone().unwrap_or_default(),
+        ticket: req.ticket.clone(),
+        granted_by: grantor.user.clone(),
+        created_at: Some(now),
+        revoked_by: None,
+        request,
+    };
+    let check = |held: &[Exemption]| {
+        grant::check(
+            req,
+            grantor,
+            &cfg.identity.directory,
+            &cfg.policy,
+            &known,
+            &limits,
+            held,
+            now,
+        )
+    };
+    store.grant(exemption.clone(), now, check).await?;
+    Ok(exemption)
 }

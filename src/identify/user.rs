@@ -44,7 +44,7 @@ struct RawUser {
     default_workflow: Option<String>,
     #[serde(default)]
     tokens: Vec<String>,
-    /// Admin-API roles: manager, admin, auditor.
+    /// Admin-API roles: manager, admin, auditor, approver.
     #[serde(default)]
     roles: Vec<String>,
 }
@@ -120,7 +120,7 @@ impl Directory {
                     Some(role) => roles.push(role),
                     None => {
                         return Err(format!(
-                            "users[{i}].roles[{j}] = {r:?}: unknown role; use one of admin, manager, auditor"
+                            "users[{i}].roles[{j}] = {r:?}: unknown role; use one of admin, manager, auditor, approver"
                         ));
                     }
                 }

@@ -69,6 +69,16 @@ pub enum Reason {
     ExemptionGranted,
     /// Admin API: an exemption was revoked (`kind = admin`).
     ExemptionRevoked,
+    /// An engineer asked for an exemption from a deny message's link (`kind = admin`; the
+    /// request whole in `admin.request`).
+    ExemptionRequested,
+    /// A manager, approver or admin approved a request; `exemption` names the exemption it
+    /// created (whose own `exemption_granted` record comes just before).
+    ExemptionRequestApproved,
+    /// A request was denied, with the decider's comment in `admin.request.comment`.
+    ExemptionRequestDenied,
+    /// A request nobody answered within `console.request_ttl` expired.
+    ExemptionRequestExpired,
     /// Admin API: a call without a valid token (401) or without the role for it (403).
     AdminDenied,
     /// Admin API: refusals of unauthenticated callers over the per-window share of records,
@@ -128,6 +138,10 @@ impl Reason {
             Reason::AuditUnavailable => "audit_unavailable",
             Reason::ExemptionGranted => "exemption_granted",
             Reason::ExemptionRevoked => "exemption_revoked",
+            Reason::ExemptionRequested => "exemption_requested",
+            Reason::ExemptionRequestApproved => "exemption_request_approved",
+            Reason::ExemptionRequestDenied => "exemption_request_denied",
+            Reason::ExemptionRequestExpired => "exemption_request_expired",
             Reason::AdminDenied => "admin_denied",
             Reason::AdminRefusalsSummarized => "admin_refusals_summarized",
             Reason::ProxyRefusalsSummarized => "proxy_refusals_summarized",
@@ -182,6 +196,10 @@ impl Reason {
             }
             Reason::ExemptionGranted => "an exemption was granted",
             Reason::ExemptionRevoked => "an exemption was revoked",
+            Reason::ExemptionRequested => "an exemption was requested",
+            Reason::ExemptionRequestApproved => "an exemption request was approved",
+            Reason::ExemptionRequestDenied => "an exemption request was denied",
+            Reason::ExemptionRequestExpired => "an exemption request expired unanswered",
             Reason::AdminDenied => "the admin API refused the caller",
             Reason::AdminRefusalsSummarized => {
                 "the admin API refused this client more often than it gets records of its own; counted here"

@@ -137,6 +137,7 @@ fn exemption_turns_exemptable_block_into_allow_only_inside_its_window() {
         granted_by: "bob".into(),
         created_at: None,
         revoked_by: None,
+        request: None,
     }]);
     let c = call("claude-code", "untagged", &none, None);
     let before = decide(&policy(), &c, &snapshot, t0 - Duration::from_secs(1));
@@ -173,6 +174,7 @@ fn non_exemptable_block_ignores_exemptions() {
         granted_by: "bob".into(),
         created_at: None,
         revoked_by: None,
+        request: None,
     }]);
     let c = call("openai-sdk", "docs", &none, Some("gpt-5"));
     assert_eq!(decide(&policy(), &c, &snapshot, t0).action, Action::Block);
@@ -291,6 +293,7 @@ fn an_exemptable_monitor_rule_yields_to_an_exemption_like_its_block() {
         granted_by: "bob".into(),
         created_at: None,
         revoked_by: None,
+        request: None,
     }]);
     let mut rollout = rule("ban-rivals", Action::Monitor);
     rollout.tools = strings(&["claude-code"]);

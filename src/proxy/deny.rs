@@ -74,6 +74,10 @@ pub struct DenyContext<'a> {
     /// The workflow tag the client claimed and why it did not count, so an engineer whose
     /// `x-aigate-workflow` was ignored learns that, not only that `untagged` is blocked.
     pub claim: Option<(&'a str, Untrusted)>,
+    /// The request link (`{console}/r/{id}`) and the state of an open request for the same
+    /// user, tool and workflow (`requests::deny_extras`); empty when `exemption_url` is set.
+    pub link: Option<&'a str>,
+    pub request_status: Option<&'a str>,
 }
 
 /// The sentence an engineer reads in their terminal.
@@ -111,14 +115,30 @@ pub fn message(decision: &Decision, ctx: &DenyContext<'_>) -> String {
     }
     // The reason code stays out of the sentence (it is in `x-aigate-reason` and the record):
     // an engineer reads words, a reviewer greps codes.
+    // The link is followed by a space, never by punctuation a terminal would take into it,
+    // and the whole message is one line (clients print it as it is).
     if decision.exemptable {
-        if ctx.exemption_url.is_empty() {
-            m.push_str(" To use it anyway, ask your manager for a time-boxed exemption and quote the request id.");
-        } else {
+        if !ctx.exemption_url.is_empty() {
             m.push_str(&format!(
                 " To request a time-boxed exemption, ask your manager via {}",
                 fill_url(ctx.exemption_url, decision, ctx)
             ));
+        } else if let Some(link) = ctx.link {
+            if ctx.user == crate::identify::user::ANONYMOUS {
+                m.push_str(&format!(
+                    " aigate does not know who you are, so nothing can be exempted for you; {link} says what IT must set up."
+                ));
+            } else {
+                m.push_str(&format!(
+                    " To request a time-boxed exemption, open {link} in a browser."
+                ));
+            }
+        } else {
+            m.push_str(" To use it anyway, ask your manager for a time-boxed exemption and quote the request id.");
+        }
+        if let Some(status) = ctx.request_status {
+            m.push(' ');
+            m.push_str(status);
         }
     } else if matches!(
         decision.reason,
@@ -404,6 +424,8 @@ mod tests {
             exemption_url: "https://it.example/ex?tool={tool}&rule={rule}&user={user}&req={request_id}",
             rule: None,
             claim: None,
+            link: None,
+            request_status: None,
         }
     }
 
@@ -480,6 +502,38 @@ mod tests {
         assert_eq!(
             message(&d, &c),
             "aigate blocked this call to Anthropic: Claude Code is not allowed in workflow \"untagged\" (rule \"ban\": rival tools stay out of our code). To request a time-boxed exemption, ask your manager via https://it.example/ex?tool=claude-code&rule=ban&user=alice%20smith&req=r-1 Request id: r-1."
+        );
+    }
+
+    /// Issue 16: the link to aigate's own request page, on the message's one line and followed
+    /// by a space; the state of an open request after it. A company portal set explicitly wins.
+    #[test]
+    fn the_request_link_and_the_request_state_are_in_the_message() {
+        let d = Decision {
+            action: Action::Block,
+            reason: Reason::RuleMatched,
+            rule: Some(Arc::from("ban")),
+            description: None,
+            exemption: None,
+            exemptable: true,
+        };
+        let r = rule(true, false, false);
+        let mut c = ctx();
+        c.rule = Some(&r);
+        c.exemption_url = "";
+        c.link = Some("http://127.0.0.1:9180/r/abcdefghijklmnop");
+        c.request_status = Some("Your request rq-x is waiting for bob since 10:02 UTC.");
+        assert_eq!(
+            message(&d, &c),
+            "aigate blocked this call to Anthropic: Claude Code is not allowed (rule \"ban\"). To request a time-boxed exemption, open http://127.0.0.1:9180/r/abcdefghijklmnop in a browser. Your request rq-x is waiting for bob since 10:02 UTC. Request id: r-1."
+        );
+        c.user = "anonymous";
+        c.request_status = None;
+        assert!(message(&d, &c).contains(" aigate does not know who you are, so nothing can be exempted for you; http://127.0.0.1:9180/r/abcdefghijklmnop says what IT must set up."));
+        c.exemption_url = "https://it.example/ex?req={request_id}";
+        assert!(
+            message(&d, &c)
+                .contains("ask your manager via https://it.example/ex?req=r-1 Request id")
         );
     }
 

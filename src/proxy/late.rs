@@ -178,6 +178,21 @@ impl LateScan {
                 (decision, StatusCode::FORBIDDEN)
             }
         };
+        let rule = decision
+            .rule
+            .as_deref()
+            .and_then(|name| r.cfg.policy.rules.iter().find(|rule| &*rule.name == name));
+        let extras = super::pipeline::deny_extras(
+            &r.shared,
+            &r.cfg,
+            &r.conn,
+            &r.request_id,
+            &tool.tool,
+            &tool.name,
+            &r.workflow,
+            &decision,
+            rule,
+        );
         let ctx = DenyContext {
             request_id: &r.request_id,
             tool_name: &tool.name,
@@ -186,11 +201,10 @@ impl LateScan {
             user: &r.conn.identity.user,
             vendor_name: &r.conn.vendor.name,
             exemption_url: &r.cfg.exemption_url,
-            rule: decision
-                .rule
-                .as_deref()
-                .and_then(|name| r.cfg.policy.rules.iter().find(|rule| &*rule.name == name)),
+            rule,
             claim: r.claim.as_ref().map(|(tag, why)| (tag.as_str(), *why)),
+            link: extras.link.as_deref(),
+            request_status: extras.status.as_deref(),
         };
         let response = deny::deny(r.format, status, &decision, &ctx);
         if let Ok(mut slot) = self.verdict.lock() {

@@ -85,6 +85,8 @@ pub struct Shared {
     pub recent_tools: crate::side_calls::RecentTools,
     /// Refusals of clients nobody has identified yet, bounded (audit/refusals.rs).
     pub refusals: Arc<crate::audit::refusals::RefusalLog>,
+    /// The exemption request loop: a blocked call's deny message links to a draft.
+    pub requests: Arc<crate::requests::Requests>,
 }
 
 /// Request headers beyond this are refused (431) on both legs, so nothing larger than the proxy

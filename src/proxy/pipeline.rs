@@ -326,6 +326,8 @@ pub async fn handle(
             exemption_url: "",
             rule: None,
             claim: None,
+            link: None,
+            request_status: None,
         };
         let mut resp = deny::deny(format, status, &decision, &ctx);
         if reason == Reason::BadRequest {
@@ -388,6 +390,43 @@ pub async fn handle(
         Ok(exchange) => Ok(forward::forward(&shared, exchange, guard).await),
         Err(resp) => Ok(guard.respond(resp).await),
     }
+}
+
+/// The request loop's part of a deny message (issue 16): a link to a request draft for an
+/// exemptable block, and the state of an open request for the same user, tool and workflow.
+/// Nothing when `policy.exemption_url` is set (the company's own portal wins).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the blocked call's facts, from the pipeline and the late re-decision"
+)]
+pub(super) fn deny_extras(
+    shared: &Shared,
+    cfg: &crate::config::Config,
+    conn: &ConnCtx,
+    record_id: &str,
+    tool: &str,
+    tool_name: &str,
+    workflow: &str,
+    decision: &Decision,
+    rule: Option<&policy::Rule>,
+) -> crate::requests::DenyExtras {
+    if !decision.exemptable || !cfg.exemption_url.is_empty() {
+        return crate::requests::DenyExtras::default();
+    }
+    let facts = crate::requests::DraftFacts {
+        record_id,
+        user: &conn.identity.user,
+        anonymous: &*conn.identity.user == crate::identify::user::ANONYMOUS,
+        tool,
+        tool_name,
+        vendor: &conn.vendor.id,
+        vendor_name: &conn.vendor.name,
+        workflow,
+        rule: decision.rule.as_deref(),
+        rule_description: rule.and_then(|r| r.description.as_deref()),
+        exemptable: decision.exemptable,
+    };
+    shared.requests.deny_extras(cfg, &facts, shared.clock.now())
 }
 
 /// Identify, decide and either build the upstream exchange or aigate's own answer. Not async,
@@ -492,6 +531,13 @@ fn route(
     }
 
     if decision.action == Action::Block {
+        let rule = decision
+            .rule
+            .as_deref()
+            .and_then(|name| cfg.policy.rules.iter().find(|r| &*r.name == name));
+        let extras = deny_extras(
+            shared, cfg, conn, &id, &tool.tool, &tool.name, &wf.tag, &decision, rule,
+        );
         let ctx = DenyContext {
             request_id: &id,
             tool_name: &tool.name,
@@ -500,11 +546,10 @@ fn route(
             user: &conn.identity.user,
             vendor_name: &conn.vendor.name,
             exemption_url: &cfg.exemption_url,
-            rule: decision
-                .rule
-                .as_deref()
-                .and_then(|name| cfg.policy.rules.iter().find(|r| &*r.name == name)),
+            rule,
             claim: wf.claimed.as_deref().zip(wf.untrusted),
+            link: extras.link.as_deref(),
+            request_status: extras.status.as_deref(),
         };
         let resp = deny::deny(format, status, &decision, &ctx);
         guard.rec().status = Some(status.as_u16());

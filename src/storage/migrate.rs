@@ -7,11 +7,18 @@
 use tokio_postgres::Client;
 
 /// (version, name, SQL), in order. Never edit a shipped one: add the next.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "shared_state",
-    include_str!("../../migrations/0001_shared_state.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "shared_state",
+        include_str!("../../migrations/0001_shared_state.sql"),
+    ),
+    (
+        3,
+        "requests",
+        include_str!("../../migrations/0003_requests.sql"),
+    ),
+];
 
 /// An arbitrary constant: the advisory lock that serialises migrations across replicas.
 const LOCK_KEY: i64 = 0x6169_6761_7465; // "aigate"

@@ -13,18 +13,19 @@ use serde_json::{Value, json};
 
 use crate::common::{TestClock, TestEnv};
 
-const ALICE_PROXY: &str = "alice-proxy-token-0001";
-const BOB_ADMIN: &str = "bob-manager-token-0002";
-const DAVE: &str = "dave-manager-token-0003";
-const ROOT: &str = "root-admin-token-0004";
-const AUDITOR: &str = "auditor-token-0005";
+pub(crate) const ALICE_PROXY: &str = "alice-proxy-token-0001";
+pub(crate) const BOB_ADMIN: &str = "bob-manager-token-0002";
+pub(crate) const DAVE: &str = "dave-manager-token-0003";
+pub(crate) const ROOT: &str = "root-admin-token-0004";
+pub(crate) const AUDITOR: &str = "auditor-token-0005";
+pub(crate) const APPROVER: &str = "erin-approver-token-0006";
 
 async fn env_with_people(clock: Option<Arc<TestClock>>) -> TestEnv {
     people(clock).start().await
 }
 
 /// The people of `env_with_people`, before the gateway starts.
-fn people(clock: Option<Arc<TestClock>>) -> crate::common::Builder {
+pub(crate) fn people(clock: Option<Arc<TestClock>>) -> crate::common::Builder {
     let h = aigate::identify::user::hash_token;
     let mut b = TestEnv::builder()
         .replace("# users_file = \"users.toml\"", "users_file = \"users.toml\"")
@@ -37,10 +38,11 @@ fn people(clock: Option<Arc<TestClock>>) -> crate::common::Builder {
         b = b.clock(c);
     }
     b.users(&format!(
-        "[[users]]\nid = \"carol\"\nroles = [\"manager\"]\n\n[[users]]\nid = \"bob\"\nmanager = \"carol\"\nroles = [\"manager\"]\ntokens = [\"{}\"]\n\n[[users]]\nid = \"alice\"\nmanager = \"bob\"\ntokens = [\"{}\"]\n\n[[users]]\nid = \"dave\"\nroles = [\"manager\"]\ntokens = [\"{}\"]\n",
+        "[[users]]\nid = \"carol\"\nroles = [\"manager\"]\n\n[[users]]\nid = \"bob\"\nmanager = \"carol\"\nroles = [\"manager\"]\ntokens = [\"{}\"]\n\n[[users]]\nid = \"alice\"\nmanager = \"bob\"\ntokens = [\"{}\"]\n\n[[users]]\nid = \"dave\"\nroles = [\"manager\"]\ntokens = [\"{}\"]\n\n[[users]]\nid = \"erin\"\nroles = [\"approver\"]\ntokens = [\"{}\"]\n",
         h(BOB_ADMIN),
         h(ALICE_PROXY),
-        h(DAVE)
+        h(DAVE),
+        h(APPROVER)
     ))
 }
 
@@ -51,7 +53,7 @@ fn admin(env: &TestEnv) -> (reqwest::Client, String) {
     )
 }
 
-async fn call(
+pub(crate) async fn call(
     env: &TestEnv,
     method: reqwest::Method,
     path: &str,
@@ -307,8 +309,10 @@ async fn role_matrix() {
     let matrix: Vec<(Option<&str>, u16, Option<usize>, u16)> = vec![
         (Some(ROOT), 201, Some(2), 200),
         (Some(BOB_ADMIN), 201, Some(3), 200),
+        // An approver grants for anyone, without being their manager, and reads everything.
+        (Some(APPROVER), 201, Some(4), 200),
         (Some(DAVE), 400, Some(0), 403),
-        (Some(AUDITOR), 403, Some(3), 200),
+        (Some(AUDITOR), 403, Some(4), 200),
         (Some(ALICE_PROXY), 401, None, 401),
         (Some("nonsense"), 401, None, 401),
         (None, 401, None, 401),

@@ -168,10 +168,11 @@ async fn claude_code_is_blocked_in_anthropic_error_format() {
         "{msg}"
     );
     assert!(
-        msg.contains(
-            "https://it.example.com/aigate/exemptions/new?tool=claude-code&workflow=untagged"
-        ),
-        "{msg}"
+        msg.contains(&format!(
+            "aigate does not know who you are, so nothing can be exempted for you; http://{}/r/",
+            env.gateway.admin_addr
+        )),
+        "the shipped default links to aigate's own request page (which tells an anonymous caller what IT must set up): {msg}"
     );
     assert!(msg.contains(&format!("Request id: {id}")), "{msg}");
     assert!(

@@ -15,5 +15,6 @@ mod postgres;
 mod properties;
 mod refusals;
 mod replicas;
+mod requests;
 mod routes;
 mod tampering;

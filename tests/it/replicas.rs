@@ -414,7 +414,7 @@ fn migrations_run_twice_without_harm() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(String::from_utf8_lossy(&first.stdout).contains("applied migrations [1]"));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("applied migrations [1, 3]"));
     let second = migrate();
     assert!(second.status.success());
     assert!(String::from_utf8_lossy(&second.stdout).contains("schema up to date"));
@@ -461,4 +461,125 @@ fn the_database_connection_is_verified_tls() {
         !plain.status.success(),
         "a TLS-only server refuses plain TCP"
     );
+}
+
+/// The message of a blocked Claude Code call.
+async fn claude_message(client: &reqwest::Client) -> String {
+    let resp = client
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", "claude-cli/2.1.12 (external, cli)")
+        .body("{\"model\":\"claude-sonnet-4-5\"}")
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Issue 16: the request loop across replicas. The link is made on A, opens on B (drafts are
+/// written to the shared table off the data path), the request is submitted on A and approved
+/// on B, and the next call through either replica is exempt within a second.
+#[tokio::test]
+async fn a_request_made_on_one_replica_is_approved_on_the_other() {
+    let pg = Postgres::start();
+    let env = replica_a(&pg, None).await;
+    let b = env
+        .variant("b", |t| {
+            t.replace("replica_id = \"a\"", "replica_id = \"b\"")
+        })
+        .await;
+    until_up(&env.gateway, true).await;
+    until_up(&b, true).await;
+    let via_a = client_for(&env.gateway, "", true);
+    let via_b = client_for(&b, "", true);
+    let message = claude_message(&via_a).await;
+    let base = format!("http://{}/r/", env.gateway.admin_addr);
+    let at = message.find(&base).unwrap_or_else(|| panic!("{message}")) + base.len();
+    let draft = &message[at..at + 16];
+
+    // The draft made on A opens on B.
+    let started = Instant::now();
+    let (mut status, mut seen) = (0, Value::Null);
+    while started.elapsed() < Duration::from_secs(2) {
+        (status, seen) = admin_call(
+            b.admin_addr,
+            reqwest::Method::GET,
+            &format!("/v1/drafts/{draft}"),
+            None,
+        )
+        .await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen["draft"]["user"], "alice");
+
+    let (status, r) = admin_call(
+        env.gateway.admin_addr,
+        reqwest::Method::POST,
+        "/v1/requests",
+        Some(json!({"draft": draft, "justification": "bake-off", "duration": "1h"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{r}");
+    let rq = r["id"].as_str().unwrap().to_string();
+    // One open request across replicas: B refuses a second one and shows A's.
+    let (status, again) = admin_call(
+        b.admin_addr,
+        reqwest::Method::POST,
+        "/v1/requests",
+        Some(json!({"draft": draft, "justification": "again", "duration": "1h"})),
+    )
+    .await;
+    assert_eq!(
+        (status, again["id"].as_str()),
+        (200, Some(rq.as_str())),
+        "{again}"
+    );
+
+    // B hears of it, and says so in its own deny message.
+    let started = Instant::now();
+    loop {
+        let m = claude_message(&via_b).await;
+        if m.contains(&format!("Your request {rq} is waiting for root since ")) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "B never heard of {rq}: {m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, ok) = admin_call(
+        b.admin_addr,
+        reqwest::Method::POST,
+        &format!("/v1/requests/{rq}/approve"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{ok}");
+    let ex = ok["exemption"].as_str().unwrap().to_string();
+    let seen_a = until_status(&via_a, 200, Duration::from_secs(1)).await;
+    let seen_b = until_status(&via_b, 200, Duration::from_secs(1)).await;
+    eprintln!("approval on B: exempt via A after {seen_a:?}, via B after {seen_b:?}");
+    // A knows the request is decided, and approving it again anywhere is refused.
+    let (status, _) = admin_call(
+        env.gateway.admin_addr,
+        reqwest::Method::POST,
+        &format!("/v1/requests/{rq}/approve"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 409);
+    let db = pg.client().await;
+    let row = db
+        .query_one("SELECT body FROM aigate_exemptions WHERE id = $1", &[&ex])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Value>(0)["request"], rq.as_str());
 }

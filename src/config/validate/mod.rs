@@ -21,6 +21,7 @@ use crate::policy::{Action, Policy};
 mod admin;
 mod ai_hosts;
 mod audit;
+mod console;
 mod destinations;
 mod rules;
 mod storage;
@@ -31,6 +32,7 @@ mod workflows;
 use admin::admin;
 use ai_hosts::ai_hosts;
 use audit::integrity;
+use console::console;
 use destinations::{allowed_clients, destinations};
 use rules::rules;
 use storage::storage;
@@ -369,6 +371,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
 
     let admin = admin(&mut p, &raw.admin);
     let storage = storage(&mut p, &raw.storage, base);
+    let console = console(&mut p, &raw.console);
     let log = LogConfig {
         format: match raw.log.format.as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
@@ -458,6 +461,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         admin,
         log,
         storage,
+        console,
     })
 }
 
