@@ -383,9 +383,11 @@ fn run_starts_prints_where_to_point_clients_and_tunnels() {
         public.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
+    // The tunnel's decision and outcome, then the checkpoint.
     assert!(
-        stdout.contains("2 records, 1 checkpoint, 1 signature valid")
-            && stdout.contains("ok, 2 records"),
+        stdout.contains("3 records, 1 checkpoint, 1 signature valid")
+            && stdout.contains("ok, 3 records")
+            && stdout.contains("calls: 1 forwarded, 1 with an outcome"),
         "{stdout}"
     );
 }
