@@ -383,9 +383,11 @@ fn run_starts_prints_where_to_point_clients_and_tunnels() {
         public.to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{stderr}");
+    // The tunnel's decision and outcome, then the checkpoint.
     assert!(
-        stdout.contains("2 records, 1 checkpoint, 1 signature valid")
-            && stdout.contains("ok, 2 records"),
+        stdout.contains("3 records, 1 checkpoint, 1 signature valid")
+            && stdout.contains("ok, 3 records")
+            && stdout.contains("calls: 1 forwarded, 1 with an outcome"),
         "{stdout}"
     );
 }
@@ -2257,4 +2259,89 @@ async fn kill_9_after_a_rotation_still_accounts_for_the_open_call() {
     assert_eq!(outcomes[0]["error"], "outcome_lost");
     let (code, _, stderr) = run(&["audit", "verify", state.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
+}
+
+/// A CONNECT tunnel that aigate does not intercept is audited like a stream: its decision is in
+/// the log once it is open, progress records follow while it runs, and a `kill -9` leaves a
+/// decision that the restart closes with `outcome_lost` (issue 15: one record at its end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_tunnel_leaves_its_decision_progress_and_outcome_lost() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = TestEnv::builder()
+        .replace("progress_interval = \"60s\"", "progress_interval = \"1s\"")
+        .start()
+        .await;
+    let config = binary_config(&env, "killtunnel");
+    let state = env.dir.path().join("killtunnel");
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_aigate"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn();
+    let (_, proxy, _) = gateway_of(&mut child, &state);
+    let mut tunnel = crate::common::connect_raw_at(proxy, "echo.internal.test:7000", "")
+        .await
+        .unwrap();
+    tunnel.write_all(b"hello").await.unwrap();
+    let mut echoed = [0u8; 5];
+    tunnel.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(&echoed, b"hello");
+
+    let log = state.join("audit.jsonl");
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let of = |records: &[serde_json::Value], kind: &str| -> Vec<serde_json::Value> {
+        records
+            .iter()
+            .filter(|r| r["host"] == "echo.internal.test" && r["kind"] == kind)
+            .cloned()
+            .collect()
+    };
+    // The decision is there while the tunnel is open.
+    let decision = of(&lines(), "tunnel");
+    assert_eq!(decision.len(), 1, "{:#?}", lines());
+    assert_eq!(decision[0]["outcome_follows"], true);
+    assert_eq!(decision[0]["reason"], "not_vendor");
+    assert_eq!(decision[0]["status"], 200);
+    let id = decision[0]["id"].as_str().unwrap().to_string();
+
+    // Long enough for progress records (progress_interval = 1s).
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    child.kill().unwrap(); // SIGKILL: the tunnel is open
+    child.wait().unwrap();
+    drop(tunnel);
+    let before = lines();
+    let progress = of(&before, "progress");
+    assert!(!progress.is_empty(), "{before:#?}");
+    let last = progress.last().unwrap();
+    assert_eq!(last["id"], id.as_str());
+    assert_eq!(last["bytes_up"], 5);
+    assert_eq!(last["bytes_down"], 5);
+    assert!(of(&before, "outcome").is_empty());
+
+    let mut child = spawn();
+    let _ = gateway_of(&mut child, &state);
+    let pid = child.id().to_string();
+    let exited = tokio::task::spawn_blocking(move || {
+        Command::new("kill").arg(pid).status().unwrap();
+        child.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(exited.success());
+    let outcome = of(&lines(), "outcome");
+    assert_eq!(outcome.len(), 1, "{:#?}", lines());
+    assert_eq!(outcome[0]["id"], id.as_str());
+    assert_eq!(outcome[0]["error"], "outcome_lost");
+    assert_eq!(outcome[0]["bytes_down"], 5);
 }
