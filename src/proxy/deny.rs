@@ -211,14 +211,31 @@ pub fn format_for(vendor_default: ErrorFormat, path: &str) -> ErrorFormat {
     vendor_default
 }
 
+/// The Anthropic API's error code for a request its organisation's policy refused, which Claude
+/// Code prints as what it is rather than as a failed login.
+pub const POLICY_DENIED_CODE: &str = "dlp_request_denied";
+
 /// The body a vendor's SDK parses, carrying `message`.
 pub fn vendor_body(format: ErrorFormat, status: StatusCode, message: &str) -> serde_json::Value {
     let denied = status == StatusCode::FORBIDDEN || status == StatusCode::MISDIRECTED_REQUEST;
     match format {
+        // Claude Code reads a 401 or 403 as a bad login ("Failed to authenticate", "Please run
+        // /login") on every route (Anthropic, Bedrock, Vertex), unless the body carries the error
+        // code of the Anthropic API's own organisation-policy refusal: then it prints `API Error:`
+        // and our message, and does not retry (checked against the real client in
+        // tests/clients/; docs/clients.md "What a blocked engineer sees").
+        ErrorFormat::Anthropic if denied => json!({
+            "type": "error",
+            "error": {
+                "type": "permission_error",
+                "message": message,
+                "details": { "error_code": POLICY_DENIED_CODE },
+            }
+        }),
         ErrorFormat::Anthropic => json!({
             "type": "error",
             "error": {
-                "type": if denied { "permission_error" } else if status == StatusCode::GATEWAY_TIMEOUT { "timeout_error" } else { "api_error" },
+                "type": if status == StatusCode::GATEWAY_TIMEOUT { "timeout_error" } else { "api_error" },
                 "message": message,
             }
         }),
@@ -555,7 +572,7 @@ mod tests {
         let a = vendor_body(ErrorFormat::Anthropic, StatusCode::FORBIDDEN, "m");
         assert_eq!(
             a,
-            json!({"type":"error","error":{"type":"permission_error","message":"m"}})
+            json!({"type":"error","error":{"type":"permission_error","message":"m","details":{"error_code":"dlp_request_denied"}}})
         );
         let o = vendor_body(ErrorFormat::OpenAi, StatusCode::FORBIDDEN, "m");
         assert_eq!(

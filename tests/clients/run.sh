@@ -45,8 +45,15 @@ W=${AIGATE_CLIENTS_WORK:-/tmp/aigate-clients}
 
 PROXY=http://127.0.0.1:3128
 VENDOR_PORT=8443
-HOSTS="api.anthropic.com api.openai.com chatgpt.com generativelanguage.googleapis.com api.githubcopilot.com api.github.com github.com"
+# The managed-cloud and relay routes use their real host names (Claude Code in Bedrock and Vertex
+# mode, Codex with an OpenRouter provider), resolved by aigate to the fake vendor like the others.
+HOSTS="api.anthropic.com api.openai.com chatgpt.com generativelanguage.googleapis.com api.githubcopilot.com api.github.com github.com
+  bedrock-runtime.us-east-1.amazonaws.com bedrock.us-east-1.amazonaws.com us-east5-aiplatform.googleapis.com openrouter.ai"
+HOSTS=$(echo $HOSTS)
 DENY='aigate blocked this call'
+# The way to an exemption that a deny message carries: aigate's request link (…/r/ID), or the
+# company portal of policy.exemption_url.
+LINK_RE='(/r/[A-Za-z0-9_-]+|/exemptions/new\?)'
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "run.sh: $*"; exit 2; }
@@ -236,6 +243,14 @@ expect() {
 audit_has() { python3 "$HERE/check.py" audit "$AUDIT_JSON" --after "$SEQ0" "$@"; }
 vendor_has() { python3 "$HERE/check.py" vendor "$OUT/vendor.log" "$@"; }
 output_has() { grep -qF -- "$2" "$OUT/$1.stdout" "$OUT/$1.stderr" || { echo "  \"$2\" not in $OUT/$1.{stdout,stderr}"; tail -5 "$OUT/$1.stderr" "$OUT/$1.stdout"; return 1; }; }
+# deny_line NAME: the deny message and the link to an exemption on one line of the client's output
+# (a terminal shows it whole), and no advice to fix a login that is fine.
+deny_line() {
+    grep -qE -- "$DENY.*$LINK_RE" "$OUT/$1.stdout" "$OUT/$1.stderr" ||
+        { echo "  no line with \"$DENY\" and a link ($LINK_RE) in $OUT/$1.{stdout,stderr}"; tail -5 "$OUT/$1.stderr" "$OUT/$1.stdout"; return 1; }
+    ! grep -iE -- 'Failed to authenticate|/login|authentication failed|credentials' "$OUT/$1.stdout" "$OUT/$1.stderr" ||
+        { echo "  the client blames the login for a policy block (above)"; return 1; }
+}
 rc_is() { [ "$RC" = "$1" ] || { echo "  exit code $RC, want $1 (see $OUT/$2.{stdout,stderr})"; tail -8 "$OUT/$2.stderr" "$OUT/$2.stdout"; return 1; }; }
 not_timed_out() { [ "$RC" != 124 ] || { echo "  still running after the timeout"; return 1; }; }
 
@@ -275,6 +290,7 @@ check_claude() {
     client claude-untagged 120 "${base[@]}" -- claude -p "Say hi"
     expect "Claude Code untagged: prints the aigate deny message" output_has claude-untagged "$DENY"
     expect "Claude Code untagged: deny message quotes the request id" output_has claude-untagged "Request id:"
+    expect "Claude Code untagged: the block and its link on one line, no login advice" deny_line claude-untagged
     expect "Claude Code untagged: audit tool=claude-code action=block POST /v1/messages" \
         audit_has --tool claude-code --action block --method POST --path /v1/messages --workflow untagged --status 403
     expect "Claude Code untagged: vendor received no /v1/messages" \
@@ -308,6 +324,55 @@ check_claude() {
         --status 200 --field user=eve --field would_block=true
     expect "Claude Code as eve in vendor-evaluation: vendor got /v1/messages without x-aigate-workflow" \
         vendor_has --scenario claude-eval --method POST --path /v1/messages --header-absent x-aigate-workflow
+
+    check_claude_clouds
+}
+
+# Claude Code on Amazon Bedrock and Google Vertex AI, at their real host names: still Claude Code
+# (not a tunnel), blocked with a message it prints, monitored in the sanctioned workflow.
+check_claude_clouds() {
+    local bedrock=(CLAUDE_CODE_USE_BEDROCK=1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=AKIAFAKEFAKEFAKEFAKE
+        AWS_SECRET_ACCESS_KEY=fake/secret/access/key/000000000000000)
+    local vertex=(CLAUDE_CODE_USE_VERTEX=1 CLOUD_ML_REGION=us-east5 ANTHROPIC_VERTEX_PROJECT_ID=aigate-check
+        CLAUDE_CODE_SKIP_VERTEX_AUTH=1)
+    local bhost=bedrock-runtime.us-east-1.amazonaws.com vhost=us-east5-aiplatform.googleapis.com
+
+    client claude-bedrock 120 HTTPS_PROXY=$PROXY NODE_EXTRA_CA_CERTS=$CA "${bedrock[@]}" -- claude -p "Say hi"
+    expect "Claude Code on Bedrock: prints the aigate deny message" output_has claude-bedrock "$DENY"
+    expect "Claude Code on Bedrock: the block and its link on one line, no login advice" deny_line claude-bedrock
+    expect "Claude Code on Bedrock: audit tool=claude-code block POST /model/…/invoke-with-response-stream" \
+        audit_has --tool claude-code --action block --host $bhost --method POST --path /model/ --status 403
+    expect "Claude Code on Bedrock: vendor received no InvokeModel" \
+        bash -c '! python3 "$0" vendor "$1" --scenario claude-bedrock --host "$2" >/dev/null' "$HERE/check.py" "$OUT/vendor.log" $bhost
+
+    client claude-vertex 120 HTTPS_PROXY=$PROXY NODE_EXTRA_CA_CERTS=$CA "${vertex[@]}" -- claude -p "Say hi"
+    expect "Claude Code on Vertex AI: prints the aigate deny message" output_has claude-vertex "$DENY"
+    expect "Claude Code on Vertex AI: the block and its link on one line, no login advice" deny_line claude-vertex
+    expect "Claude Code on Vertex AI: audit tool=claude-code block POST …/publishers/anthropic/…:streamRawPredict" \
+        audit_has --tool claude-code --action block --host $vhost --method POST --path /v1/projects/aigate-check/ --status 403
+    expect "Claude Code on Vertex AI: vendor received no rawPredict" \
+        bash -c '! python3 "$0" vendor "$1" --scenario claude-vertex --host "$2" >/dev/null' "$HERE/check.py" "$OUT/vendor.log" $vhost
+
+    # The sanctioned workflow: Bedrock signs the tag (SigV4), so aigate keeps it and says so.
+    client claude-bedrock-eval 120 HTTPS_PROXY=$EVE_PROXY NODE_EXTRA_CA_CERTS=$CA "${bedrock[@]}" \
+        "ANTHROPIC_CUSTOM_HEADERS=x-aigate-workflow: vendor-evaluation" -- claude -p "Say hi"
+    expect "Claude Code on Bedrock as eve in vendor-evaluation: exits 0" rc_is 0 claude-bedrock-eval
+    expect "Claude Code on Bedrock as eve in vendor-evaluation: prints the vendor's answer (event stream)" \
+        output_has claude-bedrock-eval "hi from fake vendor"
+    expect "Claude Code on Bedrock as eve in vendor-evaluation: audit monitor, forwarded, signed tag kept" \
+        audit_has --tool claude-code --action monitor --workflow vendor-evaluation --host $bhost --method POST \
+        --path /model/ --status 200 --field user=eve --field 'signed_headers_kept=["x-aigate-workflow"]'
+
+    client claude-vertex-eval 120 HTTPS_PROXY=$EVE_PROXY NODE_EXTRA_CA_CERTS=$CA "${vertex[@]}" \
+        "ANTHROPIC_CUSTOM_HEADERS=x-aigate-workflow: vendor-evaluation" -- claude -p "Say hi"
+    expect "Claude Code on Vertex AI as eve in vendor-evaluation: exits 0" rc_is 0 claude-vertex-eval
+    expect "Claude Code on Vertex AI as eve in vendor-evaluation: prints the vendor's answer" \
+        output_has claude-vertex-eval "hi from fake vendor"
+    expect "Claude Code on Vertex AI as eve in vendor-evaluation: audit monitor, forwarded" \
+        audit_has --tool claude-code --action monitor --workflow vendor-evaluation --host $vhost --method POST \
+        --path /v1/projects/aigate-check/ --status 200 --field user=eve
+    expect "Claude Code on Vertex AI as eve in vendor-evaluation: vendor got the call without x-aigate-workflow" \
+        vendor_has --scenario claude-vertex-eval --host $vhost --method POST --header-absent x-aigate-workflow
 }
 
 check_codex() {

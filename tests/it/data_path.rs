@@ -156,6 +156,11 @@ async fn claude_code_is_blocked_in_anthropic_error_format() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["type"], "error");
     assert_eq!(body["error"]["type"], "permission_error");
+    // Without it, Claude Code prints "Failed to authenticate" before the message.
+    assert_eq!(
+        body["error"]["details"]["error_code"], "dlp_request_denied",
+        "{body}"
+    );
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(
         // The shipped rule bans the tool in every workflow (allow-list), so the message does not

@@ -47,6 +47,11 @@ async fn denied(
 fn anthropic_message(body: &serde_json::Value) -> &str {
     assert_eq!(body["type"], "error", "{body}");
     assert_eq!(body["error"]["type"], "permission_error", "{body}");
+    // Claude Code's code for a policy refusal, on Bedrock and Vertex as on Anthropic's API.
+    assert_eq!(
+        body["error"]["details"]["error_code"], "dlp_request_denied",
+        "{body}"
+    );
     body["error"]["message"].as_str().unwrap()
 }
 
