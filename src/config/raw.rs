@@ -176,6 +176,7 @@ pub struct RawVendor {
     pub error_format: Option<String>,
     #[serde(default)]
     pub fronts: Vec<String>,
+    pub deny_status: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -218,6 +218,11 @@ pub const POLICY_DENIED_CODE: &str = "dlp_request_denied";
 /// The body a vendor's SDK parses, carrying `message`.
 pub fn vendor_body(format: ErrorFormat, status: StatusCode, message: &str) -> serde_json::Value {
     let denied = status == StatusCode::FORBIDDEN || status == StatusCode::MISDIRECTED_REQUEST;
+    body(format, status, denied, message)
+}
+
+/// `denied`: aigate refused the call (whatever status the vendor's clients need to show it).
+fn body(format: ErrorFormat, status: StatusCode, denied: bool, message: &str) -> serde_json::Value {
     match format {
         // Claude Code reads a 401 or 403 as a bad login ("Failed to authenticate", "Please run
         // /login") on every route (Anthropic, Bedrock, Vertex), unless the body carries the error
@@ -300,7 +305,7 @@ pub fn deny(
     let msg = message(decision, ctx);
     json_response(
         status,
-        &vendor_body(format, status, &msg),
+        &body(format, status, status.is_client_error(), &msg),
         "block",
         decision.reason,
         ctx.request_id,

@@ -11,7 +11,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use http::{HeaderMap, Response, StatusCode};
+use http::{HeaderMap, Response};
 use regex::bytes::Regex;
 
 use super::Shared;
@@ -175,7 +175,7 @@ impl LateScan {
                     return false;
                 }
                 decision.reason = Reason::LateBodySignal;
-                (decision, StatusCode::FORBIDDEN)
+                (decision, r.conn.vendor.deny_status)
             }
         };
         let ctx = DenyContext {

@@ -506,6 +506,10 @@ fn route(
                 .and_then(|name| cfg.policy.rules.iter().find(|r| &*r.name == name)),
             claim: wf.claimed.as_deref().zip(wf.untrusted),
         };
+        // The vendor's deny status, unless the audit log made it a 503.
+        if status == StatusCode::FORBIDDEN {
+            status = conn.vendor.deny_status;
+        }
         let resp = deny::deny(format, status, &decision, &ctx);
         guard.rec().status = Some(status.as_u16());
         return Err(resp);

@@ -423,3 +423,42 @@ async fn an_unsigned_workflow_tag_is_still_removed() {
     let r = &env.audit_n(1).await[0];
     assert!(r.get("signed_headers_kept").is_none(), "{r}");
 }
+
+/// GitHub Copilot's CLI shows nothing of a 403's body ("Access denied by policy settings" and a
+/// link to GitHub's settings), but prints the message of a 400: the shipped `github-copilot`
+/// vendor denies with `deny_status = 400`, in OpenAI's shape, and the record says so.
+#[tokio::test]
+async fn a_blocked_copilot_call_is_answered_with_the_vendors_deny_status() {
+    let env = TestEnv::builder()
+        .append(
+            "\n[[rules]]\nname = \"no-copilot\"\naction = \"block\"\ntools = [\"copilot-cli\"]\n",
+        )
+        .start()
+        .await;
+    let resp = env
+        .client(false)
+        .get("https://api.githubcopilot.com/models")
+        .header("user-agent", "copilot/1.0.102 (client/github/cli linux v24.11.1) term/unknown")
+        .header("copilot-integration-id", "copilot-developer-cli")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["x-aigate-decision"], "block");
+    assert_eq!(resp.headers()["x-should-retry"], "false");
+    let id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let msg = openai_message(&body);
+    assert!(
+        msg.contains("aigate blocked this call to GitHub Copilot"),
+        "{msg}"
+    );
+    let records = env.audit().await;
+    let r = by_id(&records, &id);
+    assert_eq!(r["tool"], "copilot-cli");
+    assert_eq!(r["status"], 400);
+    assert!(env.vendor.requests().is_empty());
+}
