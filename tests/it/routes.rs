@@ -438,7 +438,10 @@ async fn a_blocked_copilot_call_is_answered_with_the_vendors_deny_status() {
     let resp = env
         .client(false)
         .get("https://api.githubcopilot.com/models")
-        .header("user-agent", "copilot/1.0.102 (client/github/cli linux v24.11.1) term/unknown")
+        .header(
+            "user-agent",
+            "copilot/1.0.102 (client/github/cli linux v24.11.1) term/unknown",
+        )
         .header("copilot-integration-id", "copilot-developer-cli")
         .send()
         .await

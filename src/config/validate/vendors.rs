@@ -107,7 +107,8 @@ mod tests {
 
     use crate::config::{ConfigError, load_str};
 
-    const VENDOR: &str = "[[vendors]]\nid = \"acme\"\nhosts = [\"api.acme.example\"]\nerror_format = \"openai\"\n";
+    const VENDOR: &str =
+        "[[vendors]]\nid = \"acme\"\nhosts = [\"api.acme.example\"]\nerror_format = \"openai\"\n";
 
     #[test]
     fn deny_status_defaults_to_403_and_takes_a_4xx_clients_show() {
