@@ -196,6 +196,7 @@ pub struct RawTool {
     pub min_signals: Option<u64>,
     #[serde(default)]
     pub built_on: Vec<String>,
+    pub deny_status: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]

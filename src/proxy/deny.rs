@@ -295,6 +295,20 @@ pub fn annotate(h: &mut http::HeaderMap, decision: &'static str, reason: Reason,
     }
 }
 
+/// The status of a policy deny: the tool's `deny_status` (Codex retries a 403 five times but not a
+/// 400), else its vendor's (Copilot hides a 403's body), else 403.
+pub fn status_for(
+    cfg: &crate::config::Config,
+    tool: &str,
+    vendor: &crate::config::Vendor,
+) -> StatusCode {
+    cfg.tools
+        .iter()
+        .find(|t| &*t.id == tool)
+        .and_then(|t| t.deny_status)
+        .unwrap_or(vendor.deny_status)
+}
+
 /// A denial of an intercepted request.
 pub fn deny(
     format: ErrorFormat,

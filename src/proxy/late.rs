@@ -11,7 +11,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use http::{HeaderMap, Response};
+use http::{HeaderMap, Response, StatusCode};
 use regex::bytes::Regex;
 
 use super::Shared;
@@ -175,7 +175,7 @@ impl LateScan {
                     return false;
                 }
                 decision.reason = Reason::LateBodySignal;
-                (decision, r.conn.vendor.deny_status)
+                (decision, deny::status_for(&r.cfg, &tool.tool, &r.conn.vendor))
             }
         };
         let ctx = DenyContext {

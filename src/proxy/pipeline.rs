@@ -506,9 +506,9 @@ fn route(
                 .and_then(|name| cfg.policy.rules.iter().find(|r| &*r.name == name)),
             claim: wf.claimed.as_deref().zip(wf.untrusted),
         };
-        // The vendor's deny status, unless the audit log made it a 503.
+        // The tool's deny status, else the vendor's, unless the audit log made it a 503.
         if status == StatusCode::FORBIDDEN {
-            status = conn.vendor.deny_status;
+            status = deny::status_for(cfg, &tool.tool, &conn.vendor);
         }
         let resp = deny::deny(format, status, &decision, &ctx);
         guard.rec().status = Some(status.as_u16());

@@ -7,7 +7,7 @@
         Exit 0 when at least one record with seq > SEQ matches every condition given (--path is a
         prefix of the path without its query string; --field compares a record field with a JSON
         value, or with a string when the value is not JSON); otherwise exit 1 and print what was
-        there.
+        there. --at-most N: instead, exit 0 when at most N records match (none too).
 
     check.py vendor LOG --scenario NAME [--host H] [--path P] [--method M] [--header-absent NAME]
         Exit 0 when the vendor received at least one matching request during the scenario (between
@@ -71,6 +71,11 @@ def audit(a):
         return True
 
     hits = [r for r in recs if ok(r)]
+    if a.at_most is not None:
+        print(f"  {len(hits)} matching record(s), at most {a.at_most} wanted")
+        for r in hits[:20]:
+            print(brief(r))
+        return 0 if len(hits) <= a.at_most else 1
     if hits:
         print(f"  {len(hits)} matching record(s), e.g.{brief(hits[0]).lstrip()}")
         return 0
@@ -147,6 +152,7 @@ def main():
     for k in ("kind", "tool", "action", "method", "path", "host", "workflow"):
         pa.add_argument("--" + k)
     pa.add_argument("--status", type=int)
+    pa.add_argument("--at-most", type=int)
     pa.add_argument("--field", action="append")
     pv = sub.add_parser("vendor")
     pv.add_argument("file")

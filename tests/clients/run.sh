@@ -48,7 +48,8 @@ VENDOR_PORT=8443
 # The managed-cloud and relay routes use their real host names (Claude Code in Bedrock and Vertex
 # mode, Codex with an OpenRouter provider), resolved by aigate to the fake vendor like the others.
 HOSTS="api.anthropic.com api.openai.com chatgpt.com generativelanguage.googleapis.com api.githubcopilot.com api.github.com github.com
-  bedrock-runtime.us-east-1.amazonaws.com bedrock.us-east-1.amazonaws.com us-east5-aiplatform.googleapis.com openrouter.ai"
+  bedrock-runtime.us-east-1.amazonaws.com bedrock.us-east-1.amazonaws.com us-east5-aiplatform.googleapis.com openrouter.ai
+  bedrock-mantle.us-east-1.api.aws aigate-check.openai.azure.com"
 HOSTS=$(echo $HOSTS)
 DENY='aigate blocked this call'
 # The way to an exemption that a deny message carries: aigate's request link (…/r/ID), or the
@@ -391,17 +392,20 @@ check_codex() {
         -- codex exec --skip-git-repo-check "Say hi"
     expect "Codex untagged: exits by itself (took ${ELAPSED} ms, limit 180 s)" not_timed_out
     expect "Codex untagged: prints the aigate deny message" output_has codex-untagged "$DENY"
+    expect "Codex untagged: the block and its link on one line, no login advice" deny_line codex-untagged
+    # A 403 was retried: six POSTs after the WebSocket attempts. A 400 ends it at the WebSocket
+    # upgrade or at the first POST.
+    expect "Codex untagged: the model call is not retried (at most one POST /v1/responses)" \
+        audit_has --tool codex-cli --method POST --path /v1/responses --at-most 1
     expect "Codex untagged: audit tool=codex-cli block WebSocket GET /v1/responses" \
-        audit_has --tool codex-cli --action block --method GET --path /v1/responses --status 403
-    expect "Codex untagged: audit tool=codex-cli block POST /v1/responses" \
-        audit_has --tool codex-cli --action block --method POST --path /v1/responses --status 403
+        audit_has --tool codex-cli --action block --method GET --path /v1/responses --status 400
 
     PREP_HOME=codex_home_docs client codex-docs 180 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA SSL_CERT_FILE=$CA \
         OPENAI_API_KEY=sk-fake-000 -- codex exec --skip-git-repo-check "Say hi"
     expect "Codex tagged docs (custom provider): exits by itself" not_timed_out
     expect "Codex tagged docs: prints the aigate deny message" output_has codex-docs "$DENY"
     expect "Codex tagged docs: audit tool=codex-cli action=block workflow=docs POST /v1/responses" \
-        audit_has --tool codex-cli --action block --workflow docs --method POST --path /v1/responses --status 403
+        audit_has --tool codex-cli --action block --workflow docs --method POST --path /v1/responses --status 400
 
     PREP_HOME=codex_home_eval client codex-eval 180 HTTPS_PROXY=$EVE_PROXY CODEX_CA_CERTIFICATE=$CA SSL_CERT_FILE=$CA \
         OPENAI_API_KEY=sk-fake-000 -- codex exec --skip-git-repo-check "Say hi"
@@ -421,15 +425,32 @@ check_codexroutes() {
     expect "Codex with an OpenRouter model_providers entry: exits by itself" not_timed_out
     expect "Codex with an OpenRouter provider: the block and its link on one line" deny_line codex-openrouter
     expect "Codex with an OpenRouter provider: audit tool=codex-cli block at openrouter.ai" \
-        audit_has --tool codex-cli --action block --host openrouter.ai --method POST --path /api/v1/responses --status 403
+        audit_has --tool codex-cli --action block --host openrouter.ai --method POST --path /api/v1/responses --status 400
     expect "Codex with an OpenRouter provider: vendor received no /responses" \
         bash -c '! python3 "$0" vendor "$1" --scenario codex-openrouter --path /responses >/dev/null' "$HERE/check.py" "$OUT/vendor.log"
+
+    # The built-in amazon-bedrock provider (Bedrock Mantle, a Bedrock API key) and an Azure OpenAI
+    # provider.
+    client codex-bedrock 180 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA SSL_CERT_FILE=$CA \
+        AWS_BEARER_TOKEN_BEDROCK=bedrock-api-key-fake AWS_REGION=us-east-1 \
+        -- codex exec --skip-git-repo-check -c model_provider=amazon-bedrock "Say hi"
+    expect "Codex with the amazon-bedrock provider: exits by itself" not_timed_out
+    expect "Codex with the amazon-bedrock provider: the block and its link on one line" deny_line codex-bedrock
+    expect "Codex with the amazon-bedrock provider: audit tool=codex-cli block at bedrock-mantle" \
+        audit_has --tool codex-cli --action block --host bedrock-mantle.us-east-1.api.aws --status 400
+
+    PREP_HOME=codex_home_azure client codex-azure 180 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA SSL_CERT_FILE=$CA \
+        AZURE_OPENAI_API_KEY=azure-fake-000 -- codex exec --skip-git-repo-check "Say hi"
+    expect "Codex with an Azure OpenAI provider: exits by itself" not_timed_out
+    expect "Codex with an Azure OpenAI provider: the block and its link on one line" deny_line codex-azure
+    expect "Codex with an Azure OpenAI provider: audit tool=codex-cli block at *.openai.azure.com" \
+        audit_has --tool codex-cli --action block --host aigate-check.openai.azure.com --method POST --status 400
 
     PREP_HOME=codex_home_chatgpt client codex-chatgpt 180 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA SSL_CERT_FILE=$CA \
         -- codex exec --skip-git-repo-check "Say hi"
     expect "Codex signed in with ChatGPT: exits by itself" not_timed_out
     expect "Codex signed in with ChatGPT: its start-up side call is Codex, blocked (GET /backend-api/wham/config/bundle)" \
-        audit_has --tool codex-cli --action block --host chatgpt.com --method GET --path /backend-api/wham/config/bundle --status 403
+        audit_has --tool codex-cli --action block --host chatgpt.com --method GET --path /backend-api/wham/config/bundle --status 400
     # Known gap (docs/clients.md): Codex stops at that side call and never makes the model call, so
     # it prints its own error, not aigate's message. This check records what it prints today.
     expect "Codex signed in with ChatGPT: prints \"Failed to load cloud config bundle\" (known gap: not the deny)" \
@@ -444,6 +465,19 @@ model = "openai/gpt-5"
 name = "OpenRouter"
 base_url = "https://openrouter.ai/api/v1"
 env_key = "OPENROUTER_API_KEY"
+wire_api = "responses"
+EOF
+}
+codex_home_azure() {
+    mkdir -p "$1/.codex" && cat >"$1/.codex/config.toml" <<'EOF'
+model_provider = "azure"
+model = "gpt-5"
+
+[model_providers.azure]
+name = "Azure OpenAI"
+base_url = "https://aigate-check.openai.azure.com/openai"
+env_key = "AZURE_OPENAI_API_KEY"
+query_params = { api-version = "2025-04-01-preview" }
 wire_api = "responses"
 EOF
 }

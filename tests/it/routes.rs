@@ -27,13 +27,15 @@ fn codex(rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         .header("originator", "codex_exec")
 }
 
-/// Sends `rb`, expects aigate's 403 and returns (body, the request's audit record).
+/// Sends `rb`, expects aigate's deny (400 for Codex, its `deny_status`; 403 for the others) and
+/// returns (body, the request's audit record).
 async fn denied(
     env: &TestEnv,
     rb: reqwest::RequestBuilder,
 ) -> (serde_json::Value, serde_json::Value) {
     let resp = rb.send().await.unwrap();
-    assert_eq!(resp.status(), 403);
+    let status = resp.status();
+    assert!(status == 403 || status == 400, "{status}");
     assert_eq!(resp.headers()["x-aigate-decision"], "block");
     let id = resp.headers()["x-aigate-request-id"]
         .to_str()
@@ -41,7 +43,11 @@ async fn denied(
         .to_string();
     let body: serde_json::Value = resp.json().await.unwrap();
     let records = env.audit().await;
-    (body, by_id(&records, &id).clone())
+    let r = by_id(&records, &id).clone();
+    let want = if r["tool"] == "codex-cli" { 400 } else { 403 };
+    assert_eq!(status, want, "{r}");
+    assert_eq!(r["status"], want);
+    (body, r)
 }
 
 fn anthropic_message(body: &serde_json::Value) -> &str {
@@ -110,7 +116,7 @@ async fn claude_code_on_vertex_is_blocked_in_anthropic_shape_and_gemini_paths_in
     .json(&json!({"contents": []}));
     let (body, r) = denied(&env, rb).await;
     assert_eq!(body["error"]["status"], "PERMISSION_DENIED", "{body}");
-    assert_eq!(body["error"]["code"], 403);
+    assert_eq!(body["error"]["code"], 400, "Codex's deny_status");
     assert_eq!(r["tool"], "codex-cli");
     assert_eq!(r["vendor"], "google-vertex");
     assert!(env.vendor.requests().is_empty());

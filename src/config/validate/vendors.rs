@@ -76,27 +76,30 @@ pub(super) fn vendors(p: &mut Problems, raw: &[RawVendor]) -> Vec<Arc<Vendor>> {
             hosts,
             error_format,
             fronts,
-            deny_status: deny_status(p, &at, v.deny_status),
+            deny_status: deny_status(p, &at, v.deny_status).unwrap_or(http::StatusCode::FORBIDDEN),
         }));
     }
     out
 }
 
-/// A deny's status must be one the clients print and never retry: a 4xx, but not 401 or 407 (a
-/// login to fix), nor 408, 409 or 429 (retried by the Anthropic and OpenAI SDKs and the CLIs).
-fn deny_status(p: &mut Problems, at: &str, raw: Option<u16>) -> http::StatusCode {
-    let Some(code) = raw else {
-        return http::StatusCode::FORBIDDEN;
-    };
+/// A deny's status (`deny_status` of a vendor or a tool) must be one the clients print and never
+/// retry: a 4xx, but not 401 or 407 (a login to fix), nor 408, 409 or 429 (retried by the
+/// Anthropic and OpenAI SDKs and the CLIs). `None` when not given or not valid (then reported).
+pub(super) fn deny_status(
+    p: &mut Problems,
+    at: &str,
+    raw: Option<u16>,
+) -> Option<http::StatusCode> {
+    let code = raw?;
     match http::StatusCode::from_u16(code) {
-        Ok(s) if s.is_client_error() && !matches!(code, 401 | 407 | 408 | 409 | 429) => s,
+        Ok(s) if s.is_client_error() && !matches!(code, 401 | 407 | 408 | 409 | 429) => Some(s),
         _ => {
             p.push(
                 format!("{at}.deny_status"),
                 Some(code.to_string()),
                 "not a status clients show as a refusal; use 403 (the default), or 400, 422 or 451 for a client that hides a 403's body (never 401, 407, 408, 409, 429 or 5xx: clients ask for a login or retry)",
             );
-            http::StatusCode::FORBIDDEN
+            None
         }
     }
 }
