@@ -56,6 +56,9 @@ pub struct Vendor {
     /// Hosts served by the same front end as `hosts` (Google's for `*.googleapis.com`): a tunnel
     /// to one must name its target in the SNI, or the front end routes by the hidden `Host`.
     pub fronts: Vec<HostPattern>,
+    /// The status of a policy deny on this vendor's hosts (403 unless its client shows nothing
+    /// of a 403's body: GitHub Copilot's CLI, see docs/clients.md).
+    pub deny_status: http::StatusCode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -201,6 +201,7 @@ pub struct RawVendor {
     pub error_format: Option<String>,
     #[serde(default)]
     pub fronts: Vec<String>,
+    pub deny_status: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,6 +221,7 @@ pub struct RawTool {
     pub min_signals: Option<u64>,
     #[serde(default)]
     pub built_on: Vec<String>,
+    pub deny_status: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -69,6 +69,9 @@ pub struct ToolSignature {
     pub min_signals: usize,
     /// Tools this one is built on (an SDK): their matches are expected, not conflicts.
     pub built_on: Vec<Arc<str>>,
+    /// The status of a policy deny for this tool, over its vendor's: for a client that retries a
+    /// 403 (Codex) or hides its body (docs/clients.md "What a blocked engineer sees").
+    pub deny_status: Option<http::StatusCode>,
 }
 
 /// What the matcher looks at, already normalised (normalise.rs): `path` decoded and resolved,

@@ -231,14 +231,36 @@ pub fn format_for(vendor_default: ErrorFormat, path: &str) -> ErrorFormat {
     vendor_default
 }
 
+/// The Anthropic API's error code for a request its organisation's policy refused, which Claude
+/// Code prints as what it is rather than as a failed login.
+pub const POLICY_DENIED_CODE: &str = "dlp_request_denied";
+
 /// The body a vendor's SDK parses, carrying `message`.
 pub fn vendor_body(format: ErrorFormat, status: StatusCode, message: &str) -> serde_json::Value {
     let denied = status == StatusCode::FORBIDDEN || status == StatusCode::MISDIRECTED_REQUEST;
+    body(format, status, denied, message)
+}
+
+/// `denied`: aigate refused the call (whatever status the vendor's clients need to show it).
+fn body(format: ErrorFormat, status: StatusCode, denied: bool, message: &str) -> serde_json::Value {
     match format {
+        // Claude Code reads a 401 or 403 as a bad login ("Failed to authenticate", "Please run
+        // /login") on every route (Anthropic, Bedrock, Vertex), unless the body carries the error
+        // code of the Anthropic API's own organisation-policy refusal: then it prints `API Error:`
+        // and our message, and does not retry (checked against the real client in
+        // tests/clients/; docs/clients.md "What a blocked engineer sees").
+        ErrorFormat::Anthropic if denied => json!({
+            "type": "error",
+            "error": {
+                "type": "permission_error",
+                "message": message,
+                "details": { "error_code": POLICY_DENIED_CODE },
+            }
+        }),
         ErrorFormat::Anthropic => json!({
             "type": "error",
             "error": {
-                "type": if denied { "permission_error" } else if status == StatusCode::GATEWAY_TIMEOUT { "timeout_error" } else { "api_error" },
+                "type": if status == StatusCode::GATEWAY_TIMEOUT { "timeout_error" } else { "api_error" },
                 "message": message,
             }
         }),
@@ -293,6 +315,20 @@ pub fn annotate(h: &mut http::HeaderMap, decision: &'static str, reason: Reason,
     }
 }
 
+/// The status of a policy deny: the tool's `deny_status` (Codex retries a 403 five times but not a
+/// 400), else its vendor's (Copilot hides a 403's body), else 403.
+pub fn status_for(
+    cfg: &crate::config::Config,
+    tool: &str,
+    vendor: &crate::config::Vendor,
+) -> StatusCode {
+    cfg.tools
+        .iter()
+        .find(|t| &*t.id == tool)
+        .and_then(|t| t.deny_status)
+        .unwrap_or(vendor.deny_status)
+}
+
 /// A denial of an intercepted request.
 pub fn deny(
     format: ErrorFormat,
@@ -303,7 +339,7 @@ pub fn deny(
     let msg = message(decision, ctx);
     json_response(
         status,
-        &vendor_body(format, status, &msg),
+        &body(format, status, status.is_client_error(), &msg),
         "block",
         decision.reason,
         ctx.request_id,
@@ -609,7 +645,7 @@ mod tests {
         let a = vendor_body(ErrorFormat::Anthropic, StatusCode::FORBIDDEN, "m");
         assert_eq!(
             a,
-            json!({"type":"error","error":{"type":"permission_error","message":"m"}})
+            json!({"type":"error","error":{"type":"permission_error","message":"m","details":{"error_code":"dlp_request_denied"}}})
         );
         let o = vendor_body(ErrorFormat::OpenAi, StatusCode::FORBIDDEN, "m");
         assert_eq!(

@@ -175,7 +175,10 @@ impl LateScan {
                     return false;
                 }
                 decision.reason = Reason::LateBodySignal;
-                (decision, StatusCode::FORBIDDEN)
+                (
+                    decision,
+                    deny::status_for(&r.cfg, &tool.tool, &r.conn.vendor),
+                )
             }
         };
         let rule = decision

@@ -551,6 +551,10 @@ fn route(
             link: extras.link.as_deref(),
             request_status: extras.status.as_deref(),
         };
+        // The tool's deny status, else the vendor's, unless the audit log made it a 503.
+        if status == StatusCode::FORBIDDEN {
+            status = deny::status_for(cfg, &tool.tool, &conn.vendor);
+        }
         let resp = deny::deny(format, status, &decision, &ctx);
         guard.rec().status = Some(status.as_u16());
         return Err(resp);

@@ -7,16 +7,19 @@
         Exit 0 when at least one record with seq > SEQ matches every condition given (--path is a
         prefix of the path without its query string; --field compares a record field with a JSON
         value, or with a string when the value is not JSON); otherwise exit 1 and print what was
-        there.
+        there. --at-most N: instead, exit 0 when at most N records match (none too).
 
     check.py vendor LOG --scenario NAME [--host H] [--path P] [--method M] [--header-absent NAME]
         Exit 0 when the vendor received at least one matching request during the scenario (between
         its marker line and the next) and, with --header-absent, no request of the scenario carried
         that header.
 
+    check.py chatgpt-auth FILE       write a Codex auth.json for a fake ChatGPT sign-in (unsigned
+                                     JWTs: Codex reads their claims, only OpenAI checks them)
     check.py lastseq QUERY_JSON      print the highest seq (0 for an empty log)
     check.py mark LOG NAME           append a scenario marker to the vendor log
 """
+import base64
 import json
 import sys
 import time
@@ -68,6 +71,11 @@ def audit(a):
         return True
 
     hits = [r for r in recs if ok(r)]
+    if a.at_most is not None:
+        print(f"  {len(hits)} matching record(s), at most {a.at_most} wanted")
+        for r in hits[:20]:
+            print(brief(r))
+        return 0 if len(hits) <= a.at_most else 1
     if hits:
         print(f"  {len(hits)} matching record(s), e.g.{brief(hits[0]).lstrip()}")
         return 0
@@ -106,7 +114,29 @@ def vendor(a):
     return 1
 
 
+def chatgpt_auth(path):
+    def b64(d):
+        return base64.urlsafe_b64encode(json.dumps(d).encode()).rstrip(b"=").decode()
+
+    def jwt(claims):
+        return b64({"alg": "RS256", "typ": "JWT"}) + "." + b64(claims) + ".ZmFrZQ"
+
+    now = int(time.time())
+    auth = {"https://api.openai.com/auth": {"chatgpt_plan_type": "business", "chatgpt_account_id": "acct-fake",
+                                            "chatgpt_user_id": "user-fake", "user_id": "user-fake"}}
+    common = dict(auth, exp=now + 30 * 86400, iat=now, iss="https://auth.openai.com", sub="user-fake")
+    tokens = {"id_token": jwt(dict(common, email="dev@example.com", aud="app_fake")),
+              "access_token": jwt(dict(common, aud=["https://api.openai.com/v1"], client_id="app_fake")),
+              "refresh_token": "rt_fake", "account_id": "acct-fake"}
+    with open(path, "w") as f:
+        json.dump({"auth_mode": "chatgpt", "OPENAI_API_KEY": None, "tokens": tokens,
+                   "last_refresh": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, f)
+    return 0
+
+
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "chatgpt-auth":
+        return chatgpt_auth(sys.argv[2])
     if len(sys.argv) > 1 and sys.argv[1] == "lastseq":
         print(max([int(r.get("seq", 0)) for r in records(sys.argv[2])] or [0]))
         return 0
@@ -122,6 +152,7 @@ def main():
     for k in ("kind", "tool", "action", "method", "path", "host", "workflow"):
         pa.add_argument("--" + k)
     pa.add_argument("--status", type=int)
+    pa.add_argument("--at-most", type=int)
     pa.add_argument("--field", action="append")
     pv = sub.add_parser("vendor")
     pv.add_argument("file")

@@ -4,15 +4,20 @@
     fake_vendor.py --cert vendor.pem --key vendor.key --log vendor.log [--port 8443]
 
 Serves api.anthropic.com, api.openai.com, chatgpt.com, generativelanguage.googleapis.com,
-api.githubcopilot.com and api.github.com (aigate's [upstream.resolve] points them all here; the
-certificate names them all). Logs every request as one JSON line (method, host, path, headers,
-first 2 KB of the body) and answers with the smallest response each client accepts: Anthropic
-messages (JSON or SSE), OpenAI responses / chat completions (JSON or SSE), Gemini generateContent /
+api.githubcopilot.com, api.github.com, Amazon Bedrock (runtime and control plane), Vertex AI and
+OpenRouter (aigate's [upstream.resolve] points them all here; the certificate names them all).
+Logs every request as one JSON line (method, host, path, headers, first 2 KB of the body) and
+answers with the smallest response each client accepts: Anthropic messages (JSON or SSE), Bedrock
+InvokeModel (JSON, or an AWS event stream of Anthropic events), Vertex rawPredict /
+streamRawPredict, OpenAI responses / chat completions (JSON or SSE), Gemini generateContent /
 streamGenerateContent, Copilot models and token endpoints. A WebSocket upgrade gets a 400, so
 clients fall back to HTTPS. Lines {"marker": NAME} written by run.sh split the log per scenario.
 """
 import argparse
+import base64
+import binascii
 import json
+import struct
 import ssl
 import sys
 import threading
@@ -52,9 +57,13 @@ def anthropic_message(model):
 
 
 def anthropic_stream(model):
+    return sse(anthropic_events(model))
+
+
+def anthropic_events(model):
     start = dict(anthropic_message(model), content=[], stop_reason=None)
     start["usage"] = {"input_tokens": 1, "output_tokens": 0}
-    return sse([
+    return [
         {"type": "message_start", "message": start},
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
         {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": TEXT}},
@@ -62,7 +71,30 @@ def anthropic_stream(model):
         {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
          "usage": {"output_tokens": 4}},
         {"type": "message_stop"},
-    ])
+    ]
+
+
+def eventstream_message(headers, payload):
+    """One frame of the AWS event stream encoding (application/vnd.amazon.eventstream): prelude
+    (total length, headers length, CRC32 of those 8 bytes), string headers, payload, CRC32."""
+    hb = b""
+    for k, v in headers.items():
+        kb, vb = k.encode(), v.encode()
+        hb += struct.pack(">B", len(kb)) + kb + struct.pack(">BH", 7, len(vb)) + vb
+    total = 12 + len(hb) + len(payload) + 4
+    prelude = struct.pack(">II", total, len(hb))
+    msg = prelude + struct.pack(">I", binascii.crc32(prelude)) + hb + payload
+    return msg + struct.pack(">I", binascii.crc32(msg))
+
+
+def bedrock_stream(model):
+    """InvokeModelWithResponseStream: each Anthropic event, base64 in a `chunk` event."""
+    out = b""
+    for e in anthropic_events(model):
+        payload = json.dumps({"bytes": base64.b64encode(json.dumps(e).encode()).decode()}).encode()
+        out += eventstream_message({":event-type": "chunk", ":content-type": "application/json",
+                                    ":message-type": "event"}, payload)
+    return out
 
 
 def openai_response(model):
@@ -230,6 +262,16 @@ class H(BaseHTTPRequestHandler):
             if p == "/user":
                 return self._send(200, {"login": "fake-user", "id": 1, "name": "Fake User", "type": "User"})
             return self._send(200, {})
+        if host.startswith("bedrock.") and p.startswith("/inference-profiles"):
+            return self._send(200, {"inferenceProfileSummaries": []})
+        if p.startswith("/model/") and p.endswith("/invoke-with-response-stream"):
+            return self._send(200, bedrock_stream(p.split("/")[2]), "application/vnd.amazon.eventstream")
+        if p.startswith("/model/") and p.endswith("/invoke"):
+            return self._send(200, anthropic_message(p.split("/")[2]))
+        if "/publishers/anthropic/models/" in p and p.endswith(":streamRawPredict"):
+            return self._send(200, anthropic_stream(p.rsplit("/", 1)[-1].split(":")[0]), "text/event-stream")
+        if "/publishers/anthropic/models/" in p and p.endswith(":rawPredict"):
+            return self._send(200, anthropic_message(p.rsplit("/", 1)[-1].split(":")[0]))
         if p.endswith("/v1/messages") and host != "generativelanguage.googleapis.com":
             return self._send(200, anthropic_stream(model), "text/event-stream") if stream \
                 else self._send(200, anthropic_message(model))

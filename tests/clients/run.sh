@@ -21,8 +21,8 @@
 #   versions.txt          the client versions that were checked
 #
 # Environment: AIGATE_CLIENTS_WORK, AIGATE_BIN, AIGATE_CLIENTS_ONLY (space-separated scenario names
-# to run, e.g. "claude codex"; all by default: claude codex python node gemini copilot curl git
-# managed),
+# to run, e.g. "claude codex"; all by default: claude codex codexroutes python node gemini copilot
+# blocked curl git managed),
 # and the client versions: CLAUDE_CODE_VERSION, CODEX_VERSION, GEMINI_CLI_VERSION,
 # COPILOT_CLI_VERSION, ANTHROPIC_NODE_VERSION, OPENAI_NODE_VERSION, UNDICI_VERSION,
 # ANTHROPIC_PY_VERSION, OPENAI_PY_VERSION ("latest" works for the npm ones).
@@ -41,12 +41,20 @@ W=${AIGATE_CLIENTS_WORK:-/tmp/aigate-clients}
 : "${UNDICI_VERSION:=7.30.2}"
 : "${ANTHROPIC_PY_VERSION:=2.11.0}"
 : "${OPENAI_PY_VERSION:=3.52.0}"
-: "${AIGATE_CLIENTS_ONLY:=claude codex python node gemini copilot curl git managed}"
+: "${AIGATE_CLIENTS_ONLY:=claude codex codexroutes python node gemini copilot blocked curl git managed}"
 
 PROXY=http://127.0.0.1:3128
 VENDOR_PORT=8443
-HOSTS="api.anthropic.com api.openai.com chatgpt.com generativelanguage.googleapis.com api.githubcopilot.com api.github.com github.com"
+# The managed-cloud and relay routes use their real host names (Claude Code in Bedrock and Vertex
+# mode, Codex with an OpenRouter provider), resolved by aigate to the fake vendor like the others.
+HOSTS="api.anthropic.com api.openai.com chatgpt.com generativelanguage.googleapis.com api.githubcopilot.com api.github.com github.com
+  bedrock-runtime.us-east-1.amazonaws.com bedrock.us-east-1.amazonaws.com us-east5-aiplatform.googleapis.com openrouter.ai
+  bedrock-mantle.us-east-1.api.aws aigate-check.openai.azure.com"
+HOSTS=$(echo $HOSTS)
 DENY='aigate blocked this call'
+# The way to an exemption that a deny message carries: aigate's request link (…/r/ID), or the
+# company portal of policy.exemption_url.
+LINK_RE='(/r/[A-Za-z0-9_-]+|/exemptions/new\?)'
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "run.sh: $*"; exit 2; }
@@ -157,6 +165,13 @@ EOF
     openssl rand -hex 24 >"$W/eve-token" || die "openssl rand failed"
     printf '[[users]]\nid = "eve"\ngroups = ["ai-evaluation"]\ntokens = ["%s"]\n' \
         "$(tr -d '\n' <"$W/eve-token" | "$A" user hash-token)" >"$W/users.toml" || die "cannot write $W/users.toml"
+    # And one whom an extra rule blocks whatever the tool, to see what the clients that the shipped
+    # policy forwards (Gemini CLI, Copilot CLI) print when they are blocked.
+    openssl rand -hex 24 >"$W/mallory-token" || die "openssl rand failed"
+    printf '\n[[users]]\nid = "mallory"\ntokens = ["%s"]\n' \
+        "$(tr -d '\n' <"$W/mallory-token" | "$A" user hash-token)" >>"$W/users.toml" || die "cannot write $W/users.toml"
+    printf '\n[[rules]]\nname = "clients-check-blocked-user"\ndescription = "tests/clients: every call of this user is blocked"\naction = "block"\nexemptable = true\nusers = ["mallory"]\n' \
+        >>"$W/aigate.toml" || die "cannot write $W/aigate.toml"
     sed -i "s|^# users_file = \"users.toml\"|users_file = \"$W/users.toml\"|" "$W/aigate.toml"
     grep -q "^users_file = " "$W/aigate.toml" || die "config/aigate.toml has no '# users_file = \"users.toml\"' line; update tests/clients/run.sh"
     "$A" check --config "$W/aigate.toml" >"$W/aigate-check.txt" 2>&1 || {
@@ -236,6 +251,17 @@ expect() {
 audit_has() { python3 "$HERE/check.py" audit "$AUDIT_JSON" --after "$SEQ0" "$@"; }
 vendor_has() { python3 "$HERE/check.py" vendor "$OUT/vendor.log" "$@"; }
 output_has() { grep -qF -- "$2" "$OUT/$1.stdout" "$OUT/$1.stderr" || { echo "  \"$2\" not in $OUT/$1.{stdout,stderr}"; tail -5 "$OUT/$1.stderr" "$OUT/$1.stdout"; return 1; }; }
+# deny_line NAME: the deny message and the link to an exemption on one line of the client's output
+# (a terminal shows it whole), and no advice to fix a login that is fine.
+deny_line() {
+    link_line "$1" &&
+        { ! grep -iE -- 'Failed to authenticate|/login|authentication failed|credentials' "$OUT/$1.stdout" "$OUT/$1.stderr" ||
+            { echo "  the client blames the login for a policy block (above)"; return 1; }; }
+}
+link_line() { # NAME: the deny message and the link on one line
+    grep -qE -- "$DENY.*$LINK_RE" "$OUT/$1.stdout" "$OUT/$1.stderr" ||
+        { echo "  no line with \"$DENY\" and a link ($LINK_RE) in $OUT/$1.{stdout,stderr}"; tail -5 "$OUT/$1.stderr" "$OUT/$1.stdout"; return 1; }
+}
 rc_is() { [ "$RC" = "$1" ] || { echo "  exit code $RC, want $1 (see $OUT/$2.{stdout,stderr})"; tail -8 "$OUT/$2.stderr" "$OUT/$2.stdout"; return 1; }; }
 not_timed_out() { [ "$RC" != 124 ] || { echo "  still running after the timeout"; return 1; }; }
 
@@ -275,6 +301,7 @@ check_claude() {
     client claude-untagged 120 "${base[@]}" -- claude -p "Say hi"
     expect "Claude Code untagged: prints the aigate deny message" output_has claude-untagged "$DENY"
     expect "Claude Code untagged: deny message quotes the request id" output_has claude-untagged "Request id:"
+    expect "Claude Code untagged: the block and its link on one line, no login advice" deny_line claude-untagged
     expect "Claude Code untagged: audit tool=claude-code action=block POST /v1/messages" \
         audit_has --tool claude-code --action block --method POST --path /v1/messages --workflow untagged --status 403
     expect "Claude Code untagged: vendor received no /v1/messages" \
@@ -308,6 +335,55 @@ check_claude() {
         --status 200 --field user=eve --field would_block=true
     expect "Claude Code as eve in vendor-evaluation: vendor got /v1/messages without x-aigate-workflow" \
         vendor_has --scenario claude-eval --method POST --path /v1/messages --header-absent x-aigate-workflow
+
+    check_claude_clouds
+}
+
+# Claude Code on Amazon Bedrock and Google Vertex AI, at their real host names: still Claude Code
+# (not a tunnel), blocked with a message it prints, monitored in the sanctioned workflow.
+check_claude_clouds() {
+    local bedrock=(CLAUDE_CODE_USE_BEDROCK=1 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=AKIAFAKEFAKEFAKEFAKE
+        AWS_SECRET_ACCESS_KEY=fake/secret/access/key/000000000000000)
+    local vertex=(CLAUDE_CODE_USE_VERTEX=1 CLOUD_ML_REGION=us-east5 ANTHROPIC_VERTEX_PROJECT_ID=aigate-check
+        CLAUDE_CODE_SKIP_VERTEX_AUTH=1)
+    local bhost=bedrock-runtime.us-east-1.amazonaws.com vhost=us-east5-aiplatform.googleapis.com
+
+    client claude-bedrock 120 HTTPS_PROXY=$PROXY NODE_EXTRA_CA_CERTS=$CA "${bedrock[@]}" -- claude -p "Say hi"
+    expect "Claude Code on Bedrock: prints the aigate deny message" output_has claude-bedrock "$DENY"
+    expect "Claude Code on Bedrock: the block and its link on one line, no login advice" deny_line claude-bedrock
+    expect "Claude Code on Bedrock: audit tool=claude-code block POST /model/…/invoke-with-response-stream" \
+        audit_has --tool claude-code --action block --host $bhost --method POST --path /model/ --status 403
+    expect "Claude Code on Bedrock: vendor received no InvokeModel" \
+        bash -c '! python3 "$0" vendor "$1" --scenario claude-bedrock --host "$2" >/dev/null' "$HERE/check.py" "$OUT/vendor.log" $bhost
+
+    client claude-vertex 120 HTTPS_PROXY=$PROXY NODE_EXTRA_CA_CERTS=$CA "${vertex[@]}" -- claude -p "Say hi"
+    expect "Claude Code on Vertex AI: prints the aigate deny message" output_has claude-vertex "$DENY"
+    expect "Claude Code on Vertex AI: the block and its link on one line, no login advice" deny_line claude-vertex
+    expect "Claude Code on Vertex AI: audit tool=claude-code block POST …/publishers/anthropic/…:streamRawPredict" \
+        audit_has --tool claude-code --action block --host $vhost --method POST --path /v1/projects/aigate-check/ --status 403
+    expect "Claude Code on Vertex AI: vendor received no rawPredict" \
+        bash -c '! python3 "$0" vendor "$1" --scenario claude-vertex --host "$2" >/dev/null' "$HERE/check.py" "$OUT/vendor.log" $vhost
+
+    # The sanctioned workflow: Bedrock signs the tag (SigV4), so aigate keeps it and says so.
+    client claude-bedrock-eval 120 HTTPS_PROXY=$EVE_PROXY NODE_EXTRA_CA_CERTS=$CA "${bedrock[@]}" \
+        "ANTHROPIC_CUSTOM_HEADERS=x-aigate-workflow: vendor-evaluation" -- claude -p "Say hi"
+    expect "Claude Code on Bedrock as eve in vendor-evaluation: exits 0" rc_is 0 claude-bedrock-eval
+    expect "Claude Code on Bedrock as eve in vendor-evaluation: prints the vendor's answer (event stream)" \
+        output_has claude-bedrock-eval "hi from fake vendor"
+    expect "Claude Code on Bedrock as eve in vendor-evaluation: audit monitor, forwarded, signed tag kept" \
+        audit_has --tool claude-code --action monitor --workflow vendor-evaluation --host $bhost --method POST \
+        --path /model/ --status 200 --field user=eve --field 'signed_headers_kept=["x-aigate-workflow"]'
+
+    client claude-vertex-eval 120 HTTPS_PROXY=$EVE_PROXY NODE_EXTRA_CA_CERTS=$CA "${vertex[@]}" \
+        "ANTHROPIC_CUSTOM_HEADERS=x-aigate-workflow: vendor-evaluation" -- claude -p "Say hi"
+    expect "Claude Code on Vertex AI as eve in vendor-evaluation: exits 0" rc_is 0 claude-vertex-eval
+    expect "Claude Code on Vertex AI as eve in vendor-evaluation: prints the vendor's answer" \
+        output_has claude-vertex-eval "hi from fake vendor"
+    expect "Claude Code on Vertex AI as eve in vendor-evaluation: audit monitor, forwarded" \
+        audit_has --tool claude-code --action monitor --workflow vendor-evaluation --host $vhost --method POST \
+        --path /v1/projects/aigate-check/ --status 200 --field user=eve
+    expect "Claude Code on Vertex AI as eve in vendor-evaluation: vendor got the call without x-aigate-workflow" \
+        vendor_has --scenario claude-vertex-eval --host $vhost --method POST --header-absent x-aigate-workflow
 }
 
 check_codex() {
@@ -316,17 +392,20 @@ check_codex() {
         -- codex exec --skip-git-repo-check "Say hi"
     expect "Codex untagged: exits by itself (took ${ELAPSED} ms, limit 180 s)" not_timed_out
     expect "Codex untagged: prints the aigate deny message" output_has codex-untagged "$DENY"
+    expect "Codex untagged: the block and its link on one line, no login advice" deny_line codex-untagged
+    # A 403 was retried: six POSTs after the WebSocket attempts. A 400 ends it at the WebSocket
+    # upgrade or at the first POST.
+    expect "Codex untagged: the model call is not retried (at most one POST /v1/responses)" \
+        audit_has --tool codex-cli --method POST --path /v1/responses --at-most 1
     expect "Codex untagged: audit tool=codex-cli block WebSocket GET /v1/responses" \
-        audit_has --tool codex-cli --action block --method GET --path /v1/responses --status 403
-    expect "Codex untagged: audit tool=codex-cli block POST /v1/responses" \
-        audit_has --tool codex-cli --action block --method POST --path /v1/responses --status 403
+        audit_has --tool codex-cli --action block --method GET --path /v1/responses --status 400
 
     PREP_HOME=codex_home_docs client codex-docs 180 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA SSL_CERT_FILE=$CA \
         OPENAI_API_KEY=sk-fake-000 -- codex exec --skip-git-repo-check "Say hi"
     expect "Codex tagged docs (custom provider): exits by itself" not_timed_out
     expect "Codex tagged docs: prints the aigate deny message" output_has codex-docs "$DENY"
     expect "Codex tagged docs: audit tool=codex-cli action=block workflow=docs POST /v1/responses" \
-        audit_has --tool codex-cli --action block --workflow docs --method POST --path /v1/responses --status 403
+        audit_has --tool codex-cli --action block --workflow docs --method POST --path /v1/responses --status 400
 
     PREP_HOME=codex_home_eval client codex-eval 180 HTTPS_PROXY=$EVE_PROXY CODEX_CA_CERTIFICATE=$CA SSL_CERT_FILE=$CA \
         OPENAI_API_KEY=sk-fake-000 -- codex exec --skip-git-repo-check "Say hi"
@@ -338,6 +417,71 @@ check_codex() {
     expect "Codex as eve in vendor-evaluation: vendor got /v1/responses without x-aigate-workflow" \
         vendor_has --scenario codex-eval --method POST --path /v1/responses --header-absent x-aigate-workflow
 }
+# Codex with a custom model provider at a relay (OpenRouter), and Codex signed in with ChatGPT.
+check_codexroutes() {
+    have @openai/codex || { result SKIP "Codex CLI routes" "not installed"; return; }
+    PREP_HOME=codex_home_openrouter client codex-openrouter 180 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA \
+        SSL_CERT_FILE=$CA OPENROUTER_API_KEY=sk-or-fake-000 -- codex exec --skip-git-repo-check "Say hi"
+    expect "Codex with an OpenRouter model_providers entry: exits by itself" not_timed_out
+    expect "Codex with an OpenRouter provider: the block and its link on one line" deny_line codex-openrouter
+    expect "Codex with an OpenRouter provider: audit tool=codex-cli block at openrouter.ai" \
+        audit_has --tool codex-cli --action block --host openrouter.ai --method POST --path /api/v1/responses --status 400
+    expect "Codex with an OpenRouter provider: vendor received no /responses" \
+        bash -c '! python3 "$0" vendor "$1" --scenario codex-openrouter --path /responses >/dev/null' "$HERE/check.py" "$OUT/vendor.log"
+
+    # The built-in amazon-bedrock provider (Bedrock Mantle, a Bedrock API key) and an Azure OpenAI
+    # provider.
+    client codex-bedrock 180 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA SSL_CERT_FILE=$CA \
+        AWS_BEARER_TOKEN_BEDROCK=bedrock-api-key-fake AWS_REGION=us-east-1 \
+        -- codex exec --skip-git-repo-check -c model_provider=amazon-bedrock "Say hi"
+    expect "Codex with the amazon-bedrock provider: exits by itself" not_timed_out
+    expect "Codex with the amazon-bedrock provider: the block and its link on one line" deny_line codex-bedrock
+    expect "Codex with the amazon-bedrock provider: audit tool=codex-cli block at bedrock-mantle" \
+        audit_has --tool codex-cli --action block --host bedrock-mantle.us-east-1.api.aws --status 400
+
+    PREP_HOME=codex_home_azure client codex-azure 180 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA SSL_CERT_FILE=$CA \
+        AZURE_OPENAI_API_KEY=azure-fake-000 -- codex exec --skip-git-repo-check "Say hi"
+    expect "Codex with an Azure OpenAI provider: exits by itself" not_timed_out
+    expect "Codex with an Azure OpenAI provider: the block and its link on one line" deny_line codex-azure
+    expect "Codex with an Azure OpenAI provider: audit tool=codex-cli block at *.openai.azure.com" \
+        audit_has --tool codex-cli --action block --host aigate-check.openai.azure.com --method POST --status 400
+
+    PREP_HOME=codex_home_chatgpt client codex-chatgpt 180 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA SSL_CERT_FILE=$CA \
+        -- codex exec --skip-git-repo-check "Say hi"
+    expect "Codex signed in with ChatGPT: exits by itself" not_timed_out
+    expect "Codex signed in with ChatGPT: its start-up side call is Codex, blocked (GET /backend-api/wham/config/bundle)" \
+        audit_has --tool codex-cli --action block --host chatgpt.com --method GET --path /backend-api/wham/config/bundle --status 400
+    # Known gap (docs/clients.md): Codex stops at that side call and never makes the model call, so
+    # it prints its own error, not aigate's message. This check records what it prints today.
+    expect "Codex signed in with ChatGPT: prints \"Failed to load cloud config bundle\" (known gap: not the deny)" \
+        output_has codex-chatgpt "Failed to load cloud config bundle"
+}
+codex_home_openrouter() {
+    mkdir -p "$1/.codex" && cat >"$1/.codex/config.toml" <<'EOF'
+model_provider = "openrouter"
+model = "openai/gpt-5"
+
+[model_providers.openrouter]
+name = "OpenRouter"
+base_url = "https://openrouter.ai/api/v1"
+env_key = "OPENROUTER_API_KEY"
+wire_api = "responses"
+EOF
+}
+codex_home_azure() {
+    mkdir -p "$1/.codex" && cat >"$1/.codex/config.toml" <<'EOF'
+model_provider = "azure"
+model = "gpt-5"
+
+[model_providers.azure]
+name = "Azure OpenAI"
+base_url = "https://aigate-check.openai.azure.com/openai"
+env_key = "AZURE_OPENAI_API_KEY"
+query_params = { api-version = "2025-04-01-preview" }
+wire_api = "responses"
+EOF
+}
+codex_home_chatgpt() { mkdir -p "$1/.codex" && python3 "$HERE/check.py" chatgpt-auth "$1/.codex/auth.json"; }
 codex_home_docs() { mkdir -p "$1/.codex" && cp "$W/codex-docs.toml" "$1/.codex/config.toml"; }
 codex_home_eval() { mkdir -p "$1/.codex" && cp "$W/codex-vendor-evaluation.toml" "$1/.codex/config.toml"; }
 codex_user_home() { mkdir -p "$1/.codex" && echo 'model_provider = "openai"' >"$1/.codex/config.toml"; }
@@ -423,6 +567,34 @@ check_copilot() {
     expect "Copilot CLI: prints the vendor's answer" output_has copilot "hi from fake vendor"
     expect "Copilot CLI: audit tool=copilot-cli POST /responses forwarded" \
         audit_has --tool copilot-cli --host api.githubcopilot.com --method POST --path /responses --status 200
+}
+
+# What the clients that the shipped policy forwards print when a rule blocks them (here: one on
+# the user), in their vendor's format: Google's for Gemini, OpenAI's for Copilot.
+check_blocked() {
+    if have @google/gemini-cli; then
+        client gemini-blocked 120 HTTPS_PROXY=$MALLORY_PROXY NODE_EXTRA_CA_CERTS=$CA GEMINI_API_KEY=fake-gemini-key \
+            GEMINI_CLI_TRUST_WORKSPACE=true -- gemini -p "Say hi"
+        expect "Gemini CLI blocked: exits by itself" not_timed_out
+        expect "Gemini CLI blocked: the block and its link on one line" deny_line gemini-blocked
+        expect "Gemini CLI blocked: audit tool=gemini-cli block, user mallory" \
+            audit_has --tool gemini-cli --action block --method POST --path /v1beta/models/ --status 403 --field user=mallory
+    else
+        result SKIP "Gemini CLI blocked" "not installed"
+    fi
+    if have @github/copilot; then
+        client copilot-blocked 120 HTTPS_PROXY=$MALLORY_PROXY NODE_EXTRA_CA_CERTS=$BUNDLE \
+            COPILOT_GITHUB_TOKEN=gho_fake000000000000000000000000000000 COPILOT_AUTO_UPDATE=false \
+            -- copilot -p "Say hi" --allow-all-tools
+        expect "Copilot CLI blocked: exits by itself" not_timed_out
+        # Copilot adds its own advice after any error on its model list (re-run /login, gh auth
+        # status); the message above it is aigate's (docs/clients.md).
+        expect "Copilot CLI blocked: the block and its link on one line" link_line copilot-blocked
+        expect "Copilot CLI blocked: audit tool=copilot-cli block GET /models with 400 (deny_status), user mallory" \
+            audit_has --tool copilot-cli --action block --host api.githubcopilot.com --method GET --path /models --status 400 --field user=mallory
+    else
+        result SKIP "Copilot CLI blocked" "not installed"
+    fi
 }
 
 check_curl() {
@@ -516,11 +688,12 @@ inner() {
     (exec 3<>/dev/tcp/127.0.0.1/3128) 2>/dev/null || { cat "$OUT/aigate.stderr" >&2; die "aigate did not start"; }
     CA=$W/state/ca-cert.pem
     EVE_PROXY=http://eve:$(tr -d '\n' <"$W/eve-token")@127.0.0.1:3128
+    MALLORY_PROXY=http://mallory:$(tr -d '\n' <"$W/mallory-token")@127.0.0.1:3128
     BUNDLE=$OUT/ca-bundle.pem
     cat "$CA" "$W/certs/upstream-ca.pem" >"$BUNDLE"
 
     local c
-    for c in claude codex python node gemini copilot curl git managed; do
+    for c in claude codex codexroutes python node gemini copilot blocked curl git managed; do
         want $c && check_$c
     done
 

@@ -146,7 +146,8 @@ async fn an_intercepted_group_is_a_vendor_and_codex_on_it_is_blocked() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 403);
+    // Codex's deny_status: it retries a 403.
+    assert_eq!(resp.status(), 400);
     let id = resp.headers()["x-aigate-request-id"]
         .to_str()
         .unwrap()

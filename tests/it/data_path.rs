@@ -156,6 +156,11 @@ async fn claude_code_is_blocked_in_anthropic_error_format() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["type"], "error");
     assert_eq!(body["error"]["type"], "permission_error");
+    // Without it, Claude Code prints "Failed to authenticate" before the message.
+    assert_eq!(
+        body["error"]["details"]["error_code"], "dlp_request_denied",
+        "{body}"
+    );
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(
         // The shipped rule bans the tool in every workflow (allow-list), so the message does not
@@ -214,7 +219,9 @@ async fn codex_is_blocked_in_openai_error_format_and_its_websocket_refused() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 403);
+    // Not 403: Codex retries a 403 five times before it shows the message, a 400 not at all.
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["x-should-retry"], "false");
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["type"], "permission_denied");
     assert_eq!(body["error"]["code"], "aigate_blocked");
@@ -249,12 +256,12 @@ async fn codex_is_blocked_in_openai_error_format_and_its_websocket_refused() {
     let err = tokio_tungstenite::client_async(req, tls).await.unwrap_err();
     match err {
         tokio_tungstenite::tungstenite::Error::Http(resp) => {
-            assert_eq!(resp.status(), 403);
+            assert_eq!(resp.status(), 400);
             let body: serde_json::Value =
                 serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
             assert_eq!(body["error"]["code"], "aigate_blocked");
         }
-        other => panic!("expected an HTTP 403, got {other:?}"),
+        other => panic!("expected an HTTP 400, got {other:?}"),
     }
     assert!(env.vendor.requests().is_empty());
     let records = env.audit_n(2).await;
@@ -1391,7 +1398,11 @@ async fn a_forged_user_agent_is_a_conflict_and_the_record_says_why() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 403, "Codex is blocked untagged");
+    assert_eq!(
+        resp.status(),
+        400,
+        "Codex is blocked untagged (its deny_status)"
+    );
     let records = env.audit().await;
     let r = &records[0];
     assert_eq!(

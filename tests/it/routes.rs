@@ -27,13 +27,15 @@ fn codex(rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         .header("originator", "codex_exec")
 }
 
-/// Sends `rb`, expects aigate's 403 and returns (body, the request's audit record).
+/// Sends `rb`, expects aigate's deny (400 for Codex, its `deny_status`; 403 for the others) and
+/// returns (body, the request's audit record).
 async fn denied(
     env: &TestEnv,
     rb: reqwest::RequestBuilder,
 ) -> (serde_json::Value, serde_json::Value) {
     let resp = rb.send().await.unwrap();
-    assert_eq!(resp.status(), 403);
+    let status = resp.status();
+    assert!(status == 403 || status == 400, "{status}");
     assert_eq!(resp.headers()["x-aigate-decision"], "block");
     let id = resp.headers()["x-aigate-request-id"]
         .to_str()
@@ -41,12 +43,21 @@ async fn denied(
         .to_string();
     let body: serde_json::Value = resp.json().await.unwrap();
     let records = env.audit().await;
-    (body, by_id(&records, &id).clone())
+    let r = by_id(&records, &id).clone();
+    let want = if r["tool"] == "codex-cli" { 400 } else { 403 };
+    assert_eq!(status, want, "{r}");
+    assert_eq!(r["status"], want);
+    (body, r)
 }
 
 fn anthropic_message(body: &serde_json::Value) -> &str {
     assert_eq!(body["type"], "error", "{body}");
     assert_eq!(body["error"]["type"], "permission_error", "{body}");
+    // Claude Code's code for a policy refusal, on Bedrock and Vertex as on Anthropic's API.
+    assert_eq!(
+        body["error"]["details"]["error_code"], "dlp_request_denied",
+        "{body}"
+    );
     body["error"]["message"].as_str().unwrap()
 }
 
@@ -105,7 +116,7 @@ async fn claude_code_on_vertex_is_blocked_in_anthropic_shape_and_gemini_paths_in
     .json(&json!({"contents": []}));
     let (body, r) = denied(&env, rb).await;
     assert_eq!(body["error"]["status"], "PERMISSION_DENIED", "{body}");
-    assert_eq!(body["error"]["code"], 403);
+    assert_eq!(body["error"]["code"], 400, "Codex's deny_status");
     assert_eq!(r["tool"], "codex-cli");
     assert_eq!(r["vendor"], "google-vertex");
     assert!(env.vendor.requests().is_empty());
@@ -417,4 +428,46 @@ async fn an_unsigned_workflow_tag_is_still_removed() {
     assert!(seen[0].headers.get("x-aigate-workflow").is_none());
     let r = &env.audit_n(1).await[0];
     assert!(r.get("signed_headers_kept").is_none(), "{r}");
+}
+
+/// GitHub Copilot's CLI shows nothing of a 403's body ("Access denied by policy settings" and a
+/// link to GitHub's settings), but prints the message of a 400: the shipped `github-copilot`
+/// vendor denies with `deny_status = 400`, in OpenAI's shape, and the record says so.
+#[tokio::test]
+async fn a_blocked_copilot_call_is_answered_with_the_vendors_deny_status() {
+    let env = TestEnv::builder()
+        .append(
+            "\n[[rules]]\nname = \"no-copilot\"\naction = \"block\"\ntools = [\"copilot-cli\"]\n",
+        )
+        .start()
+        .await;
+    let resp = env
+        .client(false)
+        .get("https://api.githubcopilot.com/models")
+        .header(
+            "user-agent",
+            "copilot/1.0.102 (client/github/cli linux v24.11.1) term/unknown",
+        )
+        .header("copilot-integration-id", "copilot-developer-cli")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["x-aigate-decision"], "block");
+    assert_eq!(resp.headers()["x-should-retry"], "false");
+    let id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let msg = openai_message(&body);
+    assert!(
+        msg.contains("aigate blocked this call to GitHub Copilot"),
+        "{msg}"
+    );
+    let records = env.audit().await;
+    let r = by_id(&records, &id);
+    assert_eq!(r["tool"], "copilot-cli");
+    assert_eq!(r["status"], 400);
+    assert!(env.vendor.requests().is_empty());
 }

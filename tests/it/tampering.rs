@@ -348,7 +348,7 @@ async fn a_codex_body_under_a_forged_sdk_user_agent_is_codex_with_the_conflict_r
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status(), 403, "{enc}");
+        assert_eq!(resp.status(), 400, "{enc}: Codex's deny_status");
         let id = resp.headers()["x-aigate-request-id"]
             .to_str()
             .unwrap()

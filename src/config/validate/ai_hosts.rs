@@ -101,6 +101,7 @@ pub(super) fn ai_hosts(
                 // Nearly all of them speak OpenAI's API; a request's own shape still wins.
                 error_format: ErrorFormat::OpenAi,
                 fronts: Vec::new(),
+                deny_status: http::StatusCode::FORBIDDEN,
             }));
         }
         out.push(Arc::new(g));

@@ -148,6 +148,7 @@ pub(super) fn tools(p: &mut Problems, raw: &[RawTool], vendor_ids: &[&str]) -> V
             signals,
             min_signals,
             built_on: t.built_on.iter().map(|b| Arc::from(b.as_str())).collect(),
+            deny_status: super::vendors::deny_status(p, &at, t.deny_status),
         });
     }
     out

@@ -76,7 +76,65 @@ pub(super) fn vendors(p: &mut Problems, raw: &[RawVendor]) -> Vec<Arc<Vendor>> {
             hosts,
             error_format,
             fronts,
+            deny_status: deny_status(p, &at, v.deny_status).unwrap_or(http::StatusCode::FORBIDDEN),
         }));
     }
     out
+}
+
+/// A deny's status (`deny_status` of a vendor or a tool) must be one the clients print and never
+/// retry: a 4xx, but not 401 or 407 (a login to fix), nor 408, 409 or 429 (retried by the
+/// Anthropic and OpenAI SDKs and the CLIs). `None` when not given or not valid (then reported).
+pub(super) fn deny_status(
+    p: &mut Problems,
+    at: &str,
+    raw: Option<u16>,
+) -> Option<http::StatusCode> {
+    let code = raw?;
+    match http::StatusCode::from_u16(code) {
+        Ok(s) if s.is_client_error() && !matches!(code, 401 | 407 | 408 | 409 | 429) => Some(s),
+        _ => {
+            p.push(
+                format!("{at}.deny_status"),
+                Some(code.to_string()),
+                "not a status clients show as a refusal; use 403 (the default), or 400, 422 or 451 for a client that hides a 403's body (never 401, 407, 408, 409, 429 or 5xx: clients ask for a login or retry)",
+            );
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{ConfigError, load_str};
+
+    const VENDOR: &str =
+        "[[vendors]]\nid = \"acme\"\nhosts = [\"api.acme.example\"]\nerror_format = \"openai\"\n";
+
+    #[test]
+    fn deny_status_defaults_to_403_and_takes_a_4xx_clients_show() {
+        let cfg = load_str(VENDOR, "t", Path::new(".")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.vendors[0].deny_status, 403);
+        let cfg = load_str(&format!("{VENDOR}deny_status = 400\n"), "t", Path::new("."))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.vendors[0].deny_status, 400);
+    }
+
+    /// A status a client reads as a login, or retries, would hide the message behind a sign-in
+    /// prompt or a retry loop.
+    #[test]
+    fn a_deny_status_that_asks_for_a_login_or_a_retry_is_named() {
+        for code in [200, 401, 407, 408, 409, 429, 500, 503, 999] {
+            let text = format!("{VENDOR}deny_status = {code}\n");
+            let Err(ConfigError::Invalid { problems, .. }) = load_str(&text, "t", Path::new("."))
+            else {
+                panic!("{code} accepted");
+            };
+            assert_eq!(problems.len(), 1, "{code}: {problems:?}");
+            assert_eq!(problems[0].path, "vendors[0].deny_status", "{code}");
+            assert!(problems[0].message.contains("use 403"), "{code}");
+        }
+    }
 }
