@@ -1055,10 +1055,10 @@ pub fn provenance_baseline(arg: &ConfigArg, paths: &[PathBuf]) -> Result<(), Cli
     let (tally, added) = crate::provenance::scan::run::baseline(paths, &fingerprinter, &mut stop)?;
     stop.save(&path).map_err(anyhow::Error::from)?;
     outln!(
-        "{}: {} new fingerprints from {} files ({} bytes, {} skipped); {} in the stop-list",
+        "{}: {} new fingerprints from {} ({} bytes, {} skipped); {} in the stop-list",
         path.display(),
         added,
-        tally.documents,
+        plural(tally.documents as usize, "file", "files"),
         tally.bytes,
         tally.skipped,
         stop.len()

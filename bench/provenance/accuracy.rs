@@ -11,11 +11,11 @@
 //!  - "responses": files captured as model output (each file one response in the ledger);
 //!  - "baseline": known-clean code, whose fingerprints form the stop-list;
 //!  - "clean": at least 10,000 files never sent, to count false positives, and to host pastes.
-//! Transformations of passages taken from the responses:
-//!  1. whole file verbatim; 2. a passage pasted into a clean file; 3. the same, reformatted
-//!  (indentation, spaces around operators and commas, quotes, joined and split lines);
-//!  4. identifiers renamed; 5. 10% and 25% of lines edited or interleaved.
-//! A case is found when the scan's matcher names the right response.
+//!
+//! Transformations of passages taken from the responses: 1. whole file verbatim; 2. a passage
+//! pasted into a clean file; 3. the same, reformatted (indentation, spaces around operators and
+//! commas, quotes, joined and split lines); 4. identifiers renamed; 5. 10% and 25% of lines
+//! edited or interleaved. A case is found when the scan's matcher names the right response.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

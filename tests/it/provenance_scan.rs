@@ -44,8 +44,8 @@ fn baseline_creates_the_key_and_grows_the_stop_list() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // lib.rs and .gitignore are read; target/ is ignored; the binary is skipped.
-    assert!(stdout.contains(" from 2 files ("), "{stdout}");
+    // lib.rs is read; target/ is ignored, .gitignore is hidden, the binary is skipped.
+    assert!(stdout.contains(" from 1 file ("), "{stdout}");
     assert!(stdout.contains("1 skipped"), "{stdout}");
     let state = dir.path().join("state/provenance");
     let key = std::fs::read_to_string(state.join("key")).unwrap();

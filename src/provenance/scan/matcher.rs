@@ -135,7 +135,7 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
             if count < self.thresholds.min_fingerprints {
                 continue;
             }
-            let spans = merge(spans);
+            let spans = widen(text, merge(spans));
             let chars = chars_in(text, &spans);
             if chars < self.thresholds.min_chars.min(total_chars) {
                 continue;
@@ -186,6 +186,45 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
             responses: matches,
         }))
     }
+}
+
+/// How far a matched span is widened on each side, at most (bytes).
+const EDGE: usize = 48;
+
+/// Each span widened to the whole lines it touches, by at most `EDGE` bytes a side. Winnowing
+/// keeps a gram only where it is its window's minimum, so the first and last few symbols of a
+/// copied passage are usually in no kept gram; without this a 200-character paste would count
+/// as 170. A lone gram (under `RUN` bytes) is left as it is: widening it would turn scattered
+/// coincidences into a passage.
+fn widen(text: &str, spans: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+    const RUN: usize = 100;
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(spans.len());
+    for (s, e) in spans {
+        let (s, e) = (s as usize, e as usize);
+        if e - s < RUN {
+            out.push((s as u32, e as u32));
+            continue;
+        }
+        let floor = s.saturating_sub(EDGE);
+        let mut a = b[floor..s]
+            .iter()
+            .rposition(|&c| c == b'\n')
+            .map_or(floor, |i| floor + i + 1);
+        let ceil = (e + EDGE).min(b.len());
+        let mut z = b[e..ceil]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(ceil, |i| e + i);
+        while !text.is_char_boundary(a) {
+            a += 1;
+        }
+        while !text.is_char_boundary(z) {
+            z -= 1;
+        }
+        out.push((a as u32, z.max(a) as u32));
+    }
+    merge(out)
 }
 
 /// Sorted, disjoint byte ranges; touching or overlapping ones joined.

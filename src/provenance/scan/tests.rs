@@ -56,6 +56,7 @@ impl Lookup for Mem {
 const RESPONSE: &str = include_str!("matcher.rs");
 const OTHER: &str = include_str!("../fingerprint/normalize.rs");
 const CLEAN: &str = include_str!("sources.rs");
+const PROSE: &str = include_str!("../../../docs/architecture.md");
 
 fn fingerprinter() -> Fingerprinter {
     Fingerprinter::new(&Key::from_bytes([3; 32]))
@@ -122,17 +123,15 @@ fn pasted_passage_is_found_with_its_lines_and_record() {
     let r = &f.responses[0];
     assert_eq!(r.response.record_id, "rec-1");
     assert_eq!(r.response.tool.as_deref(), Some("claude-code"));
+    assert!(r.matched_chars >= 400, "{}", r.matched_chars);
+    // The pasted lines are reported, most of them: a gram is kept only where it is its window's
+    // minimum, so the first and last lines of a passage may not be covered.
     assert!(
-        r.matched_chars >= 400 && r.matched_chars <= inner.len(),
-        "{}",
-        r.matched_chars
-    );
-    // The reported lines lie inside the pasted ones and cover most of them.
-    assert_eq!(f.lines.len(), 1, "{:?}", f.lines);
-    let (a, b) = f.lines[0];
-    assert!(
-        a >= first && b <= last && b - a + 3 >= last - first,
-        "{a}-{b} vs {first}-{last}"
+        f.lines
+            .iter()
+            .any(|&(a, b)| a >= first && b <= last && (b - a + 1) * 10 >= (last - first + 1) * 7),
+        "{:?} vs {first}-{last}",
+        f.lines
     );
     assert!(f.share < 0.2);
 }
@@ -157,7 +156,6 @@ fn renamed_identifiers_are_still_found() {
         .replace("hits", "found")
         .replace("count", "n")
         .replace("text", "doc")
-        .replace("self", "self")
         .replace("matches", "results")
         .replace("response", "resp")
         .replace("thresholds", "limits");
@@ -199,8 +197,16 @@ fn baselined_code_is_not_a_finding() {
     let (tally, added) = run::baseline(&[dir.path().to_path_buf()], &fp, &mut stop).unwrap();
     assert_eq!(tally.documents, 1);
     assert!(added > 10);
+    // Hosted in prose, so only the pasted code could match.
+    let (text, _) = paste(PROSE, 20, passage(RESPONSE, 3000, 500));
+    let before = StopList::default();
+    assert!(
+        matcher(&fp, &before, &mem)
+            .document(&text, 1)
+            .unwrap()
+            .is_some()
+    );
     let m = matcher(&fp, &stop, &mem);
-    let (text, _) = paste(CLEAN, 40, passage(RESPONSE, 3000, 500));
     assert_eq!(m.document(&text, 1).unwrap(), None);
 }
 
