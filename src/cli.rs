@@ -102,6 +102,24 @@ pub enum Command {
         #[command(subcommand)]
         command: DbCommand,
     },
+    /// Find model output captured by the gateway in code and datasets (docs/provenance.md).
+    Provenance {
+        #[command(subcommand)]
+        command: ProvenanceCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProvenanceCommand {
+    /// Add known-clean code (the company's pre-ban code, vendored dependencies) to the
+    /// stop-list, so matches on it are never findings.
+    Baseline {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Files or directories (.gitignore honoured, binaries skipped).
+        #[arg(required = true, value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -1053,4 +1071,24 @@ pub fn doctor(arg: &ConfigArg, proxy: Option<&str>, ca: Option<&Path>) -> Result
         )));
     }
     Ok(())
+}
+
+pub fn provenance_baseline(arg: &ConfigArg, paths: &[PathBuf]) -> Result<(), CliError> {
+    use crate::provenance::fingerprint::{Fingerprinter, Key, StopList};
+    let cfg = load(arg)?;
+    let key = Key::load_or_create(&cfg.state_dir).map_err(anyhow::Error::from)?;
+    let path = StopList::path(&cfg.state_dir);
+    let mut stop = StopList::load(&path).map_err(anyhow::Error::from)?;
+    let fingerprinter = Fingerprinter::new(&key);
+    let (tally, added) = crate::provenance::scan::run::baseline(paths, &fingerprinter, &mut stop)?;
+    stop.save(&path).map_err(anyhow::Error::from)?;
+    outln!(
+        "{}: {} new fingerprints from {} ({} bytes, {} skipped); {} in the stop-list",
+        path.display(),
+        added,
+        plural(tally.documents as usize, "file", "files"),
+        tally.bytes,
+        tally.skipped,
+        stop.len()
+    )
 }

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use aigate::cli::{
-    self, AuditCommand, AuditKeyCommand, CaCommand, Cli, CliError, Command, DbCommand, UserCommand,
+    self, AuditCommand, AuditKeyCommand, CaCommand, Cli, CliError, Command, DbCommand,
+    ProvenanceCommand, UserCommand,
 };
 use aigate::config::{self, LogFormat};
 use clap::Parser;
@@ -78,6 +79,9 @@ fn main() -> ExitCode {
         Command::Exemption { admin, command } => cli::exemption_cmd(admin, command),
         Command::Completions { shell } => cli::completions(*shell),
         Command::Pac { config, proxy } => cli::pac(config, proxy.as_deref()),
+        Command::Provenance {
+            command: ProvenanceCommand::Baseline { config, paths },
+        } => cli::provenance_baseline(config, paths),
         Command::Doctor { config, proxy, ca } => {
             cli::doctor(config, proxy.as_deref(), ca.as_deref())
         }

@@ -24,6 +24,7 @@ pub mod fingerprint;
 mod formats;
 mod frame;
 mod output;
+pub mod scan;
 mod tools;
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod destinations;
 mod late_body;
 mod postgres;
 mod properties;
+mod provenance_scan;
 mod refusals;
 mod replicas;
 mod requests;

