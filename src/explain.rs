@@ -229,15 +229,7 @@ pub fn explain(
         workflow_claimed: wf.claimed,
         workflow_reason: wf.untrusted.map(|u| Reason::from(u).to_string()),
         model,
-        rules: trace
-            .into_iter()
-            .map(|t| RuleLine {
-                rule: t.rule.to_string(),
-                action: t.action.to_string(),
-                matched: t.mismatch.is_none(),
-                mismatch: t.mismatch,
-            })
-            .collect(),
+        rules: rule_lines(trace),
         action: decision.action.to_string(),
         reason: decision.reason.to_string(),
         rule: decision.rule.map(|r| r.to_string()),
@@ -393,4 +385,77 @@ impl ExplainReport {
         );
         out
     }
+}
+
+/// A call as the audit log recorded it: the identification the policy decided on.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordedCall<'a> {
+    pub tool: &'a str,
+    pub vendor: &'a str,
+    pub workflow: &'a str,
+    pub user: &'a str,
+    pub model: Option<&'a str>,
+    /// `workflow_unknown` or `workflow_not_permitted` when the claimed tag did not count.
+    pub workflow_reason: Option<&'a str>,
+}
+
+/// What the policy answers for a recorded call: every rule considered, and the decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct Considered {
+    pub rules: Vec<RuleLine>,
+    pub action: String,
+    pub reason: String,
+    pub rule: Option<String>,
+    pub exemptable: bool,
+}
+
+/// The rules `explain` would show for a call already identified (the console's record page):
+/// the same `policy::explain`, fed from the record instead of from headers, with the user's
+/// groups from today's directory.
+pub fn of_record(
+    cfg: &Config,
+    call: &RecordedCall<'_>,
+    exemptions: &Snapshot,
+    at: SystemTime,
+) -> Considered {
+    let groups: Vec<String> = cfg
+        .identity
+        .directory
+        .get(call.user)
+        .map(|u| u.groups.to_vec())
+        .unwrap_or_default();
+    let untrusted = match call.workflow_reason {
+        Some("workflow_unknown") => Some(workflow::Untrusted::Unknown),
+        Some("workflow_not_permitted") => Some(workflow::Untrusted::NotPermitted),
+        _ => None,
+    };
+    let policy_call = Call {
+        tool: call.tool,
+        vendor: call.vendor,
+        workflow: call.workflow,
+        user: call.user,
+        groups: &groups,
+        model: call.model,
+        untrusted_workflow: untrusted,
+    };
+    let (decision, trace) = policy::explain(&cfg.policy, &policy_call, exemptions, at);
+    Considered {
+        rules: rule_lines(trace),
+        action: decision.action.to_string(),
+        reason: decision.reason.to_string(),
+        rule: decision.rule.map(|r| r.to_string()),
+        exemptable: decision.exemptable,
+    }
+}
+
+fn rule_lines(trace: Vec<policy::RuleTrace>) -> Vec<RuleLine> {
+    trace
+        .into_iter()
+        .map(|t| RuleLine {
+            rule: t.rule.to_string(),
+            action: t.action.to_string(),
+            matched: t.mismatch.is_none(),
+            mismatch: t.mismatch,
+        })
+        .collect()
 }

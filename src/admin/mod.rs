@@ -5,7 +5,7 @@
 mod auth;
 mod exemptions;
 pub mod listener;
-mod read;
+pub(crate) mod read;
 pub mod requests;
 
 use std::sync::Arc;

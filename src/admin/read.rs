@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{AdminState, auth, error};
-use crate::audit::query::{Filter, Output, UNKNOWN, newest_first, summarize_file};
+use crate::audit::query::{Entry, Filter, Output, UNKNOWN, newest_first, summarize_file};
 use crate::config::Role;
 use crate::exemptions::grant::manages;
 use crate::explain::{ExplainRequest, explain};
@@ -98,38 +98,61 @@ pub async fn audit(
             return error(StatusCode::BAD_REQUEST, &e.for_api());
         }
     };
-    if !caller.has(Role::Admin) && !caller.has(Role::Auditor) {
-        filter.users = Some(Arc::new(reports_of(&state, &caller.user)));
-    }
-    // Make what was submitted so far readable before answering.
-    state.shared.audit.flush().await;
+    scope(&state, &caller, &mut filter);
     if let Some(fields) = group_by {
+        // Make what was submitted so far readable before answering.
+        state.shared.audit.flush().await;
         return summary(&state, filter, fields, limit).await;
     }
-    if let Some(db) = state.store.db().filter(|db| db.cfg.audit) {
-        // Every replica's records; the newest arrive within the shipper's 200 ms poll.
-        return match crate::storage::audit::newest_first(db, &filter, cursor, limit).await {
-            Ok((records, next)) => {
-                Json(json!({ "records": records, "next_cursor": next })).into_response()
-            }
-            Err(e) => error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("cannot read the audit table: {e}"),
-            ),
-        };
-    }
-    let path = state.shared.audit.path().to_path_buf();
-    let page =
-        tokio::task::spawn_blocking(move || newest_first(&path, &filter, cursor, limit)).await;
-    match page {
-        Ok(Ok((records, next))) => {
+    match page(&state, filter, cursor, limit).await {
+        Ok((records, next)) => {
             Json(json!({ "records": records, "next_cursor": next })).into_response()
         }
-        Ok(Err(e)) => error(
+        Err((status, e)) => error(status, &e),
+    }
+}
+
+/// A manager reads only the records of the people below them; an admin or auditor everyone's.
+/// The console's explorer scopes its pages by the same call.
+pub(crate) fn scope(state: &AdminState, caller: &auth::Caller, filter: &mut Filter) {
+    if !caller.has(Role::Admin) && !caller.has(Role::Auditor) {
+        filter.users = Some(Arc::new(reports_of(state, &caller.user)));
+    }
+}
+
+/// A page of records, newest first, from the audit table (PostgreSQL) or the log's files: what
+/// `/v1/audit` answers and the console's explorer shows. The error carries the status to
+/// answer with.
+pub(crate) async fn page(
+    state: &AdminState,
+    filter: Filter,
+    cursor: Option<u64>,
+    limit: usize,
+) -> Result<(Vec<Entry>, Option<u64>), (StatusCode, String)> {
+    // Make what was submitted so far readable before answering.
+    state.shared.audit.flush().await;
+    if let Some(db) = state.store.db().filter(|db| db.cfg.audit) {
+        // Every replica's records; the newest arrive within the shipper's 200 ms poll.
+        return crate::storage::audit::newest_first(db, &filter, cursor, limit)
+            .await
+            .map_err(|e| {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot read the audit table: {e}"),
+                )
+            });
+    }
+    let path = state.shared.audit.path().to_path_buf();
+    match tokio::task::spawn_blocking(move || newest_first(&path, &filter, cursor, limit)).await {
+        Ok(Ok(page)) => Ok(page),
+        Ok(Err(e)) => Err((
             StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("cannot read the audit log: {e}"),
-        ),
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the audit reader failed"),
+            format!("cannot read the audit log: {e}"),
+        )),
+        Err(_) => Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the audit reader failed".into(),
+        )),
     }
 }
 

@@ -860,23 +860,10 @@ pub fn newest_first(
     }
     // One more than asked tells whether there is a next page.
     let want = limit.saturating_add(1);
-    let probe = super::index::Probe::new(
-        filter.matches.iter().map(|(f, v)| (*f, v.as_str())),
-        filter.users.as_deref(),
-        filter.since,
-        filter.until,
-    );
-    let test = LineTest::new(filter);
     // Records above the cursor are read too: a call shown on an earlier page by its outcome
     // must not come back here as open by its decision.
     let mut calls = super::calls::NewestFirst::default();
-    let mut visit = |line: &[u8]| {
-        if !test.may_match(line) {
-            return ControlFlow::Continue(());
-        }
-        let Some(entry) = std::str::from_utf8(line).ok().and_then(Entry::parse) else {
-            return ControlFlow::Continue(());
-        };
+    scan_newest(path, filter, |entry| {
         let Some(entry) = calls.push(entry) else {
             return ControlFlow::Continue(());
         };
@@ -890,8 +877,41 @@ pub fn newest_first(
         } else {
             ControlFlow::Continue(())
         }
+    })?;
+    let next = if out.len() > limit {
+        out.truncate(limit);
+        out.last().and_then(Entry::seq)
+    } else {
+        None
     };
-    'files: for file in series_newest_first(path)? {
+    Ok((out, next))
+}
+
+/// Hand every record of the log that may pass `filter` to `visit`, newest first, as written
+/// (not joined), until it breaks: the files newest first, in each the bytes past its index,
+/// then the blocks its index says may match, and of those the lines whose text may match.
+fn scan_newest(
+    path: &std::path::Path,
+    filter: &Filter,
+    mut visit: impl FnMut(Entry) -> ControlFlow<()>,
+) -> std::io::Result<()> {
+    let probe = super::index::Probe::new(
+        filter.matches.iter().map(|(f, v)| (*f, v.as_str())),
+        filter.users.as_deref(),
+        filter.since,
+        filter.until,
+    );
+    let test = LineTest::new(filter);
+    let mut line_visit = |line: &[u8]| {
+        if !test.may_match(line) {
+            return ControlFlow::Continue(());
+        }
+        match std::str::from_utf8(line).ok().and_then(Entry::parse) {
+            Some(entry) => visit(entry),
+            None => ControlFlow::Continue(()),
+        }
+    };
+    for file in series_newest_first(path)? {
         let mut f = std::fs::File::open(&file)?;
         let len = f.metadata()?.len();
         // Without a condition every block is read: the index would only cost its upkeep.
@@ -918,18 +938,64 @@ pub fn newest_first(
         }
         for range in ranges {
             let chunk = 256 * 1024;
-            if super::backwards::lines_backwards_in(&mut f, range, chunk, &mut visit)?.is_break() {
-                break 'files;
+            if super::backwards::lines_backwards_in(&mut f, range, chunk, &mut line_visit)?
+                .is_break()
+            {
+                return Ok(());
             }
         }
     }
-    let next = if out.len() > limit {
-        out.truncate(limit);
-        out.last().and_then(Entry::seq)
-    } else {
-        None
+    Ok(())
+}
+
+/// Every row that passes `filter`, newest first (a call joined into one row, as a page shows
+/// it): what the console's Overview counts.
+pub fn each_row(
+    path: &std::path::Path,
+    filter: &Filter,
+    mut visit: impl FnMut(&Entry),
+) -> std::io::Result<()> {
+    let mut calls = super::calls::NewestFirst::default();
+    scan_newest(path, filter, |entry| {
+        if let Some(row) = calls.push(entry).filter(|r| filter.accepts(r)) {
+            visit(&row);
+        }
+        ControlFlow::Continue(())
+    })
+}
+
+/// The records of one call (its decision, progress and outcome, or its one record), newest
+/// first, as written: what the console's record page lists under the joined row. `scope` is
+/// the caller's filter (its `users` applies; its id must be the call's).
+pub fn call_records(
+    path: &std::path::Path,
+    scope: &Filter,
+    max: usize,
+) -> std::io::Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    let Some((_, id)) = scope.matches.iter().find(|(f, _)| *f == "id") else {
+        return Ok(out);
     };
-    Ok((out, next))
+    let mut decision_seen = false;
+    scan_newest(path, scope, |e| {
+        if e.text("id") != id.as_str()
+            || !scope
+                .users
+                .as_ref()
+                .is_none_or(|u| u.contains(e.text("user").as_ref()))
+        {
+            return ControlFlow::Continue(());
+        }
+        // A call has one decision, its first record: nothing of it lies further back.
+        decision_seen = !matches!(e.text("kind").as_ref(), "outcome" | "progress");
+        out.push(e);
+        if decision_seen || out.len() == max {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    Ok(out)
 }
 
 /// Write records in a format, as `aigate audit query` prints them: the console's export uses
@@ -1113,10 +1179,12 @@ mod tests {
         // call whose outcome was revised to a block (late_body_signal) in a later block.
         let mut lines: Vec<String> = Vec::new();
         let mut pending: Vec<(u64, String, String)> = Vec::new();
+        // The first forwarded call from seq 1000 on: its outcome, at seq 3100, is revised.
+        let mut revised: Option<String> = None;
         for seq in 1..=5000u64 {
             if let Some(i) = pending.iter().position(|(due, _, _)| *due == seq) {
                 let (_, id, user) = pending.remove(i);
-                let (action, reason) = if id == "c1000" {
+                let (action, reason) = if revised.as_ref() == Some(&id) {
                     ("block", "late_body_signal")
                 } else {
                     ("allow", "rule_matched")
@@ -1140,7 +1208,12 @@ mod tests {
                 ));
             } else {
                 let id = format!("c{seq}");
-                let due = if seq == 1000 { 3100 } else { seq + 3 + seq % 4 };
+                let due = if seq >= 1000 && revised.is_none() {
+                    revised = Some(id.clone());
+                    3100
+                } else {
+                    seq + 3 + seq % 4
+                };
                 if pending.iter().all(|(d, _, _)| *d != due) && due <= 5000 {
                     pending.push((due, id.clone(), user.clone()));
                     lines.push(call_line(
@@ -1159,6 +1232,8 @@ mod tests {
                 }
             }
         }
+        let revised = revised.unwrap();
+        let decision_seq: u64 = revised[1..].parse().unwrap();
         // Rotated at seq 2101: the older file, then the live one.
         let (old, live) = lines.split_at(2100);
         let (old, live) = (old.concat(), live.concat());
@@ -1178,7 +1253,7 @@ mod tests {
                 ("since", "2026-11-08T00:00:00Z"),
                 ("until", "2026-11-09T00:00:00Z"),
             ],
-            vec![("id", "c1000")],
+            vec![("id", revised.as_str())],
             vec![("path", "/v1/p3")],
             vec![("rule", "-"), ("kind", "request")],
         ];
@@ -1203,12 +1278,42 @@ mod tests {
             assert!(pages >= 1);
         }
         // The revised call: its decision (an allow) is never shown as an open call.
-        let allow = newest_first(&path, &parse(&[("id", "c1000")]).unwrap(), None, 10)
-            .unwrap()
-            .0;
+        let allow = newest_first(
+            &path,
+            &parse(&[("id", revised.as_str())]).unwrap(),
+            None,
+            10,
+        )
+        .unwrap()
+        .0;
         assert_eq!(allow.len(), 1);
         assert_eq!(allow[0].text("action"), "block");
         assert_eq!(allow[0].text("kind"), "request");
+        // The call's own records, as written: its outcome (live file), then its decision
+        // (the rotated one); a manager's scope without its user finds nothing.
+        let id = parse(&[("id", revised.as_str())]).unwrap();
+        let parts = call_records(&path, &id, 16).unwrap();
+        let kinds: Vec<(String, u64)> = parts
+            .iter()
+            .map(|e| (e.text("kind").into_owned(), e.seq().unwrap()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("outcome".to_string(), 3100),
+                ("request".to_string(), decision_seq)
+            ]
+        );
+        let scoped = Filter {
+            users: Some(Arc::new(HashSet::from(["someone".to_string()]))),
+            ..id
+        };
+        assert!(call_records(&path, &scoped, 16).unwrap().is_empty());
+        // Every row of a window, as the Overview counts them: the rows a page would list.
+        let window = parse(&[("since", "2026-11-08T00:00:00Z")]).unwrap();
+        let mut rows = Vec::new();
+        each_row(&path, &window, |r| rows.push(r.seq().unwrap())).unwrap();
+        assert_eq!(rows, reference(&files, &window, None, usize::MAX));
         // The index files are beside the log; they are derived, and rebuilt when deleted.
         assert!(dir.path().join("audit.jsonl.index").exists());
         assert!(dir.path().join("audit.000000000001.jsonl.index").exists());
