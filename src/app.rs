@@ -69,6 +69,8 @@ pub struct AppHandle {
     refusals: Arc<RefusalLog>,
     /// With the audit log shipped to PostgreSQL: how far the table holds it.
     shipped: Option<Arc<crate::storage::audit::Shipped>>,
+    /// The admin listener's state: the console's one-time sign-in links are made here.
+    admin: AdminState,
 }
 
 impl App {
@@ -179,6 +181,14 @@ impl App {
                 addr: config.admin.listen,
                 source,
             })?;
+        let console_tls = match &config.console.tls {
+            Some(tls) => Some(crate::console::tls::server_config(
+                tls,
+                &ca,
+                &crate::console::tls::names(&config, admin_addr),
+            )?),
+            None => None,
+        };
         let limits = crate::proxy::limits::Limits::new(
             config.max_connections,
             config.max_connections_per_client,
@@ -226,20 +236,26 @@ impl App {
         });
         let task = tokio::spawn(accept::serve(shared.clone(), listener, rx.clone()));
         let refusals = Arc::new(RefusalLog::new(Leg::Admin));
+        let console = Arc::new(match store.db() {
+            Some(db) => crate::console::Console::postgres(db.clone(), console_tls.is_some()),
+            None => crate::console::Console::in_memory(console_tls.is_some()),
+        });
         let admin_state = AdminState {
             shared: shared.clone(),
             store: store.clone(),
             refusals: refusals.clone(),
             requests: requests.clone(),
             guessing: Default::default(),
+            console,
         };
         let router = admin::router(admin_state.clone());
         tokio::spawn(admin::listener::serve(
-            admin_state,
+            admin_state.clone(),
             router,
             admin_listener,
             admin_limits,
             rx,
+            console_tls,
         ));
         background.push(tokio::spawn(summarise_refusals(
             shared.clone(),
@@ -260,6 +276,7 @@ impl App {
             store,
             refusals,
             shipped,
+            admin: admin_state,
         })
     }
 }
@@ -344,6 +361,31 @@ async fn summarise_refusals(shared: Arc<Shared>, admin: Arc<RefusalLog>) {
 }
 
 impl AppHandle {
+    /// Where a browser on this machine opens the console: the admin listener, with loopback
+    /// for an unspecified address.
+    pub fn console_url(&self) -> String {
+        let addr = self.admin_addr;
+        let ip = if addr.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            addr.ip()
+        };
+        let scheme = if self.admin.console.tls() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", SocketAddr::new(ip, addr.port()))
+    }
+
+    /// A new one-time sign-in link for the first admin (`aigate run` prints one): single use,
+    /// valid for 15 minutes. It is a credential: print it to the person starting aigate, log
+    /// it nowhere.
+    pub async fn signin_link(&self) -> Result<String, crate::console::session::SessionError> {
+        let path = crate::console::mint_link(&self.admin).await?;
+        Ok(format!("{}{path}", self.console_url()))
+    }
+
     pub fn ca_cert_pem(&self) -> &str {
         self.shared.ca.cert_pem()
     }

@@ -21,6 +21,8 @@
 //! - `storage`: PostgreSQL for several replicas: migrations, the audit shipper.
 //! - `admin`: the admin API (axum) on its own bounded listener: exemptions, health; refusals
 //!   of unauthenticated callers folded into summaries.
+//! - `console`: the web console on the admin listener (server-rendered HTML, sessions, CSRF,
+//!   local sign-in); a client of the same modules as the admin API.
 //! - `fdlimit`: the descriptor limit raised at start, and the admin listener's share of it.
 //! - `app`: wiring a `Config` into a running gateway; `cli`: the command line; `table`: its
 //!   aligned, escaped text tables.
@@ -32,6 +34,7 @@ pub mod audit;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod destination;
 pub mod doctor;
 pub mod exemptions;

@@ -146,12 +146,28 @@ fn run(arg: &cli::ConfigArg) -> Result<(), CliError> {
         let hup = None::<()>;
         let source = cfg.source.clone();
         let audit_path = cfg.audit.path.clone();
+        let signin_link = cfg.console.signin_link;
         let handle = aigate::App::start(cfg).await.map_err(anyhow::Error::from)?;
         let ca = std::path::absolute(handle.ca_cert_path()).unwrap_or_else(|_| handle.ca_cert_path());
         say!("aigate listening on {} (policy: {source})", handle.proxy_addr);
         say!("CA certificate: {}   (print it with `aigate ca export`)", ca.display());
         say!("audit log:      {}", audit_path.display());
-        say!("admin API:      http://{}", handle.admin_addr);
+        say!("admin API:      {}", handle.console_url());
+        // The link is a credential: printed to the person at the terminal, never to a log
+        // (`console.signin_link`); under systemd or in a container, stdout is a log.
+        let print_link = match signin_link {
+            config::SigninLink::Always => true,
+            config::SigninLink::Terminal => std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            config::SigninLink::Never => false,
+        };
+        if print_link {
+            match handle.signin_link().await {
+                Ok(link) => say!("console:        {link}   (one-time sign-in, 15 minutes)"),
+                Err(e) => note!("aigate: no one-time console link: {e}"),
+            }
+        } else {
+            say!("console:        {}/signin", handle.console_url());
+        }
         say!("point a client at it:");
         say!("  export HTTPS_PROXY=http://{}", handle.proxy_addr);
         say!("  export NODE_EXTRA_CA_CERTS={}   # Python: SSL_CERT_FILE, Codex: CODEX_CA_CERTIFICATE", ca.display());

@@ -32,7 +32,13 @@ pub fn authenticate(state: &AdminState, headers: &HeaderMap) -> Option<Caller> {
     if !scheme.eq_ignore_ascii_case("bearer") {
         return None;
     }
-    let hash = hash_token(token.trim());
+    by_token(state, token.trim())
+}
+
+/// Whose admin token this is: `admin.tokens`, then directory users with roles. The console's
+/// sign-in exchanges the same tokens for a session.
+pub fn by_token(state: &AdminState, token: &str) -> Option<Caller> {
+    let hash = hash_token(token);
     let cfg = state.shared.config.load();
     if let Some(t) = cfg.admin.tokens.iter().find(|t| t.hash == hash) {
         return Some(Caller {
@@ -69,6 +75,22 @@ pub fn refuse(
             format!("{} may not do this: it needs {need}", c.user),
         ),
     };
+    record_refusal(state, caller, client, method, path, status, None);
+    error(status, &message)
+}
+
+/// The audit record of a refusal: a known caller's is written, an unknown caller's counts
+/// towards the bounded refusal log (`refusals`). The console's refusals (a missing role, a
+/// failed sign-in, a CSRF check) come through here too; `reason` defaults to `admin_denied`.
+pub fn record_refusal(
+    state: &AdminState,
+    caller: Option<&Caller>,
+    client: SocketAddr,
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    why: Option<(Reason, String)>,
+) {
     let mut r = AuditRecord::new(
         new_id(),
         Kind::Admin,
@@ -82,7 +104,13 @@ pub fn refuse(
     // on what outsiders can write (`refusals`) holds in bytes, not only in records.
     r.path = Some(path.chars().take(MAX_PATH_CHARS).collect());
     r.action = Action::Block;
-    r.reason = Reason::AdminDenied;
+    match why {
+        Some((reason, error)) => {
+            r.reason = reason;
+            r.error = Some(error);
+        }
+        None => r.reason = Reason::AdminDenied,
+    }
     r.status = Some(status.as_u16());
     if caller.is_some() {
         // A known caller with the wrong role: always a record of its own.
@@ -91,7 +119,6 @@ pub fn refuse(
         // Anyone can send requests without a token: bounded (`refusals`).
         super::listener::submit_refusal(state, r);
     }
-    error(status, &message)
 }
 
 /// The caller, if they hold one of `roles`; otherwise the audited 401 or 403.

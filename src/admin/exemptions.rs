@@ -23,9 +23,9 @@ use crate::proxy::new_id;
 
 /// Who may grant and revoke (managers only for their reports, checked per exemption; approvers
 /// for any user).
-const GRANTORS: &[Role] = &[Role::Admin, Role::Manager, Role::Approver];
+pub const GRANTORS: &[Role] = &[Role::Admin, Role::Manager, Role::Approver];
 /// Who may read (managers only their reports' exemptions).
-const READERS: &[Role] = &[Role::Admin, Role::Manager, Role::Auditor, Role::Approver];
+pub const READERS: &[Role] = &[Role::Admin, Role::Manager, Role::Auditor, Role::Approver];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,7 +62,7 @@ fn bad(message: impl AsRef<str>) -> Response {
     error(StatusCode::BAD_REQUEST, message.as_ref())
 }
 
-fn visible(state: &AdminState, caller: &Caller, e: &Exemption) -> bool {
+pub fn visible(state: &AdminState, caller: &Caller, e: &Exemption) -> bool {
     if caller.has(Role::Admin) || caller.has(Role::Auditor) || caller.has(Role::Approver) {
         return true;
     }
@@ -121,6 +121,29 @@ fn parse_time(field: &str, s: &str) -> Result<SystemTime, String> {
     })
 }
 
+/// Why a grant or revocation did not happen: the status and message the JSON API answers and
+/// the console shows, from the same rules.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl Refused {
+    fn bad(message: impl Into<String>) -> Refused {
+        Refused {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        error(self.status, &self.message)
+    }
+}
+
 pub async fn grant(
     State(state): State<AdminState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
@@ -136,30 +159,43 @@ pub async fn grant(
         Ok(Json(b)) => b,
         Err(rejection) => return super::json_rejection(rejection),
     };
+    match grant_for(&state, &caller, client, body).await {
+        Ok(e) => (
+            StatusCode::CREATED,
+            Json(view(&e, state.shared.clock.now())),
+        )
+            .into_response(),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Grant as `caller` (already known to hold one of `GRANTORS`): every grant rule, the durable
+/// store, and the `exemption_granted` record. The JSON API and the console's form both call
+/// this; neither has a rule of its own.
+pub async fn grant_for(
+    state: &AdminState,
+    caller: &Caller,
+    client: SocketAddr,
+    body: GrantBody,
+) -> Result<Exemption, Refused> {
     let now = state.shared.clock.now();
     let subject = match (body.user, body.group) {
         (Some(u), None) => Subject::User(u),
         (None, Some(g)) => Subject::Group(g),
-        _ => return bad("give exactly one of user or group"),
+        _ => return Err(Refused::bad("give exactly one of user or group")),
     };
-    let starts_at = match body
+    let starts_at = body
         .starts_at
         .as_deref()
         .map(|s| parse_time("starts_at", s))
         .transpose()
-    {
-        Ok(t) => t,
-        Err(r) => return bad(r),
-    };
+        .map_err(Refused::bad)?;
     let expires_at = match (body.expires_at.as_deref(), body.duration.as_deref()) {
-        (Some(_), Some(_)) => return bad("give expires_at or for, not both"),
-        (Some(s), None) => match parse_time("expires_at", s) {
-            Ok(t) => Some(t),
-            Err(r) => return bad(r),
-        },
+        (Some(_), Some(_)) => return Err(Refused::bad("give expires_at or for, not both")),
+        (Some(s), None) => Some(parse_time("expires_at", s).map_err(Refused::bad)?),
         (None, Some(d)) => match parse_duration(d) {
             Ok(d) => Some(starts_at.unwrap_or(now) + d),
-            Err(e) => return bad(format!("for: {e}")),
+            Err(e) => return Err(Refused::bad(format!("for: {e}"))),
         },
         (None, None) => None,
     };
@@ -188,25 +224,19 @@ pub async fn grant(
     {
         Ok(e) => e,
         // Every grant rule, the manager chain included, is a 400 that names it.
-        Err(StoreError::Refused(e)) => return bad(e.to_string()),
+        Err(StoreError::Refused(e)) => return Err(Refused::bad(e.to_string())),
         Err(e) => {
             tracing::error!(error = %e, "cannot store a grant");
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!(
+            return Err(Refused {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: format!(
                     "the exemption could not be stored durably ({e}); nothing was granted, try again"
                 ),
-            );
+            });
         }
     };
-    admin_record(
-        &state,
-        &caller,
-        client,
-        Reason::ExemptionGranted,
-        &exemption,
-    );
-    (StatusCode::CREATED, Json(view(&exemption, now))).into_response()
+    admin_record(state, caller, client, Reason::ExemptionGranted, &exemption);
+    Ok(exemption)
 }
 
 pub async fn list(
@@ -286,8 +316,28 @@ pub async fn revoke(
         Ok(c) => c,
         Err(refused) => return *refused,
     };
-    let Some(existing) = state.store.get(&id) else {
-        return not_found(&id);
+    match revoke_for(&state, &caller, client, &id).await {
+        Ok(e) => Json(view(&e, state.shared.clock.now())).into_response(),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Revoke as `caller` (already known to hold one of `GRANTORS`): an admin, or the subject's
+/// manager. A refusal for want of that is audited; the revocation is the
+/// `exemption_revoked` record. Shared by the JSON API and the console.
+pub async fn revoke_for(
+    state: &AdminState,
+    caller: &Caller,
+    client: SocketAddr,
+    id: &str,
+) -> Result<Exemption, Refused> {
+    let path = format!("/v1/exemptions/{id}");
+    let not_found = || Refused {
+        status: StatusCode::NOT_FOUND,
+        message: StoreError::NotFound(id.to_string()).to_string(),
+    };
+    let Some(existing) = state.store.get(id) else {
+        return Err(not_found());
     };
     let allowed = caller.has(Role::Admin)
         || caller.has(Role::Approver)
@@ -296,31 +346,40 @@ pub async fn revoke(
             matches!(&existing.subject, Subject::User(u) if manages(&cfg.identity.directory, &caller.user, u))
         };
     if !allowed {
-        return auth::refuse(
-            &state,
-            Some(&caller),
+        let need = "to be the subject's manager, an approver or an admin";
+        auth::record_refusal(
+            state,
+            Some(caller),
             client,
             &Method::DELETE,
             &path,
-            "to be the subject's manager, an approver or an admin",
+            StatusCode::FORBIDDEN,
+            None,
         );
+        return Err(Refused {
+            status: StatusCode::FORBIDDEN,
+            message: format!("{} may not do this: it needs {need}", caller.user),
+        });
     }
     let now = state.shared.clock.now();
-    match state.store.revoke(&id, &caller.user, now).await {
+    match state.store.revoke(id, &caller.user, now).await {
         Ok(e) => {
-            admin_record(&state, &caller, client, Reason::ExemptionRevoked, &e);
-            Json(view(&e, now)).into_response()
+            admin_record(state, caller, client, Reason::ExemptionRevoked, &e);
+            Ok(e)
         }
-        Err(StoreError::NotFound(_)) => not_found(&id),
-        Err(e @ StoreError::AlreadyRevoked(_)) => error(StatusCode::CONFLICT, &e.to_string()),
+        Err(StoreError::NotFound(_)) => Err(not_found()),
+        Err(e @ StoreError::AlreadyRevoked(_)) => Err(Refused {
+            status: StatusCode::CONFLICT,
+            message: e.to_string(),
+        }),
         Err(e @ (StoreError::Io(_) | StoreError::Db(_) | StoreError::Refused(_))) => {
             tracing::error!(error = %e, "cannot store a revocation");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!(
+            Err(Refused {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                message: format!(
                     "the revocation could not be stored durably ({e}); nothing changed, try again"
                 ),
-            )
+            })
         }
     }
 }

@@ -37,18 +37,21 @@ use crate::policy::{Action, Reason};
 use crate::proxy::limits::{LimitHit, Limits};
 use crate::proxy::{MAX_HEADER_BYTES, idle, new_id, serve};
 
+/// `tls`: the listener speaks TLS (`[console.tls]`, `console/tls.rs`).
 pub async fn serve(
     state: AdminState,
     router: Router,
     listener: TcpListener,
     limits: Arc<Limits>,
     mut shutdown: watch::Receiver<bool>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(connection(state.clone(), router.clone(), limits.clone(), stream, peer));
+                    tokio::spawn(connection(state.clone(), router.clone(), limits.clone(), stream, peer, tls.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
@@ -67,11 +70,38 @@ async fn connection(
     limits: Arc<Limits>,
     stream: TcpStream,
     peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     let _slot = match limits.acquire(peer.ip()) {
         Ok(slot) => slot,
         Err(hit) => return over_limit(&state, stream, peer, hit),
     };
+    let Some(acceptor) = tls else {
+        return serve_http(state, router, stream, peer).await;
+    };
+    // The handshake is held to the header timeout too: a client that opens a connection and
+    // says nothing holds a slot no longer over TLS than over plain HTTP.
+    let header_timeout = state.shared.config.load().admin.header_timeout;
+    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls_stream)) => serve_http(state, router, tls_stream, peer).await,
+        Ok(Err(e)) => {
+            let mut r = refusal(peer, Reason::TlsHandshake, None);
+            r.error = Some(format!("console TLS handshake: {e}"));
+            submit_refusal(&state, r);
+        }
+        Err(_) => {
+            let mut r = refusal(peer, Reason::TlsHandshake, None);
+            r.error = Some("console TLS handshake: not done within admin.header_timeout".into());
+            submit_refusal(&state, r);
+        }
+    }
+}
+
+/// One connection's HTTP/1.1, over TCP or TLS.
+async fn serve_http<S>(state: AdminState, router: Router, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (header_timeout, idle_timeout) = {
         let cfg = state.shared.config.load();
         (cfg.admin.header_timeout, cfg.admin.idle_timeout)
@@ -204,12 +234,12 @@ impl Drop for Answered {
 }
 
 /// The client's stream, counting the bytes read from it.
-struct Counted {
-    inner: TcpStream,
+struct Counted<S> {
+    inner: S,
     read: Arc<AtomicU64>,
 }
 
-impl AsyncRead for Counted {
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -223,7 +253,7 @@ impl AsyncRead for Counted {
     }
 }
 
-impl AsyncWrite for Counted {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

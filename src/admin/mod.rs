@@ -2,8 +2,8 @@
 //! metrics for security, health for the load balancer. Every caller is identified by a bearer token; every refusal and every
 //! grant or revocation is an audit record in the same hash chain as the traffic.
 
-mod auth;
-mod exemptions;
+pub mod auth;
+pub mod exemptions;
 pub mod listener;
 pub(crate) mod read;
 pub mod requests;
@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::exemptions::store::ExemptionStore;
 use crate::proxy::Shared;
 
-pub use auth::Caller;
+pub use auth::{Caller, record_refusal};
 
 /// Admin request bodies are small; anything bigger is a mistake or an attack.
 const MAX_BODY: usize = 64 * 1024;
@@ -35,6 +35,8 @@ pub struct AdminState {
     pub requests: Arc<crate::requests::Requests>,
     /// Clients paused for guessing request links.
     pub guessing: Arc<crate::audit::refusals::Guessing>,
+    /// The web console's sessions and sign-in limiter (`console`).
+    pub console: Arc<crate::console::Console>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -64,6 +66,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/explain", axum::routing::post(read::explain_call))
         .route("/v1/ai-hosts", get(read::ai_hosts))
         .route("/metrics", get(read::metrics))
+        .merge(crate::console::router())
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,

@@ -217,6 +217,12 @@ pub struct ConsoleConfig {
     /// A request link (draft) from a deny message can be used this long.
     pub draft_ttl: Duration,
     pub notify: Vec<NotifyHook>,
+    pub session_idle: Duration,
+    /// A session ends this long after sign-in, however busy.
+    pub session_max: Duration,
+    pub signin_link: SigninLink,
+    /// `None`: the admin listener speaks plain HTTP.
+    pub tls: Option<ConsoleTls>,
 }
 
 /// The body a webhook receives.
@@ -264,6 +270,25 @@ pub struct NotifyHook {
     /// Only events that concern these people (as requester, or as one of the approvers); empty:
     /// every event.
     pub users: Vec<String>,
+}
+
+/// When `aigate run` prints a one-time sign-in link for the first admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigninLink {
+    /// Only when standard output is a terminal: the link is a credential, and a service's
+    /// output goes to journald or a container log, where others read it.
+    Terminal,
+    Always,
+    Never,
+}
+
+/// The admin listener's certificate.
+#[derive(Debug, Clone)]
+pub enum ConsoleTls {
+    /// PEM files: the chain (leaf first) and its private key.
+    Files { cert: PathBuf, key: PathBuf },
+    /// Minted at start from aigate's CA for the console's host names.
+    Mint,
 }
 
 /// How the process logs (not the audit log).

@@ -45,8 +45,8 @@ pub struct RawConfig {
     pub console: RawConsole,
 }
 
-/// `[console]`: the web console on the admin listener, and the exemption request loop
-/// (request links in deny messages, request lifetimes, `[[console.notify]]` webhooks).
+/// `[console]`: the web console on the admin listener (docs/console.md), and the exemption
+/// request loop (request links in deny messages, request lifetimes, `[[console.notify]]` webhooks).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConsole {
@@ -55,6 +55,10 @@ pub struct RawConsole {
     pub draft_ttl: Option<String>,
     #[serde(default)]
     pub notify: Vec<RawNotify>,
+    pub session_idle: Option<String>,
+    pub session_max: Option<String>,
+    pub signin_link: Option<String>,
+    pub tls: Option<RawConsoleTls>,
 }
 
 /// `[[console.notify]]`: one outbound webhook.
@@ -65,6 +69,15 @@ pub struct RawNotify {
     pub format: Option<String>,
     pub events: Option<Vec<String>>,
     pub users: Option<Vec<String>>,
+}
+
+/// `[console.tls]`: serve the admin listener (console and API) over TLS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsoleTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub mint: Option<bool>,
 }
 
 /// `[ai_hosts]`: what the AI host catalog does, and groups added to it.

@@ -89,6 +89,14 @@ pub enum Reason {
     /// hyper refused, a connection over the limits) over the per-window share of records,
     /// counted and written as one summary per client (audit/refusals.rs).
     ProxyRefusalsSummarized,
+    /// Console: someone signed in (`kind = admin`, `user` who, `admin.via` how: `token`, `link`
+    /// for the one-time link, `oidc`).
+    ConsoleSignedIn,
+    /// Console: a sign-in was refused: an unknown token, a used or expired one-time link, too
+    /// many attempts from the address, or a cross-site form post; `error` says which.
+    ConsoleSigninRefused,
+    /// Console: someone signed out; their session was deleted.
+    ConsoleSignedOut,
     /// The request claimed a workflow tag that is not in the catalog (or is not a tag at all).
     /// With `unknown_workflow = "block"` it decides; otherwise it is the record's
     /// `workflow_reason` and the call is decided as `untagged`.
@@ -145,6 +153,9 @@ impl Reason {
             Reason::AdminDenied => "admin_denied",
             Reason::AdminRefusalsSummarized => "admin_refusals_summarized",
             Reason::ProxyRefusalsSummarized => "proxy_refusals_summarized",
+            Reason::ConsoleSignedIn => "console_signed_in",
+            Reason::ConsoleSigninRefused => "console_signin_refused",
+            Reason::ConsoleSignedOut => "console_signed_out",
             Reason::AuditRecovered => "audit_recovered",
             Reason::AuditCheckpoint => "audit_checkpoint",
             Reason::AuditFileStart => "audit_file_start",
@@ -207,6 +218,9 @@ impl Reason {
             Reason::ProxyRefusalsSummarized => {
                 "the proxy refused this unidentified client more often than it gets records of its own; counted here"
             }
+            Reason::ConsoleSignedIn => "someone signed in to the console",
+            Reason::ConsoleSigninRefused => "a console sign-in was refused",
+            Reason::ConsoleSignedOut => "someone signed out of the console",
             Reason::AuditRecovered => "the audit log was recovered from a torn write",
             Reason::AuditCheckpoint => "a signed checkpoint of the audit log",
             Reason::AuditFileStart => "a new audit log file was started",

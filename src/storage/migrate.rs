@@ -14,6 +14,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../migrations/0001_shared_state.sql"),
     ),
     (
+        2,
+        "console_sessions",
+        include_str!("../../migrations/0002_console_sessions.sql"),
+    ),
+    (
         3,
         "requests",
         include_str!("../../migrations/0003_requests.sql"),

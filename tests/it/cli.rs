@@ -304,7 +304,7 @@ fn run_starts_prints_where_to_point_clients_and_tunnels() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut banner = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..8 {
         banner.push(lines.next().unwrap().unwrap());
     }
     let addr = banner[0].split_whitespace().nth(3).unwrap().to_string();
@@ -312,13 +312,21 @@ fn run_starts_prints_where_to_point_clients_and_tunnels() {
         banner[0].starts_with("aigate listening on 127.0.0.1:"),
         "{banner:?}"
     );
-    assert!(
-        banner[5].contains(&format!("export HTTPS_PROXY=http://{addr}")),
+    // Standard output is a pipe here, not a terminal: no one-time link (it would land in a
+    // log), only where to sign in.
+    let admin = banner[3].trim_start_matches("admin API:").trim();
+    assert_eq!(
+        banner[4],
+        format!("console:        {admin}/signin"),
         "{banner:?}"
     );
     assert!(
-        banner[6].contains("export NODE_EXTRA_CA_CERTS=")
-            && banner[6].contains("aigate-data/ca-cert.pem"),
+        banner[6].contains(&format!("export HTTPS_PROXY=http://{addr}")),
+        "{banner:?}"
+    );
+    assert!(
+        banner[7].contains("export NODE_EXTRA_CA_CERTS=")
+            && banner[7].contains("aigate-data/ca-cert.pem"),
         "{banner:?}"
     );
     let key = dir.path().join("aigate-data/ca-key.pem");
@@ -474,6 +482,83 @@ async fn audit_verify_catches_edit_delete_and_swap() {
     let (_, stdout, stderr) = run(&["audit", "query", log.to_str().unwrap(), "--action", "allow"]);
     assert_eq!(stdout.lines().count(), 1, "only the header: {stdout}");
     assert_eq!(stderr, "0 records\n");
+}
+
+/// `aigate run` on a fresh machine (embedded defaults, no admin token anywhere) prints a
+/// one-time console link that signs in the built-in local admin, once.
+#[test]
+fn run_prints_a_one_time_console_link_for_the_first_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        shipped_on_free_ports().replace("# signin_link = \"terminal\"", "signin_link = \"always\"");
+    std::fs::write(dir.path().join("aigate.toml"), text).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .current_dir(dir.path())
+        .args(["run", "--config", "aigate.toml"])
+        .env("RUST_LOG", "off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner: Vec<String> = (0..5).map(|_| lines.next().unwrap().unwrap()).collect();
+    let line = &banner[4];
+    assert!(
+        line.starts_with("console:        http://127.0.0.1:"),
+        "{banner:?}"
+    );
+    assert!(
+        line.ends_with("   (one-time sign-in, 15 minutes)"),
+        "{line}"
+    );
+    let link = line.split_whitespace().nth(1).unwrap().to_string();
+    assert!(link.contains("/signin/once/"), "{link}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let first = http.get(&link).send().await.unwrap();
+        assert_eq!(first.status(), 303);
+        let cookie = first.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let base = link.split("/signin/once/").next().unwrap();
+        let page = http
+            .get(format!("{base}/exemptions"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(page.status(), 200);
+        assert!(
+            page.text()
+                .await
+                .unwrap()
+                .contains("<span class=\"user\">local-admin</span>")
+        );
+        assert_eq!(
+            http.get(&link).send().await.unwrap().status(),
+            401,
+            "single use"
+        );
+    });
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    // The link went to the terminal only: the audit log has the sign-in, not the secret.
+    let audit = std::fs::read_to_string(dir.path().join("aigate-data/audit.jsonl")).unwrap();
+    let secret = link.rsplit('/').next().unwrap();
+    assert!(audit.contains("console_signed_in"));
+    assert!(!audit.contains(secret));
 }
 
 /// Start the real binary in `dir`; returns it and (proxy, admin) addresses from its banner.

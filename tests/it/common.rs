@@ -782,3 +782,358 @@ pub fn by_id<'a>(records: &'a [serde_json::Value], id: &str) -> &'a serde_json::
     assert_eq!(found.len(), 1, "exactly one record for {id}: {records:#?}");
     found[0]
 }
+
+/// A browser-less console client on the admin listener: no redirects followed, the session
+/// cookie kept by hand (so tests can plant, drop or swap it), forms posted as a browser posts
+/// them (`Origin` and `Sec-Fetch-Site` set unless a test changes them).
+pub struct ConsoleClient {
+    pub base: String,
+    http: reqwest::Client,
+    pub cookie: Option<String>,
+}
+
+/// What the console answered: status, headers, body.
+pub struct Page {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: String,
+}
+
+impl Page {
+    pub fn location(&self) -> &str {
+        self.headers
+            .get("location")
+            .map_or("", |v| v.to_str().unwrap())
+    }
+
+    /// The session cookie this answer sets, as `name=value`.
+    pub fn set_cookie(&self) -> Option<String> {
+        self.headers
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_string())
+    }
+
+    /// The CSRF token of the first form on the page.
+    pub fn csrf(&self) -> String {
+        let at = self
+            .body
+            .find("name=\"csrf\" value=\"")
+            .unwrap_or_else(|| panic!("no CSRF field in:\n{}", self.body));
+        let rest = &self.body[at + "name=\"csrf\" value=\"".len()..];
+        rest[..rest.find('"').unwrap()].to_string()
+    }
+}
+
+impl ConsoleClient {
+    pub fn new(admin: SocketAddr) -> ConsoleClient {
+        ConsoleClient::at(format!("http://{admin}"))
+    }
+
+    pub fn at(base: String) -> ConsoleClient {
+        ConsoleClient {
+            base,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookie: None,
+        }
+    }
+
+    /// A client of the caller's making (TLS roots, say).
+    pub fn with_http(base: String, http: reqwest::Client) -> ConsoleClient {
+        ConsoleClient {
+            base,
+            http,
+            cookie: None,
+        }
+    }
+
+    /// A GET whose connection errors are the caller's to check.
+    pub async fn http_get_raw(&self, path: &str) -> Result<reqwest::Response, reqwest::Error> {
+        self.http.get(format!("{}{path}", self.base)).send().await
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let req = match &self.cookie {
+            Some(c) => req.header("cookie", c),
+            None => req,
+        };
+        let resp = req.send().await.unwrap();
+        let page = Page {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body: resp.text().await.unwrap(),
+        };
+        if let Some(c) = page.set_cookie() {
+            self.cookie = (!c.ends_with('=')).then_some(c);
+        }
+        page
+    }
+
+    pub async fn get(&mut self, path: &str) -> Page {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    /// A form post from the console's own page.
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let origin = self.base.clone();
+        self.post_from(path, form, Some(&origin), Some("same-origin"))
+            .await
+    }
+
+    /// A form post with the given `Origin` and `Sec-Fetch-Site` (None: header left out).
+    pub async fn post_from(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+        origin: Option<&str>,
+        fetch_site: Option<&str>,
+    ) -> Page {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(serde_urlencoded::to_string(form).unwrap());
+        if let Some(o) = origin {
+            req = req.header("origin", o);
+        }
+        if let Some(s) = fetch_site {
+            req = req.header("sec-fetch-site", s);
+        }
+        self.send(req).await
+    }
+
+    /// Sign in with an admin token; panics unless it worked.
+    pub async fn sign_in(&mut self, token: &str) -> Page {
+        let page = self
+            .post("/signin", &[("token", token), ("next", "/")])
+            .await;
+        assert_eq!(page.status, 303, "sign-in failed: {}", page.body);
+        assert!(self.cookie.is_some());
+        page
+    }
+}
+
+/// A real headless Chromium, driven over WebDriver by its chromedriver (Debian's `chromium` and
+/// `chromium-driver`; `.ci/run` installs them). Every page a test looks at is saved as
+/// `target/console-screenshots/NAME.png` and checked with axe-core, which fails the test on a
+/// serious or critical accessibility violation.
+pub struct Browser {
+    pub client: fantoccini::Client,
+    driver: std::process::Child,
+    _profile: tempfile::TempDir,
+    axe: Arc<String>,
+}
+
+/// axe-core, pinned; fetched with `npm pack` into `target/test-cache/` on first use (not
+/// committed).
+const AXE_VERSION: &str = "4.14.1";
+
+/// The axe-core script, from the cache or npm.
+fn axe_source() -> Arc<String> {
+    static AXE: std::sync::OnceLock<Arc<String>> = std::sync::OnceLock::new();
+    AXE.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("target/test-cache")
+            .join(format!("axe-core-{AXE_VERSION}"));
+        let script = dir.join("package/axe.min.js");
+        if !script.exists() {
+            std::fs::create_dir_all(&dir).unwrap();
+            let out = std::process::Command::new("npm")
+                .args(["pack", &format!("axe-core@{AXE_VERSION}"), "--silent"])
+                .current_dir(&dir)
+                .output()
+                .expect(
+                    "npm is needed to fetch axe-core for the browser tests (.ci/run installs it)",
+                );
+            assert!(out.status.success(), "npm pack axe-core: {out:?}");
+            let tgz = String::from_utf8(out.stdout).unwrap().trim().to_string();
+            let ok = std::process::Command::new("tar")
+                .args(["xzf", &tgz])
+                .current_dir(&dir)
+                .status()
+                .unwrap();
+            assert!(ok.success(), "cannot unpack {tgz}");
+        }
+        Arc::new(std::fs::read_to_string(&script).unwrap())
+    })
+    .clone()
+}
+
+impl Browser {
+    pub async fn start() -> Browser {
+        for tool in ["chromium", "chromedriver"] {
+            let found = std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .unwrap();
+            assert!(
+                found.status.success(),
+                "{tool} is not installed: apt-get install chromium chromium-driver (.ci/run does)"
+            );
+        }
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let driver = std::process::Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let profile = tempfile::tempdir().unwrap();
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "args": [
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--no-proxy-server",
+                    "--window-size=1280,1000",
+                    "--hide-scrollbars",
+                    "--force-device-scale-factor=1",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut last = None;
+        for _ in 0..100 {
+            match fantoccini::ClientBuilder::new(connector.clone())
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => {
+                    return Browser {
+                        client,
+                        driver,
+                        _profile: profile,
+                        axe: axe_source(),
+                    };
+                }
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("chromedriver did not start: {last:?}");
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.client.goto(url).await.unwrap();
+    }
+
+    pub async fn path(&self) -> String {
+        let u = self.client.current_url().await.unwrap();
+        match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        }
+    }
+
+    pub async fn find(&self, css: &str) -> fantoccini::elements::Element {
+        let here = self.path().await;
+        self.client
+            .wait()
+            .at_most(std::time::Duration::from_secs(10))
+            .for_element(fantoccini::Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no {css} on {here}: {e}"))
+    }
+
+    pub async fn text(&self, css: &str) -> String {
+        self.find(css).await.text().await.unwrap()
+    }
+
+    /// The page as a person sees it: a screenshot in `target/console-screenshots/NAME.png`,
+    /// and axe-core's audit, which must find nothing serious or critical.
+    pub async fn check(&self, name: &str) {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        let png = self.client.screenshot().await.unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+        self.client.execute(&self.axe, vec![]).await.unwrap();
+        let violations = self
+            .client
+            .execute(
+                "return axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.map(n => n.html)})));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let bad: Vec<&serde_json::Value> = violations
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+            .collect();
+        assert!(bad.is_empty(), "{name}: axe-core found {bad:#?}");
+    }
+
+    /// Press keys in whatever has focus (`\u{e004}` Tab, `\u{e007}` Enter).
+    pub async fn keys(&self, keys: &str) {
+        let focused = self.client.active_element().await.unwrap();
+        focused.send_keys(keys).await.unwrap();
+    }
+
+    /// The `id` (or name) of the element with focus.
+    pub async fn focused(&self) -> String {
+        let e = self.client.active_element().await.unwrap();
+        e.attr("id")
+            .await
+            .unwrap()
+            .or(e.attr("name").await.unwrap())
+            .unwrap_or_default()
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // A failed test does not leave chromedriver (and its Chromium) behind.
+        let _ = self.driver.kill();
+    }
+}
+
+/// A web page on its own loopback port (another origin than the console): answers `html` to
+/// every request. For the browser's CSRF test.
+pub async fn serve_html(html: String) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let html = Bytes::from(html);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let html = html.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |_req: Request<Incoming>| {
+                    let html = html.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(
+                            Response::builder()
+                                .header("content-type", "text/html; charset=utf-8")
+                                .body(Full::new(html))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}

@@ -7,7 +7,7 @@ use super::{Problems, duration, q};
 use crate::config::raw::RawConsole;
 use crate::config::{ConsoleConfig, NotifyEvent, NotifyFormat, NotifyHook};
 
-pub(super) fn console(p: &mut Problems, raw: &RawConsole) -> ConsoleConfig {
+pub(super) fn console(p: &mut Problems, raw: &RawConsole, base: &std::path::Path) -> ConsoleConfig {
     let public_url = raw
         .public_url
         .as_deref()
@@ -92,11 +92,17 @@ pub(super) fn console(p: &mut Problems, raw: &RawConsole) -> ConsoleConfig {
             });
         }
     }
+    // Sign-in, sessions and TLS: the web console's keys (console_web.rs).
+    let (session_idle, session_max) = super::console_web::sessions(p, raw);
     ConsoleConfig {
         public_url,
         request_ttl,
         draft_ttl,
         notify,
+        session_idle,
+        session_max,
+        signin_link: super::console_web::signin_link(p, raw),
+        tls: super::console_web::tls(p, raw, base),
     }
 }
 

@@ -22,6 +22,7 @@ mod admin;
 mod ai_hosts;
 mod audit;
 mod console;
+mod console_web;
 mod destinations;
 mod rules;
 mod storage;
@@ -371,7 +372,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
 
     let admin = admin(&mut p, &raw.admin);
     let storage = storage(&mut p, &raw.storage, base);
-    let console = console(&mut p, &raw.console);
+    let console = console(&mut p, &raw.console, base);
     let log = LogConfig {
         format: match raw.log.format.as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
