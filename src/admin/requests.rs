@@ -69,7 +69,11 @@ pub fn requester_may_submit(
     Ok(())
 }
 
-fn deps<'a>(state: &'a AdminState, cfg: &'a crate::config::Config, client: SocketAddr) -> Deps<'a> {
+pub(crate) fn deps<'a>(
+    state: &'a AdminState,
+    cfg: &'a crate::config::Config,
+    client: SocketAddr,
+) -> Deps<'a> {
     Deps {
         config: cfg,
         audit: &state.shared.audit,
@@ -96,7 +100,8 @@ fn draft_view(state: &AdminState, d: &Draft) -> serde_json::Value {
 }
 
 /// Whether the client may look up another link, and the audited 404/410 if the lookup failed.
-fn link_refusal(
+/// The console's request page shares it, so a page and the API count guesses alike.
+pub(crate) fn link_refusal(
     state: &AdminState,
     client: SocketAddr,
     method: &Method,
@@ -293,7 +298,7 @@ pub async fn submit(
 }
 
 /// A decider the grant rules refuse for who they are (an audited 403), not for what they ask.
-fn refused_decider(g: &crate::exemptions::grant::GrantError) -> Option<&'static str> {
+pub(crate) fn refused_decider(g: &crate::exemptions::grant::GrantError) -> Option<&'static str> {
     use crate::exemptions::grant::GrantError as G;
     match g {
         G::SelfGrant => Some("someone other than the requester: nobody decides their own request"),

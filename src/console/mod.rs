@@ -48,6 +48,7 @@ mod assets;
 mod exemptions;
 mod layout;
 mod people;
+mod requests;
 pub mod session;
 pub mod session_pg;
 mod signin;
@@ -447,6 +448,11 @@ pub fn router() -> Router<AdminState> {
         .route("/exemptions", get(exemptions::list).post(exemptions::grant))
         .route("/exemptions/{id}/revoke", post(exemptions::revoke))
         .route("/people", get(people::list))
+        .route("/requests", get(requests::list))
+        .route("/requests/{id}", get(requests::one))
+        .route("/requests/{id}/approve", post(requests::approve))
+        .route("/requests/{id}/deny", post(requests::deny))
+        .route("/r/{id}", get(requests::show).post(requests::submit))
         .route("/console/assets/{name}", get(assets::serve))
         .layer(middleware::from_fn(security_headers))
 }

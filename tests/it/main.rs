@@ -7,6 +7,7 @@ mod ai_hosts;
 mod audit_evidence;
 mod audit_log;
 mod browser;
+mod browser_requests;
 mod cli;
 mod common;
 mod console;

@@ -17,10 +17,10 @@ use serde_json::{Value, json};
 use crate::admin::{ALICE_PROXY, APPROVER, AUDITOR, BOB_ADMIN, DAVE, call, people};
 use crate::common::{TestClock, TestEnv};
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+pub(crate) type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 /// A keep-alive connection through the gateway as `user` with `token`.
-async fn connection(env: &TestEnv, user: &str, token: &str) -> Sender {
+pub(crate) async fn connection(env: &TestEnv, user: &str, token: &str) -> Sender {
     use base64::Engine;
     let cred = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}"));
     let tls = env
@@ -40,7 +40,7 @@ async fn connection(env: &TestEnv, user: &str, token: &str) -> Sender {
 }
 
 /// A Claude Code call; the status and the message an engineer reads.
-async fn claude(sender: &mut Sender) -> (u16, String, String) {
+pub(crate) async fn claude(sender: &mut Sender) -> (u16, String, String) {
     let req = http::Request::post("/v1/messages")
         .header("host", "api.anthropic.com")
         .header("user-agent", "claude-cli/2.1.12 (external, cli)")
@@ -66,7 +66,7 @@ async fn claude(sender: &mut Sender) -> (u16, String, String) {
 
 /// The draft id of the `…/r/{id}` link in a deny message, which must be on the message's one
 /// line and end at a space.
-fn link_id(env: &TestEnv, message: &str) -> String {
+pub(crate) fn link_id(env: &TestEnv, message: &str) -> String {
     assert!(!message.contains('\n'), "one line: {message}");
     let base = format!("http://{}/r/", env.gateway.admin_addr);
     let at = message
@@ -87,7 +87,7 @@ fn link_id(env: &TestEnv, message: &str) -> String {
 
 /// A webhook receiver on 127.0.0.1:0: a real hyper server that keeps every body it is sent.
 /// The first `fail_first` deliveries are answered 503, to see the retry.
-async fn receiver(fail_first: usize) -> (SocketAddr, Arc<Mutex<Vec<(String, Value)>>>) {
+pub(crate) async fn receiver(fail_first: usize) -> (SocketAddr, Arc<Mutex<Vec<(String, Value)>>>) {
     let got = Arc::new(Mutex::new(Vec::new()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -140,7 +140,10 @@ async fn receiver(fail_first: usize) -> (SocketAddr, Arc<Mutex<Vec<(String, Valu
     (addr, got)
 }
 
-async fn wait_for(got: &Arc<Mutex<Vec<(String, Value)>>>, n: usize) -> Vec<(String, Value)> {
+pub(crate) async fn wait_for(
+    got: &Arc<Mutex<Vec<(String, Value)>>>,
+    n: usize,
+) -> Vec<(String, Value)> {
     for _ in 0..200 {
         let g = got.lock().unwrap().clone();
         if g.len() >= n {
@@ -154,7 +157,7 @@ async fn wait_for(got: &Arc<Mutex<Vec<(String, Value)>>>, n: usize) -> Vec<(Stri
     );
 }
 
-fn hooks(addr: SocketAddr) -> String {
+pub(crate) fn hooks(addr: SocketAddr) -> String {
     format!(
         "\n[[console.notify]]\nurl = \"http://{addr}/approvers\"\nevents = [\"requested\"]\n\n[[console.notify]]\nurl = \"http://{addr}/slack\"\nformat = \"slack\"\n\n[[console.notify]]\nurl = \"http://{addr}/alice\"\nevents = [\"approved\", \"denied\", \"expired\"]\nusers = [\"alice\"]\n"
     )

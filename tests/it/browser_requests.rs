@@ -1,0 +1,192 @@
+//! Issue 16's loop in a real headless Chromium: a blocked Claude Code call's link opens the
+//! request page, the engineer submits, the approvers' webhook hears of it, an auditor reads the
+//! queue without a form to decide, the manager signs in and approves shorter than asked, and
+//! the very same keep-alive connection's next call goes through with the exemption id in its
+//! record. Screenshots in `target/console-screenshots/request-*.png`, axe-core on each page.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use fantoccini::Locator;
+
+use crate::admin::{ALICE_PROXY, AUDITOR, BOB_ADMIN, ROOT, call, people};
+use crate::common::Browser;
+use crate::requests::{claude, connection, hooks, link_id, receiver, wait_for};
+
+const ENTER: &str = "\u{e007}";
+
+async fn sign_in(b: &Browser, base: &str, token: &str) {
+    b.client.delete_all_cookies().await.unwrap();
+    b.goto(&format!("{base}/requests")).await;
+    b.find("#token")
+        .await
+        .send_keys(&format!("{token}{ENTER}"))
+        .await
+        .unwrap();
+    b.find("#queue").await;
+    assert_eq!(b.path().await, "/requests");
+}
+
+#[tokio::test]
+async fn the_loop_in_the_browser_from_the_deny_link_to_the_approved_next_call() {
+    let (hook_addr, got) = receiver(0).await;
+    let env = people(None).append(&hooks(hook_addr)).start().await;
+    let base = format!("http://{}", env.gateway.admin_addr);
+    let mut conn = connection(&env, "alice", ALICE_PROXY).await;
+    let (status, message, blocked_id) = claude(&mut conn).await;
+    assert_eq!(status, 403);
+    let draft = link_id(&env, &message);
+    let b = Browser::start().await;
+
+    // The engineer opens the link: what was blocked and why, no sign-in.
+    b.goto(&format!("{base}/r/{draft}")).await;
+    let facts = b.text("#main").await;
+    for want in [
+        "aigate blocked Claude Code",
+        "claude-code",
+        "untagged",
+        "rival-coding-tools-in-protected-workflows",
+        "alice",
+        blocked_id.as_str(),
+    ] {
+        assert!(facts.contains(want), "{want:?} not on the page: {facts}");
+    }
+    // Presets capped by admin.max_exemption (14 days here): all four.
+    let options = b.text("#duration").await;
+    assert_eq!(
+        options.lines().collect::<Vec<_>>(),
+        vec!["1 hour", "1 day", "3 days", "1 week"]
+    );
+    b.check("request-page").await;
+    b.find("#justification")
+        .await
+        .send_keys("vendor bake-off for Q3")
+        .await
+        .unwrap();
+    b.find("#duration")
+        .await
+        .select_by_value("3d")
+        .await
+        .unwrap();
+    b.find("#ticket").await.send_keys("IT-9").await.unwrap();
+    b.find("#ask ~ form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    // Post/redirect/get: the stable URL now shows the request's status.
+    b.find("#status").await;
+    assert_eq!(b.path().await, format!("/r/{draft}"));
+    let card = b.text("section[aria-labelledby=status]").await;
+    assert!(
+        card.contains("open") && card.contains("3 days") && card.contains("IT-9"),
+        "{card}"
+    );
+    b.check("request-submitted").await;
+
+    // The approvers' webhook on 127.0.0.1 got it.
+    let delivered = wait_for(&got, 2).await;
+    let told = &delivered.iter().find(|(p, _)| p == "/approvers").unwrap().1;
+    assert_eq!(told["event"], "requested");
+    assert_eq!(told["request"]["justification"], "vendor bake-off for Q3");
+    let rq = told["request"]["id"].as_str().unwrap().to_string();
+    assert!(card.contains(&rq), "{card}");
+
+    // Still blocked until someone decides.
+    assert_eq!(claude(&mut conn).await.0, 403);
+
+    // An unknown link: a clear page, not a sign-in.
+    b.goto(&format!("{base}/r/AAAAAAAAAAAAAAAA")).await;
+    assert_eq!(b.text("h1").await, "Unknown request link");
+    assert!(b.text("#main").await.contains("fresh link"));
+    b.check("request-unknown").await;
+
+    // An auditor reads the queue but has no form to decide.
+    sign_in(&b, &base, AUDITOR).await;
+    let queue = b.text(&format!("article[id='{rq}']")).await;
+    assert!(queue.contains("vendor bake-off for Q3"), "{queue}");
+    assert!(
+        b.client
+            .find(Locator::Css(&format!(
+                "form[action='/requests/{rq}/approve']"
+            )))
+            .await
+            .is_err(),
+        "no approve form for an auditor"
+    );
+    b.check("requests-auditor").await;
+
+    // The manager signs in, sees who asked, why, and how often they were blocked; approves
+    // for one hour instead of three days.
+    sign_in(&b, &base, BOB_ADMIN).await;
+    let item = b.text(&format!("article[id='{rq}']")).await;
+    for want in [
+        "alice asks for claude-code in untagged",
+        "rival-coding-tools-in-protected-workflows",
+        "vendor bake-off for Q3",
+        "IT-9",
+        // From the audit log: the first call and the one after the submit.
+        "Blocked (7 days)\n2 calls",
+        "0 for this tool",
+    ] {
+        assert!(
+            item.contains(want),
+            "{want:?} not in the queue item: {item}"
+        );
+    }
+    b.check("requests-queue").await;
+    b.find(&format!("#duration-{rq}"))
+        .await
+        .select_by_value("1h")
+        .await
+        .unwrap();
+    b.find(&format!("#acomment-{rq}"))
+        .await
+        .send_keys("one hour is enough")
+        .await
+        .unwrap();
+    b.find(&format!(
+        "form[action='/requests/{rq}/approve'] button[type=submit]"
+    ))
+    .await
+    .click()
+    .await
+    .unwrap();
+    let history = b.text("section[aria-labelledby=history]").await;
+    assert!(
+        history.contains(&rq) && history.contains("approved") && history.contains("bob"),
+        "{history}"
+    );
+    assert!(b.text("#queue").await.contains("Waiting (0)"));
+    b.check("requests-history").await;
+
+    let (s, r) = call(
+        &env,
+        reqwest::Method::GET,
+        &format!("/v1/requests/{rq}"),
+        Some(ROOT),
+        None,
+    )
+    .await;
+    assert_eq!((s, r["state"].as_str()), (200, Some("approved")), "{r}");
+    assert_eq!(r["approved_secs"], 3600);
+    let ex = r["exemption"].as_str().unwrap().to_string();
+
+    // The very same keep-alive connection's next call goes through, exempt.
+    let (s, _, passed_id) = claude(&mut conn).await;
+    assert_eq!(s, 200);
+    let records = env.audit().await;
+    let passed = crate::common::by_id(&records, &passed_id);
+    assert_eq!(passed["reason"], "exempted");
+    assert_eq!(passed["exemption"], ex.as_str());
+
+    // The engineer's page, reloaded, shows the decision.
+    b.client.delete_all_cookies().await.unwrap();
+    b.goto(&format!("{base}/r/{draft}")).await;
+    let card = b.text("section[aria-labelledby=status]").await;
+    assert!(
+        card.contains("approved") && card.contains("bob") && card.contains(&ex),
+        "{card}"
+    );
+    b.check("request-approved").await;
+    b.close().await;
+}
