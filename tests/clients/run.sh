@@ -21,7 +21,7 @@
 #   versions.txt          the client versions that were checked
 #
 # Environment: AIGATE_CLIENTS_WORK, AIGATE_BIN, AIGATE_CLIENTS_ONLY (space-separated scenario names
-# to run, e.g. "claude codex"; all by default: claude codex codexroutes python node gemini copilot
+# to run, e.g. "claude codex"; all by default: claude codex codexroutes codexaihost python node gemini copilot
 # blocked curl git managed),
 # and the client versions: CLAUDE_CODE_VERSION, CODEX_VERSION, GEMINI_CLI_VERSION,
 # COPILOT_CLI_VERSION, ANTHROPIC_NODE_VERSION, OPENAI_NODE_VERSION, UNDICI_VERSION,
@@ -41,7 +41,7 @@ W=${AIGATE_CLIENTS_WORK:-/tmp/aigate-clients}
 : "${UNDICI_VERSION:=7.30.2}"
 : "${ANTHROPIC_PY_VERSION:=2.11.0}"
 : "${OPENAI_PY_VERSION:=3.52.0}"
-: "${AIGATE_CLIENTS_ONLY:=claude codex codexroutes python node gemini copilot blocked curl git managed}"
+: "${AIGATE_CLIENTS_ONLY:=claude codex codexroutes codexaihost python node gemini copilot blocked curl git managed}"
 
 PROXY=http://127.0.0.1:3128
 VENDOR_PORT=8443
@@ -456,6 +456,29 @@ check_codexroutes() {
     expect "Codex signed in with ChatGPT: prints \"Failed to load cloud config bundle\" (known gap: not the deny)" \
         output_has codex-chatgpt "Failed to load cloud config bundle"
 }
+# Codex with a model_providers entry at a model API that aigate does not intercept but the AI host
+# catalog lists (Mistral, group inference-apis): the call cannot be inspected, so its tunnel must
+# be flagged as AI traffic outside inspection, never an anonymous not_vendor tunnel. (No network in
+# the namespace: the tunnel's dial fails, which is fine; the record is what is checked.)
+check_codexaihost() {
+    have @openai/codex || { result SKIP "Codex CLI at a catalogued AI host" "not installed"; return; }
+    PREP_HOME=codex_home_mistral client codex-mistral 30 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA \
+        SSL_CERT_FILE=$CA MISTRAL_API_KEY=mistral-fake-000 -- codex exec --skip-git-repo-check "Say hi"
+    expect "Codex at api.mistral.ai (catalogued, not intercepted): the tunnel is flagged ai_host=inference-apis" \
+        audit_has --kind tunnel --host api.mistral.ai --field 'ai_host="inference-apis"' --field 'reason="ai_host"'
+}
+codex_home_mistral() {
+    mkdir -p "$1/.codex" && cat >"$1/.codex/config.toml" <<'EOF'
+model_provider = "mistral"
+model = "devstral-medium"
+
+[model_providers.mistral]
+name = "Mistral"
+base_url = "https://api.mistral.ai/v1"
+env_key = "MISTRAL_API_KEY"
+wire_api = "responses"
+EOF
+}
 codex_home_openrouter() {
     mkdir -p "$1/.codex" && cat >"$1/.codex/config.toml" <<'EOF'
 model_provider = "openrouter"
@@ -693,7 +716,7 @@ inner() {
     cat "$CA" "$W/certs/upstream-ca.pem" >"$BUNDLE"
 
     local c
-    for c in claude codex codexroutes python node gemini copilot blocked curl git managed; do
+    for c in claude codex codexroutes codexaihost python node gemini copilot blocked curl git managed; do
         want $c && check_$c
     done
 
