@@ -50,6 +50,12 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the provenance capture workers: {0}; lower provenance.workers")]
+    Capture(std::io::Error),
+    #[error(transparent)]
+    Ledger(#[from] crate::provenance::ledger::LedgerError),
+    #[error(transparent)]
+    ProvenanceKey(#[from] crate::provenance::fingerprint::KeyError),
 }
 
 pub struct App;
@@ -208,7 +214,7 @@ impl App {
         );
         let requests = start_requests(
             &config,
-            shared_db,
+            shared_db.clone(),
             admin_addr,
             upstream::client_config(&config.upstream)?,
             &mut background,
@@ -217,6 +223,17 @@ impl App {
         let dialer = Dialer::new(resolver, live_config.clone());
         let client = upstream::client(upstream_tls, dialer.clone());
         tokio::spawn(crate::reload::watch(live_config.clone()));
+        let (provenance, ledger) = if live_config.load().provenance.enabled {
+            let (capturer, ledger) =
+                start_provenance(&live_config.load(), shared_db, &audit, &metrics)?;
+            background.push(tokio::spawn(sweep_ledger(
+                ledger.clone(),
+                live_config.clone(),
+            )));
+            (Some(capturer), Some(ledger))
+        } else {
+            (None, None)
+        };
         let (shutdown, rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             config: live_config,
@@ -233,6 +250,8 @@ impl App {
             recent_tools: Default::default(),
             refusals: Arc::new(RefusalLog::new(Leg::Proxy)),
             requests: requests.clone(),
+            provenance,
+            ledger,
         });
         let task = tokio::spawn(accept::serve(shared.clone(), listener, rx.clone()));
         let refusals = Arc::new(RefusalLog::new(Leg::Admin));
@@ -343,6 +362,71 @@ async fn sweep_requests(
     }
 }
 
+/// The provenance capture and its ledger: the embedded file in the state directory, or the
+/// shared tables with PostgreSQL storage. The fingerprint key lives in the state directory
+/// (with PostgreSQL every replica needs the same key file, or their fingerprints differ).
+fn start_provenance(
+    config: &crate::config::Config,
+    db: Option<Arc<crate::storage::Db>>,
+    audit: &AuditLog,
+    metrics: &Arc<crate::metrics::Metrics>,
+) -> Result<
+    (
+        Arc<crate::provenance::capture::Capturer>,
+        Arc<dyn crate::provenance::ledger::Ledger>,
+    ),
+    StartError,
+> {
+    use crate::provenance::fingerprint::{Fingerprinter, Key};
+    use crate::provenance::ledger::{Ledger, LedgerRecorder, embedded, postgres};
+    let ledger: Arc<dyn Ledger> = match db {
+        Some(db) => Arc::new(postgres::PostgresLedger::new(
+            db,
+            tokio::runtime::Handle::current(),
+        )),
+        None => Arc::new(embedded::EmbeddedLedger::open(&embedded::path(
+            &config.state_dir,
+        ))?),
+    };
+    let key = Key::load_or_create(&config.state_dir)?;
+    let recorder = LedgerRecorder {
+        ledger: ledger.clone(),
+        fingerprints: Arc::new(Fingerprinter::new(&key)),
+    };
+    let capturer = crate::provenance::capture::Capturer::start(
+        &config.provenance,
+        audit.clone(),
+        metrics.clone(),
+        Some(Arc::new(recorder)),
+    )
+    .map_err(StartError::Capture)?;
+    Ok((capturer, ledger))
+}
+
+/// Remove ledger entries past `provenance.retention`: at start, then hourly.
+async fn sweep_ledger(
+    ledger: Arc<dyn crate::provenance::ledger::Ledger>,
+    config: Arc<ArcSwap<crate::config::Config>>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let retention = config.load().provenance.retention;
+        let before = crate::provenance::ledger::now_ms()
+            - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+        let l = ledger.clone();
+        match tokio::task::spawn_blocking(move || l.sweep(before)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(
+                removed = n,
+                "provenance ledger: entries past retention removed"
+            ),
+            Ok(Err(e)) => tracing::warn!(error = %e, "provenance ledger sweep failed"),
+            Err(_) => {}
+        }
+    }
+}
+
 /// Write the folded refusals of both listeners out, one summary per client and leg, at the end
 /// of every window.
 async fn summarise_refusals(shared: Arc<Shared>, admin: Arc<RefusalLog>) {
@@ -444,6 +528,13 @@ impl AppHandle {
         {
             self.shared.audit.submit(record);
         }
+        // The capture workers hold outcome records until their captures are recorded.
+        if let Some(capturer) = self.shared.provenance.clone() {
+            let _ = tokio::task::spawn_blocking(move || {
+                capturer.stop(std::time::Duration::from_secs(10))
+            })
+            .await;
+        }
         self.shared.audit.checkpoint_on_shutdown();
         self.shared.audit.flush().await;
         if let Some(shipped) = &self.shipped {
@@ -465,6 +556,26 @@ impl AppHandle {
             task.abort();
         }
         drained
+    }
+
+    /// Test hook: hold the provenance capture workers (a slow worker, made certain).
+    #[doc(hidden)]
+    pub fn hold_capture(&self, held: bool) {
+        if let Some(c) = &self.shared.provenance {
+            c.hold_workers(held);
+        }
+    }
+
+    /// Wait (up to `limit`) until no outcome record is on its way through a capture worker:
+    /// after it, everything the gateway has finished is in the audit writer's hands.
+    pub async fn settle_capture(&self, limit: std::time::Duration) {
+        let Some(c) = &self.shared.provenance else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        while c.outcomes_in_transit() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
     }
 
     /// Whether the shared database is reachable (`None`: file storage).

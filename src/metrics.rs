@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::audit::{AuditRecord, Kind};
@@ -43,6 +43,10 @@ struct Counters {
 pub struct Metrics {
     counters: Mutex<Counters>,
     pub open_connections: AtomicI64,
+    /// Responses whose provenance capture was dropped because its queue was full.
+    pub provenance_dropped: AtomicU64,
+    /// Responses captured (reassembled and recorded).
+    pub provenance_captured: AtomicU64,
     /// The label for "none" (no vendor, no tool), shared.
     empty: Arc<str>,
 }
@@ -193,6 +197,18 @@ impl Metrics {
                 "counter",
                 "Audit records lost (queue closed or over the pending cap).",
                 extra.audit_records_dropped.to_string(),
+            ),
+            (
+                "aigate_provenance_dropped_total",
+                "counter",
+                "Responses whose provenance capture was dropped: the capture queue was full (the client was not slowed).",
+                self.provenance_dropped.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "aigate_provenance_captured_total",
+                "counter",
+                "Responses captured for provenance (reassembled and recorded).",
+                self.provenance_captured.load(Ordering::Relaxed).to_string(),
             ),
             (
                 "aigate_audit_healthy",

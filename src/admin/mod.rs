@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod exemptions;
 pub mod listener;
+mod provenance;
 pub(crate) mod read;
 pub mod requests;
 
@@ -66,6 +67,12 @@ pub fn router(state: AdminState) -> Router {
         .route("/v1/explain", axum::routing::post(read::explain_call))
         .route("/v1/ai-hosts", get(read::ai_hosts))
         .route("/metrics", get(read::metrics))
+        .route("/v1/provenance/entries/{id}", get(provenance::entry))
+        .route(
+            "/v1/provenance/lookup",
+            axum::routing::post(provenance::lookup)
+                .layer(DefaultBodyLimit::max(provenance::MAX_LOOKUP_BODY)),
+        )
         .merge(crate::console::router())
         .fallback(|| async {
             error(

@@ -130,6 +130,18 @@ impl AuditRecord {
             key!(out, "replica");
             string(out, replica)?;
         }
+        if let Some(mark) = &self.provenance {
+            key!(out, "provenance");
+            value(out, mark)?;
+        }
+        if let Some(n) = self.provenance_fingerprints {
+            key!(out, "provenance_fingerprints");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        }
+        if let Some(n) = self.provenance_chars {
+            key!(out, "provenance_chars");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        }
         out.push(b'}');
         Ok(())
     }
@@ -207,6 +219,7 @@ mod tests {
     use std::sync::Arc;
 
     use crate::audit::Kind;
+    use crate::audit::record::ProvenanceMark;
     use crate::identify::user::IdentitySource;
     use crate::identify::{Confidence, WorkflowSource};
     use crate::policy::{Action, Reason};
@@ -296,6 +309,13 @@ mod tests {
         r.side_call_tool = Some(Arc::from("claude-code"));
         r.ai_host = Some(Arc::from("inference-apis"));
         r.replica = Some(Arc::from("gw-2"));
+        same_as_serde(&r);
+        r.provenance = Some(ProvenanceMark::Captured);
+        r.provenance_fingerprints = Some(1234);
+        r.provenance_chars = Some(56_789);
+        same_as_serde(&r);
+        r.provenance = Some(ProvenanceMark::Dropped);
+        r.provenance_fingerprints = None;
         same_as_serde(&r);
         r.outcome_follows = true;
         same_as_serde(&r);

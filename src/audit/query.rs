@@ -64,6 +64,9 @@ pub const FIELDS: &[&str] = &[
     "ttfb_ms",
     "admin",
     "replica",
+    "provenance",
+    "provenance_fingerprints",
+    "provenance_chars",
     "hash",
 ];
 

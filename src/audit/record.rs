@@ -112,6 +112,31 @@ pub struct AuditRecord {
     /// The replica that wrote it, when several share PostgreSQL (its chain in the audit table).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica: Option<Arc<str>>,
+    /// On the outcome of a captured call: what became of the capture of its response
+    /// (docs/provenance.md). Absent when the call was not captured at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<ProvenanceMark>,
+    /// Fingerprints of the captured output recorded in the provenance ledger under this `id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance_fingerprints: Option<u64>,
+    /// Characters of model output captured (text and code; thinking only when configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance_chars: Option<u64>,
+}
+
+/// What became of a forwarded response's provenance capture (`provenance` on its outcome).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProvenanceMark {
+    /// Reassembled, and its fingerprints recorded in the ledger before this record was written.
+    Captured,
+    /// The capture queue was full: nothing of this response was captured (never the client
+    /// slowed instead).
+    Dropped,
+    /// The response cannot be read for capture (an unsupported `Content-Encoding` or body type).
+    Unreadable,
+    /// Reassembled, but the ledger could not be written.
+    Unrecorded,
 }
 
 /// The placeholder's user: one shared empty string, so a placeholder (one per request) costs no
@@ -165,6 +190,9 @@ impl AuditRecord {
             ai_host: None,
             outcome_follows: false,
             replica: None,
+            provenance: None,
+            provenance_fingerprints: None,
+            provenance_chars: None,
         }
     }
 

@@ -305,6 +305,48 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// `[provenance]`: which forwarded model calls have their output captured, and the capture's
+/// queue. The queue and workers are fixed at start; the rest follows reloads.
+#[derive(Debug, Clone)]
+pub struct ProvenanceConfig {
+    pub enabled: bool,
+    /// Tool ids whose calls are captured; empty: every tool (including `unknown`).
+    pub tools: Vec<Arc<str>>,
+    /// Vendor ids whose calls are captured; empty: every vendor.
+    pub vendors: Vec<Arc<str>>,
+    /// How long ledger entries are kept.
+    pub retention: Duration,
+    /// Response chunks waiting for the workers, over all responses; beyond it a response's
+    /// capture is dropped rather than the client slowed.
+    pub queue: usize,
+    pub workers: usize,
+    /// Keep thinking / reasoning text as output too.
+    pub thinking: bool,
+}
+
+impl Default for ProvenanceConfig {
+    fn default() -> Self {
+        ProvenanceConfig {
+            enabled: false,
+            tools: Vec::new(),
+            vendors: Vec::new(),
+            retention: Duration::from_secs(365 * 86_400),
+            queue: 4096,
+            workers: 1,
+            thinking: false,
+        }
+    }
+}
+
+impl ProvenanceConfig {
+    /// Whether a forwarded call by `tool` to `vendor` is captured.
+    pub fn covers(&self, tool: &str, vendor: &str) -> bool {
+        self.enabled
+            && (self.tools.is_empty() || self.tools.iter().any(|t| &**t == tool))
+            && (self.vendors.is_empty() || self.vendors.iter().any(|v| &**v == vendor))
+    }
+}
+
 /// Where exemptions (and optionally a copy of the audit log) live.
 #[derive(Debug, Clone)]
 pub enum Storage {
@@ -386,6 +428,7 @@ pub struct Config {
     pub log: LogConfig,
     pub storage: Storage,
     pub console: ConsoleConfig,
+    pub provenance: ProvenanceConfig,
 }
 
 impl Config {

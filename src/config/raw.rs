@@ -43,6 +43,20 @@ pub struct RawConfig {
     pub workflows: Vec<RawWorkflow>,
     #[serde(default)]
     pub console: RawConsole,
+    pub provenance: RawProvenance,
+}
+
+/// `[provenance]`: capturing what vendors send back, for the ledger (docs/provenance.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProvenance {
+    pub enabled: Option<bool>,
+    pub tools: Option<Vec<String>>,
+    pub vendors: Option<Vec<String>>,
+    pub retention: Option<String>,
+    pub queue: Option<u64>,
+    pub workers: Option<u64>,
+    pub thinking: Option<bool>,
 }
 
 /// `[console]`: the web console on the admin listener (docs/console.md), and the exemption

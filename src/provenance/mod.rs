@@ -16,16 +16,20 @@
 //! responses split at every byte. It holds at most `Limits::max_output_bytes` of output and
 //! `Limits::max_pending_bytes` of unparsed state (one SSE event, the tool inputs still streaming,
 //! or a whole JSON body), never the raw stream: a response larger than that is reported as
-//! truncated, not buffered. Wiring it to the forwarding path (tee, bounded queue, workers) comes
-//! later; see docs/provenance.md.
+//! truncated, not buffered. `capture` wires it to the forwarding path: a tee into a bounded
+//! queue, worker threads, and the Responses WebSocket's frames (`websocket`); see
+//! docs/provenance.md.
 
+pub mod capture;
 mod decode;
 pub mod fingerprint;
 mod formats;
 mod frame;
+pub mod ledger;
 mod output;
 pub mod scan;
 mod tools;
+mod websocket;
 
 #[cfg(test)]
 mod tests;

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use super::Shared;
 use crate::audit::{Ack, AuditLog, AuditRecord, Kind};
 use crate::config::FailMode;
+use crate::provenance::capture::Tee;
 use crate::tls::upstream::{BoxError, ProxyBody};
 
 /// Submits the request's audit record exactly once: on `finish`, `commit`, `respond`, at the end
@@ -45,6 +46,9 @@ pub struct AuditGuard {
     /// A refusal of a client nobody identified: its record is written only within the bound
     /// of audit/refusals.rs, and counted towards a summary past it.
     fold: Option<Arc<crate::audit::refusals::RefusalLog>>,
+    /// The response's provenance capture: its chunks go to the tee, and its outcome record goes
+    /// through the capture worker (written once the capture is recorded).
+    capture: Option<Tee>,
 }
 
 impl AuditGuard {
@@ -64,6 +68,7 @@ impl AuditGuard {
             decided: false,
             progress_every: cfg.audit.progress_interval,
             fold: None,
+            capture: None,
         }
     }
 
@@ -72,6 +77,23 @@ impl AuditGuard {
     /// fast as they like, so they are bounded (audit/refusals.rs).
     pub fn unidentified(&mut self, shared: &Shared) {
         self.fold = Some(shared.refusals.clone());
+    }
+
+    /// Capture this call's response (`[provenance]`): see `provenance::capture`.
+    pub fn capture(&mut self, tee: Tee) {
+        self.capture = Some(tee);
+    }
+
+    /// Hand a chunk of the response to the capture, if there is one (never waits).
+    pub fn tee(&mut self, bytes: &Bytes) {
+        if let Some(t) = self.capture.as_mut() {
+            t.chunk(bytes);
+        }
+    }
+
+    /// The capture, taken out to be fed elsewhere (the WebSocket splice), and put back after.
+    pub fn take_capture(&mut self) -> Option<Tee> {
+        self.capture.take()
     }
 
     /// Write the decision record (what is known before the call goes upstream) and wait until
@@ -114,7 +136,9 @@ impl AuditGuard {
     /// already), a single record is written now.
     fn submit(&mut self) {
         if let Some(record) = self.take() {
-            if self.decided {
+            if let Some(tee) = self.capture.take().filter(|_| self.decided) {
+                tee.finish(record);
+            } else if self.decided {
                 self.audit.submit_deferred(record);
             } else {
                 self.audit.submit(record);
@@ -266,6 +290,9 @@ impl<B> AuditedBody<B> {
         for frame in frames {
             if let Some(d) = frame.data_ref() {
                 self.bytes += d.len() as u64;
+                if let Some(g) = self.guard.as_mut() {
+                    g.tee(d);
+                }
             }
             self.prefix.push_back(frame);
         }
@@ -368,6 +395,9 @@ where
                         Some(Ok(frame)) => {
                             if let Some(d) = frame.data_ref() {
                                 this.bytes += d.len() as u64;
+                                if let Some(g) = this.guard.as_mut() {
+                                    g.tee(d);
+                                }
                             }
                             if !this.inner.is_end_stream() {
                                 return Poll::Ready(Some(Ok(frame)));

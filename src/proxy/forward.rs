@@ -251,7 +251,7 @@ pub async fn forward(
         }
         Err(_) => return fail(guard, format, UpstreamFailure::Timeout, reason, &request_id).await,
     };
-    respond(resp, guard, label, reason, format, &request_id).await
+    respond(shared, resp, guard, label, reason, format, &request_id).await
 }
 
 /// The decision could not be written and the gateway fails closed: the call stays here.
@@ -324,8 +324,68 @@ fn ready_frame(body: &mut Incoming) -> Option<Option<Result<Frame<Bytes>, hyper:
     }
 }
 
+/// Tee a forwarded model call's response into the provenance capture, when `[provenance]`
+/// covers its tool and vendor. Only successful answers carry model output.
+fn start_capture(
+    shared: &Shared,
+    guard: &mut AuditGuard,
+    headers: &HeaderMap,
+    status: StatusCode,
+    websocket: bool,
+) {
+    use crate::provenance::capture::{Transport, readable_content_type, shape_for};
+    let Some(capturer) = &shared.provenance else {
+        return;
+    };
+    if !(status.is_success() || websocket && status == StatusCode::SWITCHING_PROTOCOLS) {
+        return;
+    }
+    let r = guard.rec();
+    let (Some(tool), Some(vendor)) = (r.tool.as_deref(), r.vendor.as_deref()) else {
+        return;
+    };
+    if !shared.config.load().provenance.covers(tool, vendor) {
+        return;
+    }
+    let Some(shape) = r.path.as_deref().and_then(shape_for) else {
+        return;
+    };
+    let text = |name: HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let tee = if websocket {
+        let ext = text(header::SEC_WEBSOCKET_EXTENSIONS).unwrap_or_default();
+        let deflate = ext.contains("permessage-deflate");
+        capturer.tee(
+            shape,
+            Transport::WebSocket {
+                deflate,
+                no_context_takeover: deflate && ext.contains("server_no_context_takeover"),
+            },
+        )
+    } else {
+        let content_type = text(header::CONTENT_TYPE);
+        if !readable_content_type(content_type.as_deref()) {
+            capturer.unreadable()
+        } else {
+            capturer.tee(
+                shape,
+                Transport::Http {
+                    content_type,
+                    content_encoding: text(header::CONTENT_ENCODING),
+                },
+            )
+        }
+    };
+    guard.capture(tee);
+}
+
 /// Pass the vendor's response back, cleaned and annotated, its end tied to the audit record.
 async fn respond(
+    shared: &Shared,
     resp: Response<Incoming>,
     mut guard: AuditGuard,
     label: &'static str,
@@ -341,6 +401,7 @@ async fn respond(
     let r = guard.rec();
     r.status = Some(parts.status.as_u16());
     r.ttfb_ms = Some(ttfb);
+    start_capture(shared, &mut guard, &parts.headers, parts.status, false);
     let whole = match body.size_hint().exact() {
         Some(n) if n <= WHOLE_BODY_LIMIT => match body.collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -397,6 +458,7 @@ async fn respond(
         }
     };
     guard.rec().bytes_down = whole.len() as u64;
+    guard.tee(&whole);
     let body = if guard.commit().await {
         http_body_util::Full::new(whole)
             .map_err(|never| match never {})
@@ -486,7 +548,7 @@ async fn websocket_upgrade(
         Err(_) => return fail(guard, format, UpstreamFailure::Reset, reason, &request_id).await,
     };
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return respond(resp, guard, label, reason, format, &request_id).await;
+        return respond(shared, resp, guard, label, reason, format, &request_id).await;
     }
     let upstream_upgrade = hyper::upgrade::on(&mut resp);
     let (mut parts, _) = resp.into_parts();
@@ -494,6 +556,13 @@ async fn websocket_upgrade(
     deny::annotate(&mut parts.headers, label, reason, &request_id);
     guard.rec().status = Some(101);
     guard.rec().ttfb_ms = Some(guard.elapsed_ms());
+    start_capture(
+        shared,
+        &mut guard,
+        &parts.headers,
+        StatusCode::SWITCHING_PROTOCOLS,
+        true,
+    );
     tokio::spawn(async move {
         let (Some(client_upgrade), Ok(upstream)) = (client_upgrade, upstream_upgrade.await) else {
             guard.rec().error = Some("upgrade_failed".into());
@@ -508,13 +577,18 @@ async fn websocket_upgrade(
         let (up, down) = (Arc::default(), Arc::default());
         let mut client = Counted::new(TokioIo::new(client), &up);
         let mut upstream = Counted::new(TokioIo::new(upstream), &down);
+        // What the vendor sends is the model's output: its frames go to the capture too.
+        upstream.tee = guard.take_capture();
         let every = guard.progress_every();
         let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-        let mut splice = std::pin::pin!(tokio::io::copy_bidirectional(&mut client, &mut upstream));
-        let spliced = loop {
-            tokio::select! {
-                r = &mut splice => break r,
-                _ = ticks.tick() => guard.progress(Some(count(&up)), count(&down)),
+        let spliced = {
+            let mut splice =
+                std::pin::pin!(tokio::io::copy_bidirectional(&mut client, &mut upstream));
+            loop {
+                tokio::select! {
+                    r = &mut splice => break r,
+                    _ = ticks.tick() => guard.progress(Some(count(&up)), count(&down)),
+                }
             }
         };
         if spliced.is_err() {
@@ -522,6 +596,9 @@ async fn websocket_upgrade(
         }
         guard.rec().bytes_up = count(&up);
         guard.rec().bytes_down = count(&down);
+        if let Some(tee) = upstream.tee.take() {
+            guard.capture(tee);
+        }
         guard.finish();
     });
     Response::from_parts(
@@ -541,6 +618,9 @@ fn count(c: &AtomicU64) -> u64 {
 struct Counted<T> {
     inner: T,
     read: Arc<AtomicU64>,
+    /// The provenance capture of what is read (the vendor's side); the splice reads into its
+    /// own buffer, so each read is copied once for it.
+    tee: Option<crate::provenance::capture::Tee>,
 }
 
 impl<T> Counted<T> {
@@ -548,6 +628,7 @@ impl<T> Counted<T> {
         Counted {
             inner,
             read: read.clone(),
+            tee: None,
         }
     }
 }
@@ -562,6 +643,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         self.read.fetch_add(n as u64, Ordering::Relaxed);
+        if n > 0
+            && let Some(tee) = self.tee.as_mut()
+        {
+            tee.chunk(&Bytes::copy_from_slice(&buf.filled()[before..]));
+        }
         polled
     }
 }

@@ -87,6 +87,11 @@ pub struct Shared {
     pub refusals: Arc<crate::audit::refusals::RefusalLog>,
     /// The exemption request loop: a blocked call's deny message links to a draft.
     pub requests: Arc<crate::requests::Requests>,
+    /// Provenance capture (`[provenance]`): the tee's queue and its workers; `None` when off
+    /// at start.
+    pub provenance: Option<Arc<crate::provenance::capture::Capturer>>,
+    /// The provenance ledger the capture writes (and the admin API reads); `None` when off.
+    pub ledger: Option<Arc<dyn crate::provenance::ledger::Ledger>>,
 }
 
 /// Request headers beyond this are refused (431) on both legs, so nothing larger than the proxy

@@ -23,6 +23,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "requests",
         include_str!("../../migrations/0003_requests.sql"),
     ),
+    (
+        4,
+        "provenance_ledger",
+        include_str!("../../migrations/0004_provenance_ledger.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises migrations across replicas.

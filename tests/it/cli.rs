@@ -949,6 +949,12 @@ fn configuration_doc_and_shipped_config_cover_the_same_keys() {
 async fn audit_disk_full_fails_closed_and_recovers_without_restart() {
     let env = TestEnv::builder()
         .append("\n[[rules]]\nname = \"sdk\"\naction = \"allow\"\ntools = [\"anthropic-sdk\"]\n")
+        // The file-size limit below is for the audit log; the provenance ledger's file would
+        // not even be created under it.
+        .replace(
+            "enabled = true\n# Only these tools",
+            "enabled = false\n# Only these tools",
+        )
         .start()
         .await;
     binary_config(&env, "full");
@@ -1051,7 +1057,7 @@ async fn audit_disk_full_fails_closed_and_recovers_without_restart() {
 
 /// A client through the gateway binary `child` started: its proxy address from the banner, its
 /// CA from `state`.
-fn client_of(child: &mut std::process::Child, state: &Path) -> reqwest::Client {
+pub(crate) fn client_of(child: &mut std::process::Child, state: &Path) -> reqwest::Client {
     gateway_of(child, state).0
 }
 

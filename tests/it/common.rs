@@ -58,11 +58,27 @@ pub struct Vendor {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// The SSE route sends its first event, then waits for this before the rest.
     pub release_sse: Arc<Notify>,
+    /// Answers set by the test, by path (without the query): headers and body chunks.
+    pub canned: Arc<Mutex<Vec<(String, Canned)>>>,
+}
+
+/// A recorded answer the vendor plays back: each chunk a frame of its own (chunked transfer), a
+/// pause between them so the gateway sees them one by one.
+#[derive(Clone)]
+pub struct Canned {
+    pub headers: Vec<(String, String)>,
+    pub chunks: Vec<Bytes>,
+    pub gap: std::time::Duration,
 }
 
 impl Vendor {
     pub fn requests(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Answer requests for `path` with `canned`.
+    pub fn serve(&self, path: &str, canned: Canned) {
+        self.canned.lock().unwrap().push((path.to_string(), canned));
     }
 }
 
@@ -200,6 +216,35 @@ async fn vendor_route(
             .body(Full::new(Bytes::new()).map_err(|n| match n {}).boxed())
             .unwrap();
         return Ok(resp);
+    }
+    let canned = {
+        let bare = path.split('?').next().unwrap_or("");
+        vendor
+            .canned
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(p, _)| p == bare)
+            .map(|(_, c)| c.clone())
+    };
+    if let Some(c) = canned {
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        tokio::spawn(async move {
+            for chunk in c.chunks {
+                if tx.send(Ok(Frame::data(chunk))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(c.gap).await;
+            }
+        });
+        let mut resp = Response::builder();
+        for (name, value) in &c.headers {
+            resp = resp.header(name, value);
+        }
+        return Ok(resp
+            .body(StreamBody::new(tokio_stream_from(rx)).boxed())
+            .unwrap());
     }
     if path.starts_with("/stall") {
         // Never answers.
@@ -426,6 +471,14 @@ impl Builder {
         self
     }
 
+    /// An admin API token for `user` with `role`.
+    pub fn admin_token(self, user: &str, role: &str, token: &str) -> Builder {
+        self.append(&format!(
+            "\n[[admin.tokens]]\nuser = \"{user}\"\nroles = [\"{role}\"]\nhash = \"{}\"\n",
+            aigate::identify::user::hash_token(token)
+        ))
+    }
+
     pub fn vendor_alpn(mut self, alpn: Vec<&'static [u8]>) -> Builder {
         self.vendor_alpn = alpn;
         self
@@ -508,6 +561,20 @@ impl TestEnv {
         format!("http://{}", self.gateway.proxy_addr)
     }
 
+    /// GET on the admin API with a bearer token: (status, body).
+    pub async fn admin_get(&self, path: &str, token: &str) -> (u16, String) {
+        let resp = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .unwrap()
+            .get(format!("http://{}{path}", self.gateway.admin_addr))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
     /// A reqwest client through the gateway, trusting only the gateway's CA.
     pub fn client(&self, h1_only: bool) -> reqwest::Client {
         client_for(&self.gateway, "", h1_only)
@@ -535,8 +602,16 @@ pub fn client_for(gw: &AppHandle, cred: &str, h1_only: bool) -> reqwest::Client 
 /// `outcome_follows`). `raw_records_of` has the lines as written.
 pub async fn records_of(gw: &AppHandle) -> Vec<serde_json::Value> {
     let mut calls = aigate::audit::calls::Calls::<aigate::audit::record::StoredRecord>::default();
-    let mut rows: Vec<serde_json::Value> = raw_records_of(gw)
-        .await
+    let raw = raw_records_of(gw).await;
+    // Rows in the order calls started (their first record): a captured call's outcome is
+    // written by the capture worker, possibly after records of calls that started later.
+    let mut first_seq = std::collections::HashMap::new();
+    for r in &raw {
+        if let (Some(id), Some(seq)) = (r["id"].as_str(), r["seq"].as_u64()) {
+            first_seq.entry(id.to_string()).or_insert(seq);
+        }
+    }
+    let mut rows: Vec<serde_json::Value> = raw
         .into_iter()
         .filter_map(|v| calls.push(serde_json::from_value(v).unwrap()))
         .map(|s| serde_json::to_value(s).unwrap())
@@ -547,11 +622,20 @@ pub async fn records_of(gw: &AppHandle) -> Vec<serde_json::Value> {
             .into_iter()
             .map(|s| serde_json::to_value(s).unwrap()),
     );
+    let started = |r: &serde_json::Value| {
+        r["id"]
+            .as_str()
+            .and_then(|id| first_seq.get(id).copied())
+            .unwrap_or(u64::MAX)
+    };
+    rows.sort_by_key(|r| started(r));
     rows
 }
 
 /// Every record in a gateway's audit log, as written.
 pub async fn raw_records_of(gw: &AppHandle) -> Vec<serde_json::Value> {
+    // A captured call's outcome is written by the capture worker, after its response ended.
+    gw.settle_capture(std::time::Duration::from_secs(5)).await;
     assert!(gw.audit().flush().await, "audit log not written");
     let text = std::fs::read_to_string(gw.audit().path()).unwrap();
     text.lines()

@@ -16,6 +16,7 @@ mod destinations;
 mod late_body;
 mod postgres;
 mod properties;
+mod provenance;
 mod provenance_scan;
 mod refusals;
 mod replicas;

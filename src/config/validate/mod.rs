@@ -24,6 +24,7 @@ mod audit;
 mod console;
 mod console_web;
 mod destinations;
+mod provenance;
 mod rules;
 mod storage;
 mod tools;
@@ -35,6 +36,7 @@ use ai_hosts::ai_hosts;
 use audit::integrity;
 use console::console;
 use destinations::{allowed_clients, destinations};
+use provenance::provenance;
 use rules::rules;
 use storage::storage;
 use tools::tools;
@@ -404,6 +406,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
     for problem in directory.uncatalogued_defaults(&workflows.catalog) {
         p.push("identity.users_file", None, problem);
     }
+    let provenance = provenance(&mut p, &raw.provenance, &tool_ids, &vendor_ids);
 
     if !p.0.is_empty() {
         return Err(p.0);
@@ -463,6 +466,7 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
         log,
         storage,
         console,
+        provenance,
     })
 }
 

@@ -1,0 +1,159 @@
+//! `[provenance]`: which forwarded model calls are captured, how long the ledger keeps them,
+//! and the size of the capture's queue.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Problems, duration, q};
+use crate::config::ProvenanceConfig;
+use crate::config::raw::RawProvenance;
+use crate::identify::tools::UNKNOWN_TOOL;
+
+/// More queued chunks than this would hold gigabytes of responses in memory.
+const MAX_QUEUE: u64 = 1_000_000;
+const MAX_WORKERS: u64 = 64;
+
+pub(super) fn provenance(
+    p: &mut Problems,
+    raw: &RawProvenance,
+    tool_ids: &[&str],
+    vendor_ids: &[&str],
+) -> ProvenanceConfig {
+    let defaults = ProvenanceConfig::default();
+    let known_tools: Vec<&str> = tool_ids.iter().copied().chain([UNKNOWN_TOOL]).collect();
+    let tools = ids(
+        p,
+        "provenance.tools",
+        raw.tools.as_deref(),
+        &known_tools,
+        "tool",
+    );
+    let vendors = ids(
+        p,
+        "provenance.vendors",
+        raw.vendors.as_deref(),
+        vendor_ids,
+        "vendor",
+    );
+    let retention = duration(
+        p,
+        "provenance.retention",
+        raw.retention.as_deref(),
+        defaults.retention,
+        Duration::from_secs(86_400),
+        Duration::from_secs(20 * 365 * 86_400),
+    );
+    let queue = raw.queue.unwrap_or(defaults.queue as u64);
+    if !(1..=MAX_QUEUE).contains(&queue) {
+        p.push(
+            "provenance.queue",
+            Some(queue.to_string()),
+            format!("use between 1 and {MAX_QUEUE} response chunks (the default is {}); a full queue drops captures, never slows a client", defaults.queue),
+        );
+    }
+    let workers = raw.workers.unwrap_or(defaults.workers as u64);
+    if !(1..=MAX_WORKERS).contains(&workers) {
+        p.push(
+            "provenance.workers",
+            Some(workers.to_string()),
+            format!(
+                "use between 1 and {MAX_WORKERS} worker threads (one per spare core is plenty)"
+            ),
+        );
+    }
+    ProvenanceConfig {
+        enabled: raw.enabled.unwrap_or(defaults.enabled),
+        tools,
+        vendors,
+        retention,
+        queue: queue.clamp(1, MAX_QUEUE) as usize,
+        workers: workers.clamp(1, MAX_WORKERS) as usize,
+        thinking: raw.thinking.unwrap_or(defaults.thinking),
+    }
+}
+
+/// A list of tool or vendor ids, each of which must be known; absent or empty means all.
+fn ids(
+    p: &mut Problems,
+    path: &str,
+    raw: Option<&[String]>,
+    known: &[&str],
+    what: &str,
+) -> Vec<Arc<str>> {
+    let mut out = Vec::new();
+    for (i, id) in raw.unwrap_or_default().iter().enumerate() {
+        if known.contains(&id.as_str()) {
+            out.push(Arc::from(id.as_str()));
+        } else {
+            p.push(
+                format!("{path}[{i}]"),
+                q(id),
+                format!(
+                    "unknown {what}; known {what}s are {} (leave the list out to capture every {what})",
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::path::Path;
+
+    use crate::config::load_str;
+
+    /// The shipped policy with these keys added to its `[provenance]`.
+    fn with(keys: &str) -> Result<crate::config::Config, crate::config::ConfigError> {
+        let shipped = crate::config::DEFAULT_CONFIG;
+        let at = "enabled = true\n# Only these tools";
+        assert!(shipped.contains(at), "the shipped policy has {at:?}");
+        let text = shipped.replacen(at, &format!("{keys}\n# Only these tools"), 1);
+        load_str(&text, "test.toml", Path::new("."))
+    }
+
+    fn problems(keys: &str) -> String {
+        match with(keys) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_shipped_policy_captures_every_forwarded_call() {
+        let cfg = load_str(crate::config::DEFAULT_CONFIG, "shipped", Path::new(".")).unwrap();
+        let p = &cfg.provenance;
+        assert!(p.enabled);
+        assert!(p.tools.is_empty() && p.vendors.is_empty());
+        assert!(p.covers("claude-code", "anthropic"));
+        assert!(!p.thinking);
+    }
+
+    #[test]
+    fn every_bad_key_is_named_with_its_path() {
+        let text = problems(
+            "enabled = true\ntools = [\"claude-code\", \"claude_code\"]\nvendors = [\"anthropik\"]\nretention = \"1h\"\nqueue = 0\nworkers = 65\n",
+        );
+        for want in [
+            "provenance.tools[1] = \"claude_code\": unknown tool; known tools are",
+            "provenance.vendors[0] = \"anthropik\": unknown vendor",
+            "provenance.retention = \"1h\": out of range",
+            "provenance.queue = 0: use between 1 and 1000000",
+            "provenance.workers = 65: use between 1 and 64",
+        ] {
+            assert!(text.contains(want), "{want:?} not in:\n{text}");
+        }
+    }
+
+    #[test]
+    fn tools_and_vendors_narrow_what_is_captured() {
+        let cfg = with("enabled = true\ntools = [\"codex-cli\"]\nvendors = [\"openai\"]").unwrap();
+        let p = &cfg.provenance;
+        assert!(p.covers("codex-cli", "openai"));
+        assert!(!p.covers("claude-code", "openai"));
+        assert!(!p.covers("codex-cli", "anthropic"));
+    }
+}

@@ -1,0 +1,533 @@
+//! Capture off the hot path: the forwarding path tees each response's chunks into a bounded
+//! queue, and worker threads run the reassembler on them.
+//!
+//! The client's stream is never slowed or held for a capture. A chunk is `Bytes` (a refcount,
+//! no copy) handed over with a non-blocking send; when the queue already holds `queue` chunks,
+//! that response's capture is dropped whole (a capture with a hole in it would be a lie about
+//! what the model produced), counted in `aigate_provenance_dropped_total`, and its outcome
+//! record says `provenance = "dropped"`.
+//!
+//! The call's outcome record travels through the worker: the worker finishes the reassembly,
+//! records the capture (the ledger, once it exists), and only then writes the outcome with
+//! what became of the capture. So an outcome record that says `captured` is never ahead of its
+//! capture. Chunks count against the bound; the three control messages of a response (start,
+//! end, abandon) do not, so a full queue can never strand a worker's state or an outcome.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+
+use super::websocket::Deframer;
+use super::{ApiShape, Capture, Limits, Reassembler};
+use crate::audit::record::ProvenanceMark;
+use crate::audit::{AuditLog, AuditRecord};
+use crate::config::ProvenanceConfig;
+use crate::metrics::Metrics;
+
+/// How a response's bytes arrive.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// An HTTP body: SSE or JSON as `content_type` says, encoded as `content_encoding` says.
+    Http {
+        content_type: Option<String>,
+        content_encoding: Option<String>,
+    },
+    /// The server's side of a WebSocket, raw frames as spliced (`permessage-deflate` when the
+    /// handshake agreed it; `no_context_takeover` when the server resets its window per message).
+    WebSocket {
+        deflate: bool,
+        no_context_takeover: bool,
+    },
+}
+
+/// What a worker tells the recorder about a finished capture: the call's outcome record (for
+/// the ledger entry's user, tool, vendor, …) and the output.
+pub trait Recorder: Send + Sync {
+    /// Record the capture; the number of fingerprints written, or why it failed.
+    fn record(&self, record: &AuditRecord, capture: &Capture) -> Result<u64, String>;
+}
+
+enum Msg {
+    Start {
+        key: u64,
+        shape: ApiShape,
+        transport: Transport,
+    },
+    Chunk {
+        key: u64,
+        bytes: Bytes,
+    },
+    /// The tee dropped this response's capture (queue full): forget it.
+    Abandon {
+        key: u64,
+    },
+    End {
+        key: u64,
+        record: Box<AuditRecord>,
+    },
+    Stop,
+}
+
+/// The capture pipeline of one gateway: the queue, its workers and their counters.
+pub struct Capturer {
+    workers: Vec<Sender<Msg>>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+    next: AtomicU64,
+    audit: AuditLog,
+    metrics: Arc<Metrics>,
+    hold: Arc<Hold>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Outcome records handed to a worker and not yet written.
+    ending: Arc<AtomicUsize>,
+}
+
+/// Lets tests stop the workers (a slow worker, made certain).
+#[derive(Default)]
+struct Hold {
+    held: Mutex<bool>,
+    released: Condvar,
+}
+
+impl Hold {
+    fn wait(&self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        while *held {
+            held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+impl Capturer {
+    /// Start `cfg.workers` worker threads behind a queue of `cfg.queue` chunks.
+    pub fn start(
+        cfg: &ProvenanceConfig,
+        audit: AuditLog,
+        metrics: Arc<Metrics>,
+        recorder: Option<Arc<dyn Recorder>>,
+    ) -> std::io::Result<Arc<Capturer>> {
+        let queued = Arc::new(AtomicUsize::new(0));
+        let ending = Arc::new(AtomicUsize::new(0));
+        let hold = Arc::new(Hold::default());
+        let mut workers = Vec::new();
+        let mut threads = Vec::new();
+        for i in 0..cfg.workers.max(1) {
+            let (tx, rx) = channel();
+            let worker = Worker {
+                rx,
+                queued: queued.clone(),
+                audit: audit.clone(),
+                metrics: metrics.clone(),
+                hold: hold.clone(),
+                ending: ending.clone(),
+                recorder: recorder.clone(),
+                limits: Limits {
+                    capture_thinking: cfg.thinking,
+                    ..Limits::default()
+                },
+                open: HashMap::new(),
+            };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("aigate-capture-{i}"))
+                    .spawn(move || worker.run())?,
+            );
+            workers.push(tx);
+        }
+        Ok(Arc::new(Capturer {
+            workers,
+            queued,
+            capacity: cfg.queue.max(1),
+            next: AtomicU64::new(0),
+            audit,
+            metrics,
+            hold,
+            threads: Mutex::new(threads),
+            ending,
+        }))
+    }
+
+    /// Begin capturing one response. The returned tee takes its chunks and, at the end, its
+    /// outcome record.
+    pub fn tee(self: &Arc<Self>, shape: ApiShape, transport: Transport) -> Tee {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
+        let worker = (key % self.workers.len() as u64) as usize;
+        let mut tee = Tee {
+            key,
+            worker,
+            capturer: self.clone(),
+            state: TeeState::Live,
+        };
+        if self.workers[worker]
+            .send(Msg::Start {
+                key,
+                shape,
+                transport,
+            })
+            .is_err()
+        {
+            tee.state = TeeState::Dropped;
+        }
+        tee
+    }
+
+    /// A response that will not be captured, whose outcome must still say so.
+    pub fn unreadable(self: &Arc<Self>) -> Tee {
+        Tee {
+            key: 0,
+            worker: 0,
+            capturer: self.clone(),
+            state: TeeState::Unreadable,
+        }
+    }
+
+    /// A place in the queue for one chunk, if there is one.
+    fn admit(&self) -> bool {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.capacity).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Whether outcome records are still on their way through a worker (tests wait for none
+    /// before reading the log back).
+    pub fn outcomes_in_transit(&self) -> usize {
+        self.ending.load(Ordering::Acquire)
+    }
+
+    /// Test hook: while held, the workers take nothing from the queue.
+    #[doc(hidden)]
+    pub fn hold_workers(&self, held: bool) {
+        *self.hold.held.lock().unwrap_or_else(|p| p.into_inner()) = held;
+        self.hold.released.notify_all();
+    }
+
+    /// Let the workers finish what is queued (outcome records included), then stop them. Waits
+    /// at most `timeout`; what is left after it is lost with the process, as on a kill.
+    pub fn stop(&self, timeout: std::time::Duration) {
+        self.hold_workers(false);
+        for w in &self.workers {
+            let _ = w.send(Msg::Stop);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        let deadline = std::time::Instant::now() + timeout;
+        for t in threads {
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                tracing::warn!("provenance capture workers did not finish in time");
+            }
+        }
+    }
+}
+
+enum TeeState {
+    Live,
+    /// Finished: the outcome record has been handed on.
+    Done,
+    /// The queue was full (or the workers are gone): nothing more is sent.
+    Dropped,
+    Unreadable,
+}
+
+/// One response's end of the queue, held by the forwarding path.
+pub struct Tee {
+    key: u64,
+    worker: usize,
+    capturer: Arc<Capturer>,
+    state: TeeState,
+}
+
+impl Tee {
+    /// Hand a chunk of the response to the capture, without waiting and without copying.
+    pub fn chunk(&mut self, bytes: &Bytes) {
+        if !matches!(self.state, TeeState::Live) || bytes.is_empty() {
+            return;
+        }
+        let c = &self.capturer;
+        if !c.admit() {
+            self.abandon();
+            return;
+        }
+        let sent = c.workers[self.worker].send(Msg::Chunk {
+            key: self.key,
+            bytes: bytes.clone(),
+        });
+        if sent.is_err() {
+            c.queued.fetch_sub(1, Ordering::AcqRel);
+            self.abandon();
+        }
+    }
+
+    fn abandon(&mut self) {
+        self.state = TeeState::Dropped;
+        let c = &self.capturer;
+        c.metrics.provenance_dropped.fetch_add(1, Ordering::Relaxed);
+        let _ = c.workers[self.worker].send(Msg::Abandon { key: self.key });
+    }
+
+    /// The response has ended (or broken off): the outcome record goes through the worker,
+    /// which writes it once the capture is recorded; a dropped capture's goes out now.
+    pub fn finish(mut self, mut record: AuditRecord) {
+        let state = std::mem::replace(&mut self.state, TeeState::Done);
+        let c = &self.capturer;
+        match state {
+            TeeState::Live => {
+                let end = Msg::End {
+                    key: self.key,
+                    record: Box::new(record),
+                };
+                c.ending.fetch_add(1, Ordering::AcqRel);
+                match c.workers[self.worker].send(end) {
+                    Ok(()) => return,
+                    Err(std::sync::mpsc::SendError(msg)) => {
+                        c.ending.fetch_sub(1, Ordering::AcqRel);
+                        // The workers have stopped (shutdown): the outcome is not lost with them.
+                        let Msg::End { record: r, .. } = msg else {
+                            return;
+                        };
+                        record = *r;
+                        c.metrics.provenance_dropped.fetch_add(1, Ordering::Relaxed);
+                        record.provenance = Some(ProvenanceMark::Dropped);
+                    }
+                }
+            }
+            TeeState::Dropped => record.provenance = Some(ProvenanceMark::Dropped),
+            TeeState::Unreadable | TeeState::Done => {
+                record.provenance = Some(ProvenanceMark::Unreadable)
+            }
+        }
+        c.audit.submit_deferred(record);
+    }
+}
+
+impl Drop for Tee {
+    /// A tee dropped without its outcome (a task cancelled mid-splice) frees its worker state.
+    fn drop(&mut self) {
+        if matches!(self.state, TeeState::Live) {
+            let _ = self.capturer.workers[self.worker].send(Msg::Abandon { key: self.key });
+        }
+    }
+}
+
+struct Worker {
+    rx: Receiver<Msg>,
+    queued: Arc<AtomicUsize>,
+    audit: AuditLog,
+    metrics: Arc<Metrics>,
+    hold: Arc<Hold>,
+    ending: Arc<AtomicUsize>,
+    recorder: Option<Arc<dyn Recorder>>,
+    limits: Limits,
+    open: HashMap<u64, Job>,
+}
+
+enum Job {
+    Http(Reassembler),
+    WebSocket(Deframer, Reassembler),
+    Unreadable,
+}
+
+impl Worker {
+    fn run(mut self) {
+        while let Ok(msg) = self.rx.recv() {
+            self.hold.wait();
+            match msg {
+                Msg::Start {
+                    key,
+                    shape,
+                    transport,
+                } => {
+                    let job = match transport {
+                        Transport::Http {
+                            content_type,
+                            content_encoding,
+                        } => match Reassembler::new(
+                            shape,
+                            content_type.as_deref(),
+                            content_encoding.as_deref(),
+                            self.limits,
+                        ) {
+                            Ok(r) => Job::Http(r),
+                            Err(_) => Job::Unreadable,
+                        },
+                        Transport::WebSocket {
+                            deflate,
+                            no_context_takeover,
+                        } => Job::WebSocket(
+                            Deframer::new(
+                                deflate,
+                                no_context_takeover,
+                                self.limits.max_pending_bytes,
+                            ),
+                            Reassembler::for_messages(shape, self.limits),
+                        ),
+                    };
+                    self.open.insert(key, job);
+                }
+                Msg::Chunk { key, bytes } => {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    match self.open.get_mut(&key) {
+                        Some(Job::Http(r)) => r.push(&bytes),
+                        Some(Job::WebSocket(d, r)) => d.push(&bytes, &mut |m| r.push_message(m)),
+                        Some(Job::Unreadable) | None => {}
+                    }
+                }
+                Msg::Abandon { key } => {
+                    self.open.remove(&key);
+                }
+                Msg::End { key, record } => self.end(key, *record),
+                Msg::Stop => break,
+            }
+        }
+    }
+
+    fn end(&mut self, key: u64, mut record: AuditRecord) {
+        let capture = match self.open.remove(&key) {
+            Some(Job::Http(r)) => Some(r.finish()),
+            Some(Job::WebSocket(d, r)) => {
+                let mut c = r.finish();
+                if d.dropped() > 0 {
+                    c.dropped += d.dropped();
+                    c.truncated = true;
+                }
+                Some(c)
+            }
+            Some(Job::Unreadable) => None,
+            // Abandoned, then ended: the tee marked it already; nothing to do but write.
+            None => {
+                record.provenance = Some(ProvenanceMark::Dropped);
+                None
+            }
+        };
+        if let Some(capture) = capture {
+            let chars: usize = capture.parts.iter().map(|p| p.text.chars().count()).sum();
+            record.provenance_chars = Some(chars as u64);
+            let recorded = match &self.recorder {
+                Some(rec) => rec.record(&record, &capture).map(Some),
+                None => Ok(None),
+            };
+            match recorded {
+                Ok(n) => {
+                    record.provenance = Some(ProvenanceMark::Captured);
+                    record.provenance_fingerprints = n;
+                    self.metrics
+                        .provenance_captured
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::warn!(request_id = %record.id, error = %e, "provenance ledger write failed");
+                    record.provenance = Some(ProvenanceMark::Unrecorded);
+                }
+            }
+        } else if record.provenance.is_none() {
+            record.provenance = Some(ProvenanceMark::Unreadable);
+        }
+        self.audit.submit_deferred(record);
+        self.ending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The API shape of a model call, from its path; `None` for paths that carry no model output
+/// (model lists, file uploads, token counts are harmless either way).
+pub fn shape_for(path: &str) -> Option<ApiShape> {
+    let path = path.split(['?', '#']).next().unwrap_or(path);
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let last = segments.last().copied().unwrap_or("");
+    if segments.windows(2).any(|w| w == ["v1", "messages"])
+        || (segments.first() == Some(&"model")
+            && matches!(last, "invoke" | "invoke-with-response-stream"))
+        || segments
+            .windows(2)
+            .any(|w| w == ["publishers", "anthropic"])
+    {
+        return Some(ApiShape::AnthropicMessages);
+    }
+    if last.ends_with(":generateContent") || last.ends_with(":streamGenerateContent") {
+        return Some(ApiShape::Gemini);
+    }
+    if segments.windows(2).any(|w| w == ["chat", "completions"]) {
+        return Some(ApiShape::OpenAiChat);
+    }
+    if last == "responses" {
+        return Some(ApiShape::OpenAiResponses);
+    }
+    None
+}
+
+/// Whether a response's `Content-Type` is one the reassembler reads: SSE, or JSON (also when
+/// a vendor leaves it out).
+pub fn readable_content_type(ct: Option<&str>) -> bool {
+    let Some(ct) = ct else { return true };
+    let media = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    media == "text/event-stream" || media == "application/json" || media.ends_with("+json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_follow_the_vendor_paths() {
+        let cases = [
+            ("/v1/messages", Some(ApiShape::AnthropicMessages)),
+            (
+                "/v1/messages?beta=<redacted>",
+                Some(ApiShape::AnthropicMessages),
+            ),
+            (
+                "/model/anthropic.claude-v2/invoke",
+                Some(ApiShape::AnthropicMessages),
+            ),
+            (
+                "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude:rawPredict",
+                Some(ApiShape::AnthropicMessages),
+            ),
+            ("/v1/responses", Some(ApiShape::OpenAiResponses)),
+            (
+                "/backend-api/codex/responses",
+                Some(ApiShape::OpenAiResponses),
+            ),
+            ("/v1/chat/completions", Some(ApiShape::OpenAiChat)),
+            ("/api/v1/chat/completions", Some(ApiShape::OpenAiChat)),
+            (
+                "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse",
+                Some(ApiShape::Gemini),
+            ),
+            (
+                "/v1beta/models/gemini-2.5-pro:generateContent",
+                Some(ApiShape::Gemini),
+            ),
+            ("/v1/models", None),
+            ("/v1/files", None),
+        ];
+        for (path, want) in cases {
+            assert_eq!(shape_for(path), want, "{path}");
+        }
+    }
+
+    #[test]
+    fn sse_and_json_are_readable_and_binary_streams_are_not() {
+        assert!(readable_content_type(Some(
+            "text/event-stream; charset=utf-8"
+        )));
+        assert!(readable_content_type(Some("application/json")));
+        assert!(readable_content_type(None));
+        assert!(!readable_content_type(Some(
+            "application/vnd.amazon.eventstream"
+        )));
+    }
+}

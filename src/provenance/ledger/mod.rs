@@ -1,0 +1,157 @@
+//! The provenance ledger: one entry per captured response, and an index from fingerprint to
+//! entries. It holds fingerprints (keyed hashes), never the text: without the key in the state
+//! directory it says nothing about what the model wrote.
+//!
+//! Two stores behind one trait: `embedded` (redb files in the state directory, the default)
+//! and `postgres` (shared by replicas, with `storage.backend = "postgres"`). The capture worker
+//! writes an entry before the call's outcome record goes out, so an outcome that says
+//! `provenance_fingerprints = n` always has its entry (docs/provenance.md, "The ledger").
+//! `aigate provenance scan` reads it through [`Ledger::find`].
+
+pub mod embedded;
+pub mod postgres;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::Capture;
+use super::capture::Recorder;
+use crate::audit::AuditRecord;
+
+/// One captured response: who asked which tool what, and how much came back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The audit record id of the call (decision and outcome share it).
+    pub id: String,
+    /// The call's start, RFC 3339 UTC (the audit record's `time`).
+    pub time: String,
+    /// Milliseconds since the epoch, for retention and ordering.
+    pub time_ms: i64,
+    pub user: String,
+    pub tool: String,
+    pub vendor: String,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub workflow: Option<String>,
+    #[serde(default)]
+    pub exemption: Option<String>,
+    /// Distinct fingerprints recorded for it.
+    pub fingerprints: u64,
+    /// Characters of output captured.
+    pub chars: u64,
+    /// The capture is a prefix of the output (the output cap, an oversized event).
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+impl Entry {
+    /// The entry of a call from its outcome record.
+    pub fn of(record: &AuditRecord, fingerprints: u64, chars: u64, truncated: bool) -> Entry {
+        let time_ms = humantime::parse_rfc3339(&record.time)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_millis() as i64);
+        Entry {
+            id: record.id.clone(),
+            time: record.time.clone(),
+            time_ms,
+            user: record.user.to_string(),
+            tool: record.tool.as_deref().unwrap_or("unknown").to_string(),
+            vendor: record.vendor.as_deref().unwrap_or("").to_string(),
+            model: record.model.clone(),
+            workflow: record.workflow.clone(),
+            exemption: record.exemption.as_deref().map(str::to_owned),
+            fingerprints,
+            chars,
+            truncated,
+        }
+    }
+}
+
+/// What a batch lookup found: for each fingerprint asked about that is in the ledger, the
+/// entries that hold it, and those entries.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Matches {
+    /// `(fingerprint, entry id)`, sorted by fingerprint then entry id.
+    pub hits: Vec<(u64, String)>,
+    pub entries: HashMap<String, Entry>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("provenance ledger {path}: {message}")]
+    Embedded { path: String, message: String },
+    #[error("provenance ledger (PostgreSQL): {0}")]
+    Postgres(String),
+    #[error("provenance ledger: entry {0} is damaged: {1}")]
+    Damaged(String, String),
+}
+
+/// A ledger store.
+pub trait Ledger: Send + Sync {
+    /// Record a response's entry and its fingerprints, durably (on disk, or committed) when it
+    /// returns. Recording the same id again replaces nothing and is not an error.
+    fn record(&self, entry: &Entry, fingerprints: &[u64]) -> Result<(), LedgerError>;
+
+    /// The entries holding any of `fingerprints`, with the hits. One call for a whole file or
+    /// batch of files: the lookups are sorted and made in one read transaction.
+    fn find(&self, fingerprints: &[u64]) -> Result<Matches, LedgerError>;
+
+    /// One entry by its audit record id.
+    fn entry(&self, id: &str) -> Result<Option<Entry>, LedgerError>;
+
+    /// Remove entries older than `before_ms` (milliseconds since the epoch) with their
+    /// fingerprints; the number removed.
+    fn sweep(&self, before_ms: i64) -> Result<u64, LedgerError>;
+}
+
+/// Turns a captured output into the fingerprints the ledger keeps.
+pub trait Fingerprints: Send + Sync {
+    fn fingerprints(&self, text: &str, out: &mut Vec<u64>);
+}
+
+impl Fingerprints for super::fingerprint::Fingerprinter {
+    /// Both channels (code, text) of every part: a code block in prose, or prose in a file
+    /// written, is found either way; the scan decides what a match means.
+    fn fingerprints(&self, text: &str, out: &mut Vec<u64>) {
+        out.extend(self.all(text).iter().map(|f| f.hash));
+    }
+}
+
+/// The capture worker's recorder: fingerprint the output, write the entry.
+pub struct LedgerRecorder {
+    pub ledger: Arc<dyn Ledger>,
+    pub fingerprints: Arc<dyn Fingerprints>,
+}
+
+impl Recorder for LedgerRecorder {
+    fn record(&self, record: &AuditRecord, capture: &Capture) -> Result<u64, String> {
+        let mut all = Vec::new();
+        let mut chars = 0u64;
+        for part in &capture.parts {
+            chars += part.text.chars().count() as u64;
+            self.fingerprints.fingerprints(&part.text, &mut all);
+        }
+        let mut seen = HashSet::with_capacity(all.len());
+        all.retain(|h| seen.insert(*h));
+        if chars == 0 {
+            // Nothing the model wrote (a token count, an empty answer): no entry to find.
+            return Ok(0);
+        }
+        let entry = Entry::of(record, all.len() as u64, chars, capture.truncated);
+        self.ledger
+            .record(&entry, &all)
+            .map_err(|e| e.to_string())?;
+        Ok(all.len() as u64)
+    }
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
