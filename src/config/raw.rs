@@ -43,6 +43,7 @@ pub struct RawConfig {
     pub workflows: Vec<RawWorkflow>,
     #[serde(default)]
     pub console: RawConsole,
+    #[serde(default)]
     pub provenance: RawProvenance,
 }
 
