@@ -8,7 +8,7 @@
 
 use fantoccini::Locator;
 
-use crate::admin::{ALICE_PROXY, AUDITOR, BOB_ADMIN, ROOT, call, people};
+use crate::admin::{ALICE_PROXY, APPROVER, AUDITOR, BOB_ADMIN, ROOT, call, people};
 use crate::common::Browser;
 use crate::requests::{claude, connection, hooks, link_id, receiver, wait_for};
 
@@ -188,5 +188,114 @@ async fn the_loop_in_the_browser_from_the_deny_link_to_the_approved_next_call() 
         "{card}"
     );
     b.check("request-approved").await;
+    b.close().await;
+}
+
+/// bob, a manager, is blocked himself: he cannot approve his own request in the console (an
+/// audited 403 page, nothing granted); erin, an approver, denies it with a comment, which bob
+/// reads on his request page and in his next deny message.
+#[tokio::test]
+async fn a_self_approval_is_refused_and_a_denial_reaches_the_requester() {
+    let env = people(None).start().await;
+    let base = format!("http://{}", env.gateway.admin_addr);
+    let mut conn = connection(&env, "bob", BOB_ADMIN).await;
+    let (_, message, _) = claude(&mut conn).await;
+    let draft = link_id(&env, &message);
+    let b = Browser::start().await;
+    b.goto(&format!("{base}/r/{draft}")).await;
+    b.find("#justification")
+        .await
+        .send_keys("try it")
+        .await
+        .unwrap();
+    b.find("#duration")
+        .await
+        .select_by_value("1h")
+        .await
+        .unwrap();
+    b.find("#ask ~ form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let card = b.text("section[aria-labelledby=status]").await;
+    let rq = card
+        .split_whitespace()
+        .find(|w| w.starts_with("rq-"))
+        .unwrap()
+        .to_string();
+
+    // bob signs in and posts an approval of his own request with his session's token.
+    sign_in(&b, &base, BOB_ADMIN).await;
+    b.client
+        .execute(
+            &format!(
+                "const f = document.createElement('form'); f.method = 'post'; f.action = '/requests/{rq}/approve';
+                 const i = document.createElement('input'); i.type = 'hidden'; i.name = 'csrf';
+                 i.value = document.querySelector('input[name=csrf]').value; f.appendChild(i);
+                 document.body.appendChild(f); f.submit();"
+            ),
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.text("h1").await, "Not allowed");
+    assert!(
+        b.text("#main").await.contains("self"),
+        "{}",
+        b.text("#main").await
+    );
+    b.check("requests-self-approval").await;
+    let (s, r) = call(
+        &env,
+        reqwest::Method::GET,
+        &format!("/v1/requests/{rq}"),
+        Some(ROOT),
+        None,
+    )
+    .await;
+    assert_eq!((s, r["state"].as_str()), (200, Some("open")), "{r}");
+
+    // erin denies; an empty comment is refused by the browser's `required`, so type one.
+    sign_in(&b, &base, APPROVER).await;
+    b.find(&format!("#dcomment-{rq}"))
+        .await
+        .send_keys("not for production code")
+        .await
+        .unwrap();
+    b.find(&format!(
+        "form[action='/requests/{rq}/deny'] button[type=submit]"
+    ))
+    .await
+    .click()
+    .await
+    .unwrap();
+    let history = b.text("section[aria-labelledby=history]").await;
+    assert!(
+        history.contains("denied")
+            && history.contains("erin")
+            && history.contains("not for production code"),
+        "{history}"
+    );
+    b.check("requests-denied").await;
+
+    b.client.delete_all_cookies().await.unwrap();
+    b.goto(&format!("{base}/r/{draft}")).await;
+    let card = b.text("section[aria-labelledby=status]").await;
+    assert!(
+        card.contains("denied")
+            && card.contains("erin")
+            && card.contains("not for production code"),
+        "{card}"
+    );
+    b.check("request-denied").await;
+    let (s, message, _) = claude(&mut conn).await;
+    assert_eq!(s, 403);
+    assert!(
+        message.contains(&format!(
+            "Your request {rq} was denied by erin: not for production code"
+        )),
+        "{message}"
+    );
     b.close().await;
 }
