@@ -299,3 +299,37 @@ async fn a_self_approval_is_refused_and_a_denial_reaches_the_requester() {
     );
     b.close().await;
 }
+
+/// A call aigate could not attribute to anyone: the link's page says it cannot be exempted and
+/// what IT must set up, and offers no form.
+#[tokio::test]
+async fn an_anonymous_users_link_explains_what_it_must_set_up() {
+    let env = crate::common::TestEnv::builder().start().await;
+    let resp = env
+        .client(true)
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", "claude-cli/2.1.12 (external, cli)")
+        .header("x-app", "cli")
+        .body("{\"model\":\"claude-sonnet-4-5\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let draft = link_id(&env, body["error"]["message"].as_str().unwrap());
+    let b = Browser::start().await;
+    b.goto(&format!("http://{}/r/{draft}", env.gateway.admin_addr))
+        .await;
+    assert_eq!(b.text("#why").await, "This call cannot be exempted");
+    let why = b.text("section[aria-labelledby=why]").await;
+    assert!(
+        why.contains("proxy authentication") && why.contains("identity.source_addresses"),
+        "{why}"
+    );
+    assert!(
+        b.client.find(Locator::Css("#justification")).await.is_err(),
+        "no form to ask with"
+    );
+    b.check("request-anonymous").await;
+    b.close().await;
+}
