@@ -13,6 +13,7 @@ use crate::admin::{self, AdminState};
 use crate::audit::refusals::{Leg, RefusalLog};
 use crate::audit::{AuditLog, AuditWriterError};
 use crate::config::{Config, Storage};
+use crate::console::oidc::OidcSignIn;
 use crate::exemptions::Snapshot;
 use crate::exemptions::journal::JournalError;
 use crate::exemptions::store::ExemptionStore;
@@ -195,6 +196,22 @@ impl App {
             )?),
             None => None,
         };
+        // OIDC sign-in: an https provider is trusted as the vendors are (system, webpki and
+        // `upstream.extra_roots`, where a company's internal CA goes).
+        let oidc = match &config.console.oidc {
+            Some(cfg) => {
+                let roots = crate::tls::upstream::root_store(
+                    "upstream.extra_roots",
+                    &config.upstream.extra_roots,
+                )?;
+                let mut url = config.console_url(admin_addr);
+                if console_tls.is_some() && config.console.public_url.is_none() {
+                    url = url.replacen("http://", "https://", 1);
+                }
+                Some(Arc::new(OidcSignIn::new(cfg.clone(), &url, roots)))
+            }
+            None => None,
+        };
         let limits = crate::proxy::limits::Limits::new(
             config.max_connections,
             config.max_connections_per_client,
@@ -255,10 +272,14 @@ impl App {
         });
         let task = tokio::spawn(accept::serve(shared.clone(), listener, rx.clone()));
         let refusals = Arc::new(RefusalLog::new(Leg::Admin));
-        let console = Arc::new(match store.db() {
+        let console = match store.db() {
             Some(db) => crate::console::Console::postgres(db.clone(), console_tls.is_some()),
             None => crate::console::Console::in_memory(console_tls.is_some()),
-        });
+        };
+        if let Some(oidc) = &oidc {
+            background.push(tokio::spawn(oidc.clone().keep_discovered()));
+        }
+        let console = Arc::new(console.with_oidc(oidc));
         let admin_state = AdminState {
             shared: shared.clone(),
             store: store.clone(),

@@ -24,6 +24,7 @@
 //! - `console`: the web console on the admin listener (server-rendered HTML, sessions, CSRF,
 //!   local sign-in); a client of the same modules as the admin API.
 //! - `fdlimit`: the descriptor limit raised at start, and the admin listener's share of it.
+//! - `console`: the web console on the admin listener (so far: OIDC sign-in).
 //! - `app`: wiring a `Config` into a running gateway; `cli`: the command line; `table`: its
 //!   aligned, escaped text tables.
 

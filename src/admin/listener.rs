@@ -198,7 +198,7 @@ pub(super) fn refusal(peer: SocketAddr, reason: Reason, status: Option<u16>) -> 
 
 /// Write the record, or count it towards its client's summary (audit/refusals.rs). No
 /// status: hyper answered (400, 431) or closed without aigate's say.
-pub(super) fn submit_refusal(state: &AdminState, record: AuditRecord) {
+pub fn submit_refusal(state: &AdminState, record: AuditRecord) {
     state.refusals.submit(&state.shared.audit, record);
 }
 

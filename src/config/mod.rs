@@ -4,6 +4,7 @@
 //! resolved against the directory of the config file (the working directory for the embedded
 //! default), except the audit path, which lives in the state directory.
 
+pub mod console;
 mod duration;
 mod load;
 pub mod raw;
@@ -223,6 +224,8 @@ pub struct ConsoleConfig {
     pub signin_link: SigninLink,
     /// `None`: the admin listener speaks plain HTTP.
     pub tls: Option<ConsoleTls>,
+    /// Sign-in with the company's OpenID provider; `None`: token and link sign-in only.
+    pub oidc: Option<console::OidcConfig>,
 }
 
 /// The body a webhook receives.

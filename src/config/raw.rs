@@ -74,6 +74,7 @@ pub struct RawConsole {
     pub session_max: Option<String>,
     pub signin_link: Option<String>,
     pub tls: Option<RawConsoleTls>,
+    pub oidc: Option<RawOidc>,
 }
 
 /// `[[console.notify]]`: one outbound webhook.
@@ -93,6 +94,25 @@ pub struct RawConsoleTls {
     pub cert: Option<String>,
     pub key: Option<String>,
     pub mint: Option<bool>,
+}
+
+/// `[console.oidc]`: sign-in with the company's OpenID provider (config/validate/console_oidc.rs).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOidc {
+    pub issuer: Option<String>,
+    pub name: Option<String>,
+    pub client_id: Option<String>,
+    /// Only read to refuse it with a useful message: the secret never sits in the file.
+    pub client_secret: Option<toml::Value>,
+    pub client_secret_file: Option<String>,
+    pub client_secret_env: Option<String>,
+    pub redirect_url: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub groups_claim: Option<String>,
+    pub user_claim: Option<String>,
+    #[serde(default)]
+    pub roles: BTreeMap<String, String>,
 }
 
 /// `[ai_hosts]`: what the AI host catalog does, and groups added to it.

@@ -47,11 +47,13 @@
 mod assets;
 mod exemptions;
 mod layout;
+pub mod oidc;
 mod people;
 mod requests;
 pub mod session;
 pub mod session_pg;
 mod signin;
+pub mod signin_oidc;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -82,6 +84,8 @@ pub struct Console {
     /// The admin listener speaks TLS: cookies are `Secure` and `__Host-` prefixed.
     tls: bool,
     attempts: signin::Attempts,
+    /// `[console.oidc]`: sign-in with the company's OpenID provider.
+    oidc: Option<Arc<oidc::OidcSignIn>>,
 }
 
 impl Console {
@@ -92,6 +96,7 @@ impl Console {
             db: None,
             tls,
             attempts: signin::Attempts::default(),
+            oidc: None,
         }
     }
 
@@ -102,7 +107,18 @@ impl Console {
             db: Some(db),
             tls,
             attempts: signin::Attempts::default(),
+            oidc: None,
         }
+    }
+
+    /// Offer sign-in with the company's OpenID provider (`[console.oidc]`).
+    pub fn with_oidc(mut self, oidc: Option<Arc<oidc::OidcSignIn>>) -> Console {
+        self.oidc = oidc;
+        self
+    }
+
+    pub fn oidc(&self) -> Option<&Arc<oidc::OidcSignIn>> {
+        self.oidc.as_ref()
     }
 
     pub fn tls(&self) -> bool {
@@ -445,6 +461,8 @@ pub fn router() -> Router<AdminState> {
         .route("/signin", get(signin::form).post(signin::submit))
         .route("/signin/once/{token}", get(signin::once))
         .route("/signout", post(signin::sign_out))
+        .route(oidc::LOGIN_PATH, get(signin_oidc::login))
+        .route(oidc::CALLBACK_PATH, get(signin_oidc::callback))
         .route("/exemptions", get(exemptions::list).post(exemptions::grant))
         .route("/exemptions/{id}/revoke", post(exemptions::revoke))
         .route("/people", get(people::list))

@@ -54,7 +54,7 @@ impl Attempts {
         (*n >= MAX_FAILURES && elapsed < WINDOW).then(|| WINDOW - elapsed)
     }
 
-    fn failed(&self, ip: std::net::IpAddr, now: SystemTime) {
+    pub(super) fn failed(&self, ip: std::net::IpAddr, now: SystemTime) {
         let mut map = self.by_source.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= TRACKED {
             map.retain(|_, (start, _)| {
@@ -103,12 +103,25 @@ pub struct NextQuery {
     next: Option<String>,
 }
 
-pub async fn form(Query(q): Query<NextQuery>) -> Response {
+pub async fn form(State(state): State<AdminState>, Query(q): Query<NextQuery>) -> Response {
     let next = q.next.as_deref().and_then(local_path).unwrap_or("/");
-    signin_page(StatusCode::OK, next, None)
+    signin_page(&state, StatusCode::OK, next, None)
 }
 
-fn signin_page(status: StatusCode, next: &str, error: Option<&str>) -> Response {
+fn signin_page(
+    state: &AdminState,
+    status: StatusCode,
+    next: &str,
+    error: Option<&str>,
+) -> Response {
+    // `[console.oidc]`: the provider's link first; while it cannot be reached, why.
+    let oidc = state.console.oidc().map(|o| {
+        let href = match serde_urlencoded::to_string([("next", next)]) {
+            Ok(q) if next != "/" => format!("{}?{q}", super::oidc::LOGIN_PATH),
+            _ => super::oidc::LOGIN_PATH.to_string(),
+        };
+        (o.name().to_string(), href, o.status().err())
+    });
     layout::bare_page(
         status,
         "Sign in",
@@ -117,6 +130,13 @@ fn signin_page(status: StatusCode, next: &str, error: Option<&str>) -> Response 
                 h1 { "Sign in to aigate" }
                 @if let Some(e) = error {
                     p class="error" role="alert" id="signin-error" { (e) }
+                }
+                @if let Some((name, href, problem)) = &oidc {
+                    p { a class="button" id="signin-oidc" href=(href) { "Sign in with " (name) } }
+                    @if let Some(why) = problem {
+                        p class="hint" { "Sign-in with " (name) " is unavailable right now: " (why) "." }
+                    }
+                    p class="hint" { "Or with an admin token:" }
                 }
                 form method="post" action="/signin" class="stack" {
                     input type="hidden" name="next" value=(next);
@@ -159,6 +179,7 @@ pub async fn submit(
             &format!("cross-site sign-in form: {why}"),
         );
         return signin_page(
+            &state,
             StatusCode::FORBIDDEN,
             next,
             Some("This sign-in came from another site and was refused."),
@@ -182,6 +203,7 @@ pub async fn submit(
                 "unknown admin token",
             );
             signin_page(
+                &state,
                 StatusCode::UNAUTHORIZED,
                 next,
                 Some(
@@ -282,6 +304,18 @@ pub async fn sign_in(
     client: SocketAddr,
     next: &str,
 ) -> Response {
+    sign_in_with(state, caller, via, client, next, serde_json::Map::new()).await
+}
+
+/// [`sign_in`], with more for the record's `admin` object (OIDC: issuer, subject, groups).
+pub async fn sign_in_with(
+    state: &AdminState,
+    caller: Caller,
+    via: &str,
+    client: SocketAddr,
+    next: &str,
+    mut detail: serde_json::Map<String, serde_json::Value>,
+) -> Response {
     let cookie = match state.console.create(&caller, via, state).await {
         Ok(c) => c,
         Err(e) => {
@@ -292,7 +326,8 @@ pub async fn sign_in(
     let mut r = record(&client, &caller.user, "/signin", StatusCode::SEE_OTHER);
     r.reason = Reason::ConsoleSignedIn;
     r.action = Action::Allow;
-    r.admin = Some(json!({ "via": via }));
+    detail.insert("via".into(), json!(via));
+    r.admin = Some(serde_json::Value::Object(detail));
     state.shared.audit.submit(r);
     let mut resp = see_other(local_path(next).unwrap_or("/"));
     resp.headers_mut().insert(header::SET_COOKIE, cookie);
@@ -327,7 +362,7 @@ pub async fn mint_link(state: &AdminState) -> Result<String, SessionError> {
 
 /// 429 if the address has used up its failed attempts: audited (bounded, like every
 /// unauthenticated refusal).
-fn rate_limited(state: &AdminState, client: SocketAddr, path: &str) -> Option<Response> {
+pub(super) fn rate_limited(state: &AdminState, client: SocketAddr, path: &str) -> Option<Response> {
     let wait = state
         .console
         .attempts

@@ -93,7 +93,8 @@ pub enum Reason {
     /// for the one-time link, `oidc`).
     ConsoleSignedIn,
     /// Console: a sign-in was refused: an unknown token, a used or expired one-time link, too
-    /// many attempts from the address, or a cross-site form post; `error` says which.
+    /// many attempts from the address, or a cross-site form post; `error` says which. For OIDC,
+    /// `admin.check` names the check that failed (docs/console.md).
     ConsoleSigninRefused,
     /// Console: someone signed out; their session was deleted.
     ConsoleSignedOut,

@@ -60,6 +60,13 @@ fn check_lists_every_problem_of_the_workflow_catalog() {
 }
 
 #[test]
+fn check_lists_every_problem_of_console_oidc_and_never_its_secret() {
+    assert_stderr("bad-console-oidc");
+    let (_, _, stderr) = run(&["check", "--config", "tests/fixtures/bad-console-oidc.toml"]);
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}
+
+#[test]
 fn check_reports_wrong_types_and_unknown_keys_together() {
     assert_stderr("bad-types");
 }
@@ -875,6 +882,12 @@ fn configuration_doc_and_shipped_config_cover_the_same_keys() {
     let doc = std::fs::read_to_string(root.join("docs/configuration.md")).unwrap();
     let mut in_toml = std::collections::BTreeSet::new();
     let mut section = String::new();
+    // Free-form maps are tables in the file and rows in the doc.
+    let maps = [
+        "upstream.resolve",
+        "identity.source_addresses",
+        "ai_hosts.actions",
+    ];
     for line in toml_text.lines() {
         // A commented-out table header (`# [[admin.tokens]]`) opens its section like a real one.
         let t = line.trim();
@@ -888,29 +901,23 @@ fn configuration_doc_and_shipped_config_cover_the_same_keys() {
             section = s.to_string();
             continue;
         }
-        // Array-of-table fields and free-form maps are documented per table; a dotted table such
-        // as [console.tls] has its keys documented one by one.
-        let free_form = [
-            "upstream.resolve",
-            "identity.source_addresses",
-            "ai_hosts.actions",
-        ];
-        if section.starts_with("[[") || free_form.contains(&section.as_str()) {
+        // Array-of-table fields (and their sub-tables, `[tools.headers]`) and free-form maps are
+        // documented per table; a dotted table of its own (`[console.oidc]`) key by key.
+        let parent = section.split('.').next().unwrap_or_default();
+        if section.starts_with("[[")
+            || maps.contains(&section.as_str())
+            || in_toml.contains(&format!("[[{parent}]]"))
+        {
             continue;
         }
-        let key_line = t.strip_prefix("# ").unwrap_or(t);
+        // `# # key = …`: a commented-out alternative inside a commented-out example.
+        let key_line = t.trim_start_matches("# ");
         if let Some((key, _)) = key_line.split_once(" = ") {
             if !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
                 in_toml.insert(format!("{section}.{key}"));
             }
         }
     }
-    // Free-form maps are tables in the file and rows in the doc.
-    let maps = [
-        "upstream.resolve",
-        "identity.source_addresses",
-        "ai_hosts.actions",
-    ];
     for m in maps {
         assert!(
             toml_text.contains(&format!("[{m}]")),

@@ -424,6 +424,7 @@ pub struct Builder {
     append: String,
     vendor_alpn: Vec<&'static [u8]>,
     allowed_destinations: Vec<String>,
+    files: Vec<(String, String)>,
 }
 
 impl TestEnv {
@@ -435,6 +436,7 @@ impl TestEnv {
             append: String::new(),
             vendor_alpn: vec![b"h2", b"http/1.1"],
             allowed_destinations: Vec::new(),
+            files: Vec::new(),
         }
     }
 }
@@ -477,6 +479,22 @@ impl Builder {
             "\n[[admin.tokens]]\nuser = \"{user}\"\nroles = [\"{role}\"]\nhash = \"{}\"\n",
             aigate::identify::user::hash_token(token)
         ))
+    }
+
+    /// A file next to the config (a secret the config names by path, say).
+    pub fn file(mut self, name: &str, contents: &str) -> Builder {
+        self.files.push((name.to_string(), contents.to_string()));
+        self
+    }
+
+    /// Console sign-in with `idp`: its `[console.oidc]`, the client secret in a file, `extra`
+    /// lines added to the section (roles, claims).
+    pub fn oidc(self, idp: &Idp, extra: &str) -> Builder {
+        self.file("oidc-client-secret", &format!("{IDP_CLIENT_SECRET}\n"))
+            .append(&format!(
+                "\n[console.oidc]\nissuer = \"{}\"\nclient_id = \"{IDP_CLIENT_ID}\"\nclient_secret_file = \"oidc-client-secret\"\nscopes = [\"openid\", \"email\", \"profile\", \"groups\"]\n{extra}\n",
+                idp.issuer
+            ))
     }
 
     pub fn vendor_alpn(mut self, alpn: Vec<&'static [u8]>) -> Builder {
@@ -536,6 +554,9 @@ impl Builder {
         text.push_str(&self.append);
         if let Some(users) = &self.users {
             std::fs::write(dir.path().join("users.toml"), users).unwrap();
+        }
+        for (name, contents) in &self.files {
+            std::fs::write(dir.path().join(name), contents).unwrap();
         }
         let config_path = dir.path().join("aigate.toml");
         std::fs::write(&config_path, &text).unwrap();
@@ -1053,6 +1074,39 @@ fn axe_source() -> Arc<String> {
     .clone()
 }
 
+pub const IDP_CLIENT_ID: &str = "aigate-console";
+pub const IDP_CLIENT_SECRET: &str = "console-secret-0123456789abcdef0123";
+
+/// A real OpenID provider: the certified `oidc-provider` npm package run by
+/// tests/fixtures/oidc/provider.mjs on 127.0.0.1, installed once per machine by
+/// tests/fixtures/oidc/install.sh. Killed when dropped.
+pub struct Idp {
+    pub issuer: String,
+    child: std::process::Child,
+}
+
+/// Where install.sh put the provider (installed on first use, then reused).
+fn idp_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/oidc/install.sh"
+        );
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .output()
+            .expect("run tests/fixtures/oidc/install.sh");
+        assert!(
+            out.status.success(),
+            "installing oidc-provider failed (node and npm are needed): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
+}
+
 impl Browser {
     pub async fn start() -> Browser {
         for tool in ["chromium", "chromedriver"] {
@@ -1226,4 +1280,63 @@ pub async fn serve_html(html: String) -> SocketAddr {
         }
     });
     addr
+}
+
+impl Idp {
+    /// `tamper`: one of provider.mjs's OIDC_TAMPER attacks on the ID token, or `None`.
+    pub async fn start(tamper: Option<&str>) -> Idp {
+        Idp::start_on(tamper, 0).await
+    }
+
+    /// On a given port (0: any), for a provider that comes up after the gateway.
+    pub async fn start_on(tamper: Option<&str>, port: u16) -> Idp {
+        use std::io::BufRead;
+        let dir = tokio::task::spawn_blocking(idp_dir).await.unwrap();
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/oidc/provider.mjs"
+        );
+        let mut cmd = std::process::Command::new("node");
+        cmd.arg(script)
+            .env("OIDC_PROVIDER_DIR", dir)
+            .env("OIDC_CLIENT_ID", IDP_CLIENT_ID)
+            .env("OIDC_CLIENT_SECRET", IDP_CLIENT_SECRET)
+            .env("OIDC_PORT", port.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        if let Some(t) = tamper {
+            cmd.env("OIDC_TAMPER", t);
+        }
+        let mut child = cmd
+            .spawn()
+            .expect("start node (tests/fixtures/oidc/provider.mjs)");
+        let stdout = child.stdout.take().unwrap();
+        // The first line names the issuer; the rest is drained for the provider's life (a
+        // closed pipe would kill node at its next notice).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = tokio::time::timeout(std::time::Duration::from_secs(60), rx)
+            .await
+            .expect("the OpenID provider did not start within 60 s")
+            .unwrap_or_default();
+        let issuer = line
+            .strip_prefix("issuer ")
+            .unwrap_or_else(|| panic!("provider.mjs printed {line:?}"))
+            .trim()
+            .to_string();
+        Idp { issuer, child }
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -14,6 +14,7 @@ mod console;
 mod data_path;
 mod destinations;
 mod late_body;
+mod oidc;
 mod postgres;
 mod properties;
 mod provenance;

@@ -103,6 +103,8 @@ pub(super) fn console(p: &mut Problems, raw: &RawConsole, base: &std::path::Path
         session_max,
         signin_link: super::console_web::signin_link(p, raw),
         tls: super::console_web::tls(p, raw, base),
+        // `[console.oidc]` needs the admin address: config/validate/console_oidc.rs.
+        oidc: None,
     }
 }
 

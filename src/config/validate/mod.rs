@@ -22,6 +22,7 @@ mod admin;
 mod ai_hosts;
 mod audit;
 mod console;
+mod console_oidc;
 mod console_web;
 mod destinations;
 mod provenance;
@@ -35,6 +36,7 @@ use admin::admin;
 use ai_hosts::ai_hosts;
 use audit::integrity;
 use console::console;
+use console_oidc::console_oidc;
 use destinations::{allowed_clients, destinations};
 use provenance::provenance;
 use rules::rules;
@@ -374,7 +376,14 @@ pub(super) fn validate(raw: RawConfig, source: &str, base: &Path) -> Result<Conf
 
     let admin = admin(&mut p, &raw.admin);
     let storage = storage(&mut p, &raw.storage, base);
-    let console = console(&mut p, &raw.console, base);
+    let mut console = console(&mut p, &raw.console, base);
+    console.oidc = console_oidc(
+        &mut p,
+        raw.console.oidc.as_ref(),
+        base,
+        admin.listen,
+        console.public_url.is_some(),
+    );
     let log = LogConfig {
         format: match raw.log.format.as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
