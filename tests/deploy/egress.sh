@@ -128,7 +128,10 @@ try open    client "$other"  22  "non-web traffic is left to your other rules"
 try refused server "$vendor" 443 "a server outside the client networks, to an AI host"
 try open    server "$other"  443 "a server outside the client networks, to the rest of the web"
 # The counters show that the rules, not routing, refused those connections.
-nsx router nft list chain inet aigate_egress forward | grep -q 'counter packets [1-9]' \
+# Read the chain whole first: with pipefail, `grep -q` closing the pipe early could fail nft
+# with SIGPIPE and the check with it.
+chain=$(nsx router nft list chain inet aigate_egress forward)
+grep -q 'counter packets [1-9]' <<<"$chain" \
     || { echo "  FAIL: no rule counted a packet"; failures=$((failures + 1)); }
 [ "$failures" = 0 ] || exit 1
 echo "egress: every path as documented"
