@@ -27,7 +27,7 @@ use crate::exemptions::grant::{Grantor, manages};
 use crate::policy::{Action, Reason};
 use crate::requests::flow::{self, Deps, FlowError, Submission};
 use crate::requests::store::Submitted;
-use crate::requests::{Draft, ExemptionRequest};
+use crate::requests::{Draft, ExemptionRequest, decider_refusal};
 
 const DECIDERS: &[Role] = &[Role::Admin, Role::Manager, Role::Approver];
 const READERS: &[Role] = &[Role::Admin, Role::Manager, Role::Approver, Role::Auditor];
@@ -297,16 +297,25 @@ pub async fn submit(
     }
 }
 
-/// A decider the grant rules refuse for who they are (an audited 403), not for what they ask.
-pub(crate) fn refused_decider(g: &crate::exemptions::grant::GrantError) -> Option<&'static str> {
-    use crate::exemptions::grant::GrantError as G;
-    match g {
-        G::SelfGrant => Some("someone other than the requester: nobody decides their own request"),
-        G::NotTheirManager { .. } => Some(
-            "to be the requester's manager (or above them in the directory), an approver or an admin",
-        ),
-        _ => None,
-    }
+/// A decider the grant rules refuse for who they are: the audited 403 with the wording the
+/// console shows too (`requests::decider_refusal`).
+fn refused_decider(
+    state: &AdminState,
+    caller: &Caller,
+    client: SocketAddr,
+    path: &str,
+    message: &str,
+) -> Response {
+    super::record_refusal(
+        state,
+        Some(caller),
+        client,
+        &Method::POST,
+        path,
+        StatusCode::FORBIDDEN,
+        None,
+    );
+    error(StatusCode::FORBIDDEN, message)
 }
 
 /// Whether the caller sees this request: managers their reports', the other roles everyone's.
@@ -422,14 +431,10 @@ pub async fn approve(
             v["granted"] = serde_json::to_value(&e).unwrap_or_default();
             Json(v).into_response()
         }
-        Err(FlowError::Grant(g)) if refused_decider(&g).is_some() => auth::refuse(
-            &state,
-            Some(&caller),
-            client,
-            &Method::POST,
-            &path,
-            refused_decider(&g).unwrap_or_default(),
-        ),
+        Err(FlowError::Grant(g)) => match decider_refusal(&cfg, &g, &caller.user) {
+            Some(why) => refused_decider(&state, &caller, client, &path, &why),
+            None => flow_error(&state, client, &Method::POST, &path, FlowError::Grant(g)),
+        },
         Err(e) => flow_error(&state, client, &Method::POST, &path, e),
     }
 }
@@ -461,14 +466,10 @@ pub async fn deny(
     let grantor = Grantor::with_roles(&caller.user, &caller.roles);
     match flow::deny(&d, &id, &grantor, body.comment.as_deref().unwrap_or("")).await {
         Ok(r) => Json(view(&state, &r)).into_response(),
-        Err(FlowError::Grant(g)) if refused_decider(&g).is_some() => auth::refuse(
-            &state,
-            Some(&caller),
-            client,
-            &Method::POST,
-            &path,
-            refused_decider(&g).unwrap_or_default(),
-        ),
+        Err(FlowError::Grant(g)) => match decider_refusal(&cfg, &g, &caller.user) {
+            Some(why) => refused_decider(&state, &caller, client, &path, &why),
+            None => flow_error(&state, client, &Method::POST, &path, FlowError::Grant(g)),
+        },
         Err(e) => flow_error(&state, client, &Method::POST, &path, e),
     }
 }

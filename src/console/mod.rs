@@ -257,6 +257,31 @@ impl Signed {
         Err(self.forbidden(state, &format!("one of the roles {}", need.join(", "))))
     }
 
+    /// The audited 403 page for a refusal that is not about a missing role: `why` says what
+    /// to do instead (the same sentence the JSON API answers).
+    pub fn refused(&self, state: &AdminState, why: &str) -> Response {
+        crate::admin::record_refusal(
+            state,
+            Some(&self.caller),
+            self.client,
+            &self.method,
+            &self.path,
+            StatusCode::FORBIDDEN,
+            None,
+        );
+        page_with_status(
+            StatusCode::FORBIDDEN,
+            "Not allowed",
+            self,
+            html! {
+                h1 { "Not allowed" }
+                p { "You are signed in as " strong { (self.caller.user) } "." }
+                p class="error" id="refused" { (why) "." }
+                p { "Nothing was changed." }
+            },
+        )
+    }
+
     /// The audited 403 page: `need` says what would have been needed.
     pub fn forbidden(&self, state: &AdminState, need: &str) -> Response {
         crate::admin::record_refusal(

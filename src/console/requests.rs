@@ -29,7 +29,7 @@ use crate::exemptions::grant::Grantor;
 use crate::requests::flow::{self, FlowError, Submission};
 use crate::requests::rules::PRESETS;
 use crate::requests::store::Submitted;
-use crate::requests::{Draft, ExemptionRequest, State as RequestState};
+use crate::requests::{Draft, ExemptionRequest, State as RequestState, decider_refusal};
 
 const DECIDERS: &[Role] = &[Role::Admin, Role::Manager, Role::Approver];
 const READERS: &[Role] = &[Role::Admin, Role::Manager, Role::Approver, Role::Auditor];
@@ -445,17 +445,9 @@ async fn decide(
     };
     match result {
         Ok(_) => see_other("/requests"),
-        Err(FlowError::Grant(g))
-            if matches!(
-                g,
-                crate::exemptions::grant::GrantError::SelfGrant
-                    | crate::exemptions::grant::GrantError::NotTheirManager { .. }
-            ) =>
-        {
-            signed.forbidden(
-                &state,
-                &format!("someone allowed to decide this request ({g})"),
-            )
+        Err(FlowError::Grant(g)) if decider_refusal(&cfg, &g, &signed.caller.user).is_some() => {
+            let why = decider_refusal(&cfg, &g, &signed.caller.user).unwrap_or_default();
+            signed.refused(&state, &why)
         }
         Err(e) => {
             render_list(

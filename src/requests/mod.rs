@@ -27,6 +27,7 @@ pub use drafts::{Draft, DraftFacts, Drafts, Lookup};
 pub use store::{RequestStore, StoreError};
 
 use crate::config::{Config, NotifyEvent, Role};
+use crate::exemptions::grant::GrantError;
 
 /// The request loop as the data path, the API and the console see it.
 pub struct Requests {
@@ -152,6 +153,31 @@ pub fn approvers(cfg: &Config, user: &str) -> Vec<String> {
     }
     out.retain(|o| o != user);
     out
+}
+
+/// Why a decider the grant rules refuse for who they are may not decide, and what to do
+/// instead: the one wording of the JSON API's 403 and the console's refusal page. `None` for
+/// refusals about what is asked (duration, cover), which are a 400 with the grant's message.
+pub fn decider_refusal(cfg: &Config, g: &GrantError, by: &str) -> Option<String> {
+    let names = |user: &str| {
+        let list = approvers(cfg, user);
+        if list.is_empty() {
+            "nobody is configured yet; ask an admin".to_string()
+        } else {
+            list.join(", ")
+        }
+    };
+    match g {
+        GrantError::SelfGrant => Some(format!(
+            "nobody decides their own exemption request, whatever their role: ask your manager or an approver to decide it (who can: {})",
+            names(by)
+        )),
+        GrantError::NotTheirManager { grantor, subject } => Some(format!(
+            "{grantor} is not {subject}'s manager (nor above them in the directory): deciding it needs {subject}'s manager chain or the approver or admin role. Ask one of them (who can: {}), or an admin for the approver role",
+            names(subject)
+        )),
+        _ => None,
+    }
 }
 
 /// One sentence on the request for this call, for the deny message: waiting (for whom, since

@@ -8,8 +8,12 @@
 
 use fantoccini::Locator;
 
-use crate::admin::{ALICE_PROXY, APPROVER, AUDITOR, BOB_ADMIN, ROOT, call, people};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::admin::{ALICE_PROXY, APPROVER, AUDITOR, BOB_ADMIN, DAVE, ROOT, call, people};
 use crate::common::Browser;
+use crate::common::TestClock;
 use crate::requests::{claude, connection, hooks, link_id, receiver, wait_for};
 
 const ENTER: &str = "\u{e007}";
@@ -24,6 +28,51 @@ async fn sign_in(b: &Browser, base: &str, token: &str) {
         .unwrap();
     b.find("#queue").await;
     assert_eq!(b.path().await, "/requests");
+}
+
+/// A form of the signed-in person's own making posted to `action`, with the session's CSRF
+/// token or without it: what a crafted page or a curious person can do that the console's
+/// own pages do not offer.
+async fn post_form(b: &Browser, action: &str, with_csrf: bool, fields: &[(&str, &str)]) {
+    let mut fields: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if with_csrf {
+        let token = b
+            .client
+            .execute(
+                "return document.querySelector('input[name=csrf]').value",
+                vec![],
+            )
+            .await
+            .unwrap();
+        fields.push(("csrf".into(), token.as_str().unwrap().to_string()));
+    }
+    b.client
+        .execute(
+            "const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0];
+             for (const [k, v] of arguments[1]) {
+               const i = document.createElement('input'); i.type = 'hidden'; i.name = k; i.value = v; f.appendChild(i);
+             }
+             document.body.appendChild(f); f.submit();",
+            vec![serde_json::json!(action), serde_json::json!(fields)],
+        )
+        .await
+        .unwrap();
+}
+
+async fn request_state(env: &crate::common::TestEnv, rq: &str) -> String {
+    let (s, r) = call(
+        env,
+        reqwest::Method::GET,
+        &format!("/v1/requests/{rq}"),
+        Some(ROOT),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    r["state"].as_str().unwrap().to_string()
 }
 
 #[tokio::test]
@@ -240,10 +289,10 @@ async fn a_self_approval_is_refused_and_a_denial_reaches_the_requester() {
         .await
         .unwrap();
     assert_eq!(b.text("h1").await, "Not allowed");
-    assert!(
-        b.text("#main").await.contains("self"),
-        "{}",
-        b.text("#main").await
+    let why = b.text("#refused").await;
+    assert_eq!(
+        why,
+        "nobody decides their own exemption request, whatever their role: ask your manager or an approver to decide it (who can: carol, erin, root)."
     );
     b.check("requests-self-approval").await;
     let (s, r) = call(
@@ -332,4 +381,177 @@ async fn an_anonymous_users_link_explains_what_it_must_set_up() {
     );
     b.check("request-anonymous").await;
     b.close().await;
+}
+
+/// A link nobody made and a link past its 24 h: each a clear page that says what to do, never a
+/// sign-in, and each an audit record (`error = "request_link"`).
+#[tokio::test]
+async fn unknown_and_expired_links_get_a_clear_page_and_are_audited() {
+    let clock = Arc::new(TestClock::default());
+    let env = people(Some(clock.clone())).start().await;
+    let base = format!("http://{}", env.gateway.admin_addr);
+    let mut conn = connection(&env, "alice", ALICE_PROXY).await;
+    let (_, message, _) = claude(&mut conn).await;
+    let draft = link_id(&env, &message);
+    let b = Browser::start().await;
+
+    b.goto(&format!("{base}/r/zzzzzzzzzzzzzzzz")).await;
+    assert_eq!(b.text("h1").await, "Unknown request link");
+    let main = b.text("#main").await;
+    assert!(
+        main.contains("check the link in the deny message") && main.contains("fresh link"),
+        "{main}"
+    );
+    b.check("request-unknown-link").await;
+
+    clock.advance(Duration::from_secs(24 * 3600 + 1));
+    b.goto(&format!("{base}/r/{draft}")).await;
+    assert_eq!(b.text("h1").await, "This request link has expired");
+    let main = b.text("#main").await;
+    assert!(
+        main.contains("this request link expired at ") && main.contains("fresh link"),
+        "{main}"
+    );
+    assert!(
+        b.client.find(Locator::Css("#justification")).await.is_err(),
+        "no form on an expired link"
+    );
+    b.check("request-expired").await;
+    // A form kept open in another tab is refused the same way.
+    post_form(
+        &b,
+        &format!("/r/{draft}"),
+        false,
+        &[("justification", "late"), ("duration", "1h")],
+    )
+    .await;
+    assert_eq!(b.text("h1").await, "This request link has expired");
+    b.close().await;
+
+    let records = env.audit().await;
+    let refusals: Vec<(String, u64)> = records
+        .iter()
+        .filter(|r| r["error"] == "request_link")
+        .map(|r| {
+            (
+                r["path"].as_str().unwrap().to_string(),
+                r["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refusals,
+        vec![
+            ("/r/zzzzzzzzzzzzzzzz".to_string(), 404),
+            (format!("/r/{draft}"), 410),
+            (format!("/r/{draft}"), 410),
+        ]
+    );
+    let (s, list) = call(&env, reqwest::Method::GET, "/v1/requests", Some(ROOT), None).await;
+    assert_eq!((s, list["requests"].as_array().unwrap().len()), (200, 0));
+}
+
+/// Three decisions the console refuses, each leaving the request open: the requester's own
+/// manager posting without the form's CSRF token, a manager of someone else (told whom to ask),
+/// and an auditor, who reads the queue but has no form, posting one of their own.
+#[tokio::test]
+async fn refused_decisions_change_nothing() {
+    let env = people(None).start().await;
+    let base = format!("http://{}", env.gateway.admin_addr);
+    let mut conn = connection(&env, "alice", ALICE_PROXY).await;
+    let (_, message, _) = claude(&mut conn).await;
+    let draft = link_id(&env, &message);
+    let (s, r) = call(
+        &env,
+        reqwest::Method::POST,
+        "/v1/requests",
+        None,
+        Some(serde_json::json!({"draft": draft, "justification": "bake-off", "duration": "1d"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{r}");
+    let rq = r["id"].as_str().unwrap().to_string();
+    let approve = format!("/requests/{rq}/approve");
+    let b = Browser::start().await;
+
+    // bob is alice's manager: only the token is missing.
+    sign_in(&b, &base, BOB_ADMIN).await;
+    b.find(&format!("form[action='{approve}']")).await;
+    post_form(&b, &approve, false, &[("duration", "1h")]).await;
+    assert_eq!(b.text("h1").await, "This form was refused");
+    assert!(b.text("#main").await.contains("CSRF token is missing"));
+    b.check("requests-csrf-refused").await;
+    assert_eq!(request_state(&env, &rq).await, "open");
+
+    // dave manages nobody here: the request is not in his queue, and a forged approval is told
+    // whom to ask instead.
+    sign_in(&b, &base, DAVE).await;
+    assert!(
+        b.client
+            .find(Locator::Css(&format!("article[id='{rq}']")))
+            .await
+            .is_err(),
+        "not dave's report"
+    );
+    post_form(&b, &approve, true, &[]).await;
+    assert_eq!(b.text("h1").await, "Not allowed");
+    let why = b.text("#refused").await;
+    assert_eq!(
+        why,
+        "dave is not alice's manager (nor above them in the directory): deciding it needs alice's manager chain or the approver or admin role. Ask one of them (who can: bob, carol, erin, root), or an admin for the approver role."
+    );
+    b.check("requests-not-their-manager").await;
+    assert_eq!(request_state(&env, &rq).await, "open");
+    // The API answers dave with the very same sentence.
+    let (s, e) = call(
+        &env,
+        reqwest::Method::POST,
+        &format!("/v1/requests/{rq}/approve"),
+        Some(DAVE),
+        Some(serde_json::json!({})),
+    )
+    .await;
+    assert_eq!(
+        (s, format!("{}.", e["error"].as_str().unwrap())),
+        (403, why)
+    );
+
+    // sam, an auditor: reads it, no form, and a form of his own is refused for the role.
+    sign_in(&b, &base, AUDITOR).await;
+    assert!(
+        b.text(&format!("article[id='{rq}']"))
+            .await
+            .contains("bake-off")
+    );
+    assert!(
+        b.client
+            .find(Locator::Css(&format!("form[action='{approve}']")))
+            .await
+            .is_err()
+    );
+    post_form(&b, &approve, true, &[]).await;
+    assert_eq!(b.text("h1").await, "Not allowed");
+    assert!(
+        b.text("#main")
+            .await
+            .contains("This needs one of the roles admin, manager, approver")
+    );
+    b.check("requests-auditor-refused").await;
+    b.close().await;
+    assert_eq!(request_state(&env, &rq).await, "open");
+
+    let records = env.audit().await;
+    let refused: Vec<(&str, &str)> = records
+        .iter()
+        .filter(|r| r["path"] == approve.as_str() && r["status"] == 403)
+        .map(|r| (r["user"].as_str().unwrap(), r["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        refused,
+        vec![("bob", "block"), ("dave", "block"), ("sam", "block")]
+    );
+    assert!(
+        !records.iter().any(|r| r["reason"] == "exemption_granted"),
+        "nothing granted"
+    );
 }

@@ -437,6 +437,11 @@ async fn a_denied_request_is_reported_in_the_next_deny_message_and_self_approval
     )
     .await;
     assert_eq!(s, 403, "nobody approves their own request: {e}");
+    // What to do instead, in the console's words too (browser_requests.rs).
+    assert_eq!(
+        e["error"],
+        "nobody decides their own exemption request, whatever their role: ask your manager or an approver to decide it (who can: carol, erin, root)"
+    );
     let deny = format!("/v1/requests/{rq}/deny");
     let (s, e) = call(
         &env,
