@@ -1,4 +1,5 @@
-//! `aigate exemption …`: a small client of the admin API, for managers at a terminal.
+//! `aigate exemption …`, `aigate provenance scan` and `findings`: a small client of the admin
+//! API, for people at a terminal and CI jobs.
 
 use std::time::SystemTime;
 
@@ -11,34 +12,23 @@ use serde_json::{Value, json};
 
 use crate::cli::CliError;
 
+type Https = hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>;
+
+/// One runtime and one connection pool for all of a command's calls: `provenance scan` makes
+/// one lookup per document, and a new connection each time would be most of its cost.
 pub struct AdminClient {
     base: String,
     token: String,
+    runtime: tokio::runtime::Runtime,
+    client: Client<Https, Full<Bytes>>,
 }
 
 impl AdminClient {
-    pub fn new(base: &str, token: String) -> AdminClient {
-        AdminClient {
-            base: base.trim_end_matches('/').to_string(),
-            token,
-        }
-    }
-
-    /// One call; a non-2xx answer becomes an error carrying the server's message.
-    pub fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+    pub fn new(base: &str, token: String) -> Result<AdminClient, CliError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
-        runtime.block_on(self.send(method, path, body))
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, CliError> {
         let tls = crate::tls::upstream::client_config(&crate::config::UpstreamConfig {
             extra_roots: Vec::new(),
             connect_timeout: std::time::Duration::from_secs(10),
@@ -51,7 +41,35 @@ impl AdminClient {
             .https_or_http()
             .enable_http1()
             .build();
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+        let client = {
+            // The pool's idle timer needs the runtime entered when the client is built.
+            let _entered = runtime.enter();
+            Client::builder(TokioExecutor::new()).build(https)
+        };
+        Ok(AdminClient {
+            base: base.trim_end_matches('/').to_string(),
+            token,
+            runtime,
+            client,
+        })
+    }
+
+    /// The API's address, for messages.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// One call; a non-2xx answer becomes an error carrying the server's message.
+    pub fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+        self.runtime.block_on(self.send(method, path, body))
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, CliError> {
         let url = format!("{}{path}", self.base);
         let mut req = Request::builder()
             .method(method)
@@ -67,7 +85,7 @@ impl AdminClient {
         let req = req
             .body(Full::new(payload))
             .map_err(|e| CliError::Usage(format!("--admin {:?}: {e}", self.base)))?;
-        let resp = client.request(req).await.map_err(|e| {
+        let resp = self.client.request(req).await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot reach the admin API at {}: {e}; check --admin or AIGATE_ADMIN",
                 self.base

@@ -1,5 +1,6 @@
 //! The command line. Raw arguments become validated values here; `main` maps errors to exit
-//! codes: 0 ok, 1 runtime failure, 64 bad usage, 65 audit log does not verify, 78 bad config.
+//! codes: 0 ok, 1 runtime failure, 3 `provenance scan` found something, 64 bad usage, 65 audit log
+//! does not verify, 78 bad config.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,12 @@ use crate::explain::{ExplainRequest, explain};
 use crate::identify::user::hash_token;
 use crate::proxy::deny::percent_encode;
 
+mod provenance;
+pub use provenance::provenance_scan;
+
 pub const EXIT_RUNTIME: i32 = 1;
+/// `provenance scan` found captured output: not a failure of the command, a result for CI.
+pub const EXIT_FINDINGS: i32 = 3;
 pub const EXIT_USAGE: i32 = 64;
 pub const EXIT_UNVERIFIED: i32 = 65;
 pub const EXIT_CONFIG: i32 = 78;
@@ -26,7 +32,7 @@ pub const EXIT_CONFIG: i32 = 78;
     about = "Outbound API-call enforcement proxy for AI vendor traffic",
     long_about = "aigate is the egress gateway every call to an AI vendor passes through. It identifies the tool, \
 the person and the workflow, decides by policy, forwards or blocks, and writes a hash-chained audit record.",
-    after_help = "Exit codes: 0 ok, 1 runtime failure, 64 bad usage, 65 audit log does not verify, 78 invalid config.\n\
+    after_help = "Exit codes: 0 ok, 1 runtime failure, 3 provenance scan found captured output, 64 bad usage, 65 audit log does not verify, 78 invalid config.\n\
 Start here: `aigate run` (embedded default policy), then point clients at it with HTTPS_PROXY and the CA it prints."
 )]
 pub struct Cli {
@@ -120,6 +126,81 @@ pub enum ProvenanceCommand {
         #[arg(required = true, value_name = "PATH")]
         paths: Vec<PathBuf>,
     },
+    /// Find captured model output in files, git history and JSON Lines datasets. Exit 0 when
+    /// nothing is found, 3 when something is (for CI gates).
+    Scan(Box<ScanArgs>),
+}
+
+/// `aigate provenance scan` (docs/provenance.md, "Scan").
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit codes: 0 nothing found, 3 findings at or over --min-chars, 1 runtime failure, \
+64 bad usage, 78 invalid config.\n\
+A pull-request check: aigate provenance scan --git-rev-range origin/main..HEAD --format sarif"
+)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Files or directories (.gitignore honoured, binaries skipped), JSON Lines datasets, or
+    /// with --git-rev-range / --git-history the repository; default: the current directory.
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = ScanFormat::Table)]
+    pub format: ScanFormat,
+    /// Characters of a file or record that must match one response for a finding.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    pub min_chars: usize,
+    /// Only responses to this tool (e.g. claude-code).
+    #[arg(long, value_name = "TOOL")]
+    pub tool: Option<String>,
+    /// Only responses captured at or after this: a date (UTC midnight), an RFC 3339 time, or a
+    /// duration back from now (30d).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only the lines this range adds (A..B), in the repository at PATH.
+    #[arg(long, value_name = "A..B", conflicts_with = "git_history")]
+    pub git_rev_range: Option<String>,
+    /// Every blob in the history of the repository at PATH.
+    #[arg(long)]
+    pub git_history: bool,
+    /// Read the files as JSON Lines, this field of each record (a key or a JSON pointer);
+    /// *.jsonl and *.ndjson are read so anyway, field `text`.
+    #[arg(long, value_name = "FIELD")]
+    pub jsonl_field: Option<String>,
+    /// Write the one JSON Lines dataset scanned without its flagged records to OUT, and
+    /// OUT.manifest.json naming what was removed.
+    #[arg(long, value_name = "OUT", conflicts_with_all = ["git_rev_range", "git_history"])]
+    pub write_clean: Option<PathBuf>,
+    /// Which ledger to read: auto (PostgreSQL with storage.backend = "postgres"; else the
+    /// embedded file, or the running gateway's admin API while it holds the file).
+    #[arg(long, value_enum, default_value_t = LedgerAccess::Auto)]
+    pub ledger: LedgerAccess,
+    /// The admin API, asked while the gateway runs.
+    #[arg(long, env = "AIGATE_ADMIN", default_value = "http://127.0.0.1:9180")]
+    pub admin: String,
+    /// A file holding an auditor or admin token for the admin API (otherwise AIGATE_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScanFormat {
+    Table,
+    /// The stable JSON document of docs/provenance.md.
+    Json,
+    /// SARIF 2.1.0, for code-scanning UIs.
+    Sarif,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LedgerAccess {
+    Auto,
+    /// The running gateway's admin API (--admin, AIGATE_TOKEN).
+    Api,
+    /// The embedded ledger file in the state directory (the gateway stopped).
+    File,
+    /// The PostgreSQL ledger (storage.backend = "postgres").
+    Postgres,
 }
 
 #[derive(Debug, Subcommand)]
@@ -435,6 +516,9 @@ pub enum CliError {
     Unverified(String),
     #[error("{0:#}")]
     Runtime(#[from] anyhow::Error),
+    /// `provenance scan` found something (exit 3); the message says how much.
+    #[error("{0}")]
+    Findings(String),
 }
 
 impl CliError {
@@ -455,6 +539,7 @@ impl CliError {
             CliError::Usage(_) => EXIT_USAGE,
             CliError::Unverified(_) => EXIT_UNVERIFIED,
             CliError::Runtime(_) => EXIT_RUNTIME,
+            CliError::Findings(_) => EXIT_FINDINGS,
         }
     }
 }
@@ -921,7 +1006,12 @@ pub fn hash_token_cmd() -> Result<(), CliError> {
 }
 
 fn admin_token(args: &AdminArgs) -> Result<String, CliError> {
-    let token = match &args.token_file {
+    token_from(args.token_file.as_deref())
+}
+
+/// The admin token from `--token-file` or `AIGATE_TOKEN`.
+pub(crate) fn token_from(file: Option<&Path>) -> Result<String, CliError> {
+    let token = match file {
         Some(f) => std::fs::read_to_string(f)
             .map_err(|e| CliError::Usage(format!("--token-file {}: {e}", f.display())))?,
         None => std::env::var("AIGATE_TOKEN").map_err(|_| {
@@ -937,7 +1027,7 @@ fn admin_token(args: &AdminArgs) -> Result<String, CliError> {
 
 pub fn exemption_cmd(args: &AdminArgs, command: &ExemptionCommand) -> Result<(), CliError> {
     use crate::admin_client::{AdminClient, table};
-    let client = AdminClient::new(&args.admin, admin_token(args)?);
+    let client = AdminClient::new(&args.admin, admin_token(args)?)?;
     let print_one = |v: &serde_json::Value| match args.format {
         OutputFormat::Json => outln!("{v:#}"),
         OutputFormat::Table => out(table(std::slice::from_ref(v))),

@@ -82,6 +82,9 @@ fn main() -> ExitCode {
         Command::Provenance {
             command: ProvenanceCommand::Baseline { config, paths },
         } => cli::provenance_baseline(config, paths),
+        Command::Provenance {
+            command: ProvenanceCommand::Scan(args),
+        } => cli::provenance_scan(args),
         Command::Doctor { config, proxy, ca } => {
             cli::doctor(config, proxy.as_deref(), ca.as_deref())
         }

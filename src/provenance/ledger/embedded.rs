@@ -77,6 +77,34 @@ impl EmbeddedLedger {
         Ok(ledger)
     }
 
+    /// For `aigate provenance scan` while the gateway is stopped: an existing ledger, never
+    /// created, and only read from. redb 2 has no read-only mode, so the scan holds the file's
+    /// lock while it runs (a gateway started meanwhile is told the file is open) and a file
+    /// left by a crash is recovered on open, as the gateway would.
+    pub fn open_existing(path: &Path) -> Result<EmbeddedLedger, OpenExisting> {
+        let shown = path.display().to_string();
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(OpenExisting::Missing);
+            }
+            Err(e) => {
+                return Err(OpenExisting::Failed(LedgerError::Embedded {
+                    path: shown,
+                    message: e.to_string(),
+                }));
+            }
+            Ok(_) => {}
+        }
+        match Database::open(path) {
+            Ok(db) => Ok(EmbeddedLedger { db, path: shown }),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(OpenExisting::Held),
+            Err(e) => Err(OpenExisting::Failed(LedgerError::Embedded {
+                path: shown,
+                message: e.to_string(),
+            })),
+        }
+    }
+
     fn err(&self, e: impl std::fmt::Display) -> LedgerError {
         LedgerError::Embedded {
             path: self.path.clone(),
@@ -104,6 +132,16 @@ impl EmbeddedLedger {
     pub fn is_empty(&self) -> Result<bool, LedgerError> {
         Ok(self.len()? == 0)
     }
+}
+
+/// Why [`EmbeddedLedger::open_existing`] could not open the file.
+#[derive(Debug)]
+pub enum OpenExisting {
+    /// No ledger file: nothing captured yet here, or another state directory.
+    Missing,
+    /// Another process (the running gateway) holds it.
+    Held,
+    Failed(LedgerError),
 }
 
 fn parse(raw: &[u8]) -> Result<Entry, LedgerError> {

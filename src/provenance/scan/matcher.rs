@@ -105,6 +105,12 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
     /// hunk starts mid-file).
     pub fn document(&self, text: &str, first_line: usize) -> anyhow::Result<Option<Finding>> {
         let fps = self.fingerprinter.all(text);
+        let wanted: Vec<u64> = fps
+            .iter()
+            .map(|f| f.hash)
+            .filter(|h| !self.stop.contains(*h))
+            .collect();
+        self.ledger.prefetch(&wanted)?;
         // Response id -> spans (byte ranges of the document) and fingerprint count.
         let mut hits: HashMap<u64, (Vec<(u32, u32)>, usize)> = HashMap::new();
         let mut ids = Vec::new();

@@ -11,6 +11,7 @@
 //! The ledger is behind [`Lookup`], so the matching is tested on plain data and the store can
 //! change (embedded files, PostgreSQL) without touching it.
 
+pub mod access;
 pub mod matcher;
 pub mod report;
 pub mod run;
@@ -39,4 +40,9 @@ pub trait Lookup {
     fn responses(&self, hash: u64, out: &mut Vec<u64>) -> anyhow::Result<()>;
     /// The entry of a response id returned by [`Lookup::responses`].
     fn response(&self, id: u64) -> anyhow::Result<Option<Response>>;
+    /// Called with a document's fingerprints (stop-list removed) before its lookups, so a
+    /// remote ledger is asked once per document, not once per fingerprint.
+    fn prefetch(&self, _hashes: &[u64]) -> anyhow::Result<()> {
+        Ok(())
+    }
 }

@@ -1,0 +1,300 @@
+//! `aigate provenance scan`: the scan pipeline (`provenance::scan`) on the real ledger.
+//!
+//! Which ledger, in order (`--ledger auto`):
+//! 1. `storage.backend = "postgres"`: the shared tables, whatever replica captured.
+//! 2. the embedded file `<state_dir>/provenance/ledger.redb`, opened without creating it, when
+//!    no gateway holds it;
+//! 3. the running gateway's admin API (`/v1/provenance/lookup`, one batch per document) when it
+//!    holds the file, or when there is no file here (a CI runner with the key but no ledger).
+//!
+//! The scan always needs the fingerprint key (`<state_dir>/provenance/key`): the ledger holds
+//! keyed hashes, and the text scanned must be hashed the same way. It never creates one.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use super::{CliError, LedgerAccess, ScanArgs, ScanFormat, load, out, token_from};
+use crate::admin_client::AdminClient;
+use crate::config::{Config, Storage, plural};
+use crate::provenance::fingerprint::{Fingerprinter, Key, StopList};
+use crate::provenance::ledger::embedded::{self, EmbeddedLedger, OpenExisting};
+use crate::provenance::ledger::postgres::PostgresLedger;
+use crate::provenance::ledger::{Ledger, Matches};
+use crate::provenance::scan::access::LedgerLookup;
+use crate::provenance::scan::matcher::{Matcher, ResponseFilter, Thresholds, Tier};
+use crate::provenance::scan::report;
+use crate::provenance::scan::run::{self, Request};
+
+macro_rules! note {
+    ($($t:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
+/// The ledger a scan reads, and how it was reached (printed, and in the JSON document).
+pub(crate) enum Access {
+    File {
+        ledger: EmbeddedLedger,
+        path: PathBuf,
+    },
+    Api {
+        client: Box<AdminClient>,
+        /// Why the API: the file is held by the gateway, or there is none here.
+        why: String,
+    },
+    Postgres {
+        ledger: PostgresLedger,
+        // Drives the ledger's queries; dropped after it.
+        _runtime: tokio::runtime::Runtime,
+    },
+}
+
+impl Access {
+    fn kind(&self) -> &'static str {
+        match self {
+            Access::File { .. } => "file",
+            Access::Api { .. } => "api",
+            Access::Postgres { .. } => "postgres",
+        }
+    }
+
+    fn location(&self) -> String {
+        match self {
+            Access::File { path, .. } => path.display().to_string(),
+            Access::Api { client, .. } => client.base().to_string(),
+            Access::Postgres { .. } => "storage.postgres".to_string(),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Access::File { path, .. } => format!(
+                "the embedded ledger {} (read directly: no gateway holds it)",
+                path.display()
+            ),
+            Access::Api { client, why } => {
+                format!(
+                    "the running gateway's admin API at {} ({why})",
+                    client.base()
+                )
+            }
+            Access::Postgres { .. } => {
+                "the PostgreSQL ledger (storage.backend = \"postgres\")".to_string()
+            }
+        }
+    }
+
+    fn find(&self, fingerprints: &[u64]) -> anyhow::Result<Matches> {
+        match self {
+            Access::File { ledger, .. } => Ok(ledger.find(fingerprints)?),
+            Access::Postgres { ledger, .. } => Ok(ledger.find(fingerprints).map_err(|e| {
+                anyhow::anyhow!("{e} (are the tables there? run `aigate db migrate`)")
+            })?),
+            Access::Api { client, .. } => api_find(client, fingerprints),
+        }
+    }
+}
+
+fn api_find(client: &AdminClient, fingerprints: &[u64]) -> anyhow::Result<Matches> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        hits: Vec<(u64, String)>,
+        entries: std::collections::HashMap<String, crate::provenance::ledger::Entry>,
+    }
+    let v = client
+        .call(
+            http::Method::POST,
+            "/v1/provenance/lookup",
+            Some(json!({ "fingerprints": fingerprints })),
+        )
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let a: Answer = serde_json::from_value(v)
+        .context("the admin API's lookup answer is not the documented shape")?;
+    Ok(Matches {
+        hits: a.hits,
+        entries: a.entries,
+    })
+}
+
+/// The admin API, checked with an empty lookup so a wrong token or address is said before
+/// anything is scanned.
+fn api(args: &ScanArgs, why: String) -> Result<Access, CliError> {
+    let token = token_from(args.token_file.as_deref()).map_err(|e| {
+        CliError::Usage(format!(
+            "{why}, so the scan asks the gateway's admin API at {}; {e} (a token with the auditor or admin role)",
+            args.admin
+        ))
+    })?;
+    let client = AdminClient::new(&args.admin, token)?;
+    api_find(&client, &[]).map_err(|e| {
+        CliError::Runtime(anyhow::anyhow!(
+            "{why}, and the admin API at {} cannot be used: {e:#}. Fix: point --admin (AIGATE_ADMIN) at the running gateway's admin listener with an auditor or admin token (AIGATE_TOKEN or --token-file), or stop the gateway to read the ledger file directly",
+            args.admin
+        ))
+    })?;
+    Ok(Access::Api {
+        client: Box::new(client),
+        why,
+    })
+}
+
+fn open(cfg: &Config, args: &ScanArgs) -> Result<Access, CliError> {
+    let path = embedded::path(&cfg.state_dir);
+    let postgres = |pg: &crate::config::PostgresConfig| -> Result<Access, CliError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| anyhow::anyhow!("cannot start the runtime: {e}"))?;
+        let db = crate::storage::Db::new(pg).map_err(anyhow::Error::from)?;
+        Ok(Access::Postgres {
+            ledger: PostgresLedger::new(db, runtime.handle().clone()),
+            _runtime: runtime,
+        })
+    };
+    match (args.ledger, &cfg.storage) {
+        (LedgerAccess::Api, _) => api(args, "--ledger api".into()),
+        (LedgerAccess::Postgres | LedgerAccess::Auto, Storage::Postgres(pg)) => postgres(pg),
+        (LedgerAccess::Postgres, Storage::File) => Err(CliError::Usage(format!(
+            "--ledger postgres: {} uses storage.backend = \"file\"; give the config with storage.backend = \"postgres\" (--config), or use --ledger auto",
+            cfg.source
+        ))),
+        (LedgerAccess::File, Storage::Postgres(_)) => Err(CliError::Usage(format!(
+            "--ledger file: {} uses storage.backend = \"postgres\", whose ledger is in PostgreSQL; use --ledger auto",
+            cfg.source
+        ))),
+        (LedgerAccess::File | LedgerAccess::Auto, Storage::File) => {
+            match EmbeddedLedger::open_existing(&path) {
+                Ok(ledger) => Ok(Access::File { ledger, path }),
+                Err(OpenExisting::Held) if args.ledger == LedgerAccess::Auto => api(
+                    args,
+                    format!("{} is held by the running gateway", path.display()),
+                ),
+                Err(OpenExisting::Held) => Err(CliError::Runtime(anyhow::anyhow!(
+                    "--ledger file: {} is held by the running gateway; ask it with --ledger api (AIGATE_ADMIN, AIGATE_TOKEN), or stop it",
+                    path.display()
+                ))),
+                Err(OpenExisting::Missing) if args.ledger == LedgerAccess::Auto => api(
+                    args,
+                    format!("there is no ledger file {} here", path.display()),
+                ),
+                Err(OpenExisting::Missing) => Err(CliError::Runtime(anyhow::anyhow!(
+                    "--ledger file: there is no ledger {}: nothing was captured with this state directory; run the scan with the gateway's --config, or use --ledger api",
+                    path.display()
+                ))),
+                Err(OpenExisting::Failed(e)) => Err(CliError::Runtime(e.into())),
+            }
+        }
+    }
+}
+
+/// `--since`: a date is its UTC midnight; else a time or a duration as `audit query` takes them.
+/// As the ledger writes times (RFC 3339, milliseconds, UTC), so they compare as strings.
+fn since(value: &str) -> Result<String, CliError> {
+    let full = if value.len() == 10 && value.as_bytes().get(4) == Some(&b'-') {
+        format!("{value}T00:00:00Z")
+    } else {
+        value.to_string()
+    };
+    let t = crate::audit::query::time_arg(&full, SystemTime::now())
+        .map_err(|e| CliError::Usage(format!("--since {value:?}: {e}, or a date (2026-11-20)")))?;
+    Ok(humantime::format_rfc3339_millis(t).to_string())
+}
+
+/// The smallest `--min-chars`: below two text k-grams a match says nothing.
+const MIN_CHARS: usize = 80;
+
+pub fn provenance_scan(args: &ScanArgs) -> Result<(), CliError> {
+    if args.min_chars < MIN_CHARS {
+        return Err(CliError::Usage(format!(
+            "--min-chars {}: at least {MIN_CHARS}; shorter matches are coincidence as often as copies",
+            args.min_chars
+        )));
+    }
+    let since = args.since.as_deref().map(since).transpose()?;
+    let cfg = load(&args.config)?;
+    let key_path = Key::path(&cfg.state_dir);
+    let key = Key::load(&key_path).map_err(|e| {
+        CliError::Runtime(anyhow::anyhow!(
+            "{e}. The scan hashes text with the gateway's fingerprint key: run it with the gateway's --config, or install the key from your secret store at {}",
+            key_path.display()
+        ))
+    })?;
+    let stop = StopList::load(&StopList::path(&cfg.state_dir)).map_err(anyhow::Error::from)?;
+    let access = open(&cfg, args)?;
+    note!("ledger: {}", access.describe());
+    let fingerprinter = Fingerprinter::new(&key);
+    let find = |fps: &[u64]| access.find(fps);
+    let lookup = LedgerLookup::new(&find);
+    let defaults = Thresholds::default();
+    let thresholds = Thresholds {
+        min_chars: args.min_chars,
+        strong_chars: defaults.strong_chars.max(args.min_chars),
+        ..defaults
+    };
+    let matcher = Matcher {
+        fingerprinter: &fingerprinter,
+        stop: &stop,
+        ledger: &lookup,
+        thresholds,
+        filter: ResponseFilter {
+            tool: args.tool.clone(),
+            since,
+        },
+    };
+    let paths = if args.paths.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        args.paths.clone()
+    };
+    let request = Request {
+        paths,
+        git_rev_range: args.git_rev_range.clone(),
+        git_history: args.git_history,
+        jsonl_field: args.jsonl_field.clone(),
+        write_clean: args.write_clean.clone(),
+    };
+    let outcome = run::scan(&request, &matcher)?;
+    match args.format {
+        ScanFormat::Table => {
+            let mut text = Vec::new();
+            report::table(&mut text, &outcome.findings, &outcome.tally)
+                .context("writing the table")?;
+            out(text)?;
+        }
+        ScanFormat::Json => {
+            let mut doc = report::json(&outcome.findings, &outcome.tally, &thresholds);
+            doc["ledger"] = json!({
+                "access": access.kind(),
+                "location": access.location(),
+                "lookups": lookup.calls(),
+            });
+            out(format!("{doc:#}\n"))?;
+        }
+        ScanFormat::Sarif => out(format!("{:#}\n", report::sarif(&outcome.findings)))?,
+    }
+    if let Some(clean) = &args.write_clean {
+        note!(
+            "wrote {} and {}",
+            clean.display(),
+            run::manifest_path(clean).display()
+        );
+    }
+    if outcome.findings.is_empty() {
+        return Ok(());
+    }
+    let strong = outcome
+        .findings
+        .iter()
+        .filter(|l| l.finding.tier == Tier::Strong)
+        .count();
+    Err(CliError::Findings(format!(
+        "{} ({strong} strong) at or over --min-chars {}: captured model output found",
+        plural(outcome.findings.len(), "finding", "findings"),
+        args.min_chars
+    )))
+}

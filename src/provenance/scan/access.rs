@@ -1,0 +1,185 @@
+//! The ledger behind a real scan: any store that answers a batch of fingerprints with
+//! [`Matches`] (the embedded file, PostgreSQL, or the running gateway's admin API), turned into
+//! the matcher's per-fingerprint [`Lookup`].
+//!
+//! The matcher asks about one fingerprint at a time; a remote ledger must not be asked that
+//! way. [`Lookup::prefetch`] hands over a document's fingerprints first, and they go out as one
+//! batch (split at [`BATCH`]); the answers are kept until the next document.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{Lookup, Response};
+use crate::provenance::ledger::{Entry, Matches};
+
+/// Fingerprints per lookup call: well under the admin API's limit of 200,000.
+pub const BATCH: usize = 50_000;
+
+/// A batch lookup: the entries holding any of the fingerprints.
+pub type Find<'a> = dyn Fn(&[u64]) -> anyhow::Result<Matches> + 'a;
+
+pub struct LedgerLookup<'a> {
+    find: &'a Find<'a>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The current document's fingerprints that are in the ledger → entry numbers.
+    hits: HashMap<u64, Vec<u64>>,
+    /// Entry id → its number here (the matcher's response id).
+    numbers: HashMap<String, u64>,
+    responses: Vec<Response>,
+    calls: u64,
+}
+
+impl<'a> LedgerLookup<'a> {
+    pub fn new(find: &'a Find<'a>) -> Self {
+        LedgerLookup {
+            find,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Lookup calls made so far.
+    pub fn calls(&self) -> u64 {
+        self.lock().calls
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ask(&self, hashes: &[u64], state: &mut State) -> anyhow::Result<()> {
+        for chunk in hashes.chunks(BATCH) {
+            let m = (self.find)(chunk)?;
+            state.calls += 1;
+            for (hash, id) in m.hits {
+                let number = match state.numbers.get(&id) {
+                    Some(n) => *n,
+                    None => {
+                        let Some(entry) = m.entries.get(&id) else {
+                            continue;
+                        };
+                        let n = state.responses.len() as u64;
+                        state.responses.push(response_of(entry));
+                        state.numbers.insert(id, n);
+                        n
+                    }
+                };
+                state.hits.entry(hash).or_default().push(number);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn response_of(e: &Entry) -> Response {
+    let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Response {
+        record_id: e.id.clone(),
+        time: e.time.clone(),
+        user: some(&e.user),
+        tool: some(&e.tool),
+        vendor: some(&e.vendor),
+        model: e.model.clone(),
+    }
+}
+
+impl Lookup for LedgerLookup<'_> {
+    fn prefetch(&self, hashes: &[u64]) -> anyhow::Result<()> {
+        let mut state = self.lock();
+        state.hits.clear();
+        let mut wanted = hashes.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        self.ask(&wanted, &mut state)
+    }
+
+    fn responses(&self, hash: u64, out: &mut Vec<u64>) -> anyhow::Result<()> {
+        // A fingerprint not prefetched counts as absent: the matcher prefetches every one it
+        // looks up.
+        if let Some(found) = self.lock().hits.get(&hash) {
+            out.extend_from_slice(found);
+        }
+        Ok(())
+    }
+
+    fn response(&self, id: u64) -> anyhow::Result<Option<Response>> {
+        Ok(self.lock().responses.get(id as usize).cloned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> Entry {
+        Entry {
+            id: id.into(),
+            time: "2026-12-04T10:00:00.000Z".into(),
+            time_ms: 0,
+            user: "alice".into(),
+            tool: "claude-code".into(),
+            vendor: String::new(),
+            model: None,
+            workflow: None,
+            exemption: None,
+            fingerprints: 2,
+            chars: 10,
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn one_call_per_document_and_ids_stay_stable_across_documents() {
+        let asked = Mutex::new(Vec::new());
+        let find = |fps: &[u64]| -> anyhow::Result<Matches> {
+            asked.lock().unwrap().push(fps.to_vec());
+            let mut m = Matches::default();
+            for &h in fps {
+                if h % 2 == 0 {
+                    let id = if h < 100 { "r-low" } else { "r-high" };
+                    m.hits.push((h, id.into()));
+                    m.entries.insert(id.into(), entry(id));
+                }
+            }
+            Ok(m)
+        };
+        let lookup = LedgerLookup::new(&find);
+        lookup.prefetch(&[4, 3, 4, 200]).unwrap();
+        let mut out = Vec::new();
+        lookup.responses(4, &mut out).unwrap();
+        lookup.responses(3, &mut out).unwrap();
+        lookup.responses(200, &mut out).unwrap();
+        assert_eq!(out, vec![0, 1]);
+        let r = lookup.response(0).unwrap().unwrap();
+        assert_eq!(r.record_id, "r-low");
+        assert_eq!(r.vendor, None, "an empty vendor is no vendor");
+        // The next document: the earlier hits are gone, the numbering is kept.
+        lookup.prefetch(&[202]).unwrap();
+        out.clear();
+        lookup.responses(4, &mut out).unwrap();
+        lookup.responses(202, &mut out).unwrap();
+        assert_eq!(out, vec![1]);
+        assert_eq!(lookup.calls(), 2);
+        assert_eq!(*asked.lock().unwrap(), vec![vec![3, 4, 200], vec![202]]);
+    }
+
+    #[test]
+    fn a_large_document_is_split_into_batches() {
+        let calls = Mutex::new(0usize);
+        let find = |fps: &[u64]| -> anyhow::Result<Matches> {
+            assert!(fps.len() <= BATCH);
+            *calls.lock().unwrap() += 1;
+            Ok(Matches::default())
+        };
+        let lookup = LedgerLookup::new(&find);
+        let many: Vec<u64> = (0..(BATCH as u64 * 2 + 1)).collect();
+        lookup.prefetch(&many).unwrap();
+        assert_eq!(*calls.lock().unwrap(), 3);
+    }
+}
