@@ -20,7 +20,7 @@ use crate::explain::{ExplainRequest, explain};
 use crate::metrics::Extra;
 
 /// Managers read the audit log too, scoped to their reports' records (see `audit`).
-const AUDIT_READERS: &[Role] = &[Role::Admin, Role::Auditor, Role::Manager];
+pub(crate) const AUDIT_READERS: &[Role] = &[Role::Admin, Role::Auditor, Role::Manager];
 const READERS: &[Role] = &[Role::Admin, Role::Manager, Role::Auditor];
 const MAX_PAGE: usize = 1000;
 

@@ -46,6 +46,7 @@
 
 mod assets;
 mod exemptions;
+mod explorer;
 mod layout;
 pub mod oidc;
 mod people;
@@ -490,6 +491,11 @@ pub fn router() -> Router<AdminState> {
         .route(oidc::CALLBACK_PATH, get(signin_oidc::callback))
         .route("/exemptions", get(exemptions::list).post(exemptions::grant))
         .route("/exemptions/{id}/revoke", post(exemptions::revoke))
+        .route("/audit", get(explorer::list))
+        .route("/audit/find", get(explorer::find))
+        .route("/audit/{id}", get(explorer::record))
+        .route("/audit.csv", get(explorer::export_csv))
+        .route("/audit.jsonl", get(explorer::export_jsonl))
         .route("/people", get(people::list))
         .route("/requests", get(requests::list))
         .route("/requests/{id}", get(requests::one))
