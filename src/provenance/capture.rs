@@ -463,8 +463,8 @@ pub fn shape_for(path: &str) -> Option<ApiShape> {
     None
 }
 
-/// Whether a response's `Content-Type` is one the reassembler reads: SSE, or JSON (also when
-/// a vendor leaves it out).
+/// Whether a response's `Content-Type` is one the reassembler reads: SSE, Bedrock's AWS event
+/// stream, or JSON (also when a vendor leaves it out).
 pub fn readable_content_type(ct: Option<&str>) -> bool {
     let Some(ct) = ct else { return true };
     let media = ct
@@ -473,7 +473,10 @@ pub fn readable_content_type(ct: Option<&str>) -> bool {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    media == "text/event-stream" || media == "application/json" || media.ends_with("+json")
+    media == "text/event-stream"
+        || media == super::frame::EVENT_STREAM
+        || media == "application/json"
+        || media.ends_with("+json")
 }
 
 #[cfg(test)]
@@ -520,14 +523,16 @@ mod tests {
     }
 
     #[test]
-    fn sse_and_json_are_readable_and_binary_streams_are_not() {
+    fn sse_json_and_the_bedrock_event_stream_are_readable_and_others_are_not() {
         assert!(readable_content_type(Some(
             "text/event-stream; charset=utf-8"
         )));
         assert!(readable_content_type(Some("application/json")));
         assert!(readable_content_type(None));
-        assert!(!readable_content_type(Some(
+        assert!(readable_content_type(Some(
             "application/vnd.amazon.eventstream"
         )));
+        assert!(!readable_content_type(Some("application/octet-stream")));
+        assert!(!readable_content_type(Some("audio/mpeg")));
     }
 }

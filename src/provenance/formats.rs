@@ -34,6 +34,10 @@ impl Format {
         let data = match frame {
             Frame::Data(d) => d,
             Frame::Dropped => return out.drop_one(),
+            Frame::Malformed => {
+                out.malformed += 1;
+                return;
+            }
         };
         // Chat Completions ends its stream with a sentinel that is not JSON.
         if self.sse && data.trim_ascii() == b"[DONE]" {

@@ -7,8 +7,8 @@
 //! bytes, in chunks split anywhere, into that output:
 //!
 //! ```text
-//! chunk ─▶ decode.rs (Content-Encoding: gzip, br, zstd, deflate) ─▶ frame.rs (SSE events, or the
-//!          whole JSON body) ─▶ formats.rs (one reader per API shape) ─▶ tools.rs (which tool
+//! chunk ─▶ decode.rs (Content-Encoding: gzip, br, zstd, deflate) ─▶ frame.rs (SSE events, AWS
+//!          event stream `chunk`s, or the whole JSON body) ─▶ formats.rs (one reader per API shape) ─▶ tools.rs (which tool
 //!          input fields are code; the added lines of a patch) ─▶ Output (bounded) ─▶ Capture
 //! ```
 //!
@@ -123,7 +123,8 @@ pub struct Reassembler {
 }
 
 impl Reassembler {
-    /// `content_type` picks SSE (`text/event-stream`) or a whole JSON body (anything else);
+    /// `content_type` picks SSE (`text/event-stream`), Bedrock's AWS event stream
+    /// (`application/vnd.amazon.eventstream`) or a whole JSON body (anything else);
     /// `content_encoding` is the response's `Content-Encoding` header, if any.
     pub fn new(
         shape: ApiShape,
@@ -178,14 +179,10 @@ pub(crate) struct Body {
 
 impl Body {
     fn new(shape: ApiShape, content_type: Option<&str>, limits: Limits) -> Self {
-        let sse = content_type.is_some_and(|ct| {
-            ct.split(';')
-                .next()
-                .is_some_and(|m| m.trim().eq_ignore_ascii_case("text/event-stream"))
-        });
+        let framing = frame::Framing::of(content_type);
         Body {
-            frame: frame::Framer::new(sse, limits.max_pending_bytes),
-            format: formats::Format::new(shape, sse, limits.max_pending_bytes),
+            frame: frame::Framer::new(framing, limits.max_pending_bytes),
+            format: formats::Format::new(shape, framing.streamed(), limits.max_pending_bytes),
             out: output::Output::new(limits),
         }
     }

@@ -11,6 +11,7 @@ const EDIT: &str = "let x = 1;\n\tlet y = x + 1; // → two\n";
 const ADDED: &str = "pub fn add(a: i32, b: i32) -> i32 {\n    a + b\n}\n    new_call();\n";
 const SSE: Option<&str> = Some("text/event-stream; charset=utf-8");
 const JSON: Option<&str> = Some("application/json");
+const EVENT_STREAM: Option<&str> = Some("application/vnd.amazon.eventstream");
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!(
@@ -98,6 +99,20 @@ fn cases() -> Vec<Case> {
             file: "anthropic_stream.sse",
             shape: AnthropicMessages,
             ct: SSE,
+            thinking: Some(part(Thinking, None, "The user wants a main function.")),
+            parts: vec![
+                part(Text, None, "I'll write the file — now."),
+                part(Code, Some("Write"), CODE),
+                part(Code, Some("Edit"), EDIT),
+                part(Code, Some("MultiEdit"), "print('one')\n"),
+                part(Code, Some("MultiEdit"), "print('two')\n"),
+            ],
+        },
+        // Bedrock's InvokeModelWithResponseStream: the same events in AWS event stream frames.
+        Case {
+            file: "bedrock_stream.eventstream",
+            shape: AnthropicMessages,
+            ct: EVENT_STREAM,
             thinking: Some(part(Thinking, None, "The user wants a main function.")),
             parts: vec![
                 part(Text, None, "I'll write the file — now."),
@@ -355,6 +370,118 @@ fn an_event_over_the_pending_bound_is_dropped_and_counted_not_held() {
     let got = same_at_every_split(ApiShape::OpenAiChat, SSE, None, limits, body.as_bytes());
     assert_eq!(got.parts, vec![part(Text, None, "ab")]);
     assert_eq!((got.dropped, got.truncated), (1, true));
+}
+
+/// One AWS event stream message: string headers, the payload, both checksums.
+fn es_message(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
+    let mut h = Vec::new();
+    for (name, value) in headers {
+        h.push(name.len() as u8);
+        h.extend_from_slice(name.as_bytes());
+        h.push(7);
+        h.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        h.extend_from_slice(value.as_bytes());
+    }
+    let total = 12 + h.len() + payload.len() + 4;
+    let mut m = Vec::new();
+    m.extend_from_slice(&(total as u32).to_be_bytes());
+    m.extend_from_slice(&(h.len() as u32).to_be_bytes());
+    let crc = crc32fast::hash(&m);
+    m.extend_from_slice(&crc.to_be_bytes());
+    m.extend_from_slice(&h);
+    m.extend_from_slice(payload);
+    let crc = crc32fast::hash(&m);
+    m.extend_from_slice(&crc.to_be_bytes());
+    m
+}
+
+/// A Bedrock `chunk` event carrying one Anthropic event.
+fn es_chunk(event: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(event.to_string());
+    es_message(
+        &[
+            (":event-type", "chunk"),
+            (":content-type", "application/json"),
+            (":message-type", "event"),
+        ],
+        serde_json::json!({ "bytes": b64 }).to_string().as_bytes(),
+    )
+}
+
+fn text_delta(text: &str) -> serde_json::Value {
+    serde_json::json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":text}})
+}
+
+#[test]
+fn an_event_stream_frame_over_the_pending_bound_is_skipped_as_it_passes() {
+    let mut body = es_chunk(
+        &serde_json::json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+    );
+    body.extend(es_chunk(&text_delta("a")));
+    body.extend(es_chunk(&text_delta(&"x".repeat(5000))));
+    body.extend(es_chunk(&text_delta("b")));
+    let limits = Limits {
+        max_pending_bytes: 1000,
+        ..Limits::default()
+    };
+    let got = same_at_every_split(
+        ApiShape::AnthropicMessages,
+        EVENT_STREAM,
+        None,
+        limits,
+        &body,
+    );
+    assert_eq!(got.parts, vec![part(Text, None, "ab")]);
+    assert_eq!((got.dropped, got.truncated, got.malformed), (1, true, 0));
+}
+
+#[test]
+fn event_stream_exceptions_are_skipped_and_bad_checksums_counted() {
+    let start = serde_json::json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}});
+    let mut body = es_chunk(&start);
+    body.extend(es_chunk(&text_delta("kept ")));
+    // An exception carries no model output.
+    body.extend(es_message(
+        &[
+            (":exception-type", "throttlingException"),
+            (":content-type", "application/json"),
+            (":message-type", "exception"),
+        ],
+        br#"{"message":"Too many requests"}"#,
+    ));
+    // A message whose payload was damaged: its checksum says so, the next one is read.
+    let mut bad = es_chunk(&text_delta("LOST"));
+    let at = bad.len() - 10;
+    bad[at] ^= 0x20;
+    body.extend(bad);
+    body.extend(es_chunk(&text_delta("too")));
+    let got = same_bytewise(
+        ApiShape::AnthropicMessages,
+        EVENT_STREAM,
+        None,
+        Limits::default(),
+        &body,
+    );
+    assert_eq!(got.parts, vec![part(Text, None, "kept too")]);
+    assert_eq!(got.malformed, 1);
+
+    // A damaged prelude: the framing is lost, nothing after it is guessed at.
+    let mut body = es_chunk(&start);
+    body.extend(es_chunk(&text_delta("before")));
+    let mut cut = es_chunk(&text_delta("after"));
+    cut[2] ^= 0x01;
+    body.extend(cut);
+    body.extend(es_chunk(&text_delta("never")));
+    let got = same_bytewise(
+        ApiShape::AnthropicMessages,
+        EVENT_STREAM,
+        None,
+        Limits::default(),
+        &body,
+    );
+    assert_eq!(got.parts, vec![part(Text, None, "before")]);
+    assert_eq!(got.malformed, 1);
 }
 
 /// An Anthropic stream: a tool use whose input arrives in `fragments`, then a text block.

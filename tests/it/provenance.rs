@@ -87,6 +87,7 @@ const GENAI_SDK: &[(&str, &str)] = &[("x-goog-api-client", "genai-py/1.0")];
 const ADMIN: &str = "root-admin-token-0017";
 const SSE: &str = "text/event-stream; charset=utf-8";
 const JSON: &str = "application/json";
+const EVENT_STREAM: &str = "application/vnd.amazon.eventstream";
 
 fn cases() -> Vec<Case> {
     let c = |host, path, shape, fixture, content_type, encoding, headers| Case {
@@ -112,6 +113,45 @@ fn cases() -> Vec<Case> {
         c(
             "api.anthropic.com",
             "/v1/messages",
+            AnthropicMessages,
+            "anthropic_message.json",
+            JSON,
+            None,
+            ANTHROPIC_SDK,
+        ),
+        // Claude Code's managed-cloud routes: Bedrock streams AWS event stream frames of
+        // Anthropic events and answers `invoke` with the Messages JSON; Vertex carries
+        // Anthropic SSE and JSON as they are.
+        c(
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            "/model/anthropic.claude-sonnet-4-5-v1:0/invoke-with-response-stream",
+            AnthropicMessages,
+            "bedrock_stream.eventstream",
+            EVENT_STREAM,
+            None,
+            ANTHROPIC_SDK,
+        ),
+        c(
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            "/model/anthropic.claude-sonnet-4-5-v1:0/invoke",
+            AnthropicMessages,
+            "anthropic_message.json",
+            JSON,
+            None,
+            ANTHROPIC_SDK,
+        ),
+        c(
+            "us-east5-aiplatform.googleapis.com",
+            "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5:streamRawPredict",
+            AnthropicMessages,
+            "anthropic_stream.sse",
+            SSE,
+            None,
+            ANTHROPIC_SDK,
+        ),
+        c(
+            "us-east5-aiplatform.googleapis.com",
+            "/v1/projects/p/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5:rawPredict",
             AnthropicMessages,
             "anthropic_message.json",
             JSON,
@@ -250,7 +290,9 @@ async fn every_format_reaches_the_client_byte_for_byte_and_is_captured() {
             headers.push(("content-encoding".into(), enc.into()));
         }
         let path = if case.path.contains(':') {
-            case.path.replace("gemini-2.5-pro", &format!("gemini-{i}"))
+            case.path
+                .replace("gemini-2.5-pro", &format!("gemini-{i}"))
+                .replace("claude-sonnet-4-5", &format!("claude-{i}"))
         } else {
             format!("/case{i}{}", case.path)
         };
