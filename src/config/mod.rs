@@ -322,6 +322,9 @@ pub struct ProvenanceConfig {
     /// Response chunks waiting for the workers, over all responses; beyond it a response's
     /// capture is dropped rather than the client slowed.
     pub queue: usize,
+    /// The same queue bounded by the bytes of its chunks: a few huge responses cannot hold
+    /// more memory than this while the workers catch up.
+    pub queue_bytes: usize,
     pub workers: usize,
     /// Keep thinking / reasoning text as output too.
     pub thinking: bool,
@@ -335,6 +338,7 @@ impl Default for ProvenanceConfig {
             vendors: Vec::new(),
             retention: Duration::from_secs(365 * 86_400),
             queue: 4096,
+            queue_bytes: 64 << 20,
             workers: 1,
             thinking: false,
         }

@@ -56,6 +56,7 @@ pub struct RawProvenance {
     pub vendors: Option<Vec<String>>,
     pub retention: Option<String>,
     pub queue: Option<u64>,
+    pub queue_bytes: Option<String>,
     pub workers: Option<u64>,
     pub thinking: Option<bool>,
 }

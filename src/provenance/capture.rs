@@ -3,6 +3,7 @@
 //!
 //! The client's stream is never slowed or held for a capture. A chunk is `Bytes` (a refcount,
 //! no copy) handed over with a non-blocking send; when the queue already holds `queue` chunks,
+//! or `queue_bytes` bytes of chunks (a few huge responses must not hold unbounded memory),
 //! that response's capture is dropped whole (a capture with a hole in it would be a lie about
 //! what the model produced), counted in `aigate_provenance_dropped_total`, and its outcome
 //! record says `provenance = "dropped"`.
@@ -77,6 +78,9 @@ pub struct Capturer {
     workers: Vec<Sender<Msg>>,
     queued: Arc<AtomicUsize>,
     capacity: usize,
+    /// Bytes of the chunks in `queued`.
+    queued_bytes: Arc<AtomicUsize>,
+    capacity_bytes: usize,
     next: AtomicU64,
     audit: AuditLog,
     metrics: Arc<Metrics>,
@@ -103,7 +107,8 @@ impl Hold {
 }
 
 impl Capturer {
-    /// Start `cfg.workers` worker threads behind a queue of `cfg.queue` chunks.
+    /// Start `cfg.workers` worker threads behind a queue of `cfg.queue` chunks and
+    /// `cfg.queue_bytes` bytes.
     pub fn start(
         cfg: &ProvenanceConfig,
         audit: AuditLog,
@@ -111,6 +116,7 @@ impl Capturer {
         recorder: Option<Arc<dyn Recorder>>,
     ) -> std::io::Result<Arc<Capturer>> {
         let queued = Arc::new(AtomicUsize::new(0));
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         let ending = Arc::new(AtomicUsize::new(0));
         let hold = Arc::new(Hold::default());
         let mut workers = Vec::new();
@@ -120,6 +126,7 @@ impl Capturer {
             let worker = Worker {
                 rx,
                 queued: queued.clone(),
+                queued_bytes: queued_bytes.clone(),
                 audit: audit.clone(),
                 metrics: metrics.clone(),
                 hold: hold.clone(),
@@ -142,6 +149,8 @@ impl Capturer {
             workers,
             queued,
             capacity: cfg.queue.max(1),
+            queued_bytes,
+            capacity_bytes: cfg.queue_bytes.max(1),
             next: AtomicU64::new(0),
             audit,
             metrics,
@@ -185,13 +194,34 @@ impl Capturer {
         }
     }
 
-    /// A place in the queue for one chunk, if there is one.
-    fn admit(&self) -> bool {
-        self.queued
+    /// A place in the queue for one chunk of `len` bytes, if there is one (in both bounds).
+    fn admit(&self, len: usize) -> bool {
+        let counted = self
+            .queued
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.capacity).then_some(n + 1)
             })
-            .is_ok()
+            .is_ok();
+        if !counted {
+            return false;
+        }
+        let sized = self
+            .queued_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| {
+                b.checked_add(len)
+                    .filter(|&total| total <= self.capacity_bytes)
+            })
+            .is_ok();
+        if !sized {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+        sized
+    }
+
+    /// Give back a chunk's place (taken by the worker, or never sent).
+    fn release(&self, len: usize) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
     }
 
     /// Whether outcome records are still on their way through a worker (tests wait for none
@@ -253,7 +283,7 @@ impl Tee {
             return;
         }
         let c = &self.capturer;
-        if !c.admit() {
+        if !c.admit(bytes.len()) {
             self.abandon();
             return;
         }
@@ -262,7 +292,7 @@ impl Tee {
             bytes: bytes.clone(),
         });
         if sent.is_err() {
-            c.queued.fetch_sub(1, Ordering::AcqRel);
+            c.release(bytes.len());
             self.abandon();
         }
     }
@@ -321,6 +351,7 @@ impl Drop for Tee {
 struct Worker {
     rx: Receiver<Msg>,
     queued: Arc<AtomicUsize>,
+    queued_bytes: Arc<AtomicUsize>,
     audit: AuditLog,
     metrics: Arc<Metrics>,
     hold: Arc<Hold>,
@@ -375,6 +406,7 @@ impl Worker {
                 }
                 Msg::Chunk { key, bytes } => {
                     self.queued.fetch_sub(1, Ordering::AcqRel);
+                    self.queued_bytes.fetch_sub(bytes.len(), Ordering::AcqRel);
                     match self.open.get_mut(&key) {
                         Some(Job::Http(r)) => r.push(&bytes),
                         Some(Job::WebSocket(d, r)) => d.push(&bytes, &mut |m| r.push_message(m)),

@@ -414,6 +414,102 @@ async fn a_full_queue_drops_the_capture_marks_the_record_and_never_holds_the_cli
 }
 
 #[tokio::test]
+async fn a_queue_full_of_bytes_drops_a_huge_response_well_below_the_chunk_bound() {
+    let env = TestEnv::builder()
+        .replace(
+            "enabled = true\n# Only these tools",
+            "enabled = true\nqueue_bytes = \"64KiB\"\n# Only these tools",
+        )
+        .admin_token("root", "admin", ADMIN)
+        .start()
+        .await;
+    // About 400 KB of one answer in 16 chunks of ~25 KB: the chunk bound (4096) is never near,
+    // the byte bound is passed by the third chunk while the worker is held.
+    let text = "All work and no play makes a model a dull writer. ".repeat(8_000);
+    let body = anthropic_sse(&text);
+    let chunks = chunked(&body, 16);
+    assert!(chunks.iter().take(3).map(Bytes::len).sum::<usize>() > 64 << 10);
+    env.vendor.serve(
+        "/v1/messages",
+        Canned {
+            headers: vec![("content-type".into(), SSE.into())],
+            chunks,
+            gap: Duration::from_millis(10),
+        },
+    );
+    env.gateway.hold_capture(true);
+    let send = async {
+        let resp = env
+            .client(true)
+            .post("https://api.anthropic.com/v1/messages")
+            .header("user-agent", "Anthropic/Python 0.69.0")
+            .header("x-stainless-lang", "python")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        let id = resp.headers()["x-aigate-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        (id, resp.bytes().await.unwrap())
+    };
+    let (id, got) = tokio::time::timeout(Duration::from_secs(10), send)
+        .await
+        .expect("the client is not held by a stalled capture");
+    assert!(
+        got[..] == body[..],
+        "the client got other bytes than the vendor sent"
+    );
+    let mut found = None;
+    for _ in 0..100 {
+        let records = crate::common::written_records_of(&env.gateway).await;
+        found = records
+            .into_iter()
+            .find(|r| r["id"] == id.as_str() && r["kind"] == "outcome");
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let r = found.expect("the outcome of a dropped capture is written while the worker is held");
+    assert_eq!(r["provenance"], "dropped", "{r}");
+    let (_, metrics) = env.admin_get("/metrics", ADMIN).await;
+    assert!(
+        metrics.contains("aigate_provenance_dropped_total 1\n"),
+        "{metrics}"
+    );
+    env.gateway.hold_capture(false);
+
+    // Once the worker has drained what it held, the queue takes a response again.
+    let small = anthropic_sse(PROSE);
+    env.vendor.serve(
+        "/v1/messages",
+        Canned {
+            headers: vec![("content-type".into(), SSE.into())],
+            chunks: chunked(&small, 3),
+            gap: Duration::from_millis(2),
+        },
+    );
+    let resp = env
+        .client(true)
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", "Anthropic/Python 0.69.0")
+        .header("x-stainless-lang", "python")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    resp.bytes().await.unwrap();
+    let r = outcome(&env, &id).await;
+    assert_eq!(r["provenance"], "captured", "{r}");
+}
+
+#[tokio::test]
 async fn the_responses_websocket_is_captured_from_its_frames() {
     let env = TestEnv::builder().start().await;
     let tls = env

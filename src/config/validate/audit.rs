@@ -96,7 +96,7 @@ pub(super) fn integrity(
 }
 
 /// `"512MiB"`, `"1 GiB"`, `"100MB"`, `"65536"` (bytes).
-fn size(s: &str) -> Option<u64> {
+pub(super) fn size(s: &str) -> Option<u64> {
     let s = s.trim();
     let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let n: u64 = s[..digits].parse().ok()?;

@@ -11,6 +11,9 @@ use crate::identify::tools::UNKNOWN_TOOL;
 
 /// More queued chunks than this would hold gigabytes of responses in memory.
 const MAX_QUEUE: u64 = 1_000_000;
+/// Below one read buffer's worth a queue drops nearly every streamed response.
+const MIN_QUEUE_BYTES: u64 = 64 << 10;
+const MAX_QUEUE_BYTES: u64 = 16 << 30;
 const MAX_WORKERS: u64 = 64;
 
 pub(super) fn provenance(
@@ -51,6 +54,28 @@ pub(super) fn provenance(
             format!("use between 1 and {MAX_QUEUE} response chunks (the default is {}); a full queue drops captures, never slows a client", defaults.queue),
         );
     }
+    let queue_bytes = match raw.queue_bytes.as_deref() {
+        None => defaults.queue_bytes as u64,
+        Some(s) => match super::audit::size(s) {
+            Some(n) if (MIN_QUEUE_BYTES..=MAX_QUEUE_BYTES).contains(&n) => n,
+            Some(_) => {
+                p.push(
+                    "provenance.queue_bytes",
+                    q(s),
+                    "out of range; use between \"64KiB\" and \"16GiB\" (the default is \"64MiB\"); a full queue drops captures, never slows a client",
+                );
+                defaults.queue_bytes as u64
+            }
+            None => {
+                p.push(
+                    "provenance.queue_bytes",
+                    q(s),
+                    "not a size; write a number with a unit, e.g. \"64MiB\" or \"1GiB\"",
+                );
+                defaults.queue_bytes as u64
+            }
+        },
+    };
     let workers = raw.workers.unwrap_or(defaults.workers as u64);
     if !(1..=MAX_WORKERS).contains(&workers) {
         p.push(
@@ -67,6 +92,7 @@ pub(super) fn provenance(
         vendors,
         retention,
         queue: queue.clamp(1, MAX_QUEUE) as usize,
+        queue_bytes: usize::try_from(queue_bytes).unwrap_or(usize::MAX),
         workers: workers.clamp(1, MAX_WORKERS) as usize,
         thinking: raw.thinking.unwrap_or(defaults.thinking),
     }
@@ -135,7 +161,7 @@ mod tests {
     #[test]
     fn every_bad_key_is_named_with_its_path() {
         let text = problems(
-            "enabled = true\ntools = [\"claude-code\", \"claude_code\"]\nvendors = [\"anthropik\"]\nretention = \"1h\"\nqueue = 0\nworkers = 65\n",
+            "enabled = true\ntools = [\"claude-code\", \"claude_code\"]\nvendors = [\"anthropik\"]\nretention = \"1h\"\nqueue = 0\nworkers = 65\nqueue_bytes = \"1KiB\"\n",
         );
         for want in [
             "provenance.tools[1] = \"claude_code\": unknown tool; known tools are",
@@ -143,9 +169,23 @@ mod tests {
             "provenance.retention = \"1h\": out of range",
             "provenance.queue = 0: use between 1 and 1000000",
             "provenance.workers = 65: use between 1 and 64",
+            "provenance.queue_bytes = \"1KiB\": out of range; use between \"64KiB\" and \"16GiB\"",
         ] {
             assert!(text.contains(want), "{want:?} not in:\n{text}");
         }
+    }
+
+    #[test]
+    fn the_queue_is_bounded_by_bytes_too() {
+        let cfg = with("enabled = true").unwrap();
+        assert_eq!(cfg.provenance.queue_bytes, 64 << 20);
+        let cfg = with("enabled = true\nqueue_bytes = \"256KiB\"").unwrap();
+        assert_eq!(cfg.provenance.queue_bytes, 256 << 10);
+        let text = problems("enabled = true\nqueue_bytes = \"lots\"");
+        assert!(
+            text.contains("provenance.queue_bytes = \"lots\": not a size; write a number with a unit, e.g. \"64MiB\""),
+            "{text}"
+        );
     }
 
     #[test]
