@@ -413,6 +413,7 @@ fn start_provenance(
     let recorder = LedgerRecorder {
         ledger: ledger.clone(),
         fingerprints: Arc::new(Fingerprinter::new(&key)),
+        metrics: metrics.clone(),
     };
     let capturer = crate::provenance::capture::Capturer::start(
         &config.provenance,
@@ -585,6 +586,15 @@ impl AppHandle {
         if let Some(c) = &self.shared.provenance {
             c.hold_workers(held);
         }
+    }
+
+    /// Test hook: outcome records handed to a capture worker and not yet written.
+    #[doc(hidden)]
+    pub fn captures_in_transit(&self) -> usize {
+        self.shared
+            .provenance
+            .as_ref()
+            .map_or(0, |c| c.outcomes_in_transit())
     }
 
     /// Wait (up to `limit`) until no outcome record is on its way through a capture worker:

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub provenance_dropped: AtomicU64,
     /// Responses captured (reassembled and recorded).
     pub provenance_captured: AtomicU64,
+    /// Ledger commits: several captures finished together share one (group commit).
+    pub provenance_ledger_commits: AtomicU64,
     /// The label for "none" (no vendor, no tool), shared.
     empty: Arc<str>,
 }
@@ -209,6 +211,14 @@ impl Metrics {
                 "counter",
                 "Responses captured for provenance (reassembled and recorded).",
                 self.provenance_captured.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "aigate_provenance_ledger_commits_total",
+                "counter",
+                "Provenance ledger commits (one fsync each with the embedded ledger); captures finished together share one.",
+                self.provenance_ledger_commits
+                    .load(Ordering::Relaxed)
+                    .to_string(),
             ),
             (
                 "aigate_audit_healthy",

@@ -9,14 +9,16 @@
 //! record says `provenance = "dropped"`.
 //!
 //! The call's outcome record travels through the worker: the worker finishes the reassembly,
-//! records the capture (the ledger, once it exists), and only then writes the outcome with
-//! what became of the capture. So an outcome record that says `captured` is never ahead of its
-//! capture. Chunks count against the bound; the three control messages of a response (start,
+//! records the capture in the ledger, and only then writes the outcome with what became of the
+//! capture. So an outcome record that says `captured` is never ahead of its capture. Captures
+//! that finish together are recorded together (group commit): the worker keeps finished
+//! captures while more messages are waiting, up to `BATCH_MAX` or `BATCH_DELAY`, then records
+//! them in one ledger commit (one fsync) and writes their outcomes after it. Chunks count against the bound; the three control messages of a response (start,
 //! end, abandon) do not, so a full queue can never strand a worker's state or an outcome.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError, channel};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
@@ -50,7 +52,19 @@ pub enum Transport {
 pub trait Recorder: Send + Sync {
     /// Record the capture; the number of fingerprints written, or why it failed.
     fn record(&self, record: &AuditRecord, capture: &Capture) -> Result<u64, String>;
+
+    /// Record several captures, durably together (one commit) where the store allows; one
+    /// result per capture, in order.
+    fn record_batch(&self, batch: &[(&AuditRecord, &Capture)]) -> Vec<Result<u64, String>> {
+        batch.iter().map(|(r, c)| self.record(r, c)).collect()
+    }
 }
+
+/// Finished captures recorded in one ledger commit at most: bounds the outcome records held back.
+const BATCH_MAX: usize = 256;
+/// The longest a finished capture waits for others to share its commit while the worker is busy
+/// (when the queue is empty it is committed at once).
+const BATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 enum Msg {
     Start {
@@ -137,6 +151,8 @@ impl Capturer {
                     ..Limits::default()
                 },
                 open: HashMap::new(),
+                finished: Vec::new(),
+                first_finished: None,
             };
             threads.push(
                 std::thread::Builder::new()
@@ -359,6 +375,9 @@ struct Worker {
     recorder: Option<Arc<dyn Recorder>>,
     limits: Limits,
     open: HashMap<u64, Job>,
+    /// Captures finished and not yet recorded, with their outcome records (the group commit).
+    finished: Vec<(AuditRecord, Option<Capture>)>,
+    first_finished: Option<std::time::Instant>,
 }
 
 enum Job {
@@ -369,7 +388,24 @@ enum Job {
 
 impl Worker {
     fn run(mut self) {
-        while let Ok(msg) = self.rx.recv() {
+        loop {
+            // Block only with nothing held back; otherwise take what is waiting, and record
+            // the finished captures once nothing is.
+            let msg = if self.finished.is_empty() {
+                match self.rx.recv() {
+                    Ok(m) => m,
+                    Err(_) => break,
+                }
+            } else {
+                match self.rx.try_recv() {
+                    Ok(m) => m,
+                    Err(TryRecvError::Empty) => {
+                        self.flush();
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            };
             self.hold.wait();
             match msg {
                 Msg::Start {
@@ -419,7 +455,15 @@ impl Worker {
                 Msg::End { key, record } => self.end(key, *record),
                 Msg::Stop => break,
             }
+            if self.finished.len() >= BATCH_MAX
+                || self
+                    .first_finished
+                    .is_some_and(|t| t.elapsed() >= BATCH_DELAY)
+            {
+                self.flush();
+            }
         }
+        self.flush();
     }
 
     fn end(&mut self, key: u64, mut record: AuditRecord) {
@@ -440,31 +484,66 @@ impl Worker {
                 None
             }
         };
-        if let Some(capture) = capture {
+        if let Some(capture) = &capture {
             let chars: usize = capture.parts.iter().map(|p| p.text.chars().count()).sum();
             record.provenance_chars = Some(chars as u64);
-            let recorded = match &self.recorder {
-                Some(rec) => rec.record(&record, &capture).map(Some),
-                None => Ok(None),
-            };
-            match recorded {
-                Ok(n) => {
-                    record.provenance = Some(ProvenanceMark::Captured);
-                    record.provenance_fingerprints = n;
-                    self.metrics
-                        .provenance_captured
-                        .fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    tracing::warn!(request_id = %record.id, error = %e, "provenance ledger write failed");
-                    record.provenance = Some(ProvenanceMark::Unrecorded);
-                }
-            }
         } else if record.provenance.is_none() {
             record.provenance = Some(ProvenanceMark::Unreadable);
         }
-        self.audit.submit_deferred(record);
-        self.ending.fetch_sub(1, Ordering::AcqRel);
+        self.first_finished
+            .get_or_insert_with(std::time::Instant::now);
+        self.finished.push((record, capture));
+    }
+
+    /// Record the finished captures in one commit, then write their outcome records.
+    fn flush(&mut self) {
+        self.first_finished = None;
+        if self.finished.is_empty() {
+            return;
+        }
+        let finished = std::mem::take(&mut self.finished);
+        let mut results = match &self.recorder {
+            Some(rec) => {
+                let batch: Vec<(&AuditRecord, &Capture)> = finished
+                    .iter()
+                    .filter_map(|(r, c)| c.as_ref().map(|c| (r, c)))
+                    .collect();
+                if batch.is_empty() {
+                    Vec::new()
+                } else {
+                    rec.record_batch(&batch)
+                }
+            }
+            None => Vec::new(),
+        }
+        .into_iter();
+        for (mut record, capture) in finished {
+            if capture.is_some() {
+                let recorded = if self.recorder.is_some() {
+                    results
+                        .next()
+                        .unwrap_or_else(|| Err("the recorder gave no result".into()))
+                        .map(Some)
+                } else {
+                    Ok(None)
+                };
+                match recorded {
+                    Ok(n) => {
+                        record.provenance = Some(ProvenanceMark::Captured);
+                        record.provenance_fingerprints = n;
+                        self.metrics
+                            .provenance_captured
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        tracing::warn!(request_id = %record.id, error = %e, "provenance ledger write failed");
+                        record.provenance = Some(ProvenanceMark::Unrecorded);
+                    }
+                }
+            }
+            self.audit.submit_deferred(record);
+            self.ending.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 

@@ -806,7 +806,7 @@ async fn kill_9_loses_no_ledger_entry_whose_outcome_was_written() {
         .unwrap();
     let client = crate::cli::client_of(&mut child, &state);
     let mut load = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..8 {
         let client = client.clone();
         load.push(tokio::spawn(async move {
             loop {
@@ -857,6 +857,78 @@ async fn kill_9_loses_no_ledger_entry_whose_outcome_was_written() {
             .unwrap_or_else(|| panic!("outcome {id} says captured, but the ledger has no entry"));
         assert_eq!(entry.fingerprints, *n, "{id}");
     }
+}
+
+/// Captures that finish together are recorded in one ledger commit (one fsync), and each
+/// outcome still says `captured` only once its entry is in the ledger.
+#[tokio::test]
+async fn captures_finished_together_share_one_ledger_commit() {
+    let env = TestEnv::builder()
+        .admin_token("sam", "auditor", AUDITOR)
+        .start()
+        .await;
+    let body = anthropic_sse(PROSE);
+    env.vendor.serve(
+        "/v1/messages",
+        Canned {
+            headers: vec![("content-type".into(), SSE.into())],
+            chunks: chunked(&body, 3),
+            gap: Duration::from_millis(1),
+        },
+    );
+    // The worker takes nothing while held: twelve responses finish and wait in its queue.
+    env.gateway.hold_capture(true);
+    let client = env.client(false);
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        let resp = client
+            .post("https://api.anthropic.com/v1/messages")
+            .header("user-agent", "Anthropic/Python 0.69.0")
+            .header("x-stainless-lang", "python")
+            .body(r#"{"model":"claude-sonnet-4-5"}"#)
+            .send()
+            .await
+            .unwrap();
+        ids.push(
+            resp.headers()["x-aigate-request-id"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+        assert!(resp.bytes().await.unwrap()[..] == body[..]);
+    }
+    for _ in 0..400 {
+        if env.gateway.captures_in_transit() == 12 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(env.gateway.captures_in_transit(), 12);
+    env.gateway.hold_capture(false);
+    for id in &ids {
+        let r = outcome(&env, id).await;
+        assert_eq!(r["provenance"], "captured", "{r}");
+        let (status, entry) = env
+            .admin_get(&format!("/v1/provenance/entries/{id}"), AUDITOR)
+            .await;
+        assert_eq!(status, 200, "{entry}");
+    }
+    let (_, metrics) = env.admin_get("/metrics", AUDITOR).await;
+    let commits: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("aigate_provenance_ledger_commits_total "))
+        .unwrap_or_else(|| panic!("no commit counter in {metrics}"))
+        .parse()
+        .unwrap();
+    assert!(
+        metrics.contains("aigate_provenance_captured_total 12\n"),
+        "{metrics}"
+    );
+    // Usually one; a slow machine may cross the 20 ms batch window once or twice.
+    assert!(
+        (1..=3).contains(&commits),
+        "12 captures finished together took {commits} ledger commits"
+    );
 }
 
 /// With PostgreSQL, two replicas write one ledger: a capture made through one is found, by

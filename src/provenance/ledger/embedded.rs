@@ -148,27 +148,51 @@ fn parse(raw: &[u8]) -> Result<Entry, LedgerError> {
     serde_json::from_slice(raw).map_err(|e| LedgerError::Damaged("?".into(), e.to_string()))
 }
 
-impl Ledger for EmbeddedLedger {
-    fn record(&self, entry: &Entry, fingerprints: &[u64]) -> Result<(), LedgerError> {
-        let json = serde_json::to_vec(entry).map_err(|e| self.err(e))?;
-        let packed: Vec<u8> = fingerprints.iter().flat_map(|h| h.to_le_bytes()).collect();
+impl EmbeddedLedger {
+    /// Entries and their fingerprints in one write transaction: one commit, one fsync.
+    fn write_entries(&self, rows: &[(&Entry, &[u64])]) -> Result<(), LedgerError> {
+        let mut encoded = Vec::with_capacity(rows.len());
+        for (entry, fingerprints) in rows {
+            let json = serde_json::to_vec(entry).map_err(|e| self.err(e))?;
+            let packed: Vec<u8> = fingerprints.iter().flat_map(|h| h.to_le_bytes()).collect();
+            encoded.push((json, packed));
+        }
         self.write(|tx| {
             let mut ids = tx.open_table(IDS)?;
-            if ids.get(entry.id.as_str())?.is_some() {
-                return Ok(());
-            }
             let mut meta = tx.open_table(META)?;
-            let n = meta.get(NEXT)?.map_or(0, |v| v.value());
-            meta.insert(NEXT, n + 1)?;
-            ids.insert(entry.id.as_str(), n)?;
-            tx.open_table(ENTRIES)?.insert(n, json.as_slice())?;
-            tx.open_table(ENTRY_PRINTS)?.insert(n, packed.as_slice())?;
+            let mut entries = tx.open_table(ENTRIES)?;
+            let mut entry_prints = tx.open_table(ENTRY_PRINTS)?;
             let mut prints = tx.open_multimap_table(PRINTS)?;
-            for h in fingerprints {
-                prints.insert(*h, n)?;
+            let first = meta.get(NEXT)?.map_or(0, |v| v.value());
+            let mut n = first;
+            for ((entry, fingerprints), (json, packed)) in rows.iter().zip(&encoded) {
+                if ids.get(entry.id.as_str())?.is_some() {
+                    continue;
+                }
+                ids.insert(entry.id.as_str(), n)?;
+                entries.insert(n, json.as_slice())?;
+                entry_prints.insert(n, packed.as_slice())?;
+                for h in *fingerprints {
+                    prints.insert(*h, n)?;
+                }
+                n += 1;
+            }
+            if n != first {
+                meta.insert(NEXT, n)?;
             }
             Ok(())
         })
+    }
+}
+
+impl Ledger for EmbeddedLedger {
+    fn record(&self, entry: &Entry, fingerprints: &[u64]) -> Result<(), LedgerError> {
+        self.write_entries(&[(entry, fingerprints)])
+    }
+
+    fn record_many(&self, batch: &[(Entry, Vec<u64>)]) -> Result<(), LedgerError> {
+        let rows: Vec<(&Entry, &[u64])> = batch.iter().map(|(e, f)| (e, f.as_slice())).collect();
+        self.write_entries(&rows)
     }
 
     fn find(&self, fingerprints: &[u64]) -> Result<Matches, LedgerError> {
@@ -310,6 +334,36 @@ mod tests {
         assert!(l.find(&[9, 100]).unwrap().hits.is_empty());
         assert_eq!(l.entry("b").unwrap(), Some(entry("b", 2000)));
         assert_eq!(l.entry("zzz").unwrap(), None);
+    }
+
+    #[test]
+    fn a_batch_is_one_transaction_and_reads_back_like_single_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        {
+            let l = EmbeddedLedger::open(&p).unwrap();
+            l.record(&entry("a", 1000), &[1, 2]).unwrap();
+            l.record_many(&[
+                (entry("b", 2000), vec![2, 3]),
+                // Already there, and twice in one batch: recorded once.
+                (entry("a", 1000), vec![9]),
+                (entry("c", 3000), vec![3, 4]),
+                (entry("c", 3000), vec![8]),
+            ])
+            .unwrap();
+            assert_eq!(l.len().unwrap(), 3);
+        }
+        let l = EmbeddedLedger::open(&p).unwrap();
+        let m = l.find(&[1, 2, 3, 4, 8, 9]).unwrap();
+        let hits: Vec<(u64, &str)> = m.hits.iter().map(|(h, id)| (*h, id.as_str())).collect();
+        assert_eq!(
+            hits,
+            [(1, "a"), (2, "a"), (2, "b"), (3, "b"), (3, "c"), (4, "c")]
+        );
+        // Numbers went on from the batch: a later entry gets its own.
+        l.record(&entry("d", 4000), &[5]).unwrap();
+        assert_eq!(l.find(&[5]).unwrap().hits, [(5, "d".to_string())]);
+        assert_eq!(l.len().unwrap(), 4);
     }
 
     #[test]

@@ -96,6 +96,14 @@ pub trait Ledger: Send + Sync {
     /// returns. Recording the same id again replaces nothing and is not an error.
     fn record(&self, entry: &Entry, fingerprints: &[u64]) -> Result<(), LedgerError>;
 
+    /// Record several responses' entries, durably when it returns: the capture worker's group
+    /// commit, so a burst of finished captures costs one commit (one fsync with the embedded
+    /// ledger), not one each. The embedded ledger writes them in one transaction (all or none);
+    /// the default records them one by one.
+    fn record_many(&self, batch: &[(Entry, Vec<u64>)]) -> Result<(), LedgerError> {
+        batch.iter().try_for_each(|(e, f)| self.record(e, f))
+    }
+
     /// The entries holding any of `fingerprints`, with the hits. One call for a whole file or
     /// batch of files: the lookups are sorted and made in one read transaction.
     fn find(&self, fingerprints: &[u64]) -> Result<Matches, LedgerError>;
@@ -125,27 +133,69 @@ impl Fingerprints for super::fingerprint::Fingerprinter {
 pub struct LedgerRecorder {
     pub ledger: Arc<dyn Ledger>,
     pub fingerprints: Arc<dyn Fingerprints>,
+    /// Counts the ledger commits (`aigate_provenance_ledger_commits_total`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
-impl Recorder for LedgerRecorder {
-    fn record(&self, record: &AuditRecord, capture: &Capture) -> Result<u64, String> {
+impl LedgerRecorder {
+    /// The entry and distinct fingerprints of one capture; `None` when the model wrote nothing
+    /// (a token count, an empty answer): no entry to find.
+    fn prepare(&self, record: &AuditRecord, capture: &Capture) -> Option<(Entry, Vec<u64>)> {
         let mut all = Vec::new();
         let mut chars = 0u64;
         for part in &capture.parts {
             chars += part.text.chars().count() as u64;
             self.fingerprints.fingerprints(&part.text, &mut all);
         }
+        if chars == 0 {
+            return None;
+        }
         let mut seen = HashSet::with_capacity(all.len());
         all.retain(|h| seen.insert(*h));
-        if chars == 0 {
-            // Nothing the model wrote (a token count, an empty answer): no entry to find.
-            return Ok(0);
-        }
         let entry = Entry::of(record, all.len() as u64, chars, capture.truncated);
-        self.ledger
-            .record(&entry, &all)
-            .map_err(|e| e.to_string())?;
-        Ok(all.len() as u64)
+        Some((entry, all))
+    }
+}
+
+impl Recorder for LedgerRecorder {
+    fn record(&self, record: &AuditRecord, capture: &Capture) -> Result<u64, String> {
+        self.record_batch(&[(record, capture)])
+            .pop()
+            .unwrap_or_else(|| Err("no result for the capture".into()))
+    }
+
+    fn record_batch(&self, batch: &[(&AuditRecord, &Capture)]) -> Vec<Result<u64, String>> {
+        let mut results = Vec::with_capacity(batch.len());
+        let mut writes = Vec::new();
+        let mut written = Vec::new();
+        for (i, (record, capture)) in batch.iter().enumerate() {
+            match self.prepare(record, capture) {
+                Some((entry, prints)) => {
+                    results.push(Ok(entry.fingerprints));
+                    writes.push((entry, prints));
+                    written.push(i);
+                }
+                None => results.push(Ok(0)),
+            }
+        }
+        if writes.is_empty() {
+            return results;
+        }
+        match self.ledger.record_many(&writes) {
+            Ok(()) => {
+                self.metrics
+                    .provenance_ledger_commits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
+                // Every capture that had an entry to write is unrecorded; the others stand.
+                let message = e.to_string();
+                for i in written {
+                    results[i] = Err(message.clone());
+                }
+            }
+        }
+        results
     }
 }
 
