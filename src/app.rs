@@ -57,6 +57,8 @@ pub enum StartError {
     Ledger(#[from] crate::provenance::ledger::LedgerError),
     #[error(transparent)]
     ProvenanceKey(#[from] crate::provenance::fingerprint::KeyError),
+    #[error("{0}; it is in the state directory (gateway.state_dir)")]
+    Findings(String),
 }
 
 pub struct App;
@@ -251,6 +253,11 @@ impl App {
         } else {
             (None, None)
         };
+        let findings = if live_config.load().provenance.enabled {
+            Some(open_findings(&live_config.load())?)
+        } else {
+            None
+        };
         let (shutdown, rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             config: live_config,
@@ -287,6 +294,7 @@ impl App {
             requests: requests.clone(),
             guessing: Default::default(),
             console,
+            findings,
         };
         let router = admin::router(admin_state.clone());
         tokio::spawn(admin::listener::serve(
@@ -423,6 +431,17 @@ fn start_provenance(
     )
     .map_err(StartError::Capture)?;
     Ok((capturer, ledger))
+}
+
+/// The provenance review queue: a redb file next to the embedded ledger. With PostgreSQL
+/// storage it is still per replica (docs/provenance.md, "Review").
+fn open_findings(
+    cfg: &crate::config::Config,
+) -> Result<Arc<dyn crate::provenance::review::FindingStore>, StartError> {
+    use crate::provenance::review::embedded;
+    let store = embedded::EmbeddedFindings::open(&embedded::path(&cfg.state_dir))
+        .map_err(|e| StartError::Findings(e.to_string()))?;
+    Ok(Arc::new(store))
 }
 
 /// Remove ledger entries past `provenance.retention`: at start, then hourly.

@@ -16,7 +16,7 @@ use crate::identify::user::hash_token;
 use crate::proxy::deny::percent_encode;
 
 mod provenance;
-pub use provenance::provenance_scan;
+pub use provenance::{provenance_decide, provenance_findings, provenance_scan};
 
 pub const EXIT_RUNTIME: i32 = 1;
 /// `provenance scan` found captured output: not a failure of the command, a result for CI.
@@ -129,6 +129,31 @@ pub enum ProvenanceCommand {
     /// Find captured model output in files, git history and JSON Lines datasets. Exit 0 when
     /// nothing is found, 3 when something is (for CI gates).
     Scan(Box<ScanArgs>),
+    /// The review queue (through the admin API; roles auditor, admin): list findings.
+    Findings {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// open, confirmed or cleared.
+        #[arg(long, value_name = "STATUS")]
+        status: Option<String>,
+    },
+    /// Confirm a finding: quarantine. The file or record must be removed or rewritten.
+    Confirm {
+        #[command(flatten)]
+        admin: AdminArgs,
+        id: String,
+        /// How it is quarantined (optional), kept with the decision.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Clear a finding as a false positive; the reason is kept with the decision.
+    Clear {
+        #[command(flatten)]
+        admin: AdminArgs,
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// `aigate provenance scan` (docs/provenance.md, "Scan").
@@ -171,6 +196,10 @@ pub struct ScanArgs {
     /// OUT.manifest.json naming what was removed.
     #[arg(long, value_name = "OUT", conflicts_with_all = ["git_rev_range", "git_history"])]
     pub write_clean: Option<PathBuf>,
+    /// Queue the findings for review (through the admin API, with an auditor or admin token);
+    /// an open finding found again is counted, not added twice.
+    #[arg(long)]
+    pub record: bool,
     /// Which ledger to read: auto (PostgreSQL with storage.backend = "postgres"; else the
     /// embedded file, or the running gateway's admin API while it holds the file).
     #[arg(long, value_enum, default_value_t = LedgerAccess::Auto)]
@@ -1005,7 +1034,7 @@ pub fn hash_token_cmd() -> Result<(), CliError> {
     outln!("{}", hash_token(token))
 }
 
-fn admin_token(args: &AdminArgs) -> Result<String, CliError> {
+pub(crate) fn admin_token(args: &AdminArgs) -> Result<String, CliError> {
     token_from(args.token_file.as_deref())
 }
 

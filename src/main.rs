@@ -85,6 +85,15 @@ fn main() -> ExitCode {
         Command::Provenance {
             command: ProvenanceCommand::Scan(args),
         } => cli::provenance_scan(args),
+        Command::Provenance {
+            command: ProvenanceCommand::Findings { admin, status },
+        } => cli::provenance_findings(admin, status.as_deref()),
+        Command::Provenance {
+            command: ProvenanceCommand::Confirm { admin, id, note },
+        } => cli::provenance_decide(admin, id, "confirm", note.as_deref()),
+        Command::Provenance {
+            command: ProvenanceCommand::Clear { admin, id, reason },
+        } => cli::provenance_decide(admin, id, "clear", Some(reason)),
         Command::Doctor { config, proxy, ca } => {
             cli::doctor(config, proxy.as_deref(), ca.as_deref())
         }

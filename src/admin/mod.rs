@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod exemptions;
+pub mod findings;
 pub mod listener;
 mod provenance;
 pub(crate) mod read;
@@ -38,6 +39,8 @@ pub struct AdminState {
     pub guessing: Arc<crate::audit::refusals::Guessing>,
     /// The web console's sessions and sign-in limiter (`console`).
     pub console: Arc<crate::console::Console>,
+    /// The provenance review queue; `None` when provenance is off.
+    pub findings: Option<Arc<dyn crate::provenance::review::FindingStore>>,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -72,6 +75,21 @@ pub fn router(state: AdminState) -> Router {
             "/v1/provenance/lookup",
             axum::routing::post(provenance::lookup)
                 .layer(DefaultBodyLimit::max(provenance::MAX_LOOKUP_BODY)),
+        )
+        .route(
+            "/v1/provenance/findings",
+            get(findings::list)
+                .post(findings::record)
+                .layer(DefaultBodyLimit::max(provenance::MAX_LOOKUP_BODY)),
+        )
+        .route("/v1/provenance/findings/{id}", get(findings::show))
+        .route(
+            "/v1/provenance/findings/{id}/confirm",
+            axum::routing::post(findings::confirm),
+        )
+        .route(
+            "/v1/provenance/findings/{id}/clear",
+            axum::routing::post(findings::clear),
         )
         .merge(crate::console::router())
         .fallback(|| async {

@@ -17,7 +17,9 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::{CliError, LedgerAccess, ScanArgs, ScanFormat, load, out, token_from};
+use super::{
+    AdminArgs, CliError, LedgerAccess, OutputFormat, ScanArgs, ScanFormat, load, out, token_from,
+};
 use crate::admin_client::AdminClient;
 use crate::config::{Config, Storage, plural};
 use crate::provenance::fingerprint::{Fingerprinter, Key, StopList};
@@ -277,6 +279,9 @@ pub fn provenance_scan(args: &ScanArgs) -> Result<(), CliError> {
         }
         ScanFormat::Sarif => out(format!("{:#}\n", report::sarif(&outcome.findings)))?,
     }
+    if args.record && !outcome.findings.is_empty() {
+        record(args, &access, &outcome.findings)?;
+    }
     if let Some(clean) = &args.write_clean {
         note!(
             "wrote {} and {}",
@@ -297,4 +302,146 @@ pub fn provenance_scan(args: &ScanArgs) -> Result<(), CliError> {
         plural(outcome.findings.len(), "finding", "findings"),
         args.min_chars
     )))
+}
+
+/// Findings a `--record` call sends at once.
+const RECORD_BATCH: usize = 1_000;
+
+/// `--record`: the findings, as the JSON document has them, into the review queue. The queue
+/// is the gateway's, so this goes through its admin API whichever ledger was read.
+fn record(args: &ScanArgs, access: &Access, findings: &[report::Located]) -> Result<(), CliError> {
+    let own;
+    let client = match access {
+        Access::Api { client, .. } => client.as_ref(),
+        _ => {
+            let token = token_from(args.token_file.as_deref()).map_err(|e| {
+                CliError::Usage(format!(
+                    "--record queues the findings through the gateway's admin API at {}; {e} (a token with the auditor or admin role)",
+                    args.admin
+                ))
+            })?;
+            own = AdminClient::new(&args.admin, token)?;
+            &own
+        }
+    };
+    let (mut added, mut seen) = (0u64, 0u64);
+    for batch in findings.chunks(RECORD_BATCH) {
+        let v = client
+            .call(
+                http::Method::POST,
+                "/v1/provenance/findings",
+                Some(json!({ "findings": batch })),
+            )
+            .map_err(|e| {
+                CliError::Runtime(anyhow::anyhow!(
+                    "recording the findings at {}: {e}",
+                    client.base()
+                ))
+            })?;
+        added += v["added"].as_u64().unwrap_or(0);
+        seen += v["seen_again"].as_u64().unwrap_or(0);
+    }
+    note!(
+        "recorded for review: {added} new, {seen} already open (aigate provenance findings --status open)"
+    );
+    Ok(())
+}
+
+/// `aigate provenance findings [--status S]`.
+pub fn provenance_findings(args: &AdminArgs, status: Option<&str>) -> Result<(), CliError> {
+    if let Some(s) = status
+        && crate::provenance::review::Status::parse(s).is_none()
+    {
+        return Err(CliError::Usage(format!(
+            "--status {s:?}: use open, confirmed or cleared"
+        )));
+    }
+    let client = AdminClient::new(&args.admin, super::admin_token(args)?)?;
+    let path = match status {
+        Some(s) => format!("/v1/provenance/findings?status={s}"),
+        None => "/v1/provenance/findings".to_string(),
+    };
+    let v = client.call(http::Method::GET, &path, None)?;
+    match args.format {
+        OutputFormat::Json => out(format!("{v:#}\n")),
+        OutputFormat::Table => out(findings_table(
+            v["findings"].as_array().map_or(&[][..], Vec::as_slice),
+        )),
+    }
+}
+
+/// `aigate provenance confirm ID [--note]` and `clear ID --reason`.
+pub fn provenance_decide(
+    args: &AdminArgs,
+    id: &str,
+    verb: &str,
+    text: Option<&str>,
+) -> Result<(), CliError> {
+    let client = AdminClient::new(&args.admin, super::admin_token(args)?)?;
+    let body = match (verb, text) {
+        ("clear", Some(reason)) => json!({ "reason": reason }),
+        (_, Some(note)) => json!({ "note": note }),
+        (_, None) => json!({}),
+    };
+    let v = client.call(
+        http::Method::POST,
+        &format!(
+            "/v1/provenance/findings/{}/{verb}",
+            crate::proxy::deny::percent_encode(id)
+        ),
+        Some(body),
+    )?;
+    match args.format {
+        OutputFormat::Json => out(format!("{v:#}\n")),
+        OutputFormat::Table => out(findings_table(std::slice::from_ref(&v))),
+    }
+}
+
+/// Findings as a table; every cell escaped by `crate::table` (a reason is text a person typed).
+fn findings_table(items: &[serde_json::Value]) -> String {
+    let header: Vec<String> = [
+        "ID",
+        "STATUS",
+        "TIER",
+        "WHERE",
+        "RECORDS",
+        "SEEN",
+        "RECORDED",
+        "DECIDED_BY",
+        "REASON",
+    ]
+    .map(String::from)
+    .to_vec();
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|f| {
+            let records = f["records"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            vec![
+                s(&f["id"]),
+                s(&f["status"]),
+                s(&f["tier"]),
+                s(&f["location"]),
+                records,
+                f["seen"].as_u64().unwrap_or(0).to_string(),
+                s(&f["recorded_at"]),
+                s(&f["decided_by"]),
+                s(&f["reason"]),
+            ]
+        })
+        .collect();
+    let mut text = Vec::new();
+    // Writing into memory cannot fail.
+    let _ = crate::table::write(&mut text, &header, &rows);
+    let mut text = String::from_utf8_lossy(&text).into_owned();
+    text.push_str(&format!("{}\n", plural(items.len(), "finding", "findings")));
+    text
 }

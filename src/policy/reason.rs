@@ -118,6 +118,15 @@ pub enum Reason {
     /// On start, the log was missing or shorter than its last checkpoint: `admin.gap` names
     /// the missing range.
     ChainGap,
+    /// Admin API or console: findings of `aigate provenance scan --record` were queued for
+    /// review (`kind = admin`, `admin.findings`: the ids added and those seen again).
+    ProvenanceFindingsRecorded,
+    /// A reviewer confirmed a provenance finding: the file or record must be removed or
+    /// rewritten (`kind = admin`, `admin.finding` the finding as decided).
+    ProvenanceFindingConfirmed,
+    /// A reviewer cleared a provenance finding as a false positive, with the reason in
+    /// `admin.finding.reason`.
+    ProvenanceFindingCleared,
 }
 
 impl Reason {
@@ -161,6 +170,9 @@ impl Reason {
             Reason::AuditCheckpoint => "audit_checkpoint",
             Reason::AuditFileStart => "audit_file_start",
             Reason::ChainGap => "chain_gap",
+            Reason::ProvenanceFindingsRecorded => "provenance_findings_recorded",
+            Reason::ProvenanceFindingConfirmed => "provenance_finding_confirmed",
+            Reason::ProvenanceFindingCleared => "provenance_finding_cleared",
             Reason::WorkflowUnknown => "workflow_unknown",
             Reason::WorkflowNotPermitted => "workflow_not_permitted",
             Reason::UnknownTool => "unknown_tool",
@@ -234,6 +246,13 @@ impl Reason {
             }
             Reason::UnknownTool => {
                 "no signature recognises this client, and the policy decides unknown tools in protected workflows"
+            }
+            Reason::ProvenanceFindingsRecorded => "provenance scan findings were queued for review",
+            Reason::ProvenanceFindingConfirmed => {
+                "a reviewer confirmed a provenance finding: the file or record must be removed or rewritten"
+            }
+            Reason::ProvenanceFindingCleared => {
+                "a reviewer cleared a provenance finding as a false positive"
             }
         }
     }

@@ -27,6 +27,7 @@ mod formats;
 mod frame;
 pub mod ledger;
 mod output;
+pub mod review;
 pub mod scan;
 mod tools;
 mod websocket;

@@ -128,13 +128,26 @@ fn scan_json(cmd: &mut Command) -> (Option<i32>, serde_json::Value, String) {
 /// JSONL --write-clean. SARIF validates": a real gateway forwards a response from the
 /// loopback vendor; the scan (the real binary) asks the running gateway's admin API, then,
 /// with the gateway stopped, reads the ledger file itself.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scan_finds_a_pasted_passage_through_the_gateway_and_the_file() {
+/// A real gateway (auditor `sam`, manager `mo`, admin `root`) that forwarded `WRITTEN` from
+/// the loopback vendor, with the capture written; a work tree with the function pasted
+/// between the company's own code (`src/limiter.rs`, lines `passage`) and a clean file.
+pub(crate) struct Captured {
+    pub env: crate::common::TestEnv,
+    pub id: String,
+    pub work: std::path::PathBuf,
+    pub passage: (usize, usize),
+}
+
+pub(crate) const MANAGER: &str = "manager-token-0017";
+pub(crate) const ADMIN: &str = "admin-token-0017";
+
+pub(crate) async fn captured() -> Captured {
     use crate::common::{Canned, TestEnv};
     use crate::provenance::{AUDITOR, anthropic_sse, outcome};
     let env = TestEnv::builder()
         .admin_token("sam", "auditor", AUDITOR)
-        .admin_token("mo", "manager", "manager-token-0017")
+        .admin_token("mo", "manager", MANAGER)
+        .admin_token("root", "admin", ADMIN)
         .start()
         .await;
     env.vendor.serve(
@@ -160,8 +173,6 @@ async fn scan_finds_a_pasted_passage_through_the_gateway_and_the_file() {
         .to_string();
     resp.bytes().await.unwrap();
     assert_eq!(outcome(&env, &id).await["provenance"], "captured");
-
-    // A work tree: the function pasted between the company's own code, and a clean file.
     let work = env.dir.path().join("work");
     std::fs::create_dir_all(work.join("src")).unwrap();
     let passage = WRITTEN.split_once("\n\n").unwrap().1;
@@ -170,7 +181,29 @@ async fn scan_finds_a_pasted_passage_through_the_gateway_and_the_file() {
     std::fs::write(work.join("src/inventory.rs"), OWN_CODE.repeat(3)).unwrap();
     let first_line = OWN_CODE.lines().count() + 2;
     let last_line = first_line + passage.trim_end().lines().count() - 1;
+    Captured {
+        env,
+        id,
+        work,
+        passage: (first_line, last_line),
+    }
+}
 
+/// Issue 17, "Scan finds a pasted passage and names the record. A clean file is not flagged.
+/// JSONL --write-clean. SARIF validates": a real gateway forwards a response from the
+/// loopback vendor; the scan (the real binary) asks the running gateway's admin API, then,
+/// with the gateway stopped, reads the ledger file itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_finds_a_pasted_passage_through_the_gateway_and_the_file() {
+    use crate::common::TestEnv;
+    use crate::provenance::AUDITOR;
+    let Captured {
+        env,
+        id,
+        work,
+        passage: (first_line, last_line),
+    } = captured().await;
+    let passage = WRITTEN.split_once("\n\n").unwrap().1;
     let admin = format!("http://{}", env.gateway.admin_addr);
     let scan = |args: &[&str], token: Option<&str>| {
         let mut c = aigate(&env.config_path);
@@ -250,9 +283,7 @@ async fn scan_finds_a_pasted_passage_through_the_gateway_and_the_file() {
         stderr.contains("set AIGATE_TOKEN or pass --token-file FILE"),
         "{stderr}"
     );
-    let out = scan(&[work_s], Some("manager-token-0017"))
-        .output()
-        .unwrap();
+    let out = scan(&[work_s], Some(MANAGER)).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refused (403"), "{stderr}");
@@ -441,5 +472,170 @@ fn scan_refusals_name_the_fix() {
     assert!(
         stderr.contains("uses storage.backend = \"file\""),
         "{stderr}"
+    );
+}
+
+/// The review queue end to end with the real binary: `scan --record` queues a finding once (a
+/// re-scan counts it), `findings` lists it, a reviewer clears it with a reason and confirms
+/// another, each decision is an audit record; a manager is refused, a clear without a reason
+/// is refused, a decision is final, and a finding found again after it is a new one naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn review_queue_records_once_decides_and_audits() {
+    use crate::provenance::AUDITOR;
+    let Captured { env, id, work, .. } = captured().await;
+    let admin = format!("http://{}", env.gateway.admin_addr);
+    let cli = |args: &[&str], token: &str| {
+        let mut c = aigate(&env.config_path);
+        c.args(args)
+            .args(["--admin", &admin])
+            .env("AIGATE_TOKEN", token)
+            .env_remove("AIGATE_ADMIN");
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let w = work.to_str().unwrap();
+    let (code, _, stderr) = cli(&["scan", "--record", w], AUDITOR);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("recorded for review: 1 new, 0 already open"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = cli(&["scan", "--record", w], AUDITOR);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("recorded for review: 0 new, 1 already open"),
+        "{stderr}"
+    );
+
+    let (code, stdout, stderr) = cli(
+        &["findings", "--status", "open", "--format", "json"],
+        AUDITOR,
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let open = v["findings"].as_array().unwrap();
+    assert_eq!(open.len(), 1, "{v:#}");
+    let f = &open[0];
+    assert_eq!(f["seen"], 2);
+    assert_eq!(f["records"], serde_json::json!([id]));
+    assert!(f["location"].as_str().unwrap().ends_with("src/limiter.rs"));
+    assert_eq!(f["recorded_by"], "sam");
+    assert_eq!(f["finding"]["tier"], "strong");
+    let fid = f["id"].as_str().unwrap().to_string();
+    let (_, table, _) = cli(&["findings"], AUDITOR);
+    assert!(
+        table.contains(&fid) && table.contains("open") && table.contains("1 finding"),
+        "{table}"
+    );
+
+    // Refusals: a manager may not see or decide findings; a clear needs a reason; a bad status.
+    let (code, _, stderr) = cli(&["findings"], MANAGER);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("refused (403"), "{stderr}");
+    let (code, _, stderr) = cli(&["clear", &fid, "--reason", "mine"], MANAGER);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("refused (403"), "{stderr}");
+    let (code, _, stderr) = cli(&["clear", &fid, "--reason", "  "], AUDITOR);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("a reason is required to clear a finding"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = cli(&["findings", "--status", "closed"], AUDITOR);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(
+        stderr.contains("use open, confirmed or cleared"),
+        "{stderr}"
+    );
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let resp = http
+        .post(format!("{admin}/v1/provenance/findings/{fid}/clear"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // The reviewer clears it; it is final.
+    let (code, stdout, stderr) = cli(
+        &[
+            "clear",
+            &fid,
+            "--reason",
+            "our own licence header",
+            "--format",
+            "json",
+        ],
+        AUDITOR,
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let cleared: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(cleared["status"], "cleared");
+    assert_eq!(cleared["reason"], "our own licence header");
+    assert_eq!(cleared["decided_by"], "sam");
+    let (code, _, stderr) = cli(&["confirm", &fid], ADMIN);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "finding {fid} is already cleared: a decision is final"
+        )),
+        "{stderr}"
+    );
+
+    // Found again after the decision: a new open finding that names the cleared one; an
+    // admin confirms it (quarantine).
+    let (code, _, stderr) = cli(&["scan", "--record", w], AUDITOR);
+    assert_eq!(code, Some(3), "{stderr}");
+    assert!(
+        stderr.contains("recorded for review: 1 new, 0 already open"),
+        "{stderr}"
+    );
+    let (_, stdout, _) = cli(
+        &["findings", "--status", "open", "--format", "json"],
+        AUDITOR,
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let again = &v["findings"][0];
+    assert_eq!(again["previous"], fid.as_str(), "{v:#}");
+    let gid = again["id"].as_str().unwrap().to_string();
+    let (code, _, stderr) = cli(&["confirm", &gid, "--note", "file removed in PR 12"], ADMIN);
+    assert_eq!(code, Some(0), "{stderr}");
+    for (status, n) in [("open", 0), ("cleared", 1), ("confirmed", 1)] {
+        let (_, stdout, _) = cli(
+            &["findings", "--status", status, "--format", "json"],
+            AUDITOR,
+        );
+        let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(
+            v["findings"].as_array().unwrap().len(),
+            n,
+            "{status}: {v:#}"
+        );
+    }
+
+    // Every change is an admin record in the chain.
+    let records = crate::common::records_of(&env.gateway).await;
+    let of = |reason: &str| -> Vec<&serde_json::Value> {
+        records.iter().filter(|r| r["reason"] == reason).collect()
+    };
+    assert_eq!(of("provenance_findings_recorded").len(), 3);
+    let c = of("provenance_finding_cleared");
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0]["kind"], "admin");
+    assert_eq!(c[0]["user"], "sam");
+    assert_eq!(c[0]["admin"]["finding"]["id"], fid.as_str());
+    assert_eq!(c[0]["admin"]["finding"]["reason"], "our own licence header");
+    let k = of("provenance_finding_confirmed");
+    assert_eq!(k.len(), 1);
+    assert_eq!(k[0]["user"], "root");
+    assert_eq!(k[0]["admin"]["finding"]["reason"], "file removed in PR 12");
+    assert!(
+        records
+            .iter()
+            .any(|r| r["reason"] == "admin_denied" && r["user"] == "mo"),
+        "the manager's refusal is audited"
     );
 }
