@@ -49,6 +49,7 @@ mod exemptions;
 mod explorer;
 mod layout;
 pub mod oidc;
+mod overview;
 mod people;
 mod requests;
 pub mod session;
@@ -482,8 +483,7 @@ async fn security_headers(req: Request, next: Next) -> Response {
 /// The console's routes, merged into the admin router (same listener, same `AdminState`).
 pub fn router() -> Router<AdminState> {
     Router::new()
-        // The Overview (explorer16) replaces this redirect.
-        .route("/", get(|| async { see_other("/exemptions") }))
+        .route("/", get(overview::show))
         .route("/signin", get(signin::form).post(signin::submit))
         .route("/signin/once/{token}", get(signin::once))
         .route("/signout", post(signin::sign_out))

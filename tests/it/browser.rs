@@ -177,14 +177,15 @@ async fn the_one_time_link_works_once_and_an_auditor_cannot_grant() {
     let b = Browser::start().await;
     let link = env.gateway.signin_link().await.unwrap();
     b.goto(&link).await;
-    assert_eq!(b.path().await, "/exemptions");
+    // The link signs in to the front page, the Overview.
+    assert_eq!(b.path().await, "/");
     assert_eq!(b.text(".who .user").await, "root");
     b.client.delete_all_cookies().await.unwrap();
     b.goto(&link).await;
     assert!(b.text("h1").await.contains("no longer works"));
     b.check("signin-link-used").await;
 
-    b.goto(&format!("{base}/signin")).await;
+    b.goto(&format!("{base}/signin?next=%2Fexemptions")).await;
     b.find("#token")
         .await
         .send_keys(&format!("{AUDITOR}{ENTER}"))

@@ -108,6 +108,23 @@ async fn a_reviewer_filters_pages_opens_and_exports_in_the_browser() {
         let (want, _) = cli(&log, &["--format", format, "--user", "alice"]);
         assert_eq!(got.as_str().unwrap(), want, "{href}");
     }
+    // The Overview: the charts, the collapsed attempts, the chain.
+    b.find("nav a[href='/']").await.click().await.unwrap();
+    b.find("#h-attempts").await;
+    assert_eq!(b.path().await, "/");
+    b.check("overview").await;
+    b.find("#h-attempts").await.click().await.unwrap();
+    b.client
+        .execute(
+            "document.getElementById('h-users').scrollIntoView()",
+            vec![],
+        )
+        .await
+        .unwrap();
+    b.check("overview-lists").await;
+    b.find(".attempt-count").await.click().await.unwrap();
+    b.find("#audit-filter").await;
+    assert!(b.path().await.starts_with("/audit?action=block&user="));
     b.close().await;
 }
 

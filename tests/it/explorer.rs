@@ -42,7 +42,12 @@ pub fn reviewers() -> crate::common::Builder {
 /// A gateway with a few calls of each kind by alice, dave and anonymous callers: blocks,
 /// monitors, allows; the request id of alice's first block.
 pub async fn reviewed() -> (TestEnv, String) {
-    let env = reviewers().start().await;
+    reviewed_with(reviewers()).await
+}
+
+/// As [`reviewed`], on a gateway of `builder` (one with a test clock, say).
+pub async fn reviewed_with(builder: crate::common::Builder) -> (TestEnv, String) {
+    let env = builder.start().await;
     let mut blocked_id = String::new();
     let calls: [(&str, &str, &str); 9] = [
         ("alice", "api.anthropic.com/v1/messages", CLAUDE),

@@ -17,6 +17,7 @@ mod destinations;
 mod explorer;
 mod late_body;
 mod oidc;
+mod overview;
 mod postgres;
 mod properties;
 mod provenance;
