@@ -505,14 +505,27 @@ impl AuditLog {
     /// Chain and write a record the caller keeps (a decision, which later becomes the call's
     /// outcome); the `Ack` says whether its line is in the file.
     pub fn submit_ref_acked(&self, record: &AuditRecord) -> Ack {
-        let seq = if record.replica.is_none() && self.inner.replica.is_some() {
+        match self.seal_kept(record) {
+            Some(seq) => self.written(seq),
+            None => Ack::Done(false),
+        }
+    }
+
+    /// Chain a record the caller keeps (a decision) without writing it yet; its `seq`, or
+    /// `None` if it was dropped. `written(seq)` writes it, together with whatever else was
+    /// sealed meanwhile: the proxy seals a decision, lets the other calls ready on the same
+    /// worker seal theirs, and the first of them back writes them all in one `write(2)`.
+    pub fn seal_kept(&self, record: &AuditRecord) -> Option<u64> {
+        if record.replica.is_none() && self.inner.replica.is_some() {
             self.inner.seal(record.clone())
         } else {
             self.inner.seal_ref(record)
-        };
-        let Some(seq) = seq else {
-            return Ack::Done(false);
-        };
+        }
+    }
+
+    /// Write what is queued (or leave it to the write in progress, which takes it along); the
+    /// `Ack` says whether record `seq` is in the file.
+    pub fn written(&self, seq: u64) -> Ack {
         self.inner.write_out();
         self.inner.ack(seq)
     }
@@ -569,6 +582,7 @@ fn start_flusher(inner: &Arc<Inner>) -> io::Result<()> {
     std::thread::Builder::new()
         .name("aigate-audit-flush".into())
         .spawn(move || {
+            background_priority("flush");
             loop {
                 {
                     let mut waiting = flusher.waiting.lock().unwrap_or_else(|p| p.into_inner());
@@ -605,6 +619,7 @@ impl Drop for Inner {
 /// Retry queued records while the gateway is idle (a recovered disk, no new traffic), and do
 /// what is due by the clock or found on disk (writer/evidence.rs).
 fn housekeeping(inner: &Weak<Inner>) {
+    background_priority("housekeeping");
     loop {
         std::thread::sleep(RETRY_INTERVAL);
         let Some(inner) = inner.upgrade() else { return };
@@ -715,14 +730,10 @@ impl Syncer {
     }
 
     fn run(&self, files: Arc<ArcSwap<File>>, health: &AuditHealth) {
-        // Lowest priority for this thread only (Linux keeps a nice value per thread). An
-        // fsync takes ~100 us of CPU for the filesystem's work; at normal priority it
+        // An fsync takes ~100 us of CPU for the filesystem's work; at normal priority it
         // preempted the proxy's workers and showed as 0.2 ms more at p99. Under a saturated
         // CPU the window can stretch past SYNC_INTERVAL; the lines are in the page cache.
-        #[cfg(unix)]
-        if let Err(e) = rustix::process::nice(19) {
-            tracing::debug!(error = %e, "cannot lower the audit fsync thread's priority");
-        }
+        background_priority("fsync");
         // The log's pages below `dropped` are out of the page cache. With fsync = "never"
         // they are dirty when first advised: the advice starts their writeback and drops only
         // clean pages, so each range is advised again on every round for `REDROP` (the marks:
@@ -782,6 +793,20 @@ impl Syncer {
             }
         }
     }
+}
+
+/// Lowest priority for the calling thread only (Linux keeps a nice value per thread), for the
+/// writer's helper threads: woken at normal priority, each preempted the proxy's worker on its
+/// core, often while the worker held the chain's lock, and the two then switched back and forth
+/// on it. At nice 19 they run when the worker waits for the network. Nothing on a call's path
+/// waits for them: a call's decision is written by the call itself.
+fn background_priority(thread: &str) {
+    #[cfg(unix)]
+    if let Err(e) = rustix::process::nice(19) {
+        tracing::debug!(error = %e, thread, "cannot lower an audit thread's priority");
+    }
+    #[cfg(not(unix))]
+    let _ = thread;
 }
 
 /// Drop the log's pages that are on disk and older than its newest `KEEP_CACHED` from the page

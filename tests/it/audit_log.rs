@@ -172,3 +172,33 @@ async fn a_deferred_record_reaches_the_file_by_itself() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// Decisions sealed together go out in one write (the proxy seals a call's decision, yields
+/// once, and the first call back writes for all): after the first `written`, every decision
+/// sealed before it is in the file, in chain order, and theirs are acknowledged at once.
+#[tokio::test]
+async fn decisions_sealed_together_are_written_by_the_first_acknowledgement() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = open(&path);
+    let seqs: Vec<u64> = (0..3)
+        .map(|i| {
+            let mut decision = record(&format!("call{i}"));
+            decision.outcome_follows = true;
+            log.seal_kept(&decision).expect("sealed")
+        })
+        .collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert!(log.written(seqs[0]).await);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let ids: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].to_string())
+        .collect();
+    assert_eq!(ids, vec!["\"call0\"", "\"call1\"", "\"call2\""]);
+    assert!(matches!(
+        log.written(seqs[2]),
+        aigate::audit::Ack::Done(true)
+    ));
+    aigate::audit::chain::verify(text.as_bytes()).expect("the chain verifies");
+}
