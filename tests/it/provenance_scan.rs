@@ -639,3 +639,186 @@ async fn review_queue_records_once_decides_and_audits() {
         "the manager's refusal is audited"
     );
 }
+
+/// `git` with no user or system config of the machine, as the author `dev`.
+fn git(dir: &Path) -> Command {
+    let mut c = Command::new("git");
+    c.current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "dev")
+        .env("GIT_AUTHOR_EMAIL", "dev@example.com")
+        .env("GIT_COMMITTER_NAME", "dev")
+        .env("GIT_COMMITTER_EMAIL", "dev@example.com")
+        .env_remove("AIGATE_TOKEN")
+        .env_remove("AIGATE_ADMIN")
+        .env_remove("AIGATE_CONFIG");
+    c
+}
+
+fn git_ok(dir: &Path, args: &[&str]) -> String {
+    let out = git(dir).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Issue 17, "A ready-made CI check … Both must be tested": a bare repository with
+/// deploy/ci/pre-receive installed refuses a push that adds the captured function and accepts
+/// clean ones; deploy/ci/provenance-check.sh fails a pull-request range that adds it (exit 3,
+/// the findings printed) and passes a clean one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_receive_hook_and_ci_check_refuse_captured_output() {
+    use crate::provenance::AUDITOR;
+    let Captured { env, id, work, .. } = captured().await;
+    let root = env.dir.path();
+    let admin = format!("http://{}", env.gateway.admin_addr);
+    let repo_root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let token_file = root.join("auditor.token");
+    std::fs::write(&token_file, format!("{AUDITOR}\n")).unwrap();
+
+    // The server: a bare repository with the hook, configured as docs/provenance.md says.
+    let server = root.join("server.git");
+    git_ok(
+        root,
+        &[
+            "init",
+            "--quiet",
+            "--bare",
+            "-b",
+            "main",
+            server.to_str().unwrap(),
+        ],
+    );
+    let hook = server.join("hooks/pre-receive");
+    std::fs::copy(repo_root.join("deploy/ci/pre-receive"), &hook).unwrap();
+    for (k, v) in [
+        ("aigate.binary", env!("CARGO_BIN_EXE_aigate")),
+        ("aigate.config", env.config_path.to_str().unwrap()),
+        ("aigate.admin", admin.as_str()),
+        ("aigate.tokenFile", token_file.to_str().unwrap()),
+    ] {
+        git_ok(&server, &["config", k, v]);
+    }
+
+    // A developer's clone: a clean first commit is accepted.
+    let dev = root.join("dev");
+    git_ok(
+        root,
+        &[
+            "clone",
+            "--quiet",
+            server.to_str().unwrap(),
+            dev.to_str().unwrap(),
+        ],
+    );
+    git_ok(&dev, &["checkout", "--quiet", "-b", "main"]);
+    std::fs::create_dir_all(dev.join("src")).unwrap();
+    std::fs::copy(work.join("src/inventory.rs"), dev.join("src/inventory.rs")).unwrap();
+    git_ok(&dev, &["add", "."]);
+    git_ok(&dev, &["commit", "--quiet", "-m", "inventory parser"]);
+    let push = |dev: &Path| {
+        let out = git(dev).args(["push", "origin", "main"]).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = push(&dev);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("remote: aigate: checking refs/heads/main"),
+        "{stderr}"
+    );
+    let clean_head = git_ok(&dev, &["rev-parse", "HEAD"]);
+
+    // The captured function pasted in: refused, with the finding shown to the pusher.
+    std::fs::copy(work.join("src/limiter.rs"), dev.join("src/limiter.rs")).unwrap();
+    git_ok(&dev, &["add", "."]);
+    git_ok(&dev, &["commit", "--quiet", "-m", "rate limiter"]);
+    let (ok, stderr) = push(&dev);
+    assert!(!ok, "the push was accepted: {stderr}");
+    assert!(stderr.contains("pre-receive hook declined"), "{stderr}");
+    assert!(
+        stderr.contains("remote: aigate: push refused: it adds model output"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&id) && stderr.contains("src/limiter.rs"),
+        "{stderr}"
+    );
+    assert_eq!(git_ok(&server, &["rev-parse", "main"]), clean_head);
+
+    // The pull-request check on the same history, in the developer's clone: the range that
+    // adds the function fails (exit 3) and prints it; a clean range passes.
+    let check = |base: &str, head: &str| {
+        let out = Command::new("sh")
+            .arg(repo_root.join("deploy/ci/provenance-check.sh"))
+            .args([base, head])
+            .current_dir(&dev)
+            .env("AIGATE", env!("CARGO_BIN_EXE_aigate"))
+            .env("AIGATE_CONFIG", &env.config_path)
+            .env("AIGATE_ADMIN", &admin)
+            .env("AIGATE_TOKEN", AUDITOR)
+            .env("AIGATE_SARIF", root.join("check.sarif"))
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = check(&clean_head, "HEAD");
+    assert_eq!(code, Some(3), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&id) && stdout.contains("src/limiter.rs"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("provenance-check: FAILED"), "{stderr}");
+    let sarif: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("check.sarif")).unwrap()).unwrap();
+    assert_eq!(
+        sarif["runs"][0]["results"][0]["properties"]["records"][0],
+        id.as_str()
+    );
+    let (code, stdout, stderr) = check(&clean_head, &clean_head);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("provenance-check: passed"), "{stdout}");
+    let (code, _, stderr) = check("no-such-branch", "HEAD");
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("fetch the base branch"), "{stderr}");
+
+    // Rewritten without the captured code: accepted.
+    git_ok(&dev, &["reset", "--quiet", "--hard", &clean_head]);
+    std::fs::write(
+        dev.join("src/limiter.rs"),
+        "// A limiter written by hand.\npub fn allow(n: u32) -> bool { n < 10 }\n",
+    )
+    .unwrap();
+    git_ok(&dev, &["add", "."]);
+    git_ok(&dev, &["commit", "--quiet", "-m", "rate limiter, by hand"]);
+    let (ok, stderr) = push(&dev);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        git_ok(&server, &["rev-parse", "main"]),
+        git_ok(&dev, &["rev-parse", "HEAD"])
+    );
+
+    // The scan cannot run (no token for the held ledger): refused, closed.
+    std::fs::write(&token_file, "").unwrap();
+    std::fs::write(dev.join("README"), "notes\n").unwrap();
+    git_ok(&dev, &["add", "."]);
+    git_ok(&dev, &["commit", "--quiet", "-m", "readme"]);
+    let (ok, stderr) = push(&dev);
+    assert!(!ok, "{stderr}");
+    assert!(
+        stderr.contains("the provenance scan could not run"),
+        "{stderr}"
+    );
+}
