@@ -811,11 +811,16 @@ fn series_reader(live: &std::path::Path) -> std::io::Result<impl BufRead> {
 struct LineTest {
     needles: Vec<memchr::memmem::Finder<'static>>,
     revised: memchr::memmem::Finder<'static>,
+    /// The needle likely to be the rarest, and the revised marker: a line without either
+    /// cannot pass, so a chunk is searched for these two and only the lines around the hits
+    /// are tested (`backwards::lines_with_backwards_in`).
+    lead: Vec<memchr::memmem::Finder<'static>>,
 }
 
 impl LineTest {
     fn new(filter: &Filter) -> LineTest {
-        let mut needles: Vec<Vec<u8>> = Vec::new();
+        // (needle, rank): the lower the rank, the rarer the value tends to be in a log.
+        let mut needles: Vec<(Vec<u8>, u8)> = Vec::new();
         for (field, value) in &filter.matches {
             if value == NONE || !super::index::INDEXED.contains(field) {
                 continue;
@@ -824,14 +829,37 @@ impl LineTest {
                 "would_block" => value.clone(),
                 _ => Value::String(value.clone()).to_string(),
             };
-            needles.push(format!("\"{field}\":{json}").into_bytes());
+            let rank = match (*field, value.as_str()) {
+                ("id", _) => 0,
+                ("user" | "exemption", _) => 1,
+                ("rule", _) => 3,
+                // Blocks and monitors are the few calls among many allowed ones.
+                ("action", "block" | "monitor" | "abandoned") => 4,
+                ("workflow" | "tool" | "ai_host", _) => 5,
+                ("reason" | "vendor", _) => 6,
+                _ => 7,
+            };
+            needles.push((format!("\"{field}\":{json}").into_bytes(), rank));
         }
         if let Some(text) = &filter.path {
             // As the writer escapes it, without the quotes.
             let json = Value::String(text.clone()).to_string();
-            needles.push(json.as_bytes()[1..json.len() - 1].to_vec());
+            needles.push((json.as_bytes()[1..json.len() - 1].to_vec(), 2));
         }
+        let revised: &[u8] = b"\"late_body_signal\"";
+        let lead = needles
+            .iter()
+            .min_by_key(|(n, rank)| (*rank, std::cmp::Reverse(n.len())))
+            .map(|(n, _)| {
+                vec![
+                    memchr::memmem::Finder::new(n).into_owned(),
+                    memchr::memmem::Finder::new(revised).into_owned(),
+                ]
+            })
+            .unwrap_or_default();
+        let needles: Vec<Vec<u8>> = needles.into_iter().map(|(n, _)| n).collect();
         LineTest {
+            lead,
             needles: needles
                 .iter()
                 .map(|n| memchr::memmem::Finder::new(n).into_owned())
@@ -941,9 +969,18 @@ fn scan_newest(
         }
         for range in ranges {
             let chunk = 256 * 1024;
-            if super::backwards::lines_backwards_in(&mut f, range, chunk, &mut line_visit)?
-                .is_break()
-            {
+            let flow = if test.lead.is_empty() {
+                super::backwards::lines_backwards_in(&mut f, range, chunk, &mut line_visit)?
+            } else {
+                super::backwards::lines_with_backwards_in(
+                    &mut f,
+                    range,
+                    chunk,
+                    &test.lead,
+                    &mut line_visit,
+                )?
+            };
+            if flow.is_break() {
                 return Ok(());
             }
         }
