@@ -15,6 +15,7 @@ const NAV: &[(&str, &str)] = &[
     ("Requests", "/requests"),
     ("Exemptions", "/exemptions"),
     ("People", "/people"),
+    ("Provenance", "/provenance"),
 ];
 
 /// htmx without `eval` (hx-on, js: expressions) or injected `<style>`: both would need CSP
@@ -133,5 +134,6 @@ mod tests {
         assert_eq!(section("/audit/0190-abc"), "/audit");
         assert_eq!(section("/r/abc"), "");
         assert_eq!(section("/auditx"), "");
+        assert_eq!(section("/provenance"), "/provenance");
     }
 }

@@ -41,7 +41,7 @@
 //!   the `console_signed_in` record and redirects to the page asked for.
 //!
 //! URL layout: console pages at `/` and below (`/signin`, `/exemptions`, `/people`, `/audit`,
-//! `/requests`, `/r/{id}`), assets under `/console/assets/`, the JSON API under `/v1/`, and
+//! `/requests`, `/r/{id}`, `/provenance`), assets under `/console/assets/`, the JSON API under `/v1/`, and
 //! `/healthz`, `/readyz`, `/metrics` as before.
 
 mod assets;
@@ -51,6 +51,7 @@ mod layout;
 pub mod oidc;
 mod overview;
 mod people;
+mod provenance;
 mod requests;
 pub mod session;
 pub mod session_pg;
@@ -497,6 +498,9 @@ pub fn router() -> Router<AdminState> {
         .route("/audit.csv", get(explorer::export_csv))
         .route("/audit.jsonl", get(explorer::export_jsonl))
         .route("/people", get(people::list))
+        .route("/provenance", get(provenance::list))
+        .route("/provenance/{id}/confirm", post(provenance::confirm))
+        .route("/provenance/{id}/clear", post(provenance::clear))
         .route("/requests", get(requests::list))
         .route("/requests/{id}", get(requests::one))
         .route("/requests/{id}/approve", post(requests::approve))

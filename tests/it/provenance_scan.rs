@@ -822,3 +822,142 @@ async fn pre_receive_hook_and_ci_check_refuse_captured_output() {
         "{stderr}"
     );
 }
+
+/// The console's review page in a real Chromium: an auditor signs in, sees the open findings
+/// (one in a file whose name is markup, shown as text), clears it with a reason holding a
+/// `<script>` (shown as text, never run) and confirms the other; both decisions are audit
+/// records. A form post without the session's CSRF token and a manager are refused. Screenshots
+/// in `target/console-screenshots/provenance-*.png`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_review_page_confirms_and_clears_in_the_browser() {
+    use crate::common::{Browser, ConsoleClient};
+    use crate::provenance::AUDITOR;
+    let Captured { env, work, .. } = captured().await;
+    let evil_name = "x<img src=x onerror=window.pwned=1>.rs";
+    std::fs::copy(
+        work.join("src/limiter.rs"),
+        work.join("src").join(evil_name),
+    )
+    .unwrap();
+    let admin = format!("http://{}", env.gateway.admin_addr);
+    let out = aigate(&env.config_path)
+        .args(["scan", "--record", "--admin", &admin])
+        .arg(&work)
+        .env("AIGATE_TOKEN", AUDITOR)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("recorded for review: 2 new"), "{stderr}");
+    let findings: serde_json::Value = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(format!("{admin}/v1/provenance/findings?status=open"))
+        .bearer_auth(AUDITOR)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id_of = |suffix: &str| -> String {
+        findings["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["location"].as_str().unwrap().ends_with(suffix))
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let evil = id_of(evil_name);
+    let limiter = id_of("src/limiter.rs");
+
+    // Over HTTP: a manager is refused the page; a post with a wrong CSRF token decides nothing.
+    let mut mo = ConsoleClient::new(env.gateway.admin_addr);
+    mo.sign_in(MANAGER).await;
+    assert_eq!(mo.get("/provenance").await.status, 403);
+    let mut sam = ConsoleClient::new(env.gateway.admin_addr);
+    sam.sign_in(AUDITOR).await;
+    let page = sam
+        .post(
+            &format!("/provenance/{evil}/clear"),
+            &[("csrf", "forged"), ("reason", "x")],
+        )
+        .await;
+    assert_eq!(page.status, 403, "{}", page.body);
+
+    let b = Browser::start().await;
+    b.goto(&format!("{admin}/provenance")).await;
+    assert_eq!(b.path().await, "/signin?next=%2Fprovenance");
+    b.find("#token").await.send_keys(AUDITOR).await.unwrap();
+    b.keys("\u{e007}").await;
+    b.find("#h-open").await;
+    assert_eq!(b.path().await, "/provenance");
+    let open = b.text(&format!("#finding-{evil}")).await;
+    assert!(open.contains(evil_name), "{open}");
+    assert!(b.text("#h-open").await.contains("(2)"));
+    b.check("provenance-open").await;
+
+    // Clear the one with markup in its name, with markup in the reason.
+    let reason = "<script>window.pwned=2</script> our own licence header";
+    b.find(&format!("#reason-{evil}"))
+        .await
+        .send_keys(reason)
+        .await
+        .unwrap();
+    b.find(&format!("#finding-{evil} form[action$='/clear'] button"))
+        .await
+        .click()
+        .await
+        .unwrap();
+    let notice = b.text("p.notice").await;
+    assert!(notice.contains("cleared as a false positive"), "{notice}");
+    let cleared = b.text(&format!("#finding-{evil}")).await;
+    assert!(
+        cleared.contains(reason) && cleared.contains("sam"),
+        "{cleared}"
+    );
+    // Confirm the other, with a note.
+    b.find(&format!("#note-{limiter}"))
+        .await
+        .send_keys("removed in PR 12")
+        .await
+        .unwrap();
+    b.find(&format!(
+        "#finding-{limiter} form[action$='/confirm'] button"
+    ))
+    .await
+    .click()
+    .await
+    .unwrap();
+    let notice = b.text("p.notice").await;
+    assert!(notice.contains("confirmed"), "{notice}");
+    assert!(b.text("#h-open").await.contains("(0)"));
+    assert!(b.text("#h-confirmed").await.contains("(1)"));
+    assert!(b.text("#h-cleared").await.contains("(1)"));
+    assert_eq!(
+        b.client
+            .execute("return window.pwned === undefined", vec![])
+            .await
+            .unwrap(),
+        true
+    );
+    b.check("provenance-decided").await;
+    b.close().await;
+
+    let records = crate::common::records_of(&env.gateway).await;
+    let c = records
+        .iter()
+        .find(|r| r["reason"] == "provenance_finding_cleared")
+        .unwrap();
+    assert_eq!(c["user"], "sam");
+    assert_eq!(c["admin"]["finding"]["reason"], reason);
+    let k = records
+        .iter()
+        .find(|r| r["reason"] == "provenance_finding_confirmed")
+        .unwrap();
+    assert_eq!(k["admin"]["finding"]["id"], limiter.as_str());
+}
