@@ -212,6 +212,16 @@ pub fn explain(
         groups: &groups,
         model: model.as_deref(),
         untrusted_workflow: wf.untrusted,
+        // `explain` has no method: a request without a body is taken as the GET it would be.
+        side_call: vendor.side_calls.matches(
+            if raw_body.is_empty() {
+                &http::Method::GET
+            } else {
+                &http::Method::POST
+            },
+            &path,
+            false,
+        ),
     };
     let (decision, trace) = policy::explain(&cfg.policy, &call, exemptions, now);
     Ok(ExplainReport {
@@ -437,6 +447,9 @@ pub fn of_record(
         groups: &groups,
         model: call.model,
         untrusted_workflow: untrusted,
+        // What the rules say of the tool; a record whose reason is `side_call` shows that the
+        // data path let this one through (policy step 2b).
+        side_call: false,
     };
     let (decision, trace) = policy::explain(&cfg.policy, &policy_call, exemptions, at);
     Considered {

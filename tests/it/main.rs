@@ -26,4 +26,5 @@ mod refusals;
 mod replicas;
 mod requests;
 mod routes;
+mod side_calls;
 mod tampering;
