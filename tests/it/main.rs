@@ -8,6 +8,7 @@ mod audit_evidence;
 mod audit_log;
 mod browser;
 mod browser_explorer;
+mod browser_oidc;
 mod browser_requests;
 mod cli;
 mod common;
