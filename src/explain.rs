@@ -407,6 +407,9 @@ pub struct RecordedCall<'a> {
     pub model: Option<&'a str>,
     /// `workflow_unknown` or `workflow_not_permitted` when the claimed tag did not count.
     pub workflow_reason: Option<&'a str>,
+    /// Recorded with reason `side_call`: one of its vendor's start-up side calls (policy step
+    /// 2b), which the record does not otherwise say.
+    pub side_call: bool,
 }
 
 /// What the policy answers for a recorded call: every rule considered, and the decision.
@@ -447,9 +450,7 @@ pub fn of_record(
         groups: &groups,
         model: call.model,
         untrusted_workflow: untrusted,
-        // What the rules say of the tool; a record whose reason is `side_call` shows that the
-        // data path let this one through (policy step 2b).
-        side_call: false,
+        side_call: call.side_call,
     };
     let (decision, trace) = policy::explain(&cfg.policy, &policy_call, exemptions, at);
     Considered {
