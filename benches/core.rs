@@ -86,6 +86,7 @@ fn decide(c: &mut Criterion) {
         groups: &groups,
         model: Some("claude-opus-4-1"),
         untrusted_workflow: None,
+        side_call: false,
     };
     let blocked = Call {
         user: "nobody",

@@ -212,6 +212,16 @@ pub fn explain(
         groups: &groups,
         model: model.as_deref(),
         untrusted_workflow: wf.untrusted,
+        // `explain` has no method: a request without a body is taken as the GET it would be.
+        side_call: vendor.side_calls.matches(
+            if raw_body.is_empty() {
+                &http::Method::GET
+            } else {
+                &http::Method::POST
+            },
+            &path,
+            false,
+        ),
     };
     let (decision, trace) = policy::explain(&cfg.policy, &call, exemptions, now);
     Ok(ExplainReport {
@@ -397,6 +407,9 @@ pub struct RecordedCall<'a> {
     pub model: Option<&'a str>,
     /// `workflow_unknown` or `workflow_not_permitted` when the claimed tag did not count.
     pub workflow_reason: Option<&'a str>,
+    /// Recorded with reason `side_call`: one of its vendor's start-up side calls (policy step
+    /// 2b), which the record does not otherwise say.
+    pub side_call: bool,
 }
 
 /// What the policy answers for a recorded call: every rule considered, and the decision.
@@ -437,6 +450,7 @@ pub fn of_record(
         groups: &groups,
         model: call.model,
         untrusted_workflow: untrusted,
+        side_call: call.side_call,
     };
     let (decision, trace) = policy::explain(&cfg.policy, &policy_call, exemptions, at);
     Considered {

@@ -8,6 +8,7 @@ pub mod console;
 mod duration;
 mod load;
 pub mod raw;
+pub(crate) mod side_calls;
 mod validate;
 
 use std::net::SocketAddr;
@@ -20,6 +21,7 @@ use ipnet::IpNet;
 
 pub use duration::{format_duration, parse_duration, plural};
 pub use load::{CATALOGS, ConfigError, DEFAULT_CONFIG, Problem, load, load_str};
+pub use side_calls::SideCalls;
 
 use crate::catalog::AiHostCatalog;
 use crate::destination::Destinations;
@@ -60,6 +62,8 @@ pub struct Vendor {
     /// The status of a policy deny on this vendor's hosts (403 unless its client shows nothing
     /// of a 403's body: GitHub Copilot's CLI, see docs/clients.md).
     pub deny_status: http::StatusCode,
+    /// Start-up side calls a policy block lets through as `monitor` (`side_calls.rs`).
+    pub side_calls: SideCalls,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -251,6 +251,8 @@ pub struct RawVendor {
     #[serde(default)]
     pub fronts: Vec<String>,
     pub deny_status: Option<u16>,
+    #[serde(default)]
+    pub side_calls: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

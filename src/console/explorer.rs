@@ -455,6 +455,7 @@ fn record_body(state: &AdminState, r: &Entry, parts: Option<&[Entry]>) -> Markup
             user: text("user").unwrap_or("anonymous"),
             model: text("model"),
             workflow_reason: text("workflow_reason"),
+            side_call: text("reason") == Some("side_call"),
         };
         let at = r.time().unwrap_or_else(|| state.shared.clock.now());
         (

@@ -235,6 +235,9 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 pub struct Signed {
     pub caller: Caller,
     csrf: String,
+    /// How this session signed in (`token`, `link`, `oidc`): sign-out ends an OIDC one at the
+    /// provider too.
+    pub via: String,
     key: String,
     /// Where the request came from, and what it asked for: for audit records of refusals.
     pub client: SocketAddr,
@@ -334,6 +337,7 @@ impl FromRequestParts<AdminState> for Signed {
             Ok(Some((key, s))) => Ok(Signed {
                 caller: s.caller(),
                 csrf: s.csrf,
+                via: s.via,
                 key,
                 client,
                 method: parts.method.clone(),

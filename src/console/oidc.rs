@@ -18,6 +18,10 @@
 //! Every check is the crate's (`IdTokenVerifier`); what this module adds is binding each pending
 //! sign-in to the browser that started it (a login-CSRF attacker cannot make a victim finish the
 //! attacker's sign-in), bounding the pending sign-ins per address, and the role mapping.
+//!
+//! Sign-out of an OIDC session ends the provider's session too when the provider offers an
+//! `end_session_endpoint` (RP-initiated logout): otherwise the next "Sign in with …" would sign
+//! the same person in again without asking, on a shared machine too.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -29,14 +33,14 @@ use arc_swap::ArcSwapOption;
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreErrorResponseType,
     CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
-    CoreProviderMetadata, CoreRevocableToken, CoreRevocationErrorResponse,
-    CoreTokenIntrospectionResponse, CoreTokenType,
+    CoreRevocableToken, CoreRevocationErrorResponse, CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
     AdditionalClaims, AuthorizationCode, ClaimsVerificationError, Client, ClientId, ClientSecret,
     CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenClaims,
-    IdTokenFields, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
-    StandardErrorResponse, StandardTokenResponse, TokenResponse,
+    IdTokenFields, IssuerUrl, LogoutRequest, Nonce, PkceCodeChallenge, PkceCodeVerifier,
+    ProviderMetadataWithLogout, RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse,
+    TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 
@@ -201,6 +205,8 @@ pub struct OidcSignIn {
     redirect: String,
     http: Result<reqwest::Client, String>,
     client: ArcSwapOption<OidcClient>,
+    /// The provider's end-session URL for this client (RP-initiated logout), if it offers one.
+    end_session: ArcSwapOption<String>,
     /// Why the last discovery failed, while no client is ready.
     problem: Mutex<String>,
     pending: Mutex<HashMap<String, Pending>>,
@@ -234,6 +240,7 @@ impl OidcSignIn {
             redirect,
             http,
             client: ArcSwapOption::empty(),
+            end_session: ArcSwapOption::empty(),
             problem: Mutex::new("discovery has not finished yet".into()),
             pending: Mutex::new(HashMap::new()),
         }
@@ -267,7 +274,8 @@ impl OidcSignIn {
         let mut wait = RETRY_FIRST;
         loop {
             match self.discover().await {
-                Ok(client) => {
+                Ok((client, end_session)) => {
+                    self.end_session.store(end_session.map(Arc::new));
                     if self.client.load().is_none() {
                         tracing::info!(issuer = %self.cfg.issuer, "console: OIDC sign-in ready");
                     }
@@ -287,7 +295,13 @@ impl OidcSignIn {
         }
     }
 
-    async fn discover(&self) -> Result<OidcClient, String> {
+    /// Where to send a browser whose OIDC session ended, so that the provider's ends too; `None`
+    /// when the provider offers no `end_session_endpoint`.
+    pub fn end_session_url(&self) -> Option<String> {
+        self.end_session.load_full().map(|u| u.to_string())
+    }
+
+    async fn discover(&self) -> Result<(OidcClient, Option<String>), String> {
         let http = self
             .http
             .as_ref()
@@ -299,7 +313,7 @@ impl OidcSignIn {
             .map_err(|e| format!("console.oidc.issuer: {e}"))?;
         let redirect = RedirectUrl::new(self.redirect.clone())
             .map_err(|e| format!("console.oidc.redirect_url: {e}"))?;
-        let metadata = CoreProviderMetadata::discover_async(issuer, http)
+        let metadata = ProviderMetadataWithLogout::discover_async(issuer, http)
             .await
             .map_err(|e| {
                 format!(
@@ -308,12 +322,23 @@ impl OidcSignIn {
                     chain(&e)
                 )
             })?;
-        Ok(OidcClient::from_provider_metadata(
+        let end_session = metadata
+            .additional_metadata()
+            .end_session_endpoint
+            .clone()
+            .map(|url| {
+                LogoutRequest::from(url)
+                    .set_client_id(ClientId::new(self.cfg.client_id.clone()))
+                    .http_get_url()
+                    .to_string()
+            });
+        let client = OidcClient::from_provider_metadata(
             metadata,
             ClientId::new(self.cfg.client_id.clone()),
             secret.map(ClientSecret::new),
         )
-        .set_redirect_uri(redirect))
+        .set_redirect_uri(redirect);
+        Ok((client, end_session))
     }
 
     /// Start a sign-in from `source` that ends at `next` (a local path; anything else ends at

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::Form;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use maud::html;
 use serde::Deserialize;
@@ -287,10 +287,38 @@ pub async fn sign_out(
         StatusCode::SEE_OTHER,
     );
     r.reason = Reason::ConsoleSignedOut;
+    // An OIDC session ends at the provider too (RP-initiated logout), when it offers that.
+    let oidc = state.console.oidc().filter(|_| signed.via == "oidc");
+    let provider_logout = oidc.and_then(|o| o.end_session_url());
+    r.admin = Some(json!({ "via": signed.via, "provider_logout": provider_logout.is_some() }));
     state.shared.audit.submit(r);
-    let mut resp = see_other("/signin");
+    let mut resp = match (&provider_logout, oidc) {
+        (Some(url), Some(o)) => provider_sign_out(url, o.name()),
+        _ => see_other("/signin"),
+    };
     resp.headers_mut()
         .insert(header::SET_COOKIE, state.console.clear_cookie());
+    resp
+}
+
+/// Signed out of aigate; on to the provider's end-session page. Not a redirect: the sign-out is
+/// a form post, and the CSP's `form-action 'self'` stops a form's redirect to another origin, so
+/// the page goes on by `Refresh` (and a link, for a browser that ignores it).
+fn provider_sign_out(url: &str, provider: &str) -> Response {
+    let mut resp = super::layout::bare_page(
+        StatusCode::OK,
+        "Signed out",
+        html! {
+            div class="signin" {
+                h1 { "Signed out of aigate" }
+                p { "Now signing you out at " (provider) " too." }
+                p { a id="provider-logout" href=(url) { "Continue to " (provider) } }
+            }
+        },
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("0; url={url}")) {
+        resp.headers_mut().insert(header::REFRESH, v);
+    }
     resp
 }
 

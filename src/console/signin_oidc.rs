@@ -89,7 +89,9 @@ pub async fn callback(
                         user: signed.user,
                         roles: signed.roles,
                     };
-                    sign_in_with(&state, caller, "oidc", client, &signed.next, detail).await
+                    let signed_in =
+                        sign_in_with(&state, caller, "oidc", client, &signed.next, detail).await;
+                    same_site_hop(signed_in)
                 }
                 Err(refused) => {
                     // A provider that is down or busy is not the browser's failure.
@@ -111,6 +113,44 @@ pub async fn callback(
     );
     if let Ok(v) = HeaderValue::from_str(&clear) {
         resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+/// The signed-in answer, as a page of the console's own that moves on to `next` (`Refresh`, and
+/// a link) instead of a 303. The navigation that reached the callback began at the provider, on
+/// another site, and the browser keeps that origin for the whole redirect chain: the new
+/// `SameSite=Strict` session cookie would not go with a 303 to `next`, and the person would land
+/// on the sign-in page again (Chromium does exactly that). A navigation the console's page
+/// starts is same-site, and carries it. `next` is already a local path (`sign_in_with`).
+fn same_site_hop(signed_in: Response) -> Response {
+    if signed_in.status() != StatusCode::SEE_OTHER {
+        return signed_in;
+    }
+    let Some(next) = signed_in
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+    else {
+        return signed_in;
+    };
+    let mut resp = super::layout::bare_page(
+        StatusCode::OK,
+        "Signed in",
+        html! {
+            div class="signin" {
+                h1 { "Signed in" }
+                p { a id="continue" href=(next) { "Continue to the console" } }
+            }
+        },
+    );
+    for cookie in signed_in.headers().get_all(header::SET_COOKIE) {
+        resp.headers_mut()
+            .append(header::SET_COOKIE, cookie.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("0; url={next}")) {
+        resp.headers_mut().insert(header::REFRESH, v);
     }
     resp
 }

@@ -8,6 +8,10 @@
 //! 2. If that rule blocks (or monitors, while a block is rolled out) and is `exemptable`, an
 //!    active exemption covering the call (subject, tool, workflow, time window at `now`) turns it
 //!    into an allow with reason `exempted`.
+//!    2b. A block that still stands on one of the vendor's start-up side calls (`call.side_call`:
+//!    `[[vendors]] side_calls`, read-only paths a tool fetches before its model call and will not
+//!    start without) is forwarded as `monitor`, reason `side_call`, the rule kept: the tool then
+//!    reaches its model call, and that call's deny, with the request link, is what it prints.
 //! 3. No rule matches an `unknown` tool in a protected workflow and `unknown_tool` is set: that
 //!    action, reason `unknown_tool`.
 //! 4. No rule matches: the configured default action, reason `default_action`.
@@ -128,6 +132,8 @@ pub struct Call<'a> {
     pub model: Option<&'a str>,
     /// The claimed workflow tag did not count (and `workflow` is `untagged` instead).
     pub untrusted_workflow: Option<Untrusted>,
+    /// One of the vendor's start-up side calls (`config::SideCalls`): step 2b.
+    pub side_call: bool,
 }
 
 /// The outcome of `decide`: a value, never an error.
@@ -243,6 +249,10 @@ fn evaluate(
                 decision.reason = Reason::Exempted;
                 decision.exemption = Some(exemption.id.clone());
             }
+        }
+        if decision.action == Action::Block && call.side_call {
+            decision.action = Action::Monitor;
+            decision.reason = Reason::SideCall;
         }
         return decision;
     }

@@ -107,6 +107,11 @@ pub enum Reason {
     WorkflowNotPermitted,
     /// No rule matched an unknown tool in a protected workflow: `policy.unknown_tool` applied.
     UnknownTool,
+    /// A rule blocks the tool, but this call is one of the vendor's start-up side calls
+    /// (`[[vendors]] side_calls`: read-only, GET or HEAD, an exact path): forwarded with
+    /// `action = monitor`, the rule in `rule`, so that the tool reaches its model call and
+    /// prints that call's deny (issue 16).
+    SideCall,
     /// On start the audit log ended in a torn line (the gateway died mid-write); the line was
     /// cut off and is kept in this record (`kind = admin`, `admin.torn_line`).
     AuditRecovered,
@@ -176,6 +181,7 @@ impl Reason {
             Reason::WorkflowUnknown => "workflow_unknown",
             Reason::WorkflowNotPermitted => "workflow_not_permitted",
             Reason::UnknownTool => "unknown_tool",
+            Reason::SideCall => "side_call",
         }
     }
 
@@ -253,6 +259,9 @@ impl Reason {
             }
             Reason::ProvenanceFindingCleared => {
                 "a reviewer cleared a provenance finding as a false positive"
+            }
+            Reason::SideCall => {
+                "a start-up side call of a blocked tool was let through so that the tool reaches its model call, which is refused"
             }
         }
     }

@@ -52,6 +52,7 @@ fn call<'a>(
         groups,
         model,
         untrusted_workflow: None,
+        side_call: false,
     }
 }
 
@@ -480,6 +481,7 @@ fn the_shipped_policy_is_an_allow_list_over_the_workflow_catalog() {
             groups,
             model: None,
             untrusted_workflow: wf.untrusted,
+            side_call: false,
         };
         let d = decide(&cfg.policy, &c, &Snapshot::default(), now);
         assert_eq!(
@@ -522,4 +524,31 @@ fn unknown_workflow_block_refuses_whatever_the_tool() {
     c.untrusted_workflow = Some(Untrusted::Unknown);
     let d = decide(&policy(), &c, &Snapshot::default(), now);
     assert_eq!(d.rule.as_deref(), Some("research-group"));
+}
+
+/// Step 2b: a start-up side call of a blocked tool passes as monitored, the rule kept; the
+/// same call not marked as one, an allowed tool's, and an exempted one are unchanged.
+#[test]
+fn a_blocked_tools_side_call_is_monitored_with_its_rule() {
+    let p = policy();
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let none: Vec<String> = Vec::new();
+    let mut c = call("codex-cli", "untagged", &none, None);
+    assert_eq!(
+        decide(&p, &c, &Snapshot::default(), now).action,
+        Action::Block
+    );
+    c.side_call = true;
+    let d = decide(&p, &c, &Snapshot::default(), now);
+    assert_eq!(
+        (d.action, d.reason, d.rule.as_deref()),
+        (Action::Monitor, Reason::SideCall, Some("ban-rivals"))
+    );
+    assert!(d.would_block());
+    let mut allowed = call("aider", "untagged", &none, None);
+    allowed.side_call = true;
+    assert_eq!(
+        decide(&p, &allowed, &Snapshot::default(), now).reason,
+        Reason::DefaultAction
+    );
 }

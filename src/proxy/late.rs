@@ -158,6 +158,8 @@ impl LateScan {
             // The first decision already settled the claimed tag: with unknown_workflow = "block"
             // an untrusted one never got this far, and otherwise `workflow` is already untagged.
             untrusted_workflow: None,
+            // A side call is a GET or HEAD: it has no body to reveal a tool later.
+            side_call: false,
         };
         let (decision, status) = match &undecodable {
             Some(e) => {

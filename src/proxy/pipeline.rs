@@ -491,6 +491,10 @@ fn route(
         groups: &conn.identity.groups,
         model: model.as_deref(),
         untrusted_workflow: wf.untrusted,
+        side_call: conn
+            .vendor
+            .side_calls
+            .matches(&parts.method, &path, websocket),
     };
     let snapshot = shared.exemptions.load();
     let mut decision = policy::decide(&cfg.policy, &call, &snapshot, shared.clock.now());

@@ -262,6 +262,12 @@ class H(BaseHTTPRequestHandler):
             if p == "/user":
                 return self._send(200, {"login": "fake-user", "id": 1, "name": "Fake User", "type": "User"})
             return self._send(200, {})
+        if host == "chatgpt.com" and p == "/backend-api/wham/accounts/check":
+            # Codex's workspace routing discovery (ChatGPT sign-in): the signed-in workspace,
+            # with no backend constraint, as chatgpt.com answers a plain business workspace.
+            acct = self.headers.get("chatgpt-account-id") or "acct-fake"
+            return self._send(200, {"accounts": [{"id": acct, "workspace_backend_origin": "NO_CONSTRAINT",
+                                                  "account_routing_override": "NO_CONSTRAINT"}]})
         if host.startswith("bedrock.") and p.startswith("/inference-profiles"):
             return self._send(200, {"inferenceProfileSummaries": []})
         if p.startswith("/model/") and p.endswith("/invoke-with-response-stream"):

@@ -33,7 +33,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 W=${AIGATE_CLIENTS_WORK:-/tmp/aigate-clients}
 
 : "${CLAUDE_CODE_VERSION:=2.1.329}"
-: "${CODEX_VERSION:=0.169.0}"
+: "${CODEX_VERSION:=0.171.0}"
 : "${GEMINI_CLI_VERSION:=0.61.0}"
 : "${COPILOT_CLI_VERSION:=1.0.102}"
 : "${ANTHROPIC_NODE_VERSION:=1.11.0}"
@@ -449,12 +449,20 @@ check_codexroutes() {
     PREP_HOME=codex_home_chatgpt client codex-chatgpt 180 HTTPS_PROXY=$PROXY CODEX_CA_CERTIFICATE=$CA SSL_CERT_FILE=$CA \
         -- codex exec --skip-git-repo-check "Say hi"
     expect "Codex signed in with ChatGPT: exits by itself" not_timed_out
-    expect "Codex signed in with ChatGPT: its start-up side call is Codex, blocked (GET /backend-api/wham/config/bundle)" \
-        audit_has --tool codex-cli --action block --host chatgpt.com --method GET --path /backend-api/wham/config/bundle --status 400
-    # Known gap (docs/clients.md): Codex stops at that side call and never makes the model call, so
-    # it prints its own error, not aigate's message. This check records what it prints today.
-    expect "Codex signed in with ChatGPT: prints \"Failed to load cloud config bundle\" (known gap: not the deny)" \
-        output_has codex-chatgpt "Failed to load cloud config bundle"
+    # Its start-up side calls (workspace config, workspace routing, plugins, models) are the
+    # openai vendor's side_calls: forwarded as monitor/side_call, so that Codex reaches its model
+    # call, and the deny of that call is what it prints (issue 16).
+    expect "Codex signed in with ChatGPT: start-up side call forwarded, monitor/side_call (GET /backend-api/wham/config/bundle)" \
+        audit_has --tool codex-cli --action monitor --host chatgpt.com --method GET --path /backend-api/wham/config/bundle \
+        --status 200 --field 'reason="side_call"'
+    expect "Codex signed in with ChatGPT: workspace routing forwarded, monitor/side_call (GET /backend-api/wham/accounts/check)" \
+        audit_has --tool codex-cli --action monitor --host chatgpt.com --method GET --path /backend-api/wham/accounts/check \
+        --status 200 --field 'reason="side_call"'
+    expect "Codex signed in with ChatGPT: the model call is blocked (/backend-api/codex/responses)" \
+        audit_has --tool codex-cli --action block --host chatgpt.com --path /backend-api/codex/responses --status 400
+    expect "Codex signed in with ChatGPT: the block and its link on one line" deny_line codex-chatgpt
+    expect "Codex signed in with ChatGPT: vendor received no /backend-api/codex/responses" \
+        bash -c '! python3 "$0" vendor "$1" --scenario codex-chatgpt --path /backend-api/codex/responses >/dev/null' "$HERE/check.py" "$OUT/vendor.log"
 }
 # Codex with a model_providers entry at a model API that aigate does not intercept but the AI host
 # catalog lists (Mistral, group inference-apis): the call cannot be inspected, so its tunnel must

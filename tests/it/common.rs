@@ -1288,8 +1288,18 @@ impl Idp {
         Idp::start_on(tamper, 0).await
     }
 
+    /// Named `host` in its issuer (it listens on 127.0.0.1 whatever the name): `localhost` puts
+    /// it on another site than the console on 127.0.0.1, for the browser.
+    pub async fn start_at(host: &str) -> Idp {
+        Idp::start_with(None, 0, host).await
+    }
+
     /// On a given port (0: any), for a provider that comes up after the gateway.
     pub async fn start_on(tamper: Option<&str>, port: u16) -> Idp {
+        Idp::start_with(tamper, port, "127.0.0.1").await
+    }
+
+    async fn start_with(tamper: Option<&str>, port: u16, host: &str) -> Idp {
         use std::io::BufRead;
         let dir = tokio::task::spawn_blocking(idp_dir).await.unwrap();
         let script = concat!(
@@ -1302,6 +1312,7 @@ impl Idp {
             .env("OIDC_CLIENT_ID", IDP_CLIENT_ID)
             .env("OIDC_CLIENT_SECRET", IDP_CLIENT_SECRET)
             .env("OIDC_PORT", port.to_string())
+            .env("OIDC_HOST", host)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null());
         if let Some(t) = tamper {

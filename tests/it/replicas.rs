@@ -583,3 +583,107 @@ async fn a_request_made_on_one_replica_is_approved_on_the_other() {
         .unwrap();
     assert_eq!(row.get::<_, Value>(0)["request"], rq.as_str());
 }
+
+/// Issue 16 in a real browser, across replicas: alice's link, made by replica A, is opened and
+/// submitted on A's page; root signs in on A's console and approves in B's console (one session
+/// for both: it lives in PostgreSQL); alice's next call through A passes within a second.
+#[tokio::test]
+async fn in_the_browser_a_request_on_one_replicas_page_is_approved_in_the_others_console() {
+    const ENTER: &str = "\u{e007}";
+    let pg = Postgres::start();
+    let env = replica_a(&pg, None).await;
+    let b = env
+        .variant("b", |t| {
+            t.replace("replica_id = \"a\"", "replica_id = \"b\"")
+        })
+        .await;
+    until_up(&env.gateway, true).await;
+    until_up(&b, true).await;
+    let via_a = client_for(&env.gateway, "", true);
+    let message = claude_message(&via_a).await;
+    let a_base = format!("http://{}", env.gateway.admin_addr);
+    let b_base = format!("http://{}", b.admin_addr);
+    let at = message
+        .find(&format!("{a_base}/r/"))
+        .unwrap_or_else(|| panic!("{message}"))
+        + a_base.len()
+        + 3;
+    let draft = message[at..at + 16].to_string();
+
+    let browser = crate::common::Browser::start().await;
+    browser.goto(&format!("{a_base}/r/{draft}")).await;
+    browser
+        .find("#justification")
+        .await
+        .send_keys("bake-off across replicas")
+        .await
+        .unwrap();
+    browser
+        .find("#duration")
+        .await
+        .select_by_value("1h")
+        .await
+        .unwrap();
+    browser
+        .find("#ask ~ form button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    let card = browser.text("section[aria-labelledby=status]").await;
+    let rq = card
+        .split_whitespace()
+        .find(|w| w.starts_with("rq-"))
+        .unwrap_or_else(|| panic!("{card}"))
+        .to_string();
+
+    // root signs in on A; B's console knows the session and shows A's request.
+    browser.goto(&format!("{a_base}/signin")).await;
+    browser
+        .find("#token")
+        .await
+        .send_keys(&format!("{ROOT}{ENTER}"))
+        .await
+        .unwrap();
+    browser.find(".who .user").await;
+    let started = Instant::now();
+    loop {
+        browser.goto(&format!("{b_base}/requests")).await;
+        assert_eq!(browser.path().await, "/requests", "B knows A's session");
+        if browser
+            .client
+            .find(fantoccini::Locator::Css(&format!("article[id='{rq}']")))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "B's queue never showed {rq}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(claude_status(&via_a).await, 403);
+    browser.check("replicas-approve-on-b").await;
+    browser
+        .find(&format!(
+            "form[action='/requests/{rq}/approve'] button[type=submit]"
+        ))
+        .await
+        .click()
+        .await
+        .unwrap();
+    let approved = Instant::now();
+    let history = browser.text("section[aria-labelledby=history]").await;
+    assert!(
+        history.contains(&rq) && history.contains("approved") && history.contains("root"),
+        "{history}"
+    );
+    let seen = until_status(&via_a, 200, Duration::from_secs(1)).await;
+    eprintln!(
+        "approved in B's console: alice's call through A passed {seen:?} after polling began, {:?} after the click",
+        approved.elapsed()
+    );
+    browser.close().await;
+}

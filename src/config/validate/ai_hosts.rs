@@ -102,6 +102,7 @@ pub(super) fn ai_hosts(
                 error_format: ErrorFormat::OpenAi,
                 fronts: Vec::new(),
                 deny_status: http::StatusCode::FORBIDDEN,
+                side_calls: Default::default(),
             }));
         }
         out.push(Arc::new(g));

@@ -70,6 +70,13 @@ pub(super) fn vendors(p: &mut Problems, raw: &[RawVendor]) -> Vec<Arc<Vendor>> {
                 ),
             }
         }
+        let mut side_calls = Vec::new();
+        for (j, path) in v.side_calls.iter().enumerate() {
+            match crate::config::side_calls::problem(path) {
+                Some(why) => p.push(format!("{at}.side_calls[{j}]"), q(path), why),
+                None => side_calls.push(path.clone()),
+            }
+        }
         out.push(Arc::new(Vendor {
             id: Arc::from(id),
             name: v.name.clone().unwrap_or_else(|| id.to_string()),
@@ -77,6 +84,7 @@ pub(super) fn vendors(p: &mut Problems, raw: &[RawVendor]) -> Vec<Arc<Vendor>> {
             error_format,
             fronts,
             deny_status: deny_status(p, &at, v.deny_status).unwrap_or(http::StatusCode::FORBIDDEN),
+            side_calls: crate::config::SideCalls::new(side_calls),
         }));
     }
     out
@@ -136,5 +144,38 @@ mod tests {
             assert_eq!(problems[0].path, "vendors[0].deny_status", "{code}");
             assert!(problems[0].message.contains("use 403"), "{code}");
         }
+    }
+
+    /// A side call is an exact, normalised path: a wildcard or a query would let more through
+    /// than the one read-only call a tool needs to start.
+    #[test]
+    fn side_calls_are_exact_paths_and_each_bad_one_is_named() {
+        let text = format!(
+            "{VENDOR}side_calls = [\"/backend-api/wham/config/bundle\", \"/backend-api/wham/*\", \"backend-api/codex/models\"]\n"
+        );
+        let Err(ConfigError::Invalid { problems, .. }) = load_str(&text, "t", Path::new("."))
+        else {
+            panic!("accepted");
+        };
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec!["vendors[0].side_calls[1]", "vendors[0].side_calls[2]"]
+        );
+        assert!(
+            problems[0].message.contains("not an exact path"),
+            "{problems:?}"
+        );
+        let cfg = load_str(
+            &format!("{VENDOR}side_calls = [\"/backend-api/wham/config/bundle\"]\n"),
+            "t",
+            Path::new("."),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.vendors[0].side_calls.matches(
+            &http::Method::GET,
+            "/backend-api/wham/config/bundle",
+            false
+        ));
     }
 }
