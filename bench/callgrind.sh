@@ -4,6 +4,7 @@
 # "callgrind of the two-record audit path").
 #
 #   bench/callgrind.sh --tree DIR --bin PATH [--warm 3000] [--measure 3000] [--out DIR]
+#                      [--sse EVENTS] [--provenance on|off]
 #
 # DIR is a checkout of aigate (its config/aigate.toml is the policy, its bench/aigate/render-config.py
 # renders it, as bench/run.sh does); PATH its release binary. A Python TLS upstream on loopback answers
@@ -12,9 +13,13 @@
 # connection: --warm requests with instrumentation off, then --measure with it on
 # (`valgrind --tool=callgrind --instr-atstart=no`, `callgrind_control -i on|off`). Prints the
 # instructions per request over all threads. Needs valgrind, python3, openssl.
+# --sse EVENTS: the upstream answers with an Anthropic Messages SSE stream instead (message_start,
+# EVENTS-2 text_delta events of sse-upstream's " tokenNNNNN", message_stop; chunked, one chunk per
+# event), the shape provenance capture reads. --provenance on|off sets provenance.enabled (shipped:
+# on): run both to see what capture costs per request (bench/capture.sh measures it in req/s).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-TREE=""; BIN=""; WARM=3000; MEASURE=3000; OUT=""
+TREE=""; BIN=""; WARM=3000; MEASURE=3000; OUT=""; SSE=0; PROV=""
 while [ $# -gt 0 ]; do
   case $1 in
     --tree) TREE=$2; shift 2;;
@@ -22,7 +27,9 @@ while [ $# -gt 0 ]; do
     --warm) WARM=$2; shift 2;;
     --measure) MEASURE=$2; shift 2;;
     --out) OUT=$2; shift 2;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0;;
+    --sse) SSE=$2; shift 2;;
+    --provenance) PROV=$2; shift 2;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0;;
     *) echo "callgrind.sh: unknown option $1 (see --help)" >&2; exit 64;;
   esac
 done
@@ -41,13 +48,29 @@ trap cleanup EXIT
 UP_PORT=$(free_port); PROXY_PORT=$(free_port); ADMIN_PORT=$(free_port)
 
 # the upstream: keep-alive HTTP/1.1 over TLS, the bench answer to every POST
-python3 - "$OUT/ca/upstream.pem" "$OUT/ca/upstream.key" "$UP_PORT" "$HERE/conf/message.json" > "$OUT/upstream.log" 2>&1 <<'PY' &
-import http.server, ssl, sys
+python3 - "$OUT/ca/upstream.pem" "$OUT/ca/upstream.key" "$UP_PORT" "$HERE/conf/message.json" "$SSE" > "$OUT/upstream.log" 2>&1 <<'PY' &
+import http.server, json, ssl, sys
 cert, key, port, body = sys.argv[1], sys.argv[2], int(sys.argv[3]), open(sys.argv[4], "rb").read()
+n = int(sys.argv[5])
+def event(e):
+    return f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode()
+events = []
+if n:
+    events.append(event({"type": "message_start", "message": {"id": "msg_bench", "type": "message", "role": "assistant", "model": "bench-model"}}))
+    events += [event({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": f" token{i:05}"}}) for i in range(1, n - 1)]
+    events.append(event({"type": "message_stop"}))
+chunked = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_POST(self):
         self.rfile.read(int(self.headers.get("content-length", 0)))
+        if n:
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            self.wfile.write(chunked)
+            return
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
@@ -68,7 +91,8 @@ mkdir -p "$OUT/state"
 python3 "$TREE/bench/aigate/render-config.py" --base "$TREE/config/aigate.toml" --out "$OUT/aigate.toml" \
   --listen "127.0.0.1:$PROXY_PORT" --state-dir "$OUT/state" \
   --ca-cert "$OUT/ca/mitm-ca.pem" --ca-key "$OUT/ca/mitm-ca.key" --upstream-ca "$OUT/ca/upstream-ca.pem" \
-  --admin-listen "127.0.0.1:$ADMIN_PORT" --resolve "api.vendor.test=127.0.0.1:$UP_PORT"
+  --admin-listen "127.0.0.1:$ADMIN_PORT" --resolve "api.vendor.test=127.0.0.1:$UP_PORT" \
+  ${PROV:+--provenance "$PROV"}
 "$BIN" check --config "$OUT/aigate.toml" > "$OUT/check.log" 2>&1 || { cat "$OUT/check.log" >&2; exit 1; }
 
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrind.out" \

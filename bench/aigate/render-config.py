@@ -11,6 +11,7 @@ with fsync = "batch", timeouts, limits) is kept as it is, comments included. Onl
   [upstream] extra_roots          (the harness's upstream root CA)
   [admin]    listen
   [log]      level = "warn"       (process logs; not the audit log)
+  [provenance] enabled            (only with --provenance on|off)
   + one [[vendors]] entry for the bench vendor host api.vendor.test (error_format anthropic), so the
     bench traffic is intercepted, identified, decided and audited like a real vendor's.
     With --vendor-host-in ID the host is instead added to the hosts of the shipped vendor ID
@@ -46,6 +47,9 @@ ap.add_argument("--vendor-host-in", metavar="ID",
                      "(e.g. anthropic) instead of adding a separate bench vendor")
 ap.add_argument("--resolve", action="append", default=[], metavar="HOST=IP:PORT",
                 help="an [upstream.resolve] entry (repeatable)")
+ap.add_argument("--provenance", choices=["on", "off"],
+                help="set provenance.enabled (capture of vendor output; shipped: on), for "
+                     "bench/capture.sh and callgrind.sh --provenance")
 a = ap.parse_args()
 
 text = open(a.base, encoding="utf-8").read()
@@ -62,6 +66,8 @@ sets = {
     ("log", "level"): q(a.log_level),
     ("gateway", "allowed_destinations"): "[" + q(a.vendor_host + ":443") + "]",
 }
+if a.provenance:
+    sets[("provenance", "enabled")] = "true" if a.provenance == "on" else "false"
 if a.per_client != "keep":
     n = base.get("gateway", {}).get("max_connections", 16000) if a.per_client == "max" else int(a.per_client)
     sets[("gateway", "max_connections_per_client")] = str(n)

@@ -12,6 +12,11 @@ InvokeModel (JSON, or an AWS event stream of Anthropic events), Vertex rawPredic
 streamRawPredict, OpenAI responses / chat completions (JSON or SSE), Gemini generateContent /
 streamGenerateContent, Copilot models and token endpoints. A WebSocket upgrade gets a 400, so
 clients fall back to HTTPS. Lines {"marker": NAME} written by run.sh split the log per scenario.
+
+A Messages request that offers the `Write` tool and whose user text says
+`AIGATE_WRITE_FILE /absolute/path` (run.sh's provenance check) is answered with a tool use: Write
+that path with PASSAGE, streamed as Claude Code receives it (input_json_delta fragments); the
+request that carries its tool_result is answered with text, so the session ends.
 """
 import argparse
 import base64
@@ -33,6 +38,31 @@ args = ap.parse_args()
 
 lock = threading.Lock()
 TEXT = "hi from fake vendor"
+WRITE_MARK = "AIGATE_WRITE_FILE "
+# What the model "writes" in the provenance check: long enough for a strong finding (400+
+# characters), so `aigate provenance scan` of the work folder must find it and name the record.
+PASSAGE = '''"""Rate limiter for the egress gateway's admission queue."""
+import time
+
+
+class TokenBucket:
+    """Refills `rate` tokens a second up to `burst`; take() says whether a call may go."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self, cost: float = 1.0) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens < cost:
+            return False
+        self.tokens -= cost
+        return True
+'''
 
 
 def log(rec):
@@ -72,6 +102,63 @@ def anthropic_events(model):
          "usage": {"output_tokens": 4}},
         {"type": "message_stop"},
     ]
+
+
+def user_texts(req):
+    """The text of the request's user turns (string content or text blocks)."""
+    out = []
+    for m in req.get("messages") or []:
+        if not isinstance(m, dict) or m.get("role") != "user":
+            continue
+        c = m.get("content")
+        if isinstance(c, str):
+            out.append(c)
+        elif isinstance(c, list):
+            out += [b.get("text", "") for b in c if isinstance(b, dict) and b.get("type") == "text"]
+    return out
+
+
+def has_tool_result(req):
+    msgs = req.get("messages") or []
+    last = msgs[-1] if msgs and isinstance(msgs[-1], dict) else {}
+    c = last.get("content")
+    return isinstance(c, list) and any(isinstance(b, dict) and b.get("type") == "tool_result" for b in c)
+
+
+def write_target(req):
+    """The path to Write, when this request is the provenance check's first turn."""
+    tools = [t.get("name") for t in req.get("tools") or [] if isinstance(t, dict)]
+    if "Write" not in tools or has_tool_result(req):
+        return None
+    for t in user_texts(req):
+        if WRITE_MARK in t:
+            return t.split(WRITE_MARK, 1)[1].split()[0]
+    return None
+
+
+def anthropic_write_events(model, path):
+    """A tool use of Claude Code's Write, its input streamed in fragments as the API does."""
+    start = dict(anthropic_message(model), content=[], stop_reason=None)
+    start["usage"] = {"input_tokens": 1, "output_tokens": 0}
+    args = json.dumps({"file_path": path, "content": PASSAGE})
+    step = max(1, len(args) // 5)
+    ev = [{"type": "message_start", "message": start},
+          {"type": "content_block_start", "index": 0,
+           "content_block": {"type": "tool_use", "id": "toolu_fake_write", "name": "Write", "input": {}}}]
+    ev += [{"type": "content_block_delta", "index": 0,
+            "delta": {"type": "input_json_delta", "partial_json": args[i:i + step]}}
+           for i in range(0, len(args), step)]
+    ev += [{"type": "content_block_stop", "index": 0},
+           {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+            "usage": {"output_tokens": 200}},
+           {"type": "message_stop"}]
+    return ev
+
+
+def anthropic_write_message(model, path):
+    return dict(anthropic_message(model), stop_reason="tool_use",
+                content=[{"type": "tool_use", "id": "toolu_fake_write", "name": "Write",
+                          "input": {"file_path": path, "content": PASSAGE}}])
 
 
 def eventstream_message(headers, payload):
@@ -278,6 +365,10 @@ class H(BaseHTTPRequestHandler):
             return self._send(200, anthropic_stream(p.rsplit("/", 1)[-1].split(":")[0]), "text/event-stream")
         if "/publishers/anthropic/models/" in p and p.endswith(":rawPredict"):
             return self._send(200, anthropic_message(p.rsplit("/", 1)[-1].split(":")[0]))
+        target = write_target(j)
+        if target and p.endswith("/v1/messages") and host != "generativelanguage.googleapis.com":
+            return self._send(200, sse(anthropic_write_events(model, target)), "text/event-stream") if stream \
+                else self._send(200, anthropic_write_message(model, target))
         if p.endswith("/v1/messages") and host != "generativelanguage.googleapis.com":
             return self._send(200, anthropic_stream(model), "text/event-stream") if stream \
                 else self._send(200, anthropic_message(model))

@@ -174,6 +174,11 @@ EOF
         >>"$W/aigate.toml" || die "cannot write $W/aigate.toml"
     sed -i "s|^# users_file = \"users.toml\"|users_file = \"$W/users.toml\"|" "$W/aigate.toml"
     grep -q "^users_file = " "$W/aigate.toml" || die "config/aigate.toml has no '# users_file = \"users.toml\"' line; update tests/clients/run.sh"
+    # An auditor's admin token, for `aigate provenance scan` through the running gateway's admin
+    # API (the gateway holds the ledger file while it runs).
+    openssl rand -hex 24 >"$W/auditor-token" || die "openssl rand failed"
+    printf '\n[[admin.tokens]]\nuser = "clients-auditor"\nroles = ["auditor"]\nhash = "%s"\n' \
+        "$(tr -d '\n' <"$W/auditor-token" | "$A" user hash-token)" >>"$W/aigate.toml" || die "cannot write $W/aigate.toml"
     "$A" check --config "$W/aigate.toml" >"$W/aigate-check.txt" 2>&1 || {
         cat "$W/aigate-check.txt" >&2
         die "aigate check --config $W/aigate.toml failed"
@@ -337,6 +342,57 @@ check_claude() {
         vendor_has --scenario claude-eval --method POST --path /v1/messages --header-absent x-aigate-workflow
 
     check_claude_clouds
+    check_claude_write
+}
+
+# Provenance end to end (issue 17): in the sanctioned workflow, Claude Code writes a file through
+# the vendor's Write tool use (the fake vendor answers `AIGATE_WRITE_FILE PATH` with one, whose
+# content is its PASSAGE), into a work folder, with edits accepted without asking. The gateway
+# captured that answer into its ledger; `aigate provenance scan` of the work folder finds the file
+# and names the call's audit record.
+prep_write_home() { mkdir -p "$1/work"; }
+check_claude_write() {
+    local home=$W/homes/claude-write file scan=$OUT/claude-write.scan.json
+    file=$home/work/token_bucket.py
+    PREP_HOME=prep_write_home client claude-write 180 HTTPS_PROXY=$EVE_PROXY NODE_EXTRA_CA_CERTS=$CA \
+        ANTHROPIC_API_KEY=sk-ant-fake-000 "ANTHROPIC_CUSTOM_HEADERS=x-aigate-workflow: vendor-evaluation" \
+        -- claude -p "AIGATE_WRITE_FILE $file" --permission-mode acceptEdits --allowedTools Write
+    expect "Claude Code writes a file through the vendor's Write tool use: exits 0" rc_is 0 claude-write
+    expect "Claude Code Write: the file holds the vendor's passage" \
+        python3 -c 'import sys; t = open(sys.argv[1]).read(); sys.exit(0 if "class TokenBucket" in t and len(t) > 400 else "short: " + t)' "$file"
+    expect "Claude Code Write: audit monitor in vendor-evaluation, the answer captured with fingerprints" \
+        audit_has --tool claude-code --action monitor --workflow vendor-evaluation --path /v1/messages \
+        --field provenance=captured --field user=eve
+    # The record ids of this scenario's captured calls, for the scan to name.
+    python3 - "$AUDIT_JSON" "$SEQ0" >"$OUT/claude-write.captured" <<'PY'
+import json, sys
+seq0 = int(sys.argv[2])
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line.startswith("{"):
+        continue
+    r = json.loads(line)
+    if int(r.get("seq", 0)) > seq0 and r.get("provenance") == "captured" and (r.get("provenance_fingerprints") or 0) > 0:
+        print(r["id"])
+PY
+    AIGATE_TOKEN=$(tr -d '\n' <"$W/auditor-token") "$A" provenance scan "$home/work" --config "$W/aigate.toml" \
+        --admin http://127.0.0.1:9180 --format json >"$scan" 2>"$OUT/claude-write.scan.stderr"
+    echo "rc=$?" >"$OUT/claude-write.scan.rc"
+    expect "aigate provenance scan of the work folder: exit 3 (findings)" grep -qx 'rc=3' "$OUT/claude-write.scan.rc"
+    expect "aigate provenance scan: finds token_bucket.py and names the Write call's record" \
+        python3 - "$scan" "$OUT/claude-write.captured" <<'PY'
+import json, sys
+scan = open(sys.argv[1]).read()
+ids = [l.strip() for l in open(sys.argv[2]) if l.strip()]
+if not ids:
+    sys.exit("no captured claude-code call with fingerprints in this scenario's audit records")
+if "token_bucket.py" not in scan:
+    sys.exit("token_bucket.py is not in the scan report:\n" + scan[:2000])
+named = [i for i in ids if i in scan]
+if not named:
+    sys.exit(f"the scan names none of the captured records {ids}:\n" + scan[:2000])
+print("named", named)
+PY
 }
 
 # Claude Code on Amazon Bedrock and Google Vertex AI, at their real host names: still Claude Code
@@ -373,6 +429,8 @@ check_claude_clouds() {
     expect "Claude Code on Bedrock as eve in vendor-evaluation: audit monitor, forwarded, signed tag kept" \
         audit_has --tool claude-code --action monitor --workflow vendor-evaluation --host $bhost --method POST \
         --path /model/ --status 200 --field user=eve --field 'signed_headers_kept=["x-aigate-workflow"]'
+    expect "Claude Code on Bedrock as eve in vendor-evaluation: the answer (AWS event stream) captured for provenance" \
+        audit_has --tool claude-code --host $bhost --path /model/ --field provenance=captured
 
     client claude-vertex-eval 120 HTTPS_PROXY=$EVE_PROXY NODE_EXTRA_CA_CERTS=$CA "${vertex[@]}" \
         "ANTHROPIC_CUSTOM_HEADERS=x-aigate-workflow: vendor-evaluation" -- claude -p "Say hi"
@@ -382,6 +440,8 @@ check_claude_clouds() {
     expect "Claude Code on Vertex AI as eve in vendor-evaluation: audit monitor, forwarded" \
         audit_has --tool claude-code --action monitor --workflow vendor-evaluation --host $vhost --method POST \
         --path /v1/projects/aigate-check/ --status 200 --field user=eve
+    expect "Claude Code on Vertex AI as eve in vendor-evaluation: the answer (SSE) captured for provenance" \
+        audit_has --tool claude-code --host $vhost --path /v1/projects/aigate-check/ --field provenance=captured
     expect "Claude Code on Vertex AI as eve in vendor-evaluation: vendor got the call without x-aigate-workflow" \
         vendor_has --scenario claude-vertex-eval --host $vhost --method POST --header-absent x-aigate-workflow
 }
