@@ -394,8 +394,17 @@ fn scattered_short_matches_are_not_a_passage() {
     let stop = StopList::default();
     let prose: Vec<&str> = PROSE.split("\n\n").filter(|p| p.len() > 200).collect();
     let mut text = String::new();
-    for (i, from) in (2000..RESPONSE.len() - 200).step_by(700).enumerate() {
-        text.push_str(passage(RESPONSE, from, 55));
+    // 70 bytes: a text gram of 40 letters and digits or two, too few tokens for a code gram.
+    for (i, from) in (2000..RESPONSE.len() - 200).step_by(500).enumerate() {
+        let (mut a, mut b) = (from, from + 70);
+        while !RESPONSE.is_char_boundary(a) {
+            a += 1;
+        }
+        while !RESPONSE.is_char_boundary(b) {
+            b += 1;
+        }
+        text.push_str(&RESPONSE[a..b]);
+        text.push('\n');
         text.push_str(prose[i % prose.len()]);
         text.push('\n');
     }
