@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use aigate::provenance::fingerprint::{Fingerprinter, Key, Params, StopList};
+use aigate::provenance::fingerprint::{Channel, Fingerprinter, Key, Params, StopList};
 use aigate::provenance::scan::matcher::ResponseFilter;
 use aigate::provenance::scan::{Lookup, Matcher, Response, Thresholds, Tier};
 
@@ -44,7 +44,7 @@ struct File {
     text: String,
 }
 
-fn collect(root: &Path, ext: &str, package_depth: usize, out: &mut Vec<File>) {
+fn collect(root: &Path, ext: &str, out: &mut Vec<File>) {
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&dir) else {
@@ -65,18 +65,13 @@ fn collect(root: &Path, ext: &str, package_depth: usize, out: &mut Vec<File>) {
                     continue;
                 }
                 let rel = p.strip_prefix(root).unwrap_or(&p);
-                let package: Vec<String> = rel
+                let top = rel
                     .components()
-                    .take(package_depth)
-                    .map(|c| {
-                        c.as_os_str()
-                            .to_string_lossy()
-                            .trim_end_matches(".py")
-                            .to_string()
-                    })
-                    .collect();
+                    .next()
+                    .map(|c| c.as_os_str().to_string_lossy().to_string())
+                    .unwrap_or_default();
                 out.push(File {
-                    package: format!("{ext}:{}", package.join("/")),
+                    package: format!("{ext}:{}", family(top.trim_end_matches(".py"))),
                     text,
                 });
             }
@@ -84,12 +79,49 @@ fn collect(root: &Path, ext: &str, package_depth: usize, out: &mut Vec<File>) {
     }
 }
 
+/// The family a package belongs to: a crate directory without its version (`serde-1.0.200` and
+/// `serde-1.0.190` are one package), and crates of one project together by the first word of
+/// the name (`serde`, `serde_json`, `serde_derive`; `tokio`, `tokio-util`): versions, forks and
+/// sibling crates share code for real, and a split that put them on two sides would count that
+/// shared code as the method's error. Python's standard library: the top-level module.
+fn family(dir: &str) -> String {
+    let name = match dir.rfind('-') {
+        Some(i) if dir[i + 1..].starts_with(|c: char| c.is_ascii_digit()) => &dir[..i],
+        _ => dir,
+    };
+    let name = name.trim_start_matches('_');
+    name.split(['-', '_'])
+        .next()
+        .unwrap_or(name)
+        .to_ascii_lowercase()
+}
+
+/// Identical files (ignoring case, spacing and punctuation) kept once: a file vendored into two
+/// packages is the same text, and it would be found in both for a true reason.
+fn dedupe(files: Vec<File>) -> (Vec<File>, usize) {
+    use std::hash::{Hash, Hasher};
+    let mut seen = std::collections::HashSet::new();
+    let before = files.len();
+    let kept: Vec<File> = files
+        .into_iter()
+        .filter(|f| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            for c in f.text.chars().filter(|c| c.is_alphanumeric()) {
+                c.to_lowercase().for_each(|l| l.hash(&mut h));
+            }
+            seen.insert(h.finish())
+        })
+        .collect();
+    let dropped = before - kept.len();
+    (kept, dropped)
+}
+
 fn corpus() -> Vec<File> {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let mut files = Vec::new();
     if let Ok(rd) = std::fs::read_dir(Path::new(&home).join(".cargo/registry/src")) {
         for index in rd.flatten() {
-            collect(&index.path(), "rs", 1, &mut files);
+            collect(&index.path(), "rs", &mut files);
         }
     }
     let out = std::process::Command::new("python3")
@@ -101,7 +133,7 @@ fn corpus() -> Vec<File> {
     if let Ok(out) = out {
         let stdlib = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !stdlib.is_empty() {
-            collect(Path::new(&stdlib), "py", 1, &mut files);
+            collect(Path::new(&stdlib), "py", &mut files);
         }
     }
     files
@@ -209,14 +241,43 @@ fn reformat(rng: &mut Rng, s: &str) -> String {
     out
 }
 
-/// Every identifier that is not a keyword gets a new name, consistently.
-fn rename(s: &str) -> String {
+/// Every identifier that is not a keyword gets a new name, consistently, in the code; comments
+/// and string literals are left as they are (`everywhere`: renamed there too, every word of
+/// prose included, which no refactoring does).
+fn rename(s: &str, everywhere: bool) -> String {
     let mut names: HashMap<String, String> = HashMap::new();
     let mut out = String::with_capacity(s.len());
     let b = s.as_bytes();
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
+        if !everywhere {
+            // A comment to the end of the line, or a string literal to its close.
+            let skip_to = if (c == b'/' && b.get(i + 1) == Some(&b'/'))
+                || (c == b'#' && matches!(b.get(i + 1), Some(b' ' | b'#' | b'!')))
+            {
+                s[i..].find('\n').map_or(b.len(), |e| i + e)
+            } else if s[i..].starts_with("\"\"\"") {
+                s[i + 3..].find("\"\"\"").map_or(b.len(), |e| i + 3 + e + 3)
+            } else if c == b'"' {
+                let mut j = i + 1;
+                while j < b.len() && b[j] != b'"' && b[j] != b'\n' {
+                    j += if b[j] == b'\\' { 2 } else { 1 };
+                }
+                (j + 1).min(b.len())
+            } else {
+                i
+            };
+            if skip_to > i {
+                let mut e = skip_to;
+                while !s.is_char_boundary(e) {
+                    e += 1;
+                }
+                out.push_str(&s[i..e]);
+                i = e;
+                continue;
+            }
+        }
         if c.is_ascii_alphabetic() || c == b'_' {
             let st = i;
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
@@ -308,59 +369,186 @@ fn split(files: &[File]) -> Split<'_> {
     s
 }
 
-struct Results {
-    rows: Vec<(String, usize, usize, usize)>,
-    clean_files: usize,
-    clean_strong: usize,
-    clean_review: usize,
-    ledger_fps: usize,
-    stop_fps: usize,
-    fp_mb_s: f64,
+/// Which fingerprints of the known-clean baseline go into the stop-list.
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    /// None: the ledger alone decides.
+    Off,
+    /// Every fingerprint of the baseline (what `aigate provenance baseline` does).
+    All,
+    /// Those found in at least this many distinct packages of the baseline.
+    Packages(usize),
 }
 
-fn run(split: &Split, params: Params, samples: usize) -> Results {
+impl Stop {
+    fn parse(s: &str) -> Option<Stop> {
+        match s {
+            "off" | "none" => Some(Stop::Off),
+            "all" => Some(Stop::All),
+            n => n.parse().ok().map(Stop::Packages),
+        }
+    }
+    fn label(self) -> String {
+        match self {
+            Stop::Off => "none".into(),
+            Stop::All => "every baseline fingerprint".into(),
+            Stop::Packages(n) => format!("fingerprints in {n}+ baseline packages"),
+        }
+    }
+}
+
+struct Results {
+    /// (case, passage length, cases, found with both channels, text only, code only)
+    rows: Vec<(String, usize, usize, [usize; 3])>,
+    clean_files: usize,
+    clean_strong: usize,
+    /// Strong clean findings whose file shares a verbatim run with the response it names.
+    clean_strong_shared: usize,
+    clean_review: usize,
+    clean_strong_by_channel: [usize; 2],
+    ledger_fps: usize,
+    ledger_chars: usize,
+    stop_fps: usize,
+    fp_mb_s: f64,
+    scan_mb_s: f64,
+    lookups_per_mb: f64,
+}
+
+/// Lower-cased letters and digits, the text channel's view of a text.
+fn alnum(s: &str) -> Vec<char> {
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The longest run of letters and digits that `a` and `b` share (at least `G` long, else 0).
+fn shared_run(a: &[char], b: &[char]) -> usize {
+    const G: usize = 32;
+    let gram = |s: &[char]| {
+        s.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &c| {
+            (h ^ u64::from(c)).wrapping_mul(0x100_0000_01b3)
+        })
+    };
+    if a.len() < G || b.len() < G {
+        return 0;
+    }
+    let grams: std::collections::HashSet<u64> = b.windows(G).map(gram).collect();
+    let (mut best, mut run) = (0, 0);
+    for w in a.windows(G) {
+        if grams.contains(&gram(w)) {
+            run += 1;
+            best = best.max(run + G - 1);
+        } else {
+            run = 0;
+        }
+    }
+    best
+}
+
+fn response_entry(i: usize) -> Response {
+    Response {
+        record_id: format!("r{i}"),
+        time: "2026-11-01T00:00:00Z".into(),
+        user: None,
+        tool: None,
+        vendor: None,
+        model: None,
+    }
+}
+
+fn run(split: &Split, params: Params, stop_mode: Stop, samples: usize) -> Results {
     let key = Key::from_bytes([42; 32]);
     let fp = Fingerprinter::with_params(&key, params);
-    let mut mem = Mem::default();
+    // Three ledgers with the same responses: both channels (what ships), and each channel
+    // alone, to see which one finds a case or flags a clean file.
+    let mut mems = [Mem::default(), Mem::default(), Mem::default()];
     let mut ledger_fps = 0;
+    let mut ledger_chars = 0;
     let responses: Vec<&File> = split.responses.iter().copied().take(3000).collect();
     for (i, f) in responses.iter().enumerate() {
         let fps = fp.all(&f.text);
         ledger_fps += fps.len();
+        ledger_chars += f.text.chars().count();
         for x in fps {
-            let v = mem.by_hash.entry(x.hash).or_default();
-            if v.last() != Some(&(i as u32)) {
-                v.push(i as u32);
+            let which = match x.channel {
+                Channel::Text => 1,
+                Channel::Code => 2,
+            };
+            for m in [0, which] {
+                let v = mems[m].by_hash.entry(x.hash).or_default();
+                if v.last() != Some(&(i as u32)) {
+                    v.push(i as u32);
+                }
             }
         }
-        mem.entries.push(Response {
-            record_id: format!("r{i}"),
-            time: "2026-11-01T00:00:00Z".into(),
-            user: None,
-            tool: None,
-            vendor: None,
-            model: None,
-        });
+        for m in &mut mems {
+            m.entries.push(response_entry(i));
+        }
     }
-    let mut stop = StopList::default();
-    let mut hashes = Vec::new();
-    for f in &split.baseline {
-        hashes.extend(fp.all(&f.text).into_iter().map(|x| x.hash));
-    }
-    stop.extend(hashes);
-    let m = Matcher {
-        fingerprinter: &fp,
-        stop: &stop,
-        ledger: &mem,
-        thresholds: Thresholds::default(),
-        filter: ResponseFilter::default(),
+    let stop = match stop_mode {
+        Stop::Off => StopList::default(),
+        Stop::All => StopList::from_hashes(
+            split
+                .baseline
+                .iter()
+                .flat_map(|f| fp.all(&f.text))
+                .map(|x| x.hash),
+        ),
+        Stop::Packages(n) => {
+            let mut by_package: HashMap<&str, Vec<&File>> = HashMap::new();
+            for f in &split.baseline {
+                by_package.entry(f.package.as_str()).or_default().push(f);
+            }
+            let mut packages: HashMap<u64, usize> = HashMap::new();
+            for files in by_package.values() {
+                let mut mine: Vec<u64> = files
+                    .iter()
+                    .flat_map(|f| fp.all(&f.text))
+                    .map(|x| x.hash)
+                    .collect();
+                mine.sort_unstable();
+                mine.dedup();
+                for h in mine {
+                    *packages.entry(h).or_default() += 1;
+                }
+            }
+            StopList::from_hashes(
+                packages
+                    .into_iter()
+                    .filter(|&(_, count)| count >= n)
+                    .map(|(h, _)| h),
+            )
+        }
     };
-    let found = |text: &str, want: usize| -> bool {
+    let matchers: Vec<Matcher<'_, Mem>> = mems
+        .iter()
+        .map(|mem| Matcher {
+            fingerprinter: &fp,
+            stop: &stop,
+            ledger: mem,
+            thresholds: thresholds(),
+            filter: ResponseFilter::default(),
+        })
+        .collect();
+    let found = |m: &Matcher<'_, Mem>, text: &str, want: usize| -> bool {
         m.document(text, 1).ok().flatten().is_some_and(|f| {
             f.responses
                 .iter()
                 .any(|r| r.response.record_id == format!("r{want}"))
         })
+    };
+    let found3 = |text: &str, want: usize| -> [usize; 3] {
+        let mut out = [0; 3];
+        for (o, m) in out.iter_mut().zip(&matchers) {
+            *o = usize::from(found(m, text, want));
+        }
+        out
+    };
+    let add = |a: &mut [usize; 3], b: [usize; 3]| {
+        for (x, y) in a.iter_mut().zip(b) {
+            *x += y;
+        }
     };
     let mut rng = Rng(0xfeed_beef_0bad_cafe);
     let mut rows = Vec::new();
@@ -368,24 +556,27 @@ fn run(split: &Split, params: Params, samples: usize) -> Results {
     let cases: Vec<(&str, Transform)> = vec![
         ("2 pasted", |_, p, _| p.to_string()),
         ("3 reformatted", |r, p, _| reformat(r, p)),
-        ("4 renamed", |_, p, _| rename(p)),
-        ("4 renamed+reformatted", |r, p, _| reformat(r, &rename(p))),
+        ("4 renamed", |_, p, _| rename(p, false)),
+        ("4 renamed+reformatted", |r, p, _| {
+            reformat(r, &rename(p, false))
+        }),
+        ("4 renamed, comments too", |_, p, _| rename(p, true)),
         ("5 10% lines edited", |r, p, o| edit_lines(r, p, o, 0.10)),
         ("5 25% lines edited", |r, p, o| edit_lines(r, p, o, 0.25)),
     ];
     // 1: whole files verbatim.
     {
-        let mut hit = 0;
+        let mut hit = [0; 3];
         let n = responses.len().min(samples);
         for _ in 0..n {
             let i = rng.below(responses.len());
-            hit += usize::from(found(&responses[i].text, i));
+            add(&mut hit, found3(&responses[i].text, i));
         }
         rows.push(("1 whole file".into(), 0, n, hit));
     }
     for &len in &[200usize, 400] {
         for (name, t) in &cases {
-            let mut hit = 0;
+            let mut hit = [0; 3];
             let mut n = 0;
             while n < samples {
                 let i = rng.below(responses.len());
@@ -396,55 +587,124 @@ fn run(split: &Split, params: Params, samples: usize) -> Results {
                 let other = split.clean[rng.below(split.clean.len())];
                 let changed = t(&mut rng, p, &other.text);
                 let doc = paste(&mut rng, &host.text, &changed);
-                hit += usize::from(found(&doc, i));
+                add(&mut hit, found3(&doc, i));
                 n += 1;
             }
             rows.push((name.to_string(), len, n, hit));
         }
     }
     let mut clean_strong = 0;
+    let mut clean_strong_shared = 0;
     let mut clean_review = 0;
+    let mut clean_strong_by_channel = [0; 2];
     let mut bytes = 0usize;
-    let t0 = Instant::now();
+    let mut scan_s = 0.0;
+    let mut shown = 0;
     for f in &split.clean {
         bytes += f.text.len();
-        if let Ok(Some(x)) = m.document(&f.text, 1) {
-            match x.tier {
-                Tier::Strong => clean_strong += 1,
-                Tier::NeedsReview => clean_review += 1,
+        let t0 = Instant::now();
+        let finding = matchers[0].document(&f.text, 1);
+        scan_s += t0.elapsed().as_secs_f64();
+        let Ok(Some(x)) = finding else {
+            continue;
+        };
+        match x.tier {
+            Tier::Strong => {
+                clean_strong += 1;
+                for (c, m) in clean_strong_by_channel.iter_mut().zip(&matchers[1..]) {
+                    if m.document(&f.text, 1)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|y| y.tier == Tier::Strong)
+                    {
+                        *c += 1;
+                    }
+                }
+                let mine = alnum(&f.text);
+                let run = x
+                    .responses
+                    .iter()
+                    .filter_map(|r| r.response.record_id[1..].parse::<usize>().ok())
+                    .map(|i| shared_run(&mine, &alnum(&responses[i].text)))
+                    .max()
+                    .unwrap_or(0);
+                if run >= 150 {
+                    clean_strong_shared += 1;
+                } else if shown < 5 && std::env::var("AIGATE_PROV_SHOW").is_ok() {
+                    shown += 1;
+                    let r = &x.responses[0];
+                    let i: usize = r.response.record_id[1..].parse().unwrap_or(0);
+                    eprintln!(
+                        "--- clean {} vs {} ({} chars, {} fps, lines {:?}; shared run {run})",
+                        f.package, responses[i].package, r.matched_chars, r.fingerprints, r.lines
+                    );
+                    for &(a, b) in r.lines.iter().take(3) {
+                        let lines: Vec<&str> = f.text.lines().collect();
+                        eprintln!("{}", lines[a - 1..b.min(lines.len())].join("\n"));
+                        eprintln!("  ..");
+                    }
+                }
             }
+            Tier::NeedsReview => clean_review += 1,
         }
     }
-    let scan_s = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let mut n = 0;
     for f in &split.clean {
         n += fp.all(&f.text).len();
     }
-    std::hint::black_box(n);
     let fp_mb_s = bytes as f64 / 1e6 / t0.elapsed().as_secs_f64();
-    eprintln!(
-        "  scan of the clean set (in-memory ledger): {:.1} MB/s",
-        bytes as f64 / 1e6 / scan_s
-    );
     Results {
         rows,
         clean_files: split.clean.len(),
         clean_strong,
+        clean_strong_shared,
         clean_review,
+        clean_strong_by_channel,
         ledger_fps,
+        ledger_chars,
         stop_fps: stop.len(),
         fp_mb_s,
+        scan_mb_s: bytes as f64 / 1e6 / scan_s,
+        lookups_per_mb: n as f64 / (bytes as f64 / 1e6),
     }
 }
 
-fn print(params: Params, r: &Results, responses: usize) {
+/// `AIGATE_PROV_THRESH="4,3"`: minimum fingerprints of a response, minimum run; else the
+/// shipped defaults.
+fn thresholds() -> Thresholds {
+    let mut t = Thresholds::default();
+    if let Ok(v) = std::env::var("AIGATE_PROV_THRESH") {
+        let v: Vec<usize> = v.split(',').filter_map(|n| n.trim().parse().ok()).collect();
+        if let [fps, run] = v[..] {
+            t.min_fingerprints = fps;
+            t.min_run = run;
+        }
+    }
+    t
+}
+
+fn pct(a: usize, n: usize) -> String {
+    format!("{:.1}%", 100.0 * a as f64 / n.max(1) as f64)
+}
+
+fn print(params: Params, stop: Stop, r: &Results, responses: usize) {
+    let t = thresholds();
     println!(
-        "\n## text k={} w={}, code k={} w={}",
-        params.text_k, params.text_w, params.code_k, params.code_w
+        "\n## text k={} w={}, code k={} w={} refs={}, distinct symbols per gram text {}+ code {}+; stop-list: {}; a response needs {} fingerprints in runs of {}+",
+        params.text_k,
+        params.text_w,
+        params.code_k,
+        params.code_w,
+        params.code_refs,
+        params.text_min_distinct,
+        params.code_min_distinct,
+        stop.label(),
+        t.min_fingerprints,
+        t.min_run
     );
-    println!("| case | passage | n | recall |");
-    println!("|---|---|---|---|");
+    println!("| case | passage | n | recall | text channel alone | code channel alone |");
+    println!("|---|---|---|---|---|---|");
     for (name, len, n, hit) in &r.rows {
         let len = if *len == 0 {
             "whole".to_string()
@@ -452,22 +712,127 @@ fn print(params: Params, r: &Results, responses: usize) {
             format!("{len}+")
         };
         println!(
-            "| {name} | {len} | {n} | {:.1}% |",
-            100.0 * *hit as f64 / (*n).max(1) as f64
+            "| {name} | {len} | {n} | {} | {} | {} |",
+            pct(hit[0], *n),
+            pct(hit[1], *n),
+            pct(hit[2], *n)
         );
     }
+    let per = |x: usize| {
+        format!(
+            "{x} ({:.3}%)",
+            100.0 * x as f64 / r.clean_files.max(1) as f64
+        )
+    };
     println!(
-        "clean files: {} ; strong: {} ({:.3}%) ; needs review: {} ({:.3}%)",
+        "clean files: {} ; strong: {} of which {} share a verbatim run of 150+ letters and digits with the response (real shared code), {} do not ; needs review: {} ; strong with the text channel alone: {}, code alone: {}",
         r.clean_files,
-        r.clean_strong,
-        100.0 * r.clean_strong as f64 / r.clean_files.max(1) as f64,
-        r.clean_review,
-        100.0 * r.clean_review as f64 / r.clean_files.max(1) as f64
+        per(r.clean_strong),
+        r.clean_strong_shared,
+        per(r.clean_strong - r.clean_strong_shared),
+        per(r.clean_review),
+        per(r.clean_strong_by_channel[0]),
+        per(r.clean_strong_by_channel[1]),
     );
     println!(
-        "ledger: {} responses, {} fingerprints ; stop-list: {} ; fingerprinting (both channels, one core): {:.1} MB/s",
-        responses, r.ledger_fps, r.stop_fps, r.fp_mb_s
+        "ledger: {} responses, {:.1} MB, {} fingerprints ; stop-list: {} ; one core: fingerprinting (both channels) {:.1} MB/s, scan against the in-memory ledger {:.1} MB/s, {:.0} fingerprints looked up per MB scanned",
+        responses,
+        r.ledger_chars as f64 / 1e6,
+        r.ledger_fps,
+        r.stop_fps,
+        r.fp_mb_s,
+        r.scan_mb_s,
+        r.lookups_per_mb
     );
+}
+
+/// The embedded ledger (redb) at its real cost: `n` responses recorded one transaction each, as
+/// the capture worker does (the response files, each again under another key once they run out,
+/// so every entry has fingerprints of its own), then the clean set looked up file by file with
+/// `Ledger::find`, as a scan does. Reports bytes on disk per MB captured and lookups a second.
+fn ledger_cost(split: &Split, n: usize) {
+    use aigate::provenance::ledger::embedded::EmbeddedLedger;
+    use aigate::provenance::ledger::{Entry, Ledger};
+    let dir = std::env::temp_dir().join(format!("aigate-prov-ledger-{}", std::process::id()));
+    let path = dir.join("ledger.redb");
+    let ledger = match EmbeddedLedger::open(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ledger: {e}");
+            return;
+        }
+    };
+    let mut chars = 0usize;
+    let mut fps_total = 0usize;
+    let t0 = Instant::now();
+    let mut fingerprinters: Vec<Fingerprinter> = Vec::new();
+    for i in 0..n {
+        let round = i / split.responses.len().max(1);
+        if fingerprinters.len() <= round {
+            fingerprinters.push(Fingerprinter::new(&Key::from_bytes([round as u8 + 1; 32])));
+        }
+        let f = split.responses[i % split.responses.len()];
+        let mut fps: Vec<u64> = fingerprinters[round]
+            .all(&f.text)
+            .iter()
+            .map(|x| x.hash)
+            .collect();
+        fps.sort_unstable();
+        fps.dedup();
+        chars += f.text.chars().count();
+        fps_total += fps.len();
+        let entry = Entry {
+            id: format!("0193-bench-{i:08}"),
+            time: "2026-11-01T00:00:00Z".into(),
+            time_ms: 1_793_500_000_000,
+            user: "alice".into(),
+            tool: "claude-code".into(),
+            vendor: "anthropic".into(),
+            model: Some("claude-x".into()),
+            workflow: None,
+            exemption: None,
+            fingerprints: fps.len() as u64,
+            chars: chars as u64,
+            truncated: false,
+        };
+        if let Err(e) = ledger.record(&entry, &fps) {
+            eprintln!("ledger: {e}");
+            return;
+        }
+    }
+    let write_s = t0.elapsed().as_secs_f64();
+    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+    let fp = &fingerprinters[0];
+    let mut bytes = 0usize;
+    let mut lookups = 0usize;
+    let mut hits = 0usize;
+    let t0 = Instant::now();
+    for f in split.clean.iter().take(3000) {
+        bytes += f.text.len();
+        let fps: Vec<u64> = fp.all(&f.text).iter().map(|x| x.hash).collect();
+        lookups += fps.len();
+        match ledger.find(&fps) {
+            Ok(m) => hits += m.hits.len(),
+            Err(e) => {
+                eprintln!("ledger: {e}");
+                return;
+            }
+        }
+    }
+    let scan_s = t0.elapsed().as_secs_f64();
+    println!(
+        "\nembedded ledger (redb): {n} responses, {:.1} MB captured, {fps_total} fingerprints, {:.1} MB on disk = {:.2} bytes per byte captured ({:.1} MB per MB), {:.0} responses recorded a second; scan of {:.1} MB of clean files with Ledger::find: {:.1} MB/s, {:.0} lookups a second ({hits} hits)",
+        chars as f64 / 1e6,
+        size as f64 / 1e6,
+        size as f64 / chars.max(1) as f64,
+        size as f64 / chars.max(1) as f64,
+        n as f64 / write_s,
+        bytes as f64 / 1e6,
+        bytes as f64 / 1e6 / scan_s,
+        lookups as f64 / scan_s,
+    );
+    drop(ledger);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn main() {
@@ -475,14 +840,24 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(400);
-    let files = corpus();
+    let (files, duplicates) = dedupe(corpus());
     let split = split(&files);
+    let packages = |v: &[&File]| {
+        let mut p: Vec<&str> = v.iter().map(|f| f.package.as_str()).collect();
+        p.sort();
+        p.dedup();
+        p.len()
+    };
     println!(
-        "corpus: {} files; responses {} (up to 3000 used), baseline {}, clean {}",
+        "corpus: {} files ({} identical copies dropped); responses {} in {} packages (up to 3000 used), baseline {} in {}, clean {} in {}",
         files.len(),
+        duplicates,
         split.responses.len(),
+        packages(&split.responses),
         split.baseline.len(),
-        split.clean.len()
+        packages(&split.baseline),
+        split.clean.len(),
+        packages(&split.clean),
     );
     let mut sets = vec![Params::default()];
     // AIGATE_PROV_PARAMS="40,16,16,8;40,16,24,8": text k, text w, code k, code w per set.
@@ -494,11 +869,18 @@ fn main() {
                     .split(',')
                     .filter_map(|n| n.trim().parse().ok())
                     .collect();
-                (v.len() == 4).then(|| Params {
+                (v.len() >= 4).then(|| Params {
                     text_k: v[0],
                     text_w: v[1],
                     code_k: v[2],
                     code_w: v[3],
+                    code_refs: v.get(4).map_or(Params::default().code_refs, |&r| r == 1),
+                    text_min_distinct: v
+                        .get(5)
+                        .map_or(Params::default().text_min_distinct, |&n| n as u32),
+                    code_min_distinct: v
+                        .get(6)
+                        .map_or(Params::default().code_min_distinct, |&n| n as u32),
                 })
             })
             .collect();
@@ -512,7 +894,7 @@ fn main() {
                 ..d
             });
         }
-        for (k, w) in [(12, 6), (20, 10), (16, 12), (24, 8)] {
+        for (k, w) in [(12, 6), (20, 10), (16, 12), (32, 8)] {
             sets.push(Params {
                 code_k: k,
                 code_w: w,
@@ -520,8 +902,21 @@ fn main() {
             });
         }
     }
+    // AIGATE_PROV_STOP="all;3;off": which baseline fingerprints are stop-listed.
+    let stops: Vec<Stop> = std::env::var("AIGATE_PROV_STOP")
+        .ok()
+        .map(|s| s.split(';').filter_map(Stop::parse).collect())
+        .unwrap_or_else(|| vec![Stop::All]);
+    if let Some(n) = std::env::var("AIGATE_PROV_LEDGER")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        ledger_cost(&split, n);
+    }
     for p in sets {
-        let r = run(&split, p, samples);
-        print(p, &r, split.responses.len().min(3000));
+        for &stop in &stops {
+            let r = run(&split, p, stop, samples);
+            print(p, stop, &r, split.responses.len().min(3000));
+        }
     }
 }

@@ -89,18 +89,31 @@ pub struct Params {
     pub text_w: usize,
     pub code_k: usize,
     pub code_w: usize,
+    /// Code channel: an identifier used again inside a gram is told apart by how far back it was
+    /// used (see `normalize::back_refs`), not just "an identifier".
+    pub code_refs: bool,
+    /// A kept gram with fewer distinct symbols than this is dropped (per channel): tables of
+    /// numbers, `0x00, 0x00, …`, runs of `code(0, 8, 80),` have the same shape everywhere and
+    /// match unrelated files. Counted approximately (symbol values folded into 64 or 128 bits).
+    pub text_min_distinct: u32,
+    pub code_min_distinct: u32,
 }
 
 impl Default for Params {
-    /// Provisional (docs/provenance.md, "Accuracy"): the text channel keeps the 40/16 of the
-    /// study in issue 17; the code channel moved from 16 to 24 tokens because 16 tokens (about
-    /// 60 characters) matched the structure of unrelated code of the same crate.
+    /// Measured (docs/provenance.md, "Accuracy"): the text channel keeps the 40/16 of the study
+    /// in issue 17; the code channel is at 24 tokens because 16 (about 60 characters) matched the
+    /// structure of unrelated code; the distinct-symbol floors drop tables and padding, which
+    /// matched unrelated files. Parameterised identifiers (`code_refs`) cost half the speed for
+    /// no recall, so they are off.
     fn default() -> Self {
         Params {
             text_k: 40,
             text_w: 16,
             code_k: 24,
             code_w: 8,
+            code_refs: false,
+            text_min_distinct: 8,
+            code_min_distinct: 7,
         }
     }
 }
@@ -137,6 +150,9 @@ impl Fingerprinter {
                 text_w: params.text_w.max(1),
                 code_k: params.code_k.max(1),
                 code_w: params.code_w.max(1),
+                code_refs: params.code_refs,
+                text_min_distinct: params.text_min_distinct,
+                code_min_distinct: params.code_min_distinct,
             },
         }
     }
@@ -169,6 +185,33 @@ impl Fingerprinter {
 
     pub fn code_into(&self, s: &str, out: &mut Vec<Fp>) {
         let syms = normalize::code(s);
+        if self.params.code_refs {
+            let refs = normalize::back_refs(s, &syms);
+            let value = |g: usize, i: usize| {
+                let r = refs[i] as usize;
+                if r != 0 && r <= i - g {
+                    // Above the abstract values, below the keywords' and operators' range.
+                    0x4000_0000 | refs[i]
+                } else {
+                    syms[i].value
+                }
+            };
+            let hasher = &self.code;
+            let min = self.params.code_min_distinct;
+            let k = self.params.code_k;
+            winnow::select_by(&syms, k, self.params.code_w, value, |gram, at| {
+                let g = &syms[at..at + k];
+                if diverse(g, min) {
+                    out.push(Fp {
+                        hash: keyed(hasher, gram),
+                        channel: Channel::Code,
+                        start: g[0].start,
+                        end: g[k - 1].end,
+                    })
+                }
+            });
+            return;
+        }
         self.winnow(
             Channel::Code,
             &syms,
@@ -190,19 +233,36 @@ impl Fingerprinter {
     }
 
     fn winnow(&self, channel: Channel, syms: &[Sym], k: usize, w: usize, out: &mut Vec<Fp>) {
-        let hasher = match channel {
-            Channel::Code => &self.code,
-            Channel::Text => &self.text,
+        let (hasher, min) = match channel {
+            Channel::Code => (&self.code, self.params.code_min_distinct),
+            Channel::Text => (&self.text, self.params.text_min_distinct),
         };
-        winnow::select(syms, k, w, |gram, first, last| {
-            out.push(Fp {
-                hash: keyed(hasher, gram),
-                channel,
-                start: first.start,
-                end: last.end,
-            });
+        winnow::select(syms, k, w, |gram, at| {
+            let g = &syms[at..at + k];
+            if diverse(g, min) {
+                out.push(Fp {
+                    hash: keyed(hasher, gram),
+                    channel,
+                    start: g[0].start,
+                    end: g[k - 1].end,
+                });
+            }
         });
     }
+}
+
+/// Whether a gram has at least `min` distinct symbol values, counted as bits of a 128-bit set
+/// (values folded: an estimate from below, exact for ASCII text).
+fn diverse(gram: &[Sym], min: u32) -> bool {
+    if min == 0 {
+        return true;
+    }
+    let mut set: u128 = 0;
+    for s in gram {
+        let v = s.value ^ (s.value >> 7) ^ (s.value >> 14) ^ (s.value >> 21) ^ (s.value >> 28);
+        set |= 1u128 << (v & 127);
+    }
+    set.count_ones() >= min
 }
 
 fn keyed(hasher: &SipHasher24, gram: u64) -> u64 {

@@ -47,7 +47,7 @@ pub fn text(s: &str) -> Vec<Sym> {
 }
 
 /// Abstract token values; keywords and operators get values of their own (see `word`).
-const IDENT: u32 = 1;
+pub const IDENT: u32 = 1;
 const NUMBER: u32 = 2;
 const STRING: u32 = 3;
 
@@ -201,8 +201,15 @@ const KEYWORDS: &[&str] = &[
     "declare",
 ];
 
+/// `KEYWORDS` sorted, for a binary search: every identifier of a scanned file is looked up.
+static SORTED_KEYWORDS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let mut v = KEYWORDS.to_vec();
+    v.sort_unstable();
+    v
+});
+
 fn word(w: &str) -> u32 {
-    if KEYWORDS.contains(&w) {
+    if w.len() <= 10 && SORTED_KEYWORDS.binary_search(&w).is_ok() {
         // FNV-1a into the space above the abstract values.
         let mut h: u32 = 0x811c_9dc5;
         for b in w.bytes() {
@@ -345,4 +352,22 @@ fn string_end(b: &[u8], i: usize) -> usize {
         }
     }
     n
+}
+
+/// For each token, how many tokens back the same identifier was last seen (0: not an
+/// identifier, or its first use). Renaming consistently keeps these distances, so a gram can
+/// say "the identifier of 3 tokens ago" instead of just "an identifier" (Baker's parameterised
+/// matching, 1993): the shape of a copied passage, not of every loop that looks like it.
+pub fn back_refs(s: &str, syms: &[Sym]) -> Vec<u32> {
+    let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    syms.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            if t.value != IDENT {
+                return 0;
+            }
+            let name = s.get(t.start as usize..t.end as usize).unwrap_or("");
+            last.insert(name, i).map_or(0, |j| (i - j) as u32)
+        })
+        .collect()
 }

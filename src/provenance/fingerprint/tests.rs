@@ -48,6 +48,7 @@ fn channels_never_share_a_hash() {
             text_w: 1,
             code_k: 3,
             code_w: 1,
+            ..Params::default()
         },
     );
     let code: Vec<u64> = hashes(&f.code("x + y"));
@@ -189,4 +190,51 @@ fn stop_list_round_trips_and_rejects_other_files() {
     std::fs::write(&path, b"not a stop list").unwrap();
     let err = StopList::load(&path).unwrap_err().to_string();
     assert!(err.contains("not an aigate stop-list"), "{err}");
+}
+
+/// The bucket index finds every member and nothing else, whatever the hashes' top bits are.
+#[test]
+fn stop_list_index_finds_members_only() {
+    use proptest::prelude::*;
+    assert!(!StopList::default().contains(0));
+    assert!(!StopList::default().contains(u64::MAX));
+    proptest!(ProptestConfig::with_cases(50), |(
+        members in proptest::collection::vec(any::<u64>(), 0..3000),
+        others in proptest::collection::vec(any::<u64>(), 0..200),
+    )| {
+        let mut list = StopList::from_hashes(members.iter().copied().take(1000));
+        list.extend(members.iter().copied().skip(1000));
+        for h in &members {
+            prop_assert!(list.contains(*h));
+        }
+        for h in others.iter().chain([0u64, u64::MAX].iter()) {
+            prop_assert_eq!(list.contains(*h), members.contains(h));
+        }
+    });
+}
+
+/// A table of numbers has one shape in every file that has a table: with the shipped minimum of
+/// distinct symbols it yields no fingerprint on either channel, while code does.
+#[test]
+fn low_diversity_grams_are_dropped() {
+    let table: String = (0..200)
+        .map(|i| format!("    code({}, {}, {}),\n", i % 7, 8 + i % 2, (i * 37) % 256))
+        .collect();
+    let bare = Fingerprinter::with_params(
+        &Key::from_bytes([7; 32]),
+        Params {
+            text_min_distinct: 0,
+            code_min_distinct: 0,
+            ..Params::default()
+        },
+    );
+    assert!(!bare.code(&table).is_empty());
+    assert!(
+        fp().code(&table).is_empty(),
+        "{:?}",
+        fp().code(&table).len()
+    );
+    assert!(fp().text(&"0x00, 0x00, 0x01, ".repeat(40)).is_empty());
+    assert!(fp().code(RUST).len() >= 4);
+    assert!(fp().text(PROSE).len() >= 4);
 }

@@ -3,15 +3,20 @@
 use std::collections::HashMap;
 
 use super::{Lookup, Response};
-use crate::provenance::fingerprint::{Fingerprinter, StopList};
+use crate::provenance::fingerprint::{Channel, Fingerprinter, StopList};
 
-/// When a match is a finding. A response must account for `min_chars` characters of the
-/// document through at least `min_fingerprints` fingerprints; a finding is strong at
-/// `strong_chars`, or when it covers `strong_share` of a document (a small file copied whole).
+/// When a match is a finding. A response's fingerprints in a document are grouped into runs
+/// (fingerprints whose grams overlap or touch: a copied passage yields one run, because
+/// winnowing keeps a gram at least every `w` symbols and grams are `k > w` long); runs of fewer
+/// than `min_run` fingerprints are coincidences and are dropped. What is left must hold at least
+/// `min_fingerprints` fingerprints and cover `min_chars` characters of the document. A finding is
+/// strong at `strong_chars`, or when it covers `strong_share` of a document (a small file copied
+/// whole).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
     pub min_chars: usize,
     pub min_fingerprints: usize,
+    pub min_run: usize,
     pub strong_chars: usize,
     pub strong_share: f64,
 }
@@ -21,6 +26,7 @@ impl Default for Thresholds {
         Thresholds {
             min_chars: 200,
             min_fingerprints: 4,
+            min_run: 3,
             strong_chars: 400,
             strong_share: 0.5,
         }
@@ -30,9 +36,10 @@ impl Default for Thresholds {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tier {
-    /// 200–400 matched characters: could be shared boilerplate; a person decides.
+    /// 200–400 matched characters, or a match of the code channel alone (same structure,
+    /// other names): could be shared boilerplate or a renamed copy; a person decides.
     NeedsReview,
-    /// 400+ characters, or most of the document.
+    /// 400+ characters matched verbatim (text channel), or most of the document.
     Strong,
 }
 
@@ -52,6 +59,10 @@ pub struct ResponseMatch {
     pub response: Response,
     /// Characters of the document covered by this response's fingerprints.
     pub matched_chars: usize,
+    /// Of those, the characters the text channel found (the same letters and digits in the
+    /// same order): a copy, not just code of the same shape.
+    #[serde(skip)]
+    pub verbatim_chars: usize,
     pub fingerprints: usize,
     /// 1-based inclusive line ranges of the document.
     pub lines: Vec<(usize, usize)>,
@@ -111,8 +122,8 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
             .filter(|h| !self.stop.contains(*h))
             .collect();
         self.ledger.prefetch(&wanted)?;
-        // Response id -> spans (byte ranges of the document) and fingerprint count.
-        let mut hits: HashMap<u64, (Vec<(u32, u32)>, usize)> = HashMap::new();
+        // Response id -> spans (byte ranges of the document) on the text and the code channel.
+        let mut hits: HashMap<u64, [Vec<(u32, u32)>; 2]> = HashMap::new();
         let mut ids = Vec::new();
         for fp in &fps {
             if self.stop.contains(fp.hash) {
@@ -122,10 +133,9 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
             self.ledger.responses(fp.hash, &mut ids)?;
             ids.sort_unstable();
             ids.dedup();
+            let channel = usize::from(fp.channel == Channel::Code);
             for &id in &ids {
-                let e = hits.entry(id).or_default();
-                e.0.push((fp.start, fp.end));
-                e.1 += 1;
+                hits.entry(id).or_default()[channel].push((fp.start, fp.end));
             }
         }
         if hits.is_empty() {
@@ -137,10 +147,19 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
         let mut all_spans = Vec::new();
         let mut hits: Vec<_> = hits.into_iter().collect();
         hits.sort_unstable_by_key(|(id, _)| *id);
-        for (id, (spans, count)) in hits {
+        for (id, [text_spans, code_spans]) in hits {
+            if text_spans.len() + code_spans.len() < self.thresholds.min_fingerprints {
+                continue;
+            }
+            let (text_runs, text_count) = runs(text_spans, self.thresholds.min_run);
+            let (code_runs, code_count) = runs(code_spans, self.thresholds.min_run);
+            let count = text_count + code_count;
             if count < self.thresholds.min_fingerprints {
                 continue;
             }
+            let verbatim_chars = chars_in(text, &widen(text, text_runs.clone()));
+            let mut spans = text_runs;
+            spans.extend(code_runs);
             let spans = widen(text, merge(spans));
             let chars = chars_in(text, &spans);
             if chars < self.thresholds.min_chars.min(total_chars) {
@@ -156,6 +175,7 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
             matches.push(ResponseMatch {
                 response,
                 matched_chars: chars,
+                verbatim_chars,
                 fingerprints: count,
                 lines: lines.ranges(&spans, first_line),
             });
@@ -175,7 +195,9 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
         } else {
             matched_chars as f64 / total_chars as f64
         };
-        let best = matches.iter().map(|m| m.matched_chars).max().unwrap_or(0);
+        // Strong needs the text channel: the code channel alone (identifiers abstracted) finds
+        // renamed copies, but also code that merely has the same shape, so a person decides.
+        let best = matches.iter().map(|m| m.verbatim_chars).max().unwrap_or(0);
         let tier = if best >= self.thresholds.strong_chars
             || (best as f64) >= self.thresholds.strong_share * total_chars as f64
         {
@@ -192,6 +214,31 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
             responses: matches,
         }))
     }
+}
+
+/// The runs of at least `min_run` fingerprints (their grams overlapping or touching), merged,
+/// and how many fingerprints they hold. A scattered gram shared with a response (a common
+/// idiom, the shape of unrelated code on the code channel) is no evidence of a copy; a copy of
+/// 200 characters yields a dozen overlapping ones.
+fn runs(mut spans: Vec<(u32, u32)>, min_run: usize) -> (Vec<(u32, u32)>, usize) {
+    spans.sort_unstable();
+    let mut out = Vec::new();
+    let mut kept = 0;
+    let mut i = 0;
+    while i < spans.len() {
+        let (start, mut end) = spans[i];
+        let mut j = i + 1;
+        while j < spans.len() && spans[j].0 <= end {
+            end = end.max(spans[j].1);
+            j += 1;
+        }
+        if j - i >= min_run.max(1) {
+            out.push((start, end));
+            kept += j - i;
+        }
+        i = j;
+    }
+    (out, kept)
 }
 
 /// How far a matched span is widened on each side, at most (bytes).

@@ -182,7 +182,9 @@ fn short_passage_needs_review_and_tiny_one_is_nothing() {
     let (text, _) = paste(CLEAN, 10, passage(RESPONSE, 5000, 250));
     let f = m.document(&text, 1).unwrap().expect("a finding");
     assert_eq!(f.tier, Tier::NeedsReview, "{}", f.matched_chars);
-    let (text, _) = paste(CLEAN, 10, passage(RESPONSE, 5000, 60));
+    // In prose: CLEAN shares a few lines of real code with RESPONSE (a `Vec<(usize, usize)>`
+    // loop), which together with the paste would make a passage.
+    let (text, _) = paste(PROSE, 10, passage(RESPONSE, 5000, 60));
     assert_eq!(m.document(&text, 1).unwrap(), None);
 }
 
@@ -380,4 +382,38 @@ fn sarif_validates_against_the_schema() {
     broken["runs"][0]["results"][0]["level"] = "fatal".into();
     assert!(validate_sarif(&broken).is_err());
     validate_sarif(&super::report::sarif(&[])).unwrap();
+}
+
+/// Short pieces of a response scattered through a document (a shared idiom here and there) are
+/// not a copied passage: each run of overlapping fingerprints is too short to count, though
+/// together they pass the fingerprint and character thresholds when every gram counts.
+#[test]
+fn scattered_short_matches_are_not_a_passage() {
+    let fp = fingerprinter();
+    let mem = ledger(&fp);
+    let stop = StopList::default();
+    let prose: Vec<&str> = PROSE.split("\n\n").filter(|p| p.len() > 200).collect();
+    let mut text = String::new();
+    // 70 bytes: a text gram of 40 letters and digits or two, too few tokens for a code gram.
+    for (i, from) in (2000..RESPONSE.len() - 200).step_by(500).enumerate() {
+        let (mut a, mut b) = (from, from + 70);
+        while !RESPONSE.is_char_boundary(a) {
+            a += 1;
+        }
+        while !RESPONSE.is_char_boundary(b) {
+            b += 1;
+        }
+        text.push_str(&RESPONSE[a..b]);
+        text.push('\n');
+        text.push_str(prose[i % prose.len()]);
+        text.push('\n');
+    }
+    let mut every_gram = matcher(&fp, &stop, &mem);
+    every_gram.thresholds.min_run = 1;
+    let f = every_gram
+        .document(&text, 1)
+        .unwrap()
+        .expect("single grams add up");
+    assert_eq!(f.responses[0].response.record_id, "rec-1");
+    assert_eq!(matcher(&fp, &stop, &mem).document(&text, 1).unwrap(), None);
 }
