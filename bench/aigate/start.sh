@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The aigate candidate command for run_all.sh (see README.md, section "aigate").
 # run_all.sh exports PROXY_PORT, MITM_CA_CERT, MITM_CA_KEY, UPSTREAM_CA and RUN_DIR; bench/run.sh
-# exports AIGATE_BIN and AIGATE_BASE_CONFIG. Renders $RUN_DIR/aigate.toml from the shipped config,
+# exports AIGATE_BIN and AIGATE_BASE_CONFIG (AIGATE_PROVENANCE=on|off overrides [provenance] enabled,
+# to measure the audit path apart from capture). Renders $RUN_DIR/aigate.toml from the shipped config,
 # validates it with `aigate check`, then execs `aigate run` in the foreground (SIGTERM stops it).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -14,7 +15,8 @@ python3 "$HERE/render-config.py" --base "$AIGATE_BASE_CONFIG" --out "$CFG" \
   --listen "127.0.0.1:$PROXY_PORT" --state-dir "$RUN_DIR/state" \
   --ca-cert "$MITM_CA_CERT" --ca-key "$MITM_CA_KEY" --upstream-ca "$UPSTREAM_CA" \
   --admin-listen "${AIGATE_ADMIN_LISTEN:-127.0.0.1:9181}" \
-  --per-client "${AIGATE_PER_CLIENT:-max}"
+  --per-client "${AIGATE_PER_CLIENT:-max}" \
+  ${AIGATE_PROVENANCE:+--provenance "$AIGATE_PROVENANCE"}
 # AIGATE_STORAGE_URL=postgres://...: the same run with exemptions (and the audit copy) in
 # PostgreSQL, to compare the hot path with the file backend (bench/README.md, "aigate").
 if [ -n "${AIGATE_STORAGE_URL:-}" ]; then

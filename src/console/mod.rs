@@ -266,19 +266,8 @@ impl Signed {
     /// The audited 403 page for a refusal that is not about a missing role: `why` says what
     /// to do instead (the same sentence the JSON API answers).
     pub fn refused(&self, state: &AdminState, why: &str) -> Response {
-        crate::admin::record_refusal(
+        self.not_allowed(
             state,
-            Some(&self.caller),
-            self.client,
-            &self.method,
-            &self.path,
-            StatusCode::FORBIDDEN,
-            None,
-        );
-        page_with_status(
-            StatusCode::FORBIDDEN,
-            "Not allowed",
-            self,
             html! {
                 h1 { "Not allowed" }
                 p { "You are signed in as " strong { (self.caller.user) } "." }
@@ -288,8 +277,9 @@ impl Signed {
         )
     }
 
-    /// The audited 403 page: `need` says what would have been needed.
-    pub fn forbidden(&self, state: &AdminState, need: &str) -> Response {
+    /// Records the refusal in the audit chain, then answers `body` as a 403 page: every
+    /// "not allowed" page is audited the same way, whatever it says.
+    fn not_allowed(&self, state: &AdminState, body: maud::Markup) -> Response {
         crate::admin::record_refusal(
             state,
             Some(&self.caller),
@@ -299,10 +289,13 @@ impl Signed {
             StatusCode::FORBIDDEN,
             None,
         );
-        page_with_status(
-            StatusCode::FORBIDDEN,
-            "Not allowed",
-            self,
+        page_with_status(StatusCode::FORBIDDEN, "Not allowed", self, body)
+    }
+
+    /// The audited 403 page: `need` says what would have been needed.
+    pub fn forbidden(&self, state: &AdminState, need: &str) -> Response {
+        self.not_allowed(
+            state,
             html! {
                 h1 { "Not allowed" }
                 p { "You are signed in as " strong { (self.caller.user) } ". This needs " (need) "." }
