@@ -21,7 +21,7 @@
 #   versions.txt          the client versions that were checked
 #
 # Environment: AIGATE_CLIENTS_WORK, AIGATE_BIN, AIGATE_CLIENTS_ONLY (space-separated scenario names
-# to run, e.g. "claude codex"; all by default: claude codex codexroutes codexaihost python node gemini copilot
+# to run, e.g. "claude codex"; all by default: claude loop codex codexroutes codexaihost python node gemini copilot
 # blocked curl git managed),
 # and the client versions: CLAUDE_CODE_VERSION, CODEX_VERSION, GEMINI_CLI_VERSION,
 # COPILOT_CLI_VERSION, ANTHROPIC_NODE_VERSION, OPENAI_NODE_VERSION, UNDICI_VERSION,
@@ -41,7 +41,7 @@ W=${AIGATE_CLIENTS_WORK:-/tmp/aigate-clients}
 : "${UNDICI_VERSION:=7.30.2}"
 : "${ANTHROPIC_PY_VERSION:=2.11.0}"
 : "${OPENAI_PY_VERSION:=3.52.0}"
-: "${AIGATE_CLIENTS_ONLY:=claude codex codexroutes codexaihost python node gemini copilot blocked curl git managed}"
+: "${AIGATE_CLIENTS_ONLY:=claude loop codex codexroutes codexaihost python node gemini copilot blocked curl git managed}"
 
 PROXY=http://127.0.0.1:3128
 VENDOR_PORT=8443
@@ -174,6 +174,14 @@ EOF
         >>"$W/aigate.toml" || die "cannot write $W/aigate.toml"
     sed -i "s|^# users_file = \"users.toml\"|users_file = \"$W/users.toml\"|" "$W/aigate.toml"
     grep -q "^users_file = " "$W/aigate.toml" || die "config/aigate.toml has no '# users_file = \"users.toml\"' line; update tests/clients/run.sh"
+    # An engineer with no workflow of his own, whom the shipped policy blocks for Claude Code, and
+    # an approver's admin token: the request loop of issue 16 (check_loop).
+    openssl rand -hex 24 >"$W/frank-token" || die "openssl rand failed"
+    printf '\n[[users]]\nid = "frank"\ntokens = ["%s"]\n' \
+        "$(tr -d '\n' <"$W/frank-token" | "$A" user hash-token)" >>"$W/users.toml" || die "cannot write $W/users.toml"
+    openssl rand -hex 24 >"$W/approver-token" || die "openssl rand failed"
+    printf '\n[[admin.tokens]]\nuser = "clients-approver"\nroles = ["approver"]\nhash = "%s"\n' \
+        "$(tr -d '\n' <"$W/approver-token" | "$A" user hash-token)" >>"$W/aigate.toml" || die "cannot write $W/aigate.toml"
     # An auditor's admin token, for `aigate provenance scan` through the running gateway's admin
     # API (the gateway holds the ledger file while it runs).
     openssl rand -hex 24 >"$W/auditor-token" || die "openssl rand failed"
@@ -393,6 +401,41 @@ if not named:
     sys.exit(f"the scan names none of the captured records {ids}:\n" + scan[:2000])
 print("named", named)
 PY
+}
+
+# Issue 16's loop with the real Claude Code: blocked, the link it prints, a request submitted from
+# that link's draft, an approver's approval, and Claude Code's next run goes through under the
+# exemption. The console's pages for the same loop are tested in a browser (tests/it/
+# browser_requests.rs); here the request and the approval go through the JSON API they share.
+check_loop() {
+    have @anthropic-ai/claude-code || { result SKIP "Claude Code request loop" "not installed"; return; }
+    local base=(HTTPS_PROXY=$FRANK_PROXY NODE_EXTRA_CA_CERTS=$CA ANTHROPIC_API_KEY=sk-ant-fake-000)
+    client loop-blocked 120 "${base[@]}" -- claude -p "Say hi"
+    expect "Request loop: Claude Code as frank is blocked, the message and its link on one line" deny_line loop-blocked
+    local draft
+    draft=$(grep -ohE '/r/[A-Za-z0-9_-]+' "$OUT/loop-blocked.stdout" "$OUT/loop-blocked.stderr" | head -1)
+    draft=${draft#/r/}
+    expect "Request loop: the link names a draft" test -n "$draft"
+    curl -sS -o "$OUT/loop-request.json" -w '%{http_code}' -X POST http://127.0.0.1:9180/v1/requests \
+        -H 'content-type: application/json' \
+        -d "{\"draft\": \"$draft\", \"justification\": \"tests/clients request loop\", \"duration\": \"1h\"}" \
+        >"$OUT/loop-request.status" 2>&1
+    expect "Request loop: the request from the draft is accepted (201)" grep -qx 201 "$OUT/loop-request.status"
+    local rq
+    rq=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("id", ""))' "$OUT/loop-request.json" 2>/dev/null)
+    curl -sS -o "$OUT/loop-approve.json" -w '%{http_code}' -X POST "http://127.0.0.1:9180/v1/requests/$rq/approve" \
+        -H "Authorization: Bearer $(tr -d '\n' <"$W/approver-token")" -H 'content-type: application/json' \
+        -d '{"comment": "tests/clients"}' >"$OUT/loop-approve.status" 2>&1
+    expect "Request loop: the approver approves it (200)" grep -qx 200 "$OUT/loop-approve.status"
+    local ex
+    ex=$(python3 -c 'import json,sys; print((json.load(open(sys.argv[1])).get("granted") or {}).get("id", ""))' "$OUT/loop-approve.json" 2>/dev/null)
+    expect "Request loop: the approval created an exemption" test -n "$ex"
+    client loop-through 120 "${base[@]}" -- claude -p "Say hi"
+    expect "Request loop: Claude Code's next run exits 0" rc_is 0 loop-through
+    expect "Request loop: it prints the vendor's answer" output_has loop-through "hi from fake vendor"
+    expect "Request loop: its record is exempted and names the exemption" \
+        audit_has --tool claude-code --method POST --path /v1/messages --status 200 --field user=frank \
+        --field reason=exempted --field "exemption=\"$ex\""
 }
 
 # Claude Code on Amazon Bedrock and Google Vertex AI, at their real host names: still Claude Code
@@ -780,11 +823,12 @@ inner() {
     CA=$W/state/ca-cert.pem
     EVE_PROXY=http://eve:$(tr -d '\n' <"$W/eve-token")@127.0.0.1:3128
     MALLORY_PROXY=http://mallory:$(tr -d '\n' <"$W/mallory-token")@127.0.0.1:3128
+    FRANK_PROXY=http://frank:$(tr -d '\n' <"$W/frank-token")@127.0.0.1:3128
     BUNDLE=$OUT/ca-bundle.pem
     cat "$CA" "$W/certs/upstream-ca.pem" >"$BUNDLE"
 
     local c
-    for c in claude codex codexroutes codexaihost python node gemini copilot blocked curl git managed; do
+    for c in claude loop codex codexroutes codexaihost python node gemini copilot blocked curl git managed; do
         want $c && check_$c
     done
 
