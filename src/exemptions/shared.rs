@@ -11,9 +11,6 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::mpsc;
-use tokio_postgres::AsyncMessage;
-
 use super::Exemption;
 use super::grant::GrantError;
 use super::store::{ExemptionStore, StoreError};
@@ -172,55 +169,28 @@ pub async fn follow(db: Arc<Db>, store: Arc<ExemptionStore>) {
 /// One connection's worth of following; returns when the connection is lost.
 async fn session(db: &Db, store: &ExemptionStore) -> Result<(), DbError> {
     db.migrate().await?;
-    let (client, mut connection) = db.dedicated().await?;
-    let (tx, mut notes) = mpsc::unbounded_channel();
-    // The connection must be polled for queries to complete; it hands notifications over.
-    let driver = tokio::spawn(async move {
-        while let Some(msg) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-            match msg {
-                Ok(AsyncMessage::Notification(n)) => {
-                    if tx.send(n.payload().to_string()).is_err() {
-                        break;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::debug!(error = %e, "LISTEN connection ended");
-                    break;
-                }
-            }
-        }
-    });
-    let _stop = AbortOnDrop(driver);
-    let listen = client.batch_execute(&format!("LISTEN {CHANNEL}")).await;
-    db.note(listen)?;
-    let all = load_all(&client).await;
+    // Held whole: dropping it (or its driver) ends the connection.
+    let mut listener = db.listen(CHANNEL).await?;
+    let client = &listener.client;
+    let all = load_all(client).await;
     store.replace_all(db.note(all)?);
     let mut resync = tokio::time::interval(db.cfg.resync_interval);
     resync.tick().await;
     loop {
         tokio::select! {
-            note = notes.recv() => {
+            note = listener.notes.recv() => {
                 let Some(id) = note else {
                     return Err(DbError::Unavailable("the LISTEN connection closed".into()));
                 };
-                let one = load_one(&client, &id).await;
+                let one = load_one(client, &id).await;
                 if let Some(e) = db.note(one)? {
                     store.upsert(e);
                 }
             }
             _ = resync.tick() => {
-                let all = load_all(&client).await;
+                let all = load_all(client).await;
                 store.replace_all(db.note(all)?);
             }
         }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::Socket;
-use tokio_postgres::tls::MakeTlsConnect;
+use tokio::sync::mpsc;
+use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{PasswordSource, PostgresConfig};
@@ -44,11 +44,22 @@ pub enum DbError {
     Query(#[from] tokio_postgres::Error),
 }
 
-/// A connection of its own, outside the pool.
-pub type Dedicated = (
-    tokio_postgres::Client,
-    tokio_postgres::Connection<Socket, <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream>,
-);
+/// A connection of its own, outside the pool, LISTENing on one channel: the payloads of its
+/// notifications arrive on `notes`, while `client` runs the follower's queries. Dropping it stops
+/// the task that drives the connection.
+pub struct Listener {
+    pub client: tokio_postgres::Client,
+    pub notes: mpsc::UnboundedReceiver<String>,
+    _driver: AbortOnDrop,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 pub struct Db {
     pool: Pool,
@@ -131,12 +142,43 @@ impl Db {
         }
     }
 
-    /// A connection of its own, outside the pool (LISTEN needs one that stays put).
-    pub async fn dedicated(&self) -> Result<Dedicated, DbError> {
-        self.pg.connect(self.tls.clone()).await.map_err(|e| {
+    /// A connection of its own, outside the pool (LISTEN needs one that stays put), listening
+    /// on `channel`. The shared stores (exemptions, requests) follow the database through it.
+    pub async fn listen(&self, channel: &str) -> Result<Listener, DbError> {
+        let (client, mut connection) = self.pg.connect(self.tls.clone()).await.map_err(|e| {
             self.set_up(false);
             DbError::Unavailable(chain(&e))
-        })
+        })?;
+        let (tx, notes) = mpsc::unbounded_channel();
+        let name = channel.to_string();
+        // The connection must be polled for queries to complete; it hands notifications over.
+        let driver = tokio::spawn(async move {
+            while let Some(msg) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                match msg {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        if tx.send(n.payload().to_string()).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, channel = %name, "LISTEN connection ended");
+                        break;
+                    }
+                }
+            }
+        });
+        let listener = Listener {
+            client,
+            notes,
+            _driver: AbortOnDrop(driver),
+        };
+        let listen = listener
+            .client
+            .batch_execute(&format!("LISTEN {channel}"))
+            .await;
+        self.note(listen)?;
+        Ok(listener)
     }
 
     /// Record the outcome of a call: a query error on a closed connection means down.
