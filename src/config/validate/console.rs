@@ -160,12 +160,7 @@ fn webhook_url(p: &mut Problems, path: &str, raw: &str) -> Option<http::Uri> {
 mod tests {
     use crate::config::load_str;
 
-    fn problems(toml: &str) -> String {
-        match load_str(toml, "test.toml", std::path::Path::new(".")) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    }
+    use super::super::problems_of as problems;
 
     #[test]
     fn defaults_and_values() {

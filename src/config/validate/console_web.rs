@@ -104,12 +104,7 @@ pub(super) fn tls(p: &mut Problems, raw: &RawConsole, base: &Path) -> Option<Con
 mod tests {
     use crate::config::{SigninLink, load_str};
 
-    fn problems(toml: &str) -> String {
-        match load_str(toml, "test.toml", std::path::Path::new(".")) {
-            Ok(_) => String::new(),
-            Err(e) => e.to_string(),
-        }
-    }
+    use super::super::problems_of as problems;
 
     #[test]
     fn defaults() {

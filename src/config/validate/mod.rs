@@ -549,3 +549,13 @@ fn check_placeholders(p: &mut Problems, url: &str) {
         rest = &after[end + 1..];
     }
 }
+
+/// The problems `load_str` reports for `toml`, as one string (empty when it loads): the section
+/// tests assert on the messages a user reads.
+#[cfg(test)]
+fn problems_of(toml: &str) -> String {
+    match crate::config::load_str(toml, "test.toml", Path::new(".")) {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    }
+}
