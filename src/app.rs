@@ -161,7 +161,7 @@ impl App {
                 };
                 shared_db = Some(db.clone());
                 let store = Arc::new(ExemptionStore::shared(db.clone(), snapshot.clone()));
-                background.push(tokio::spawn(crate::exemptions::shared::follow(
+                background.push(tokio::spawn(crate::storage::mirror::follow(
                     db.clone(),
                     store.clone(),
                 )));
@@ -348,7 +348,10 @@ fn start_requests(
             let (tx, rx) = Drafts::persist_channel();
             background.push(tokio::spawn(shared::persist_drafts(db.clone(), rx)));
             let store = Arc::new(RequestStore::shared(db.clone()));
-            background.push(tokio::spawn(shared::follow(db, store.clone())));
+            background.push(tokio::spawn(crate::storage::mirror::follow(
+                db,
+                store.clone(),
+            )));
             (Drafts::default().with_persist(tx), store)
         }
     };

@@ -8,18 +8,17 @@
 //! While the database is unreachable the replica keeps its last snapshot: expiry is checked
 //! against the clock on every request, so exemptions still end on time.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::Exemption;
 use super::grant::GrantError;
 use super::store::{ExemptionStore, StoreError};
+use crate::storage::mirror::Mirror;
 use crate::storage::{Db, DbError};
 
 const CHANNEL: &str = "aigate_exemptions";
 /// Ended exemptions stay visible to reviewers this long, as in the file journal.
 const KEEP_ENDED: Duration = Duration::from_secs(90 * 86_400);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 fn parse(body: serde_json::Value) -> Option<Exemption> {
     match serde_json::from_value(body) {
@@ -139,58 +138,33 @@ async fn load_all(
     Ok(rows.into_iter().filter_map(|r| parse(r.get(0))).collect())
 }
 
-async fn load_one(
-    client: &tokio_postgres::Client,
-    id: &str,
-) -> Result<Option<Exemption>, tokio_postgres::Error> {
-    let row = client
-        .query_opt("SELECT body FROM aigate_exemptions WHERE id = $1", &[&id])
-        .await?;
-    Ok(row.and_then(|r| parse(r.get(0))))
-}
+/// Every replica mirrors the exemptions in force (and recently ended) for its data path.
+impl Mirror for ExemptionStore {
+    type Row = Exemption;
+    const CHANNEL: &'static str = CHANNEL;
+    const WHAT: &'static str = "exemptions";
 
-/// Follow the database for as long as the gateway runs: migrate, LISTEN, resync, apply each
-/// notification; on any failure wait (0.5 s, doubling up to 10 s) and start again.
-pub async fn follow(db: Arc<Db>, store: Arc<ExemptionStore>) {
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        match session(&db, &store).await {
-            Ok(()) => backoff = Duration::from_millis(500),
-            Err(e) => {
-                db.set_up(false);
-                tracing::warn!(error = %e, retry_in = ?backoff, "exemption sync with PostgreSQL lost");
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
+    async fn load_all(
+        client: &tokio_postgres::Client,
+    ) -> Result<Vec<Exemption>, tokio_postgres::Error> {
+        load_all(client).await
     }
-}
 
-/// One connection's worth of following; returns when the connection is lost.
-async fn session(db: &Db, store: &ExemptionStore) -> Result<(), DbError> {
-    db.migrate().await?;
-    // Held whole: dropping it (or its driver) ends the connection.
-    let mut listener = db.listen(CHANNEL).await?;
-    let client = &listener.client;
-    let all = load_all(client).await;
-    store.replace_all(db.note(all)?);
-    let mut resync = tokio::time::interval(db.cfg.resync_interval);
-    resync.tick().await;
-    loop {
-        tokio::select! {
-            note = listener.notes.recv() => {
-                let Some(id) = note else {
-                    return Err(DbError::Unavailable("the LISTEN connection closed".into()));
-                };
-                let one = load_one(client, &id).await;
-                if let Some(e) = db.note(one)? {
-                    store.upsert(e);
-                }
-            }
-            _ = resync.tick() => {
-                let all = load_all(client).await;
-                store.replace_all(db.note(all)?);
-            }
-        }
+    async fn load_one(
+        client: &tokio_postgres::Client,
+        id: &str,
+    ) -> Result<Option<Exemption>, tokio_postgres::Error> {
+        let row = client
+            .query_opt("SELECT body FROM aigate_exemptions WHERE id = $1", &[&id])
+            .await?;
+        Ok(row.and_then(|r| parse(r.get(0))))
+    }
+
+    fn mirror_all(&self, rows: Vec<Exemption>) {
+        self.replace_all(rows);
+    }
+
+    fn mirror_one(&self, row: Exemption) {
+        self.upsert(row);
     }
 }

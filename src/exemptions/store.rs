@@ -75,7 +75,7 @@ impl ExemptionStore {
     }
 
     /// Exemptions kept in PostgreSQL. The list starts empty (nothing exempted: fail closed) and
-    /// is filled by `shared::follow`.
+    /// is filled by `storage::mirror::follow`.
     pub fn shared(db: Arc<Db>, snapshot: Arc<ArcSwap<Snapshot>>) -> ExemptionStore {
         snapshot.store(Arc::new(Snapshot::new([])));
         ExemptionStore {

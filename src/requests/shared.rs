@@ -13,12 +13,12 @@ use tokio::sync::mpsc;
 use super::ExemptionRequest;
 use super::drafts::{Draft, Drafts};
 use super::store::{RequestStore, StoreError, Submitted};
+use crate::storage::mirror::Mirror;
 use crate::storage::{Db, DbError};
 
 const CHANNEL: &str = "aigate_requests";
 /// Decided requests stay visible to reviewers this long.
 const KEEP_DECIDED: Duration = Duration::from_secs(90 * 86_400);
-const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 fn db_err(e: DbError) -> StoreError {
     StoreError::Db(e.to_string())
@@ -189,47 +189,34 @@ async fn load_all(
     Ok(rows.into_iter().filter_map(|r| parse(r.get(0))).collect())
 }
 
-/// Follow the database: LISTEN, resync, apply each notification; on failure wait and again.
-pub async fn follow(db: Arc<Db>, store: Arc<RequestStore>) {
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        match session(&db, &store).await {
-            Ok(()) => backoff = Duration::from_millis(500),
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "request sync with PostgreSQL lost")
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-}
+/// Every replica mirrors the open and recently decided requests, for the deny message and the
+/// console.
+impl Mirror for RequestStore {
+    type Row = ExemptionRequest;
+    const CHANNEL: &'static str = CHANNEL;
+    const WHAT: &'static str = "requests";
 
-async fn session(db: &Db, store: &RequestStore) -> Result<(), DbError> {
-    db.migrate().await?;
-    // Held whole: dropping it (or its driver) ends the connection.
-    let mut listener = db.listen(CHANNEL).await?;
-    let client = &listener.client;
-    let all = load_all(client).await;
-    store.replace_all(db.note(all)?);
-    let mut resync = tokio::time::interval(db.cfg.resync_interval);
-    resync.tick().await;
-    loop {
-        tokio::select! {
-            note = listener.notes.recv() => {
-                let Some(id) = note else {
-                    return Err(DbError::Unavailable("the LISTEN connection closed".into()));
-                };
-                let one = client
-                    .query_opt("SELECT body FROM aigate_requests WHERE id = $1", &[&id])
-                    .await;
-                if let Some(r) = db.note(one)?.and_then(|row| parse(row.get(0))) {
-                    store.upsert(r);
-                }
-            }
-            _ = resync.tick() => {
-                let all = load_all(client).await;
-                store.replace_all(db.note(all)?);
-            }
-        }
+    async fn load_all(
+        client: &tokio_postgres::Client,
+    ) -> Result<Vec<ExemptionRequest>, tokio_postgres::Error> {
+        load_all(client).await
+    }
+
+    async fn load_one(
+        client: &tokio_postgres::Client,
+        id: &str,
+    ) -> Result<Option<ExemptionRequest>, tokio_postgres::Error> {
+        let row = client
+            .query_opt("SELECT body FROM aigate_requests WHERE id = $1", &[&id])
+            .await?;
+        Ok(row.and_then(|r| parse(r.get(0))))
+    }
+
+    fn mirror_all(&self, rows: Vec<ExemptionRequest>) {
+        self.replace_all(rows);
+    }
+
+    fn mirror_one(&self, row: ExemptionRequest) {
+        self.upsert(row);
     }
 }

@@ -123,7 +123,7 @@ impl RequestStore {
         Ok(store)
     }
 
-    /// Requests kept in PostgreSQL; the list is filled by `shared::follow`.
+    /// Requests kept in PostgreSQL; the list is filled by `storage::mirror::follow`.
     pub fn shared(db: Arc<Db>) -> RequestStore {
         RequestStore {
             inner: Mutex::new(Inner {

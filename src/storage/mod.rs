@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod migrate;
+pub mod mirror;
 pub mod postgres;
 
 pub use postgres::{Db, DbError};
