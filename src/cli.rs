@@ -189,7 +189,8 @@ pub struct ScanArgs {
     #[arg(long)]
     pub git_history: bool,
     /// Read the files as JSON Lines, this field of each record (a key or a JSON pointer);
-    /// *.jsonl and *.ndjson are read so anyway, field `text`.
+    /// *.jsonl and *.ndjson are read so anyway, field `text`. For *.parquet files: the column
+    /// holding the text (default `text`).
     #[arg(long, value_name = "FIELD")]
     pub jsonl_field: Option<String>,
     /// Write the one JSON Lines dataset scanned without its flagged records to OUT, and

@@ -1,7 +1,8 @@
 //! `aigate provenance scan`: find captured model output in files, git history and datasets.
 //!
 //! ```text
-//! sources.rs (directories through `ignore`, git blobs and diffs, JSON Lines records)
+//! sources.rs (directories through `ignore`, git blobs and diffs, JSON Lines records),
+//! parquet.rs (Parquet rows)
 //!   ─▶ Document { name, text, line_offset }
 //!   ─▶ matcher.rs (fingerprints of both channels − stop-list ─▶ Lookup ─▶ per response: spans)
 //!   ─▶ Finding (line ranges, share, characters, the responses: record id, tool, user, time)
@@ -13,6 +14,7 @@
 
 pub mod access;
 pub mod matcher;
+pub mod parquet;
 pub mod report;
 pub mod run;
 pub mod sources;

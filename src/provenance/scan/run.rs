@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::Lookup;
 use super::matcher::{Matcher, Tier};
+use super::parquet;
 use super::report::Located;
 use super::sources::{self, Document, Tally};
 use crate::provenance::fingerprint::{Fingerprinter, StopList};
@@ -28,9 +29,11 @@ pub struct Request {
 }
 
 impl Request {
-    /// A file is a dataset when `--jsonl-field` is given or its name says so.
+    /// A file is a dataset when `--jsonl-field` is given or its name says so (JSON Lines or
+    /// Parquet).
     fn is_dataset(&self, path: &Path) -> bool {
         self.jsonl_field.is_some()
+            || parquet::is_parquet(path)
             || path.extension().is_some_and(|e| {
                 e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("ndjson")
             })
@@ -103,12 +106,23 @@ pub fn scan<L: Lookup + ?Sized>(
                 datasets.len()
             );
         };
+        if parquet::is_parquet(dataset) {
+            bail!(
+                "--write-clean writes JSON Lines, and {} is Parquet: scan it with --format json \
+                 and drop the rows its findings name (`origin.line` is the row number)",
+                dataset.display()
+            );
+        }
         write_clean(dataset, field, clean, matcher, &mut out)?;
         return Ok(out);
     }
     let mut files = Vec::new();
     for p in &req.paths {
-        if datasets.contains(&p) {
+        if datasets.contains(&p) && parquet::is_parquet(p) {
+            parquet::rows(p, field, &mut out.tally, |doc| {
+                matched(matcher, doc, &mut out.findings).map(drop)
+            })?;
+        } else if datasets.contains(&p) {
             sources::jsonl(p, field, &mut out.tally, |doc, _| {
                 matched(matcher, doc, &mut out.findings).map(drop)
             })?;

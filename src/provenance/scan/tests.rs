@@ -417,3 +417,120 @@ fn scattered_short_matches_are_not_a_passage() {
     assert_eq!(f.responses[0].response.record_id, "rec-1");
     assert_eq!(matcher(&fp, &stop, &mem).document(&text, 1).unwrap(), None);
 }
+
+/// A Parquet dataset written by the `parquet` crate itself (zstd, as datasets usually are):
+/// `id`, an optional text column `body`, and a column the scan never reads.
+fn parquet_dataset(path: &std::path::Path, bodies: &[Option<&str>]) {
+    use parquet::data_type::{ByteArray, ByteArrayType, Int32Type, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    let schema = parquet::schema::parser::parse_message_type(
+        "message dataset { required int64 id; optional binary body (UTF8); required int32 score; }",
+    )
+    .unwrap();
+    let props = WriterProperties::builder()
+        .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
+        .build();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = SerializedFileWriter::new(
+        file,
+        std::sync::Arc::new(schema),
+        std::sync::Arc::new(props),
+    )
+    .unwrap();
+    let mut group = writer.next_row_group().unwrap();
+    let ids: Vec<i64> = (1..=bodies.len() as i64).collect();
+    let mut col = group.next_column().unwrap().unwrap();
+    col.typed::<Int64Type>()
+        .write_batch(&ids, None, None)
+        .unwrap();
+    col.close().unwrap();
+    let values: Vec<ByteArray> = bodies
+        .iter()
+        .flatten()
+        .map(|b| ByteArray::from(*b))
+        .collect();
+    let defs: Vec<i16> = bodies.iter().map(|b| i16::from(b.is_some())).collect();
+    let mut col = group.next_column().unwrap().unwrap();
+    col.typed::<ByteArrayType>()
+        .write_batch(&values, Some(&defs), None)
+        .unwrap();
+    col.close().unwrap();
+    let mut col = group.next_column().unwrap().unwrap();
+    col.typed::<Int32Type>()
+        .write_batch(&vec![7; bodies.len()], None, None)
+        .unwrap();
+    col.close().unwrap();
+    group.close().unwrap();
+    writer.close().unwrap();
+}
+
+#[test]
+fn parquet_rows_are_scanned_one_finding_per_row() {
+    let fp = fingerprinter();
+    let mem = ledger(&fp);
+    let stop = StopList::default();
+    let m = matcher(&fp, &stop, &mem);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.parquet");
+    parquet_dataset(
+        &data,
+        &[
+            Some(passage(CLEAN, 0, 900)),
+            Some(passage(OTHER, 2000, 700)),
+            None,
+        ],
+    );
+    let req = Request {
+        paths: vec![data.clone()],
+        jsonl_field: Some("body".into()),
+        ..Request::default()
+    };
+    let outcome = run::scan(&req, &m).unwrap();
+    assert_eq!(outcome.tally.documents, 3, "every row is a document");
+    assert_eq!(outcome.findings.len(), 1);
+    let found = serde_json::to_value(&outcome.findings[0].origin).unwrap();
+    assert_eq!(found["source"], "record");
+    assert_eq!(found["line"], 2, "the row number");
+    assert_eq!(found["id"], "2", "the id column names the row");
+    assert_eq!(
+        outcome.findings[0].finding.responses[0].response.record_id,
+        "rec-2"
+    );
+}
+
+#[test]
+fn parquet_without_the_column_or_with_write_clean_is_a_clear_error() {
+    let fp = fingerprinter();
+    let mem = ledger(&fp);
+    let stop = StopList::default();
+    let m = matcher(&fp, &stop, &mem);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.parquet");
+    parquet_dataset(&data, &[Some("hello")]);
+    // The default column is `text`; this file has none: the error lists what it has.
+    let req = Request {
+        paths: vec![data.clone()],
+        ..Request::default()
+    };
+    let e = format!("{:#}", run::scan(&req, &m).unwrap_err());
+    assert!(e.contains("no column `text`"), "{e}");
+    assert!(e.contains("id, body, score"), "{e}");
+    assert!(e.contains("--jsonl-field"), "{e}");
+    let req = Request {
+        paths: vec![data.clone()],
+        jsonl_field: Some("body".into()),
+        write_clean: Some(dir.path().join("clean.parquet")),
+        ..Request::default()
+    };
+    let e = format!("{:#}", run::scan(&req, &m).unwrap_err());
+    assert!(e.contains("is Parquet"), "{e}");
+    // Not Parquet at all, though named so.
+    std::fs::write(&data, "id,body\n1,hello\n").unwrap();
+    let req = Request {
+        paths: vec![data],
+        ..Request::default()
+    };
+    let e = format!("{:#}", run::scan(&req, &m).unwrap_err());
+    assert!(e.contains("not a readable Parquet file"), "{e}");
+}
