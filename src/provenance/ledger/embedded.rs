@@ -1,218 +1,531 @@
-//! The embedded ledger: one redb file in the state directory (`provenance/ledger.redb`).
+//! The embedded ledger: a fjall keyspace in the state directory (`provenance/ledger/`), with
+//! an in-memory membership filter in front of its fingerprint index.
 //!
-//! redb is a copy-on-write B-tree store: a write transaction that returned from `commit` is on
-//! disk (fsynced), and a `kill -9` at any point leaves the last committed state, which the next
-//! open recovers. Lookups read pages on demand, so the ledger is never loaded whole. It is
-//! opened by one process at a time (the running gateway); other readers ask the gateway.
+//! Why an LSM tree: the capture worker writes about a hundred fingerprints per answer, every
+//! one a blind insert of a key nobody reads back soon. redb, the first store, rewrote B-tree
+//! pages for each of them (copy-on-write, ~124k instructions a fingerprint under callgrind);
+//! fjall appends the batch to its journal and a sorted in-memory table, and sorts it into files
+//! in the background. A batch (the worker's group commit) is one journal record, written and
+//! fsynced before [`Ledger::record_many`] returns, so an outcome record that names an entry
+//! still always has it after a `kill -9` or a power cut: recovery replays the journal, and a
+//! batch cut short by a crash is dropped whole.
 //!
-//! Tables:
-//! - `entries`: entry number → the entry (JSON); numbers rise in the order entries are written.
+//! Partitions:
+//! - `entries`: entry number (BE u64) → the entry (JSON); numbers rise in the order written.
 //! - `ids`: audit record id → entry number.
-//! - `fingerprints` (multimap): fingerprint → entry numbers. Numbers, not ids, keep the index
-//!   at 16 bytes a fingerprint.
-//! - `entry_fingerprints`: entry number → its fingerprints (packed u64), for the retention sweep.
-//! - `meta`: the next entry number.
-
-#![expect(
-    clippy::result_large_err,
-    reason = "redb's own error type, held only until write() turns it into a LedgerError"
-)]
+//! - `prints`: fingerprint (BE u64) ‖ entry number (BE u64) → nothing. The key is the index: a
+//!   lookup is a prefix scan, a fingerprint costs 16 bytes before fjall's prefix truncation.
+//! - `entry_prints`: entry number → its fingerprints (packed LE u64), for the retention sweep
+//!   and to build the filter.
+//! - `meta`: the next entry number (kept when the sweep empties `entries`).
+//!
+//! The filter (`Filter`): a Bloom filter of every fingerprint, built from `entry_prints` on
+//! open and kept current by every write, so a scan's lookups of absent fingerprints (nearly
+//! all of them) never reach the store. fjall has no lock of its own: `lock` in the directory is
+//! held (flock) while a process has the ledger open, as redb's was.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 
-use redb::{
-    Database, MultimapTableDefinition, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 
 use super::{Entry, Ledger, LedgerError, Matches};
 
-const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
-const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
-const PRINTS: MultimapTableDefinition<u64, u64> = MultimapTableDefinition::new("fingerprints");
-const ENTRY_PRINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("entry_fingerprints");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const NEXT: &str = "next_entry";
+const NEXT: &[u8] = b"next_entry";
 
-/// Where the ledger lives in the state directory.
+/// Where the ledger lives in the state directory (a directory).
 pub fn path(state_dir: &Path) -> PathBuf {
-    state_dir.join("provenance").join("ledger.redb")
+    state_dir.join("provenance").join("ledger")
+}
+
+/// The first ledger format, one redb file; converted on the gateway's first open.
+pub fn old_path(state_dir_ledger: &Path) -> PathBuf {
+    state_dir_ledger.with_extension("redb")
+}
+
+/// Bits of filter per fingerprint: 10 with the optimal 7 hashes is about 1 % false positives
+/// (one absent fingerprint in a hundred goes on to the store).
+const BITS_PER_PRINT: u64 = 10;
+const HASHES: u32 = 7;
+/// The smallest filter, in fingerprints (1.25 MB): an empty ledger grows into it without a
+/// rebuild for its first ten thousand or so answers.
+const MIN_CAPACITY: u64 = if cfg!(test) { 1 << 10 } else { 1 << 20 };
+
+/// The membership filter: "not in the ledger" for a fingerprint that was never recorded, in
+/// one or two memory reads, or "maybe" (then the store answers).
+struct Filter {
+    bloom: fastbloom::BloomFilter,
+    /// Fingerprints it was sized for: past this its false-positive rate rises, and the next
+    /// write rebuilds it twice as large (from the store, off the capture worker).
+    capacity: u64,
+    items: u64,
+}
+
+impl Filter {
+    fn with_capacity(prints: u64) -> Filter {
+        let capacity = (prints.saturating_mul(2)).max(MIN_CAPACITY);
+        let bits = usize::try_from(capacity.saturating_mul(BITS_PER_PRINT)).unwrap_or(usize::MAX);
+        Filter {
+            bloom: fastbloom::BloomFilter::with_num_bits(bits).hashes(HASHES),
+            capacity,
+            items: 0,
+        }
+    }
+
+    fn insert(&mut self, prints: &[u64]) {
+        for h in prints {
+            self.bloom.insert_hash(*h);
+        }
+        self.items += prints.len() as u64;
+    }
+
+    fn may_hold(&self, print: u64) -> bool {
+        self.bloom.contains_hash(print)
+    }
+
+    fn bytes(&self) -> u64 {
+        self.bloom.num_bits() as u64 / 8
+    }
+}
+
+struct Inner {
+    keyspace: Keyspace,
+    entries: PartitionHandle,
+    ids: PartitionHandle,
+    prints: PartitionHandle,
+    entry_prints: PartitionHandle,
+    meta: PartitionHandle,
+    /// The next entry number; held across a batch's commit, so writers take turns and a batch's
+    /// numbers are known to be committed once it is released.
+    next: Mutex<u64>,
+    filter: RwLock<Filter>,
+    /// A filter rebuild is under way (one at a time).
+    rebuilding: std::sync::atomic::AtomicBool,
+    path: String,
+    /// Held (flock) while this process has the ledger open; released when dropped.
+    _lock: std::fs::File,
 }
 
 pub struct EmbeddedLedger {
-    db: Database,
-    path: String,
+    inner: Arc<Inner>,
 }
 
-impl EmbeddedLedger {
-    /// Open (or create) the ledger file, recovering it after a crash.
-    pub fn open(path: &Path) -> Result<EmbeddedLedger, LedgerError> {
-        let shown = path.display().to_string();
-        let fail = |message: String| LedgerError::Embedded {
-            path: shown.clone(),
-            message,
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| fail(format!("cannot create its directory: {e}")))?;
-        }
-        let db = Database::create(path).map_err(|e| {
-            fail(match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => {
-                    "already open in another process (a running gateway); ask it through the admin API, or stop it".into()
-                }
-                e => e.to_string(),
-            })
-        })?;
-        let ledger = EmbeddedLedger { db, path: shown };
-        // Every table exists from the start, so readers never meet a missing one.
-        ledger.write(|tx| {
-            tx.open_table(ENTRIES)?;
-            tx.open_table(IDS)?;
-            tx.open_multimap_table(PRINTS)?;
-            tx.open_table(ENTRY_PRINTS)?;
-            tx.open_table(META)?;
-            Ok(())
-        })?;
-        Ok(ledger)
-    }
-
-    /// For `aigate provenance scan` while the gateway is stopped: an existing ledger, never
-    /// created, and only read from. redb 2 has no read-only mode, so the scan holds the file's
-    /// lock while it runs (a gateway started meanwhile is told the file is open) and a file
-    /// left by a crash is recovered on open, as the gateway would.
-    pub fn open_existing(path: &Path) -> Result<EmbeddedLedger, OpenExisting> {
-        let shown = path.display().to_string();
-        match std::fs::metadata(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(OpenExisting::Missing);
-            }
-            Err(e) => {
-                return Err(OpenExisting::Failed(LedgerError::Embedded {
-                    path: shown,
-                    message: e.to_string(),
-                }));
-            }
-            Ok(_) => {}
-        }
-        match Database::open(path) {
-            Ok(db) => Ok(EmbeddedLedger { db, path: shown }),
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(OpenExisting::Held),
-            Err(e) => Err(OpenExisting::Failed(LedgerError::Embedded {
-                path: shown,
-                message: e.to_string(),
-            })),
-        }
-    }
-
-    fn err(&self, e: impl std::fmt::Display) -> LedgerError {
-        LedgerError::Embedded {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
-    }
-
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<T, redb::Error>,
-    ) -> Result<T, LedgerError> {
-        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        let out = f(&tx).map_err(|e| self.err(e))?;
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(out)
-    }
-
-    /// Entries in the ledger.
-    pub fn len(&self) -> Result<u64, LedgerError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let t = tx.open_table(IDS).map_err(|e| self.err(e))?;
-        t.len().map_err(|e| self.err(e))
-    }
-
-    pub fn is_empty(&self) -> Result<bool, LedgerError> {
-        Ok(self.len()? == 0)
-    }
-}
-
-/// Why [`EmbeddedLedger::open_existing`] could not open the file.
+/// Why [`EmbeddedLedger::open_existing`] could not open the ledger.
 #[derive(Debug)]
 pub enum OpenExisting {
-    /// No ledger file: nothing captured yet here, or another state directory.
+    /// No ledger: nothing captured yet here, or another state directory.
     Missing,
     /// Another process (the running gateway) holds it.
     Held,
     Failed(LedgerError),
 }
 
+fn fail(path: &str, message: impl std::fmt::Display) -> LedgerError {
+    LedgerError::Embedded {
+        path: path.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// Take the ledger's lock file without waiting: `Ok(None)` when another process has it.
+fn lock(dir: &Path) -> std::io::Result<Option<std::fs::File>> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))?;
+    #[cfg(unix)]
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Some(file))
+}
+
+const HELD: &str =
+    "already open in another process (a running gateway); ask it through the admin API, or stop it";
+
+impl EmbeddedLedger {
+    /// Open (or create) the ledger, recovering it after a crash, and converting a ledger of
+    /// the first format (`ledger.redb` beside it) into it.
+    pub fn open(dir: &Path) -> Result<EmbeddedLedger, LedgerError> {
+        let shown = dir.display().to_string();
+        std::fs::create_dir_all(dir).map_err(|e| fail(&shown, format!("cannot create it: {e}")))?;
+        let held = lock(dir)
+            .map_err(|e| fail(&shown, format!("cannot take its lock file: {e}")))?
+            .ok_or_else(|| fail(&shown, HELD))?;
+        let ledger = Self::open_locked(dir, held)?;
+        let old = old_path(dir);
+        if old.exists() {
+            ledger.convert(&old)?;
+        }
+        Ok(ledger)
+    }
+
+    /// For `aigate provenance scan` while the gateway is stopped: an existing ledger, never
+    /// created. It holds the lock while the scan runs (a gateway started meanwhile is told the
+    /// ledger is open); a journal left by a crash is recovered on open, as the gateway would.
+    pub fn open_existing(dir: &Path) -> Result<EmbeddedLedger, OpenExisting> {
+        let shown = dir.display().to_string();
+        if !dir.join("index").exists() {
+            let old = old_path(dir);
+            if old.exists() {
+                return Err(OpenExisting::Failed(fail(
+                    &old.display().to_string(),
+                    format!(
+                        "a ledger in the first format (redb); start the gateway once with this state directory (it converts it to {shown}), then scan again"
+                    ),
+                )));
+            }
+            return Err(OpenExisting::Missing);
+        }
+        let held = match lock(dir) {
+            Ok(Some(f)) => f,
+            Ok(None) => return Err(OpenExisting::Held),
+            Err(e) => {
+                return Err(OpenExisting::Failed(fail(
+                    &shown,
+                    format!("cannot take its lock file: {e}"),
+                )));
+            }
+        };
+        Self::open_locked(dir, held).map_err(OpenExisting::Failed)
+    }
+
+    fn open_locked(dir: &Path, lock: std::fs::File) -> Result<EmbeddedLedger, LedgerError> {
+        let shown = dir.display().to_string();
+        let e = |e: fjall::Error| fail(&shown, e);
+        let keyspace = fjall::Config::new(dir.join("index"))
+            // Batches are persisted (fsynced) by record_many itself, not by a timer.
+            .fsync_ms(None)
+            .open()
+            .map_err(e)?;
+        let part = |name: &str| keyspace.open_partition(name, PartitionCreateOptions::default());
+        let entries = part("entries").map_err(e)?;
+        let ids = part("ids").map_err(e)?;
+        let prints = part("prints").map_err(e)?;
+        let entry_prints = part("entry_prints").map_err(e)?;
+        let meta = part("meta").map_err(e)?;
+        let next = match meta.get(NEXT).map_err(e)? {
+            Some(v) => be(&v),
+            None => 0,
+        };
+        let inner = Inner {
+            keyspace,
+            entries,
+            ids,
+            prints,
+            entry_prints,
+            meta,
+            next: Mutex::new(next),
+            filter: RwLock::new(Filter::with_capacity(0)),
+            rebuilding: std::sync::atomic::AtomicBool::new(false),
+            path: shown,
+            _lock: lock,
+        };
+        let filter = inner.build_filter(None)?;
+        *inner.filter.write().unwrap_or_else(|p| p.into_inner()) = filter;
+        Ok(EmbeddedLedger {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Entries in the ledger.
+    pub fn len(&self) -> Result<u64, LedgerError> {
+        Ok(self.inner.ids.len().map_err(|e| self.inner.err(e))? as u64)
+    }
+
+    pub fn is_empty(&self) -> Result<bool, LedgerError> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Bytes of memory held by the membership filter, and the fingerprints in it.
+    pub fn filter_size(&self) -> (u64, u64) {
+        let f = self.inner.filter();
+        (f.bytes(), f.items)
+    }
+
+    /// Bytes of the ledger's files on disk.
+    pub fn disk_space(&self) -> u64 {
+        self.inner.keyspace.disk_space()
+    }
+
+    /// Read a ledger of the first format (one redb file) into this one, then remove it: it is
+    /// generated state, and everything in it is here now. Entries already here are skipped, so
+    /// a conversion cut short by a crash is finished by the next open.
+    fn convert(&self, old: &Path) -> Result<(), LedgerError> {
+        use redb::{ReadableTable, TableDefinition};
+        const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+        const ENTRY_PRINTS: TableDefinition<u64, &[u8]> =
+            TableDefinition::new("entry_fingerprints");
+        let shown = old.display().to_string();
+        let e = |e: redb::Error| {
+            fail(
+                &shown,
+                format!(
+                    "{e}: cannot convert this ledger of the first format; it is generated state: move it away to start with an empty ledger"
+                ),
+            )
+        };
+        let db = redb::Database::open(old).map_err(|x| e(x.into()))?;
+        let tx = db.begin_read().map_err(|x| e(x.into()))?;
+        let entries = tx.open_table(ENTRIES).map_err(|x| e(x.into()))?;
+        let prints = tx.open_table(ENTRY_PRINTS).map_err(|x| e(x.into()))?;
+        let mut batch = Vec::new();
+        for row in entries.iter().map_err(|x| e(x.into()))? {
+            let (n, raw) = row.map_err(|x| e(x.into()))?;
+            let entry = parse(raw.value())?;
+            let fps = match prints.get(n.value()).map_err(|x| e(x.into()))? {
+                Some(p) => unpack(p.value()),
+                None => Vec::new(),
+            };
+            batch.push((entry, fps));
+            if batch.len() == 1000 {
+                self.record_many(&batch)?;
+                batch.clear();
+            }
+        }
+        self.record_many(&batch)?;
+        drop((entries, prints, tx, db));
+        std::fs::remove_file(old).map_err(|x| fail(&shown, format!("converted, but {x}")))?;
+        tracing::info!(from = %shown, to = %self.inner.path, "provenance ledger converted from the first format");
+        Ok(())
+    }
+
+    /// Benchmarks only: fill an empty ledger with entries numbered from 0 in the order given,
+    /// then their index from `index`, `(fingerprint, entry number)` in ascending order, which
+    /// must be exactly the entries' fingerprints. Bypasses the journal's per-batch fsync and
+    /// sorts nothing, so a ledger of a million answers takes minutes, not hours.
+    #[doc(hidden)]
+    pub fn bulk_load(
+        &self,
+        entries: impl Iterator<Item = (Entry, Vec<u64>)>,
+        index: impl Iterator<Item = (u64, u64)>,
+    ) -> Result<(), LedgerError> {
+        let i = &self.inner;
+        {
+            let mut next = i.lock_next();
+            let mut batch = i.keyspace.batch();
+            for (entry, fps) in entries {
+                let json = serde_json::to_vec(&entry).map_err(|e| i.err(e))?;
+                batch.insert(&i.ids, entry.id.as_bytes(), next.to_be_bytes());
+                batch.insert(&i.entries, next.to_be_bytes(), json);
+                batch.insert(&i.entry_prints, next.to_be_bytes(), pack(&fps));
+                *next += 1;
+                if batch.len() >= 30_000 {
+                    std::mem::replace(&mut batch, i.keyspace.batch())
+                        .commit()
+                        .map_err(|e| i.err(e))?;
+                }
+            }
+            batch.insert(&i.meta, NEXT, next.to_be_bytes());
+            batch.commit().map_err(|e| i.err(e))?;
+            i.prints
+                .ingest(index.map(|(h, n)| (key(h, n), [0u8; 0])))
+                .map_err(|e| i.err(e))?;
+            i.keyspace
+                .persist(PersistMode::SyncAll)
+                .map_err(|e| i.err(e))?;
+        }
+        let rebuilt = i.build_filter(None)?;
+        *i.filter.write().unwrap_or_else(|p| p.into_inner()) = rebuilt;
+        Ok(())
+    }
+}
+
+fn be(raw: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    let n = raw.len().min(8);
+    b[..n].copy_from_slice(&raw[..n]);
+    u64::from_be_bytes(b)
+}
+
+fn key(print: u64, n: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&print.to_be_bytes());
+    k[8..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+fn pack(prints: &[u64]) -> Vec<u8> {
+    prints.iter().flat_map(|h| h.to_le_bytes()).collect()
+}
+
+fn unpack(raw: &[u8]) -> Vec<u64> {
+    raw.chunks_exact(8)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            u64::from_le_bytes(b)
+        })
+        .collect()
+}
+
 fn parse(raw: &[u8]) -> Result<Entry, LedgerError> {
     serde_json::from_slice(raw).map_err(|e| LedgerError::Damaged("?".into(), e.to_string()))
 }
 
-impl EmbeddedLedger {
-    /// Entries and their fingerprints in one write transaction: one commit, one fsync.
-    fn write_entries(&self, rows: &[(&Entry, &[u64])]) -> Result<(), LedgerError> {
-        let mut encoded = Vec::with_capacity(rows.len());
-        for (entry, fingerprints) in rows {
-            let json = serde_json::to_vec(entry).map_err(|e| self.err(e))?;
-            let packed: Vec<u8> = fingerprints.iter().flat_map(|h| h.to_le_bytes()).collect();
-            encoded.push((json, packed));
+impl Inner {
+    fn err(&self, e: impl std::fmt::Display) -> LedgerError {
+        fail(&self.path, e)
+    }
+
+    fn lock_next(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.next.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn filter(&self) -> std::sync::RwLockReadGuard<'_, Filter> {
+        self.filter.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A filter of the fingerprints of entries numbered below `upto` (all when `None`), sized
+    /// for twice as many. Reads the store, not the writers' state: call it without holding
+    /// `next`.
+    fn build_filter(&self, upto: Option<u64>) -> Result<Filter, LedgerError> {
+        // Sized from the index's count, which is cheap (from its files' metadata) and errs
+        // high (removed keys until compaction): a filter sized high only costs memory.
+        let mut filter = Filter::with_capacity(self.prints.approximate_len() as u64);
+        let mut prints = 0u64;
+        let range = self
+            .entry_prints
+            .range(..upto.unwrap_or(u64::MAX).to_be_bytes());
+        for row in range {
+            let (_, v) = row.map_err(|e| self.err(e))?;
+            for c in v.chunks_exact(8) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                filter.bloom.insert_hash(u64::from_le_bytes(b));
+            }
+            prints += v.len() as u64 / 8;
         }
-        self.write(|tx| {
-            let mut ids = tx.open_table(IDS)?;
-            let mut meta = tx.open_table(META)?;
-            let mut entries = tx.open_table(ENTRIES)?;
-            let mut entry_prints = tx.open_table(ENTRY_PRINTS)?;
-            let mut prints = tx.open_multimap_table(PRINTS)?;
-            let first = meta.get(NEXT)?.map_or(0, |v| v.value());
-            let mut n = first;
-            for ((entry, fingerprints), (json, packed)) in rows.iter().zip(&encoded) {
-                if ids.get(entry.id.as_str())?.is_some() {
-                    continue;
-                }
-                ids.insert(entry.id.as_str(), n)?;
-                entries.insert(n, json.as_slice())?;
-                entry_prints.insert(n, packed.as_slice())?;
-                for h in *fingerprints {
-                    prints.insert(*h, n)?;
-                }
-                n += 1;
+        filter.items = prints;
+        Ok(filter)
+    }
+
+    /// Replace the filter with one sized for today's ledger, without stopping the writers but
+    /// at the end: entries written meanwhile are added under their lock before the swap.
+    fn rebuild_filter(&self) -> Result<(), LedgerError> {
+        use std::sync::atomic::Ordering;
+        if self.rebuilding.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let result = (|| {
+            let upto = *self.lock_next();
+            let mut filter = self.build_filter(Some(upto))?;
+            let next = self.lock_next();
+            for row in self.entry_prints.range(upto.to_be_bytes()..) {
+                let (_, v) = row.map_err(|e| self.err(e))?;
+                filter.insert(&unpack(&v));
             }
-            if n != first {
-                meta.insert(NEXT, n)?;
-            }
+            *self.filter.write().unwrap_or_else(|p| p.into_inner()) = filter;
+            drop(next);
             Ok(())
-        })
+        })();
+        self.rebuilding.store(false, Ordering::Release);
+        result
+    }
+
+    /// Entries and their fingerprints as one journal batch, fsynced before it returns.
+    fn write_entries(&self, rows: &[(&Entry, &[u64])]) -> Result<(), LedgerError> {
+        let mut next = self.lock_next();
+        let first = *next;
+        let mut n = first;
+        let mut batch = self.keyspace.batch().durability(Some(PersistMode::SyncAll));
+        let mut seen = std::collections::HashSet::new();
+        let mut added: Vec<&[u64]> = Vec::new();
+        for (entry, fingerprints) in rows {
+            if !seen.insert(entry.id.as_str())
+                || self
+                    .ids
+                    .contains_key(entry.id.as_bytes())
+                    .map_err(|e| self.err(e))?
+            {
+                continue;
+            }
+            let json = serde_json::to_vec(entry).map_err(|e| self.err(e))?;
+            batch.insert(&self.ids, entry.id.as_bytes(), n.to_be_bytes());
+            batch.insert(&self.entries, n.to_be_bytes(), json);
+            batch.insert(&self.entry_prints, n.to_be_bytes(), pack(fingerprints));
+            for h in *fingerprints {
+                batch.insert(&self.prints, key(*h, n), [0u8; 0]);
+            }
+            added.push(fingerprints);
+            n += 1;
+        }
+        if n == first {
+            return Ok(());
+        }
+        batch.insert(&self.meta, NEXT, n.to_be_bytes());
+        batch.commit().map_err(|e| self.err(e))?;
+        *next = n;
+        let mut filter = self.filter.write().unwrap_or_else(|p| p.into_inner());
+        for fps in added {
+            filter.insert(fps);
+        }
+        Ok(())
+    }
+
+    /// The filter holds more fingerprints than it was sized for.
+    fn filter_full(&self) -> bool {
+        let f = self.filter();
+        f.items > f.capacity
     }
 }
 
 impl Ledger for EmbeddedLedger {
     fn record(&self, entry: &Entry, fingerprints: &[u64]) -> Result<(), LedgerError> {
-        self.write_entries(&[(entry, fingerprints)])
+        self.record_many(&[(entry.clone(), fingerprints.to_vec())])
     }
 
     fn record_many(&self, batch: &[(Entry, Vec<u64>)]) -> Result<(), LedgerError> {
         let rows: Vec<(&Entry, &[u64])> = batch.iter().map(|(e, f)| (e, f.as_slice())).collect();
-        self.write_entries(&rows)
+        self.inner.write_entries(&rows)?;
+        if self.inner.filter_full() {
+            // Twice as large, built from the store on a thread of its own: the capture worker
+            // goes on (the full filter still answers, with more false positives) meanwhile.
+            let inner = self.inner.clone();
+            let spawned = std::thread::Builder::new()
+                .name("ledger-filter".into())
+                .spawn(move || {
+                    if let Err(e) = inner.rebuild_filter() {
+                        tracing::warn!(error = %e, "provenance ledger: the filter rebuild failed; lookups stay correct, only slower");
+                    }
+                });
+            if let Err(e) = spawned {
+                tracing::warn!(error = %e, "provenance ledger: cannot start the filter rebuild");
+            }
+        }
+        Ok(())
     }
 
     fn find(&self, fingerprints: &[u64]) -> Result<Matches, LedgerError> {
-        // Sorted and distinct: neighbouring keys share B-tree pages.
-        let wanted: BTreeSet<u64> = fingerprints.iter().copied().collect();
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let prints = tx.open_multimap_table(PRINTS).map_err(|e| self.err(e))?;
-        let entries = tx.open_table(ENTRIES).map_err(|e| self.err(e))?;
+        let i = &self.inner;
+        // Only fingerprints the filter may hold reach the store, sorted and distinct so
+        // neighbouring keys share blocks.
+        let wanted: BTreeSet<u64> = {
+            let f = i.filter();
+            fingerprints
+                .iter()
+                .copied()
+                .filter(|h| f.may_hold(*h))
+                .collect()
+        };
         let mut by_number: HashMap<u64, Entry> = HashMap::new();
         let mut hits = Vec::new();
         for h in wanted {
-            for n in prints.get(h).map_err(|e| self.err(e))? {
-                let n = n.map_err(|e| self.err(e))?.value();
+            for row in i.prints.prefix(h.to_be_bytes()) {
+                let k = row.map_err(|e| i.err(e))?.0;
+                let n = be(&k[8..]);
                 let e = match by_number.entry(n) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::hash_map::Entry::Vacant(v) => {
-                        let Some(raw) = entries.get(n).map_err(|e| self.err(e))? else {
+                        let Some(raw) = i.entries.get(n.to_be_bytes()).map_err(|e| i.err(e))?
+                        else {
                             continue;
                         };
-                        v.insert(parse(raw.value())?)
+                        v.insert(parse(&raw)?)
                     }
                 };
                 hits.push((h, e.id.clone()));
@@ -226,61 +539,53 @@ impl Ledger for EmbeddedLedger {
     }
 
     fn entry(&self, id: &str) -> Result<Option<Entry>, LedgerError> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let ids = tx.open_table(IDS).map_err(|e| self.err(e))?;
-        let Some(n) = ids.get(id).map_err(|e| self.err(e))?.map(|v| v.value()) else {
+        let i = &self.inner;
+        let Some(n) = i.ids.get(id.as_bytes()).map_err(|e| i.err(e))? else {
             return Ok(None);
         };
-        let entries = tx.open_table(ENTRIES).map_err(|e| self.err(e))?;
-        match entries.get(n).map_err(|e| self.err(e))? {
-            Some(raw) => parse(raw.value()).map(Some),
+        match i.entries.get(&n).map_err(|e| i.err(e))? {
+            Some(raw) => parse(&raw).map(Some),
             None => Ok(None),
         }
     }
 
     fn sweep(&self, before_ms: i64) -> Result<u64, LedgerError> {
+        let i = &self.inner;
         // Entry numbers follow the order of writing, which is close to time order: the sweep
         // stops at the first entry young enough (a long call written late waits a little).
-        let old: Vec<(u64, Entry)> = {
-            let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-            let entries = tx.open_table(ENTRIES).map_err(|e| self.err(e))?;
-            let mut old = Vec::new();
-            for row in entries.iter().map_err(|e| self.err(e))? {
-                let (n, raw) = row.map_err(|e| self.err(e))?;
-                let e = parse(raw.value())?;
-                if e.time_ms >= before_ms {
-                    break;
-                }
-                old.push((n.value(), e));
-                if old.len() >= 10_000 {
-                    break;
-                }
+        let mut old: Vec<(u64, Entry)> = Vec::new();
+        for row in i.entries.iter() {
+            let (k, raw) = row.map_err(|e| i.err(e))?;
+            let e = parse(&raw)?;
+            if e.time_ms >= before_ms {
+                break;
             }
-            old
-        };
+            old.push((be(&k), e));
+            if old.len() >= 10_000 {
+                break;
+            }
+        }
         if old.is_empty() {
             return Ok(0);
         }
-        let removed = old.len() as u64;
-        self.write(|tx| {
-            let mut entries = tx.open_table(ENTRIES)?;
-            let mut ids = tx.open_table(IDS)?;
-            let mut entry_prints = tx.open_table(ENTRY_PRINTS)?;
-            let mut prints = tx.open_multimap_table(PRINTS)?;
+        {
+            let _writers = i.lock_next();
+            let mut batch = i.keyspace.batch().durability(Some(PersistMode::SyncAll));
             for (n, e) in &old {
-                if let Some(packed) = entry_prints.remove(*n)? {
-                    for chunk in packed.value().chunks_exact(8) {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(chunk);
-                        prints.remove(u64::from_le_bytes(b), *n)?;
+                if let Some(packed) = i.entry_prints.get(n.to_be_bytes()).map_err(|e| i.err(e))? {
+                    for h in unpack(&packed) {
+                        batch.remove(&i.prints, key(h, *n));
                     }
                 }
-                entries.remove(*n)?;
-                ids.remove(e.id.as_str())?;
+                batch.remove(&i.entry_prints, n.to_be_bytes());
+                batch.remove(&i.entries, n.to_be_bytes());
+                batch.remove(&i.ids, e.id.as_bytes());
             }
-            Ok(())
-        })?;
-        Ok(removed)
+            batch.commit().map_err(|e| i.err(e))?;
+        }
+        // The filter still says "maybe" for what was removed; a fresh one says no again.
+        i.rebuild_filter()?;
+        Ok(old.len() as u64)
     }
 }
 
@@ -334,6 +639,8 @@ mod tests {
         assert!(l.find(&[9, 100]).unwrap().hits.is_empty());
         assert_eq!(l.entry("b").unwrap(), Some(entry("b", 2000)));
         assert_eq!(l.entry("zzz").unwrap(), None);
+        // The filter was rebuilt on open from what is on disk.
+        assert_eq!(l.filter_size().1, 5);
     }
 
     #[test]
@@ -377,14 +684,118 @@ mod tests {
         assert_eq!(l.entry("old").unwrap(), None);
         let m = l.find(&[1, 2, 3]).unwrap();
         assert_eq!(m.hits, [(2, "new".to_string()), (3, "new".to_string())]);
+        // The filter was rebuilt without the removed entry's fingerprints.
+        assert_eq!(l.filter_size().1, 2);
+        // Numbers go on after a sweep that emptied the ledger, also across a reopen.
+        assert_eq!(l.sweep(9000).unwrap(), 1);
+        drop(l);
+        let l = EmbeddedLedger::open(&path(dir.path())).unwrap();
+        l.record(&entry("later", 9500), &[7]).unwrap();
+        assert_eq!(*l.inner.lock_next(), 3);
+        assert_eq!(
+            l.find(&[1, 2, 3, 7]).unwrap().hits,
+            [(7, "later".to_string())]
+        );
     }
 
     #[test]
-    fn a_second_opener_is_told_who_holds_the_file() {
+    fn a_second_opener_is_told_who_holds_the_ledger() {
         let dir = tempfile::tempdir().unwrap();
         let p = path(dir.path());
-        let _held = EmbeddedLedger::open(&p).unwrap();
+        let held = EmbeddedLedger::open(&p).unwrap();
         let e = EmbeddedLedger::open(&p).err().unwrap().to_string();
         assert!(e.contains("already open in another process"), "{e}");
+        assert!(matches!(
+            EmbeddedLedger::open_existing(&p),
+            Err(OpenExisting::Held)
+        ));
+        drop(held);
+        assert!(EmbeddedLedger::open_existing(&p).is_ok());
+    }
+
+    #[test]
+    fn the_filter_says_absent_for_nearly_every_fingerprint_never_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = EmbeddedLedger::open(&path(dir.path())).unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            // splitmix64: fingerprints are keyed hashes, uniform like these.
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        let held: Vec<u64> = (0..500).map(|_| next()).collect();
+        l.record(&entry("a", 1000), &held).unwrap();
+        let absent: Vec<u64> = (0..100_000).map(|_| next()).collect();
+        let f = l.inner.filter();
+        assert!(held.iter().all(|h| f.may_hold(*h)));
+        let passed = absent.iter().filter(|h| f.may_hold(**h)).count();
+        assert!(
+            passed < 1_000,
+            "{passed} of 100,000 absent fingerprints passed"
+        );
+        drop(f);
+        assert!(l.find(&absent).unwrap().hits.is_empty());
+    }
+
+    #[test]
+    fn a_full_filter_is_rebuilt_larger_and_still_finds_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = EmbeddedLedger::open(&path(dir.path())).unwrap();
+        let (bytes, _) = l.filter_size();
+        // Past the smallest filter's capacity (1,024 in tests).
+        for i in 0..30u64 {
+            let prints: Vec<u64> = (i * 100..i * 100 + 100).collect();
+            l.record(&entry(&format!("e{i}"), 1000), &prints).unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while l.filter_size().0 == bytes && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let (grown, items) = l.filter_size();
+        assert!(grown > bytes, "{grown} bytes, was {bytes}");
+        assert_eq!(items, 3000);
+        let m = l.find(&[0, 1_550, 2_999, 3_000]).unwrap();
+        let ids: Vec<&str> = m.hits.iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(ids, ["e0", "e15", "e29"]);
+    }
+
+    #[test]
+    fn a_ledger_of_the_first_format_is_converted_on_open() {
+        use redb::TableDefinition;
+        const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+        const ENTRY_PRINTS: TableDefinition<u64, &[u8]> =
+            TableDefinition::new("entry_fingerprints");
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        let old = old_path(&p);
+        std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+        {
+            let db = redb::Database::create(&old).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut entries = tx.open_table(ENTRIES).unwrap();
+                let mut prints = tx.open_table(ENTRY_PRINTS).unwrap();
+                for (n, (id, fps)) in [("a", vec![1u64, 2]), ("b", vec![2, 3])].iter().enumerate() {
+                    let json = serde_json::to_vec(&entry(id, 1000)).unwrap();
+                    entries.insert(n as u64, json.as_slice()).unwrap();
+                    prints.insert(n as u64, pack(fps).as_slice()).unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        // A scan while the gateway is stopped does not convert: it says how.
+        let Err(OpenExisting::Failed(e)) = EmbeddedLedger::open_existing(&p) else {
+            panic!("an old ledger opened for a scan");
+        };
+        assert!(e.to_string().contains("start the gateway once"), "{e}");
+        let l = EmbeddedLedger::open(&p).unwrap();
+        assert!(!old.exists());
+        let m = l.find(&[1, 2, 3]).unwrap();
+        let hits: Vec<(u64, &str)> = m.hits.iter().map(|(h, id)| (*h, id.as_str())).collect();
+        assert_eq!(hits, [(1, "a"), (2, "a"), (2, "b"), (3, "b")]);
+        assert_eq!(l.entry("b").unwrap(), Some(entry("b", 1000)));
     }
 }

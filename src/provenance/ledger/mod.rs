@@ -2,7 +2,8 @@
 //! entries. It holds fingerprints (keyed hashes), never the text: without the key in the state
 //! directory it says nothing about what the model wrote.
 //!
-//! Two stores behind one trait: `embedded` (redb files in the state directory, the default)
+//! Two stores behind one trait: `embedded` (a fjall keyspace in the state directory with a
+//! membership filter in memory, the default)
 //! and `postgres` (shared by replicas, with `storage.backend = "postgres"`). The capture worker
 //! writes an entry before the call's outcome record goes out, so an outcome that says
 //! `provenance_fingerprints = n` always has its entry (docs/provenance.md, "The ledger").
