@@ -1,14 +1,15 @@
 //! A forwarded call's records joined into one row: its decision (written before the call went
 //! upstream), its progress records and its outcome share one `id`.
 //!
-//! The outcome is a copy of the decision with the end filled in (status, bytes, timings,
-//! error), so the joined row of a finished call is its outcome, shown with the decision's kind.
-//! A call without an outcome yet is shown by its decision, or by its latest progress record,
+//! The outcome has the end (status, bytes, timings, error) and every field a filter can name,
+//! but not the decision's bulky detail (audit/outcome.rs): the joined row of a finished call is
+//! its outcome completed by its decision (or its latest progress record, which is whole), shown
+//! with the decision's kind. A call without an outcome yet is shown by its decision, or by its latest progress record,
 //! with `outcome_follows = true`: it is still open (or the log ends before its outcome). Every
 //! other record (a deny, a tunnel, an admin action) is its own row. `audit query`, the admin
 //! API and the PostgreSQL copy all read through here.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use super::record::{AuditRecord, Kind, StoredRecord};
 
@@ -41,6 +42,11 @@ pub trait Part: Sized {
     /// The row an outcome or progress record stands for: the call's kind (`call_kind`), and a
     /// progress record still open (`outcome_follows = true`).
     fn into_row(self) -> Self;
+    /// A slim outcome (audit/outcome.rs): shown only once completed by an earlier record of
+    /// its call.
+    fn is_slim(&self) -> bool;
+    /// Fill in what a slim outcome leaves out from `earlier`, the call's decision or progress.
+    fn complete_from(&mut self, earlier: &Self);
 }
 
 impl Part for StoredRecord {
@@ -67,6 +73,14 @@ impl Part for StoredRecord {
         self.record.kind = self.record.call_kind();
         self
     }
+
+    fn is_slim(&self) -> bool {
+        self.record.is_slim_read()
+    }
+
+    fn complete_from(&mut self, earlier: &Self) {
+        self.record.complete_from(&earlier.record);
+    }
 }
 
 /// Joins a log read from its start. Rows come out as calls end (a finished call at its
@@ -88,7 +102,11 @@ impl<T: Part> Calls<T> {
     pub fn push(&mut self, s: T) -> Option<T> {
         match s.kind() {
             Some(Kind::Outcome) => {
-                self.open.remove(s.id());
+                let earlier = self.open.remove(s.id());
+                let mut s = s;
+                if let Some(earlier) = earlier.filter(|_| s.is_slim()) {
+                    s.complete_from(&earlier);
+                }
                 Some(s.into_row())
             }
             Some(Kind::Progress) => {
@@ -113,34 +131,88 @@ impl<T: Part> Calls<T> {
 }
 
 /// Joins a log read from its end backwards: a call's outcome comes before its decision, so the
-/// finished call is shown once, at its outcome, and an open one at its latest record.
-#[derive(Default)]
-pub struct NewestFirst {
+/// finished call is shown once, at its outcome, and an open one at its latest record. A slim
+/// outcome's row waits for the next record of its call further back (its latest progress or its
+/// decision) to be completed; rows come out in the order they were met, so the rows after a
+/// waiting one wait with it (`ready`). Its decision passes every filter the outcome passed
+/// (they share every field a filter names), so it is read whenever the outcome was.
+pub struct NewestFirst<T> {
     /// Calls shown already (by their outcome or latest progress) whose decision is still ahead.
     shown: HashSet<String>,
+    /// Rows in the order met; `None` once taken.
+    rows: VecDeque<T>,
+    /// Slim outcomes waiting for an earlier record of their call: id → their place in `rows`,
+    /// counted from the first row ever met.
+    waiting: HashMap<String, usize>,
+    /// Rows taken from the front of `rows` so far.
+    taken: usize,
 }
 
-impl NewestFirst {
-    /// The row to show for this record, if it is the first of its call met.
-    pub fn push<T: Part>(&mut self, s: T) -> Option<T> {
+impl<T> Default for NewestFirst<T> {
+    fn default() -> Self {
+        NewestFirst {
+            shown: HashSet::new(),
+            rows: VecDeque::new(),
+            waiting: HashMap::new(),
+            taken: 0,
+        }
+    }
+}
+
+impl<T: Part> NewestFirst<T> {
+    /// Take in the next record back. Its row, if it is the first of its call met, is queued
+    /// and comes out of `ready`.
+    pub fn push(&mut self, s: T) {
         match s.kind() {
             Some(Kind::Outcome | Kind::Progress) => {
                 if self.shown.insert(s.id().to_string()) {
-                    Some(s.into_row())
+                    if s.is_slim() {
+                        self.waiting
+                            .insert(s.id().to_string(), self.taken + self.rows.len());
+                    }
+                    self.rows.push_back(s.into_row());
                 } else {
-                    None
+                    self.complete(&s);
                 }
             }
             // A call has one decision: nothing of it lies further back.
             _ if s.outcome_follows() => {
                 if self.shown.remove(s.id()) {
-                    None
+                    self.complete(&s);
                 } else {
-                    Some(s)
+                    self.rows.push_back(s);
                 }
             }
-            _ => Some(s),
+            _ => self.rows.push_back(s),
         }
+    }
+
+    /// A slim outcome's row waiting for this earlier record of its call is complete.
+    fn complete(&mut self, earlier: &T) {
+        if let Some(at) = self.waiting.remove(earlier.id()) {
+            if let Some(row) = at
+                .checked_sub(self.taken)
+                .and_then(|i| self.rows.get_mut(i))
+            {
+                row.complete_from(earlier);
+            }
+        }
+    }
+
+    /// The next row, newest first, once it is complete.
+    pub fn ready(&mut self) -> Option<T> {
+        let front = self.rows.front()?;
+        if self.waiting.get(front.id()) == Some(&self.taken) {
+            return None;
+        }
+        self.taken += 1;
+        self.rows.pop_front()
+    }
+
+    /// The rows left when the log has been read to its start: those waiting for a decision
+    /// that is not in it (a file of the log removed) are shown as they are.
+    pub fn finish(self) -> impl Iterator<Item = T> {
+        self.rows.into_iter()
     }
 }
 
@@ -312,11 +384,13 @@ mod tests {
         assert_eq!(ids(&open), [("b".to_string(), 4, Kind::Request, true)]);
 
         let mut newest = NewestFirst::default();
-        let rows: Vec<_> = log
-            .iter()
-            .rev()
-            .filter_map(|s| newest.push(s.clone()))
-            .collect();
+        let mut rows = Vec::new();
+        for s in log.iter().rev() {
+            newest.push(s.clone());
+            rows.extend(std::iter::from_fn(|| newest.ready()));
+        }
+        assert!(newest.shown.is_empty(), "every decision was met");
+        rows.extend(newest.finish());
         assert_eq!(
             ids(&rows),
             [
@@ -325,6 +399,79 @@ mod tests {
                 ("deny".to_string(), 2, Kind::Request, false)
             ]
         );
-        assert!(newest.shown.is_empty(), "every decision was met");
+    }
+
+    /// A slim outcome as the writer writes it, read back (audit/outcome.rs).
+    fn slim(whole: &StoredRecord, seq: u64) -> StoredRecord {
+        let mut r = whole.record.clone();
+        r.kind = Kind::Outcome;
+        r.outcome_follows = false;
+        r.status = Some(200);
+        let mut line = Vec::new();
+        crate::audit::chain::seal(&r, seq, crate::audit::chain::GENESIS, &mut line).unwrap();
+        serde_json::from_slice(&line).unwrap()
+    }
+
+    #[test]
+    fn a_slim_outcome_is_shown_completed_by_its_decision_in_either_direction() {
+        let mut a = rec("a", Kind::Request, true, 1);
+        a.record.evidence = vec!["user-agent".into()];
+        a.record.user_agent = Some("claude-cli/2.1".into());
+        a.record.method = Some("POST".into());
+        let mut b = rec("b", Kind::Request, true, 2);
+        b.record.client = "127.0.0.1:2".into();
+        let b_progress = StoredRecord {
+            seq: 4,
+            record: AuditRecord {
+                kind: Kind::Progress,
+                outcome_follows: false,
+                ..b.record.clone()
+            },
+            ..b.clone()
+        };
+        let log = [
+            a.clone(),
+            b.clone(),
+            rec("deny", Kind::Request, false, 3),
+            b_progress,
+            slim(&a, 5),
+            slim(&b, 6),
+        ];
+        assert!(log[4].record.client.is_empty() && log[4].record.evidence.is_empty());
+        let want = |s: &StoredRecord, from: &StoredRecord| {
+            let mut r = from.record.clone();
+            r.kind = Kind::Request;
+            r.outcome_follows = false;
+            r.status = Some(200);
+            (s.seq, r)
+        };
+        let shown = |rows: &[StoredRecord]| {
+            rows.iter()
+                .map(|s| (s.seq, s.record.clone()))
+                .collect::<Vec<_>>()
+        };
+        let deny = (3, log[2].record.clone());
+
+        let mut calls = Calls::default();
+        let rows: Vec<_> = log.iter().filter_map(|s| calls.push(s.clone())).collect();
+        assert!(calls.finish().is_empty());
+        assert_eq!(
+            shown(&rows),
+            [deny.clone(), want(&log[4], &a), want(&log[5], &b)]
+        );
+
+        let mut newest = NewestFirst::default();
+        let mut rows = Vec::new();
+        let mut ready_after = Vec::new();
+        for s in log.iter().rev() {
+            newest.push(s.clone());
+            rows.extend(std::iter::from_fn(|| newest.ready()));
+            ready_after.push(rows.len());
+        }
+        assert!(newest.finish().next().is_none());
+        // b's outcome is completed by its progress record, a's (and the deny behind it) only
+        // by a's decision, the last record read.
+        assert_eq!(ready_after, [0, 0, 1, 1, 1, 3]);
+        assert_eq!(shown(&rows), [want(&log[5], &b), want(&log[4], &a), deny]);
     }
 }

@@ -24,6 +24,9 @@ macro_rules! key {
 impl AuditRecord {
     /// Append the record as one JSON object (no newline) to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        if self.is_slim_outcome() {
+            return self.write_slim_outcome(out);
+        }
         out.push(b'{');
         key!(out, "time", first);
         string(out, &self.time)?;
@@ -126,6 +129,78 @@ impl AuditRecord {
             key!(out, "outcome_follows");
             out.extend_from_slice(b"true");
         }
+        self.write_tail(out)
+    }
+}
+
+impl AuditRecord {
+    /// A slim outcome (audit/outcome.rs): the whole record's fields in the same order, without
+    /// the ones its decision holds (`outcome::DECISION_ONLY`).
+    fn write_slim_outcome(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        out.push(b'{');
+        key!(out, "time", first);
+        string(out, &self.time)?;
+        key!(out, "id");
+        string(out, &self.id)?;
+        key!(out, "kind");
+        value(out, &self.kind)?;
+        key!(out, "user");
+        string(out, &self.user)?;
+        key!(out, "tool");
+        opt_string(out, self.tool.as_deref())?;
+        key!(out, "vendor");
+        opt_string(out, self.vendor.as_deref())?;
+        key!(out, "host");
+        string(out, &self.host)?;
+        key!(out, "path");
+        opt_string(out, self.path.as_deref())?;
+        key!(out, "model");
+        opt_string(out, self.model.as_deref())?;
+        key!(out, "workflow");
+        opt_string(out, self.workflow.as_deref())?;
+        self.write_end(out)
+    }
+
+    /// The slim outcome from `action` on.
+    fn write_end(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        key!(out, "action");
+        value(out, &self.action)?;
+        key!(out, "reason");
+        value(out, &self.reason)?;
+        key!(out, "rule");
+        opt_string(out, self.rule.as_deref())?;
+        key!(out, "exemption");
+        opt_string(out, self.exemption.as_deref())?;
+        key!(out, "would_block");
+        out.extend_from_slice(if self.would_block { b"true" } else { b"false" });
+        key!(out, "status");
+        match self.status {
+            Some(s) => out.extend_from_slice(itoa::Buffer::new().format(s).as_bytes()),
+            None => out.extend_from_slice(b"null"),
+        }
+        key!(out, "error");
+        opt_string(out, self.error.as_deref())?;
+        key!(out, "bytes_up");
+        out.extend_from_slice(itoa::Buffer::new().format(self.bytes_up).as_bytes());
+        key!(out, "bytes_down");
+        out.extend_from_slice(itoa::Buffer::new().format(self.bytes_down).as_bytes());
+        key!(out, "duration_ms");
+        value(out, &self.duration_ms)?;
+        key!(out, "ttfb_ms");
+        value(out, &self.ttfb_ms)?;
+        if let Some(group) = &self.ai_host {
+            key!(out, "ai_host");
+            string(out, group)?;
+        }
+        if self.outcome_follows {
+            key!(out, "outcome_follows");
+            out.extend_from_slice(b"true");
+        }
+        self.write_tail(out)
+    }
+
+    /// `replica` and the provenance fields, the last of every record.
+    fn write_tail(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         if let Some(replica) = &self.replica {
             key!(out, "replica");
             string(out, replica)?;
@@ -226,10 +301,85 @@ mod tests {
 
     use super::*;
 
+    /// The slim outcome as serde would write it: the record's fields without
+    /// `outcome::DECISION_ONLY`, in the record's order.
+    #[derive(serde::Serialize)]
+    struct SlimOutcome<'a> {
+        time: &'a str,
+        id: &'a str,
+        kind: Kind,
+        user: &'a str,
+        tool: Option<&'a str>,
+        vendor: Option<&'a str>,
+        host: &'a str,
+        path: Option<&'a str>,
+        model: Option<&'a str>,
+        workflow: Option<&'a str>,
+        action: Action,
+        reason: Reason,
+        rule: Option<&'a str>,
+        exemption: Option<&'a str>,
+        would_block: bool,
+        status: Option<u16>,
+        error: Option<&'a str>,
+        bytes_up: u64,
+        bytes_down: u64,
+        duration_ms: f64,
+        ttfb_ms: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ai_host: Option<&'a str>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        outcome_follows: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        replica: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provenance: Option<ProvenanceMark>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provenance_fingerprints: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        provenance_chars: Option<u64>,
+    }
+
+    fn slim(r: &AuditRecord) -> SlimOutcome<'_> {
+        SlimOutcome {
+            time: &r.time,
+            id: &r.id,
+            kind: r.kind,
+            user: &r.user,
+            tool: r.tool.as_deref(),
+            vendor: r.vendor.as_deref(),
+            host: &r.host,
+            path: r.path.as_deref(),
+            model: r.model.as_deref(),
+            workflow: r.workflow.as_deref(),
+            action: r.action,
+            reason: r.reason,
+            rule: r.rule.as_deref(),
+            exemption: r.exemption.as_deref(),
+            would_block: r.would_block,
+            status: r.status,
+            error: r.error.as_deref(),
+            bytes_up: r.bytes_up,
+            bytes_down: r.bytes_down,
+            duration_ms: r.duration_ms,
+            ttfb_ms: r.ttfb_ms,
+            ai_host: r.ai_host.as_deref(),
+            outcome_follows: r.outcome_follows,
+            replica: r.replica.as_deref(),
+            provenance: r.provenance,
+            provenance_fingerprints: r.provenance_fingerprints,
+            provenance_chars: r.provenance_chars,
+        }
+    }
+
     fn same_as_serde(r: &AuditRecord) {
         let mut ours = Vec::new();
         r.write_json(&mut ours).expect("write_json");
-        let theirs = serde_json::to_vec(r).expect("serde_json");
+        let theirs = if r.is_slim_outcome() {
+            serde_json::to_vec(&slim(r)).expect("serde_json")
+        } else {
+            serde_json::to_vec(r).expect("serde_json")
+        };
         assert_eq!(
             String::from_utf8_lossy(&ours),
             String::from_utf8_lossy(&theirs)
@@ -321,6 +471,12 @@ mod tests {
         same_as_serde(&r);
         r.kind = Kind::Outcome;
         same_as_serde(&r);
+        r.outcome_follows = false;
+        same_as_serde(&r);
+        // An outcome whose identification was revised is written whole.
+        r.reason = Reason::LateBodySignal;
+        same_as_serde(&r);
+        r.reason = Reason::RuleMatched;
         r.kind = Kind::Progress;
         same_as_serde(&r);
 
@@ -334,6 +490,11 @@ mod tests {
         r.replica = None;
         same_as_serde(&r);
         r.error = Some(format!("{}\"{}", "x".repeat(37), "y".repeat(20)));
+        same_as_serde(&r);
+        r.kind = Kind::Outcome;
+        same_as_serde(&r);
+        r.ai_host = None;
+        r.provenance = None;
         same_as_serde(&r);
     }
 }

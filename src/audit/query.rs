@@ -321,6 +321,15 @@ impl super::calls::Part for Entry {
         self.line = Value::Object(self.fields.clone()).to_string().into();
         self
     }
+
+    fn is_slim(&self) -> bool {
+        self.kind() == Some(Kind::Outcome) && !self.fields.contains_key(super::outcome::SLIM_MARKER)
+    }
+
+    fn complete_from(&mut self, earlier: &Self) {
+        super::outcome::complete_fields(&mut self.fields, &earlier.fields);
+        self.line = Value::Object(self.fields.clone()).to_string().into();
+    }
 }
 
 /// The admin API answers each record as it is in the log.
@@ -806,8 +815,9 @@ fn series_reader(live: &std::path::Path) -> std::io::Result<impl BufRead> {
 /// Skipping a line must not change the join of a call's records (audit/calls.rs): an outcome
 /// or progress record skipped here is never shown, and its decision would then come back as
 /// an open call. That cannot happen for the fields tested here, since the decision has the same
-/// values (the outcome is its copy with the end filled in), except in an outcome whose
-/// identification was revised after the decision (`late_body_signal`), which is never skipped.
+/// values (a slim outcome keeps every field tested here, audit/outcome.rs), except in an outcome
+/// whose identification was revised after the decision (`late_body_signal`), which is never
+/// skipped. Nor can a slim outcome's row wait in vain for its decision: the decision passes.
 struct LineTest {
     needles: Vec<memchr::memmem::Finder<'static>>,
     revised: memchr::memmem::Finder<'static>,
@@ -894,10 +904,7 @@ pub fn newest_first(
     // Records above the cursor are read too: a call shown on an earlier page by its outcome
     // must not come back here as open by its decision.
     let mut calls = super::calls::NewestFirst::default();
-    scan_newest(path, filter, |entry| {
-        let Some(entry) = calls.push(entry) else {
-            return ControlFlow::Continue(());
-        };
+    let mut take = |entry: Entry| {
         if before_seq.is_some_and(|c| entry.seq().is_none_or(|s| s >= c)) || !filter.accepts(&entry)
         {
             return ControlFlow::Continue(());
@@ -908,7 +915,25 @@ pub fn newest_first(
         } else {
             ControlFlow::Continue(())
         }
+    };
+    let mut full = false;
+    scan_newest(path, filter, |entry| {
+        calls.push(entry);
+        while let Some(row) = calls.ready() {
+            if take(row).is_break() {
+                full = true;
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
     })?;
+    if !full {
+        for row in calls.finish() {
+            if take(row).is_break() {
+                break;
+            }
+        }
+    }
     let next = if out.len() > limit {
         out.truncate(limit);
         out.last().and_then(Entry::seq)
@@ -997,11 +1022,19 @@ pub fn each_row(
 ) -> std::io::Result<()> {
     let mut calls = super::calls::NewestFirst::default();
     scan_newest(path, filter, |entry| {
-        if let Some(row) = calls.push(entry).filter(|r| filter.accepts(r)) {
-            visit(&row);
+        calls.push(entry);
+        while let Some(row) = calls.ready() {
+            if filter.accepts(&row) {
+                visit(&row);
+            }
         }
         ControlFlow::Continue(())
-    })
+    })?;
+    calls
+        .finish()
+        .filter(|r| filter.accepts(r))
+        .for_each(|r| visit(&r));
+    Ok(())
 }
 
 /// The records of one call (its decision, progress and outcome, or its one record), newest
@@ -1189,10 +1222,16 @@ mod tests {
         } else {
             ""
         };
+        // A slim outcome has no `client`; a revised one is written whole (audit/outcome.rs).
+        let client = if kind == "outcome" && reason != "late_body_signal" {
+            ""
+        } else {
+            "\"client\":\"10.0.0.1:1\","
+        };
         format!(
-            "{{\"v\":1,\"seq\":{seq},\"time\":\"2026-11-{:02}T10:00:00.000Z\",\"id\":\"{id}\",\"kind\":\"{kind}\",\"user\":\"{user}\",\"vendor\":\"openai\",\"path\":\"/v1/p{}\",\"action\":\"{action}\",\"reason\":\"{reason}\",\"rule\":null{follows}}}\n",
+            "{{\"v\":1,\"seq\":{seq},\"time\":\"2026-11-{:02}T10:00:00.000Z\",\"id\":\"{id}\",\"kind\":\"{kind}\",{client}\"user\":\"{user}\",\"vendor\":\"openai\",\"path\":\"/v1/p{}\",\"action\":\"{action}\",\"reason\":\"{reason}\",\"rule\":null{follows}}}\n",
             1 + seq / 600,
-            // The outcome is the decision's copy: the path goes with the call.
+            // The outcome keeps the decision's path: the path goes with the call.
             id[1..].parse::<u64>().unwrap() % 7
         )
     }
@@ -1201,11 +1240,17 @@ mod tests {
     /// test must not change.
     fn reference(files: &[&str], filter: &Filter, before: Option<u64>, limit: usize) -> Vec<u64> {
         let mut calls = super::super::calls::NewestFirst::default();
-        files
+        let mut rows = Vec::new();
+        for e in files
             .iter()
             .flat_map(|f| f.lines().rev().collect::<Vec<_>>())
             .filter_map(Entry::parse)
-            .filter_map(|e| calls.push(e))
+        {
+            calls.push(e);
+            rows.extend(std::iter::from_fn(|| calls.ready()));
+        }
+        rows.extend(calls.finish());
+        rows.into_iter()
             .filter(|e| before.is_none_or(|c| e.seq().unwrap() < c) && filter.accepts(e))
             .take(limit)
             .map(|e| e.seq().unwrap())

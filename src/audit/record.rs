@@ -46,12 +46,16 @@ pub struct AuditRecord {
     pub time: String,
     pub id: String,
     pub kind: Kind,
+    /// Absent from a slim outcome (`DECISION_ONLY`), as are the defaulted fields below.
+    #[serde(default)]
     pub client: String,
     pub user: Arc<str>,
     pub user_source: Option<IdentitySource>,
     pub tool: Option<Arc<str>>,
     pub tool_confidence: Option<Confidence>,
+    #[serde(default)]
     pub evidence: Vec<String>,
+    #[serde(default)]
     pub tool_conflicts: Vec<Arc<str>>,
     /// Why each of `tool_conflicts` is one: `"<tool>: <signal>, …"`, the signals that matched it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -62,6 +66,7 @@ pub struct AuditRecord {
     pub user_agent: Option<String>,
     pub vendor: Option<Arc<str>>,
     pub host: String,
+    #[serde(default)]
     pub port: u16,
     pub method: Option<String>,
     /// Path with query values redacted (see `redact`).

@@ -467,7 +467,8 @@ async fn walk_newest(
     let client = db.client().await?;
     let cursor = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
     // Rows above the cursor are read too, only to join: a call shown on an earlier page by its
-    // outcome must not come back on this one as open by its decision (audit/calls.rs).
+    // outcome must not come back on this one as open by its decision (audit/calls.rs). A slim
+    // outcome's row comes out once its decision (or progress) is read.
     let mut before = i64::MAX;
     let mut calls = crate::audit::calls::NewestFirst::default();
     let since = filter.since.unwrap_or(SystemTime::UNIX_EPOCH);
@@ -486,19 +487,54 @@ async fn walk_newest(
                 .await,
         )?;
         let Some(last) = rows.last() else {
-            return Ok(());
+            break;
         };
         before = last.get(0);
         for row in &rows {
             let line: &str = row.get(1);
-            let Some(entry) = Entry::parse(line).and_then(|e| calls.push(e)) else {
+            let Some(entry) = Entry::parse(line) else {
                 continue;
             };
-            let pos: i64 = row.get(0);
-            if pos < cursor && filter.accepts(&entry) && !visit(pos, entry) {
-                return Ok(());
+            calls.push(Placed(row.get(0), entry));
+            while let Some(Placed(pos, entry)) = calls.ready() {
+                if pos < cursor && filter.accepts(&entry) && !visit(pos, entry) {
+                    return Ok(());
+                }
             }
         }
+    }
+    for Placed(pos, entry) in calls.finish() {
+        if pos < cursor && filter.accepts(&entry) && !visit(pos, entry) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// A row of the table and its `pos`, joined as a record is (audit/calls.rs).
+struct Placed(i64, Entry);
+
+impl crate::audit::calls::Part for Placed {
+    fn id(&self) -> &str {
+        self.1.id()
+    }
+    fn kind(&self) -> Option<crate::audit::Kind> {
+        self.1.kind()
+    }
+    fn outcome_follows(&self) -> bool {
+        self.1.outcome_follows()
+    }
+    fn started(&self) -> (String, u64) {
+        self.1.started()
+    }
+    fn into_row(self) -> Self {
+        Placed(self.0, self.1.into_row())
+    }
+    fn is_slim(&self) -> bool {
+        self.1.is_slim()
+    }
+    fn complete_from(&mut self, earlier: &Self) {
+        self.1.complete_from(&earlier.1);
     }
 }
 
