@@ -210,7 +210,14 @@ impl App {
                 if console_tls.is_some() && config.console.public_url.is_none() {
                     url = url.replacen("http://", "https://", 1);
                 }
-                Some(Arc::new(OidcSignIn::new(cfg.clone(), &url, roots)))
+                // Behind a load balancer the provider's redirect back may reach another
+                // replica: with PostgreSQL, started sign-ins are kept there.
+                let pending: Arc<dyn crate::console::oidc_pending::PendingStore> = match &shared_db
+                {
+                    Some(db) => Arc::new(crate::console::oidc_pending::PgPending::new(db.clone())),
+                    None => Arc::new(crate::console::oidc_pending::MemoryPending::default()),
+                };
+                Some(Arc::new(OidcSignIn::new(cfg.clone(), &url, roots, pending)))
             }
             None => None,
         };

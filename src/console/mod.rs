@@ -49,6 +49,7 @@ mod exemptions;
 mod explorer;
 mod layout;
 pub mod oidc;
+pub mod oidc_pending;
 mod overview;
 mod people;
 mod provenance;
@@ -485,6 +486,7 @@ pub fn router() -> Router<AdminState> {
         .route("/signin", get(signin::form).post(signin::submit))
         .route("/signin/once/{token}", get(signin::once))
         .route("/signout", post(signin::sign_out))
+        .route(oidc::SIGNED_OUT_PATH, get(signin::signed_out))
         .route(oidc::LOGIN_PATH, get(signin_oidc::login))
         .route(oidc::CALLBACK_PATH, get(signin_oidc::callback))
         .route("/exemptions", get(exemptions::list).post(exemptions::grant))

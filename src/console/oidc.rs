@@ -21,13 +21,17 @@
 //!
 //! Sign-out of an OIDC session ends the provider's session too when the provider offers an
 //! `end_session_endpoint` (RP-initiated logout): otherwise the next "Sign in with …" would sign
-//! the same person in again without asking, on a shared machine too.
+//! the same person in again without asking, on a shared machine too. The logout request names
+//! the console's signed-out page as `post_logout_redirect_uri` (with `client_id`), so the
+//! person ends on aigate's page, not the provider's.
+//!
+//! Started sign-ins are kept by `oidc_pending.rs`: in memory, or in PostgreSQL so that a
+//! callback reaching another replica than the one that started the sign-in finishes it.
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use openidconnect::core::{
@@ -39,27 +43,27 @@ use openidconnect::{
     AdditionalClaims, AuthorizationCode, ClaimsVerificationError, Client, ClientId, ClientSecret,
     CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet, IdTokenClaims,
     IdTokenFields, IssuerUrl, LogoutRequest, Nonce, PkceCodeChallenge, PkceCodeVerifier,
-    ProviderMetadataWithLogout, RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse,
-    TokenResponse,
+    PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, Scope, StandardErrorResponse,
+    StandardTokenResponse, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
 
+use super::oidc_pending::{PendingError, PendingSignIn, PendingStore};
+use super::session::key_of;
 use crate::config::Role;
 use crate::config::console::OidcConfig;
 use crate::identify::Directory;
 
+pub use super::oidc_pending::{MAX_PENDING_PER_SOURCE, PENDING_TTL};
+
 pub const LOGIN_PATH: &str = "/console/oidc/login";
 pub const CALLBACK_PATH: &str = "/console/oidc/callback";
+/// The console's page a provider sends the browser back to after RP-initiated logout.
+pub const SIGNED_OUT_PATH: &str = "/signed-out";
 /// The cookie that ties a pending sign-in to the browser that started it. `SameSite=Lax`: the
 /// provider's redirect back is a cross-site navigation, which a `Strict` cookie would miss.
 pub const BROWSER_COOKIE: &str = "aigate_oidc";
 
-/// How long a person may take at the provider's sign-in page.
-pub const PENDING_TTL: Duration = Duration::from_secs(10 * 60);
-/// Pending sign-ins held at most, and per client address: starting sign-ins costs memory, so
-/// an address that starts more than this within `PENDING_TTL` waits (429).
-const MAX_PENDING: usize = 10_000;
-pub const MAX_PENDING_PER_SOURCE: usize = 20;
 /// Discovery again this often, for rotated signing keys.
 const REFRESH: Duration = Duration::from_secs(3600);
 /// Backoff while the provider is unreachable: from the first to the last.
@@ -191,33 +195,32 @@ pub struct SignedIn {
     pub next: String,
 }
 
-struct Pending {
-    browser: String,
-    pkce: PkceCodeVerifier,
-    nonce: Nonce,
-    next: String,
-    source: IpAddr,
-    started: Instant,
-}
-
 pub struct OidcSignIn {
     cfg: OidcConfig,
     redirect: String,
+    /// The console's signed-out page, for the provider's `post_logout_redirect_uri`.
+    signed_out: String,
     http: Result<reqwest::Client, String>,
     client: ArcSwapOption<OidcClient>,
     /// The provider's end-session URL for this client (RP-initiated logout), if it offers one.
     end_session: ArcSwapOption<String>,
     /// Why the last discovery failed, while no client is ready.
     problem: Mutex<String>,
-    pending: Mutex<HashMap<String, Pending>>,
+    /// Started sign-ins: in memory, or in PostgreSQL so that any replica takes the callback.
+    pending: Arc<dyn PendingStore>,
 }
 
 impl OidcSignIn {
     /// `console_url` is where browsers reach the console (`console.public_url`, or the bound
     /// admin address): the callback URL is below it when `redirect_url` is not configured.
     /// `roots` are the trust anchors for an https provider (the system's, webpki's and
-    /// `upstream.extra_roots`).
-    pub fn new(cfg: OidcConfig, console_url: &str, roots: rustls::RootCertStore) -> Self {
+    /// `upstream.extra_roots`). `pending` keeps the started sign-ins (`oidc_pending.rs`).
+    pub fn new(
+        cfg: OidcConfig,
+        console_url: &str,
+        roots: rustls::RootCertStore,
+        pending: Arc<dyn PendingStore>,
+    ) -> Self {
         let redirect = match &cfg.redirect_url {
             Some(u) => u.to_string(),
             None => format!("{console_url}{CALLBACK_PATH}"),
@@ -238,11 +241,12 @@ impl OidcSignIn {
         OidcSignIn {
             cfg,
             redirect,
+            signed_out: format!("{console_url}{SIGNED_OUT_PATH}"),
             http,
             client: ArcSwapOption::empty(),
             end_session: ArcSwapOption::empty(),
             problem: Mutex::new("discovery has not finished yet".into()),
-            pending: Mutex::new(HashMap::new()),
+            pending,
         }
     }
 
@@ -322,6 +326,10 @@ impl OidcSignIn {
                     chain(&e)
                 )
             })?;
+        // Back to the console's signed-out page afterwards, not left on the provider's: the
+        // provider checks it against the client's registered post-logout URIs.
+        let back = PostLogoutRedirectUrl::new(self.signed_out.clone())
+            .map_err(|e| format!("the signed-out page {}: {e}", self.signed_out))?;
         let end_session = metadata
             .additional_metadata()
             .end_session_endpoint
@@ -329,6 +337,7 @@ impl OidcSignIn {
             .map(|url| {
                 LogoutRequest::from(url)
                     .set_client_id(ClientId::new(self.cfg.client_id.clone()))
+                    .set_post_logout_redirect_uri(back)
                     .http_get_url()
                     .to_string()
             });
@@ -341,22 +350,18 @@ impl OidcSignIn {
         Ok((client, end_session))
     }
 
-    /// Start a sign-in from `source` that ends at `next` (a local path; anything else ends at
-    /// `/`).
-    pub fn begin(&self, next: &str, source: IpAddr) -> Result<Started, Refused> {
+    /// Start a sign-in from `source` at `now` that ends at `next` (a local path; anything else
+    /// ends at `/`).
+    pub async fn begin(
+        &self,
+        next: &str,
+        source: IpAddr,
+        now: SystemTime,
+    ) -> Result<Started, Refused> {
         let client = self
             .client
             .load_full()
             .ok_or_else(|| Refused::new(Check::Unavailable, lock(&self.problem).clone()))?;
-        let mut pending = lock(&self.pending);
-        pending.retain(|_, p| p.started.elapsed() < PENDING_TTL);
-        let from_source = pending.values().filter(|p| p.source == source).count();
-        if from_source >= MAX_PENDING_PER_SOURCE || pending.len() >= MAX_PENDING {
-            return Err(Refused::new(
-                Check::Busy,
-                "too many sign-ins started from this address; finish one or wait 10 minutes",
-            ));
-        }
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
             .authorize_url(
@@ -370,17 +375,21 @@ impl OidcSignIn {
         }
         let (url, state, nonce) = request.url();
         let browser = CsrfToken::new_random().secret().clone();
-        pending.insert(
-            state.secret().clone(),
-            Pending {
-                browser: browser.clone(),
-                pkce: verifier,
-                nonce,
-                next: local_path(next).unwrap_or("/").to_string(),
-                source,
-                started: Instant::now(),
-            },
-        );
+        let pending = PendingSignIn {
+            browser_key: key_of(&browser),
+            pkce: verifier.secret().clone(),
+            nonce: nonce.secret().clone(),
+            next: local_path(next).unwrap_or("/").to_string(),
+            source,
+            started: now,
+        };
+        self.pending
+            .put(&key_of(state.secret()), &pending)
+            .await
+            .map_err(|e| match e {
+                PendingError::Busy => Refused::new(Check::Busy, e.to_string()),
+                PendingError::Store(_) => Refused::new(Check::Unavailable, e.to_string()),
+            })?;
         Ok(Started {
             authorize_url: url.to_string(),
             browser,
@@ -394,19 +403,22 @@ impl OidcSignIn {
         answer: &CallbackQuery,
         browser: Option<&str>,
         directory: &Directory,
+        now: SystemTime,
     ) -> Result<SignedIn, Refused> {
         let state = answer.state.as_deref().unwrap_or_default();
         // Removed before anything else: a state works once, whatever happens next.
-        let pending = lock(&self.pending)
-            .remove(state)
-            .filter(|p| p.started.elapsed() < PENDING_TTL)
+        let pending = self
+            .pending
+            .take(&key_of(state), now)
+            .await
+            .map_err(|e| Refused::new(Check::Unavailable, e.to_string()))?
             .ok_or_else(|| {
                 Refused::new(
                     Check::State,
                     "this sign-in is unknown, expired or already used; start again",
                 )
             })?;
-        if !browser.is_some_and(|b| same(b, &pending.browser)) {
+        if !browser.is_some_and(|b| same(&key_of(b), &pending.browser_key)) {
             return Err(Refused::new(
                 Check::Browser,
                 "this sign-in was started in another browser; start again here",
@@ -436,7 +448,7 @@ impl OidcSignIn {
         let tokens = client
             .exchange_code(AuthorizationCode::new(code))
             .map_err(|e| Refused::new(Check::Unavailable, chain(&e)))?
-            .set_pkce_verifier(pending.pkce)
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce))
             .request_async(http)
             .await
             .map_err(|e| {
@@ -449,7 +461,7 @@ impl OidcSignIn {
             .id_token()
             .ok_or_else(|| Refused::new(Check::Token, "the provider returned no ID token"))?;
         let claims = id_token
-            .claims(&client.id_token_verifier(), &pending.nonce)
+            .claims(&client.id_token_verifier(), &Nonce::new(pending.nonce))
             .map_err(refusal)?;
         let user = self.user_of(claims)?;
         let groups = groups_of(claims, &self.cfg.groups_claim);

@@ -301,6 +301,22 @@ pub async fn sign_out(
     resp
 }
 
+/// `GET /signed-out`: where the provider sends the browser after its own sign-out
+/// (`post_logout_redirect_uri`). Says so, and offers to sign in again.
+pub async fn signed_out() -> Response {
+    super::layout::bare_page(
+        StatusCode::OK,
+        "Signed out",
+        html! {
+            div class="signin" {
+                h1 { "Signed out" }
+                p { "You are signed out of aigate and of your company's sign-in." }
+                p { a id="signin-again" href="/signin" { "Sign in again" } }
+            }
+        },
+    )
+}
+
 /// Signed out of aigate; on to the provider's end-session page. Not a redirect: the sign-out is
 /// a form post, and the CSP's `form-action 'self'` stops a form's redirect to another origin, so
 /// the page goes on by `Refresh` (and a link, for a browser that ignores it).

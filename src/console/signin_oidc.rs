@@ -41,7 +41,10 @@ pub async fn login(
         return limited;
     }
     let next = q.next.as_deref().and_then(local_path).unwrap_or("/");
-    match oidc.begin(next, client.ip()) {
+    match oidc
+        .begin(next, client.ip(), state.shared.clock.now())
+        .await
+    {
         Ok(started) => {
             let mut resp = redirect(&started.authorize_url);
             let cookie = format!(
@@ -76,7 +79,8 @@ pub async fn callback(
         None => {
             let browser = super::cookie(&headers, BROWSER_COOKIE);
             let directory = state.shared.config.load().identity.directory.clone();
-            match oidc.finish(&q, browser, &directory).await {
+            let now = state.shared.clock.now();
+            match oidc.finish(&q, browser, &directory, now).await {
                 Ok(signed) => {
                     let roles: Vec<&str> =
                         signed.roles.iter().map(|r| super::role_name(*r)).collect();

@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "provenance_ledger",
         include_str!("../../migrations/0004_provenance_ledger.sql"),
     ),
+    (
+        5,
+        "console_oidc_and_findings",
+        include_str!("../../migrations/0005_console_oidc_and_findings.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises migrations across replicas.

@@ -3,7 +3,8 @@
 //! (`localhost`) than the console (`127.0.0.1`), as a company IdP is. The provider's redirect
 //! back is then a cross-site navigation: the console's `SameSite=Strict` session cookie must
 //! still hold on the page it lands on. Sign-out ends the provider's session too (RP-initiated
-//! logout), so the next sign-in asks for the login again. Screenshots in
+//! logout) and comes back to the console's signed-out page, so the next sign-in asks for the
+//! login again. Screenshots in
 //! `target/console-screenshots/oidc-*.png`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -84,25 +85,34 @@ async fn oidc_sign_in_across_sites_maps_groups_and_sign_out_ends_the_provider_se
     b.check("oidc-signed-in").await;
 
     // Sign-out: the console's session ends, then the provider's (its end_session_endpoint, with
-    // its own confirmation page).
+    // its own confirmation page), which sends the browser back to the console's signed-out page
+    // (`post_logout_redirect_uri`) rather than leaving it on the provider's.
     b.find("form[action='/signout'] button[type=submit]")
         .await
         .click()
         .await
         .unwrap();
     b.find("button[name=logout]").await.click().await.unwrap();
-    let mut text = String::new();
+    let mut at = b.client.current_url().await.unwrap();
     for _ in 0..100 {
-        text = b.text("body").await;
-        if text.contains("Sign-out Success") || text.contains("signed out") {
+        at = b.client.current_url().await.unwrap();
+        if at.path() == "/signed-out" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        b.client.current_url().await.unwrap().host_str() == Some("localhost"),
-        "{text}"
+    assert_eq!(
+        (at.host_str(), at.port(), at.path()),
+        (
+            Some("127.0.0.1"),
+            Some(env.gateway.admin_addr.port()),
+            "/signed-out"
+        ),
+        "{}",
+        b.text("body").await
     );
+    assert!(b.text("h1").await.contains("Signed out"));
+    b.check("oidc-signed-out").await;
 
     // Signed out at both ends: the console asks for a sign-in, and the provider for the login
     // again (with its session still alive it would send the browser straight back). root is an

@@ -1252,6 +1252,54 @@ impl Drop for Browser {
     }
 }
 
+/// A TCP load balancer in front of several replicas' admin listeners, on its own loopback
+/// port: each new connection goes to the backend the test points it at ([`Balancer::to`]), as
+/// a real balancer may send one browser's requests to any replica. Clients that should switch
+/// replicas between requests must not keep connections (`pool_max_idle_per_host(0)`).
+pub struct Balancer {
+    pub addr: SocketAddr,
+    backends: Arc<Mutex<Vec<SocketAddr>>>,
+    current: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Balancer {
+    pub async fn start() -> Balancer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let backends: Arc<Mutex<Vec<SocketAddr>>> = Arc::default();
+        let current: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let (b, c) = (backends.clone(), current.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let i = c.load(std::sync::atomic::Ordering::SeqCst);
+                let Some(to) = b.lock().unwrap().get(i).copied() else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    if let Ok(mut out) = TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+            }
+        });
+        Balancer {
+            addr,
+            backends,
+            current,
+        }
+    }
+
+    /// The replicas behind it, in the order [`Balancer::to`] counts them.
+    pub fn serve(&self, backends: &[SocketAddr]) {
+        *self.backends.lock().unwrap() = backends.to_vec();
+    }
+
+    /// New connections go to backend `i` from now on.
+    pub fn to(&self, i: usize) {
+        self.current.store(i, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// A web page on its own loopback port (another origin than the console): answers `html` to
 /// every request. For the browser's CSRF test.
 pub async fn serve_html(html: String) -> SocketAddr {

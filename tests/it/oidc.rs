@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::common::{Idp, TestEnv};
+use std::net::SocketAddr;
+
+use crate::common::{Balancer, Idp, TestEnv};
 
 const PEOPLE: &str =
     "[[users]]\nid = \"carol\"\n\n[[users]]\nid = \"alice\"\nmanager = \"carol\"\n";
@@ -53,8 +55,16 @@ struct Answer {
 /// A console page, in `browser` (its session cookie): the page, or a panic if the browser is
 /// not signed in (sent to /signin).
 async fn console_page(env: &TestEnv, browser: &reqwest::Client, path: &str) -> (u16, String) {
+    console_page_at(env.gateway.admin_addr, browser, path).await
+}
+
+async fn console_page_at(
+    admin: SocketAddr,
+    browser: &reqwest::Client,
+    path: &str,
+) -> (u16, String) {
     let r = browser
-        .get(format!("http://{}{path}", env.gateway.admin_addr))
+        .get(format!("http://{admin}{path}"))
         .send()
         .await
         .unwrap();
@@ -69,11 +79,12 @@ async fn console_page(env: &TestEnv, browser: &reqwest::Client, path: &str) -> (
 
 /// The console's sign-in URL; waits until discovery has succeeded.
 async fn login_url(env: &TestEnv, next: &str) -> String {
-    let url = format!(
-        "http://{}/console/oidc/login?next={}",
-        env.gateway.admin_addr,
-        urlencode(next)
-    );
+    login_url_at(env.gateway.admin_addr, next).await
+}
+
+/// [`login_url`] of the console at `admin` (a replica, or a balancer in front of several).
+async fn login_url_at(admin: SocketAddr, next: &str) -> String {
+    let url = format!("http://{admin}/console/oidc/login?next={}", urlencode(next));
     let probe = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
@@ -83,11 +94,7 @@ async fn login_url(env: &TestEnv, next: &str) -> String {
         if probe.get(&url).send().await.unwrap().status() == 303 {
             // People start from the link on the sign-in page, which keeps `next`.
             let signin = probe
-                .get(format!(
-                    "http://{}/signin?next={}",
-                    env.gateway.admin_addr,
-                    urlencode(next)
-                ))
+                .get(format!("http://{admin}/signin?next={}", urlencode(next)))
                 .send()
                 .await
                 .unwrap()
@@ -101,7 +108,7 @@ async fn login_url(env: &TestEnv, next: &str) -> String {
                 .unwrap_or_else(|| panic!("no OIDC link on /signin: {signin}"))
                 .replace("&amp;", "&");
             assert!(signin.contains("Sign in with 127.0.0.1"), "{signin}");
-            return format!("http://{}{href}", env.gateway.admin_addr);
+            return format!("http://{admin}{href}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -122,7 +129,19 @@ fn urlencode(s: &str) -> String {
 /// The whole flow as `user`: the console sends the browser to the provider, the person signs in
 /// there, the provider sends them back. The callback's answer.
 async fn sign_in(env: &TestEnv, browser: &reqwest::Client, user: &str, next: &str) -> Answer {
-    let url = login_url(env, next).await;
+    sign_in_at(env.gateway.admin_addr, browser, user, next, || {}).await
+}
+
+/// [`sign_in`] through the console at `admin`; `at_provider` runs while the person is on the
+/// provider's page (a balancer is pointed at another replica there).
+async fn sign_in_at(
+    admin: SocketAddr,
+    browser: &reqwest::Client,
+    user: &str,
+    next: &str,
+    at_provider: impl FnOnce(),
+) -> Answer {
+    let url = login_url_at(admin, next).await;
     let form = browser.get(&url).send().await.unwrap();
     assert_eq!(form.status(), 200);
     assert!(
@@ -131,6 +150,7 @@ async fn sign_in(env: &TestEnv, browser: &reqwest::Client, user: &str, next: &st
         form.url()
     );
     let at = form.url().clone();
+    at_provider();
     let done = browser
         .post(at)
         .form(&[("login", user)])
@@ -290,6 +310,96 @@ async fn an_unverified_email_is_no_identity() {
         page.contains("<span class=\"user\">sam@example.com</span>"),
         "{page}"
     );
+}
+
+/// Issue 16: two replicas on one PostgreSQL behind a load balancer. The sign-in starts on
+/// replica A (which keeps the PKCE verifier, nonce and browser binding), the provider's
+/// redirect back reaches replica B, and B finishes it: started sign-ins live in PostgreSQL, not
+/// in A's memory. The session then serves pages through either replica.
+#[tokio::test]
+async fn a_sign_in_started_on_one_replica_finishes_on_the_other() {
+    let pg = crate::postgres::Postgres::start();
+    let idp = Idp::start(None).await;
+    let lb = Balancer::start().await;
+    // Both replicas name the balancer as the callback, as replicas behind one do.
+    let env = TestEnv::builder()
+        .replace(
+            "# users_file = \"users.toml\"",
+            "users_file = \"users.toml\"",
+        )
+        .users(PEOPLE)
+        .replace(
+            "backend = \"file\"",
+            &format!(
+                "backend = \"postgres\"\nurl = \"{}\"\nreplica_id = \"a\"",
+                pg.url()
+            ),
+        )
+        .oidc(
+            &idp,
+            &format!(
+                "{ROLES}redirect_url = \"http://{}/console/oidc/callback\"\n",
+                lb.addr
+            ),
+        )
+        .start()
+        .await;
+    let b = env
+        .variant("b", |t| {
+            t.replace("replica_id = \"a\"", "replica_id = \"b\"")
+        })
+        .await;
+    lb.serve(&[env.gateway.admin_addr, b.admin_addr]);
+    // Both replicas have discovered the provider and reach the database.
+    login_url_at(env.gateway.admin_addr, "/").await;
+    login_url_at(b.admin_addr, "/").await;
+
+    lb.to(0);
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .no_proxy()
+        // A new connection per request: the balancer decides each one.
+        .pool_max_idle_per_host(0)
+        .redirect(reqwest::redirect::Policy::custom(|a| {
+            let from_callback = a
+                .previous()
+                .last()
+                .is_some_and(|u| u.path() == "/console/oidc/callback");
+            if from_callback { a.stop() } else { a.follow() }
+        }))
+        .build()
+        .unwrap();
+    let answer = sign_in_at(lb.addr, &browser, "sam", "/people", || lb.to(1)).await;
+    assert_eq!(answer.status, 200, "{}", answer.page);
+    assert_eq!(answer.location, "/people");
+    // B signed sam in; A never saw the callback.
+    let on = |records: Vec<Value>| -> Vec<(String, String)> {
+        records
+            .iter()
+            .filter(|r| {
+                r["reason"] == "console_signed_in" || r["reason"] == "console_signin_refused"
+            })
+            .filter(|r| r["admin"]["check"] != "unavailable")
+            .map(|r| {
+                (
+                    r["reason"].as_str().unwrap().to_string(),
+                    r["user"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let on_b = on(crate::common::raw_records_of(&b).await);
+    assert_eq!(
+        on_b,
+        vec![("console_signed_in".to_string(), "sam".to_string())]
+    );
+    assert!(on(crate::common::raw_records_of(&env.gateway).await).is_empty());
+    // The session serves pages through A too.
+    lb.to(0);
+    let (status, page) = console_page_at(lb.addr, &browser, "/people").await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("<span class=\"user\">sam</span>"), "{page}");
+    b.shutdown().await;
 }
 
 /// The provider's redirect back works once, and only in the browser that started the sign-in.
