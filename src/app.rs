@@ -251,7 +251,7 @@ impl App {
         tokio::spawn(crate::reload::watch(live_config.clone()));
         let (provenance, ledger) = if live_config.load().provenance.enabled {
             let (capturer, ledger) =
-                start_provenance(&live_config.load(), shared_db, &audit, &metrics)?;
+                start_provenance(&live_config.load(), shared_db.clone(), &audit, &metrics)?;
             background.push(tokio::spawn(sweep_ledger(
                 ledger.clone(),
                 live_config.clone(),
@@ -261,7 +261,7 @@ impl App {
             (None, None)
         };
         let findings = if live_config.load().provenance.enabled {
-            Some(open_findings(&live_config.load())?)
+            Some(open_findings(&live_config.load(), shared_db)?)
         } else {
             None
         };
@@ -443,12 +443,19 @@ fn start_provenance(
     Ok((capturer, ledger))
 }
 
-/// The provenance review queue: a redb file next to the embedded ledger. With PostgreSQL
-/// storage it is still per replica (docs/provenance.md, "Review").
+/// The provenance review queue: a redb file next to the embedded ledger, or with PostgreSQL
+/// storage one table every replica shares (docs/provenance.md, "Review").
 fn open_findings(
     cfg: &crate::config::Config,
+    db: Option<Arc<crate::storage::Db>>,
 ) -> Result<Arc<dyn crate::provenance::review::FindingStore>, StartError> {
-    use crate::provenance::review::embedded;
+    use crate::provenance::review::{embedded, postgres};
+    if let Some(db) = db {
+        return Ok(Arc::new(postgres::PostgresFindings::new(
+            db,
+            tokio::runtime::Handle::current(),
+        )));
+    }
     let store = embedded::EmbeddedFindings::open(&embedded::path(&cfg.state_dir))
         .map_err(|e| StartError::Findings(e.to_string()))?;
     Ok(Arc::new(store))

@@ -374,9 +374,17 @@ pub async fn record(
             );
         }
     };
-    // The call's own lines (decision, progress, outcome), from the log's files.
-    let parts = if state.store.db().is_some_and(|db| db.cfg.audit) {
-        None
+    // The call's own lines (decision, progress, outcome), from the audit table (every
+    // replica's) or the log's files.
+    let parts = if let Some(db) = state.store.db().filter(|db| db.cfg.audit) {
+        let at = row.time().unwrap_or_else(|| state.shared.clock.now());
+        match crate::storage::audit::call_records(db, &filter, &id, at, 16).await {
+            Ok(parts) => Some(parts),
+            Err(e) => {
+                tracing::warn!(error = %e, "console: cannot read a call's records from the audit table");
+                None
+            }
+        }
     } else {
         let path = state.shared.audit.path().to_path_buf();
         tokio::task::spawn_blocking(move || query::call_records(&path, &filter, 16))

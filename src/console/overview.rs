@@ -319,19 +319,30 @@ pub async fn show(
     scope(&state, &signed.caller, &mut filter);
     state.shared.audit.flush().await;
     let path = state.shared.audit.path().to_path_buf();
-    let stats = {
-        let path = path.clone();
-        let filter = filter.clone();
-        tokio::task::spawn_blocking(move || {
+    // With the audit table in PostgreSQL the Overview counts every replica's records from it;
+    // this replica's file holds only its own share.
+    let stats = match state.store.db().filter(|db| db.cfg.audit) {
+        Some(db) => {
             let mut stats = Stats::new(start, now, Duration::from_secs(bucket));
-            each_row(&path, &filter, |r| stats.add(r)).map(|()| stats)
-        })
-        .await
-    };
-    let stats = match stats {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(format!("cannot read the audit log: {e}")),
-        Err(_) => Err("the audit reader failed".to_string()),
+            crate::storage::audit::each_row(db, &filter, |r| stats.add(r))
+                .await
+                .map(|()| stats)
+                .map_err(|e| format!("cannot read the audit table: {e}"))
+        }
+        None => {
+            let path = path.clone();
+            let filter = filter.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                let mut stats = Stats::new(start, now, Duration::from_secs(bucket));
+                each_row(&path, &filter, |r| stats.add(r)).map(|()| stats)
+            })
+            .await;
+            match read {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err(format!("cannot read the audit log: {e}")),
+                Err(_) => Err("the audit reader failed".to_string()),
+            }
+        }
     };
     let (chain, verifying) = chain_state(path, now);
     let requests: Vec<_> = state

@@ -456,6 +456,66 @@ pub async fn summarize(
     Ok(summary.largest(limit))
 }
 
+/// Every row that passes `filter`, newest first, from every replica (a call joined into one
+/// row): what the console's Overview counts when the audit table is in PostgreSQL, so that
+/// each replica's Overview shows all of them, not its own share.
+pub async fn each_row(
+    db: &Db,
+    filter: &Filter,
+    mut visit: impl FnMut(&Entry),
+) -> Result<(), DbError> {
+    walk_newest(db, filter, None, |_, entry| {
+        visit(&entry);
+        true
+    })
+    .await
+}
+
+/// The records of call `id` (its decision, progress and outcome, or its one record), newest
+/// first, as written, from whichever replica wrote them: the console's record page with the
+/// audit table in PostgreSQL. `at` is the call's time: every record of a call carries the
+/// call's start time (audit/calls.rs), so only the rows of that moment are read, in one day's
+/// partition. `scope`'s `users` applies.
+pub async fn call_records(
+    db: &Db,
+    scope: &Filter,
+    id: &str,
+    at: SystemTime,
+    max: usize,
+) -> Result<Vec<Entry>, DbError> {
+    let client = db.client().await?;
+    let from = at
+        .checked_sub(Duration::from_secs(1))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let to = at + Duration::from_secs(1);
+    // Every record writes its id as `"id":"…"` (audit/json.rs); the rows found are checked
+    // again once parsed, so a value that merely contains it is not taken.
+    let needle = format!("\"id\":{}", serde_json::Value::from(id));
+    let limit = i64::try_from(max.saturating_mul(4)).unwrap_or(i64::MAX);
+    let rows = db.note(
+        client
+            .query(
+                "SELECT line FROM aigate_audit
+                 WHERE time >= $1 AND time < $2 AND strpos(line, $3) > 0
+                 ORDER BY pos DESC LIMIT $4",
+                &[&from, &to, &needle, &limit],
+            )
+            .await,
+    )?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| Entry::parse(row.get(0)))
+        .filter(|e| e.text("id") == id)
+        .filter(|e| {
+            scope
+                .users
+                .as_ref()
+                .is_none_or(|u| u.contains(e.text("user").as_ref()))
+        })
+        .take(max)
+        .collect())
+}
+
 /// Hand the records that pass `filter` to `visit`, newest first, from before `before` (a `pos`),
 /// until `visit` says stop. The filter's time window narrows the rows the table reads.
 async fn walk_newest(

@@ -12,7 +12,7 @@ use crate::common::{ConsoleClient, TestClock};
 use crate::explorer::{AUDITOR, BOB, cli, ids_on, reviewed_with, reviewers};
 
 /// The number in an element with this id.
-fn number(body: &str, id: &str) -> u64 {
+pub(crate) fn number(body: &str, id: &str) -> u64 {
     let at = body
         .find(&format!("id=\"{id}\">"))
         .unwrap_or_else(|| panic!("no #{id} in {body}"));

@@ -17,7 +17,16 @@ const ROOT: &str = "root-admin-token-for-replicas";
 
 /// Replica "a" (the env's gateway) on `pg`; loopback clients are alice.
 async fn replica_a(pg: &Postgres, clock: Option<Arc<TestClock>>) -> TestEnv {
-    let mut b = TestEnv::builder()
+    let mut b = replica_a_builder(pg);
+    if let Some(c) = clock {
+        b = b.clock(c);
+    }
+    b.start().await
+}
+
+/// [`replica_a`]'s set-up, for a test that changes more of it.
+fn replica_a_builder(pg: &Postgres) -> crate::common::Builder {
+    TestEnv::builder()
         .replace("# users_file = \"users.toml\"", "users_file = \"users.toml\"")
         .replace(
             "backend = \"file\"",
@@ -34,11 +43,7 @@ async fn replica_a(pg: &Postgres, clock: Option<Arc<TestClock>>) -> TestEnv {
             "\n[[admin.tokens]]\nuser = \"root\"\nroles = [\"admin\"]\nhash = \"{}\"\n",
             aigate::identify::user::hash_token(ROOT)
         ))
-        .users("[[users]]\nid = \"alice\"\n");
-    if let Some(c) = clock {
-        b = b.clock(c);
-    }
-    b.start().await
+        .users("[[users]]\nid = \"alice\"\n")
 }
 
 async fn admin_call(
@@ -686,4 +691,189 @@ async fn in_the_browser_a_request_on_one_replicas_page_is_approved_in_the_others
         approved.elapsed()
     );
     browser.close().await;
+}
+
+/// Issue 17 with several replicas: the provenance review queue is one queue in PostgreSQL. A
+/// finding recorded through A is counted (not added) when B records it again, listed by B,
+/// confirmed through B; A sees it confirmed and refuses a second decision; the decision is an
+/// audit record of the replica that took it.
+#[tokio::test]
+async fn a_finding_recorded_on_one_replica_is_decided_on_the_other() {
+    let pg = Postgres::start();
+    let env = replica_a(&pg, None).await;
+    let b = env
+        .variant("b", |t| {
+            t.replace("replica_id = \"a\"", "replica_id = \"b\"")
+        })
+        .await;
+    until_up(&env.gateway, true).await;
+    until_up(&b, true).await;
+    let scan = json!({"findings": [{
+        "source": "file", "path": "src/limiter.rs", "tier": "strong", "matched_chars": 612,
+        "total_chars": 900, "share": 0.68, "lines": [[3, 20]],
+        "responses": [{"record_id": "0193a8c2-7f00-7000-8000-000000000001", "tool": "claude-code"}],
+    }]});
+    let (status, r) = admin_call(
+        env.gateway.admin_addr,
+        reqwest::Method::POST,
+        "/v1/provenance/findings",
+        Some(scan.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["added"], 1, "{r}");
+    let fid = r["findings"][0]["id"].as_str().unwrap().to_string();
+    // The same finding from a scan recorded through B: one open finding, seen twice.
+    let (status, r) = admin_call(
+        b.admin_addr,
+        reqwest::Method::POST,
+        "/v1/provenance/findings",
+        Some(scan),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(
+        (&r["added"], &r["seen_again"]),
+        (&json!(0), &json!(1)),
+        "{r}"
+    );
+    assert_eq!(r["findings"][0]["id"], fid.as_str());
+    assert_eq!(r["findings"][0]["seen"], 2);
+    let (_, open) = admin_call(
+        b.admin_addr,
+        reqwest::Method::GET,
+        "/v1/provenance/findings?status=open",
+        None,
+    )
+    .await;
+    assert_eq!(open["findings"].as_array().unwrap().len(), 1, "{open}");
+
+    let (status, done) = admin_call(
+        b.admin_addr,
+        reqwest::Method::POST,
+        &format!("/v1/provenance/findings/{fid}/confirm"),
+        Some(json!({"note": "removed in PR 7"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["status"], "confirmed");
+    let (status, seen) = admin_call(
+        env.gateway.admin_addr,
+        reqwest::Method::GET,
+        &format!("/v1/provenance/findings/{fid}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{seen}");
+    assert_eq!(seen["status"], "confirmed");
+    assert_eq!(seen["decided_by"], "root");
+    // Decided once, whichever replica is asked.
+    let (status, again) = admin_call(
+        env.gateway.admin_addr,
+        reqwest::Method::POST,
+        &format!("/v1/provenance/findings/{fid}/clear"),
+        Some(json!({"reason": "a second opinion"})),
+    )
+    .await;
+    assert_eq!(status, 409, "{again}");
+    let decisions = |records: Vec<Value>| -> Vec<String> {
+        records
+            .iter()
+            .filter(|r| {
+                r["reason"]
+                    .as_str()
+                    .is_some_and(|x| x.starts_with("provenance_finding_c"))
+            })
+            .map(|r| r["admin"]["finding"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        decisions(crate::common::raw_records_of(&b).await),
+        vec![fid.clone()]
+    );
+    assert!(decisions(crate::common::raw_records_of(&env.gateway).await).is_empty());
+    let db = pg.client().await;
+    let rows: i64 = db
+        .query_one("SELECT count(*) FROM aigate_findings", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1);
+    b.shutdown().await;
+}
+
+/// Issue 16 with the audit table in PostgreSQL: each replica's Overview counts every
+/// replica's calls (from the table, not its own file), and a call's permalink on one replica
+/// lists the records another replica wrote for it.
+#[tokio::test]
+async fn with_the_audit_table_every_replicas_overview_counts_all_replicas() {
+    let pg = Postgres::start();
+    let env = replica_a_builder(&pg)
+        .replace("# audit = true", "audit = true")
+        .start()
+        .await;
+    let b = env
+        .variant("b", |t| {
+            t.replace("replica_id = \"a\"", "replica_id = \"b\"")
+        })
+        .await;
+    until_up(&env.gateway, true).await;
+    until_up(&b, true).await;
+    let via_a = client_for(&env.gateway, "", true);
+    let via_b = client_for(&b, "", true);
+    assert_eq!(claude_status(&via_a).await, 403);
+    assert_eq!(claude_status(&via_a).await, 403);
+    assert_eq!(claude_status(&via_b).await, 403);
+    // A forwarded call through B: a decision record and an outcome record.
+    let resp = via_b
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", "Anthropic/Python 0.69.0")
+        .header("x-stainless-lang", "python")
+        .body("{\"model\":\"claude-sonnet-4-5\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let forwarded = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    resp.bytes().await.unwrap();
+
+    let mut on_a = crate::common::ConsoleClient::new(env.gateway.admin_addr);
+    on_a.sign_in(ROOT).await;
+    let mut on_b = crate::common::ConsoleClient::new(b.admin_addr);
+    on_b.sign_in(ROOT).await;
+    // The table has what was shipped; both replicas' Overviews say 3 blocked calls.
+    let started = Instant::now();
+    let mut blocked = (0, 0);
+    while started.elapsed() < Duration::from_secs(15) {
+        let a = on_a.get("/").await;
+        let b_page = on_b.get("/").await;
+        assert_eq!(a.status, 200, "{}", a.body);
+        blocked = (
+            crate::overview::number(&a.body, "n-blocked"),
+            crate::overview::number(&b_page.body, "n-blocked"),
+        );
+        if blocked == (3, 3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(blocked, (3, 3), "A's and B's Overviews count both replicas");
+
+    // B's forwarded call, on A's permalink: the joined row and both records as written.
+    let mut page = String::new();
+    while started.elapsed() < Duration::from_secs(20) {
+        let p = on_a.get(&format!("/audit/{forwarded}")).await;
+        page = p.body;
+        if p.status == 200 && page.matches("<details class=\"raw\">").count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(page.matches("<details class=\"raw\">").count(), 2, "{page}");
+    assert!(page.contains(" · outcome · "), "{page}");
+    assert!(page.contains(" · request · "), "{page}");
+    b.shutdown().await;
 }

@@ -9,9 +9,11 @@
 //! finding still present means the quarantine was not done.
 //!
 //! The rules live here; the admin API (`admin/findings.rs`) and the console page are clients,
-//! and write the audit record of each decision.
+//! and write the audit record of each decision. Stores: `embedded.rs` (a redb file, one
+//! replica) and `postgres.rs` (one table every replica shares).
 
 pub mod embedded;
+pub mod postgres;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
