@@ -349,7 +349,11 @@ fn start_requests(
     let (drafts, store) = match db {
         None => (
             Drafts::default(),
-            Arc::new(RequestStore::open(&config.state_dir.join(REQUEST_JOURNAL))?),
+            Arc::new(RequestStore::open(
+                &config.state_dir.join(REQUEST_JOURNAL),
+                config.console.request_retention,
+                std::time::SystemTime::now(),
+            )?),
         ),
         Some(db) => {
             let (tx, rx) = Drafts::persist_channel();

@@ -221,6 +221,9 @@ pub struct ConsoleConfig {
     pub request_ttl: Duration,
     /// A request link (draft) from a deny message can be used this long.
     pub draft_ttl: Duration,
+    /// Decided and expired requests older than this are dropped when the embedded request
+    /// journal is compacted at start (their audit records stay).
+    pub request_retention: Duration,
     pub notify: Vec<NotifyHook>,
     pub session_idle: Duration,
     /// A session ends this long after sign-in, however busy.

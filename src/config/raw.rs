@@ -69,6 +69,7 @@ pub struct RawConsole {
     pub public_url: Option<String>,
     pub request_ttl: Option<String>,
     pub draft_ttl: Option<String>,
+    pub request_retention: Option<String>,
     #[serde(default)]
     pub notify: Vec<RawNotify>,
     pub session_idle: Option<String>,

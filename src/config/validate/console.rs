@@ -28,6 +28,14 @@ pub(super) fn console(p: &mut Problems, raw: &RawConsole, base: &std::path::Path
         Duration::from_secs(60),
         Duration::from_secs(30 * 86_400),
     );
+    let request_retention = duration(
+        p,
+        "console.request_retention",
+        raw.request_retention.as_deref(),
+        Duration::from_secs(90 * 86_400),
+        Duration::from_secs(86_400),
+        Duration::from_secs(3650 * 86_400),
+    );
     let mut notify = Vec::new();
     for (i, hook) in raw.notify.iter().enumerate() {
         let at = format!("console.notify[{i}]");
@@ -98,6 +106,7 @@ pub(super) fn console(p: &mut Problems, raw: &RawConsole, base: &std::path::Path
         public_url,
         request_ttl,
         draft_ttl,
+        request_retention,
         notify,
         session_idle,
         session_max,
