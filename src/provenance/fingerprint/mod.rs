@@ -37,11 +37,22 @@
 //! rolling hash (fast: the keyed hash is computed only for the kept grams); what leaves this
 //! module is always keyed.
 //!
+//! # Two implementations, one output
+//!
+//! `reference.rs` is the straightforward one (a `Sym` per character or token, then
+//! `winnow.rs`): it defines which fingerprints come out, and a ledger or stop-list stores them,
+//! so they must not change by accident. `fast.rs` computes the same ones with reused buffers, a
+//! table-driven tokeniser and a cheaper window minimum, because a scan fingerprints every byte
+//! it reads (docs/provenance.md, "Speed"). The tests prove the two equal on real sources and
+//! random text; `code_refs` runs on the reference only.
+//!
 //! Common fingerprints (licence headers, `fn main() {`, generated boilerplate) mean nothing:
 //! [`StopList`] holds the ones seen in known-clean code, and the scan drops them.
 
+mod fast;
 mod key;
 mod normalize;
+mod reference;
 mod stoplist;
 mod winnow;
 
@@ -184,70 +195,39 @@ impl Fingerprinter {
     }
 
     pub fn code_into(&self, s: &str, out: &mut Vec<Fp>) {
-        let syms = normalize::code(s);
         if self.params.code_refs {
-            let refs = normalize::back_refs(s, &syms);
-            let value = |g: usize, i: usize| {
-                let r = refs[i] as usize;
-                if r != 0 && r <= i - g {
-                    // Above the abstract values, below the keywords' and operators' range.
-                    0x4000_0000 | refs[i]
-                } else {
-                    syms[i].value
-                }
-            };
-            let hasher = &self.code;
-            let min = self.params.code_min_distinct;
-            let k = self.params.code_k;
-            winnow::select_by(&syms, k, self.params.code_w, value, |gram, at| {
-                let g = &syms[at..at + k];
-                if diverse(g, min) {
-                    out.push(Fp {
-                        hash: keyed(hasher, gram),
-                        channel: Channel::Code,
-                        start: g[0].start,
-                        end: g[k - 1].end,
-                    })
-                }
-            });
-            return;
+            return reference::code_into(self, s, out);
         }
-        self.winnow(
-            Channel::Code,
-            &syms,
-            self.params.code_k,
-            self.params.code_w,
-            out,
-        );
+        let gram = fast::Gram {
+            hasher: &self.code,
+            channel: Channel::Code,
+            k: self.params.code_k,
+            w: self.params.code_w,
+            min_distinct: self.params.code_min_distinct,
+        };
+        fast::code_into(&gram, s, out);
     }
 
     pub fn text_into(&self, s: &str, out: &mut Vec<Fp>) {
-        let syms = normalize::text(s);
-        self.winnow(
-            Channel::Text,
-            &syms,
-            self.params.text_k,
-            self.params.text_w,
-            out,
-        );
+        let gram = fast::Gram {
+            hasher: &self.text,
+            channel: Channel::Text,
+            k: self.params.text_k,
+            w: self.params.text_w,
+            min_distinct: self.params.text_min_distinct,
+        };
+        fast::text_into(&gram, s, out);
     }
 
-    fn winnow(&self, channel: Channel, syms: &[Sym], k: usize, w: usize, out: &mut Vec<Fp>) {
-        let (hasher, min) = match channel {
-            Channel::Code => (&self.code, self.params.code_min_distinct),
-            Channel::Text => (&self.text, self.params.text_min_distinct),
-        };
-        winnow::select(syms, k, w, |gram, at| {
-            let g = &syms[at..at + k];
-            if diverse(g, min) {
-                out.push(Fp {
-                    hash: keyed(hasher, gram),
-                    channel,
-                    start: g[0].start,
-                    end: g[k - 1].end,
-                });
-            }
-        });
+    /// [`Fingerprinter::all`] by the straightforward implementation (`reference.rs`), which
+    /// defines the fingerprints: for the tests that prove the fast one equal, and the speed
+    /// benchmark's before-and-after.
+    #[doc(hidden)]
+    pub fn all_reference(&self, s: &str) -> Vec<Fp> {
+        let mut out = Vec::new();
+        reference::code_into(self, s, &mut out);
+        reference::text_into(self, s, &mut out);
+        out
     }
 }
 

@@ -48,13 +48,13 @@ pub fn text(s: &str) -> Vec<Sym> {
 
 /// Abstract token values; keywords and operators get values of their own (see `word`).
 pub const IDENT: u32 = 1;
-const NUMBER: u32 = 2;
-const STRING: u32 = 3;
+pub(super) const NUMBER: u32 = 2;
+pub(super) const STRING: u32 = 3;
 
 /// Keywords of the languages model output is mostly written in (Rust, Python, JavaScript /
 /// TypeScript, Go, C / C++, Java, shell). They carry the structure a renaming keeps, so they stay;
 /// every other word is an identifier and becomes `IDENT`.
-const KEYWORDS: &[&str] = &[
+pub(super) const KEYWORDS: &[&str] = &[
     "abstract",
     "and",
     "as",
@@ -208,7 +208,7 @@ static SORTED_KEYWORDS: std::sync::LazyLock<Vec<&'static str>> = std::sync::Lazy
     v
 });
 
-fn word(w: &str) -> u32 {
+pub(super) fn word(w: &str) -> u32 {
     if w.len() <= 10 && SORTED_KEYWORDS.binary_search(&w).is_ok() {
         // FNV-1a into the space above the abstract values.
         let mut h: u32 = 0x811c_9dc5;
@@ -301,7 +301,7 @@ pub fn code(s: &str) -> Vec<Sym> {
 }
 
 /// A Rust lifetime or label (`'a`, `&'static`, `<'de>`) rather than a character or string literal.
-fn lifetime(b: &[u8], i: usize, prev: u8) -> bool {
+pub(super) fn lifetime(b: &[u8], i: usize, prev: u8) -> bool {
     let rest = &b[i + 1..];
     if rest.len() >= 2 && rest[1] == b'\'' {
         return false; // 'x'
@@ -325,7 +325,7 @@ fn lifetime(b: &[u8], i: usize, prev: u8) -> bool {
 /// The end of the string literal starting at `i`: triple quotes to their close, `` ` `` across
 /// lines, other quotes to the close on the same line. A passage cut inside a literal then
 /// misreads one line, not the rest of the file.
-fn string_end(b: &[u8], i: usize) -> usize {
+pub(super) fn string_end(b: &[u8], i: usize) -> usize {
     let q = b[i];
     let n = b.len();
     if i + 2 < n && b[i + 1] == q && b[i + 2] == q {

@@ -238,3 +238,155 @@ fn low_diversity_grams_are_dropped() {
     assert!(fp().code(RUST).len() >= 4);
     assert!(fp().text(PROSE).len() >= 4);
 }
+
+/// Source files under `root` (sorted walk), up to `limit` bytes.
+fn sources_under(root: &std::path::Path, exts: &[&str], limit: usize, out: &mut Vec<String>) {
+    let mut total = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<_> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        entries.sort();
+        for p in entries.into_iter().rev() {
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| exts.iter().any(|x| e == *x))
+                && let Ok(text) = std::fs::read_to_string(&p)
+            {
+                total += text.len();
+                out.push(text);
+                if total >= limit {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Parameters that exercise the edges: one-symbol grams, a window of one, windows longer than
+/// most documents, no diversity floor.
+fn oracle_params() -> Vec<Params> {
+    let d = Params::default();
+    vec![
+        d,
+        Params {
+            text_k: 3,
+            text_w: 1,
+            code_k: 2,
+            code_w: 1,
+            text_min_distinct: 0,
+            code_min_distinct: 0,
+            ..d
+        },
+        Params {
+            text_k: 1,
+            text_w: 3,
+            code_k: 1,
+            code_w: 2,
+            text_min_distinct: 2,
+            code_min_distinct: 2,
+            ..d
+        },
+        Params {
+            text_k: 30,
+            text_w: 400,
+            code_k: 12,
+            code_w: 300,
+            ..d
+        },
+    ]
+}
+
+fn assert_same(f: &Fingerprinter, text: &str, what: &str) {
+    let fast = f.all(text);
+    let reference = f.all_reference(text);
+    assert!(
+        fast == reference,
+        "{what}: the fast fingerprints differ from the reference ({} against {}; params {:?})",
+        fast.len(),
+        reference.len(),
+        f.params()
+    );
+}
+
+/// `fast.rs` must give exactly the fingerprints of `reference.rs` (hash, channel, byte range,
+/// order): the ledger and the stop-list hold them, and a different one would stop matching.
+/// Checked on this crate's sources and docs, and on up to 6 MB of the cargo cache when present.
+#[test]
+fn fast_fingerprints_equal_the_reference_on_real_sources() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    sources_under(&root.join("src"), &["rs"], usize::MAX, &mut files);
+    sources_under(&root.join("docs"), &["md"], usize::MAX, &mut files);
+    let own = files.len();
+    assert!(own > 50, "{own} files under src/ and docs/");
+    if let Some(home) = std::env::var_os("HOME") {
+        let registry = std::path::Path::new(&home).join(".cargo/registry/src");
+        sources_under(
+            &registry,
+            &["rs", "py", "md", "toml", "c", "js"],
+            6 << 20,
+            &mut files,
+        );
+    }
+    let key = Key::from_bytes([9; 32]);
+    let mut checked = 0;
+    for (n, p) in oracle_params().into_iter().enumerate() {
+        let f = Fingerprinter::with_params(&key, p);
+        // The default parameters on everything, the edge cases on every fourth file.
+        for (i, text) in files.iter().enumerate() {
+            if n == 0 || i % 4 == 0 {
+                assert_same(&f, text, &format!("file {i}"));
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= own);
+}
+
+/// The same on random text made of what the tokeniser treats specially: quotes, comment
+/// openers, lifetimes, `..`, backslashes, characters of two to four bytes (and `İ`, whose lower
+/// case is two characters), cut anywhere.
+#[test]
+fn fast_fingerprints_equal_the_reference_on_random_text() {
+    use proptest::prelude::*;
+    let alphabet: Vec<char> = "aZ_$9 0.\n\t\r\x0c'\"`/*#\\,;{}()<>&:=+-!İßÄé漢😀\u{0}x"
+        .chars()
+        .collect();
+    let key = Key::from_bytes([3; 32]);
+    let fps: Vec<Fingerprinter> = oracle_params()
+        .into_iter()
+        .chain([Params {
+            text_k: 4,
+            text_w: 3,
+            code_k: 3,
+            code_w: 2,
+            text_min_distinct: 3,
+            code_min_distinct: 3,
+            ..Params::default()
+        }])
+        .map(|p| Fingerprinter::with_params(&key, p))
+        .collect();
+    proptest!(ProptestConfig::with_cases(400), |(
+        picks in proptest::collection::vec(0..alphabet.len(), 0..500),
+        words in proptest::collection::vec(0..8usize, 0..40),
+    )| {
+        let mut text: String = picks.iter().map(|&i| alphabet[i]).collect();
+        // Keywords and identifiers between the symbols, so the code channel has tokens to keep.
+        for (j, &w) in words.iter().enumerate() {
+            let word = ["fn ", "self.", "return ", "implements ", "x1 ", "'a ", "1..2 ", "Ärger "][w];
+            let at = (j * 37) % (text.len() + 1);
+            let at = (0..=at).rev().find(|&a| text.is_char_boundary(a)).unwrap_or(0);
+            text.insert_str(at, word);
+        }
+        // Repeated passages give equal gram hashes: the rightmost of equal minima is kept.
+        let cut = (0..=text.len() / 2).rev().find(|&a| text.is_char_boundary(a)).unwrap_or(0);
+        let twice = text[..cut].to_string();
+        text.push_str(&twice);
+        for f in &fps {
+            prop_assert_eq!(f.all(&text), f.all_reference(&text));
+        }
+    });
+}

@@ -5,11 +5,11 @@ use std::collections::VecDeque;
 use super::Sym;
 
 /// Odd multiplier for the polynomial rolling hash (mod 2^64).
-const BASE: u64 = 0x100_0000_01b3;
+pub(super) const BASE: u64 = 0x100_0000_01b3;
 
 /// Spreads the rolling hash's bits so the window minimum is a fair sample (the polynomial hash
 /// of similar grams is close in its low bits). murmur3's 64-bit finaliser.
-fn mix(mut h: u64) -> u64 {
+pub(super) fn mix(mut h: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
     h ^= h >> 33;

@@ -115,24 +115,24 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
     /// Matches one document. `first_line` is the line number of the text's first line (a diff
     /// hunk starts mid-file).
     pub fn document(&self, text: &str, first_line: usize) -> anyhow::Result<Option<Finding>> {
-        let fps = self.fingerprinter.all(text);
-        let wanted: Vec<u64> = fps
-            .iter()
-            .map(|f| f.hash)
-            .filter(|h| !self.stop.contains(*h))
-            .collect();
+        let mut fps = self.fingerprinter.all(text);
+        // One stop-list probe per fingerprint (each is a cache miss or two on a large list).
+        fps.retain(|f| !self.stop.contains(f.hash));
+        let wanted: Vec<u64> = fps.iter().map(|f| f.hash).collect();
         self.ledger.prefetch(&wanted)?;
         // Response id -> spans (byte ranges of the document) on the text and the code channel.
         let mut hits: HashMap<u64, [Vec<(u32, u32)>; 2]> = HashMap::new();
         let mut ids = Vec::new();
         for fp in &fps {
-            if self.stop.contains(fp.hash) {
-                continue;
-            }
             ids.clear();
             self.ledger.responses(fp.hash, &mut ids)?;
-            ids.sort_unstable();
-            ids.dedup();
+            if ids.is_empty() {
+                continue;
+            }
+            if ids.len() > 1 {
+                ids.sort_unstable();
+                ids.dedup();
+            }
             let channel = usize::from(fp.channel == Channel::Code);
             for &id in &ids {
                 hits.entry(id).or_default()[channel].push((fp.start, fp.end));

@@ -1,0 +1,203 @@
+//! Scan speed (issue 17, section 3: "at least 50 MB/s of source on one core"), on one thread,
+//! over Rust sources of the crates in the cargo cache (nothing fetched):
+//!
+//! - `fingerprint/both`, `fingerprint/text`, `fingerprint/code`: bytes to keyed fingerprints;
+//!   `fingerprint/both_reference`: the same by the straightforward implementation that defines
+//!   them (`src/provenance/fingerprint/reference.rs`), the speed before `fast.rs`;
+//! - `scan/in_memory`: the whole matcher (fingerprints, stop-list, lookups, runs, findings) on
+//!   each file, against an in-memory ledger of other files (a hash map; the embedded ledger's
+//!   own lookup cost is ledger17's part and measured in `provenance_accuracy`).
+//!
+//! `cargo bench --bench provenance_speed` (`CARGO_PROFILE_BENCH_LTO=off` builds much faster and
+//! measures within a few per cent). `AIGATE_SPEED_MB` sets the size of the scanned set
+//! (default 8).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+use aigate::provenance::fingerprint::{Fingerprinter, Key, StopList};
+use aigate::provenance::scan::matcher::ResponseFilter;
+use aigate::provenance::scan::{Lookup, Matcher, Response, Thresholds};
+
+/// Source files of the cargo cache in a fixed order, each under 256 KiB, until `limit` bytes.
+fn sources(limit: usize) -> Vec<String> {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let root = Path::new(&home).join(".cargo/registry/src");
+    let mut out = Vec::new();
+    let mut total = 0;
+    let mut stack: Vec<PathBuf> = vec![root];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        entries.sort();
+        entries.reverse();
+        for p in entries {
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "rs")
+                && let Ok(text) = std::fs::read_to_string(&p)
+                && text.len() <= 256 * 1024
+            {
+                total += text.len();
+                out.push(text);
+                if total >= limit {
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[derive(Default)]
+struct Mem {
+    by_hash: HashMap<u64, Vec<u32>>,
+    entries: Vec<Response>,
+}
+
+impl Lookup for Mem {
+    fn responses(&self, hash: u64, out: &mut Vec<u64>) -> anyhow::Result<()> {
+        if let Some(ids) = self.by_hash.get(&hash) {
+            out.extend(ids.iter().map(|&i| u64::from(i)));
+        }
+        Ok(())
+    }
+    fn response(&self, id: u64) -> anyhow::Result<Option<Response>> {
+        Ok(self.entries.get(id as usize).cloned())
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mb: usize = std::env::var("AIGATE_SPEED_MB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    // Responses, then the baseline, then the scanned set, from one walk: disjoint files.
+    let all = sources((mb + 12) << 20);
+    let (mut responses, mut baseline, mut scanned) = (Vec::new(), Vec::new(), Vec::new());
+    let mut bytes = [0usize; 3];
+    for (i, text) in all.iter().enumerate() {
+        let which = if bytes[0] < 8 << 20 && i % 3 == 0 {
+            0
+        } else if bytes[1] < 4 << 20 && i % 3 == 1 {
+            1
+        } else {
+            2
+        };
+        bytes[which] += text.len();
+        [&mut responses, &mut baseline, &mut scanned][which].push(text.as_str());
+    }
+    // A few scanned files are responses too, so the finding path is measured as well.
+    for r in responses.iter().step_by(50) {
+        scanned.push(r);
+        bytes[2] += r.len();
+    }
+    let key = Key::from_bytes([42; 32]);
+    let fp = Fingerprinter::new(&key);
+    let mut mem = Mem::default();
+    for (i, r) in responses.iter().enumerate() {
+        for x in fp.all(r) {
+            mem.by_hash.entry(x.hash).or_default().push(i as u32);
+        }
+        mem.entries.push(Response {
+            record_id: format!("r{i}"),
+            time: "2026-11-01T00:00:00Z".into(),
+            user: Some("alice".into()),
+            tool: Some("claude-code".into()),
+            vendor: None,
+            model: None,
+        });
+    }
+    let stop = StopList::from_hashes(baseline.iter().flat_map(|b| fp.all(b)).map(|x| x.hash));
+    let lookups: usize = scanned.iter().map(|s| fp.all(s).len()).sum();
+    eprintln!(
+        "provenance_speed: scanned {} files, {:.1} MB ({:.0} fingerprints per MB); ledger {} responses, {} fingerprints; stop-list {}",
+        scanned.len(),
+        bytes[2] as f64 / 1e6,
+        lookups as f64 / (bytes[2] as f64 / 1e6),
+        responses.len(),
+        mem.by_hash.len(),
+        stop.len(),
+    );
+    let matcher = Matcher {
+        fingerprinter: &fp,
+        stop: &stop,
+        ledger: &mem,
+        thresholds: Thresholds::default(),
+        filter: ResponseFilter::default(),
+    };
+
+    let mut g = c.benchmark_group("fingerprint");
+    g.throughput(Throughput::Bytes(bytes[2] as u64));
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    let mut out = Vec::new();
+    g.bench_function("both", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for s in &scanned {
+                out.clear();
+                fp.code_into(s, &mut out);
+                fp.text_into(s, &mut out);
+                n += out.len();
+            }
+            black_box(n)
+        })
+    });
+    g.bench_function("both_reference", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for s in &scanned {
+                n += fp.all_reference(s).len();
+            }
+            black_box(n)
+        })
+    });
+    g.bench_function("text", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for s in &scanned {
+                out.clear();
+                fp.text_into(s, &mut out);
+                n += out.len();
+            }
+            black_box(n)
+        })
+    });
+    g.bench_function("code", |b| {
+        b.iter(|| {
+            let mut n = 0;
+            for s in &scanned {
+                out.clear();
+                fp.code_into(s, &mut out);
+                n += out.len();
+            }
+            black_box(n)
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("scan");
+    g.throughput(Throughput::Bytes(bytes[2] as u64));
+    g.sample_size(10).measurement_time(Duration::from_secs(10));
+    g.bench_function("in_memory", |b| {
+        b.iter(|| {
+            let mut found = 0;
+            for s in &scanned {
+                if let Ok(Some(_)) = matcher.document(s, 1) {
+                    found += 1;
+                }
+            }
+            black_box(found)
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
