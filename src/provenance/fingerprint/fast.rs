@@ -34,6 +34,7 @@ struct Scratch {
     starts: Vec<u32>,
     ends: Vec<u32>,
     hashes: Vec<u64>,
+    diverse: Vec<bool>,
 }
 
 thread_local! {
@@ -58,6 +59,7 @@ pub(super) fn text_into(g: &Gram<'_>, s: &str, out: &mut Vec<Fp>) {
             g,
             &sc.values[..n],
             &mut sc.hashes,
+            &mut sc.diverse,
             |first, last| {
                 let start = sc.starts[first];
                 let at = sc.starts[last] as usize;
@@ -82,6 +84,7 @@ pub(super) fn code_into(g: &Gram<'_>, s: &str, out: &mut Vec<Fp>) {
             g,
             &sc.values[..n],
             &mut sc.hashes,
+            &mut sc.diverse,
             |first, last| (sc.starts[first], sc.ends[last]),
             out,
         );
@@ -310,6 +313,7 @@ fn winnow(
     g: &Gram<'_>,
     values: &[u32],
     hashes: &mut Vec<u64>,
+    diverse: &mut Vec<bool>,
     span: impl Fn(usize, usize) -> (u32, u32),
     out: &mut Vec<Fp>,
 ) {
@@ -338,9 +342,33 @@ fn winnow(
             .wrapping_add(u64::from(new) + 1);
         hashes[i + 1] = mix(rolling);
     }
+    // Whether each gram has `min_distinct` distinct folded values (`super::diverse`), counted
+    // as the window slides: a few operations a symbol instead of `k` per kept gram.
+    room(diverse, grams);
+    let diverse = &mut diverse[..grams];
+    if g.min_distinct == 0 {
+        diverse.fill(true);
+    } else {
+        let mut counts = [0u32; 128];
+        let mut distinct = 0u32;
+        for &v in &values[..k] {
+            let f = fold(v);
+            distinct += u32::from(counts[f] == 0);
+            counts[f] += 1;
+        }
+        diverse[0] = distinct >= g.min_distinct;
+        for (i, (&old, &new)) in values[..grams - 1].iter().zip(&values[k..]).enumerate() {
+            let f = fold(old);
+            counts[f] -= 1;
+            distinct -= u32::from(counts[f] == 0);
+            let f = fold(new);
+            distinct += u32::from(counts[f] == 0);
+            counts[f] += 1;
+            diverse[i + 1] = distinct >= g.min_distinct;
+        }
+    }
     let mut emit = |at: usize| {
-        let gram = &values[at..at + k];
-        if diverse(gram, g.min_distinct) {
+        if diverse[at] {
             let (start, end) = span(at, at + k - 1);
             out.push(Fp {
                 hash: keyed(g.hasher, hashes[at]),
@@ -377,15 +405,7 @@ fn rightmost_min(hashes: &[u64], from: usize, to: usize) -> usize {
     m
 }
 
-/// `super::diverse` on symbol values.
-fn diverse(gram: &[u32], min: u32) -> bool {
-    if min == 0 {
-        return true;
-    }
-    let mut set: u128 = 0;
-    for &v in gram {
-        let f = v ^ (v >> 7) ^ (v >> 14) ^ (v >> 21) ^ (v >> 28);
-        set |= 1u128 << (f & 127);
-    }
-    set.count_ones() >= min
+/// The bucket of a symbol value in `super::diverse`'s 128-bit set.
+fn fold(v: u32) -> usize {
+    ((v ^ (v >> 7) ^ (v >> 14) ^ (v >> 21) ^ (v >> 28)) & 127) as usize
 }
