@@ -82,54 +82,7 @@ impl AuditRecord {
             key!(out, "workflow_reason");
             value(out, why)?;
         }
-        key!(out, "action");
-        value(out, &self.action)?;
-        key!(out, "reason");
-        value(out, &self.reason)?;
-        key!(out, "rule");
-        opt_string(out, self.rule.as_deref())?;
-        key!(out, "policy_version");
-        opt_string(out, self.policy_version.as_deref())?;
-        key!(out, "exemption");
-        opt_string(out, self.exemption.as_deref())?;
-        key!(out, "would_block");
-        out.extend_from_slice(if self.would_block { b"true" } else { b"false" });
-        key!(out, "status");
-        match self.status {
-            Some(s) => out.extend_from_slice(itoa::Buffer::new().format(s).as_bytes()),
-            None => out.extend_from_slice(b"null"),
-        }
-        key!(out, "error");
-        opt_string(out, self.error.as_deref())?;
-        key!(out, "bytes_up");
-        out.extend_from_slice(itoa::Buffer::new().format(self.bytes_up).as_bytes());
-        key!(out, "bytes_down");
-        out.extend_from_slice(itoa::Buffer::new().format(self.bytes_down).as_bytes());
-        // Floats and the free-form admin details go through serde_json: its float formatting
-        // (shortest round-trip, NaN as null) is the one the log has always had.
-        key!(out, "duration_ms");
-        value(out, &self.duration_ms)?;
-        key!(out, "ttfb_ms");
-        value(out, &self.ttfb_ms)?;
-        key!(out, "admin");
-        value(out, &self.admin)?;
-        if !self.signed_headers_kept.is_empty() {
-            key!(out, "signed_headers_kept");
-            strings(out, self.signed_headers_kept.iter().map(String::as_str))?;
-        }
-        if let Some(tool) = &self.side_call_tool {
-            key!(out, "side_call_tool");
-            string(out, tool)?;
-        }
-        if let Some(group) = &self.ai_host {
-            key!(out, "ai_host");
-            string(out, group)?;
-        }
-        if self.outcome_follows {
-            key!(out, "outcome_follows");
-            out.extend_from_slice(b"true");
-        }
-        self.write_tail(out)
+        self.write_end(out, true)
     }
 }
 
@@ -158,17 +111,22 @@ impl AuditRecord {
         opt_string(out, self.model.as_deref())?;
         key!(out, "workflow");
         opt_string(out, self.workflow.as_deref())?;
-        self.write_end(out)
+        self.write_end(out, false)
     }
 
-    /// The slim outcome from `action` on.
-    fn write_end(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+    /// Every record from `action` on: the outcome's own fields, in both shapes. `whole` adds
+    /// the ones a slim outcome leaves to its decision (`outcome::DECISION_ONLY`), in their place.
+    fn write_end(&self, out: &mut Vec<u8>, whole: bool) -> Result<(), serde_json::Error> {
         key!(out, "action");
         value(out, &self.action)?;
         key!(out, "reason");
         value(out, &self.reason)?;
         key!(out, "rule");
         opt_string(out, self.rule.as_deref())?;
+        if whole {
+            key!(out, "policy_version");
+            opt_string(out, self.policy_version.as_deref())?;
+        }
         key!(out, "exemption");
         opt_string(out, self.exemption.as_deref())?;
         key!(out, "would_block");
@@ -184,10 +142,24 @@ impl AuditRecord {
         out.extend_from_slice(itoa::Buffer::new().format(self.bytes_up).as_bytes());
         key!(out, "bytes_down");
         out.extend_from_slice(itoa::Buffer::new().format(self.bytes_down).as_bytes());
+        // Floats and the free-form admin details go through serde_json: its float formatting
+        // (shortest round-trip, NaN as null) is the one the log has always had.
         key!(out, "duration_ms");
         value(out, &self.duration_ms)?;
         key!(out, "ttfb_ms");
         value(out, &self.ttfb_ms)?;
+        if whole {
+            key!(out, "admin");
+            value(out, &self.admin)?;
+            if !self.signed_headers_kept.is_empty() {
+                key!(out, "signed_headers_kept");
+                strings(out, self.signed_headers_kept.iter().map(String::as_str))?;
+            }
+            if let Some(tool) = &self.side_call_tool {
+                key!(out, "side_call_tool");
+                string(out, tool)?;
+            }
+        }
         if let Some(group) = &self.ai_host {
             key!(out, "ai_host");
             string(out, group)?;
