@@ -398,12 +398,18 @@ impl Stop {
 }
 
 struct Results {
-    /// (case, passage length, cases, found with both channels, text only, code only)
-    rows: Vec<(String, usize, usize, [usize; 3])>,
+    /// (case, passage length, cases, found with both channels, text only, code only, found
+    /// strong with both channels)
+    rows: Vec<(String, usize, usize, [usize; 4])>,
+    /// Per row, why the cases missed were missed (see `why`).
+    why: Vec<[usize; 5]>,
     clean_files: usize,
     clean_strong: usize,
     /// Strong clean findings whose file shares a verbatim run with the response it names.
     clean_strong_shared: usize,
+    /// The same findings by the longest verbatim run: under 50, 50–150, 150–260 (about 400
+    /// characters of code), 260+ letters and digits.
+    clean_strong_runs: [usize; 4],
     clean_review: usize,
     clean_strong_by_channel: [usize; 2],
     ledger_fps: usize,
@@ -457,7 +463,7 @@ fn response_entry(i: usize) -> Response {
     }
 }
 
-fn run(split: &Split, params: Params, stop_mode: Stop, samples: usize) -> Results {
+fn run(split: &Split, params: Params, stop_mode: Stop, t: Thresholds, samples: usize) -> Results {
     let key = Key::from_bytes([42; 32]);
     let fp = Fingerprinter::with_params(&key, params);
     // Three ledgers with the same responses: both channels (what ships), and each channel
@@ -527,7 +533,7 @@ fn run(split: &Split, params: Params, stop_mode: Stop, samples: usize) -> Result
             fingerprinter: &fp,
             stop: &stop,
             ledger: mem,
-            thresholds: thresholds(),
+            thresholds: t,
             filter: ResponseFilter::default(),
         })
         .collect();
@@ -538,20 +544,63 @@ fn run(split: &Split, params: Params, stop_mode: Stop, samples: usize) -> Result
                 .any(|r| r.response.record_id == format!("r{want}"))
         })
     };
-    let found3 = |text: &str, want: usize| -> [usize; 3] {
-        let mut out = [0; 3];
+    let found3 = |text: &str, want: usize| -> [usize; 4] {
+        let mut out = [0; 4];
         for (o, m) in out.iter_mut().zip(&matchers) {
             *o = usize::from(found(m, text, want));
         }
+        out[3] = usize::from(
+            matchers[0]
+                .document(text, 1)
+                .ok()
+                .flatten()
+                .is_some_and(|f| {
+                    f.tier == Tier::Strong
+                        && f.responses
+                            .iter()
+                            .any(|r| r.response.record_id == format!("r{want}"))
+                }),
+        );
         out
     };
-    let add = |a: &mut [usize; 3], b: [usize; 3]| {
+    // Why a case was missed: the first relaxation that finds it. 0: the character rule
+    // (`min_chars` 0 finds it), 1: the runs (`min_run` 1 too), 2: the fingerprint count (1
+    // fingerprint too), 3: the stop-list (found without it), 4: no fingerprint at all.
+    let no_stop = StopList::default();
+    let relaxed: Vec<Matcher<'_, Mem>> = [
+        (4, 3, 0, false),
+        (4, 1, 0, false),
+        (1, 1, 0, false),
+        (1, 1, 0, true),
+    ]
+    .iter()
+    .map(|&(fps, run, chars, off)| Matcher {
+        fingerprinter: &fp,
+        stop: if off { &no_stop } else { &stop },
+        ledger: &mems[0],
+        thresholds: Thresholds {
+            min_fingerprints: fps,
+            min_run: run,
+            min_chars: chars,
+            ..t
+        },
+        filter: ResponseFilter::default(),
+    })
+    .collect();
+    let why = |text: &str, want: usize| -> usize {
+        relaxed
+            .iter()
+            .position(|m| found(m, text, want))
+            .unwrap_or(4)
+    };
+    let add = |a: &mut [usize; 4], b: [usize; 4]| {
         for (x, y) in a.iter_mut().zip(b) {
             *x += y;
         }
     };
     let mut rng = Rng(0xfeed_beef_0bad_cafe);
     let mut rows = Vec::new();
+    let mut whys = Vec::new();
     type Transform = fn(&mut Rng, &str, &str) -> String;
     let cases: Vec<(&str, Transform)> = vec![
         ("2 pasted", |_, p, _| p.to_string()),
@@ -566,17 +615,24 @@ fn run(split: &Split, params: Params, stop_mode: Stop, samples: usize) -> Result
     ];
     // 1: whole files verbatim.
     {
-        let mut hit = [0; 3];
+        let mut hit = [0; 4];
+        let mut missed = [0; 5];
         let n = responses.len().min(samples);
         for _ in 0..n {
             let i = rng.below(responses.len());
-            add(&mut hit, found3(&responses[i].text, i));
+            let h = found3(&responses[i].text, i);
+            if h[0] == 0 {
+                missed[why(&responses[i].text, i)] += 1;
+            }
+            add(&mut hit, h);
         }
         rows.push(("1 whole file".into(), 0, n, hit));
+        whys.push(missed);
     }
     for &len in &[200usize, 400] {
         for (name, t) in &cases {
-            let mut hit = [0; 3];
+            let mut hit = [0; 4];
+            let mut missed = [0; 5];
             let mut n = 0;
             while n < samples {
                 let i = rng.below(responses.len());
@@ -587,14 +643,20 @@ fn run(split: &Split, params: Params, stop_mode: Stop, samples: usize) -> Result
                 let other = split.clean[rng.below(split.clean.len())];
                 let changed = t(&mut rng, p, &other.text);
                 let doc = paste(&mut rng, &host.text, &changed);
-                add(&mut hit, found3(&doc, i));
+                let h = found3(&doc, i);
+                if h[0] == 0 {
+                    missed[why(&doc, i)] += 1;
+                }
+                add(&mut hit, h);
                 n += 1;
             }
             rows.push((name.to_string(), len, n, hit));
+            whys.push(missed);
         }
     }
     let mut clean_strong = 0;
     let mut clean_strong_shared = 0;
+    let mut clean_strong_runs = [0; 4];
     let mut clean_review = 0;
     let mut clean_strong_by_channel = [0; 2];
     let mut bytes = 0usize;
@@ -628,6 +690,10 @@ fn run(split: &Split, params: Params, stop_mode: Stop, samples: usize) -> Result
                     .map(|i| shared_run(&mine, &alnum(&responses[i].text)))
                     .max()
                     .unwrap_or(0);
+                clean_strong_runs[[50, 150, 260, usize::MAX]
+                    .iter()
+                    .position(|&b| run < b)
+                    .unwrap_or(3)] += 1;
                 if run >= 150 {
                     clean_strong_shared += 1;
                 } else if shown < 5 && std::env::var("AIGATE_PROV_SHOW").is_ok() {
@@ -656,9 +722,11 @@ fn run(split: &Split, params: Params, stop_mode: Stop, samples: usize) -> Result
     let fp_mb_s = bytes as f64 / 1e6 / t0.elapsed().as_secs_f64();
     Results {
         rows,
+        why: whys,
         clean_files: split.clean.len(),
         clean_strong,
         clean_strong_shared,
+        clean_strong_runs,
         clean_review,
         clean_strong_by_channel,
         ledger_fps,
@@ -670,16 +738,28 @@ fn run(split: &Split, params: Params, stop_mode: Stop, samples: usize) -> Result
     }
 }
 
-/// `AIGATE_PROV_THRESH="4,3"`: minimum fingerprints of a response, minimum run; else the
-/// shipped defaults.
-fn thresholds() -> Thresholds {
+/// `AIGATE_PROV_THRESH="4,3;…"`: per set, minimum fingerprints of a response, minimum run (and
+/// optionally the characters a match needs, and those a strong one needs); else the shipped
+/// defaults.
+fn thresholds() -> Vec<Thresholds> {
+    let Ok(sets) = std::env::var("AIGATE_PROV_THRESH") else {
+        return vec![Thresholds::default()];
+    };
+    sets.split(';').map(threshold_set).collect()
+}
+
+fn threshold_set(v: &str) -> Thresholds {
     let mut t = Thresholds::default();
-    if let Ok(v) = std::env::var("AIGATE_PROV_THRESH") {
-        let v: Vec<usize> = v.split(',').filter_map(|n| n.trim().parse().ok()).collect();
-        if let [fps, run] = v[..] {
-            t.min_fingerprints = fps;
-            t.min_run = run;
-        }
+    let v: Vec<usize> = v.split(',').filter_map(|n| n.trim().parse().ok()).collect();
+    if let [fps, run, ..] = v[..] {
+        t.min_fingerprints = fps;
+        t.min_run = run;
+    }
+    if let Some(&c) = v.get(2) {
+        t.min_chars = c;
+    }
+    if let Some(&c) = v.get(3) {
+        t.strong_chars = c;
     }
     t
 }
@@ -688,10 +768,9 @@ fn pct(a: usize, n: usize) -> String {
     format!("{:.1}%", 100.0 * a as f64 / n.max(1) as f64)
 }
 
-fn print(params: Params, stop: Stop, r: &Results, responses: usize) {
-    let t = thresholds();
+fn print(params: Params, stop: Stop, t: Thresholds, r: &Results, responses: usize) {
     println!(
-        "\n## text k={} w={}, code k={} w={} refs={}, distinct symbols per gram text {}+ code {}+; stop-list: {}; a response needs {} fingerprints in runs of {}+",
+        "\n## text k={} w={}, code k={} w={} refs={}, distinct symbols per gram text {}+ code {}+; stop-list: {}; a response needs {} fingerprints in runs of {}+; {:?}",
         params.text_k,
         params.text_w,
         params.code_k,
@@ -701,21 +780,30 @@ fn print(params: Params, stop: Stop, r: &Results, responses: usize) {
         params.code_min_distinct,
         stop.label(),
         t.min_fingerprints,
-        t.min_run
+        t.min_run,
+        t
     );
-    println!("| case | passage | n | recall | text channel alone | code channel alone |");
-    println!("|---|---|---|---|---|---|");
-    for (name, len, n, hit) in &r.rows {
+    println!(
+        "| case | passage | n | recall | strong | text channel alone | code channel alone | missed: chars, runs, count, stop-list, none |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for ((name, len, n, hit), why) in r.rows.iter().zip(&r.why) {
         let len = if *len == 0 {
             "whole".to_string()
         } else {
             format!("{len}+")
         };
         println!(
-            "| {name} | {len} | {n} | {} | {} | {} |",
+            "| {name} | {len} | {n} | {} | {} | {} | {} | {} {} {} {} {} |",
             pct(hit[0], *n),
+            pct(hit[3], *n),
             pct(hit[1], *n),
-            pct(hit[2], *n)
+            pct(hit[2], *n),
+            why[0],
+            why[1],
+            why[2],
+            why[3],
+            why[4]
         );
     }
     let per = |x: usize| {
@@ -733,6 +821,13 @@ fn print(params: Params, stop: Stop, r: &Results, responses: usize) {
         per(r.clean_review),
         per(r.clean_strong_by_channel[0]),
         per(r.clean_strong_by_channel[1]),
+    );
+    println!(
+        "strong clean findings by the longest run shared with the response: under 50 letters and digits {}, 50-150 {}, 150-260 {}, 260+ {}",
+        r.clean_strong_runs[0],
+        r.clean_strong_runs[1],
+        r.clean_strong_runs[2],
+        r.clean_strong_runs[3]
     );
     println!(
         "ledger: {} responses, {:.1} MB, {} fingerprints ; stop-list: {} ; one core: fingerprinting (both channels) {:.1} MB/s, scan against the in-memory ledger {:.1} MB/s, {:.0} fingerprints looked up per MB scanned",
@@ -915,8 +1010,10 @@ fn main() {
     }
     for p in sets {
         for &stop in &stops {
-            let r = run(&split, p, stop, samples);
-            print(p, stop, &r, split.responses.len().min(3000));
+            for t in thresholds() {
+                let r = run(&split, p, stop, t, samples);
+                print(p, stop, t, &r, split.responses.len().min(3000));
+            }
         }
     }
 }

@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use super::{Lookup, Response};
 use crate::provenance::fingerprint::{Channel, Fingerprinter, StopList};
 
-/// When a match is a finding. A response's fingerprints in a document are grouped into runs
-/// (fingerprints whose grams overlap or touch: a copied passage yields one run, because
-/// winnowing keeps a gram at least every `w` symbols and grams are `k > w` long); runs of fewer
-/// than `min_run` fingerprints are coincidences and are dropped. What is left must hold at least
-/// `min_fingerprints` fingerprints and cover `min_chars` characters of the document. A finding is
-/// strong at `strong_chars`, or when it covers `strong_share` of a document (a small file copied
-/// whole).
+/// When a match is a finding. A response's fingerprints in a document are grouped into runs,
+/// per channel (fingerprints whose grams overlap or touch: a copied passage yields one run,
+/// because winnowing keeps a gram at least every `w` symbols and grams are `k > w` long); runs
+/// of fewer than `min_run` fingerprints are coincidences and are dropped. What is left must hold
+/// at least `min_fingerprints` fingerprints and cover `min_chars` characters of the document,
+/// each run of the text channel counted with the `w - 1` letters and digits that winnowing may
+/// have left in no kept gram at each of its ends. A finding is strong when
+/// one passage of `strong_chars` was found verbatim (a single run of the text channel), or when
+/// that passage is `strong_share` of the document (a small file copied whole).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Thresholds {
     pub min_chars: usize,
@@ -59,8 +61,8 @@ pub struct ResponseMatch {
     pub response: Response,
     /// Characters of the document covered by this response's fingerprints.
     pub matched_chars: usize,
-    /// Of those, the characters the text channel found (the same letters and digits in the
-    /// same order): a copy, not just code of the same shape.
+    /// The longest passage the text channel found (the same letters and digits in the same
+    /// order, one run), in characters of the document: a copy, not just code of the same shape.
     #[serde(skip)]
     pub verbatim_chars: usize,
     pub fingerprints: usize,
@@ -151,20 +153,35 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
             if text_spans.len() + code_spans.len() < self.thresholds.min_fingerprints {
                 continue;
             }
-            let (text_runs, text_count) = runs(text_spans, self.thresholds.min_run);
-            let (code_runs, code_count) = runs(code_spans, self.thresholds.min_run);
-            let count = text_count + code_count;
-            if count < self.thresholds.min_fingerprints {
+            let t = &self.thresholds;
+            // Strong: the longest passage the text channel found on its own, verbatim. Several
+            // shorter ones that add up are what code shared between projects looks like (a
+            // borrowed doc comment, a helper function), not a paste.
+            let (text_runs, text_runs_count) = runs(text_spans, t.min_run);
+            let verbatim_chars = text_runs
+                .iter()
+                .map(|&r| chars_in(text, &widen(text, vec![r])))
+                .max()
+                .unwrap_or(0);
+            let (code_runs, code_count) = runs(code_spans, t.min_run);
+            let count = text_runs_count + code_count;
+            if count < t.min_fingerprints {
                 continue;
             }
-            let verbatim_chars = chars_in(text, &widen(text, text_runs.clone()));
+            // The passages' extent: the text channel's runs with what winnowing may have left
+            // uncovered at their ends. Not the code channel's: a few lines of the same shape
+            // (a common loop) would pass for a passage.
+            let reach = self.fingerprinter.params().text_w.saturating_sub(1);
+            let mut extent = extend(text, &text_runs, reach);
+            extent.extend_from_slice(&code_runs);
+            let extent = chars_in(text, &widen(text, merge(extent)));
+            if extent < t.min_chars.min(total_chars) {
+                continue;
+            }
             let mut spans = text_runs;
             spans.extend(code_runs);
             let spans = widen(text, merge(spans));
             let chars = chars_in(text, &spans);
-            if chars < self.thresholds.min_chars.min(total_chars) {
-                continue;
-            }
             let Some(response) = self.ledger.response(id)? else {
                 continue;
             };
@@ -196,7 +213,8 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
             matched_chars as f64 / total_chars as f64
         };
         // Strong needs the text channel: the code channel alone (identifiers abstracted) finds
-        // renamed copies, but also code that merely has the same shape, so a person decides.
+        // renamed copies, but also code that merely has the same shape, so a person decides;
+        // and one passage, verbatim (`verbatim_chars`).
         let best = matches.iter().map(|m| m.verbatim_chars).max().unwrap_or(0);
         let tier = if best >= self.thresholds.strong_chars
             || (best as f64) >= self.thresholds.strong_share * total_chars as f64
@@ -239,6 +257,34 @@ fn runs(mut spans: Vec<(u32, u32)>, min_run: usize) -> (Vec<(u32, u32)>, usize) 
         i = j;
     }
     (out, kept)
+}
+
+/// Each span with up to `n` more letters and digits on each side: what winnowing may have left
+/// uncovered at the ends of a copied passage (its first and last `w - 1` symbols can lie in no
+/// kept gram). An estimate for the `min_chars` rule only; reported lines stay those the grams
+/// cover.
+fn extend(text: &str, spans: &[(u32, u32)], n: usize) -> Vec<(u32, u32)> {
+    let reach = |chars: &mut dyn Iterator<Item = (usize, char)>, from: usize| {
+        chars
+            .filter(|(_, c)| c.is_alphanumeric())
+            .take(n)
+            .last()
+            .map_or(from, |(i, _)| i)
+    };
+    spans
+        .iter()
+        .map(|&(s, e)| {
+            let (s, e) = (s as usize, e as usize);
+            let a = reach(&mut text[..s].char_indices().rev(), s);
+            let z = reach(
+                &mut text[e..]
+                    .char_indices()
+                    .map(|(i, c)| (e + i + c.len_utf8(), c)),
+                e,
+            );
+            (a as u32, z as u32)
+        })
+        .collect()
 }
 
 /// How far a matched span is widened on each side, at most (bytes).

@@ -534,3 +534,103 @@ fn parquet_without_the_column_or_with_write_clean_is_a_clear_error() {
     let e = format!("{:#}", run::scan(&req, &m).unwrap_err());
     assert!(e.contains("not a readable Parquet file"), "{e}");
 }
+
+/// Captured output for the tests of the matcher's rules: a file that the matcher's own work does
+/// not change, so the cases stay the same.
+const FORMATS: &str = include_str!("../formats.rs");
+
+fn formats_ledger(fp: &Fingerprinter) -> Mem {
+    let mut m = Mem::default();
+    m.add(
+        fp,
+        3,
+        "rec-3",
+        "claude-code",
+        "2026-11-02T10:00:00Z",
+        FORMATS,
+    );
+    m
+}
+
+/// Passages of FORMATS of about `chars` characters (whole lines, at least half letters and
+/// digits, like the benchmark's), every 250 bytes, each changed by `f` and pasted into `host`:
+/// how many there are and how many the matcher finds.
+fn found_in(
+    m: &Matcher<'_, Mem>,
+    host: &str,
+    chars: usize,
+    f: impl Fn(&str) -> String,
+) -> (usize, usize) {
+    let (mut cases, mut found) = (0, 0);
+    for from in (0..FORMATS.len() - chars - 200).step_by(250) {
+        let mut from = from;
+        while !FORMATS.is_char_boundary(from) {
+            from += 1;
+        }
+        let p = passage(FORMATS, from, chars);
+        if p.chars().filter(|c| c.is_alphanumeric()).count() * 2 <= chars {
+            continue;
+        }
+        let (text, _) = paste(host, 12, &f(p));
+        cases += 1;
+        if m.document(&text, 1)
+            .unwrap()
+            .is_some_and(|f| f.responses.iter().any(|r| r.response.record_id == "rec-3"))
+        {
+            found += 1;
+        }
+    }
+    (cases, found)
+}
+
+/// Passages just over `--min-chars`, pasted compacted (tab indentation, no spaces around `=`),
+/// are found: winnowing leaves up to `w - 1` letters and digits at each end of a copied passage
+/// in no kept gram, and compacting shortens what is left, so a rule on the characters the grams
+/// cover misses many (a quarter of reformatted 200-character pastes on the benchmark). Each run
+/// of the text channel counts with the `w - 1` symbols it may have left out on each side.
+#[test]
+fn passages_just_over_min_chars_are_found_with_their_uncovered_ends() {
+    let fp = fingerprinter();
+    let mem = formats_ledger(&fp);
+    let stop = StopList::default();
+    let m = matcher(&fp, &stop, &mem);
+    // Hosted in prose, so only the paste can match.
+    let (cases, found) = found_in(&m, PROSE, 200, |p| {
+        p.lines()
+            .map(|l| {
+                let depth = (l.len() - l.trim_start().len()) / 4;
+                format!("{}{}\n", "\t".repeat(depth), l.trim().replace(" = ", "="))
+            })
+            .collect()
+    });
+    assert!(cases >= 30, "{cases}");
+    assert_eq!(found, cases);
+}
+
+/// Strong means one passage of `strong_chars` copied verbatim, not several shorter pieces that
+/// add up: a file sharing a few doc comments or helper functions with a response (real code
+/// shared between projects, the bulk of the clean files the benchmark flagged strong) needs
+/// review; a single 450-character paste is strong.
+#[test]
+fn strong_needs_one_verbatim_passage_not_pieces_that_add_up() {
+    let fp = fingerprinter();
+    let mem = formats_ledger(&fp);
+    let stop = StopList::default();
+    let m = matcher(&fp, &stop, &mem);
+    let prose: Vec<&str> = PROSE.split("\n\n").filter(|p| p.len() > 300).collect();
+    let mut text = String::new();
+    for (i, from) in [2000, 5500, 9000].into_iter().enumerate() {
+        text.push_str(prose[i]);
+        text.push_str("\n\n");
+        text.push_str(passage(FORMATS, from, 260));
+        text.push('\n');
+    }
+    text.push_str(prose[3]);
+    let f = m.document(&text, 1).unwrap().expect("a finding");
+    assert_eq!(f.responses[0].response.record_id, "rec-3");
+    assert!(f.responses[0].matched_chars >= 700, "{}", f.matched_chars);
+    assert_eq!(f.tier, Tier::NeedsReview);
+    let (text, _) = paste(PROSE, 12, passage(FORMATS, 5500, 450));
+    let f = m.document(&text, 1).unwrap().expect("a finding");
+    assert_eq!(f.tier, Tier::Strong, "{}", f.matched_chars);
+}
