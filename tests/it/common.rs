@@ -1193,8 +1193,18 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no {css} on {here}: {e}"))
     }
 
+    /// The element's text. Pages that refresh themselves (a request's live status) can replace
+    /// the element between finding and reading it: a stale element is found again.
     pub async fn text(&self, css: &str) -> String {
-        self.find(css).await.text().await.unwrap()
+        let mut last = None;
+        for _ in 0..5 {
+            match self.find(css).await.text().await {
+                Ok(text) => return text,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("the text of {css} could not be read: {last:?}");
     }
 
     /// The page as a person sees it: a screenshot in `target/console-screenshots/NAME.png`,
