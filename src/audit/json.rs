@@ -24,9 +24,9 @@ macro_rules! key {
 impl AuditRecord {
     /// Append the record as one JSON object (no newline) to `out`.
     pub fn write_json(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-        if self.is_slim_outcome() {
-            return self.write_slim_outcome(out);
-        }
+        // A slim outcome (audit/outcome.rs) is the whole record's fields in the same order,
+        // without the ones its decision holds (`outcome::DECISION_ONLY`).
+        let whole = !self.is_slim_outcome();
         out.push(b'{');
         key!(out, "time", first);
         string(out, &self.time)?;
@@ -34,86 +34,69 @@ impl AuditRecord {
         string(out, &self.id)?;
         key!(out, "kind");
         value(out, &self.kind)?;
-        key!(out, "client");
-        string(out, &self.client)?;
+        if whole {
+            key!(out, "client");
+            string(out, &self.client)?;
+        }
         key!(out, "user");
         string(out, &self.user)?;
-        key!(out, "user_source");
-        value(out, &self.user_source)?;
+        if whole {
+            key!(out, "user_source");
+            value(out, &self.user_source)?;
+        }
         key!(out, "tool");
         opt_string(out, self.tool.as_deref())?;
-        key!(out, "tool_confidence");
-        value(out, &self.tool_confidence)?;
-        key!(out, "evidence");
-        strings(out, self.evidence.iter().map(String::as_str))?;
-        key!(out, "tool_conflicts");
-        strings(out, self.tool_conflicts.iter().map(|c: &Arc<str>| &**c))?;
-        // Written only when there is something to say, so a plain record stays as short as it
-        // was before these fields existed.
-        if !self.tool_conflict_evidence.is_empty() {
-            key!(out, "tool_conflict_evidence");
-            strings(out, self.tool_conflict_evidence.iter().map(String::as_str))?;
-        }
-        if let Some(ua) = &self.user_agent {
-            key!(out, "user_agent");
-            string(out, ua)?;
+        if whole {
+            key!(out, "tool_confidence");
+            value(out, &self.tool_confidence)?;
+            key!(out, "evidence");
+            strings(out, self.evidence.iter().map(String::as_str))?;
+            key!(out, "tool_conflicts");
+            strings(out, self.tool_conflicts.iter().map(|c: &Arc<str>| &**c))?;
+            // Written only when there is something to say, so a plain record stays as short as
+            // it was before these fields existed.
+            if !self.tool_conflict_evidence.is_empty() {
+                key!(out, "tool_conflict_evidence");
+                strings(out, self.tool_conflict_evidence.iter().map(String::as_str))?;
+            }
+            if let Some(ua) = &self.user_agent {
+                key!(out, "user_agent");
+                string(out, ua)?;
+            }
         }
         key!(out, "vendor");
         opt_string(out, self.vendor.as_deref())?;
         key!(out, "host");
         string(out, &self.host)?;
-        key!(out, "port");
-        out.extend_from_slice(itoa::Buffer::new().format(self.port).as_bytes());
-        key!(out, "method");
-        opt_string(out, self.method.as_deref())?;
+        if whole {
+            key!(out, "port");
+            out.extend_from_slice(itoa::Buffer::new().format(self.port).as_bytes());
+            key!(out, "method");
+            opt_string(out, self.method.as_deref())?;
+        }
         key!(out, "path");
         opt_string(out, self.path.as_deref())?;
         key!(out, "model");
         opt_string(out, self.model.as_deref())?;
         key!(out, "workflow");
         opt_string(out, self.workflow.as_deref())?;
-        key!(out, "workflow_source");
-        value(out, &self.workflow_source)?;
-        if let Some(claimed) = &self.workflow_claimed {
-            key!(out, "workflow_claimed");
-            string(out, claimed)?;
+        if whole {
+            key!(out, "workflow_source");
+            value(out, &self.workflow_source)?;
+            if let Some(claimed) = &self.workflow_claimed {
+                key!(out, "workflow_claimed");
+                string(out, claimed)?;
+            }
+            if let Some(why) = &self.workflow_reason {
+                key!(out, "workflow_reason");
+                value(out, why)?;
+            }
         }
-        if let Some(why) = &self.workflow_reason {
-            key!(out, "workflow_reason");
-            value(out, why)?;
-        }
-        self.write_end(out, true)
+        self.write_end(out, whole)
     }
 }
 
 impl AuditRecord {
-    /// A slim outcome (audit/outcome.rs): the whole record's fields in the same order, without
-    /// the ones its decision holds (`outcome::DECISION_ONLY`).
-    fn write_slim_outcome(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-        out.push(b'{');
-        key!(out, "time", first);
-        string(out, &self.time)?;
-        key!(out, "id");
-        string(out, &self.id)?;
-        key!(out, "kind");
-        value(out, &self.kind)?;
-        key!(out, "user");
-        string(out, &self.user)?;
-        key!(out, "tool");
-        opt_string(out, self.tool.as_deref())?;
-        key!(out, "vendor");
-        opt_string(out, self.vendor.as_deref())?;
-        key!(out, "host");
-        string(out, &self.host)?;
-        key!(out, "path");
-        opt_string(out, self.path.as_deref())?;
-        key!(out, "model");
-        opt_string(out, self.model.as_deref())?;
-        key!(out, "workflow");
-        opt_string(out, self.workflow.as_deref())?;
-        self.write_end(out, false)
-    }
-
     /// Every record from `action` on: the outcome's own fields, in both shapes. `whole` adds
     /// the ones a slim outcome leaves to its decision (`outcome::DECISION_ONLY`), in their place.
     fn write_end(&self, out: &mut Vec<u8>, whole: bool) -> Result<(), serde_json::Error> {
