@@ -142,10 +142,9 @@ async fn until_up(gw: &aigate::AppHandle, up: bool) {
     panic!("storage never became up = {up}");
 }
 
-#[tokio::test]
-async fn a_grant_on_one_replica_holds_on_the_other_within_a_second() {
-    let pg = Postgres::start();
-    let env = replica_a(&pg, None).await;
+/// Replica B beside `env`'s A: the same config and database, its own state and replica id;
+/// returns once both follow the database.
+async fn replica_b(env: &TestEnv) -> aigate::AppHandle {
     let b = env
         .variant("b", |t| {
             t.replace("replica_id = \"a\"", "replica_id = \"b\"")
@@ -153,6 +152,14 @@ async fn a_grant_on_one_replica_holds_on_the_other_within_a_second() {
         .await;
     until_up(&env.gateway, true).await;
     until_up(&b, true).await;
+    b
+}
+
+#[tokio::test]
+async fn a_grant_on_one_replica_holds_on_the_other_within_a_second() {
+    let pg = Postgres::start();
+    let env = replica_a(&pg, None).await;
+    let b = replica_b(&env).await;
     let via_a = client_for(&env.gateway, "", true);
     let via_b = client_for(&b, "", true);
     assert_eq!(claude_status(&via_a).await, 403);
@@ -292,13 +299,7 @@ async fn a_grant_on_one_replica_holds_on_the_other_within_a_second() {
 async fn concurrent_grants_on_two_replicas_stay_within_the_cover_limit() {
     let pg = Postgres::start();
     let env = replica_a(&pg, None).await;
-    let b = env
-        .variant("b", |t| {
-            t.replace("replica_id = \"a\"", "replica_id = \"b\"")
-        })
-        .await;
-    until_up(&env.gateway, true).await;
-    until_up(&b, true).await;
+    let b = replica_b(&env).await;
     let db = pg.client().await;
     const DAY: u64 = 86_400;
     let now = std::time::SystemTime::now();
@@ -337,13 +338,7 @@ async fn with_the_database_down_replicas_enforce_their_snapshot_and_refuse_grant
     let pg = Postgres::start();
     let clock = Arc::new(TestClock::default());
     let env = replica_a(&pg, Some(clock.clone())).await;
-    let b = env
-        .variant("b", |t| {
-            t.replace("replica_id = \"a\"", "replica_id = \"b\"")
-        })
-        .await;
-    until_up(&env.gateway, true).await;
-    until_up(&b, true).await;
+    let b = replica_b(&env).await;
     let via_a = client_for(&env.gateway, "", true);
     let via_b = client_for(&b, "", true);
     let (status, _) = grant(env.gateway.admin_addr).await;
@@ -491,13 +486,7 @@ async fn claude_message(client: &reqwest::Client) -> String {
 async fn a_request_made_on_one_replica_is_approved_on_the_other() {
     let pg = Postgres::start();
     let env = replica_a(&pg, None).await;
-    let b = env
-        .variant("b", |t| {
-            t.replace("replica_id = \"a\"", "replica_id = \"b\"")
-        })
-        .await;
-    until_up(&env.gateway, true).await;
-    until_up(&b, true).await;
+    let b = replica_b(&env).await;
     let via_a = client_for(&env.gateway, "", true);
     let via_b = client_for(&b, "", true);
     let message = claude_message(&via_a).await;
@@ -597,13 +586,7 @@ async fn in_the_browser_a_request_on_one_replicas_page_is_approved_in_the_others
     const ENTER: &str = "\u{e007}";
     let pg = Postgres::start();
     let env = replica_a(&pg, None).await;
-    let b = env
-        .variant("b", |t| {
-            t.replace("replica_id = \"a\"", "replica_id = \"b\"")
-        })
-        .await;
-    until_up(&env.gateway, true).await;
-    until_up(&b, true).await;
+    let b = replica_b(&env).await;
     let via_a = client_for(&env.gateway, "", true);
     let message = claude_message(&via_a).await;
     let a_base = format!("http://{}", env.gateway.admin_addr);
@@ -701,13 +684,7 @@ async fn in_the_browser_a_request_on_one_replicas_page_is_approved_in_the_others
 async fn a_finding_recorded_on_one_replica_is_decided_on_the_other() {
     let pg = Postgres::start();
     let env = replica_a(&pg, None).await;
-    let b = env
-        .variant("b", |t| {
-            t.replace("replica_id = \"a\"", "replica_id = \"b\"")
-        })
-        .await;
-    until_up(&env.gateway, true).await;
-    until_up(&b, true).await;
+    let b = replica_b(&env).await;
     let scan = json!({"findings": [{
         "source": "file", "path": "src/limiter.rs", "tier": "strong", "matched_chars": 612,
         "total_chars": 900, "share": 0.68, "lines": [[3, 20]],
@@ -812,13 +789,7 @@ async fn with_the_audit_table_every_replicas_overview_counts_all_replicas() {
         .replace("# audit = true", "audit = true")
         .start()
         .await;
-    let b = env
-        .variant("b", |t| {
-            t.replace("replica_id = \"a\"", "replica_id = \"b\"")
-        })
-        .await;
-    until_up(&env.gateway, true).await;
-    until_up(&b, true).await;
+    let b = replica_b(&env).await;
     let via_a = client_for(&env.gateway, "", true);
     let via_b = client_for(&b, "", true);
     assert_eq!(claude_status(&via_a).await, 403);
