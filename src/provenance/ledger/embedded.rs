@@ -19,14 +19,22 @@
 //!   and to build the filter.
 //! - `meta`: the next entry number (kept when the sweep empties `entries`).
 //!
-//! The filter (`Filter`): a Bloom filter of every fingerprint, built from `entry_prints` on
-//! open and kept current by every write, so a scan's lookups of absent fingerprints (nearly
-//! all of them) never reach the store. fjall has no lock of its own: `lock` in the directory is
-//! held (flock) while a process has the ledger open, as redb's was.
+//! The filter (`Filter`): a Bloom filter of every fingerprint, built from `entry_prints` and
+//! kept current by every write, so a scan's lookups of absent fingerprints (nearly all of them)
+//! never reach the store. Building it reads every fingerprint (25 s at a million responses), so
+//! open does not wait for it: the ledger opens with a pending filter that answers "maybe" for
+//! every fingerprint (lookups go to the store: correct, only slower), and a thread of its own
+//! builds the real one and swaps it in, adding under the writers' lock the entries written
+//! while it read (`Inner::rebuild_filter`). A gateway restart serves at once (issue 17).
+//!
+//! fjall has no lock of its own: `lock` in the directory is held (flock) while a process has
+//! the ledger open, as redb's was.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
 
 use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 
@@ -55,7 +63,8 @@ const MIN_CAPACITY: u64 = if cfg!(test) { 1 << 10 } else { 1 << 20 };
 /// The membership filter: "not in the ledger" for a fingerprint that was never recorded, in
 /// one or two memory reads, or "maybe" (then the store answers).
 struct Filter {
-    bloom: fastbloom::BloomFilter,
+    /// `None` while the first filter after open is being built: "maybe" for everything.
+    bloom: Option<fastbloom::BloomFilter>,
     /// Fingerprints it was sized for: past this its false-positive rate rises, and the next
     /// write rebuilds it twice as large (from the store, off the capture worker).
     capacity: u64,
@@ -67,25 +76,38 @@ impl Filter {
         let capacity = (prints.saturating_mul(2)).max(MIN_CAPACITY);
         let bits = usize::try_from(capacity.saturating_mul(BITS_PER_PRINT)).unwrap_or(usize::MAX);
         Filter {
-            bloom: fastbloom::BloomFilter::with_num_bits(bits).hashes(HASHES),
+            bloom: Some(fastbloom::BloomFilter::with_num_bits(bits).hashes(HASHES)),
             capacity,
             items: 0,
         }
     }
 
+    /// The stand-in until the build after open swaps the real filter in. Its capacity is
+    /// unbounded so no write asks for a second build meanwhile; what is written to it is in
+    /// the store, and the build adds it.
+    fn pending() -> Filter {
+        Filter {
+            bloom: None,
+            capacity: u64::MAX,
+            items: 0,
+        }
+    }
+
     fn insert(&mut self, prints: &[u64]) {
-        for h in prints {
-            self.bloom.insert_hash(*h);
+        if let Some(bloom) = &mut self.bloom {
+            for h in prints {
+                bloom.insert_hash(*h);
+            }
         }
         self.items += prints.len() as u64;
     }
 
     fn may_hold(&self, print: u64) -> bool {
-        self.bloom.contains_hash(print)
+        self.bloom.as_ref().is_none_or(|b| b.contains_hash(print))
     }
 
     fn bytes(&self) -> u64 {
-        self.bloom.num_bits() as u64 / 8
+        self.bloom.as_ref().map_or(0, |b| b.num_bits() as u64 / 8)
     }
 }
 
@@ -100,8 +122,21 @@ struct Inner {
     /// numbers are known to be committed once it is released.
     next: Mutex<u64>,
     filter: RwLock<Filter>,
-    /// A filter rebuild is under way (one at a time).
-    rebuilding: std::sync::atomic::AtomicBool,
+    /// A filter build is under way (one at a time).
+    rebuilding: AtomicBool,
+    /// Entries were removed since the running build started reading: it builds again when done
+    /// (the sweep's removals are dropped from the filter even when a build was running).
+    stale: AtomicBool,
+    /// The ledger is being dropped: a running build stops at its next entry, so closing (the
+    /// gateway's shutdown, a scan's end) never waits out a build.
+    closing: AtomicBool,
+    /// The build threads started, joined on drop (after `closing`), so the lock file and the
+    /// keyspace are released when the ledger is.
+    builds: Mutex<Vec<JoinHandle<()>>>,
+    /// Tests only: the build waits here after reading the store, before it takes the writers'
+    /// lock to add what they wrote meanwhile.
+    #[cfg(test)]
+    pause: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
     path: String,
     /// Held (flock) while this process has the ledger open; released when dropped.
     _lock: std::fs::File,
@@ -194,7 +229,17 @@ impl EmbeddedLedger {
         Self::open_locked(dir, held).map_err(OpenExisting::Failed)
     }
 
+    /// Open the keyspace under the lock taken, and start the filter's build: the ledger
+    /// answers (through the store) before the filter is ready.
     fn open_locked(dir: &Path, lock: std::fs::File) -> Result<EmbeddedLedger, LedgerError> {
+        let ledger = EmbeddedLedger {
+            inner: Arc::new(Self::load(dir, lock)?),
+        };
+        ledger.inner.spawn_rebuild();
+        Ok(ledger)
+    }
+
+    fn load(dir: &Path, lock: std::fs::File) -> Result<Inner, LedgerError> {
         let shown = dir.display().to_string();
         let e = |e: fjall::Error| fail(&shown, e);
         let keyspace = fjall::Config::new(dir.join("index"))
@@ -212,7 +257,7 @@ impl EmbeddedLedger {
             Some(v) => be(&v),
             None => 0,
         };
-        let inner = Inner {
+        Ok(Inner {
             keyspace,
             entries,
             ids,
@@ -220,16 +265,30 @@ impl EmbeddedLedger {
             entry_prints,
             meta,
             next: Mutex::new(next),
-            filter: RwLock::new(Filter::with_capacity(0)),
-            rebuilding: std::sync::atomic::AtomicBool::new(false),
+            filter: RwLock::new(Filter::pending()),
+            rebuilding: AtomicBool::new(false),
+            stale: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            builds: Mutex::new(Vec::new()),
+            #[cfg(test)]
+            pause: Mutex::new(None),
             path: shown,
             _lock: lock,
-        };
-        let filter = inner.build_filter(None)?;
-        *inner.filter.write().unwrap_or_else(|p| p.into_inner()) = filter;
-        Ok(EmbeddedLedger {
-            inner: Arc::new(inner),
         })
+    }
+
+    /// Wait until no filter build is running: the filter is the real one (unless a build
+    /// failed, which was logged). For benchmarks and tests; nothing on the request path waits.
+    pub fn wait_for_filter(&self) {
+        let running = std::mem::take(&mut *self.inner.lock_builds());
+        for build in running {
+            let _ = build.join();
+        }
+    }
+
+    /// The filter after open is built: lookups of absent fingerprints no longer reach the store.
+    pub fn filter_ready(&self) -> bool {
+        self.inner.filter().bloom.is_some()
     }
 
     /// Entries in the ledger.
@@ -241,7 +300,8 @@ impl EmbeddedLedger {
         Ok(self.len()? == 0)
     }
 
-    /// Bytes of memory held by the membership filter, and the fingerprints in it.
+    /// Bytes of memory held by the membership filter, and the fingerprints in it (0 bytes
+    /// while the filter after open is being built).
     pub fn filter_size(&self) -> (u64, u64) {
         let f = self.inner.filter();
         (f.bytes(), f.items)
@@ -329,9 +389,16 @@ impl EmbeddedLedger {
                 .persist(PersistMode::SyncAll)
                 .map_err(|e| i.err(e))?;
         }
-        let rebuilt = i.build_filter(None)?;
-        *i.filter.write().unwrap_or_else(|p| p.into_inner()) = rebuilt;
-        Ok(())
+        // The build started by open may have read an emptier store; build it again, now.
+        self.wait_for_filter();
+        i.rebuild_filter()
+    }
+}
+
+impl Drop for EmbeddedLedger {
+    fn drop(&mut self) {
+        self.inner.closing.store(true, Ordering::SeqCst);
+        self.wait_for_filter();
     }
 }
 
@@ -380,51 +447,110 @@ impl Inner {
         self.filter.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A filter of the fingerprints of entries numbered below `upto` (all when `None`), sized
-    /// for twice as many. Reads the store, not the writers' state: call it without holding
-    /// `next`.
-    fn build_filter(&self, upto: Option<u64>) -> Result<Filter, LedgerError> {
+    fn lock_builds(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.builds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A filter of the fingerprints of entries numbered below `upto`, sized for twice as many;
+    /// `None` when the ledger is closing. Reads the store, not the writers' state: call it
+    /// without holding `next`.
+    fn build_filter(&self, upto: u64) -> Result<Option<Filter>, LedgerError> {
         // Sized from the index's count, which is cheap (from its files' metadata) and errs
         // high (removed keys until compaction): a filter sized high only costs memory.
         let mut filter = Filter::with_capacity(self.prints.approximate_len() as u64);
+        let Some(bloom) = &mut filter.bloom else {
+            return Ok(None);
+        };
         let mut prints = 0u64;
-        let range = self
-            .entry_prints
-            .range(..upto.unwrap_or(u64::MAX).to_be_bytes());
-        for row in range {
+        for row in self.entry_prints.range(..upto.to_be_bytes()) {
+            if self.closing.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
             let (_, v) = row.map_err(|e| self.err(e))?;
             for c in v.chunks_exact(8) {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(c);
-                filter.bloom.insert_hash(u64::from_le_bytes(b));
+                bloom.insert_hash(u64::from_le_bytes(b));
             }
             prints += v.len() as u64 / 8;
         }
         filter.items = prints;
-        Ok(filter)
+        Ok(Some(filter))
+    }
+
+    /// Build a filter sized for today's ledger on a thread of its own and swap it in, unless
+    /// one is being built already (it will hold everything written before its swap). The
+    /// writers and lookups go on meanwhile with the filter in place.
+    fn spawn_rebuild(self: &Arc<Self>) {
+        if self.rebuilding.load(Ordering::SeqCst) || self.closing.load(Ordering::SeqCst) {
+            return;
+        }
+        let inner = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ledger-filter".into())
+            .spawn(move || {
+                if let Err(e) = inner.rebuild_filter() {
+                    tracing::warn!(error = %e, "provenance ledger: the filter build failed; lookups stay correct, only slower");
+                }
+            });
+        match spawned {
+            Ok(handle) => {
+                let mut builds = self.lock_builds();
+                builds.retain(|b| !b.is_finished());
+                builds.push(handle);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "provenance ledger: cannot start the filter build; lookups stay correct, only slower");
+            }
+        }
     }
 
     /// Replace the filter with one sized for today's ledger, without stopping the writers but
-    /// at the end: entries written meanwhile are added under their lock before the swap.
+    /// at the end: the entries they wrote while the store was read (numbered `upto` and on) are
+    /// added under their lock, so none is missing when the new filter is swapped in. One build
+    /// at a time: a second caller returns at once (the running build covers its entries too,
+    /// and builds again if it was marked `stale` meanwhile).
     fn rebuild_filter(&self) -> Result<(), LedgerError> {
-        use std::sync::atomic::Ordering;
-        if self.rebuilding.swap(true, Ordering::AcqRel) {
-            return Ok(());
-        }
-        let result = (|| {
-            let upto = *self.lock_next();
-            let mut filter = self.build_filter(Some(upto))?;
-            let next = self.lock_next();
-            for row in self.entry_prints.range(upto.to_be_bytes()..) {
-                let (_, v) = row.map_err(|e| self.err(e))?;
-                filter.insert(&unpack(&v));
+        loop {
+            if self.rebuilding.swap(true, Ordering::SeqCst) {
+                return Ok(());
             }
-            *self.filter.write().unwrap_or_else(|p| p.into_inner()) = filter;
-            drop(next);
-            Ok(())
-        })();
-        self.rebuilding.store(false, Ordering::Release);
-        result
+            self.stale.store(false, Ordering::SeqCst);
+            let result = self.build_and_swap();
+            self.rebuilding.store(false, Ordering::SeqCst);
+            result?;
+            // A sweep that marked it stale after the check in its `spawn_rebuild` saw this
+            // build running and left the next one to it.
+            if !self.stale.load(Ordering::SeqCst) || self.closing.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn build_and_swap(&self) -> Result<(), LedgerError> {
+        let started = std::time::Instant::now();
+        let upto = *self.lock_next();
+        let Some(mut filter) = self.build_filter(upto)? else {
+            return Ok(());
+        };
+        #[cfg(test)]
+        if let Some(pause) = self.pause.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = pause.recv();
+        }
+        let next = self.lock_next();
+        for row in self.entry_prints.range(upto.to_be_bytes()..) {
+            let (_, v) = row.map_err(|e| self.err(e))?;
+            filter.insert(&unpack(&v));
+        }
+        let items = filter.items;
+        *self.filter.write().unwrap_or_else(|p| p.into_inner()) = filter;
+        drop(next);
+        tracing::info!(
+            fingerprints = items,
+            seconds = started.elapsed().as_secs_f64(),
+            "provenance ledger: membership filter built"
+        );
+        Ok(())
     }
 
     /// Entries and their fingerprints as one journal batch, fsynced before it returns.
@@ -485,17 +611,7 @@ impl Ledger for EmbeddedLedger {
         if self.inner.filter_full() {
             // Twice as large, built from the store on a thread of its own: the capture worker
             // goes on (the full filter still answers, with more false positives) meanwhile.
-            let inner = self.inner.clone();
-            let spawned = std::thread::Builder::new()
-                .name("ledger-filter".into())
-                .spawn(move || {
-                    if let Err(e) = inner.rebuild_filter() {
-                        tracing::warn!(error = %e, "provenance ledger: the filter rebuild failed; lookups stay correct, only slower");
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::warn!(error = %e, "provenance ledger: cannot start the filter rebuild");
-            }
+            self.inner.spawn_rebuild();
         }
         Ok(())
     }
@@ -583,8 +699,10 @@ impl Ledger for EmbeddedLedger {
             }
             batch.commit().map_err(|e| i.err(e))?;
         }
-        // The filter still says "maybe" for what was removed; a fresh one says no again.
-        i.rebuild_filter()?;
+        // The filter still says "maybe" for what was removed (correct, only slower); a fresh
+        // one, built in the background, says no again.
+        i.stale.store(true, Ordering::SeqCst);
+        i.spawn_rebuild();
         Ok(old.len() as u64)
     }
 }
@@ -625,6 +743,7 @@ mod tests {
             assert_eq!(l.len().unwrap(), 2);
         }
         let l = EmbeddedLedger::open(&p).unwrap();
+        l.wait_for_filter();
         let m = l.find(&[3, 4, 3, 7]).unwrap();
         assert_eq!(
             m.hits,
@@ -680,6 +799,7 @@ mod tests {
         l.record(&entry("old", 1000), &[1, 2]).unwrap();
         l.record(&entry("new", 5000), &[2, 3]).unwrap();
         assert_eq!(l.sweep(3000).unwrap(), 1);
+        l.wait_for_filter();
         assert_eq!(l.sweep(3000).unwrap(), 0);
         assert_eq!(l.entry("old").unwrap(), None);
         let m = l.find(&[1, 2, 3]).unwrap();
@@ -717,6 +837,7 @@ mod tests {
     fn the_filter_says_absent_for_nearly_every_fingerprint_never_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let l = EmbeddedLedger::open(&path(dir.path())).unwrap();
+        l.wait_for_filter();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = || {
             // splitmix64: fingerprints are keyed hashes, uniform like these.
@@ -744,6 +865,7 @@ mod tests {
     fn a_full_filter_is_rebuilt_larger_and_still_finds_everything() {
         let dir = tempfile::tempdir().unwrap();
         let l = EmbeddedLedger::open(&path(dir.path())).unwrap();
+        l.wait_for_filter();
         let (bytes, _) = l.filter_size();
         // Past the smallest filter's capacity (1,024 in tests).
         for i in 0..30u64 {
@@ -760,6 +882,76 @@ mod tests {
         let m = l.find(&[0, 1_550, 2_999, 3_000]).unwrap();
         let ids: Vec<&str> = m.hits.iter().map(|(_, id)| id.as_str()).collect();
         assert_eq!(ids, ["e0", "e15", "e29"]);
+    }
+
+    /// Issue 17: a restart with a large ledger does not wait for the filter. Open answers
+    /// through the store while the filter is built, and what is written during the build is in
+    /// the filter swapped in.
+    #[test]
+    fn lookups_are_served_while_the_filter_builds_and_writes_meanwhile_are_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        {
+            let l = EmbeddedLedger::open(&p).unwrap();
+            l.record(&entry("before", 1000), &[1, 2, 3]).unwrap();
+        }
+        // Open with the build held after it has read the store, before it adds what the
+        // writers wrote meanwhile: the window where a write could be missed.
+        let (release, pause) = std::sync::mpsc::channel();
+        let inner = EmbeddedLedger::load(&p, lock(&p).unwrap().unwrap()).unwrap();
+        *inner.pause.lock().unwrap() = Some(pause);
+        let l = EmbeddedLedger {
+            inner: Arc::new(inner),
+        };
+        l.inner.spawn_rebuild();
+
+        assert!(!l.filter_ready());
+        assert_eq!(l.find(&[2, 99]).unwrap().hits, [(2, "before".to_string())]);
+        assert_eq!(l.entry("before").unwrap(), Some(entry("before", 1000)));
+        l.record(&entry("during", 2000), &[7, 8]).unwrap();
+        assert_eq!(l.find(&[8]).unwrap().hits, [(8, "during".to_string())]);
+        assert!(!l.filter_ready());
+
+        release.send(()).unwrap();
+        l.wait_for_filter();
+        assert!(l.filter_ready());
+        assert_eq!(l.filter_size().1, 5);
+        let f = l.inner.filter();
+        assert!([1, 2, 3, 7, 8].iter().all(|h| f.may_hold(*h)));
+        drop(f);
+        let m = l.find(&[1, 7, 8, 99]).unwrap();
+        let hits: Vec<(u64, &str)> = m.hits.iter().map(|(h, id)| (*h, id.as_str())).collect();
+        assert_eq!(hits, [(1, "before"), (7, "during"), (8, "during")]);
+        // A write after the swap goes into the built filter.
+        l.record(&entry("after", 3000), &[9]).unwrap();
+        assert_eq!(l.filter_size().1, 6);
+        assert_eq!(l.find(&[9]).unwrap().hits, [(9, "after".to_string())]);
+    }
+
+    /// Closing the ledger stops a running build at its next entry: the gateway's shutdown does
+    /// not wait out a 25-second build, and the lock is free when the ledger is dropped.
+    #[test]
+    fn a_build_stops_when_the_ledger_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        {
+            let l = EmbeddedLedger::open(&p).unwrap();
+            for i in 0..20u64 {
+                l.record(&entry(&format!("e{i}"), 1000), &[i]).unwrap();
+            }
+        }
+        let l = EmbeddedLedger {
+            inner: Arc::new(EmbeddedLedger::load(&p, lock(&p).unwrap().unwrap()).unwrap()),
+        };
+        l.inner.closing.store(true, Ordering::Release);
+        l.inner.rebuild_filter().unwrap();
+        assert!(!l.filter_ready(), "the build went on after close");
+        // Still correct meanwhile.
+        assert_eq!(l.find(&[5]).unwrap().hits, [(5, "e5".to_string())]);
+        drop(l);
+        let l = EmbeddedLedger::open(&p).unwrap();
+        l.wait_for_filter();
+        assert_eq!(l.filter_size().1, 20);
     }
 
     #[test]
