@@ -37,23 +37,57 @@ impl Signal {
         }
     }
 
-    fn matches(&self, req: &RequestFacts<'_>) -> bool {
+    fn matches(&self, req: &RequestFacts<'_>, names: NameSketch) -> bool {
         match self {
             Signal::Path(re) => re.is_match(req.path),
-            Signal::UserAgent(re) => req
-                .headers
-                .get_all(http::header::USER_AGENT)
-                .iter()
-                .any(|v| header_matches(v, re)),
-            Signal::Header(name, re) => req
-                .headers
-                .get_all(name)
-                .iter()
-                .any(|v| header_matches(v, re)),
+            Signal::UserAgent(re) => {
+                names.may_have(http::header::USER_AGENT.as_str())
+                    && req
+                        .headers
+                        .get_all(http::header::USER_AGENT)
+                        .iter()
+                        .any(|v| header_matches(v, re))
+            }
+            Signal::Header(name, re) => {
+                names.may_have(name.as_str())
+                    && req
+                        .headers
+                        .get_all(name)
+                        .iter()
+                        .any(|v| header_matches(v, re))
+            }
             Signal::Body(re) => {
                 re.is_match(req.body_prefix) || req.body_later.contains(&re.as_str())
             }
         }
+    }
+}
+
+/// Which header names a request carries, as 64 bits (one per name, from its length and last
+/// byte): a header signal whose name's bit is clear cannot match and skips its `HeaderMap`
+/// lookup. The shipped signatures that apply on every vendor name ten headers (user agent
+/// included) and most requests carry few of them; the lookups, each a hash of the name, were a
+/// third of identification's instructions (docs/performance.md, 2026-12-05). A bit set by
+/// another name only costs the lookup, so matching is the same either way.
+#[derive(Debug, Clone, Copy)]
+struct NameSketch(u64);
+
+impl NameSketch {
+    fn of(headers: &HeaderMap) -> NameSketch {
+        NameSketch(
+            headers
+                .keys()
+                .fold(0, |bits, name| bits | NameSketch::bit(name.as_str())),
+        )
+    }
+
+    fn bit(name: &str) -> u64 {
+        let last = name.as_bytes().last().copied().unwrap_or(0) as usize;
+        1 << ((name.len() + 7 * last) & 63)
+    }
+
+    fn may_have(self, name: &str) -> bool {
+        self.0 & NameSketch::bit(name) != 0
     }
 }
 
@@ -135,14 +169,14 @@ impl ToolSignature {
     }
 
     /// The labels of the matched signals, if enough of them matched.
-    fn evidence(&self, req: &RequestFacts<'_>) -> Option<Vec<String>> {
+    fn evidence(&self, req: &RequestFacts<'_>, names: NameSketch) -> Option<Vec<String>> {
         if !self.applies(req) {
             return None;
         }
         let matched: Vec<String> = self
             .signals
             .iter()
-            .filter(|s| s.matches(req))
+            .filter(|s| s.matches(req, names))
             .map(Signal::label)
             .collect();
         (matched.len() >= self.min_signals.max(1)).then_some(matched)
@@ -170,8 +204,9 @@ impl ToolSignature {
 /// contains them (see the module comment).
 pub fn identify_tool(signatures: &[ToolSignature], req: &RequestFacts<'_>) -> ToolMatch {
     let mut found: Option<(ToolMatch, &ToolSignature)> = None;
+    let names = NameSketch::of(req.headers);
     for sig in signatures {
-        let Some(evidence) = sig.evidence(req) else {
+        let Some(evidence) = sig.evidence(req, names) else {
             continue;
         };
         match &mut found {
@@ -374,5 +409,73 @@ mod tests {
             assert_eq!(&got, conflicts, "row {i}");
             assert_eq!(&m.conflict_evidence, why, "row {i}");
         }
+    }
+
+    /// The sketch only ever skips lookups of names a request does not carry: every header
+    /// signal of the shipped signatures still matches when its header comes among many others,
+    /// and when it comes alone.
+    #[test]
+    fn header_signals_see_their_header_among_any_others() {
+        let sigs = shipped();
+        let crowd: Vec<(String, &str)> = (0..40)
+            .map(|i| (format!("x-other-{}", "y".repeat(i)), "v"))
+            .chain(
+                [
+                    "host",
+                    "content-type",
+                    "content-length",
+                    "accept-encoding",
+                    "anthropic-version",
+                    "x-api-key",
+                ]
+                .map(|n| (n.to_string(), "v")),
+            )
+            .collect();
+        let mut checked = 0;
+        for sig in &sigs {
+            for signal in &sig.signals {
+                let Signal::Header(name, _) = signal else {
+                    continue;
+                };
+                let mut alone = HeaderMap::new();
+                let mut among = headers(
+                    &crowd
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), *v))
+                        .collect::<Vec<_>>(),
+                );
+                // A value each shipped header regex accepts.
+                let value = match name.as_str() {
+                    "x-app" => "cli",
+                    "anthropic-beta" => "claude-code-20250219",
+                    "originator" => "codex_cli_rs",
+                    "copilot-integration-id" => "copilot-developer-cli",
+                    "editor-version" => "copilot/1.0",
+                    "x-title" => "Aider",
+                    "x-goog-api-client" => "genai-js/1.0",
+                    _ => "1",
+                };
+                for h in [&mut alone, &mut among] {
+                    h.insert(name.clone(), value.parse().unwrap());
+                }
+                for h in [&alone, &among] {
+                    let facts = RequestFacts {
+                        vendor: sig.vendors.first().map_or("anthropic", String::as_str),
+                        path: "/v1/messages",
+                        headers: h,
+                        body_prefix: b"{}",
+                        body_later: &[],
+                    };
+                    let names = NameSketch::of(h);
+                    assert!(names.may_have(name.as_str()), "{name}");
+                    assert!(signal.matches(&facts, names), "{}: {name}", sig.id);
+                }
+                checked += 1;
+            }
+        }
+        assert!(
+            checked >= 10,
+            "only {checked} header signals in the shipped signatures"
+        );
     }
 }
