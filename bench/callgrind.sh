@@ -4,7 +4,7 @@
 # "callgrind of the two-record audit path").
 #
 #   bench/callgrind.sh --tree DIR --bin PATH [--warm 3000] [--measure 3000] [--out DIR]
-#                      [--sse EVENTS] [--provenance on|off]
+#                      [--sse EVENTS] [--provenance on|off] [--conc N]
 #
 # DIR is a checkout of aigate (its config/aigate.toml is the policy, its bench/aigate/render-config.py
 # renders it, as bench/run.sh does); PATH its release binary. A Python TLS upstream on loopback answers
@@ -17,9 +17,13 @@
 # EVENTS-2 text_delta events of sse-upstream's " tokenNNNNN", message_stop; chunked, one chunk per
 # event), the shape provenance capture reads. --provenance on|off sets provenance.enabled (shipped:
 # on): run both to see what capture costs per request (bench/capture.sh measures it in req/s).
+# --conc N: N keep-alive connections, each on its own client thread, share the --warm and --measure
+# requests (default 1). With more than one connection open, a decision waits one turn of the
+# runtime to share its write(2) (proxy/audited.rs, `decide`): the path the keep-alive c=16 harness
+# takes, which one connection never does.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-TREE=""; BIN=""; WARM=3000; MEASURE=3000; OUT=""; SSE=0; PROV=""
+TREE=""; BIN=""; WARM=3000; MEASURE=3000; OUT=""; SSE=0; PROV=""; CONC=1
 while [ $# -gt 0 ]; do
   case $1 in
     --tree) TREE=$2; shift 2;;
@@ -29,7 +33,8 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2;;
     --sse) SSE=$2; shift 2;;
     --provenance) PROV=$2; shift 2;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0;;
+    --conc) CONC=$2; shift 2;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0;;
     *) echo "callgrind.sh: unknown option $1 (see --help)" >&2; exit 64;;
   esac
 done
@@ -99,10 +104,10 @@ valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$OUT/callgrin
   "$BIN" run --config "$OUT/aigate.toml" > "$OUT/aigate.log" 2>&1 &
 VG=$!; PIDS+=($VG)
 
-python3 - "$PROXY_PORT" "$OUT/ca/mitm-ca.pem" "$HERE/conf/request.json" "$WARM" "$MEASURE" "$VG" <<'PY'
-import http.client, socket, ssl, subprocess, sys, time
+python3 - "$PROXY_PORT" "$OUT/ca/mitm-ca.pem" "$HERE/conf/request.json" "$WARM" "$MEASURE" "$VG" "$CONC" <<'PY'
+import http.client, socket, ssl, subprocess, sys, threading, time
 port, ca, body = int(sys.argv[1]), sys.argv[2], open(sys.argv[3], "rb").read()
-warm, measure, vg = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+warm, measure, vg, conc = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7])
 deadline = time.time() + 600
 while True:  # valgrind starts slowly
     try:
@@ -113,24 +118,42 @@ while True:  # valgrind starts slowly
             sys.exit("callgrind.sh: aigate did not listen within 10 minutes")
         time.sleep(0.5)
 ctx = ssl.create_default_context(cafile=ca)
-conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=300)
-conn.set_tunnel("api.vendor.test", 443)
+conns = []
+for _ in range(conc):
+    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=300)
+    c.set_tunnel("api.vendor.test", 443)
+    conns.append(c)
 headers = {"content-type": "application/json", "x-api-key": "sk-bench-0000000000000000",
            "anthropic-version": "2023-06-01"}
+failed = []
+def one(conn, n):
+    try:
+        for _ in range(n):
+            conn.request("POST", "/v1/messages", body, headers)
+            r = conn.getresponse()
+            r.read()
+            if r.status != 200:
+                failed.append(f"status {r.status}")
+                return
+    except Exception as e:
+        failed.append(repr(e))
 def run(n):
-    for _ in range(n):
-        conn.request("POST", "/v1/messages", body, headers)
-        r = conn.getresponse()
-        r.read()
-        if r.status != 200:
-            sys.exit(f"callgrind.sh: status {r.status}")
+    # n requests in all, shared by the connections (the first ones take the remainder)
+    ts = [threading.Thread(target=one, args=(c, n // conc + (i < n % conc))) for i, c in enumerate(conns)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if failed:
+        sys.exit(f"callgrind.sh: {failed[0]}")
 run(warm)
 subprocess.run(["callgrind_control", "-i", "on", vg], check=True, capture_output=True)
 t = time.time()
 run(measure)
 subprocess.run(["callgrind_control", "-i", "off", vg], check=True, capture_output=True)
-print(f"{measure} requests measured in {time.time() - t:.1f} s", file=sys.stderr)
-conn.close()
+print(f"{measure} requests over {conc} connection(s) measured in {time.time() - t:.1f} s", file=sys.stderr)
+for c in conns:
+    c.close()
 PY
 kill -TERM "$VG"; wait "$VG" || true
 total=$(sed -n 's/^totals: *\([0-9]*\).*/\1/p' "$OUT/callgrind.out" | head -1)
