@@ -8,8 +8,9 @@
 //!
 //! ```text
 //! chunk ─▶ decode.rs (Content-Encoding: gzip, br, zstd, deflate) ─▶ frame.rs (SSE events, AWS
-//!          event stream `chunk`s, or the whole JSON body) ─▶ formats.rs (one reader per API shape) ─▶ tools.rs (which tool
-//!          input fields are code; the added lines of a patch) ─▶ Output (bounded) ─▶ Capture
+//!          event stream `chunk`s, or the whole JSON body) ─▶ formats.rs (one reader per API
+//!          shape; json.rs reads just the fields it needs) ─▶ tools.rs (which tool input fields
+//!          are code; the added lines of a patch) ─▶ Output (bounded) ─▶ Capture
 //! ```
 //!
 //! It is pure (no tokio, no clock, no files) so each vendor shape is tested with recorded
@@ -25,6 +26,7 @@ mod decode;
 pub mod fingerprint;
 mod formats;
 mod frame;
+mod json;
 pub mod ledger;
 mod output;
 pub mod review;

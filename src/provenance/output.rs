@@ -8,6 +8,8 @@ use super::{Capture, Limits, Part, PartKind};
 /// content block, a Responses content part, a Chat choice, a Gemini candidate).
 pub(super) type Key = (u64, u64, u64);
 
+/// Clone: the tests compare readers from a shared point of a stream.
+#[derive(Clone)]
 pub(super) struct Output {
     limits: Limits,
     parts: Vec<Part>,

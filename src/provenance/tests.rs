@@ -652,3 +652,298 @@ fn only_the_added_lines_of_a_patch_count() {
         assert_eq!(added_lines(patch), want, "{patch:?}");
     }
 }
+
+/// The frames a body's framing hands to the reader, kept.
+enum Owned {
+    Data(Vec<u8>),
+    Dropped,
+    Malformed,
+}
+
+impl Owned {
+    fn frame(&self) -> super::frame::Frame<'_> {
+        use super::frame::Frame;
+        match self {
+            Owned::Data(d) => Frame::Data(d),
+            Owned::Dropped => Frame::Dropped,
+            Owned::Malformed => Frame::Malformed,
+        }
+    }
+}
+
+fn frames_of(ct: Option<&str>, body: &[u8]) -> Vec<Owned> {
+    use super::frame::{Frame, Framer, Framing};
+    let mut framer = Framer::new(Framing::of(ct), Limits::default().max_pending_bytes);
+    let mut frames = Vec::new();
+    let mut keep = |f: Frame<'_>| {
+        frames.push(match f {
+            Frame::Data(d) => Owned::Data(d.to_vec()),
+            Frame::Dropped => Owned::Dropped,
+            Frame::Malformed => Owned::Malformed,
+        })
+    };
+    framer.push(body, &mut keep);
+    framer.finish(&mut keep);
+    frames
+}
+
+/// A reader and its output: the typed one (`formats.rs`) or the `Value` one it replaced.
+#[derive(Clone)]
+struct Reader {
+    format: super::formats::Format,
+    out: super::output::Output,
+    typed: bool,
+}
+
+impl Reader {
+    fn new(shape: ApiShape, sse: bool, limits: Limits, typed: bool) -> Self {
+        Reader {
+            format: super::formats::Format::new(shape, sse, limits.max_pending_bytes),
+            out: super::output::Output::new(limits),
+            typed,
+        }
+    }
+
+    fn feed(&mut self, frame: super::frame::Frame<'_>) {
+        if self.typed {
+            self.format.on_frame(frame, &mut self.out);
+        } else {
+            self.format.on_frame_reference(frame, &mut self.out);
+        }
+    }
+
+    fn finish(mut self) -> Capture {
+        self.format.finish(&mut self.out);
+        self.out.take()
+    }
+}
+
+/// Deterministic variants of one JSON frame: bytes changed, values swapped for every other JSON
+/// type, keys repeated, objects in serde_json's raw-value form.
+fn variants(data: &[u8], seed: u64) -> Vec<Vec<u8>> {
+    use serde_json::{Value, json};
+    const TOKEN: &str = "$serde_json::private::RawValue";
+    let mut rng = seed | 1;
+    let mut next = move |n: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % n.max(1) as u64) as usize
+    };
+    let mut out = vec![data.to_vec()];
+    let bytes: &[u8] = b"\"\\{}[],:0-.en \xff\x01";
+    for _ in 0..24 {
+        let at = next(data.len() + 1);
+        let mut v = data.to_vec();
+        match next(4) {
+            0 => v.truncate(at),
+            1 => v.insert(at, bytes[next(bytes.len())]),
+            2 if at < v.len() => v[at] = bytes[next(bytes.len())],
+            _ if at < v.len() => {
+                v.remove(at);
+            }
+            _ => {}
+        }
+        out.push(v);
+    }
+    let Ok(value) = serde_json::from_slice::<Value>(data) else {
+        return out;
+    };
+    // Every node's pointer, and every key.
+    fn walk(v: &Value, at: String, nodes: &mut Vec<String>, keys: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, c) in m {
+                    keys.push(k.clone());
+                    walk(
+                        c,
+                        format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")),
+                        nodes,
+                        keys,
+                    );
+                }
+            }
+            Value::Array(a) => {
+                for (i, c) in a.iter().enumerate() {
+                    walk(c, format!("{at}/{i}"), nodes, keys);
+                }
+            }
+            _ => {}
+        }
+        nodes.push(at);
+    }
+    let (mut nodes, mut keys) = (Vec::new(), Vec::new());
+    walk(&value, String::new(), &mut nodes, &mut keys);
+    let replacements = |old: &Value| {
+        vec![
+            Value::Null,
+            json!(true),
+            json!(-1),
+            json!(0),
+            json!(3),
+            json!(1.0),
+            json!(18446744073709551615u64),
+            json!(""),
+            json!("x\"\\u00e9\n"),
+            json!([]),
+            json!([1, "two"]),
+            json!({}),
+            json!({"type": "text", "text": "t"}),
+            json!({ TOKEN: serde_json::to_string(old).unwrap_or_default() }),
+            json!({ TOKEN: 5 }),
+        ]
+    };
+    for _ in 0..10 {
+        let node = &nodes[next(nodes.len())];
+        let old = value.pointer(node).cloned().unwrap_or(Value::Null);
+        for r in replacements(&old) {
+            let mut v = value.clone();
+            if let Some(slot) = v.pointer_mut(node) {
+                *slot = r;
+            }
+            out.push(serde_json::to_vec(&v).unwrap());
+        }
+    }
+    // A key again, after the last one (it wins) and before the first (it loses).
+    let text = String::from_utf8_lossy(data).into_owned();
+    let closes: Vec<usize> = text.match_indices('}').map(|(i, _)| i).collect();
+    let opens: Vec<usize> = text.match_indices('{').map(|(i, _)| i).collect();
+    for _ in 0..8 {
+        let key = serde_json::to_string(&keys[next(keys.len())]).unwrap_or_default();
+        let val = [
+            "null",
+            "7",
+            "\"again\"",
+            "{\"type\":\"tool_use\",\"name\":\"Write\"}",
+        ][next(4)];
+        if let Some(&at) = closes.get(next(closes.len())) {
+            let mut t = text.clone();
+            t.insert_str(at, &format!(",{key}:{val}"));
+            out.push(t.into_bytes());
+        }
+        if let Some(&at) = opens.get(next(opens.len())) {
+            let mut t = text.clone();
+            t.insert_str(at + 1, &format!("{key}:{val},"));
+            out.push(t.into_bytes());
+        }
+    }
+    // Keys the readers look for, wherever an object opens or closes, alone and in pairs whose
+    // order matters (`reasoning_content` shadows `reasoning` even when it is null).
+    const KEYS: &[&str] = &[
+        "type",
+        "index",
+        "text",
+        "thinking",
+        "name",
+        "delta",
+        "content",
+        "reasoning_content",
+        "reasoning",
+        "tool_calls",
+        "function",
+        "arguments",
+        "partial_json",
+        "item",
+        "output_index",
+        "content_index",
+        "summary_index",
+        "candidates",
+        "parts",
+        "thought",
+        "functionCall",
+        "args",
+        "input",
+        "message",
+        "choices",
+        "output",
+        "summary",
+        "content_block",
+    ];
+    const VALUES: &[&str] = &[
+        "null",
+        "true",
+        "2",
+        "-2",
+        "2.0",
+        "\"t\"",
+        "\"\\u0074\"",
+        "[]",
+        "[{}]",
+        "{}",
+        "{\"text\":\"x\"}",
+        "[{\"text\":\"y\",\"thought\":true}]",
+    ];
+    let pairs = [
+        "\"reasoning_content\":null,\"reasoning\":\"r\"",
+        "\"reasoning\":\"r\",\"reasoning_content\":7",
+        "\"reasoning_content\":\"rc\",\"reasoning\":\"r\"",
+        "\"index\":null",
+        "\"text\":\"z\",\"thought\":true",
+        "\"functionCall\":{\"name\":\"write_file\",\"args\":{\"content\":\"w\"}}",
+    ];
+    let places: Vec<usize> = opens.iter().map(|o| o + 1).collect();
+    for _ in 0..40 {
+        let Some(&at) = places.get(next(places.len())) else {
+            break;
+        };
+        let entry = if next(3) == 0 {
+            pairs[next(pairs.len())].to_owned()
+        } else {
+            format!(
+                "\"{}\":{}",
+                KEYS[next(KEYS.len())],
+                VALUES[next(VALUES.len())]
+            )
+        };
+        let mut t = text.clone();
+        t.insert_str(at, &format!("{entry},"));
+        out.push(t.into_bytes());
+        if let Some(&close) = closes.get(next(closes.len())) {
+            let mut t = text.clone();
+            t.insert_str(close, &format!(",{entry}"));
+            out.push(t.into_bytes());
+        }
+    }
+    // The whole frame in raw-value form.
+    out.push(serde_json::to_vec(&json!({ TOKEN: text })).unwrap());
+    out
+}
+
+#[test]
+fn typed_readers_match_the_value_readers() {
+    for thinking in [false, true] {
+        let limits = Limits {
+            capture_thinking: thinking,
+            ..Limits::default()
+        };
+        for case in cases() {
+            let frames = frames_of(case.ct, &fixture(case.file));
+            let sse = case.ct != JSON;
+            let mut typed = Reader::new(case.shape, sse, limits, true);
+            let mut value = Reader::new(case.shape, sse, limits, false);
+            for (i, frame) in frames.iter().enumerate() {
+                if let Owned::Data(data) = frame {
+                    for variant in variants(data, i as u64 * 7919 + 1) {
+                        let (mut t, mut v) = (typed.clone(), value.clone());
+                        t.feed(Owned::Data(variant.clone()).frame());
+                        v.feed(Owned::Data(variant.clone()).frame());
+                        for rest in frames.iter().skip(i + 1).take(3) {
+                            t.feed(rest.frame());
+                            v.feed(rest.frame());
+                        }
+                        assert_eq!(
+                            t.finish(),
+                            v.finish(),
+                            "{} frame {i}: {}",
+                            case.file,
+                            String::from_utf8_lossy(&variant)
+                        );
+                    }
+                }
+                typed.feed(frame.frame());
+                value.feed(frame.frame());
+            }
+            assert_eq!(typed.finish(), value.finish(), "{}", case.file);
+        }
+    }
+}
