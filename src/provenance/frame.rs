@@ -132,19 +132,41 @@ impl Sse {
                 bytes = &bytes[1..];
                 continue;
             }
-            match bytes.iter().position(|&b| b == b'\n' || b == b'\r') {
+            match memchr::memchr2(b'\n', b'\r', bytes) {
                 None => {
                     self.extend_line(bytes);
                     break;
                 }
                 Some(i) => {
-                    self.extend_line(&bytes[..i]);
                     self.after_cr = bytes[i] == b'\r';
-                    self.end_line(emit);
+                    if self.line_started {
+                        self.extend_line(&bytes[..i]);
+                        self.end_line(emit);
+                    } else {
+                        // The whole line is in this chunk (the usual case): read in place.
+                        self.whole_line(&bytes[..i], emit);
+                    }
                     bytes = &bytes[i + 1..];
                 }
             }
         }
+    }
+
+    /// `extend_line(line)` then `end_line()`, for a line that had no bytes before, without
+    /// copying it into `self.line`.
+    fn whole_line(&mut self, line: &[u8], emit: &mut dyn FnMut(Frame<'_>)) {
+        if line.is_empty() {
+            return self.dispatch(emit);
+        }
+        if self.oversized {
+            return;
+        }
+        if self.data.len() + line.len() > self.max {
+            self.oversized = true;
+            self.data = Vec::new();
+            return;
+        }
+        self.field(line);
     }
 
     fn extend_line(&mut self, bytes: &[u8]) {
@@ -173,12 +195,19 @@ impl Sse {
             return;
         }
         let line = std::mem::take(&mut self.line);
-        let (field, value) = match line.iter().position(|&b| b == b':') {
+        self.field(&line);
+        self.line = line;
+        self.line.clear();
+    }
+
+    /// One whole line: only `data` is kept, joined to the event's earlier data lines with LF.
+    fn field(&mut self, line: &[u8]) {
+        let (field, value) = match memchr::memchr(b':', line) {
             Some(i) => {
                 let v = &line[i + 1..];
                 (&line[..i], v.strip_prefix(b" ").unwrap_or(v))
             }
-            None => (&line[..], &[][..]),
+            None => (line, &[][..]),
         };
         if field == b"data" {
             if self.has_data {
@@ -187,8 +216,6 @@ impl Sse {
             self.data.extend_from_slice(value);
             self.has_data = true;
         }
-        self.line = line;
-        self.line.clear();
     }
 
     fn dispatch(&mut self, emit: &mut dyn FnMut(Frame<'_>)) {
