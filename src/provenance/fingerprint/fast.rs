@@ -16,6 +16,10 @@
 //!   every window, so the same grams are kept. The gram hash is the same rolling polynomial and
 //!   finaliser as `winnow.rs` (shared constants), and the keyed hash of a kept gram the same
 //!   SipHash.
+//! - Distinct symbols (`super::diverse`) are counted only for the grams winnowing keeps (about
+//!   `2 / (w + 1)` of them), over each symbol's bucket folded once as it is read, instead of
+//!   kept up to date for every gram as the window slides: fewer operations per symbol, the
+//!   same count (callgrind of capture, docs/provenance.md "Capture cost").
 //!
 //! `tests.rs` compares the two on this crate's sources, the cargo cache and random text.
 
@@ -34,7 +38,8 @@ struct Scratch {
     starts: Vec<u32>,
     ends: Vec<u32>,
     hashes: Vec<u64>,
-    diverse: Vec<bool>,
+    /// Each symbol's bucket in `super::diverse`'s 128-bit set (`fold`).
+    folded: Vec<u8>,
 }
 
 thread_local! {
@@ -53,13 +58,13 @@ pub(super) struct Gram<'a> {
 /// Text channel: letters and digits, lower-cased (`normalize::text`).
 pub(super) fn text_into(g: &Gram<'_>, s: &str, out: &mut Vec<Fp>) {
     SCRATCH.with_borrow_mut(|sc| {
-        let n = text_syms(s, &mut sc.values, &mut sc.starts);
+        let n = text_syms(s, &mut sc.values, &mut sc.starts, &mut sc.folded);
         let b = s.as_bytes();
         winnow(
             g,
             &sc.values[..n],
+            &sc.folded[..n],
             &mut sc.hashes,
-            &mut sc.diverse,
             |first, last| {
                 let start = sc.starts[first];
                 let at = sc.starts[last] as usize;
@@ -79,12 +84,18 @@ pub(super) fn text_into(g: &Gram<'_>, s: &str, out: &mut Vec<Fp>) {
 /// Code channel: tokens with identifiers and literals abstracted (`normalize::code`).
 pub(super) fn code_into(g: &Gram<'_>, s: &str, out: &mut Vec<Fp>) {
     SCRATCH.with_borrow_mut(|sc| {
-        let n = code_syms(s, &mut sc.values, &mut sc.starts, &mut sc.ends);
+        let n = code_syms(
+            s,
+            &mut sc.values,
+            &mut sc.starts,
+            &mut sc.ends,
+            &mut sc.folded,
+        );
         winnow(
             g,
             &sc.values[..n],
+            &sc.folded[..n],
             &mut sc.hashes,
-            &mut sc.diverse,
             |first, last| (sc.starts[first], sc.ends[last]),
             out,
         );
@@ -112,12 +123,17 @@ fn room<T: Copy + Default>(v: &mut Vec<T>, n: usize) {
     }
 }
 
-/// `normalize::text` into `values` and `starts`; returns how many symbols.
-fn text_syms(s: &str, values: &mut Vec<u32>, starts: &mut Vec<u32>) -> usize {
+/// `normalize::text` into `values`, `starts` and `folded`; returns how many symbols.
+fn text_syms(s: &str, values: &mut Vec<u32>, starts: &mut Vec<u32>, folded: &mut Vec<u8>) -> usize {
     let b = s.as_bytes();
     room(values, b.len());
     room(starts, b.len());
-    let (values, starts) = (&mut values[..b.len()], &mut starts[..b.len()]);
+    room(folded, b.len());
+    let (values, starts, folded) = (
+        &mut values[..b.len()],
+        &mut starts[..b.len()],
+        &mut folded[..b.len()],
+    );
     let mut n = 0;
     let mut i = 0;
     while i < b.len() {
@@ -126,6 +142,8 @@ fn text_syms(s: &str, values: &mut Vec<u32>, starts: &mut Vec<u32>) -> usize {
             // Written always, kept only when a letter or digit: no branch to mispredict.
             let v = ASCII[usize::from(c)];
             values[n] = u32::from(v);
+            // `fold` of a value below 128 is the value.
+            folded[n] = v;
             starts[n] = i as u32;
             n += usize::from(v != 0);
             i += 1;
@@ -135,7 +153,9 @@ fn text_syms(s: &str, values: &mut Vec<u32>, starts: &mut Vec<u32>) -> usize {
             break;
         };
         if ch.is_alphanumeric() {
-            values[n] = u32::from(ch.to_lowercase().next().unwrap_or(ch));
+            let v = u32::from(ch.to_lowercase().next().unwrap_or(ch));
+            values[n] = v;
+            folded[n] = fold(v);
             starts[n] = i as u32;
             n += 1;
         }
@@ -227,19 +247,27 @@ fn word(kw: &Keywords, w: &[u8]) -> u32 {
     }
 }
 
-/// `normalize::code` into `values`, `starts` and `ends`; returns how many tokens. Each branch
-/// is `normalize::code`'s; keep the two in step (the oracle test compares them).
-fn code_syms(s: &str, values: &mut Vec<u32>, starts: &mut Vec<u32>, ends: &mut Vec<u32>) -> usize {
+/// `normalize::code` into `values`, `starts`, `ends` and `folded`; returns how many tokens.
+/// Each branch is `normalize::code`'s; keep the two in step (the oracle test compares them).
+fn code_syms(
+    s: &str,
+    values: &mut Vec<u32>,
+    starts: &mut Vec<u32>,
+    ends: &mut Vec<u32>,
+    folded: &mut Vec<u8>,
+) -> usize {
     let b = s.as_bytes();
     let len = b.len();
     // At most one token per byte.
     room(values, len);
     room(starts, len);
     room(ends, len);
+    room(folded, len);
     let kw = &*KEYWORDS;
     let mut n = 0;
     let mut push = |value: u32, start: usize, end: usize| {
         values[n] = value;
+        folded[n] = fold(value);
         starts[n] = start as u32;
         ends[n] = end as u32;
         n += 1;
@@ -307,13 +335,13 @@ fn memchr_or_end(b: &[u8], from: usize, needle: u8) -> usize {
 }
 
 /// `winnow::select` and the emission of `Fingerprinter::winnow`: for each selected gram
-/// (`values[at..at + k]`) with enough distinct symbols, its keyed hash and byte range
-/// (`span(first symbol, last symbol)`).
+/// (`values[at..at + k]`) with enough distinct symbols (`folded`: their buckets), its keyed hash
+/// and byte range (`span(first symbol, last symbol)`).
 fn winnow(
     g: &Gram<'_>,
     values: &[u32],
+    folded: &[u8],
     hashes: &mut Vec<u64>,
-    diverse: &mut Vec<bool>,
     span: impl Fn(usize, usize) -> (u32, u32),
     out: &mut Vec<Fp>,
 ) {
@@ -342,33 +370,11 @@ fn winnow(
             .wrapping_add(u64::from(new) + 1);
         hashes[i + 1] = mix(rolling);
     }
-    // Whether each gram has `min_distinct` distinct folded values (`super::diverse`), counted
-    // as the window slides: a few operations a symbol instead of `k` per kept gram.
-    room(diverse, grams);
-    let diverse = &mut diverse[..grams];
-    if g.min_distinct == 0 {
-        diverse.fill(true);
-    } else {
-        let mut counts = [0u32; 128];
-        let mut distinct = 0u32;
-        for &v in &values[..k] {
-            let f = fold(v);
-            distinct += u32::from(counts[f] == 0);
-            counts[f] += 1;
-        }
-        diverse[0] = distinct >= g.min_distinct;
-        for (i, (&old, &new)) in values[..grams - 1].iter().zip(&values[k..]).enumerate() {
-            let f = fold(old);
-            counts[f] -= 1;
-            distinct -= u32::from(counts[f] == 0);
-            let f = fold(new);
-            distinct += u32::from(counts[f] == 0);
-            counts[f] += 1;
-            diverse[i + 1] = distinct >= g.min_distinct;
-        }
-    }
+    let w = g.w.min(grams).max(1);
+    // About `2 / (w + 1)` of the grams are kept: room for them at once, not by doubling.
+    out.reserve(2 * grams / (w + 1) + 1);
     let mut emit = |at: usize| {
-        if diverse[at] {
+        if g.min_distinct == 0 || distinct(&folded[at..at + k]) >= g.min_distinct {
             let (start, end) = span(at, at + k - 1);
             out.push(Fp {
                 hash: keyed(g.hasher, hashes[at]),
@@ -378,7 +384,6 @@ fn winnow(
             });
         }
     };
-    let w = g.w.min(grams).max(1);
     // The rightmost minimum of the first window, then of each window as it slides: the current
     // one stays until a smaller-or-equal hash arrives or it leaves the window.
     let mut m = rightmost_min(hashes, 0, w);
@@ -406,6 +411,15 @@ fn rightmost_min(hashes: &[u64], from: usize, to: usize) -> usize {
 }
 
 /// The bucket of a symbol value in `super::diverse`'s 128-bit set.
-fn fold(v: u32) -> usize {
-    ((v ^ (v >> 7) ^ (v >> 14) ^ (v >> 21) ^ (v >> 28)) & 127) as usize
+fn fold(v: u32) -> u8 {
+    ((v ^ (v >> 7) ^ (v >> 14) ^ (v >> 21) ^ (v >> 28)) & 127) as u8
+}
+
+/// How many distinct buckets a gram's symbols fall in (`super::diverse`'s count).
+fn distinct(folded: &[u8]) -> u32 {
+    let mut set = [0u64; 2];
+    for &f in folded {
+        set[usize::from(f >> 6) & 1] |= 1 << (f & 63);
+    }
+    set[0].count_ones() + set[1].count_ones()
 }
