@@ -14,6 +14,9 @@ pub(super) struct Output {
     limits: Limits,
     parts: Vec<Part>,
     open: HashMap<Key, usize>,
+    /// The part the last append went to: a stream's deltas nearly always extend the part the
+    /// one before did, so most appends find it here without hashing the key.
+    last: Option<(Key, usize)>,
     used: usize,
     truncated: bool,
     /// The cap was reached: nothing after it is kept, so the capture is a prefix of the output.
@@ -28,6 +31,7 @@ impl Output {
             limits,
             parts: Vec::new(),
             open: HashMap::new(),
+            last: None,
             used: 0,
             truncated: false,
             full: false,
@@ -47,13 +51,23 @@ impl Output {
         let Some(kept) = self.admit(kind, text) else {
             return;
         };
-        match self.open.get(&key) {
-            Some(&i) => self.parts[i].text.push_str(kept),
-            None => {
-                self.open.insert(key, self.parts.len());
-                self.push_part(kind, None, kept);
+        let found = match self.last {
+            Some((k, i)) if k == key => Some(i),
+            _ => self.open.get(&key).copied(),
+        };
+        let i = match found {
+            Some(i) => {
+                self.parts[i].text.push_str(kept);
+                i
             }
-        }
+            None => {
+                let i = self.parts.len();
+                self.open.insert(key, i);
+                self.push_part(kind, None, kept);
+                i
+            }
+        };
+        self.last = Some((key, i));
     }
 
     /// Adds a part that arrived whole (a tool input's code, a JSON body's text).
