@@ -51,7 +51,14 @@ macro_rules! fields {
 
         impl<$de> $crate::provenance::json::Fields<$de> for $name<$de> {
             fn slot(key: &str) -> Option<u8> {
-                [$($key),*].iter().position(|k| *k == key).map(|i| i as u8)
+                #[expect(non_camel_case_types, reason = "one variant per field, named as it")]
+                enum Slot {
+                    $($field,)*
+                }
+                match key {
+                    $($key => Some(Slot::$field as u8),)*
+                    _ => None,
+                }
             }
 
             fn read<A: ::serde::de::MapAccess<$de>>(
@@ -59,15 +66,15 @@ macro_rules! fields {
                 slot: u8,
                 map: &mut A,
             ) -> Result<(), A::Error> {
-                let mut at = 0u8;
+                #[expect(non_camel_case_types, reason = "one variant per field, named as it")]
+                enum Slot {
+                    $($field,)*
+                }
                 $(
-                    if slot == at {
+                    if slot == Slot::$field as u8 {
                         self.$field = map.next_value()?;
-                        return Ok(());
                     }
-                    at += 1;
                 )*
-                let _ = at;
                 Ok(())
             }
         }
