@@ -16,12 +16,22 @@
 //! Synthetic fingerprints are uniform 64-bit values, as keyed SipHash outputs are.
 //!
 //! `AIGATE_LEDGER_DIR` keeps the ledger (default: a temporary directory, removed at the end).
+//! `AIGATE_LEDGER_STATE=DIR` instead builds it where the gateway keeps it in state directory
+//! DIR (`DIR/provenance/ledger`, kept), creates the fingerprint key there if missing, and, with
+//! `AIGATE_LEDGER_ANSWERS=PATH`, makes the last `AIGATE_LEDGER_REAL` (default 1,000) of the
+//! responses real ones: every `AIGATE_LEDGER_EVERY`th (default 97th) text file under PATH, whole,
+//! fingerprinted with that key as the capture worker does. A real `aigate provenance scan` of
+//! PATH then has something to find (`bench/provenance-scan.sh`, the scan end to end).
 //! Run: `cargo bench --bench provenance_ledger` (release, LTO off is enough:
 //! `CARGO_PROFILE_RELEASE_LTO=off`).
 
 use std::time::Instant;
 
-use aigate::provenance::ledger::embedded::EmbeddedLedger;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use aigate::provenance::fingerprint::{Fingerprinter, Key};
+use aigate::provenance::ledger::embedded::{self, EmbeddedLedger};
 use aigate::provenance::ledger::{Entry, Ledger};
 
 fn mix(mut z: u64) -> u64 {
@@ -65,16 +75,71 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// Real answers: every `every`th text file under `root` (in the scan's walk order), up to
+/// `max`, each fingerprinted whole with the state directory's key and deduplicated, as the
+/// capture worker records a `Write` of that file.
+fn real_answers(state: &Path, root: &Path, max: u64, every: u64) -> Vec<(String, Vec<u64>)> {
+    let key = match Key::load_or_create(state) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("provenance_ledger: {e}");
+            std::process::exit(1);
+        }
+    };
+    let fp = Fingerprinter::new(&key);
+    let mut out = Vec::new();
+    let walk = ignore::WalkBuilder::new(root)
+        .require_git(false)
+        .sort_by_file_name(|a, b| a.cmp(b))
+        .build();
+    let mut seen_files = 0u64;
+    for entry in walk.flatten() {
+        if out.len() as u64 >= max {
+            break;
+        }
+        if !entry.file_type().is_some_and(|t| t.is_file()) {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(entry.path()) else {
+            continue;
+        };
+        if bytes.len() < 400
+            || bytes.len() > 64 << 10
+            || bytes[..bytes.len().min(8192)].contains(&0)
+        {
+            continue;
+        }
+        seen_files += 1;
+        if seen_files % every != 0 {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let mut seen = HashSet::new();
+        let prints: Vec<u64> = fp
+            .all(&text)
+            .iter()
+            .map(|f| f.hash)
+            .filter(|h| seen.insert(*h))
+            .collect();
+        out.push((entry.path().display().to_string(), prints));
+    }
+    out
+}
+
 fn main() {
     let responses = env("AIGATE_LEDGER_RESPONSES", 1_000_000);
+    let state = std::env::var_os("AIGATE_LEDGER_STATE").map(PathBuf::from);
     let (dir, keep) = match std::env::var("AIGATE_LEDGER_DIR") {
-        Ok(d) => (std::path::PathBuf::from(d), true),
+        Ok(d) => (PathBuf::from(d), true),
         Err(_) => (
             std::env::temp_dir().join(format!("aigate-ledger-bench-{}", std::process::id())),
             false,
         ),
     };
-    let path = dir.join("ledger");
+    let (path, keep) = match &state {
+        Some(s) => (embedded::path(s), true),
+        None => (dir.join("ledger"), keep),
+    };
     let built = path.join("index").exists();
     let ledger = match EmbeddedLedger::open(&path) {
         Ok(l) => l,
@@ -83,28 +148,80 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let total: u64 = (0..responses).map(count).sum();
+    let real = match (&state, std::env::var_os("AIGATE_LEDGER_ANSWERS")) {
+        (Some(s), Some(root)) if !built => real_answers(
+            s,
+            Path::new(&root),
+            env("AIGATE_LEDGER_REAL", 1_000).min(responses),
+            env("AIGATE_LEDGER_EVERY", 97).max(1),
+        ),
+        (Some(s), _) => {
+            // The key only (a scan needs it); a built ledger keeps the answers it has.
+            if let Err(e) = Key::load_or_create(s) {
+                eprintln!("provenance_ledger: {e}");
+                std::process::exit(1);
+            }
+            Vec::new()
+        }
+        _ => Vec::new(),
+    };
+    // Responses numbered from `first_real` on are the real ones.
+    let first_real = responses - real.len() as u64;
+    let real = std::sync::Arc::new(real);
+    let count_of = {
+        let real = real.clone();
+        move |n: u64| {
+            if n >= first_real {
+                real[(n - first_real) as usize].1.len() as u64
+            } else {
+                count(n)
+            }
+        }
+    };
+    let print_of = {
+        let real = real.clone();
+        move |n: u64, i: u64| {
+            if n >= first_real {
+                real[(n - first_real) as usize].1[i as usize]
+            } else {
+                print(n, i)
+            }
+        }
+    };
+    let total: u64 = (0..responses).map(&count_of).sum();
     if !built || ledger.is_empty().unwrap_or(true) {
         let t0 = Instant::now();
-        let entries = (0..responses).map(|n| {
-            let c = count(n);
-            (
-                entry(n, c),
-                (0..c).map(|i| print(n, i)).collect::<Vec<u64>>(),
-            )
+        let (c1, p1) = (count_of.clone(), print_of.clone());
+        let entries = (0..responses).map(move |n| {
+            let c = c1(n);
+            let mut e = entry(n, c);
+            if n >= first_real {
+                e.id = format!("0193-real-{n:010}");
+            }
+            (e, (0..c).map(|i| p1(n, i)).collect::<Vec<u64>>())
         });
+        if !real.is_empty() {
+            println!(
+                "real answers: {} files of {} as responses {first_real}..{responses} (ids 0193-real-…), {} fingerprints",
+                real.len(),
+                std::env::var("AIGATE_LEDGER_ANSWERS").unwrap_or_default(),
+                real.iter().map(|(_, p)| p.len()).sum::<usize>()
+            );
+        }
         // The index in key order, 16 passes by the top 4 bits (a few hundred MB at a time).
+        let (c2, p2) = (count_of.clone(), print_of.clone());
         let index = (0..16u64).flat_map(move |b| {
             let mut part = Vec::new();
             for n in 0..responses {
-                for i in 0..count(n) {
-                    let h = print(n, i);
+                for i in 0..c2(n) {
+                    let h = p2(n, i);
                     if h >> 60 == b {
                         part.push((h, n));
                     }
                 }
             }
             part.sort_unstable();
+            part.dedup();
             part.into_iter()
         });
         if let Err(e) = ledger.bulk_load(entries, index) {
@@ -171,7 +288,7 @@ fn main() {
             x = mix(x);
             if x % 1000 == 0 {
                 let n = (x >> 20) % responses;
-                doc.push(print(n, (x >> 8) % count(n)));
+                doc.push(print_of(n, (x >> 8) % count_of(n)));
             } else {
                 doc.push(x ^ 0xabcd_ef01_2345_6789);
             }
