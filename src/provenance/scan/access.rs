@@ -5,9 +5,16 @@
 //! The matcher asks about one fingerprint at a time; a remote ledger must not be asked that
 //! way. [`Lookup::prefetch`] hands over a document's fingerprints first, and they go out as one
 //! batch (split at [`BATCH`]); the answers are kept until the next document.
+//!
+//! Fingerprints found in the ledger are also remembered for the rest of the scan (up to
+//! [`KNOWN`] of them), and not asked about again: a tree that holds a copy usually holds it
+//! more than once (vendored crates in several versions, generated files), and each fingerprint
+//! in the ledger costs the embedded store a prefix scan and its entries a read, where an absent
+//! one ends in the membership filter.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Lookup, Response};
 use crate::provenance::ledger::{Entry, Matches};
@@ -15,18 +22,52 @@ use crate::provenance::ledger::{Entry, Matches};
 /// Fingerprints per lookup call: well under the admin API's limit of 200,000.
 pub const BATCH: usize = 50_000;
 
+/// Fingerprints found in the ledger that a scan remembers (about 100 bytes each).
+pub const KNOWN: usize = 1_000_000;
+
+/// Fingerprints are keyed SipHash outputs, uniform already: `known` is probed with every
+/// fingerprint of every document, and hashing them again (std's SipHash, ~20 ns) would cost
+/// more than the probe.
+#[derive(Default, Clone, Copy)]
+struct Uniform(u64);
+
+impl std::hash::Hasher for Uniform {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for u64 keys; any other key still hashes (FNV-1a), just not as fast.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Known = HashMap<u64, Vec<u64>, std::hash::BuildHasherDefault<Uniform>>;
+
 /// A batch lookup: the entries holding any of the fingerprints.
 pub type Find<'a> = dyn Fn(&[u64]) -> anyhow::Result<Matches> + 'a;
 
 pub struct LedgerLookup<'a> {
     find: &'a Find<'a>,
     state: Mutex<State>,
+    /// The current document has a fingerprint in the ledger. Nearly every document has none,
+    /// and then the matcher's thousand lookups a document end here, without the lock.
+    any: AtomicBool,
 }
 
 #[derive(Default)]
 struct State {
     /// The current document's fingerprints that are in the ledger → entry numbers.
-    hits: HashMap<u64, Vec<u64>>,
+    hits: Known,
+    /// Fingerprints found in the ledger earlier in this scan → entry numbers (at most
+    /// [`KNOWN`]).
+    known: Known,
     /// Entry id → its number here (the matcher's response id).
     numbers: HashMap<String, u64>,
     responses: Vec<Response>,
@@ -38,6 +79,7 @@ impl<'a> LedgerLookup<'a> {
         LedgerLookup {
             find,
             state: Mutex::new(State::default()),
+            any: AtomicBool::new(false),
         }
     }
 
@@ -74,6 +116,18 @@ impl<'a> LedgerLookup<'a> {
     }
 }
 
+impl State {
+    /// This document's hits into `known`, while there is room.
+    fn remember(&mut self) {
+        for (hash, numbers) in &self.hits {
+            if self.known.len() >= KNOWN {
+                break;
+            }
+            self.known.entry(*hash).or_insert_with(|| numbers.clone());
+        }
+    }
+}
+
 fn response_of(e: &Entry) -> Response {
     let some = |s: &str| (!s.is_empty()).then(|| s.to_string());
     Response {
@@ -93,15 +147,32 @@ impl Lookup for LedgerLookup<'_> {
         let mut wanted = hashes.to_vec();
         wanted.sort_unstable();
         wanted.dedup();
-        if wanted.is_empty() {
-            return Ok(());
+        if !state.known.is_empty() {
+            let State { hits, known, .. } = &mut *state;
+            wanted.retain(|h| match known.get(h) {
+                Some(numbers) => {
+                    hits.insert(*h, numbers.clone());
+                    false
+                }
+                None => true,
+            });
         }
-        self.ask(&wanted, &mut state)
+        let asked = if wanted.is_empty() {
+            Ok(())
+        } else {
+            self.ask(&wanted, &mut state)
+        };
+        state.remember();
+        self.any.store(!state.hits.is_empty(), Ordering::Relaxed);
+        asked
     }
 
     fn responses(&self, hash: u64, out: &mut Vec<u64>) -> anyhow::Result<()> {
         // A fingerprint not prefetched counts as absent: the matcher prefetches every one it
         // looks up.
+        if !self.any.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         if let Some(found) = self.lock().hits.get(&hash) {
             out.extend_from_slice(found);
         }
@@ -167,6 +238,36 @@ mod tests {
         assert_eq!(out, vec![1]);
         assert_eq!(lookup.calls(), 2);
         assert_eq!(*asked.lock().unwrap(), vec![vec![3, 4, 200], vec![202]]);
+    }
+
+    #[test]
+    fn a_fingerprint_found_once_is_not_asked_about_again() {
+        let asked = Mutex::new(Vec::new());
+        let find = |fps: &[u64]| -> anyhow::Result<Matches> {
+            asked.lock().unwrap().push(fps.to_vec());
+            let mut m = Matches::default();
+            for &h in fps {
+                if h % 2 == 0 {
+                    m.hits.push((h, "r".into()));
+                    m.entries.insert("r".into(), entry("r"));
+                }
+            }
+            Ok(m)
+        };
+        let lookup = LedgerLookup::new(&find);
+        lookup.prefetch(&[2, 3]).unwrap();
+        // 2 was found: answered from memory; 3 was not: asked again, with the new one.
+        lookup.prefetch(&[2, 3, 5]).unwrap();
+        let mut out = Vec::new();
+        lookup.responses(2, &mut out).unwrap();
+        lookup.responses(3, &mut out).unwrap();
+        assert_eq!(out, vec![0]);
+        assert_eq!(*asked.lock().unwrap(), vec![vec![2, 3], vec![3, 5]]);
+        // A document with nothing in the ledger answers nothing, also for an earlier hit.
+        lookup.prefetch(&[7]).unwrap();
+        out.clear();
+        lookup.responses(2, &mut out).unwrap();
+        assert!(out.is_empty());
     }
 
     #[test]
