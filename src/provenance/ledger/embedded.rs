@@ -104,8 +104,6 @@ impl Filter {
 
     /// One fingerprint; lookups use [`Filter::may_hold_many`], which tests hold to this.
     #[cfg(test)]
-    /// One fingerprint; lookups use [`Filter::may_hold_many`], which tests hold to this.
-    #[cfg(test)]
     fn may_hold(&self, print: u64) -> bool {
         self.bloom.as_ref().is_none_or(|b| b.contains_hash(print))
     }
@@ -122,8 +120,13 @@ impl Filter {
     /// double-hashing steps, each reduced by multiply-shift); the test
     /// `the_batched_filter_answers_as_the_filter_does` holds this to it.
     fn may_hold_many(&self, prints: &[u64], out: &mut Vec<u64>) {
-        let bits = self.bloom.as_slice();
-        let n = self.bloom.num_bits() as u128;
+        let Some(bloom) = &self.bloom else {
+            // The pending filter: "maybe" for everything.
+            out.extend_from_slice(prints);
+            return;
+        };
+        let bits = bloom.as_slice();
+        let n = bloom.num_bits() as u128;
         let probe = |h: u64| -> usize {
             let i = ((u128::from(h) * n) >> 64) as usize;
             // Always in range (i < num_bits); a missing word would be a bug, said "maybe".
@@ -133,9 +136,11 @@ impl Filter {
         // (fingerprint, h1) of the candidates still in; h2 is derived from the fingerprint.
         let mut cand: Vec<(u64, u64)> = prints.iter().map(|&h| (h, h)).collect();
         let mut len = cand.len();
-        for round in 0..self.bloom.num_hashes() {
+        for round in 0..bloom.num_hashes() {
             let mut kept = 0;
-            for i in 0..len {
+            // In place: the kept ones move down over the dropped ones, in order.
+            let mut i = 0;
+            while i < len {
                 let (print, mut h1) = cand[i];
                 if round > 0 {
                     h1 = h1
@@ -144,6 +149,7 @@ impl Filter {
                 }
                 cand[kept] = (print, h1);
                 kept += probe(h1);
+                i += 1;
             }
             len = kept;
             if len == 0 {
