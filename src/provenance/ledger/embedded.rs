@@ -303,7 +303,15 @@ impl EmbeddedLedger {
         let part = |name: &str| keyspace.open_partition(name, PartitionCreateOptions::default());
         let entries = part("entries").map_err(e)?;
         let ids = part("ids").map_err(e)?;
-        let prints = part("prints").map_err(e)?;
+        // Only prefix scans read the index, and a segment's Bloom filter (of whole keys) cannot
+        // answer those: building one at every flush and compaction would be work for nothing.
+        // (Applies when the partition is created; fjall keeps an existing partition's settings.)
+        let prints = keyspace
+            .open_partition(
+                "prints",
+                PartitionCreateOptions::default().bloom_filter_bits(None),
+            )
+            .map_err(e)?;
         let entry_prints = part("entry_prints").map_err(e)?;
         let meta = part("meta").map_err(e)?;
         let next = match meta.get(NEXT).map_err(e)? {
@@ -611,7 +619,11 @@ impl Inner {
         let mut next = self.lock_next();
         let first = *next;
         let mut n = first;
-        let mut batch = self.keyspace.batch().durability(Some(PersistMode::SyncAll));
+        // Sized once: three rows an entry, one a fingerprint, and `next`; the batch is a Vec
+        // of items that would otherwise grow (and copy) six or seven times for one answer.
+        let items = rows.iter().map(|(_, f)| f.len() + 3).sum::<usize>() + 1;
+        let mut batch = fjall::Batch::with_capacity(self.keyspace.clone(), items)
+            .durability(Some(PersistMode::SyncAll));
         let mut seen = std::collections::HashSet::new();
         let mut added: Vec<&[u64]> = Vec::new();
         for (entry, fingerprints) in rows {
