@@ -527,6 +527,14 @@ fn run(split: &Split, params: Params, stop_mode: Stop, t: Thresholds, samples: u
             )
         }
     };
+    // What every scan adds to the baseline: the licence headers aigate ships
+    // (`fingerprint::boilerplate`). AIGATE_PROV_NO_LICENCES=1 leaves them out, to see what they do.
+    let stop = if matches!(stop_mode, Stop::Off) || std::env::var("AIGATE_PROV_NO_LICENCES").is_ok()
+    {
+        stop
+    } else {
+        stop.with_boilerplate(&fp)
+    };
     let matchers: Vec<Matcher<'_, Mem>> = mems
         .iter()
         .map(|mem| Matcher {
@@ -696,7 +704,12 @@ fn run(split: &Split, params: Params, stop_mode: Stop, t: Thresholds, samples: u
                     .unwrap_or(3)] += 1;
                 if run >= 150 {
                     clean_strong_shared += 1;
-                } else if shown < 5 && std::env::var("AIGATE_PROV_SHOW").is_ok() {
+                }
+                // AIGATE_PROV_SHOW=1: up to 5 strong clean findings without a shared run;
+                // =all: every strong clean finding, to see what the shared code is.
+                let show = std::env::var("AIGATE_PROV_SHOW").ok();
+                let all = show.as_deref() == Some("all");
+                if show.is_some() && (all || (run < 150 && shown < 5)) {
                     shown += 1;
                     let r = &x.responses[0];
                     let i: usize = r.response.record_id[1..].parse().unwrap_or(0);
@@ -704,9 +717,10 @@ fn run(split: &Split, params: Params, stop_mode: Stop, t: Thresholds, samples: u
                         "--- clean {} vs {} ({} chars, {} fps, lines {:?}; shared run {run})",
                         f.package, responses[i].package, r.matched_chars, r.fingerprints, r.lines
                     );
-                    for &(a, b) in r.lines.iter().take(3) {
+                    for &(a, b) in r.lines.iter().take(if all { 1 } else { 3 }) {
                         let lines: Vec<&str> = f.text.lines().collect();
-                        eprintln!("{}", lines[a - 1..b.min(lines.len())].join("\n"));
+                        let end = if all { b.min(a + 5) } else { b };
+                        eprintln!("{}", lines[a - 1..end.min(lines.len())].join("\n"));
                         eprintln!("  ..");
                     }
                 }
@@ -930,13 +944,36 @@ fn ledger_cost(split: &Split, n: usize) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `AIGATE_PROV_BASELINE_EXTRA=DIR[:DIR…]`: more known-clean code for the baseline only, never
+/// responses or clean files: what IT adds with `aigate provenance baseline` for its vendored
+/// dependencies (say the Rust toolchain's library sources,
+/// `$(rustc --print sysroot)/lib/rustlib/src/rust/library`).
+fn extra_baseline() -> Vec<File> {
+    let mut files = Vec::new();
+    for dir in std::env::var("AIGATE_PROV_BASELINE_EXTRA")
+        .unwrap_or_default()
+        .split(':')
+        .filter(|d| !d.is_empty())
+    {
+        for ext in ["rs", "py"] {
+            collect(Path::new(dir), ext, &mut files);
+        }
+    }
+    for f in &mut files {
+        f.package = format!("extra:{}", f.package);
+    }
+    files
+}
+
 fn main() {
     let samples: usize = std::env::var("AIGATE_PROV_SAMPLES")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(400);
     let (files, duplicates) = dedupe(corpus());
-    let split = split(&files);
+    let extra = extra_baseline();
+    let mut split = split(&files);
+    split.baseline.extend(extra.iter());
     let packages = |v: &[&File]| {
         let mut p: Vec<&str> = v.iter().map(|f| f.package.as_str()).collect();
         p.sort();

@@ -235,10 +235,12 @@ pub fn provenance_scan(args: &ScanArgs) -> Result<(), CliError> {
             key_path.display()
         ))
     })?;
-    let stop = StopList::load(&StopList::path(&cfg.state_dir)).map_err(anyhow::Error::from)?;
+    let fingerprinter = Fingerprinter::new(&key);
+    let stop = StopList::load(&StopList::path(&cfg.state_dir))
+        .map_err(anyhow::Error::from)?
+        .with_boilerplate(&fingerprinter);
     let access = open(&cfg, args)?;
     note!("ledger: {}", access.describe());
-    let fingerprinter = Fingerprinter::new(&key);
     let find = |fps: &[u64]| access.find(fps);
     let lookup = LedgerLookup::new(&find);
     let defaults = Thresholds::default();

@@ -49,6 +49,7 @@
 //! Common fingerprints (licence headers, `fn main() {`, generated boilerplate) mean nothing:
 //! [`StopList`] holds the ones seen in known-clean code, and the scan drops them.
 
+pub mod boilerplate;
 mod fast;
 mod key;
 mod normalize;

@@ -102,6 +102,12 @@ impl StopList {
         self.sorted.len() - before
     }
 
+    /// This list plus the shipped licence headers ([`super::boilerplate`]): what a scan drops.
+    pub fn with_boilerplate(mut self, fp: &super::Fingerprinter) -> StopList {
+        self.extend(super::boilerplate::hashes(fp));
+        self
+    }
+
     /// A missing file is an empty stop-list (nothing baselined yet).
     pub fn load(path: &Path) -> Result<StopList, StopListError> {
         let bytes = match std::fs::read(path) {

@@ -390,3 +390,24 @@ fn fast_fingerprints_equal_the_reference_on_random_text() {
         }
     });
 }
+
+/// The shipped licence headers parse into named, non-trivial texts, and each one adds
+/// fingerprints to the stop-list (so a typo that empties an entry shows here).
+#[test]
+fn shipped_licence_headers_are_named_and_fingerprinted() {
+    let fp = Fingerprinter::new(&Key::from_bytes([9; 32]));
+    let texts: Vec<_> = boilerplate::texts().collect();
+    assert!(texts.len() >= 10, "{}", texts.len());
+    for (name, body) in &texts {
+        assert!(!name.is_empty() && !name.starts_with('#'), "{name:?}");
+        assert!(body.len() >= 150, "{name}: {} bytes", body.len());
+        assert!(!fp.text(body).is_empty(), "{name} has no text fingerprints");
+    }
+    let stop = StopList::default().with_boilerplate(&fp);
+    assert_eq!(stop.len(), {
+        let mut all = boilerplate::hashes(&fp);
+        all.sort_unstable();
+        all.dedup();
+        all.len()
+    });
+}

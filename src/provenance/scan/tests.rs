@@ -634,3 +634,48 @@ fn strong_needs_one_verbatim_passage_not_pieces_that_add_up() {
     let f = m.document(&text, 1).unwrap().expect("a finding");
     assert_eq!(f.tier, Tier::Strong, "{}", f.matched_chars);
 }
+
+/// A response that began with a licence header: another file under the same licence shares the
+/// header (here in Python's comment style) and is no finding once the shipped headers are in
+/// the stop-list, while the response's own code pasted under the header still is.
+#[test]
+fn a_shared_licence_header_is_no_finding_but_code_beside_it_is() {
+    let fp = fingerprinter();
+    let (_, apache) = crate::provenance::fingerprint::boilerplate::texts()
+        .find(|(name, _)| *name == "Apache-2.0 header")
+        .expect("the Apache header ships");
+    let commented = |prefix: &str| {
+        apache
+            .lines()
+            .map(|l| format!("{prefix}{l}\n"))
+            .collect::<String>()
+    };
+    let mut mem = Mem::default();
+    let response = format!("{}\n{RESPONSE}", commented("// "));
+    mem.add(
+        &fp,
+        7,
+        "rec-7",
+        "claude-code",
+        "2026-12-05T01:00:00Z",
+        &response,
+    );
+    let other_project = format!("{}\nimport os\n\nprint(os.getcwd())\n", commented("# "));
+
+    // Without the shipped headers the header alone is a strong finding: that was the defect.
+    let bare = StopList::default();
+    let flagged = matcher(&fp, &bare, &mem)
+        .document(&other_project, 1)
+        .unwrap();
+    assert_eq!(flagged.map(|f| f.tier), Some(Tier::Strong));
+
+    let stop = StopList::default().with_boilerplate(&fp);
+    let m = matcher(&fp, &stop, &mem);
+    assert_eq!(m.document(&other_project, 1).unwrap(), None);
+    let (with_code, _) = paste(&other_project, 13, passage(RESPONSE, 3000, 500));
+    let f = m
+        .document(&with_code, 1)
+        .unwrap()
+        .expect("the pasted code is found");
+    assert_eq!(f.responses[0].response.record_id, "rec-7");
+}
