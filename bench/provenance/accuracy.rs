@@ -1,5 +1,6 @@
 //! Accuracy of provenance fingerprints (issue 17, section 4), on real code that ships on this
-//! machine: crates in the cargo cache and Python's standard library. Nothing is fetched.
+//! machine: crates in the cargo cache, Python's standard library and pip-installed packages, and
+//! the Rust toolchain's library sources when `rust-src` is installed. Nothing is fetched.
 //!
 //! `cargo bench --bench provenance_accuracy` (or with `-- --quick`). Environment:
 //! `AIGATE_PROV_SAMPLES` (passages per case, default 400), `AIGATE_PROV_SWEEP=1` to try several
@@ -70,10 +71,23 @@ fn collect(root: &Path, ext: &str, out: &mut Vec<File>) {
                     .next()
                     .map(|c| c.as_os_str().to_string_lossy().to_string())
                     .unwrap_or_default();
-                out.push(File {
-                    package: format!("{ext}:{}", family(top.trim_end_matches(".py"))),
-                    text,
-                });
+                // A package vendored inside another (`pip/_vendor/requests/…`) is that
+                // package's code, not its host's: it belongs to its own family.
+                let parts: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().to_string())
+                    .collect();
+                let vendored = parts
+                    .windows(3)
+                    .find(|w| matches!(w[0].as_str(), "_vendor" | "vendor" | "vendored"))
+                    .map(|w| w[1].clone());
+                let name = vendored.as_deref().unwrap_or(&top);
+                let mut package = format!("{ext}:{}", family(name.trim_end_matches(".py")));
+                if let Some(repo) = repository(&root.join(&top)) {
+                    package.push('|');
+                    package.push_str(&repo);
+                }
+                out.push(File { package, text });
             }
         }
     }
@@ -116,6 +130,66 @@ fn dedupe(files: Vec<File>) -> (Vec<File>, usize) {
     (kept, dropped)
 }
 
+/// The repository a crate says it comes from (`repository` in its Cargo.toml), as `owner/name`:
+/// crates of one repository are one project even when their names share no word (ICU4X's
+/// `zerovec`, `litemap`, `yoke` and `icu_*` open every file with the same project header).
+fn repository(crate_dir: &Path) -> Option<String> {
+    let toml = std::fs::read_to_string(crate_dir.join("Cargo.toml")).ok()?;
+    let line = toml
+        .lines()
+        .find(|l| l.trim_start().starts_with("repository"))?;
+    let url = line.split('"').nth(1)?.to_ascii_lowercase();
+    let path = url
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches(".git");
+    let mut parts = path.split('/').skip(1);
+    Some(format!("{}/{}", parts.next()?, parts.next()?))
+}
+
+/// Packages joined into one family when they share a name family or a repository (union-find
+/// over both), so `serde` and `serde_json` stay together and so do ICU4X's crates.
+fn join_families(files: &mut [File]) {
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut parent: Vec<usize> = Vec::new();
+    let mut id = |key: &str, parent: &mut Vec<usize>| -> usize {
+        *ids.entry(key.to_string()).or_insert_with(|| {
+            parent.push(parent.len());
+            parent.len() - 1
+        })
+    };
+    let keys: Vec<Vec<usize>> = files
+        .iter()
+        .map(|f| {
+            f.package
+                .split('|')
+                .enumerate()
+                .map(|(n, k)| id(&format!("{n}:{k}"), &mut parent))
+                .collect()
+        })
+        .collect();
+    for k in &keys {
+        for w in k.windows(2) {
+            let (a, b) = (root(&mut parent, w[0]), root(&mut parent, w[1]));
+            parent[a] = b;
+        }
+    }
+    // A family is named after the first name family that joined it.
+    let mut names: HashMap<usize, String> = HashMap::new();
+    for (f, k) in files.iter_mut().zip(&keys) {
+        let r = root(&mut parent, k[0]);
+        let name = f.package.split('|').next().unwrap_or("").to_string();
+        f.package = names.entry(r).or_insert(name).clone();
+    }
+}
+
 fn corpus() -> Vec<File> {
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let mut files = Vec::new();
@@ -134,6 +208,27 @@ fn corpus() -> Vec<File> {
         let stdlib = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !stdlib.is_empty() {
             collect(Path::new(&stdlib), "py", &mut files);
+            // Packages installed with pip: each top-level package a family of its own.
+            collect(&Path::new(&stdlib).join("site-packages"), "py", &mut files);
+        }
+    }
+    // The Rust toolchain's library sources (`rustup component add rust-src`), if present.
+    if let Ok(out) = std::process::Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+    {
+        let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        collect(
+            &Path::new(&sysroot).join("lib/rustlib/src/rust/library"),
+            "rs",
+            &mut files,
+        );
+    }
+    if std::env::var("AIGATE_PROV_FAMILY").as_deref() != Ok("names") {
+        join_families(&mut files);
+    } else {
+        for f in &mut files {
+            f.package = f.package.split('|').next().unwrap_or("").to_string();
         }
     }
     files
