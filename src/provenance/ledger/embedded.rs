@@ -774,6 +774,17 @@ mod tests {
 
     use super::*;
 
+    /// splitmix64 from `seed`: fingerprints are keyed hashes, uniform like these.
+    fn splitmix(mut x: u64) -> impl FnMut() -> u64 {
+        move || {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+    }
+
     fn entry(id: &str, time_ms: i64) -> Entry {
         Entry {
             id: id.into(),
@@ -899,15 +910,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let l = EmbeddedLedger::open(&path(dir.path())).unwrap();
         l.wait_for_filter();
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = || {
-            // splitmix64: fingerprints are keyed hashes, uniform like these.
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+        let mut next = splitmix(0x9e37_79b9_7f4a_7c15);
         let held: Vec<u64> = (0..500).map(|_| next()).collect();
         l.record(&entry("a", 1000), &held).unwrap();
         let absent: Vec<u64> = (0..100_000).map(|_| next()).collect();
@@ -924,14 +927,7 @@ mod tests {
 
     #[test]
     fn the_batched_filter_answers_as_the_filter_does() {
-        let mut x = 0x0123_4567_89ab_cdefu64;
-        let mut next = || {
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        };
+        let mut next = splitmix(0x0123_4567_89ab_cdef);
         // Filled past its capacity, so that many absent fingerprints pass some probes.
         let mut f = Filter::with_capacity(0);
         let held: Vec<u64> = (0..3 * f.capacity).map(|_| next()).collect();
