@@ -24,7 +24,11 @@ use std::time::Instant;
 
 use aigate::provenance::fingerprint::{Channel, Fingerprinter, Key, Params, StopList};
 use aigate::provenance::scan::matcher::ResponseFilter;
-use aigate::provenance::scan::{Lookup, Matcher, Response, Thresholds, Tier};
+use aigate::provenance::scan::{Matcher, Response, Thresholds, Tier};
+
+#[path = "mem.rs"]
+mod mem;
+use mem::Mem;
 
 /// A tiny deterministic generator, so every run measures the same cases.
 struct Rng(u64);
@@ -232,28 +236,6 @@ fn corpus() -> Vec<File> {
         }
     }
     files
-}
-
-#[derive(Default)]
-struct Mem {
-    by_hash: HashMap<u64, Vec<u32>>,
-    entries: Vec<Response>,
-}
-
-impl Lookup for Mem {
-    fn responses(&self, hash: u64, out: &mut Vec<u64>) -> anyhow::Result<()> {
-        out.extend(
-            self.by_hash
-                .get(&hash)
-                .into_iter()
-                .flatten()
-                .map(|&i| u64::from(i)),
-        );
-        Ok(())
-    }
-    fn response(&self, id: u64) -> anyhow::Result<Option<Response>> {
-        Ok(self.entries.get(id as usize).cloned())
-    }
 }
 
 const KEYWORDS: &[&str] = &[

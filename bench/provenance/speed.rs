@@ -16,7 +16,6 @@
 //! measures within a few per cent). `AIGATE_SPEED_MB` sets the size of the scanned set
 //! (default 8).
 
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,7 +24,11 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 use aigate::provenance::fingerprint::{Fingerprinter, Key, StopList};
 use aigate::provenance::scan::matcher::ResponseFilter;
-use aigate::provenance::scan::{Lookup, Matcher, Response, Thresholds};
+use aigate::provenance::scan::{Matcher, Response, Thresholds};
+
+#[path = "mem.rs"]
+mod mem;
+use mem::Mem;
 
 /// Source files of the cargo cache in a fixed order, each under 256 KiB, until `limit` bytes.
 fn sources(limit: usize) -> Vec<String> {
@@ -87,24 +90,6 @@ fn per_cpu_second(name: &str, bytes: usize, mut f: impl FnMut() -> usize) {
         "provenance_speed: {name}: {:.1} MB per CPU-second",
         bytes as f64 / 1e6 / best
     );
-}
-
-#[derive(Default)]
-struct Mem {
-    by_hash: HashMap<u64, Vec<u32>>,
-    entries: Vec<Response>,
-}
-
-impl Lookup for Mem {
-    fn responses(&self, hash: u64, out: &mut Vec<u64>) -> anyhow::Result<()> {
-        if let Some(ids) = self.by_hash.get(&hash) {
-            out.extend(ids.iter().map(|&i| u64::from(i)));
-        }
-        Ok(())
-    }
-    fn response(&self, id: u64) -> anyhow::Result<Option<Response>> {
-        Ok(self.entries.get(id as usize).cloned())
-    }
 }
 
 fn bench(c: &mut Criterion) {
