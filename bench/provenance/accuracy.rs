@@ -50,6 +50,8 @@ struct File {
 }
 
 fn collect(root: &Path, ext: &str, out: &mut Vec<File>) {
+    // Each package's repository, read from its Cargo.toml once, not once per file.
+    let mut repositories: HashMap<String, Option<String>> = HashMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&dir) else {
@@ -70,26 +72,25 @@ fn collect(root: &Path, ext: &str, out: &mut Vec<File>) {
                     continue;
                 }
                 let rel = p.strip_prefix(root).unwrap_or(&p);
-                let top = rel
-                    .components()
-                    .next()
-                    .map(|c| c.as_os_str().to_string_lossy().to_string())
-                    .unwrap_or_default();
-                // A package vendored inside another (`pip/_vendor/requests/…`) is that
-                // package's code, not its host's: it belongs to its own family.
                 let parts: Vec<String> = rel
                     .components()
                     .map(|c| c.as_os_str().to_string_lossy().to_string())
                     .collect();
+                let top = parts.first().cloned().unwrap_or_default();
+                // A package vendored inside another (`pip/_vendor/requests/…`) is that
+                // package's code, not its host's: it belongs to its own family.
                 let vendored = parts
                     .windows(3)
                     .find(|w| matches!(w[0].as_str(), "_vendor" | "vendor" | "vendored"))
-                    .map(|w| w[1].clone());
-                let name = vendored.as_deref().unwrap_or(&top);
+                    .map(|w| w[1].as_str());
+                let name = vendored.unwrap_or(&top);
                 let mut package = format!("{ext}:{}", family(name.trim_end_matches(".py")));
-                if let Some(repo) = repository(&root.join(&top)) {
+                let repo = repositories
+                    .entry(top.clone())
+                    .or_insert_with(|| repository(&root.join(&top)));
+                if let Some(repo) = repo {
                     package.push('|');
-                    package.push_str(&repo);
+                    package.push_str(repo);
                 }
                 out.push(File { package, text });
             }
