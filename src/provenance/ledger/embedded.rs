@@ -17,15 +17,19 @@
 //!   lookup is a prefix scan, a fingerprint costs 16 bytes before fjall's prefix truncation.
 //! - `entry_prints`: entry number → its fingerprints (packed LE u64), for the retention sweep
 //!   and to build the filter.
-//! - `meta`: the next entry number (kept when the sweep empties `entries`).
+//! - `meta`: the next entry number (kept when the sweep empties `entries`), and the ledger's
+//!   id (a saved filter names the ledger it belongs to).
 //!
-//! The filter (`Filter`): a Bloom filter of every fingerprint, built from `entry_prints` and
-//! kept current by every write, so a scan's lookups of absent fingerprints (nearly all of them)
-//! never reach the store. Building it reads every fingerprint (25 s at a million responses), so
-//! open does not wait for it: the ledger opens with a pending filter that answers "maybe" for
-//! every fingerprint (lookups go to the store: correct, only slower), and a thread of its own
-//! builds the real one and swaps it in, adding under the writers' lock the entries written
-//! while it read (`Inner::rebuild_filter`). A gateway restart serves at once (issue 17).
+//! The filter (`filter::Filter`): a blocked Bloom filter of every fingerprint, kept current by
+//! every write, so a scan's lookups of absent fingerprints (nearly all of them) never reach the
+//! store. It is saved beside the index (`filter`) after a build, every [`SAVE_EVERY`] entries
+//! and when the ledger closes, and loaded on open: a restart or a scan of a stopped gateway's
+//! ledger reads the file and the entries written after it was saved, not every fingerprint
+//! (building it reads 205 million at a million responses). Open waits for neither: the
+//! ledger opens with a pending filter that answers "maybe" for every fingerprint (lookups go
+//! to the store: correct, only slower), and a thread of its own loads or builds the real one
+//! and swaps it in, adding under the writers' lock the entries written meanwhile
+//! (`Inner::rebuild_filter`). A gateway restart serves at once (issue 17).
 //!
 //! fjall has no lock of its own: `lock` in the directory is held (flock) while a process has
 //! the ledger open, as redb's was.
@@ -38,9 +42,15 @@ use std::thread::JoinHandle;
 
 use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 
+use super::filter::{Filter, Saved};
 use super::{Entry, Ledger, LedgerError, Matches};
 
 const NEXT: &[u8] = b"next_entry";
+/// The ledger's id (16 random bytes, made when it is created): a saved filter names it.
+const ID: &[u8] = b"ledger_id";
+/// Entries written since the filter was last saved before it is saved again (off the capture
+/// worker): what an open after a crash reads from the store on top of the saved filter.
+const SAVE_EVERY: u64 = if cfg!(test) { 50 } else { 100_000 };
 
 /// Where the ledger lives in the state directory (a directory).
 pub fn path(state_dir: &Path) -> PathBuf {
@@ -50,118 +60,6 @@ pub fn path(state_dir: &Path) -> PathBuf {
 /// The first ledger format, one redb file; converted on the gateway's first open.
 pub fn old_path(state_dir_ledger: &Path) -> PathBuf {
     state_dir_ledger.with_extension("redb")
-}
-
-/// Bits of filter per fingerprint: 10 with the optimal 7 hashes is about 1 % false positives
-/// (one absent fingerprint in a hundred goes on to the store).
-const BITS_PER_PRINT: u64 = 10;
-const HASHES: u32 = 7;
-/// The smallest filter, in fingerprints (1.25 MB): an empty ledger grows into it without a
-/// rebuild for its first ten thousand or so answers.
-const MIN_CAPACITY: u64 = if cfg!(test) { 1 << 10 } else { 1 << 20 };
-
-/// The membership filter: "not in the ledger" for a fingerprint that was never recorded, in
-/// one or two memory reads, or "maybe" (then the store answers).
-struct Filter {
-    /// `None` while the first filter after open is being built: "maybe" for everything.
-    bloom: Option<fastbloom::BloomFilter>,
-    /// Fingerprints it was sized for: past this its false-positive rate rises, and the next
-    /// write rebuilds it twice as large (from the store, off the capture worker).
-    capacity: u64,
-    items: u64,
-}
-
-impl Filter {
-    fn with_capacity(prints: u64) -> Filter {
-        let capacity = (prints.saturating_mul(2)).max(MIN_CAPACITY);
-        let bits = usize::try_from(capacity.saturating_mul(BITS_PER_PRINT)).unwrap_or(usize::MAX);
-        Filter {
-            bloom: Some(fastbloom::BloomFilter::with_num_bits(bits).hashes(HASHES)),
-            capacity,
-            items: 0,
-        }
-    }
-
-    /// The stand-in until the build after open swaps the real filter in. Its capacity is
-    /// unbounded so no write asks for a second build meanwhile; what is written to it is in
-    /// the store, and the build adds it.
-    fn pending() -> Filter {
-        Filter {
-            bloom: None,
-            capacity: u64::MAX,
-            items: 0,
-        }
-    }
-
-    fn insert(&mut self, prints: &[u64]) {
-        if let Some(bloom) = &mut self.bloom {
-            for h in prints {
-                bloom.insert_hash(*h);
-            }
-        }
-        self.items += prints.len() as u64;
-    }
-
-    /// One fingerprint; lookups use [`Filter::may_hold_many`], which tests hold to this.
-    #[cfg(test)]
-    fn may_hold(&self, print: u64) -> bool {
-        self.bloom.as_ref().is_none_or(|b| b.contains_hash(print))
-    }
-
-    /// Appends to `out` the fingerprints of `prints` the filter may hold: the same answer as
-    /// [`Filter::may_hold`] for each, but one probe for all of them before the next probe.
-    /// A scan asks about a thousand fingerprints a document, nearly all absent, and each probe
-    /// is a cache miss somewhere in hundreds of megabytes; one at a time, the branch on each
-    /// answer keeps the misses from overlapping. Here a round has no branch on the bits it
-    /// reads, so the processor has many misses in flight, and about 70 % of the fingerprints
-    /// leave after the first round.
-    ///
-    /// The probes are fastbloom 0.17's (`contains_hash`: the hash itself, then `hashes - 1`
-    /// double-hashing steps, each reduced by multiply-shift); the test
-    /// `the_batched_filter_answers_as_the_filter_does` holds this to it.
-    fn may_hold_many(&self, prints: &[u64], out: &mut Vec<u64>) {
-        let Some(bloom) = &self.bloom else {
-            // The pending filter: "maybe" for everything.
-            out.extend_from_slice(prints);
-            return;
-        };
-        let bits = bloom.as_slice();
-        let n = bloom.num_bits() as u128;
-        let probe = |h: u64| -> usize {
-            let i = ((u128::from(h) * n) >> 64) as usize;
-            // Always in range (i < num_bits); a missing word would be a bug, said "maybe".
-            bits.get(i >> 6)
-                .map_or(1, |w| ((w >> (i & 63)) & 1) as usize)
-        };
-        // (fingerprint, h1) of the candidates still in; h2 is derived from the fingerprint.
-        let mut cand: Vec<(u64, u64)> = prints.iter().map(|&h| (h, h)).collect();
-        let mut len = cand.len();
-        for round in 0..bloom.num_hashes() {
-            let mut kept = 0;
-            // In place: the kept ones move down over the dropped ones, in order.
-            let mut i = 0;
-            while i < len {
-                let (print, mut h1) = cand[i];
-                if round > 0 {
-                    h1 = h1
-                        .rotate_left(5)
-                        .wrapping_add(print.wrapping_mul(0x51_7c_c1_b7_27_22_0a_95));
-                }
-                cand[kept] = (print, h1);
-                kept += probe(h1);
-                i += 1;
-            }
-            len = kept;
-            if len == 0 {
-                break;
-            }
-        }
-        out.extend(cand[..len].iter().map(|&(print, _)| print));
-    }
-
-    fn bytes(&self) -> u64 {
-        self.bloom.as_ref().map_or(0, |b| b.num_bits() as u64 / 8)
-    }
 }
 
 struct Inner {
@@ -186,10 +84,23 @@ struct Inner {
     /// The build threads started, joined on drop (after `closing`), so the lock file and the
     /// keyspace are released when the ledger is.
     builds: Mutex<Vec<JoinHandle<()>>>,
+    /// The ledger's id, which a saved filter must name.
+    id: [u8; 16],
+    /// Where the filter is saved (`filter` beside `index/`).
+    filter_path: PathBuf,
+    /// The `upto` of the filter last saved or loaded (it holds every entry numbered below):
+    /// a filter saved again only when entries were written since.
+    saved_upto: Mutex<Option<u64>>,
+    /// A save is under way (one at a time).
+    saving: AtomicBool,
     /// Tests only: the build waits here after reading the store, before it takes the writers'
     /// lock to add what they wrote meanwhile.
     #[cfg(test)]
     pause: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// Tests only: how the last filter came about (loaded from the saved file, and the
+    /// entries added from the store after it).
+    #[cfg(test)]
+    ready_from: Mutex<Option<(bool, u64)>>,
     path: String,
     /// Held (flock) while this process has the ledger open; released when dropped.
     _lock: std::fs::File,
@@ -318,6 +229,22 @@ impl EmbeddedLedger {
             Some(v) => be(&v),
             None => 0,
         };
+        let id = match meta.get(ID).map_err(e)? {
+            Some(v) if v.len() == 16 => {
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&v);
+                id
+            }
+            // Created now, or by a version that kept no id (it saved no filter either).
+            _ => {
+                let mut id = [0u8; 16];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id)
+                    .map_err(|_| fail(&shown, "cannot draw a random ledger id"))?;
+                meta.insert(ID, id).map_err(e)?;
+                keyspace.persist(PersistMode::SyncAll).map_err(e)?;
+                id
+            }
+        };
         Ok(Inner {
             keyspace,
             entries,
@@ -331,8 +258,14 @@ impl EmbeddedLedger {
             stale: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             builds: Mutex::new(Vec::new()),
+            id,
+            filter_path: dir.join("filter"),
+            saved_upto: Mutex::new(None),
+            saving: AtomicBool::new(false),
             #[cfg(test)]
             pause: Mutex::new(None),
+            #[cfg(test)]
+            ready_from: Mutex::new(None),
             path: shown,
             _lock: lock,
         })
@@ -349,7 +282,7 @@ impl EmbeddedLedger {
 
     /// The filter after open is built: lookups of absent fingerprints no longer reach the store.
     pub fn filter_ready(&self) -> bool {
-        self.inner.filter().bloom.is_some()
+        self.inner.filter().is_ready()
     }
 
     /// Entries in the ledger.
@@ -457,9 +390,12 @@ impl EmbeddedLedger {
 }
 
 impl Drop for EmbeddedLedger {
+    /// Stops a running build, then saves the filter if entries were written since its last
+    /// save: the next open (a restart, a scan) loads it instead of reading every fingerprint.
     fn drop(&mut self) {
         self.inner.closing.store(true, Ordering::SeqCst);
         self.wait_for_filter();
+        self.inner.save_filter();
     }
 }
 
@@ -479,6 +415,16 @@ fn key(print: u64, n: u64) -> [u8; 16] {
 
 fn pack(prints: &[u64]) -> Vec<u8> {
     prints.iter().flat_map(|h| h.to_le_bytes()).collect()
+}
+
+/// [`unpack`] into a buffer kept across entries.
+fn unpack_into(raw: &[u8], out: &mut Vec<u64>) {
+    out.clear();
+    out.extend(raw.chunks_exact(8).map(|c| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        u64::from_le_bytes(b)
+    }));
 }
 
 fn unpack(raw: &[u8]) -> Vec<u64> {
@@ -519,23 +465,15 @@ impl Inner {
         // Sized from the index's count, which is cheap (from its files' metadata) and errs
         // high (removed keys until compaction): a filter sized high only costs memory.
         let mut filter = Filter::with_capacity(self.prints.approximate_len() as u64);
-        let Some(bloom) = &mut filter.bloom else {
-            return Ok(None);
-        };
-        let mut prints = 0u64;
+        let mut prints = Vec::new();
         for row in self.entry_prints.range(..upto.to_be_bytes()) {
             if self.closing.load(Ordering::Relaxed) {
                 return Ok(None);
             }
             let (_, v) = row.map_err(|e| self.err(e))?;
-            for c in v.chunks_exact(8) {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(c);
-                bloom.insert_hash(u64::from_le_bytes(b));
-            }
-            prints += v.len() as u64 / 8;
+            unpack_into(&v, &mut prints);
+            filter.insert(&prints);
         }
-        filter.items = prints;
         Ok(Some(filter))
     }
 
@@ -590,28 +528,150 @@ impl Inner {
 
     fn build_and_swap(&self) -> Result<(), LedgerError> {
         let started = std::time::Instant::now();
-        let upto = *self.lock_next();
-        let Some(mut filter) = self.build_filter(upto)? else {
+        if self.closing.load(Ordering::SeqCst) {
             return Ok(());
+        }
+        // The first filter after open is the saved one when there is a usable one; a rebuild
+        // (full, or after a sweep) reads the store.
+        let saved = if self.filter().is_ready() {
+            None
+        } else {
+            self.load_saved()
+        };
+        let (mut filter, upto, loaded) = match saved {
+            Some(Saved { filter, upto }) => (filter, upto, true),
+            None => {
+                let upto = *self.lock_next();
+                let Some(filter) = self.build_filter(upto)? else {
+                    return Ok(());
+                };
+                (filter, upto, false)
+            }
         };
         #[cfg(test)]
         if let Some(pause) = self.pause.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = pause.recv();
         }
         let next = self.lock_next();
+        let mut prints = Vec::new();
+        let mut added = 0u64;
         for row in self.entry_prints.range(upto.to_be_bytes()..) {
             let (_, v) = row.map_err(|e| self.err(e))?;
-            filter.insert(&unpack(&v));
+            unpack_into(&v, &mut prints);
+            filter.insert(&prints);
+            added += 1;
         }
         let items = filter.items;
         *self.filter.write().unwrap_or_else(|p| p.into_inner()) = filter;
         drop(next);
         tracing::info!(
             fingerprints = items,
+            loaded,
+            entries_added = added,
             seconds = started.elapsed().as_secs_f64(),
-            "provenance ledger: membership filter built"
+            "provenance ledger: membership filter ready"
         );
+        #[cfg(test)]
+        {
+            *self.ready_from.lock().unwrap_or_else(|p| p.into_inner()) = Some((loaded, added));
+        }
+        if loaded {
+            *self.lock_saved() = Some(upto);
+        }
+        if !loaded || added >= SAVE_EVERY {
+            self.save_filter();
+        }
         Ok(())
+    }
+
+    /// The filter saved beside the ledger, if it is this ledger's and holds no entry the
+    /// store does not (a state directory restored from an older backup keeps a newer filter:
+    /// entries numbered again would be missing from it). Logged and skipped otherwise.
+    fn load_saved(&self) -> Option<Saved> {
+        let next = *self.lock_next();
+        let why = match Filter::load(&self.filter_path, &self.id) {
+            Ok(None) => return None,
+            Ok(Some(saved)) if saved.upto <= next => return Some(saved),
+            Ok(Some(saved)) => format!(
+                "it holds entries up to {} and the ledger only {next}",
+                saved.upto
+            ),
+            Err(why) => why,
+        };
+        tracing::warn!(
+            path = %self.filter_path.display(),
+            reason = %why,
+            "provenance ledger: the saved membership filter is not used; building it from the store"
+        );
+        None
+    }
+
+    fn lock_saved(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.saved_upto.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Save the filter when entries were written since its last save (or load). It writes a
+    /// copy taken under the filter's read lock (a memory copy: the writers wait for that, not
+    /// for the disk; it costs the filter's size again while it is written), as holding every
+    /// entry numbered below the `upto` read under the writers' lock just before: the entries
+    /// committed after it are numbered at or above it.
+    fn save_filter(&self) {
+        if self.saving.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let next = self.lock_next();
+        let upto = *next;
+        let live = self.filter();
+        drop(next);
+        let filter = (live.is_ready() && *self.lock_saved() != Some(upto)).then(|| live.clone());
+        drop(live);
+        if let Some(filter) = filter {
+            let started = std::time::Instant::now();
+            match filter.save(&self.filter_path, &self.id, upto) {
+                Ok(()) => {
+                    *self.lock_saved() = Some(upto);
+                    tracing::info!(
+                        path = %self.filter_path.display(),
+                        bytes = filter.bytes(),
+                        seconds = started.elapsed().as_secs_f64(),
+                        "provenance ledger: membership filter saved"
+                    );
+                }
+                Err(e) => tracing::warn!(
+                    path = %self.filter_path.display(),
+                    error = %e,
+                    "provenance ledger: cannot save the membership filter; the next open builds it from the store"
+                ),
+            }
+        }
+        self.saving.store(false, Ordering::SeqCst);
+    }
+
+    /// Entries written since the filter was last saved reach [`SAVE_EVERY`]: save it on a
+    /// thread of its own (the capture worker goes on).
+    fn save_due(&self) -> bool {
+        let saved = *self.lock_saved();
+        let next = *self.lock_next();
+        saved.is_some_and(|s| next.saturating_sub(s) >= SAVE_EVERY)
+            && !self.saving.load(Ordering::SeqCst)
+            && !self.rebuilding.load(Ordering::SeqCst)
+    }
+
+    fn spawn_save(self: &Arc<Self>) {
+        let inner = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ledger-filter-save".into())
+            .spawn(move || inner.save_filter());
+        match spawned {
+            Ok(handle) => {
+                let mut builds = self.lock_builds();
+                builds.retain(|b| !b.is_finished());
+                builds.push(handle);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "provenance ledger: cannot start saving the filter");
+            }
+        }
     }
 
     /// Entries and their fingerprints as one journal batch, fsynced before it returns.
@@ -677,6 +737,8 @@ impl Ledger for EmbeddedLedger {
             // Twice as large, built from the store on a thread of its own: the capture worker
             // goes on (the full filter still answers, with more false positives) meanwhile.
             self.inner.spawn_rebuild();
+        } else if self.inner.save_due() {
+            self.inner.spawn_save();
         }
         Ok(())
     }
@@ -926,29 +988,6 @@ mod tests {
     }
 
     #[test]
-    fn the_batched_filter_answers_as_the_filter_does() {
-        let mut next = splitmix(0x0123_4567_89ab_cdef);
-        // Filled past its capacity, so that many absent fingerprints pass some probes.
-        let mut f = Filter::with_capacity(0);
-        let held: Vec<u64> = (0..3 * f.capacity).map(|_| next()).collect();
-        f.insert(&held);
-        let mut out = Vec::new();
-        f.may_hold_many(&held, &mut out);
-        assert_eq!(out, held, "a recorded fingerprint was said absent");
-        let mut asked: Vec<u64> = (0..200_000).map(|_| next()).collect();
-        asked.extend_from_slice(&held[..1000]);
-        let one_by_one: Vec<u64> = asked.iter().copied().filter(|h| f.may_hold(*h)).collect();
-        out.clear();
-        f.may_hold_many(&asked, &mut out);
-        assert_eq!(out, one_by_one);
-        assert!(
-            out.len() > 1000 + 1000,
-            "{} passed: the test filter is too empty",
-            out.len()
-        );
-    }
-
-    #[test]
     fn a_full_filter_is_rebuilt_larger_and_still_finds_everything() {
         let dir = tempfile::tempdir().unwrap();
         let l = EmbeddedLedger::open(&path(dir.path())).unwrap();
@@ -1039,6 +1078,136 @@ mod tests {
         let l = EmbeddedLedger::open(&p).unwrap();
         l.wait_for_filter();
         assert_eq!(l.filter_size().1, 20);
+    }
+
+    fn ready_from(l: &EmbeddedLedger) -> (bool, u64) {
+        l.wait_for_filter();
+        l.inner.ready_from.lock().unwrap().unwrap()
+    }
+
+    fn hits(l: &EmbeddedLedger, prints: &[u64]) -> Vec<(u64, String)> {
+        l.find(prints).unwrap().hits
+    }
+
+    /// Issue 17: a restart or a scan loads the filter saved when the ledger closed, and after
+    /// a crash, the one saved before it plus the entries written since (read from the store).
+    #[test]
+    fn the_saved_filter_is_loaded_on_open_with_what_was_written_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        let saved = p.join("filter");
+        {
+            let l = EmbeddedLedger::open(&p).unwrap();
+            // Nothing saved yet: built (from an empty store), and saved.
+            assert_eq!(ready_from(&l), (false, 0));
+            l.record(&entry("a", 1000), &[1, 2, 3]).unwrap();
+        }
+        assert!(saved.exists(), "closing saved the filter");
+        let crashed = std::fs::read(&saved).unwrap();
+        {
+            let l = EmbeddedLedger::open(&p).unwrap();
+            assert_eq!(ready_from(&l), (true, 0));
+            assert_eq!(l.filter_size().1, 3);
+            l.record(&entry("b", 2000), &[4, 5]).unwrap();
+            l.record(&entry("c", 3000), &[6]).unwrap();
+        }
+        // A crash after the first save: the file on disk holds "a" only.
+        std::fs::write(&saved, &crashed).unwrap();
+        let l = EmbeddedLedger::open(&p).unwrap();
+        assert_eq!(ready_from(&l), (true, 2), "loaded, with b and c from the store");
+        assert_eq!(l.filter_size().1, 6);
+        let f = l.inner.filter();
+        assert!((1..=6).all(|h| f.may_hold(h)));
+        drop(f);
+        let found: Vec<String> = hits(&l, &[1, 4, 6]).into_iter().map(|h| h.1).collect();
+        assert_eq!(found, ["a", "b", "c"]);
+    }
+
+    /// A saved filter that does not hold what the store does is never used: a damaged file,
+    /// a file of another ledger (the index removed and started again), a file newer than the
+    /// store (a state directory restored from an older backup). Each is built from the store,
+    /// finds everything, and is saved again.
+    #[test]
+    fn a_saved_filter_that_does_not_match_the_store_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        let saved = p.join("filter");
+        {
+            let l = EmbeddedLedger::open(&p).unwrap();
+            // Closing saves a filter that is ready (one whose build closing stopped is not).
+            l.wait_for_filter();
+            l.record(&entry("a", 1000), &[1, 2]).unwrap();
+        }
+        let good = std::fs::read(&saved).unwrap();
+
+        let mut damaged = good.clone();
+        let at = damaged.len() / 2;
+        damaged[at] ^= 1;
+        std::fs::write(&saved, &damaged).unwrap();
+        {
+            let l = EmbeddedLedger::open(&p).unwrap();
+            assert_eq!(ready_from(&l), (false, 0));
+            assert_eq!(hits(&l, &[2]), [(2, "a".to_string())]);
+        }
+        assert_eq!(std::fs::read(&saved).unwrap(), good, "saved again");
+
+        // Restored from a backup taken before "b": the filter is newer than the store.
+        let backup = dir.path().join("backup");
+        copy_dir(&p.join("index"), &backup);
+        {
+            let l = EmbeddedLedger::open(&p).unwrap();
+            l.wait_for_filter();
+            l.record(&entry("b", 2000), &[3]).unwrap();
+        }
+        std::fs::remove_dir_all(p.join("index")).unwrap();
+        copy_dir(&backup, &p.join("index"));
+        {
+            let l = EmbeddedLedger::open(&p).unwrap();
+            assert_eq!(ready_from(&l), (false, 0), "a filter ahead of the store");
+            // Numbered again after the restore: it must be in the filter.
+            l.record(&entry("b2", 2500), &[9]).unwrap();
+        }
+        let l = EmbeddedLedger::open(&p).unwrap();
+        assert_eq!(ready_from(&l), (true, 0));
+        assert_eq!(hits(&l, &[9, 3]), [(9, "b2".to_string())]);
+        drop(l);
+
+        // Another ledger: the index removed, the filter left behind.
+        std::fs::remove_dir_all(p.join("index")).unwrap();
+        let l = EmbeddedLedger::open(&p).unwrap();
+        assert_eq!(ready_from(&l), (false, 0));
+        assert_eq!(l.filter_size().1, 0);
+    }
+
+    /// Saved every `SAVE_EVERY` entries while the ledger is open, not only when it closes: a
+    /// crash leaves at most that many entries to read on the next open.
+    #[test]
+    fn the_filter_is_saved_while_entries_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        let l = EmbeddedLedger::open(&p).unwrap();
+        l.wait_for_filter();
+        for i in 0..SAVE_EVERY + 5 {
+            l.record(&entry(&format!("e{i}"), 1000), &[i]).unwrap();
+        }
+        l.wait_for_filter();
+        let upto = *l.inner.lock_saved();
+        assert!(upto.is_some_and(|u| u >= SAVE_EVERY), "{upto:?}");
+        let on_disk = Filter::load(&p.join("filter"), &l.inner.id).unwrap().unwrap();
+        assert_eq!(Some(on_disk.upto), upto);
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let target = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), target).unwrap();
+            }
+        }
     }
 
     #[test]

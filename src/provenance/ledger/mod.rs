@@ -10,6 +10,7 @@
 //! `aigate provenance scan` reads it through [`Ledger::find`].
 
 pub mod embedded;
+mod filter;
 pub mod postgres;
 
 use std::collections::HashMap;
