@@ -74,10 +74,21 @@ impl Access {
 
     fn describe(&self) -> String {
         match self {
-            Access::File { path, .. } => format!(
-                "the embedded ledger {} (read directly: no gateway holds it)",
-                path.display()
-            ),
+            Access::File { path, ledger } => {
+                let filter = match ledger.filter_origin() {
+                    Some(o) if o.loaded => format!(
+                        "membership filter loaded from {}/filter, {} later entries added",
+                        path.display(),
+                        o.entries_added
+                    ),
+                    Some(_) => "membership filter built from the store, and saved".to_string(),
+                    None => "no membership filter: every lookup reads the store".to_string(),
+                };
+                format!(
+                    "the embedded ledger {} (read directly: no gateway holds it; {filter})",
+                    path.display()
+                )
+            }
             Access::Api { client, why } => {
                 format!(
                     "the running gateway's admin API at {} ({why})",

@@ -871,6 +871,29 @@ async fn kill_9_loses_no_ledger_entry_whose_outcome_was_written() {
             .unwrap_or_else(|| panic!("outcome {id} says captured, but the ledger has no entry"));
         assert_eq!(entry.fingerprints, *n, "{id}");
     }
+    // The membership filter after the crash (the one saved before it, with the entries written
+    // since added from the store) holds every captured call's fingerprints: none is missed.
+    ledger.wait_for_filter();
+    assert!(ledger.filter_origin().is_some());
+    let fp = fingerprinter(&state);
+    let prints: Vec<u64> = output_of(ApiShape::AnthropicMessages, SSE, &body)
+        .iter()
+        .flat_map(|t| fp.all(t))
+        .map(|f| f.hash)
+        .collect();
+    let found: std::collections::HashSet<String> = ledger
+        .find(&prints)
+        .unwrap()
+        .hits
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    for (id, _) in &captured {
+        assert!(
+            found.contains(id),
+            "{id} is in the ledger but not found by its fingerprints"
+        );
+    }
 }
 
 /// Captures that finish together are recorded in one ledger commit (one fsync), and each

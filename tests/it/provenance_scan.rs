@@ -368,6 +368,19 @@ async fn scan_finds_a_pasted_passage_through_the_gateway_and_the_file() {
     assert!(stderr.contains("ledger: the embedded ledger"), "{stderr}");
     assert_eq!(doc["ledger"]["access"], "file");
     assert_eq!(doc["findings"][0]["responses"][0]["record_id"], id.as_str());
+    // The scan saved the membership filter when it closed the ledger (if the gateway had not):
+    // the next scan loads it instead of reading every fingerprint, and finds the same.
+    let mut c = aigate(&config_path);
+    c.args(["scan", "--format", "json", work_s])
+        .env_remove("AIGATE_TOKEN");
+    let (code, again, stderr) = scan_json(&mut c);
+    assert_eq!(code, Some(3), "{again:#}{stderr}");
+    assert!(
+        stderr.contains("membership filter loaded from")
+            && stderr.contains(", 0 later entries added"),
+        "{stderr}"
+    );
+    assert_eq!(again["findings"], doc["findings"]);
     drop(dir);
 }
 

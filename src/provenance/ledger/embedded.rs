@@ -97,10 +97,8 @@ struct Inner {
     /// lock to add what they wrote meanwhile.
     #[cfg(test)]
     pause: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
-    /// Tests only: how the last filter came about (loaded from the saved file, and the
-    /// entries added from the store after it).
-    #[cfg(test)]
-    ready_from: Mutex<Option<(bool, u64)>>,
+    /// How the filter in place came about (for a scan's report).
+    origin: Mutex<Option<FilterOrigin>>,
     path: String,
     /// Held (flock) while this process has the ledger open; released when dropped.
     _lock: std::fs::File,
@@ -108,6 +106,16 @@ struct Inner {
 
 pub struct EmbeddedLedger {
     inner: Arc<Inner>,
+}
+
+/// How the membership filter in place came about: a scan says which, since a build at a
+/// million responses takes many seconds and a load a fraction of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilterOrigin {
+    /// Loaded from the file saved beside the ledger (else built from the store).
+    pub loaded: bool,
+    /// Entries written after the saved (or the build's) state, added from the store.
+    pub entries_added: u64,
 }
 
 /// Why [`EmbeddedLedger::open_existing`] could not open the ledger.
@@ -264,8 +272,7 @@ impl EmbeddedLedger {
             saving: AtomicBool::new(false),
             #[cfg(test)]
             pause: Mutex::new(None),
-            #[cfg(test)]
-            ready_from: Mutex::new(None),
+            origin: Mutex::new(None),
             path: shown,
             _lock: lock,
         })
@@ -283,6 +290,11 @@ impl EmbeddedLedger {
     /// The filter after open is built: lookups of absent fingerprints no longer reach the store.
     pub fn filter_ready(&self) -> bool {
         self.inner.filter().is_ready()
+    }
+
+    /// How the filter in place came about; `None` until the first one after open is ready.
+    pub fn filter_origin(&self) -> Option<FilterOrigin> {
+        *self.inner.origin.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Entries in the ledger.
@@ -571,10 +583,10 @@ impl Inner {
             seconds = started.elapsed().as_secs_f64(),
             "provenance ledger: membership filter ready"
         );
-        #[cfg(test)]
-        {
-            *self.ready_from.lock().unwrap_or_else(|p| p.into_inner()) = Some((loaded, added));
-        }
+        *self.origin.lock().unwrap_or_else(|p| p.into_inner()) = Some(FilterOrigin {
+            loaded,
+            entries_added: added,
+        });
         if loaded {
             *self.lock_saved() = Some(upto);
         }
@@ -1082,7 +1094,8 @@ mod tests {
 
     fn ready_from(l: &EmbeddedLedger) -> (bool, u64) {
         l.wait_for_filter();
-        l.inner.ready_from.lock().unwrap().unwrap()
+        let o = l.filter_origin().unwrap();
+        (o.loaded, o.entries_added)
     }
 
     fn hits(l: &EmbeddedLedger, prints: &[u64]) -> Vec<(u64, String)> {
@@ -1114,7 +1127,11 @@ mod tests {
         // A crash after the first save: the file on disk holds "a" only.
         std::fs::write(&saved, &crashed).unwrap();
         let l = EmbeddedLedger::open(&p).unwrap();
-        assert_eq!(ready_from(&l), (true, 2), "loaded, with b and c from the store");
+        assert_eq!(
+            ready_from(&l),
+            (true, 2),
+            "loaded, with b and c from the store"
+        );
         assert_eq!(l.filter_size().1, 6);
         let f = l.inner.filter();
         assert!((1..=6).all(|h| f.may_hold(h)));
@@ -1193,7 +1210,9 @@ mod tests {
         l.wait_for_filter();
         let upto = *l.inner.lock_saved();
         assert!(upto.is_some_and(|u| u >= SAVE_EVERY), "{upto:?}");
-        let on_disk = Filter::load(&p.join("filter"), &l.inner.id).unwrap().unwrap();
+        let on_disk = Filter::load(&p.join("filter"), &l.inner.id)
+            .unwrap()
+            .unwrap();
         assert_eq!(Some(on_disk.upto), upto);
     }
 

@@ -238,7 +238,9 @@ impl Filter {
         };
         let (upto, capacity, items, count) = (field(0), field(1), field(2), field(3));
         if count == 0 || len != HEADER as u64 + count.saturating_mul(64) + 4 {
-            return Err(format!("{len} bytes, not what its header says ({count} blocks)"));
+            return Err(format!(
+                "{len} bytes, not what its header says ({count} blocks)"
+            ));
         }
         let count = usize::try_from(count).map_err(|_| "too large for this machine")?;
         let mut crc = crc32fast::Hasher::new();
@@ -357,7 +359,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("filter");
         let id = [7u8; 16];
-        assert!(Filter::load(&path, &id).unwrap().is_none(), "none saved yet");
+        assert!(
+            Filter::load(&path, &id).unwrap().is_none(),
+            "none saved yet"
+        );
         let mut next = splitmix(11);
         let mut f = Filter::with_capacity(5_000);
         let held: Vec<u64> = (0..5_000).map(|_| next()).collect();
