@@ -17,6 +17,10 @@
 //! pasted into a clean file; 3. the same, reformatted (indentation, spaces around operators and
 //! commas, quotes, joined and split lines); 4. identifiers renamed; 5. 10% and 25% of lines
 //! edited or interleaved. A case is found when the scan's matcher names the right response.
+//! "4 renamed" is also measured on the same passages and hosts with the words the code channel
+//! keeps as keywords left alone, with new names as long as the old ones, and with both, to show
+//! how much of what renaming costs is the benchmark's renaming. `AIGATE_PROV_DIAG=1` says why
+//! renamed passages are missed.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +54,12 @@ struct File {
 }
 
 fn collect(root: &Path, ext: &str, out: &mut Vec<File>) {
+    collect_project(root, ext, None, out);
+}
+
+/// [`collect`], every file also marked as part of `project` (a repository, `owner/name`), so
+/// the families of its top-level directories join into one.
+fn collect_project(root: &Path, ext: &str, project: Option<&str>, out: &mut Vec<File>) {
     // Each package's repository, read from its Cargo.toml once, not once per file.
     let mut repositories: HashMap<String, Option<String>> = HashMap::new();
     let mut stack = vec![root.to_path_buf()];
@@ -88,7 +98,7 @@ fn collect(root: &Path, ext: &str, out: &mut Vec<File>) {
                 let repo = repositories
                     .entry(top.clone())
                     .or_insert_with(|| repository(&root.join(&top)));
-                if let Some(repo) = repo {
+                if let Some(repo) = project.or(repo.as_deref()) {
                     package.push('|');
                     package.push_str(repo);
                 }
@@ -196,6 +206,9 @@ fn join_families(files: &mut [File]) {
 }
 
 fn corpus() -> Vec<File> {
+    // AIGATE_PROV_FAMILY=stdlib: each language's standard library is one family (one
+    // repository, like a project's crates), not one per top-level module or crate.
+    let stdlib_project = std::env::var("AIGATE_PROV_FAMILY").as_deref() == Ok("stdlib");
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let mut files = Vec::new();
     if let Ok(rd) = std::fs::read_dir(Path::new(&home).join(".cargo/registry/src")) {
@@ -212,7 +225,12 @@ fn corpus() -> Vec<File> {
     if let Ok(out) = out {
         let stdlib = String::from_utf8_lossy(&out.stdout).trim().to_string();
         if !stdlib.is_empty() {
-            collect(Path::new(&stdlib), "py", &mut files);
+            collect_project(
+                Path::new(&stdlib),
+                "py",
+                stdlib_project.then_some("python/cpython"),
+                &mut files,
+            );
             // Packages installed with pip: each top-level package a family of its own.
             collect(&Path::new(&stdlib).join("site-packages"), "py", &mut files);
         }
@@ -223,9 +241,10 @@ fn corpus() -> Vec<File> {
         .output()
     {
         let sysroot = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        collect(
+        collect_project(
             &Path::new(&sysroot).join("lib/rustlib/src/rust/library"),
             "rs",
+            stdlib_project.then_some("rust-lang/rust"),
             &mut files,
         );
     }
@@ -323,6 +342,44 @@ fn reformat(rng: &mut Rng, s: &str) -> String {
 /// and string literals are left as they are (`everywhere`: renamed there too, every word of
 /// prose included, which no refactoring does).
 fn rename(s: &str, everywhere: bool) -> String {
+    rename_keeping(s, everywhere, |w| KEYWORDS.contains(&w))
+}
+
+/// Whether the code channel keeps `w` as a keyword of its own rather than abstracting it to "an
+/// identifier": the one-token grams of `w` and of a plain name differ.
+fn code_keyword(w: &str) -> bool {
+    static PROBE: std::sync::LazyLock<Fingerprinter> = std::sync::LazyLock::new(|| {
+        Fingerprinter::with_params(
+            &Key::from_bytes([7; 32]),
+            Params {
+                code_k: 1,
+                code_w: 1,
+                code_min_distinct: 0,
+                ..Params::default()
+            },
+        )
+    });
+    let hash = |s: &str| PROBE.code(s).first().map(|f| f.hash);
+    hash(w) != hash("q0x")
+}
+
+fn rename_keeping(s: &str, everywhere: bool, keep: impl Fn(&str) -> bool) -> String {
+    rename_with(s, everywhere, keep, false)
+}
+
+/// A new name for the `n`th identifier: `q{n}x`, or (`same_len`) one as long as the old name
+/// `w`, so that renaming does not shrink the passage (`q{n}` padded with `x`).
+fn new_name(n: usize, w: &str, same_len: bool) -> String {
+    let mut name = format!("q{n}x");
+    if same_len {
+        while name.len() < w.len() {
+            name.push('x');
+        }
+    }
+    name
+}
+
+fn rename_with(s: &str, everywhere: bool, keep: impl Fn(&str) -> bool, same_len: bool) -> String {
     let mut names: HashMap<String, String> = HashMap::new();
     let mut out = String::with_capacity(s.len());
     let b = s.as_bytes();
@@ -362,13 +419,13 @@ fn rename(s: &str, everywhere: bool) -> String {
                 i += 1;
             }
             let w = &s[st..i];
-            if KEYWORDS.contains(&w) {
+            if keep(w) {
                 out.push_str(w);
             } else {
                 let n = names.len();
                 let new = names
                     .entry(w.to_string())
-                    .or_insert_with(|| format!("q{n}x"));
+                    .or_insert_with(|| new_name(n, w, same_len));
                 out.push_str(new);
             }
         } else {
@@ -538,6 +595,123 @@ fn response_entry(i: usize) -> Response {
         tool: None,
         vendor: None,
         model: None,
+    }
+}
+
+/// `AIGATE_PROV_DIAG=1`: why renamed passages are missed, over every "4 renamed" case: how many
+/// of the passage's code fingerprints survive the renaming, how many of those the stop-list
+/// drops, and which renamed words the code channel had kept as keywords.
+#[derive(Default)]
+struct Diag {
+    cases: usize,
+    code_fps: usize,
+    survive: usize,
+    survive_kept: usize,
+    stopped: usize,
+    stopped_text: usize,
+    text_fps: usize,
+    text_survive: usize,
+    keywords: HashMap<String, usize>,
+    shown: usize,
+    len_orig: usize,
+    len_renamed: usize,
+}
+
+impl Diag {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "a diagnostic of one case: everything the matcher saw"
+    )]
+    fn add(
+        &mut self,
+        fp: &Fingerprinter,
+        stop: &StopList,
+        p: &str,
+        renamed: &str,
+        kept: &str,
+        doc: &str,
+        want: usize,
+        m: &Matcher<'_, Mem>,
+        found: bool,
+    ) {
+        use std::collections::HashSet;
+        let set = |v: Vec<aigate::provenance::fingerprint::Fp>| -> HashSet<u64> {
+            v.into_iter().map(|f| f.hash).collect()
+        };
+        let a = set(fp.code(p));
+        let b = set(fp.code(renamed));
+        let c = set(fp.code(kept));
+        self.cases += 1;
+        self.code_fps += a.len();
+        let both: Vec<u64> = a.intersection(&b).copied().collect();
+        self.survive += both.len();
+        self.survive_kept += a.intersection(&c).count();
+        self.stopped += both.iter().filter(|h| stop.contains(**h)).count();
+        let ta = set(fp.text(p));
+        let tb = set(fp.text(renamed));
+        self.text_fps += ta.len();
+        let tboth: Vec<u64> = ta.intersection(&tb).copied().collect();
+        self.text_survive += tboth.len();
+        self.stopped_text += tboth.iter().filter(|h| stop.contains(**h)).count();
+        let mut words = HashSet::new();
+        let bytes = p.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i].is_ascii_alphabetic() || bytes[i] == b'_' {
+                let st = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                let w = &p[st..i];
+                if !KEYWORDS.contains(&w) && code_keyword(w) {
+                    words.insert(w.to_string());
+                }
+            } else {
+                i += 1;
+            }
+        }
+        for w in words {
+            *self.keywords.entry(w).or_default() += 1;
+        }
+        if !found && self.shown < 4 {
+            self.shown += 1;
+            let r = m.document(doc, 1).ok().flatten();
+            let mine = r.as_ref().and_then(|f| {
+                f.responses
+                    .iter()
+                    .find(|x| x.response.record_id == format!("r{want}"))
+            });
+            eprintln!(
+                "--- missed renamed ({} chars): code fps {} survive {} (stop-listed {}), kept-keywords survive {}; text fps {} survive {}; matcher: {:?}",
+                p.len(),
+                a.len(),
+                both.len(),
+                both.iter().filter(|h| stop.contains(**h)).count(),
+                a.intersection(&c).count(),
+                ta.len(),
+                tboth.len(),
+                mine.map(|x| (x.matched_chars, x.fingerprints, x.lines.clone()))
+            );
+            eprintln!("{renamed}\n  ..");
+        }
+    }
+
+    fn print(&self, len: usize) {
+        let n = self.code_fps.max(1) as f64;
+        let mut kw: Vec<_> = self.keywords.iter().collect();
+        kw.sort_by(|a, b| b.1.cmp(a.1));
+        println!(
+            "diag renamed {len}+: {} cases; code fingerprints of the passage {} ({:.1} a case), surviving the renaming {:.1}%, with code keywords kept {:.1}%; of the survivors stop-listed {:.1}%; text fingerprints surviving {:.1}% (stop-listed {:.1}% of those); passages renaming a code keyword: {:?}",
+            self.cases,
+            self.code_fps,
+            self.code_fps as f64 / self.cases.max(1) as f64,
+            100.0 * self.survive as f64 / n,
+            100.0 * self.survive_kept as f64 / n,
+            100.0 * self.stopped as f64 / self.survive.max(1) as f64,
+            100.0 * self.text_survive as f64 / self.text_fps.max(1) as f64,
+            100.0 * self.stopped_text as f64 / self.text_survive.max(1) as f64,
+            &kw[..kw.len().min(25)]
+        );
     }
 }
 
@@ -715,11 +889,22 @@ fn run(split: &Split, params: Params, stop_mode: Stop, t: Thresholds, samples: u
         rows.push(("1 whole file".into(), 0, n, hit));
         whys.push(missed);
     }
+    let diag = std::env::var("AIGATE_PROV_DIAG").is_ok();
+    let mut extra_rows = Vec::new();
     for &len in &[200usize, 400] {
         for (name, t) in &cases {
             let mut hit = [0; 4];
             let mut missed = [0; 5];
             let mut n = 0;
+            // "4 renamed" again on the same passages and hosts, with the words the code channel
+            // keeps as keywords (`new`, `map`, `default`, `println`, …) left alone.
+            let mut kw_hit = [0; 4];
+            let mut kw_missed = [0; 5];
+            let mut sl_hit = [0; 4];
+            let mut sl_missed = [0; 5];
+            let mut both_hit = [0; 4];
+            let mut both_missed = [0; 5];
+            let mut d = Diag::default();
             while n < samples {
                 let i = rng.below(responses.len());
                 let Some(p) = passage(&mut rng, &responses[i].text, len) else {
@@ -728,17 +913,86 @@ fn run(split: &Split, params: Params, stop_mode: Stop, t: Thresholds, samples: u
                 let host = split.clean[rng.below(split.clean.len())];
                 let other = split.clean[rng.below(split.clean.len())];
                 let changed = t(&mut rng, p, &other.text);
+                let at = rng.0;
                 let doc = paste(&mut rng, &host.text, &changed);
                 let h = found3(&doc, i);
                 if h[0] == 0 {
                     missed[why(&doc, i)] += 1;
+                }
+                if *name == "4 renamed" {
+                    let kept =
+                        rename_keeping(p, false, |w| KEYWORDS.contains(&w) || code_keyword(w));
+                    let doc2 = paste(&mut Rng(at), &host.text, &kept);
+                    let h2 = found3(&doc2, i);
+                    if h2[0] == 0 {
+                        kw_missed[why(&doc2, i)] += 1;
+                    }
+                    add(&mut kw_hit, h2);
+                    let same = rename_with(p, false, |w| KEYWORDS.contains(&w), true);
+                    let doc3 = paste(&mut Rng(at), &host.text, &same);
+                    let h3 = found3(&doc3, i);
+                    if h3[0] == 0 {
+                        sl_missed[why(&doc3, i)] += 1;
+                    }
+                    add(&mut sl_hit, h3);
+                    let both =
+                        rename_with(p, false, |w| KEYWORDS.contains(&w) || code_keyword(w), true);
+                    let doc4 = paste(&mut Rng(at), &host.text, &both);
+                    let h4 = found3(&doc4, i);
+                    if h4[0] == 0 {
+                        both_missed[why(&doc4, i)] += 1;
+                    }
+                    add(&mut both_hit, h4);
+                    d.len_orig += p.len();
+                    d.len_renamed += changed.len();
+                    if diag {
+                        d.add(
+                            &fp,
+                            &stop,
+                            p,
+                            &changed,
+                            &kept,
+                            &doc,
+                            i,
+                            &matchers[0],
+                            h[0] == 1,
+                        );
+                    }
                 }
                 add(&mut hit, h);
                 n += 1;
             }
             rows.push((name.to_string(), len, n, hit));
             whys.push(missed);
+            if *name == "4 renamed" {
+                extra_rows.push((
+                    "4 renamed, code keywords kept".to_string(),
+                    len,
+                    n,
+                    kw_hit,
+                    kw_missed,
+                ));
+                extra_rows.push((
+                    "4 renamed, names as long as before".to_string(),
+                    len,
+                    n,
+                    sl_hit,
+                    sl_missed,
+                ));
+                extra_rows.push(("4 renamed, both".to_string(), len, n, both_hit, both_missed));
+                println!(
+                    "renamed {len}+: the renamed passages are {:.1}% as long as the originals",
+                    100.0 * d.len_renamed as f64 / d.len_orig.max(1) as f64
+                );
+                if diag {
+                    d.print(len);
+                }
+            }
         }
+    }
+    for (name, len, n, hit, missed) in extra_rows {
+        rows.push((name, len, n, hit));
+        whys.push(missed);
     }
     let mut clean_strong = 0;
     let mut clean_strong_shared = 0;
@@ -853,6 +1107,7 @@ fn threshold_set(v: &str) -> Thresholds {
     if let Some(&c) = v.get(3) {
         t.strong_chars = c;
     }
+
     t
 }
 

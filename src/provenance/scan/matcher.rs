@@ -10,8 +10,9 @@ use crate::provenance::fingerprint::{Channel, Fingerprinter, StopList};
 /// because winnowing keeps a gram at least every `w` symbols and grams are `k > w` long); runs
 /// of fewer than `min_run` fingerprints are coincidences and are dropped. What is left must hold
 /// at least `min_fingerprints` fingerprints and cover `min_chars` characters of the document,
-/// each run of the text channel counted with the `w - 1` letters and digits that winnowing may
-/// have left in no kept gram at each of its ends. A finding is strong when
+/// each run counted with the `w - 1` symbols of its channel (letters and digits on the text
+/// channel, tokens on the code channel) that winnowing may have left in no kept gram at each of
+/// its ends. A finding is strong when
 /// one passage of `strong_chars` was found verbatim (a single run of the text channel), or when
 /// that passage is `strong_share` of the document (a small file copied whole).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -168,12 +169,17 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
             if count < t.min_fingerprints {
                 continue;
             }
-            // The passages' extent: the text channel's runs with what winnowing may have left
-            // uncovered at their ends. Not the code channel's: a few lines of the same shape
-            // (a common loop) would pass for a passage.
-            let reach = self.fingerprinter.params().text_w.saturating_sub(1);
-            let mut extent = extend(text, &text_runs, reach);
-            extent.extend_from_slice(&code_runs);
+            // The passages' extent: each channel's runs with what winnowing may have left
+            // uncovered at their ends, `w - 1` symbols of that channel (letters and digits,
+            // tokens). Without it on the code channel, renamed passages of 400 characters found
+            // by that channel alone often measured under 200 (issue 17's renamed case).
+            let params = self.fingerprinter.params();
+            let mut extent = extend(text, &text_runs, params.text_w.saturating_sub(1));
+            extent.extend(extend_tokens(
+                text,
+                &code_runs,
+                params.code_w.saturating_sub(1),
+            ));
             let extent = chars_in(text, &widen(text, merge(extent)));
             if extent < t.min_chars.min(total_chars) {
                 continue;
@@ -284,6 +290,63 @@ fn extend(text: &str, spans: &[(u32, u32)], n: usize) -> Vec<(u32, u32)> {
             );
             (a as u32, z as u32)
         })
+        .collect()
+}
+
+/// Each span with up to `n` more code tokens on each side (a word or number, or one punctuation
+/// character other than `,` and `;`, as the code channel counts them; comments and literals are
+/// not told apart here, so a word of a comment counts as a token): what winnowing may have left
+/// uncovered at the ends of a run of the code channel. An estimate for the `min_chars` rule
+/// only, like [`extend`].
+fn extend_tokens(text: &str, spans: &[(u32, u32)], n: usize) -> Vec<(u32, u32)> {
+    let b = text.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
+    let counts = |c: u8| !c.is_ascii_whitespace() && c != b',' && c != b';';
+    let back = |mut i: usize| {
+        let mut left = n;
+        while left > 0 && i > 0 {
+            let c = b[i - 1];
+            if word(c) {
+                while i > 0 && word(b[i - 1]) {
+                    i -= 1;
+                }
+                left -= 1;
+            } else {
+                i -= 1;
+                if counts(c) {
+                    left -= 1;
+                }
+            }
+        }
+        while !text.is_char_boundary(i) {
+            i += 1;
+        }
+        i
+    };
+    let forward = |mut i: usize| {
+        let mut left = n;
+        while left > 0 && i < b.len() {
+            let c = b[i];
+            if word(c) {
+                while i < b.len() && word(b[i]) {
+                    i += 1;
+                }
+                left -= 1;
+            } else {
+                i += 1;
+                if counts(c) {
+                    left -= 1;
+                }
+            }
+        }
+        while !text.is_char_boundary(i) {
+            i -= 1;
+        }
+        i
+    };
+    spans
+        .iter()
+        .map(|&(s, e)| (back(s as usize) as u32, forward(e as usize) as u32))
         .collect()
 }
 
