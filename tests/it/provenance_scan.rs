@@ -983,3 +983,89 @@ async fn the_console_review_page_confirms_and_clears_in_the_browser() {
         .unwrap();
     assert_eq!(k["admin"]["finding"]["id"], limiter.as_str());
 }
+
+/// A model that writes a file under the Apache licence puts the licence header in its output,
+/// and every file under that licence has the same header. Through the real gateway and the real
+/// binary: a file that shares only the header with the captured response is no finding (the
+/// licence texts ship in every scan's stop-list); a file with the response's code under the
+/// same header is one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_licence_header_the_model_wrote_is_no_finding_but_its_code_is() {
+    use crate::common::{Canned, TestEnv};
+    use crate::provenance::{AUDITOR, anthropic_sse, outcome};
+    const HEADER: &str = r#"// Licensed under the Apache License, Version 2.0 (the "License");
+// you may not use this file except in compliance with the License.
+// You may obtain a copy of the License at
+//
+//     http://www.apache.org/licenses/LICENSE-2.0
+//
+// Unless required by applicable law or agreed to in writing, software
+// distributed under the License is distributed on an "AS IS" BASIS,
+// WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+// See the License for the specific language governing permissions and
+// limitations under the License.
+"#;
+    let code = WRITTEN.split_once("\n\n").unwrap().1;
+    let env = TestEnv::builder()
+        .admin_token("sam", "auditor", AUDITOR)
+        .start()
+        .await;
+    env.vendor.serve(
+        "/v1/messages",
+        Canned {
+            headers: vec![("content-type".into(), "text/event-stream".into())],
+            chunks: vec![bytes::Bytes::from(anthropic_sse(&format!(
+                "Here is the file:\n\n{HEADER}\n{code}"
+            )))],
+            gap: std::time::Duration::ZERO,
+        },
+    );
+    let resp = env
+        .client(false)
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", "Anthropic/Python 0.69.0")
+        .header("x-stainless-lang", "python")
+        .body(r#"{"model":"claude-sonnet-4-5"}"#)
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    resp.bytes().await.unwrap();
+    assert_eq!(outcome(&env, &id).await["provenance"], "captured");
+
+    let work = env.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let own = work.join("inventory.rs");
+    std::fs::write(&own, format!("{HEADER}\n{}", OWN_CODE.repeat(2))).unwrap();
+    let copied = work.join("limiter.rs");
+    std::fs::write(&copied, format!("{HEADER}\n{code}")).unwrap();
+    let admin = format!("http://{}", env.gateway.admin_addr);
+    let scan = |path: &Path| {
+        let mut c = aigate(&env.config_path);
+        c.args(["scan", "--admin", &admin, "--format", "json"])
+            .arg(path)
+            .env("AIGATE_TOKEN", AUDITOR);
+        scan_json(&mut c)
+    };
+    let (code_own, doc, stderr) = scan(&own);
+    assert_eq!(
+        code_own,
+        Some(0),
+        "the header alone was a finding: {doc:#}{stderr}"
+    );
+    assert_eq!(doc["findings"], serde_json::json!([]));
+    let (code_copied, doc, stderr) = scan(&copied);
+    assert_eq!(code_copied, Some(3), "{doc:#}{stderr}");
+    assert_eq!(doc["findings"][0]["responses"][0]["record_id"], id.as_str());
+    // The finding covers the code, not the header above it: only the grams that span the
+    // boundary (the header's last lines and the code's first) reach back into it.
+    let first = doc["findings"][0]["lines"][0][0].as_u64().unwrap() as usize;
+    assert!(
+        first + 2 >= HEADER.lines().count(),
+        "lines {}",
+        doc["findings"][0]["lines"]
+    );
+}
