@@ -141,20 +141,16 @@ pub(crate) struct Captured {
 pub(crate) const MANAGER: &str = "manager-token-0017";
 pub(crate) const ADMIN: &str = "admin-token-0017";
 
-pub(crate) async fn captured() -> Captured {
-    use crate::common::{Canned, TestEnv};
-    use crate::provenance::{AUDITOR, anthropic_sse, outcome};
-    let env = TestEnv::builder()
-        .admin_token("sam", "auditor", AUDITOR)
-        .admin_token("mo", "manager", MANAGER)
-        .admin_token("root", "admin", ADMIN)
-        .start()
-        .await;
+/// The loopback vendor answers `text` (Anthropic SSE) to one call through the gateway, by the
+/// Anthropic SDK; its capture is written. The call's record id.
+async fn forward(env: &crate::common::TestEnv, text: &str) -> String {
+    use crate::common::Canned;
+    use crate::provenance::{anthropic_sse, outcome};
     env.vendor.serve(
         "/v1/messages",
         Canned {
             headers: vec![("content-type".into(), "text/event-stream".into())],
-            chunks: vec![bytes::Bytes::from(anthropic_sse(WRITTEN))],
+            chunks: vec![bytes::Bytes::from(anthropic_sse(text))],
             gap: std::time::Duration::ZERO,
         },
     );
@@ -172,7 +168,20 @@ pub(crate) async fn captured() -> Captured {
         .unwrap()
         .to_string();
     resp.bytes().await.unwrap();
-    assert_eq!(outcome(&env, &id).await["provenance"], "captured");
+    assert_eq!(outcome(env, &id).await["provenance"], "captured");
+    id
+}
+
+pub(crate) async fn captured() -> Captured {
+    use crate::common::TestEnv;
+    use crate::provenance::AUDITOR;
+    let env = TestEnv::builder()
+        .admin_token("sam", "auditor", AUDITOR)
+        .admin_token("mo", "manager", MANAGER)
+        .admin_token("root", "admin", ADMIN)
+        .start()
+        .await;
+    let id = forward(&env, WRITTEN).await;
     let work = env.dir.path().join("work");
     std::fs::create_dir_all(work.join("src")).unwrap();
     let passage = WRITTEN.split_once("\n\n").unwrap().1;
@@ -991,8 +1000,8 @@ async fn the_console_review_page_confirms_and_clears_in_the_browser() {
 /// same header is one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_licence_header_the_model_wrote_is_no_finding_but_its_code_is() {
-    use crate::common::{Canned, TestEnv};
-    use crate::provenance::{AUDITOR, anthropic_sse, outcome};
+    use crate::common::TestEnv;
+    use crate::provenance::AUDITOR;
     const HEADER: &str = r#"// Licensed under the Apache License, Version 2.0 (the "License");
 // you may not use this file except in compliance with the License.
 // You may obtain a copy of the License at
@@ -1010,31 +1019,7 @@ async fn a_licence_header_the_model_wrote_is_no_finding_but_its_code_is() {
         .admin_token("sam", "auditor", AUDITOR)
         .start()
         .await;
-    env.vendor.serve(
-        "/v1/messages",
-        Canned {
-            headers: vec![("content-type".into(), "text/event-stream".into())],
-            chunks: vec![bytes::Bytes::from(anthropic_sse(&format!(
-                "Here is the file:\n\n{HEADER}\n{code}"
-            )))],
-            gap: std::time::Duration::ZERO,
-        },
-    );
-    let resp = env
-        .client(false)
-        .post("https://api.anthropic.com/v1/messages")
-        .header("user-agent", "Anthropic/Python 0.69.0")
-        .header("x-stainless-lang", "python")
-        .body(r#"{"model":"claude-sonnet-4-5"}"#)
-        .send()
-        .await
-        .unwrap();
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    resp.bytes().await.unwrap();
-    assert_eq!(outcome(&env, &id).await["provenance"], "captured");
+    let id = forward(&env, &format!("Here is the file:\n\n{HEADER}\n{code}")).await;
 
     let work = env.dir.path().join("work");
     std::fs::create_dir_all(&work).unwrap();

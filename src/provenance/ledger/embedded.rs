@@ -846,18 +846,8 @@ impl Ledger for EmbeddedLedger {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use super::super::filter::tests::splitmix;
     use super::*;
-
-    /// splitmix64 from `seed`: fingerprints are keyed hashes, uniform like these.
-    fn splitmix(mut x: u64) -> impl FnMut() -> u64 {
-        move || {
-            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = x;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-    }
 
     fn entry(id: &str, time_ms: i64) -> Entry {
         Entry {
