@@ -896,6 +896,101 @@ async fn kill_9_loses_no_ledger_entry_whose_outcome_was_written() {
     }
 }
 
+/// A clean shutdown (SIGTERM) of the real binary saves the membership filter with every entry
+/// written: the next open (a restart, a scan of the stopped gateway's ledger) loads it and reads
+/// nothing from the store on top of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_saves_the_filter_with_every_entry() {
+    let env = TestEnv::builder()
+        .append("\n[[rules]]\nname = \"sdk\"\naction = \"allow\"\ntools = [\"anthropic-sdk\"]\n")
+        .start()
+        .await;
+    let body = anthropic_sse(PROSE);
+    env.vendor.serve(
+        "/v1/messages",
+        Canned {
+            headers: vec![("content-type".into(), SSE.into())],
+            chunks: chunked(&body, 2),
+            gap: Duration::ZERO,
+        },
+    );
+    let config = crate::cli::binary_config(&env, "term");
+    let state = env.dir.path().join("term");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = crate::cli::client_of(&mut child, &state);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let resp = client
+            .post("https://api.anthropic.com/v1/messages")
+            .header("user-agent", "Anthropic/Python 0.69.0")
+            .header("x-stainless-lang", "python")
+            .body("{\"model\":\"claude-sonnet-4-5\"}")
+            .send()
+            .await
+            .unwrap();
+        ids.push(
+            resp.headers()["x-aigate-request-id"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+        resp.bytes().await.unwrap();
+    }
+    // Each outcome says `captured` once its entry is in the ledger.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(state.join("audit.jsonl")).unwrap_or_default();
+        let captured = text
+            .lines()
+            .filter(|l| {
+                l.contains("\"kind\":\"outcome\"") && l.contains("\"provenance\":\"captured\"")
+            })
+            .count();
+        if captured >= ids.len() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{captured} captured");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let term = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success());
+
+    let ledger = EmbeddedLedger::open(&aigate::provenance::ledger::embedded::path(&state)).unwrap();
+    ledger.wait_for_filter();
+    let origin = ledger.filter_origin().unwrap();
+    assert!(origin.loaded, "{origin:?}");
+    assert_eq!(
+        origin.entries_added, 0,
+        "the shutdown saved the filter before its last entries"
+    );
+    let fp = fingerprinter(&state);
+    let prints: Vec<u64> = output_of(ApiShape::AnthropicMessages, SSE, &body)
+        .iter()
+        .flat_map(|t| fp.all(t))
+        .map(|f| f.hash)
+        .collect();
+    let found: std::collections::HashSet<String> = ledger
+        .find(&prints)
+        .unwrap()
+        .hits
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    for id in &ids {
+        assert!(found.contains(id), "{id}");
+    }
+}
+
 /// Captures that finish together are recorded in one ledger commit (one fsync), and each
 /// outcome still says `captured` only once its entry is in the ledger.
 #[tokio::test]
