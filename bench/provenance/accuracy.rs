@@ -294,7 +294,16 @@ fn passage<'a>(rng: &mut Rng, src: &'a str, chars: usize) -> Option<&'a str> {
 
 fn paste(rng: &mut Rng, host: &str, inner: &str) -> String {
     let lines: Vec<&str> = host.lines().collect();
-    let at = rng.below(lines.len());
+    let mut at = rng.below(lines.len());
+    // Into code, as a person pastes code: moved up to the nearest line outside the host's
+    // docstrings and block comments (pasted inside one, the code channel reads the passage as
+    // part of that literal or comment). AIGATE_PROV_PASTE=anywhere: at the line drawn.
+    if std::env::var("AIGATE_PROV_PASTE").as_deref() != Ok("anywhere") {
+        let code = code_lines(&lines);
+        while at > 0 && !code[at] {
+            at -= 1;
+        }
+    }
     let mut s = lines[..at].join("\n");
     s.push('\n');
     s.push_str(inner);
@@ -303,6 +312,53 @@ fn paste(rng: &mut Rng, host: &str, inner: &str) -> String {
     }
     s.push_str(&lines[at..].join("\n"));
     s
+}
+
+/// For each line, whether it starts outside a triple-quoted string and a `/* */` comment.
+fn code_lines(lines: &[&str]) -> Vec<bool> {
+    let mut out = Vec::with_capacity(lines.len());
+    let mut quote: Option<&str> = None;
+    let mut depth = 0usize;
+    for line in lines {
+        out.push(quote.is_none() && depth == 0);
+        let mut rest = *line;
+        while !rest.is_empty() {
+            if let Some(q) = quote {
+                match rest.find(q) {
+                    Some(i) => {
+                        rest = &rest[i + 3..];
+                        quote = None;
+                    }
+                    None => break,
+                }
+            } else if depth > 0 {
+                match rest.find("*/") {
+                    Some(i) => {
+                        rest = &rest[i + 2..];
+                        depth -= 1;
+                    }
+                    None => break,
+                }
+            } else {
+                let next = ["\"\"\"", "'''", "/*", "//", "#"]
+                    .iter()
+                    .filter_map(|t| rest.find(t).map(|i| (i, *t)))
+                    .min();
+                match next {
+                    Some((_, "//" | "#")) | None => break,
+                    Some((i, "/*")) => {
+                        rest = &rest[i + 2..];
+                        depth += 1;
+                    }
+                    Some((i, q)) => {
+                        rest = &rest[i + 3..];
+                        quote = Some(q);
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// What a formatter does: indentation, spaces around operators and after commas, quote style,
@@ -413,7 +469,14 @@ fn rename_with(s: &str, everywhere: bool, keep: impl Fn(&str) -> bool, same_len:
                 continue;
             }
         }
-        if c.is_ascii_alphabetic() || c == b'_' {
+        if c.is_ascii_digit() {
+            // A number with its suffix or hex digits (`0x00da`, `1u8`) is a literal, not a name.
+            let st = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            out.push_str(&s[st..i]);
+        } else if c.is_ascii_alphabetic() || c == b'_' {
             let st = i;
             while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
                 i += 1;
@@ -615,6 +678,13 @@ struct Diag {
     shown: usize,
     len_orig: usize,
     len_renamed: usize,
+    /// Misses by [looks like Python][code fingerprints of the passage: 0, 1-3, 4+][of them
+    /// surviving the renaming: 0, 1-3, 4+].
+    missed: [[[usize; 3]; 3]; 2],
+    shown_none: usize,
+    /// Misses with 4+ surviving code fingerprints: [under half of them in the pasted document,
+    /// half or more].
+    swallowed: [usize; 2],
 }
 
 impl Diag {
@@ -673,6 +743,30 @@ impl Diag {
         for w in words {
             *self.keywords.entry(w).or_default() += 1;
         }
+        if !found && both.len() >= 4 {
+            // The passage's own code fingerprints that survive the renaming, as the document
+            // has them: pasted inside the host's docstring, block comment or open literal, the
+            // code channel reads the passage as part of that literal or comment.
+            let in_doc = set(fp.code(doc));
+            let kept = both.iter().filter(|h| in_doc.contains(h)).count();
+            self.swallowed[usize::from(kept * 2 >= both.len())] += 1;
+        }
+        if !found {
+            let bucket = |n: usize| match n {
+                0 => 0,
+                1..=3 => 1,
+                _ => 2,
+            };
+            let lang =
+                usize::from(p.contains("def ") || p.contains("\"\"\"") || p.contains("self."));
+            self.missed[lang][bucket(a.len())][bucket(both.len())] += 1;
+        }
+        if !found && a.is_empty() && p.len() > 400 && self.shown_none < 6 {
+            self.shown_none += 1;
+            eprintln!(
+                "--- missed, no code fingerprint in the passage:\n{p}\n=== renamed:\n{renamed}\n  .."
+            );
+        }
         if !found && self.shown < 4 {
             self.shown += 1;
             let r = m.document(doc, 1).ok().flatten();
@@ -711,6 +805,10 @@ impl Diag {
             100.0 * self.text_survive as f64 / self.text_fps.max(1) as f64,
             100.0 * self.stopped_text as f64 / self.text_survive.max(1) as f64,
             &kw[..kw.len().min(25)]
+        );
+        println!(
+            "diag renamed {len}+ misses [other, python-like][passage code fingerprints 0 / 1-3 / 4+][surviving 0 / 1-3 / 4+]: {:?}; of those with 4+ surviving, under half of them left in the document (the host's literal or comment took the paste) / half or more: {:?}",
+            self.missed, self.swallowed
         );
     }
 }
