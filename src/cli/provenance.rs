@@ -253,7 +253,15 @@ pub fn provenance_scan(args: &ScanArgs) -> Result<(), CliError> {
     let access = open(&cfg, args)?;
     note!("ledger: {}", access.describe());
     let find = |fps: &[u64]| access.find(fps);
-    let lookup = LedgerLookup::new(&find);
+    // The embedded ledger's membership filter is in this process: ask it first.
+    let may_hold = |fps: &[u64], out: &mut Vec<u64>| match &access {
+        Access::File { ledger, .. } => ledger.may_hold_many(fps, out),
+        _ => out.extend_from_slice(fps),
+    };
+    let lookup = match &access {
+        Access::File { .. } => LedgerLookup::with_filter(&find, &may_hold),
+        _ => LedgerLookup::new(&find),
+    };
     let defaults = Thresholds::default();
     let thresholds = Thresholds {
         min_chars: args.min_chars,

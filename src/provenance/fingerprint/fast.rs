@@ -15,11 +15,13 @@
 //!   (Schleimer et al.'s own formulation) instead of a deque; both pick the rightmost minimum of
 //!   every window, so the same grams are kept. The gram hash is the same rolling polynomial and
 //!   finaliser as `winnow.rs` (shared constants), and the keyed hash of a kept gram the same
-//!   SipHash.
+//!   SipHash-2-4 (`Sip24`: siphasher's, with the key's state set up once per document; a test
+//!   holds the two equal).
 //! - Distinct symbols (`super::diverse`) are counted only for the grams winnowing keeps (about
 //!   `2 / (w + 1)` of them), over each symbol's bucket folded once as it is read, instead of
 //!   kept up to date for every gram as the window slides: fewer operations per symbol, the
-//!   same count (callgrind of capture, docs/provenance.md "Capture cost").
+//!   same count (callgrind of capture, docs/provenance.md "Capture cost"); and only until the
+//!   floor is reached (`diverse_enough`: the count only grows, so the answer is the same).
 //!
 //! `tests.rs` compares the two on this crate's sources, the cargo cache and random text.
 
@@ -29,7 +31,7 @@ use siphasher::sip::SipHasher24;
 
 use super::normalize::{self, IDENT, NUMBER, STRING};
 use super::winnow::{BASE, mix};
-use super::{Channel, Fp, keyed};
+use super::{Channel, Fp};
 
 /// Buffers of one thread, grown to the largest document seen and reused.
 #[derive(Default)]
@@ -364,20 +366,22 @@ fn winnow(
     }
     hashes[0] = mix(rolling);
     for (i, (&old, &new)) in values[..grams - 1].iter().zip(&values[k..]).enumerate() {
-        rolling = rolling
-            .wrapping_mul(BASE)
-            .wrapping_sub((u64::from(old) + 1).wrapping_mul(top))
-            .wrapping_add(u64::from(new) + 1);
+        // What enters and leaves, apart: it does not wait for the previous gram's hash, so the
+        // chain from one gram to the next is one multiplication and one addition (mod 2^64, the
+        // same sum).
+        let step = (u64::from(new) + 1).wrapping_sub((u64::from(old) + 1).wrapping_mul(top));
+        rolling = rolling.wrapping_mul(BASE).wrapping_add(step);
         hashes[i + 1] = mix(rolling);
     }
     let w = g.w.min(grams).max(1);
     // About `2 / (w + 1)` of the grams are kept: room for them at once, not by doubling.
     out.reserve(2 * grams / (w + 1) + 1);
+    let sip = Sip24::new(g.hasher);
     let mut emit = |at: usize| {
-        if g.min_distinct == 0 || distinct(&folded[at..at + k]) >= g.min_distinct {
+        if g.min_distinct == 0 || diverse_enough(&folded[at..at + k], g.min_distinct) {
             let (start, end) = span(at, at + k - 1);
             out.push(Fp {
-                hash: keyed(g.hasher, hashes[at]),
+                hash: sip.hash(hashes[at]),
                 channel: g.channel,
                 start,
                 end,
@@ -415,11 +419,134 @@ fn fold(v: u32) -> u8 {
     ((v ^ (v >> 7) ^ (v >> 14) ^ (v >> 21) ^ (v >> 28)) & 127) as u8
 }
 
-/// How many distinct buckets a gram's symbols fall in (`super::diverse`'s count).
-fn distinct(folded: &[u8]) -> u32 {
-    let mut set = [0u64; 2];
-    for &f in folded {
-        set[usize::from(f >> 6) & 1] |= 1 << (f & 63);
+/// Whether a gram's symbols fall in at least `min` distinct buckets (`super::diverse`'s count).
+///
+/// Counted one symbol at a time and left as soon as the count reaches `min` (after about ten
+/// symbols in nearly every gram of real text): the count only grows, so the answer is the one
+/// counting the whole gram gives. The set is two registers, each bit placed by a mask, not an
+/// indexed `[u64; 2]`: that made every symbol a read-modify-write through memory, one store
+/// forwarding after the other, and with the whole gram counted it was a fifth of a scan's time
+/// (perf; docs/provenance.md, "Scan speed").
+fn diverse_enough(folded: &[u8], min: u32) -> bool {
+    if min == 0 {
+        return true;
     }
-    set[0].count_ones() + set[1].count_ones()
+    let (mut lo, mut hi, mut count) = (0u64, 0u64, 0u32);
+    for &f in folded {
+        let bit = 1u64 << (f & 63);
+        let upper = u64::from((f >> 6) & 1).wrapping_neg();
+        let seen = (lo & !upper) | (hi & upper);
+        count += u32::from(seen & bit == 0);
+        if count >= min {
+            return true;
+        }
+        lo |= bit & !upper;
+        hi |= bit & upper;
+    }
+    false
+}
+
+/// `super::keyed` (siphasher's SipHash-2-4 of one `u64` given to `Hasher::write_u64`: one
+/// 8-byte block, then the length block) with the key's initial state computed once per
+/// document, and no buffering of partial blocks: the same function, a third fewer instructions
+/// for the grams winnowing keeps. `tests.rs` holds it to siphasher.
+#[derive(Clone, Copy)]
+pub(super) struct Sip24 {
+    v0: u64,
+    v1: u64,
+    v2: u64,
+    v3: u64,
+}
+
+impl Sip24 {
+    pub(super) fn new(hasher: &SipHasher24) -> Sip24 {
+        let (k0, k1) = hasher.keys();
+        Sip24 {
+            v0: k0 ^ 0x736f_6d65_7073_6575,
+            v1: k1 ^ 0x646f_7261_6e64_6f6d,
+            v2: k0 ^ 0x6c79_6765_6e65_7261,
+            v3: k1 ^ 0x7465_6462_7974_6573,
+        }
+    }
+
+    #[inline]
+    pub(super) fn hash(self, m: u64) -> u64 {
+        let mut v = [self.v0, self.v1, self.v2, self.v3];
+        // The message block, then the final block: no tail, the length (8) in the top byte.
+        for block in [m, 8 << 56] {
+            v[3] ^= block;
+            sip_round(&mut v);
+            sip_round(&mut v);
+            v[0] ^= block;
+        }
+        v[2] ^= 0xff;
+        for _ in 0..4 {
+            sip_round(&mut v);
+        }
+        v[0] ^ v[1] ^ v[2] ^ v[3]
+    }
+}
+
+/// SipHash's round over `v0, v1, v2, v3`.
+#[inline(always)]
+fn sip_round(v: &mut [u64; 4]) {
+    let [mut v0, mut v1, mut v2, mut v3] = *v;
+    v0 = v0.wrapping_add(v1);
+    v1 = v1.rotate_left(13) ^ v0;
+    v0 = v0.rotate_left(32);
+    v2 = v2.wrapping_add(v3);
+    v3 = v3.rotate_left(16) ^ v2;
+    v0 = v0.wrapping_add(v3);
+    v3 = v3.rotate_left(21) ^ v0;
+    v2 = v2.wrapping_add(v1);
+    v1 = v1.rotate_left(17) ^ v2;
+    v2 = v2.rotate_left(32);
+    *v = [v0, v1, v2, v3];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sip24_is_the_keyed_hash() {
+        let mut x = 0x1234_5678_9abc_def0u64;
+        for key in [[0u8; 16], *b"0123456789abcdef", [0xff; 16]] {
+            let hasher = SipHasher24::new_with_key(&key);
+            let sip = Sip24::new(&hasher);
+            for _ in 0..10_000 {
+                x = super::super::winnow::mix(x.wrapping_add(0x9e37_79b9_7f4a_7c15));
+                assert_eq!(sip.hash(x), super::super::keyed(&hasher, x), "{x:#x}");
+            }
+            assert_eq!(sip.hash(0), super::super::keyed(&hasher, 0));
+            assert_eq!(sip.hash(u64::MAX), super::super::keyed(&hasher, u64::MAX));
+        }
+    }
+
+    #[test]
+    fn diverse_enough_counts_as_the_whole_gram_does() {
+        let mut x = 7u64;
+        for len in [0usize, 1, 8, 16, 24, 40] {
+            for _ in 0..2_000 {
+                let gram: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x = super::super::winnow::mix(x.wrapping_add(1));
+                        // Few distinct values, so the floors are crossed both ways.
+                        (x % 11) as u8 * 13 % 128
+                    })
+                    .collect();
+                let mut set = 0u128;
+                for &f in &gram {
+                    set |= 1u128 << f;
+                }
+                for min in 0..=12 {
+                    assert_eq!(
+                        diverse_enough(&gram, min),
+                        set.count_ones() >= min,
+                        "{gram:?} {min}"
+                    );
+                }
+            }
+        }
+    }
 }

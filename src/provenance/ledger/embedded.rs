@@ -287,6 +287,14 @@ impl EmbeddedLedger {
         }
     }
 
+    /// Appends to `out` the fingerprints of `prints` the membership filter may hold (never
+    /// drops one the ledger holds). A scan asks this first, so the rest of its per-document work
+    /// (sorting, the fingerprints it already found, the store) sees only the few that may be
+    /// in the ledger; `find` asks the filter again for those, which costs little.
+    pub fn may_hold_many(&self, prints: &[u64], out: &mut Vec<u64>) {
+        self.inner.filter().may_hold_many(prints, out);
+    }
+
     /// The filter after open is built: lookups of absent fingerprints no longer reach the store.
     pub fn filter_ready(&self) -> bool {
         self.inner.filter().is_ready()

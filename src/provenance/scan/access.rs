@@ -11,8 +11,13 @@
 //! more than once (vendored crates in several versions, generated files), and each fingerprint
 //! in the ledger costs the embedded store a prefix scan and its entries a read, where an absent
 //! one ends in the membership filter.
+//!
+//! When that filter is in this process (`--ledger file`), it comes first
+//! ([`LedgerLookup::with_filter`]): a document's fingerprints are sorted, checked against the
+//! remembered ones and sent to `find` only if the filter may hold them, which is about 1 % of
+//! them; a document with none makes no call.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -53,8 +58,18 @@ type Known = HashMap<u64, Vec<u64>, std::hash::BuildHasherDefault<Uniform>>;
 /// A batch lookup: the entries holding any of the fingerprints.
 pub type Find<'a> = dyn Fn(&[u64]) -> anyhow::Result<Matches> + 'a;
 
+/// A membership filter in this process (the embedded ledger's): appends to the second argument
+/// the fingerprints of the first the ledger may hold, and never drops one it holds.
+pub type MayHold<'a> = dyn Fn(&[u64], &mut Vec<u64>) + 'a;
+
 pub struct LedgerLookup<'a> {
     find: &'a Find<'a>,
+    /// Asked before anything else when there is one: about 99 % of a document's fingerprints
+    /// leave here, and the sorting, the probes of `known` and the call to `find` are paid for
+    /// the rest only (they were a tenth of a scan's time when every fingerprint went through
+    /// them; docs/provenance.md, "Scan speed"). A document it leaves with nothing makes no
+    /// `find` call.
+    may_hold: Option<&'a MayHold<'a>>,
     state: Mutex<State>,
     /// The current document has a fingerprint in the ledger. Nearly every document has none,
     /// and then the matcher's thousand lookups a document end here, without the lock.
@@ -68,18 +83,34 @@ struct State {
     /// Fingerprints found in the ledger earlier in this scan → entry numbers (at most
     /// [`KNOWN`]).
     known: Known,
+    /// With a filter: fingerprints it let through that the ledger did not hold (its false
+    /// positives), at most [`KNOWN`]. Versions of one crate, vendored copies and generated
+    /// files repeat them, and each costs the store a prefix scan; the scan holds the ledger's
+    /// lock, so the answer cannot change while it runs.
+    absent: HashSet<u64, std::hash::BuildHasherDefault<Uniform>>,
     /// Entry id → its number here (the matcher's response id).
     numbers: HashMap<String, u64>,
     responses: Vec<Response>,
     calls: u64,
+    /// The current document's fingerprints to ask about (a buffer kept across documents).
+    wanted: Vec<u64>,
 }
 
 impl<'a> LedgerLookup<'a> {
     pub fn new(find: &'a Find<'a>) -> Self {
         LedgerLookup {
             find,
+            may_hold: None,
             state: Mutex::new(State::default()),
             any: AtomicBool::new(false),
+        }
+    }
+
+    /// A ledger with a membership filter in this process: only what it may hold is looked up.
+    pub fn with_filter(find: &'a Find<'a>, may_hold: &'a MayHold<'a>) -> Self {
+        LedgerLookup {
+            may_hold: Some(may_hold),
+            ..Self::new(find)
         }
     }
 
@@ -144,9 +175,18 @@ impl Lookup for LedgerLookup<'_> {
     fn prefetch(&self, hashes: &[u64]) -> anyhow::Result<()> {
         let mut state = self.lock();
         state.hits.clear();
-        let mut wanted = hashes.to_vec();
+        let mut wanted = std::mem::take(&mut state.wanted);
+        wanted.clear();
+        match self.may_hold {
+            Some(may_hold) => may_hold(hashes, &mut wanted),
+            None => wanted.extend_from_slice(hashes),
+        }
         wanted.sort_unstable();
         wanted.dedup();
+        if !state.absent.is_empty() {
+            let absent = &state.absent;
+            wanted.retain(|h| !absent.contains(h));
+        }
         if !state.known.is_empty() {
             let State { hits, known, .. } = &mut *state;
             wanted.retain(|h| match known.get(h) {
@@ -163,8 +203,34 @@ impl Lookup for LedgerLookup<'_> {
             self.ask(&wanted, &mut state)
         };
         state.remember();
+        if self.may_hold.is_some() && asked.is_ok() {
+            let State { hits, absent, .. } = &mut *state;
+            for h in &wanted {
+                if absent.len() >= KNOWN {
+                    break;
+                }
+                if !hits.contains_key(h) {
+                    absent.insert(*h);
+                }
+            }
+        }
+        state.wanted = wanted;
         self.any.store(!state.hits.is_empty(), Ordering::Relaxed);
         asked
+    }
+
+    fn responses_each(&self, hashes: &[u64], out: &mut Vec<(u32, u64)>) -> anyhow::Result<()> {
+        if !self.any.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        // One lock for the document, not one per fingerprint.
+        let state = self.lock();
+        for (i, hash) in hashes.iter().enumerate() {
+            if let Some(found) = state.hits.get(hash) {
+                out.extend(found.iter().map(|&n| (i as u32, n)));
+            }
+        }
+        Ok(())
     }
 
     fn responses(&self, hash: u64, out: &mut Vec<u64>) -> anyhow::Result<()> {
@@ -268,6 +334,54 @@ mod tests {
         out.clear();
         lookup.responses(2, &mut out).unwrap();
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn with_a_filter_only_what_it_may_hold_is_asked_and_answers_do_not_change() {
+        let asked = Mutex::new(Vec::new());
+        let find = |fps: &[u64]| -> anyhow::Result<Matches> {
+            asked.lock().unwrap().push(fps.to_vec());
+            let mut m = Matches::default();
+            for &h in fps {
+                if h % 4 == 0 {
+                    m.hits.push((h, "r".into()));
+                    m.entries.insert("r".into(), entry("r"));
+                }
+            }
+            Ok(m)
+        };
+        // The filter: no false negatives (every multiple of 4 passes), some false positives.
+        let may_hold =
+            |fps: &[u64], out: &mut Vec<u64>| out.extend(fps.iter().filter(|h| *h % 2 == 0));
+        let filtered = LedgerLookup::with_filter(&find, &may_hold);
+        let doc = [9, 4, 6, 8, 4, 3];
+        filtered.prefetch(&doc).unwrap();
+        assert_eq!(*asked.lock().unwrap(), vec![vec![4, 6, 8]]);
+        let mut each = Vec::new();
+        filtered.responses_each(&doc, &mut each).unwrap();
+        assert_eq!(each, vec![(1, 0), (3, 0), (4, 0)]);
+        // Nothing the filter may hold: no call at all.
+        filtered.prefetch(&[1, 3, 5]).unwrap();
+        assert_eq!(filtered.calls(), 1);
+        // Its false positive (6) was asked once: found absent, it is not asked again; nor are
+        // the hits (remembered); 10 is new.
+        filtered.prefetch(&[6, 4, 10]).unwrap();
+        assert_eq!(asked.lock().unwrap().last().unwrap(), &vec![10]);
+        filtered.prefetch(&[6, 8]).unwrap();
+        assert_eq!(filtered.calls(), 2);
+        each.clear();
+        filtered.responses_each(&[1, 3, 5], &mut each).unwrap();
+        assert!(each.is_empty());
+        // The same answers as without the filter, one fingerprint at a time.
+        let plain = LedgerLookup::new(&find);
+        plain.prefetch(&doc).unwrap();
+        let mut one_by_one = Vec::new();
+        for (i, &h) in doc.iter().enumerate() {
+            let mut ids = Vec::new();
+            plain.responses(h, &mut ids).unwrap();
+            one_by_one.extend(ids.into_iter().map(|id| (i as u32, id)));
+        }
+        assert_eq!(one_by_one, vec![(1, 0), (3, 0), (4, 0)]);
     }
 
     #[test]

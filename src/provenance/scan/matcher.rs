@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::{Lookup, Response};
-use crate::provenance::fingerprint::{Channel, Fingerprinter, StopList};
+use crate::provenance::fingerprint::{Channel, Fingerprinter, Fp, StopList};
 
 /// When a match is a finding. A response's fingerprints in a document are grouped into runs,
 /// per channel (fingerprints whose grams overlap or touch: a copied passage yields one run,
@@ -118,29 +118,7 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
     /// Matches one document. `first_line` is the line number of the text's first line (a diff
     /// hunk starts mid-file).
     pub fn document(&self, text: &str, first_line: usize) -> anyhow::Result<Option<Finding>> {
-        let mut fps = self.fingerprinter.all(text);
-        // One stop-list probe per fingerprint (each is a cache miss or two on a large list).
-        fps.retain(|f| !self.stop.contains(f.hash));
-        let wanted: Vec<u64> = fps.iter().map(|f| f.hash).collect();
-        self.ledger.prefetch(&wanted)?;
-        // Response id -> spans (byte ranges of the document) on the text and the code channel.
-        let mut hits: HashMap<u64, [Vec<(u32, u32)>; 2]> = HashMap::new();
-        let mut ids = Vec::new();
-        for fp in &fps {
-            ids.clear();
-            self.ledger.responses(fp.hash, &mut ids)?;
-            if ids.is_empty() {
-                continue;
-            }
-            if ids.len() > 1 {
-                ids.sort_unstable();
-                ids.dedup();
-            }
-            let channel = usize::from(fp.channel == Channel::Code);
-            for &id in &ids {
-                hits.entry(id).or_default()[channel].push((fp.start, fp.end));
-            }
-        }
+        let hits = SCRATCH.with_borrow_mut(|sc| self.hits(text, sc))?;
         if hits.is_empty() {
             return Ok(None);
         }
@@ -237,6 +215,61 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
             lines: lines.ranges(&spans, first_line),
             responses: matches,
         }))
+    }
+}
+
+/// A thread's buffers for [`Matcher::hits`], reused from one document to the next: a scan
+/// reads tens of thousands of documents, and nearly all of them end in `hits` with nothing.
+#[derive(Default)]
+struct Scratch {
+    fps: Vec<Fp>,
+    wanted: Vec<u64>,
+    pairs: Vec<(u32, u64)>,
+    ids: Vec<u64>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+}
+
+/// Response id -> spans (byte ranges of the document) on the text and the code channel.
+type Hits = HashMap<u64, [Vec<(u32, u32)>; 2]>;
+
+impl<L: Lookup + ?Sized> Matcher<'_, L> {
+    /// The document's fingerprints (stop-list removed) that are in the ledger, by response.
+    fn hits(&self, text: &str, sc: &mut Scratch) -> anyhow::Result<Hits> {
+        let Scratch {
+            fps,
+            wanted,
+            pairs,
+            ids,
+        } = sc;
+        fps.clear();
+        self.fingerprinter.code_into(text, fps);
+        self.fingerprinter.text_into(text, fps);
+        // One stop-list probe per fingerprint (each is a cache miss or two on a large list).
+        fps.retain(|f| !self.stop.contains(f.hash));
+        wanted.clear();
+        wanted.extend(fps.iter().map(|f| f.hash));
+        self.ledger.prefetch(wanted)?;
+        let mut hits = Hits::new();
+        pairs.clear();
+        self.ledger.responses_each(wanted, pairs)?;
+        // `pairs` is in the order of `fps`: one group per fingerprint.
+        for group in pairs.chunk_by(|a, b| a.0 == b.0) {
+            let fp = &fps[group[0].0 as usize];
+            ids.clear();
+            ids.extend(group.iter().map(|&(_, id)| id));
+            if ids.len() > 1 {
+                ids.sort_unstable();
+                ids.dedup();
+            }
+            let channel = usize::from(fp.channel == Channel::Code);
+            for &id in ids.iter() {
+                hits.entry(id).or_default()[channel].push((fp.start, fp.end));
+            }
+        }
+        Ok(hits)
     }
 }
 
@@ -420,7 +453,7 @@ struct LineIndex {
 impl LineIndex {
     fn new(text: &str) -> Self {
         let mut starts = vec![0];
-        starts.extend(memchr_newlines(text.as_bytes()));
+        starts.extend(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1));
         LineIndex { starts }
     }
 
@@ -444,11 +477,4 @@ impl LineIndex {
         }
         out
     }
-}
-
-fn memchr_newlines(b: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    b.iter()
-        .enumerate()
-        .filter(|&(_, &c)| c == b'\n')
-        .map(|(i, _)| i + 1)
 }

@@ -40,6 +40,18 @@ pub struct Response {
 pub trait Lookup {
     /// Appends to `out` the ledger's ids of the responses that produced fingerprint `hash`.
     fn responses(&self, hash: u64, out: &mut Vec<u64>) -> anyhow::Result<()>;
+    /// [`Lookup::responses`] of each of `hashes` (a document's, after [`Lookup::prefetch`]):
+    /// appends `(i, id)` for each response id of `hashes[i]`, in the order of `hashes`. One call
+    /// a document, so a ledger behind a lock takes it once, not once per fingerprint.
+    fn responses_each(&self, hashes: &[u64], out: &mut Vec<(u32, u64)>) -> anyhow::Result<()> {
+        let mut ids = Vec::new();
+        for (i, &hash) in hashes.iter().enumerate() {
+            ids.clear();
+            self.responses(hash, &mut ids)?;
+            out.extend(ids.iter().map(|&id| (i as u32, id)));
+        }
+        Ok(())
+    }
     /// The entry of a response id returned by [`Lookup::responses`].
     fn response(&self, id: u64) -> anyhow::Result<Option<Response>>;
     /// Called with a document's fingerprints (stop-list removed) before its lookups, so a

@@ -48,7 +48,7 @@ pub struct Outcome {
 
 fn matched<L: Lookup + ?Sized>(
     matcher: &Matcher<'_, L>,
-    doc: Document,
+    doc: &Document,
     findings: &mut Vec<Located>,
 ) -> anyhow::Result<Option<Tier>> {
     let Some(mut finding) = matcher
@@ -65,7 +65,7 @@ fn matched<L: Lookup + ?Sized>(
     }
     let tier = finding.tier;
     findings.push(Located {
-        origin: doc.origin,
+        origin: doc.origin.clone(),
         finding,
     });
     Ok(Some(tier))
@@ -83,13 +83,13 @@ pub fn scan<L: Lookup + ?Sized>(
         .unwrap_or_else(|| PathBuf::from("."));
     if let Some(range) = &req.git_rev_range {
         sources::git_diff(&repo, range, &mut out.tally, |doc| {
-            matched(matcher, doc, &mut out.findings).map(drop)
+            matched(matcher, &doc, &mut out.findings).map(drop)
         })?;
         return Ok(out);
     }
     if req.git_history {
         sources::git_history(&repo, &mut out.tally, |doc| {
-            matched(matcher, doc, &mut out.findings).map(drop)
+            matched(matcher, &doc, &mut out.findings).map(drop)
         })?;
         return Ok(out);
     }
@@ -120,11 +120,11 @@ pub fn scan<L: Lookup + ?Sized>(
     for p in &req.paths {
         if datasets.contains(&p) && parquet::is_parquet(p) {
             parquet::rows(p, field, &mut out.tally, |doc| {
-                matched(matcher, doc, &mut out.findings).map(drop)
+                matched(matcher, &doc, &mut out.findings).map(drop)
             })?;
         } else if datasets.contains(&p) {
             sources::jsonl(p, field, &mut out.tally, |doc, _| {
-                matched(matcher, doc, &mut out.findings).map(drop)
+                matched(matcher, &doc, &mut out.findings).map(drop)
             })?;
         } else {
             files.push(p.clone());
@@ -152,7 +152,7 @@ fn write_clean<L: Lookup + ?Sized>(
     let mut kept = 0u64;
     let before = out.findings.len();
     sources::jsonl(dataset, field, &mut out.tally, |doc, raw| {
-        if matched(matcher, doc, &mut out.findings)?.is_none() {
+        if matched(matcher, &doc, &mut out.findings)?.is_none() {
             writer.write_all(raw.as_bytes())?;
             writer.write_all(b"\n")?;
             kept += 1;
