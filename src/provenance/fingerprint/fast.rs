@@ -15,8 +15,7 @@
 //!   (Schleimer et al.'s own formulation) instead of a deque; both pick the rightmost minimum of
 //!   every window, so the same grams are kept. The gram hash is the same rolling polynomial and
 //!   finaliser as `winnow.rs` (shared constants), and the keyed hash of a kept gram the same
-//!   SipHash-2-4 (`Sip24`: siphasher's, with the key's state set up once per document; a test
-//!   holds the two equal).
+//!   SipHash (`super::keyed`).
 //! - Distinct symbols (`super::diverse`) are counted only for the grams winnowing keeps (about
 //!   `2 / (w + 1)` of them), over each symbol's bucket folded once as it is read, instead of
 //!   kept up to date for every gram as the window slides: fewer operations per symbol, the
@@ -31,7 +30,7 @@ use siphasher::sip::SipHasher24;
 
 use super::normalize::{self, IDENT, NUMBER, STRING};
 use super::winnow::{BASE, mix};
-use super::{Channel, Fp};
+use super::{Channel, Fp, keyed};
 
 /// Buffers of one thread, grown to the largest document seen and reused.
 #[derive(Default)]
@@ -376,12 +375,11 @@ fn winnow(
     let w = g.w.min(grams).max(1);
     // About `2 / (w + 1)` of the grams are kept: room for them at once, not by doubling.
     out.reserve(2 * grams / (w + 1) + 1);
-    let sip = Sip24::new(g.hasher);
     let mut emit = |at: usize| {
         if g.min_distinct == 0 || diverse_enough(&folded[at..at + k], g.min_distinct) {
             let (start, end) = span(at, at + k - 1);
             out.push(Fp {
-                hash: sip.hash(hashes[at]),
+                hash: keyed(g.hasher, hashes[at]),
                 channel: g.channel,
                 start,
                 end,
@@ -446,82 +444,9 @@ fn diverse_enough(folded: &[u8], min: u32) -> bool {
     false
 }
 
-/// `super::keyed` (siphasher's SipHash-2-4 of one `u64` given to `Hasher::write_u64`: one
-/// 8-byte block, then the length block) with the key's initial state computed once per
-/// document, and no buffering of partial blocks: the same function, a third fewer instructions
-/// for the grams winnowing keeps. `tests.rs` holds it to siphasher.
-#[derive(Clone, Copy)]
-pub(super) struct Sip24 {
-    v0: u64,
-    v1: u64,
-    v2: u64,
-    v3: u64,
-}
-
-impl Sip24 {
-    pub(super) fn new(hasher: &SipHasher24) -> Sip24 {
-        let (k0, k1) = hasher.keys();
-        Sip24 {
-            v0: k0 ^ 0x736f_6d65_7073_6575,
-            v1: k1 ^ 0x646f_7261_6e64_6f6d,
-            v2: k0 ^ 0x6c79_6765_6e65_7261,
-            v3: k1 ^ 0x7465_6462_7974_6573,
-        }
-    }
-
-    #[inline]
-    pub(super) fn hash(self, m: u64) -> u64 {
-        let mut v = [self.v0, self.v1, self.v2, self.v3];
-        // The message block, then the final block: no tail, the length (8) in the top byte.
-        for block in [m, 8 << 56] {
-            v[3] ^= block;
-            sip_round(&mut v);
-            sip_round(&mut v);
-            v[0] ^= block;
-        }
-        v[2] ^= 0xff;
-        for _ in 0..4 {
-            sip_round(&mut v);
-        }
-        v[0] ^ v[1] ^ v[2] ^ v[3]
-    }
-}
-
-/// SipHash's round over `v0, v1, v2, v3`.
-#[inline(always)]
-fn sip_round(v: &mut [u64; 4]) {
-    let [mut v0, mut v1, mut v2, mut v3] = *v;
-    v0 = v0.wrapping_add(v1);
-    v1 = v1.rotate_left(13) ^ v0;
-    v0 = v0.rotate_left(32);
-    v2 = v2.wrapping_add(v3);
-    v3 = v3.rotate_left(16) ^ v2;
-    v0 = v0.wrapping_add(v3);
-    v3 = v3.rotate_left(21) ^ v0;
-    v2 = v2.wrapping_add(v1);
-    v1 = v1.rotate_left(17) ^ v2;
-    v2 = v2.rotate_left(32);
-    *v = [v0, v1, v2, v3];
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sip24_is_the_keyed_hash() {
-        let mut x = 0x1234_5678_9abc_def0u64;
-        for key in [[0u8; 16], *b"0123456789abcdef", [0xff; 16]] {
-            let hasher = SipHasher24::new_with_key(&key);
-            let sip = Sip24::new(&hasher);
-            for _ in 0..10_000 {
-                x = super::super::winnow::mix(x.wrapping_add(0x9e37_79b9_7f4a_7c15));
-                assert_eq!(sip.hash(x), super::super::keyed(&hasher, x), "{x:#x}");
-            }
-            assert_eq!(sip.hash(0), super::super::keyed(&hasher, 0));
-            assert_eq!(sip.hash(u64::MAX), super::super::keyed(&hasher, u64::MAX));
-        }
-    }
 
     #[test]
     fn diverse_enough_counts_as_the_whole_gram_does() {
