@@ -796,29 +796,14 @@ async fn the_ledger_entry_joins_the_outcome_and_its_fingerprints_find_it() {
 /// `captured` has its entry in the ledger, with the fingerprint count it names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_ledger_entry_whose_outcome_was_written() {
-    let env = TestEnv::builder()
-        .append("\n[[rules]]\nname = \"sdk\"\naction = \"allow\"\ntools = [\"anthropic-sdk\"]\n")
-        .start()
-        .await;
-    let body = anthropic_sse(PROSE);
-    env.vendor.serve(
-        "/v1/messages",
-        Canned {
-            headers: vec![("content-type".into(), SSE.into())],
-            chunks: chunked(&body, 3),
-            gap: Duration::from_millis(1),
-        },
-    );
-    let config = crate::cli::binary_config(&env, "kill");
-    let state = env.dir.path().join("kill");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aigate"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "off")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let client = crate::cli::client_of(&mut child, &state);
+    // `_env` keeps the loopback vendor and the state directory alive until the end.
+    let BinaryGateway {
+        env: _env,
+        body,
+        state,
+        mut child,
+        client,
+    } = binary_gateway("kill", 3, Duration::from_millis(1)).await;
     let mut load = Vec::new();
     for _ in 0..8 {
         let client = client.clone();
@@ -875,19 +860,7 @@ async fn kill_9_loses_no_ledger_entry_whose_outcome_was_written() {
     // since added from the store) holds every captured call's fingerprints: none is missed.
     ledger.wait_for_filter();
     assert!(ledger.filter_origin().is_some());
-    let fp = fingerprinter(&state);
-    let prints: Vec<u64> = output_of(ApiShape::AnthropicMessages, SSE, &body)
-        .iter()
-        .flat_map(|t| fp.all(t))
-        .map(|f| f.hash)
-        .collect();
-    let found: std::collections::HashSet<String> = ledger
-        .find(&prints)
-        .unwrap()
-        .hits
-        .into_iter()
-        .map(|(_, id)| id)
-        .collect();
+    let found = found_by_fingerprints(&ledger, &state, &body);
     for (id, _) in &captured {
         assert!(
             found.contains(id),
@@ -896,11 +869,17 @@ async fn kill_9_loses_no_ledger_entry_whose_outcome_was_written() {
     }
 }
 
-/// A clean shutdown (SIGTERM) of the real binary saves the membership filter with every entry
-/// written: the next open (a restart, a scan of the stopped gateway's ledger) loads it and reads
-/// nothing from the store on top of it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_clean_shutdown_saves_the_filter_with_every_entry() {
+/// The real binary on the test environment's policy (the SDK allowed) in the state directory
+/// `name`, its loopback vendor answering `PROSE` in `chunks` chunks `gap` apart.
+struct BinaryGateway {
+    env: TestEnv,
+    body: Vec<u8>,
+    state: std::path::PathBuf,
+    child: std::process::Child,
+    client: reqwest::Client,
+}
+
+async fn binary_gateway(name: &str, chunks: usize, gap: Duration) -> BinaryGateway {
     let env = TestEnv::builder()
         .append("\n[[rules]]\nname = \"sdk\"\naction = \"allow\"\ntools = [\"anthropic-sdk\"]\n")
         .start()
@@ -910,12 +889,12 @@ async fn a_clean_shutdown_saves_the_filter_with_every_entry() {
         "/v1/messages",
         Canned {
             headers: vec![("content-type".into(), SSE.into())],
-            chunks: chunked(&body, 2),
-            gap: Duration::ZERO,
+            chunks: chunked(&body, chunks),
+            gap,
         },
     );
-    let config = crate::cli::binary_config(&env, "term");
-    let state = env.dir.path().join("term");
+    let config = crate::cli::binary_config(&env, name);
+    let state = env.dir.path().join(name);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_aigate"))
         .args(["run", "--config", config.to_str().unwrap()])
         .env("RUST_LOG", "off")
@@ -924,6 +903,49 @@ async fn a_clean_shutdown_saves_the_filter_with_every_entry() {
         .spawn()
         .unwrap();
     let client = crate::cli::client_of(&mut child, &state);
+    BinaryGateway {
+        env,
+        body,
+        state,
+        child,
+        client,
+    }
+}
+
+/// The ids of the entries `ledger` finds through the fingerprints of the answer `body`.
+fn found_by_fingerprints(
+    ledger: &EmbeddedLedger,
+    state: &std::path::Path,
+    body: &[u8],
+) -> std::collections::HashSet<String> {
+    let fp = fingerprinter(state);
+    let prints: Vec<u64> = output_of(ApiShape::AnthropicMessages, SSE, body)
+        .iter()
+        .flat_map(|t| fp.all(t))
+        .map(|f| f.hash)
+        .collect();
+    ledger
+        .find(&prints)
+        .unwrap()
+        .hits
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect()
+}
+
+/// A clean shutdown (SIGTERM) of the real binary saves the membership filter with every entry
+/// written: the next open (a restart, a scan of the stopped gateway's ledger) loads it and reads
+/// nothing from the store on top of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_saves_the_filter_with_every_entry() {
+    // `_env` keeps the loopback vendor and the state directory alive until the end.
+    let BinaryGateway {
+        env: _env,
+        body,
+        state,
+        mut child,
+        client,
+    } = binary_gateway("term", 2, Duration::ZERO).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
         let resp = client
@@ -973,19 +995,7 @@ async fn a_clean_shutdown_saves_the_filter_with_every_entry() {
         origin.entries_added, 0,
         "the shutdown saved the filter before its last entries"
     );
-    let fp = fingerprinter(&state);
-    let prints: Vec<u64> = output_of(ApiShape::AnthropicMessages, SSE, &body)
-        .iter()
-        .flat_map(|t| fp.all(t))
-        .map(|f| f.hash)
-        .collect();
-    let found: std::collections::HashSet<String> = ledger
-        .find(&prints)
-        .unwrap()
-        .hits
-        .into_iter()
-        .map(|(_, id)| id)
-        .collect();
+    let found = found_by_fingerprints(&ledger, &state, &body);
     for id in &ids {
         assert!(found.contains(id), "{id}");
     }
