@@ -88,7 +88,9 @@ struct Inner {
     id: [u8; 16],
     /// Where the filter is saved (`filter` beside `index/`).
     filter_path: PathBuf,
-    /// The `upto` of the filter last saved or loaded (it holds every entry numbered below):
+    /// The `upto` of the filter last loaded, or of the last save tried (it holds every entry
+    /// numbered below; a failed save counts, so a full disk is not retried at every write; the
+    /// file's own header says what it holds):
     /// a filter saved again only when entries were written since.
     saved_upto: Mutex<Option<u64>>,
     /// A save is under way (one at a time).
@@ -657,11 +659,14 @@ impl Inner {
                         "provenance ledger: membership filter saved"
                     );
                 }
-                Err(e) => tracing::warn!(
-                    path = %self.filter_path.display(),
-                    error = %e,
-                    "provenance ledger: cannot save the membership filter; the next open builds it from the store"
-                ),
+                Err(e) => {
+                    *self.lock_saved() = Some(upto);
+                    tracing::warn!(
+                        path = %self.filter_path.display(),
+                        error = %e,
+                        "provenance ledger: cannot save the membership filter; the next open reads what the last saved one lacks from the store (or builds it), and the next save is tried after more entries"
+                    );
+                }
             }
         }
         self.saving.store(false, Ordering::SeqCst);
@@ -1212,6 +1217,28 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(Some(on_disk.upto), upto);
+    }
+
+    /// A save that fails (here: its path is a directory; in life, a full disk) leaves the
+    /// writes and the filter in memory as they were, and is tried again only after another
+    /// `SAVE_EVERY` entries, not at every write.
+    #[test]
+    fn a_failed_save_is_not_retried_at_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        std::fs::create_dir_all(p.join("filter")).unwrap();
+        let l = EmbeddedLedger::open(&p).unwrap();
+        l.wait_for_filter();
+        // The build's save failed: it counts as tried at 0.
+        assert_eq!(*l.inner.lock_saved(), Some(0));
+        for i in 0..SAVE_EVERY + 5 {
+            l.record(&entry(&format!("e{i}"), 1000), &[i]).unwrap();
+        }
+        l.wait_for_filter();
+        let tried = l.inner.lock_saved().unwrap();
+        assert!((SAVE_EVERY..=SAVE_EVERY + 5).contains(&tried), "{tried}");
+        assert_eq!(hits(&l, &[SAVE_EVERY + 4]).len(), 1);
+        assert!(p.join("filter").is_dir());
     }
 
     fn copy_dir(from: &Path, to: &Path) {
