@@ -560,29 +560,30 @@ impl Inner {
         } else {
             self.load_saved()
         };
-        let (mut filter, upto, loaded) = match saved {
-            Some(Saved { filter, upto }) => (filter, upto, true),
+        let mut added = 0u64;
+        let (mut filter, saved_upto, upto) = match saved {
+            Some(Saved { mut filter, upto }) => {
+                // The entries written after the save (up to SAVE_EVERY after a crash), read
+                // before the writers' lock is taken, so they are not held up meanwhile.
+                let now = *self.lock_next();
+                added += self.add_entries(&mut filter, upto, now)?;
+                (filter, Some(upto), now)
+            }
             None => {
                 let upto = *self.lock_next();
                 let Some(filter) = self.build_filter(upto)? else {
                     return Ok(());
                 };
-                (filter, upto, false)
+                (filter, None, upto)
             }
         };
+        let loaded = saved_upto.is_some();
         #[cfg(test)]
         if let Some(pause) = self.pause.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = pause.recv();
         }
         let next = self.lock_next();
-        let mut prints = Vec::new();
-        let mut added = 0u64;
-        for row in self.entry_prints.range(upto.to_be_bytes()..) {
-            let (_, v) = row.map_err(|e| self.err(e))?;
-            unpack_into(&v, &mut prints);
-            filter.insert(&prints);
-            added += 1;
-        }
+        added += self.add_entries(&mut filter, upto, u64::MAX)?;
         let items = filter.items;
         *self.filter.write().unwrap_or_else(|p| p.into_inner()) = filter;
         drop(next);
@@ -597,13 +598,30 @@ impl Inner {
             loaded,
             entries_added: added,
         });
-        if loaded {
+        if let Some(upto) = saved_upto {
             *self.lock_saved() = Some(upto);
         }
         if !loaded || added >= SAVE_EVERY {
             self.save_filter();
         }
         Ok(())
+    }
+
+    /// Add to `filter` the fingerprints of the entries numbered `from` to `to` (exclusive);
+    /// how many entries there were.
+    fn add_entries(&self, filter: &mut Filter, from: u64, to: u64) -> Result<u64, LedgerError> {
+        let mut prints = Vec::new();
+        let mut added = 0;
+        for row in self
+            .entry_prints
+            .range(from.to_be_bytes()..to.to_be_bytes())
+        {
+            let (_, v) = row.map_err(|e| self.err(e))?;
+            unpack_into(&v, &mut prints);
+            filter.insert(&prints);
+            added += 1;
+        }
+        Ok(added)
     }
 
     /// The filter saved beside the ledger, if it is this ledger's and holds no entry the
