@@ -450,13 +450,9 @@ fn unpack_into(raw: &[u8], out: &mut Vec<u64>) {
 }
 
 fn unpack(raw: &[u8]) -> Vec<u64> {
-    raw.chunks_exact(8)
-        .map(|c| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(c);
-            u64::from_le_bytes(b)
-        })
-        .collect()
+    let mut out = Vec::with_capacity(raw.len() / 8);
+    unpack_into(raw, &mut out);
+    out
 }
 
 fn parse(raw: &[u8]) -> Result<Entry, LedgerError> {
