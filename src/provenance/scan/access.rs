@@ -271,21 +271,31 @@ mod tests {
         }
     }
 
-    #[test]
-    fn one_call_per_document_and_ids_stay_stable_across_documents() {
-        let asked = Mutex::new(Vec::new());
-        let find = |fps: &[u64]| -> anyhow::Result<Matches> {
+    /// A ledger stand-in that records each batch it is asked and holds each fingerprint
+    /// `holder` names an entry for.
+    fn recording<'a>(
+        asked: &'a Mutex<Vec<Vec<u64>>>,
+        holder: impl Fn(u64) -> Option<&'static str> + 'a,
+    ) -> impl Fn(&[u64]) -> anyhow::Result<Matches> + 'a {
+        move |fps| {
             asked.lock().unwrap().push(fps.to_vec());
             let mut m = Matches::default();
             for &h in fps {
-                if h % 2 == 0 {
-                    let id = if h < 100 { "r-low" } else { "r-high" };
+                if let Some(id) = holder(h) {
                     m.hits.push((h, id.into()));
                     m.entries.insert(id.into(), entry(id));
                 }
             }
             Ok(m)
-        };
+        }
+    }
+
+    #[test]
+    fn one_call_per_document_and_ids_stay_stable_across_documents() {
+        let asked = Mutex::new(Vec::new());
+        let find = recording(&asked, |h| {
+            (h % 2 == 0).then_some(if h < 100 { "r-low" } else { "r-high" })
+        });
         let lookup = LedgerLookup::new(&find);
         lookup.prefetch(&[4, 3, 4, 200]).unwrap();
         let mut out = Vec::new();
@@ -309,17 +319,7 @@ mod tests {
     #[test]
     fn a_fingerprint_found_once_is_not_asked_about_again() {
         let asked = Mutex::new(Vec::new());
-        let find = |fps: &[u64]| -> anyhow::Result<Matches> {
-            asked.lock().unwrap().push(fps.to_vec());
-            let mut m = Matches::default();
-            for &h in fps {
-                if h % 2 == 0 {
-                    m.hits.push((h, "r".into()));
-                    m.entries.insert("r".into(), entry("r"));
-                }
-            }
-            Ok(m)
-        };
+        let find = recording(&asked, |h| (h % 2 == 0).then_some("r"));
         let lookup = LedgerLookup::new(&find);
         lookup.prefetch(&[2, 3]).unwrap();
         // 2 was found: answered from memory; 3 was not: asked again, with the new one.
@@ -339,17 +339,7 @@ mod tests {
     #[test]
     fn with_a_filter_only_what_it_may_hold_is_asked_and_answers_do_not_change() {
         let asked = Mutex::new(Vec::new());
-        let find = |fps: &[u64]| -> anyhow::Result<Matches> {
-            asked.lock().unwrap().push(fps.to_vec());
-            let mut m = Matches::default();
-            for &h in fps {
-                if h % 4 == 0 {
-                    m.hits.push((h, "r".into()));
-                    m.entries.insert("r".into(), entry("r"));
-                }
-            }
-            Ok(m)
-        };
+        let find = recording(&asked, |h| (h % 4 == 0).then_some("r"));
         // The filter: no false negatives (every multiple of 4 passes), some false positives.
         let may_hold =
             |fps: &[u64], out: &mut Vec<u64>| out.extend(fps.iter().filter(|h| *h % 2 == 0));
