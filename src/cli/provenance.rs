@@ -81,7 +81,7 @@ impl Access {
                         path.display(),
                         o.entries_added
                     ),
-                    Some(_) => "membership filter built from the store, and saved".to_string(),
+                    Some(_) => "membership filter built from the store".to_string(),
                     None => "no membership filter: every lookup reads the store".to_string(),
                 };
                 format!(
