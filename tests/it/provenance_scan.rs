@@ -390,6 +390,38 @@ async fn scan_finds_a_pasted_passage_through_the_gateway_and_the_file() {
         "{stderr}"
     );
     assert_eq!(again["findings"], doc["findings"]);
+    assert_eq!(again["scanned"]["copies"], 0, "{again:#}");
+
+    // Copies of one file (vendored twice, a second version of a crate): each is reported, with
+    // the first one's finding, and matched once (`scanned.copies`).
+    let copies = dir.path().join("copies");
+    for sub in ["a", "b"] {
+        std::fs::create_dir_all(copies.join(sub)).unwrap();
+        for name in ["src/limiter.rs", "src/inventory.rs"] {
+            let from = work.join(name);
+            std::fs::copy(&from, copies.join(sub).join(from.file_name().unwrap())).unwrap();
+        }
+    }
+    let mut c = aigate(&config_path);
+    c.args(["scan", "--format", "json", copies.to_str().unwrap()])
+        .env_remove("AIGATE_TOKEN");
+    let (code, copied, stderr) = scan_json(&mut c);
+    assert_eq!(code, Some(3), "{copied:#}{stderr}");
+    assert_eq!(copied["scanned"]["documents"], 4, "{copied:#}");
+    assert_eq!(copied["scanned"]["copies"], 2, "{copied:#}");
+    let found = copied["findings"].as_array().unwrap();
+    assert_eq!(found.len(), 2, "{copied:#}");
+    let mut paths: Vec<&str> = found.iter().map(|f| f["path"].as_str().unwrap()).collect();
+    paths.sort();
+    assert!(
+        paths[0].ends_with("a/limiter.rs") && paths[1].ends_with("b/limiter.rs"),
+        "{paths:?}"
+    );
+    for f in found {
+        for field in ["tier", "lines", "matched_chars", "responses"] {
+            assert_eq!(f[field], doc["findings"][0][field], "{field}: {f:#}");
+        }
+    }
     drop(dir);
 }
 

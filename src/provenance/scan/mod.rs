@@ -4,6 +4,7 @@
 //! sources.rs (directories through `ignore`, git blobs and diffs, JSON Lines records),
 //! parquet.rs (Parquet rows)
 //!   ─▶ Document { name, text, line_offset }
+//!   ─▶ repeats.rs (a copy of a document matched already takes its finding)
 //!   ─▶ matcher.rs (fingerprints of both channels − stop-list ─▶ Lookup ─▶ per response: spans)
 //!   ─▶ Finding (line ranges, share, characters, the responses: record id, tool, user, time)
 //!   ─▶ report.rs (table, the JSON document of docs/provenance.md, SARIF 2.1.0)
@@ -15,6 +16,7 @@
 pub mod access;
 pub mod matcher;
 pub mod parquet;
+pub mod repeats;
 pub mod report;
 pub mod run;
 pub mod sources;

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::Lookup;
 use super::matcher::{Matcher, Tier};
 use super::parquet;
+use super::repeats::Repeats;
 use super::report::Located;
 use super::sources::{self, Document, Tally};
 use crate::provenance::fingerprint::{Fingerprinter, StopList};
@@ -48,13 +49,16 @@ pub struct Outcome {
 
 fn matched<L: Lookup + ?Sized>(
     matcher: &Matcher<'_, L>,
+    repeats: &mut Repeats,
     doc: &Document,
     findings: &mut Vec<Located>,
 ) -> anyhow::Result<Option<Tier>> {
-    let Some(mut finding) = matcher
-        .document(&doc.text, 1)
-        .with_context(|| format!("looking up {} in the ledger", doc.origin.label()))?
-    else {
+    let found = repeats.finding(&doc.text, || {
+        matcher
+            .document(&doc.text, 1)
+            .with_context(|| format!("looking up {} in the ledger", doc.origin.label()))
+    })?;
+    let Some(mut finding) = found else {
         return Ok(None);
     };
     if let Some(map) = &doc.line_map {
@@ -76,6 +80,18 @@ pub fn scan<L: Lookup + ?Sized>(
     matcher: &Matcher<'_, L>,
 ) -> anyhow::Result<Outcome> {
     let mut out = Outcome::default();
+    let mut repeats = Repeats::new()?;
+    each_source(req, matcher, &mut repeats, &mut out)?;
+    out.tally.copies = repeats.copies();
+    Ok(out)
+}
+
+fn each_source<L: Lookup + ?Sized>(
+    req: &Request,
+    matcher: &Matcher<'_, L>,
+    repeats: &mut Repeats,
+    out: &mut Outcome,
+) -> anyhow::Result<()> {
     let repo = req
         .paths
         .first()
@@ -83,15 +99,15 @@ pub fn scan<L: Lookup + ?Sized>(
         .unwrap_or_else(|| PathBuf::from("."));
     if let Some(range) = &req.git_rev_range {
         sources::git_diff(&repo, range, &mut out.tally, |doc| {
-            matched(matcher, &doc, &mut out.findings).map(drop)
+            matched(matcher, repeats, &doc, &mut out.findings).map(drop)
         })?;
-        return Ok(out);
+        return Ok(());
     }
     if req.git_history {
         sources::git_history(&repo, &mut out.tally, |doc| {
-            matched(matcher, &doc, &mut out.findings).map(drop)
+            matched(matcher, repeats, &doc, &mut out.findings).map(drop)
         })?;
-        return Ok(out);
+        return Ok(());
     }
     let field = req.jsonl_field.as_deref().unwrap_or("text");
     let datasets: Vec<&PathBuf> = req
@@ -113,27 +129,27 @@ pub fn scan<L: Lookup + ?Sized>(
                 dataset.display()
             );
         }
-        write_clean(dataset, field, clean, matcher, &mut out)?;
-        return Ok(out);
+        write_clean(dataset, field, clean, matcher, repeats, out)?;
+        return Ok(());
     }
     let mut files = Vec::new();
     for p in &req.paths {
         if datasets.contains(&p) && parquet::is_parquet(p) {
             parquet::rows(p, field, &mut out.tally, |doc| {
-                matched(matcher, &doc, &mut out.findings).map(drop)
+                matched(matcher, repeats, &doc, &mut out.findings).map(drop)
             })?;
         } else if datasets.contains(&p) {
             sources::jsonl(p, field, &mut out.tally, |doc, _| {
-                matched(matcher, &doc, &mut out.findings).map(drop)
+                matched(matcher, repeats, &doc, &mut out.findings).map(drop)
             })?;
         } else {
             files.push(p.clone());
         }
     }
     sources::files(&files, &mut out.tally, |doc| {
-        matched(matcher, doc, &mut out.findings).map(drop)
+        matched(matcher, repeats, doc, &mut out.findings).map(drop)
     })?;
-    Ok(out)
+    Ok(())
 }
 
 /// The dataset without its flagged records, copied line for line, and `OUT.manifest.json`
@@ -143,6 +159,7 @@ fn write_clean<L: Lookup + ?Sized>(
     field: &str,
     clean: &Path,
     matcher: &Matcher<'_, L>,
+    repeats: &mut Repeats,
     out: &mut Outcome,
 ) -> anyhow::Result<()> {
     let tmp = clean.with_extension("partial");
@@ -152,7 +169,7 @@ fn write_clean<L: Lookup + ?Sized>(
     let mut kept = 0u64;
     let before = out.findings.len();
     sources::jsonl(dataset, field, &mut out.tally, |doc, raw| {
-        if matched(matcher, &doc, &mut out.findings)?.is_none() {
+        if matched(matcher, repeats, &doc, &mut out.findings)?.is_none() {
             writer.write_all(raw.as_bytes())?;
             writer.write_all(b"\n")?;
             kept += 1;

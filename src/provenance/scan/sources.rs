@@ -77,6 +77,9 @@ pub struct Tally {
     pub bytes: u64,
     /// Binary, oversized or unreadable files.
     pub skipped: u64,
+    /// Documents identical to one read earlier in the scan: each gets that one's finding
+    /// without being matched again (`repeats.rs`).
+    pub copies: u64,
 }
 
 /// A text file's contents, or `None` for one a scan should not read as text (a NUL byte in its
