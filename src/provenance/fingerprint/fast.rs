@@ -9,8 +9,8 @@
 //! - The text channel classifies ASCII through a table and appends without a branch; other
 //!   characters take the same `char` path as `normalize::text`.
 //! - The code channel looks keywords up in a small hash table of the same words (`word()` did a
-//!   binary search of strings), and the rest of the tokeniser is `normalize::code`'s, byte for
-//!   byte.
+//!   binary search of strings), skips comments and string literals with `memchr` and runs of
+//!   eight spaces at once, and otherwise takes `normalize::code`'s steps, byte for byte.
 //! - Winnowing keeps the current minimum and rescans a window only when it slides out
 //!   (Schleimer et al.'s own formulation) instead of a deque; both pick the rightmost minimum of
 //!   every window, so the same grams are kept. The gram hash is the same rolling polynomial and
@@ -282,6 +282,10 @@ fn code_syms(
         let start = i;
         if class & WS != 0 {
             i += 1;
+            // Indentation: eight spaces at a time, then byte by byte.
+            while b.get(i..i + 8) == Some(b"        ") {
+                i += 8;
+            }
             while i < len && CLASS[usize::from(b[i])] & WS != 0 {
                 i += 1;
             }
@@ -306,16 +310,13 @@ fn code_syms(
             continue;
         } else if c == b'/' && i + 1 < len && b[i + 1] == b'*' {
             i += 2;
-            while i + 1 < len && !(b[i] == b'*' && b[i + 1] == b'/') {
-                i += 1;
-            }
-            i = (i + 2).min(len);
+            i = memchr::memmem::find(&b[i..], b"*/").map_or(len, |p| i + p + 2);
             continue;
         } else if c == b'#' && (i + 1 >= len || matches!(b[i + 1], b' ' | b'\t' | b'#' | b'\n')) {
             i = memchr_or_end(b, i, b'\n');
             continue;
         } else if c == b'"' || c == b'`' || (c == b'\'' && !normalize::lifetime(b, i, prev_sig)) {
-            i = normalize::string_end(b, i);
+            i = string_end(b, i);
             push(STRING, start, i);
         } else {
             i += 1;
@@ -330,10 +331,52 @@ fn code_syms(
 
 /// The first `needle` at or after `from`, or the end.
 fn memchr_or_end(b: &[u8], from: usize, needle: u8) -> usize {
-    b[from..]
-        .iter()
-        .position(|&c| c == needle)
-        .map_or(b.len(), |p| from + p)
+    memchr::memchr(needle, &b[from..]).map_or(b.len(), |p| from + p)
+}
+
+/// `normalize::string_end`: where the string literal opening at `i` ends. The same steps, but
+/// the bytes that cannot end it or escape are skipped with `memchr` (docstrings and long
+/// literals were read a byte at a time).
+fn string_end(b: &[u8], i: usize) -> usize {
+    let q = b[i];
+    let n = b.len();
+    if i + 2 < n && b[i + 1] == q && b[i + 2] == q {
+        // Triple-quoted: only a backslash or the quote can change anything before `n - 2`.
+        let mut j = i + 3;
+        while j + 2 < n {
+            let Some(p) = memchr::memchr2(b'\\', q, &b[j..n - 2]) else {
+                return n;
+            };
+            j += p;
+            if b[j] == b'\\' {
+                j += 2;
+            } else if b[j + 1] == q && b[j + 2] == q {
+                return j + 3;
+            } else {
+                j += 1;
+            }
+        }
+        return n;
+    }
+    // One quote: a backslash, the quote, or a line end (but in a template literal).
+    let mut j = i + 1;
+    while j < n {
+        let found = if q == b'`' {
+            memchr::memchr2(b'\\', q, &b[j..])
+        } else {
+            memchr::memchr3(b'\\', q, b'\n', &b[j..])
+        };
+        let Some(p) = found else {
+            return n;
+        };
+        j += p;
+        match b[j] {
+            b'\\' => j += 2,
+            c if c == q => return j + 1,
+            _ => return j,
+        }
+    }
+    n
 }
 
 /// `winnow::select` and the emission of `Fingerprinter::winnow`: for each selected gram
