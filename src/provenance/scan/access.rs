@@ -172,6 +172,10 @@ fn response_of(e: &Entry) -> Response {
 }
 
 impl Lookup for LedgerLookup<'_> {
+    fn filters_first(&self) -> bool {
+        self.may_hold.is_some()
+    }
+
     fn prefetch(&self, hashes: &[u64]) -> anyhow::Result<()> {
         let mut state = self.lock();
         state.hits.clear();

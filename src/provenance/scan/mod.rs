@@ -56,9 +56,15 @@ pub trait Lookup {
     }
     /// The entry of a response id returned by [`Lookup::responses`].
     fn response(&self, id: u64) -> anyhow::Result<Option<Response>>;
-    /// Called with a document's fingerprints (stop-list removed) before its lookups, so a
-    /// remote ledger is asked once per document, not once per fingerprint.
+    /// Called with a document's fingerprints before its lookups, so a remote ledger is asked
+    /// once per document, not once per fingerprint. Without the stop-list's fingerprints,
+    /// unless [`Lookup::filters_first`].
     fn prefetch(&self, _hashes: &[u64]) -> anyhow::Result<()> {
         Ok(())
+    }
+    /// The ledger answers most absent fingerprints in this process (a membership filter), so
+    /// the matcher probes the stop-list only for the few it finds, not before for all.
+    fn filters_first(&self) -> bool {
+        false
     }
 }

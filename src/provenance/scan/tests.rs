@@ -13,6 +13,8 @@ use crate::provenance::fingerprint::{Fingerprinter, Key, StopList};
 struct Mem {
     by_hash: HashMap<u64, Vec<u64>>,
     entries: HashMap<u64, Response>,
+    /// Say [`Lookup::filters_first`], as the embedded ledger with its filter does.
+    filters_first: bool,
 }
 
 impl Mem {
@@ -49,6 +51,9 @@ impl Lookup for Mem {
     }
     fn response(&self, id: u64) -> anyhow::Result<Option<Response>> {
         Ok(self.entries.get(&id).cloned())
+    }
+    fn filters_first(&self) -> bool {
+        self.filters_first
     }
 }
 
@@ -210,6 +215,29 @@ fn baselined_code_is_not_a_finding() {
     );
     let m = matcher(&fp, &stop, &mem);
     assert_eq!(m.document(&text, 1).unwrap(), None);
+}
+
+#[test]
+fn the_stop_list_drops_the_same_before_the_ledger_or_after_it() {
+    let fp = fingerprinter();
+    let mut mem = ledger(&fp);
+    // A quarter of the pasted passage is baselined: it still matches, over fewer lines.
+    let stop = StopList::from_hashes(fp.all(passage(RESPONSE, 3000, 250)).iter().map(|f| f.hash));
+    let (text, _) = paste(PROSE, 20, passage(RESPONSE, 3000, 1000));
+    let before = matcher(&fp, &stop, &mem).document(&text, 1).unwrap();
+    mem.filters_first = true;
+    let after = matcher(&fp, &stop, &mem).document(&text, 1).unwrap();
+    assert!(before.is_some());
+    assert_eq!(before, after);
+    let unstopped = StopList::default();
+    let whole = matcher(&fp, &unstopped, &mem).document(&text, 1).unwrap();
+    assert!(
+        whole.as_ref().map(|f| f.matched_chars) > after.as_ref().map(|f| f.matched_chars),
+        "the stop-list made no difference: {whole:?}"
+    );
+    // Wholly baselined: no finding either way.
+    let all = StopList::from_hashes(fp.all(passage(RESPONSE, 3000, 1000)).iter().map(|f| f.hash));
+    assert_eq!(matcher(&fp, &all, &mem).document(&text, 1).unwrap(), None);
 }
 
 #[test]
