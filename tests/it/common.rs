@@ -621,6 +621,27 @@ pub fn client_for(gw: &AppHandle, cred: &str, h1_only: bool) -> reqwest::Client 
 /// Every call in a gateway's audit log, one row each: a forwarded call's decision and
 /// outcome joined as `audit query` joins them (a call still open shows its decision, with
 /// `outcome_follows`). `raw_records_of` has the lines as written.
+/// The Anthropic Python SDK's model call (its user agent and `x-stainless-lang`) through the
+/// gateway with `body`: the response, and the request id the gateway gave the call.
+pub async fn anthropic_sdk_call(
+    client: &reqwest::Client,
+    body: &str,
+) -> (reqwest::Response, String) {
+    let resp = client
+        .post("https://api.anthropic.com/v1/messages")
+        .header("user-agent", "Anthropic/Python 0.69.0")
+        .header("x-stainless-lang", "python")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let id = resp.headers()["x-aigate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    (resp, id)
+}
+
 pub async fn records_of(gw: &AppHandle) -> Vec<serde_json::Value> {
     let mut calls = aigate::audit::calls::Calls::<aigate::audit::record::StoredRecord>::default();
     let raw = raw_records_of(gw).await;

@@ -369,19 +369,7 @@ async fn a_full_queue_drops_the_capture_marks_the_record_and_never_holds_the_cli
     // The worker takes nothing while held: the first chunk fills the queue of one.
     env.gateway.hold_capture(true);
     let send = async {
-        let resp = env
-            .client(true)
-            .post("https://api.anthropic.com/v1/messages")
-            .header("user-agent", "Anthropic/Python 0.69.0")
-            .header("x-stainless-lang", "python")
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
-        let id = resp.headers()["x-aigate-request-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let (resp, id) = crate::common::anthropic_sdk_call(&env.client(true), "{}").await;
         (id, resp.bytes().await.unwrap())
     };
     // The whole stream arrives while the worker is still held: nothing waits for it.
@@ -439,19 +427,7 @@ async fn a_queue_full_of_bytes_drops_a_huge_response_well_below_the_chunk_bound(
     );
     env.gateway.hold_capture(true);
     let send = async {
-        let resp = env
-            .client(true)
-            .post("https://api.anthropic.com/v1/messages")
-            .header("user-agent", "Anthropic/Python 0.69.0")
-            .header("x-stainless-lang", "python")
-            .body("{}")
-            .send()
-            .await
-            .unwrap();
-        let id = resp.headers()["x-aigate-request-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let (resp, id) = crate::common::anthropic_sdk_call(&env.client(true), "{}").await;
         (id, resp.bytes().await.unwrap())
     };
     let (id, got) = tokio::time::timeout(Duration::from_secs(10), send)
@@ -491,19 +467,7 @@ async fn a_queue_full_of_bytes_drops_a_huge_response_well_below_the_chunk_bound(
             gap: Duration::from_millis(2),
         },
     );
-    let resp = env
-        .client(true)
-        .post("https://api.anthropic.com/v1/messages")
-        .header("user-agent", "Anthropic/Python 0.69.0")
-        .header("x-stainless-lang", "python")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let (resp, id) = crate::common::anthropic_sdk_call(&env.client(true), "{}").await;
     resp.bytes().await.unwrap();
     let r = outcome(&env, &id).await;
     assert_eq!(r["provenance"], "captured", "{r}");
@@ -582,19 +546,7 @@ async fn capture_off_leaves_the_record_without_provenance() {
             gap: Duration::ZERO,
         },
     );
-    let resp = env
-        .client(false)
-        .post("https://api.anthropic.com/v1/messages")
-        .header("user-agent", "Anthropic/Python 0.69.0")
-        .header("x-stainless-lang", "python")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let (resp, id) = crate::common::anthropic_sdk_call(&env.client(false), "{}").await;
     resp.bytes().await.unwrap();
     let r = outcome(&env, &id).await;
     assert!(r.get("provenance").is_none(), "{r}");
@@ -697,19 +649,9 @@ async fn the_ledger_entry_joins_the_outcome_and_its_fingerprints_find_it() {
             gap: Duration::from_millis(1),
         },
     );
-    let resp = env
-        .client(false)
-        .post("https://api.anthropic.com/v1/messages")
-        .header("user-agent", "Anthropic/Python 0.69.0")
-        .header("x-stainless-lang", "python")
-        .body(r#"{"model":"claude-sonnet-4-5"}"#)
-        .send()
-        .await
-        .unwrap();
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let (resp, id) =
+        crate::common::anthropic_sdk_call(&env.client(false), r#"{"model":"claude-sonnet-4-5"}"#)
+            .await;
     resp.bytes().await.unwrap();
     let r = outcome(&env, &id).await;
     assert_eq!(r["provenance"], "captured", "{r}");
@@ -948,20 +890,9 @@ async fn a_clean_shutdown_saves_the_filter_with_every_entry() {
     } = binary_gateway("term", 2, Duration::ZERO).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        let resp = client
-            .post("https://api.anthropic.com/v1/messages")
-            .header("user-agent", "Anthropic/Python 0.69.0")
-            .header("x-stainless-lang", "python")
-            .body("{\"model\":\"claude-sonnet-4-5\"}")
-            .send()
-            .await
-            .unwrap();
-        ids.push(
-            resp.headers()["x-aigate-request-id"]
-                .to_str()
-                .unwrap()
-                .to_string(),
-        );
+        let (resp, id) =
+            crate::common::anthropic_sdk_call(&client, "{\"model\":\"claude-sonnet-4-5\"}").await;
+        ids.push(id);
         resp.bytes().await.unwrap();
     }
     // Each outcome says `captured` once its entry is in the ledger.
@@ -1023,20 +954,9 @@ async fn captures_finished_together_share_one_ledger_commit() {
     let client = env.client(false);
     let mut ids = Vec::new();
     for _ in 0..12 {
-        let resp = client
-            .post("https://api.anthropic.com/v1/messages")
-            .header("user-agent", "Anthropic/Python 0.69.0")
-            .header("x-stainless-lang", "python")
-            .body(r#"{"model":"claude-sonnet-4-5"}"#)
-            .send()
-            .await
-            .unwrap();
-        ids.push(
-            resp.headers()["x-aigate-request-id"]
-                .to_str()
-                .unwrap()
-                .to_string(),
-        );
+        let (resp, id) =
+            crate::common::anthropic_sdk_call(&client, r#"{"model":"claude-sonnet-4-5"}"#).await;
+        ids.push(id);
         assert!(resp.bytes().await.unwrap()[..] == body[..]);
     }
     for _ in 0..400 {

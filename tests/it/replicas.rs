@@ -796,19 +796,9 @@ async fn with_the_audit_table_every_replicas_overview_counts_all_replicas() {
     assert_eq!(claude_status(&via_a).await, 403);
     assert_eq!(claude_status(&via_b).await, 403);
     // A forwarded call through B: a decision record and an outcome record.
-    let resp = via_b
-        .post("https://api.anthropic.com/v1/messages")
-        .header("user-agent", "Anthropic/Python 0.69.0")
-        .header("x-stainless-lang", "python")
-        .body("{\"model\":\"claude-sonnet-4-5\"}")
-        .send()
-        .await
-        .unwrap();
+    let (resp, forwarded) =
+        crate::common::anthropic_sdk_call(&via_b, "{\"model\":\"claude-sonnet-4-5\"}").await;
     assert_eq!(resp.status(), 200);
-    let forwarded = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
     resp.bytes().await.unwrap();
 
     let mut on_a = crate::common::ConsoleClient::new(env.gateway.admin_addr);
