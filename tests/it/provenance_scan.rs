@@ -154,19 +154,9 @@ async fn forward(env: &crate::common::TestEnv, text: &str) -> String {
             gap: std::time::Duration::ZERO,
         },
     );
-    let resp = env
-        .client(false)
-        .post("https://api.anthropic.com/v1/messages")
-        .header("user-agent", "Anthropic/Python 0.69.0")
-        .header("x-stainless-lang", "python")
-        .body(r#"{"model":"claude-sonnet-4-5"}"#)
-        .send()
-        .await
-        .unwrap();
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let (resp, id) =
+        crate::common::anthropic_sdk_call(&env.client(false), r#"{"model":"claude-sonnet-4-5"}"#)
+            .await;
     resp.bytes().await.unwrap();
     assert_eq!(outcome(env, &id).await["provenance"], "captured");
     id
