@@ -258,8 +258,15 @@ pub fn provenance_scan(args: &ScanArgs) -> Result<(), CliError> {
         Access::File { ledger, .. } => ledger.may_hold_many(fps, out),
         _ => out.extend_from_slice(fps),
     };
+    // Only a ledger this process holds: nothing is written to it while the scan runs.
+    let sole = |id: &str, out: &mut Vec<u64>| -> anyhow::Result<()> {
+        if let Access::File { ledger, .. } = &access {
+            ledger.sole_prints(id, out)?;
+        }
+        Ok(())
+    };
     let lookup = match &access {
-        Access::File { .. } => LedgerLookup::with_filter(&find, &may_hold),
+        Access::File { .. } => LedgerLookup::with_filter(&find, &may_hold).with_sole(&sole),
         _ => LedgerLookup::new(&find),
     };
     let defaults = Thresholds::default();

@@ -1076,3 +1076,85 @@ async fn a_licence_header_the_model_wrote_is_no_finding_but_its_code_is() {
         doc["findings"][0]["lines"]
     );
 }
+
+/// An answer whose code another answer repeats: the scan names both calls for the lines they
+/// share, reading the stopped gateway's ledger file (where a found entry's own fingerprints
+/// are answered without a lookup each, and those two entries share are still looked up) as
+/// through the running gateway's admin API (a lookup each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_two_answers_share_name_both_calls_from_the_ledger_file_as_from_the_api() {
+    use crate::common::TestEnv;
+    use crate::provenance::AUDITOR;
+    const OTHER: &str = r#"pub fn drain_bucket(bucket: &mut TokenBucket) -> u32 {
+    let drained = bucket.available;
+    bucket.available = 0;
+    tracing::info!(drained, capacity = bucket.capacity, "token bucket drained by an operator");
+    drained
+}
+"#;
+    let env = TestEnv::builder()
+        .admin_token("sam", "auditor", AUDITOR)
+        .start()
+        .await;
+    let code = WRITTEN.split_once("\n\n").unwrap().1;
+    let refill = code.split_once("\n\n").unwrap().0;
+    let first = forward(&env, WRITTEN).await;
+    let second = forward(
+        &env,
+        &format!("Again, with a drain:\n\n{refill}\n\n{OTHER}"),
+    )
+    .await;
+
+    let work = env.dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join("limiter.rs"),
+        format!("{OWN_CODE}\n{code}\n{OWN_CODE}"),
+    )
+    .unwrap();
+    std::fs::write(work.join("drain.rs"), format!("{OWN_CODE}\n{OTHER}")).unwrap();
+    let work_s = work.to_str().unwrap();
+    let admin = format!("http://{}", env.gateway.admin_addr);
+    let mut c = aigate(&env.config_path);
+    c.args(["scan", "--admin", &admin, "--format", "json", work_s])
+        .env("AIGATE_TOKEN", AUDITOR);
+    let (code_api, api, stderr) = scan_json(&mut c);
+    assert_eq!(code_api, Some(3), "{api:#}{stderr}");
+    assert_eq!(api["ledger"]["access"], "api");
+    let named = |doc: &serde_json::Value, file: &str| -> Vec<String> {
+        let finding = doc["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"].as_str().unwrap().ends_with(file))
+            .unwrap_or_else(|| panic!("no finding on {file}: {doc:#}"));
+        let mut ids: Vec<String> = finding["responses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["record_id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut both = vec![first, second.clone()];
+    both.sort();
+    assert_eq!(named(&api, "limiter.rs"), both, "{api:#}");
+    assert_eq!(named(&api, "drain.rs"), [second], "{api:#}");
+
+    let TestEnv { gateway, dir, .. } = env;
+    assert!(gateway.shutdown().await);
+    let stopped = dir.path().join("stopped");
+    copy_tree(
+        &dir.path().join("state/provenance"),
+        &stopped.join("state/provenance"),
+    );
+    let mut c = aigate(&config_in(&stopped));
+    c.args(["scan", "--format", "json", work_s])
+        .env_remove("AIGATE_TOKEN");
+    let (code_file, file, stderr) = scan_json(&mut c);
+    assert_eq!(code_file, Some(3), "{file:#}{stderr}");
+    assert_eq!(file["ledger"]["access"], "file");
+    assert_eq!(file["findings"], api["findings"], "{file:#}");
+    drop(dir);
+}

@@ -305,6 +305,27 @@ impl EmbeddedLedger {
         self.inner.filter().may_hold_many(prints, out);
     }
 
+    /// Appends to `out` the fingerprints of the entry `id` that no other entry holds, as the
+    /// membership filter's markers tell (docs/provenance.md, "Membership filter"): a scan
+    /// that found the entry answers those without a lookup each. Leaves out any the filter
+    /// cannot vouch for, and all of them while it is pending. Exact for a ledger nobody writes
+    /// meanwhile (a scan's `--ledger file`, which holds it): an entry being written has its
+    /// fingerprints in the store a moment before its markers are in the filter. `false` when
+    /// there is no such entry.
+    pub fn sole_prints(&self, id: &str, out: &mut Vec<u64>) -> Result<bool, LedgerError> {
+        let i = &self.inner;
+        let Some(n) = i.ids.get(id.as_bytes()).map_err(|e| i.err(e))? else {
+            return Ok(false);
+        };
+        let Some(raw) = i.entry_prints.get(&n).map_err(|e| i.err(e))? else {
+            return Ok(false);
+        };
+        let mut prints = Vec::new();
+        unpack_into(&raw, &mut prints);
+        i.filter().sole(&prints, out);
+        Ok(true)
+    }
+
     /// The filter after open is built: lookups of absent fingerprints no longer reach the store.
     pub fn filter_ready(&self) -> bool {
         self.inner.filter().is_ready()
@@ -987,6 +1008,52 @@ mod tests {
             l.find(&[1, 2, 3, 7]).unwrap().hits,
             [(7, "later".to_string())]
         );
+    }
+
+    /// The fingerprints a scan takes as one entry's alone never include one another entry
+    /// holds: not when the filter is built from the store, loaded from its file, nor with
+    /// entries written after the load.
+    #[test]
+    fn an_entry_s_sole_fingerprints_leave_out_those_another_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        let sole = |l: &EmbeddedLedger, id: &str| {
+            let mut out = Vec::new();
+            let found = l.sole_prints(id, &mut out).unwrap();
+            out.sort_unstable();
+            (found, out)
+        };
+        {
+            let l = EmbeddedLedger::open(&p).unwrap();
+            l.wait_for_filter();
+            l.record(&entry("a", 1000), &[1, 2, 3, 4]).unwrap();
+            l.record_many(&[
+                (entry("b", 2000), vec![3, 5]),
+                (entry("c", 2500), vec![5, 6]),
+            ])
+            .unwrap();
+            assert_eq!(sole(&l, "a"), (true, vec![1, 2, 4]));
+            assert_eq!(sole(&l, "b"), (true, vec![]));
+            assert_eq!(sole(&l, "c"), (true, vec![6]));
+            assert_eq!(sole(&l, "nobody"), (false, vec![]));
+        }
+        // Loaded from the file saved on close, then a later entry shares one of a's.
+        let l = EmbeddedLedger::open(&p).unwrap();
+        l.wait_for_filter();
+        assert_eq!(ready_from(&l), (true, 0));
+        l.record(&entry("d", 3000), &[2, 7]).unwrap();
+        assert_eq!(sole(&l, "a"), (true, vec![1, 4]));
+        assert_eq!(sole(&l, "d"), (true, vec![7]));
+        drop(l);
+        // Built from the store (no file), the entries read in their order.
+        std::fs::remove_file(p.join("filter")).unwrap();
+        let l = EmbeddedLedger::open(&p).unwrap();
+        l.wait_for_filter();
+        assert_eq!(ready_from(&l), (false, 0));
+        assert_eq!(sole(&l, "a"), (true, vec![1, 4]));
+        assert_eq!(sole(&l, "b"), (true, vec![]));
+        assert_eq!(sole(&l, "c"), (true, vec![6]));
+        assert_eq!(sole(&l, "d"), (true, vec![7]));
     }
 
     #[test]

@@ -21,6 +21,16 @@
 //! or of another version is not used, and the filter is built from the store as before. The
 //! layout is ours (not a crate's), so a dependency update cannot silently change which bit a
 //! fingerprint sets in a file written by the last version; a change to it is a new version.
+//!
+//! Why it also marks fingerprints recorded twice (version 2): a scan of a tree that holds a
+//! captured answer finds nearly every fingerprint of that answer, and each one was a lookup in
+//! the store, a quarter of the scan's time. When an insert finds a fingerprint already there,
+//! the filter also takes the fingerprint's [`marker`], so "no marker" means "held by at most one
+//! entry". A scan that has found an entry reads its fingerprints once and takes those without
+//! a marker as the entry's alone, without asking the store about each ([`Filter::sole`]). A
+//! marker is never missing for a fingerprint two entries hold, because every filter is built by
+//! inserting each entry once, in any order; a false "maybe" only adds a marker, which costs a
+//! lookup, never an answer. A version 1 file has no markers, so it is not loaded but rebuilt.
 
 use std::borrow::Cow;
 use std::io::{Read, Write};
@@ -34,7 +44,7 @@ const BITS_PER_PRINT: u64 = 10;
 /// rebuild for its first ten thousand or so answers.
 const MIN_CAPACITY: u64 = if cfg!(test) { 1 << 10 } else { 1 << 20 };
 /// The saved filter's first bytes: the format and its version.
-const MAGIC: &[u8; 8] = b"AGLBF001";
+const MAGIC: &[u8; 8] = b"AGLBF002";
 /// Magic, ledger id, then `upto`, capacity, items and blocks as u64.
 const HEADER: usize = 8 + 16 + 4 * 8;
 /// Odd multipliers that pick a fingerprint's bit in each of a block's eight words from its
@@ -150,6 +160,18 @@ fn locate(print: u64, blocks: usize) -> (usize, [u64; 8]) {
     (block_of(print, blocks), mask)
 }
 
+/// The key a fingerprint recorded a second time also sets: the fingerprint through
+/// splitmix64's finaliser, a bijection, so no two fingerprints share one, and every bit of it
+/// depends on every bit of the fingerprint, so the marker's block and bits are not the
+/// fingerprint's.
+#[inline]
+fn marker(print: u64) -> u64 {
+    let mut z = print ^ 0x9e37_79b9_7f4a_7c15;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Every bit of a fingerprint's `mask` is set in its block: the filter may hold it. Without a
 /// branch per word, so the eight tests are one straight run of instructions.
 #[inline]
@@ -210,19 +232,46 @@ impl Filter {
         self.blocks.is_some()
     }
 
+    /// One entry's fingerprints (each entry once: a second insert of the same entry would mark
+    /// its fingerprints as shared, which costs scans lookups, not answers). A fingerprint the
+    /// filter may hold already also sets its [`marker`].
     pub(super) fn insert(&mut self, prints: &[u64]) {
         if let Some(blocks) = &mut self.blocks {
             let n = blocks.len();
-            for &print in prints {
+            let set = |blocks: &mut Blocks, print: u64| -> bool {
                 let (b, mask) = locate(print, n);
-                if let Some(block) = blocks.get_mut(b) {
-                    for (w, m) in block.0.iter_mut().zip(mask) {
-                        *w |= m;
-                    }
+                let Some(block) = blocks.get_mut(b) else {
+                    return false;
+                };
+                let held = holds(block, mask);
+                for (w, m) in block.0.iter_mut().zip(mask) {
+                    *w |= m;
+                }
+                held
+            };
+            // Not counted in `items`: a marker is set by a fingerprint inserted again, which
+            // `items` counts and which sets no key of its own, so the keys set never outnumber
+            // `items`, and the capacity holds as before.
+            for &print in prints {
+                if set(blocks, print) {
+                    set(blocks, marker(print));
                 }
             }
         }
         self.items += prints.len() as u64;
+    }
+
+    /// Appends to `out` the fingerprints of `prints` (one entry's) that no other entry holds:
+    /// those without a [`marker`]. Nothing while the filter is pending, when any may be shared.
+    pub(super) fn sole(&self, prints: &[u64], out: &mut Vec<u64>) {
+        let Some(blocks) = &self.blocks else {
+            return;
+        };
+        let n = blocks.len();
+        out.extend(prints.iter().copied().filter(|&print| {
+            let (b, mask) = locate(marker(print), n);
+            blocks.get(b).is_some_and(|block| !holds(block, mask))
+        }));
     }
 
     /// One fingerprint; lookups use [`Filter::may_hold_many`], which tests hold to this.
@@ -497,6 +546,64 @@ pub(super) mod tests {
         );
     }
 
+    /// Entries with fingerprints in common, inserted in any order: every fingerprint two of them
+    /// hold is marked, and few held once are.
+    #[test]
+    fn a_fingerprint_two_entries_hold_is_never_taken_as_one_entry_s_alone() {
+        let mut next = splitmix(99);
+        let common: Vec<u64> = (0..1_000).map(|_| next()).collect();
+        let entries: Vec<Vec<u64>> = (0..200)
+            .map(|e| {
+                let mut prints: Vec<u64> = (0..500).map(|_| next()).collect();
+                // Ten of `common` each: entry e and entry e + 100 take the same ten.
+                prints.extend_from_slice(&common[(e % 100) * 10..(e % 100) * 10 + 10]);
+                prints.sort_unstable();
+                prints
+            })
+            .collect();
+        let mut holders: std::collections::HashMap<u64, usize> = Default::default();
+        for prints in &entries {
+            for p in prints {
+                *holders.entry(*p).or_default() += 1;
+            }
+        }
+        for reversed in [false, true] {
+            let mut f = Filter::with_capacity(entries.iter().map(|e| e.len() as u64).sum());
+            let mut each: Vec<&Vec<u64>> = entries.iter().collect();
+            if reversed {
+                each.reverse();
+            }
+            for prints in each {
+                f.insert(prints);
+            }
+            let (mut wrongly_shared, mut held_once) = (0, 0);
+            for prints in &entries {
+                let mut sole = Vec::new();
+                f.sole(prints, &mut sole);
+                for p in prints {
+                    let alone = sole.contains(p);
+                    if holders[p] > 1 {
+                        assert!(!alone, "{p:#x} is held by {} entries", holders[p]);
+                    } else {
+                        held_once += 1;
+                        wrongly_shared += usize::from(!alone);
+                    }
+                }
+            }
+            assert_eq!(held_once, 200 * 500);
+            assert!(
+                wrongly_shared * 200 < held_once,
+                "{wrongly_shared} of {held_once} held once are marked"
+            );
+        }
+        let mut out = Vec::new();
+        Filter::pending().sole(&entries[0], &mut out);
+        assert!(
+            out.is_empty(),
+            "a pending filter knows no fingerprint to be alone"
+        );
+    }
+
     #[test]
     fn a_saved_filter_loads_as_it_was_and_only_for_its_ledger() {
         let dir = tempfile::tempdir().unwrap();
@@ -519,6 +626,10 @@ pub(super) mod tests {
             (saved.filter.capacity, saved.filter.items),
             (f.capacity, 5_000)
         );
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        f.sole(&held, &mut a);
+        saved.filter.sole(&held, &mut b);
+        assert_eq!(a, b, "the markers are saved with the rest");
         let asked: Vec<u64> = (0..50_000).map(|_| next()).chain(held).collect();
         let (mut a, mut b) = (Vec::new(), Vec::new());
         f.may_hold_many(&asked, &mut a);
@@ -550,7 +661,7 @@ pub(super) mod tests {
         assert!(e.contains("not what its header says"), "{e}");
 
         let mut other = good.clone();
-        other[..8].copy_from_slice(b"AGLBF000");
+        other[..8].copy_from_slice(b"AGLBF001");
         std::fs::write(&path, &other).unwrap();
         let e = Filter::load(&path, &id).err().unwrap();
         assert!(e.contains("version"), "{e}");

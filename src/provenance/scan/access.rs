@@ -16,6 +16,14 @@
 //! ([`LedgerLookup::with_filter`]): a document's fingerprints are sorted, checked against the
 //! remembered ones and sent to `find` only if the filter may hold them, which is about 1 % of
 //! them; a document with none makes no call.
+//!
+//! That ledger can also say which fingerprints of an entry no other entry holds
+//! ([`LedgerLookup::with_sole`]). A document that holds a captured answer holds hundreds of
+//! its fingerprints, each one a lookup in the store, a quarter of a scan of a tree full of
+//! answers. So the document's fingerprints go in small batches, growing (8, 16, 32 …): when a
+//! batch finds an entry not seen before, its sole fingerprints are remembered as its own, and
+//! the document's others among them are answered from memory. Those another entry may share
+//! are still asked, so the answers are the same as one lookup each.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -62,6 +70,15 @@ pub type Find<'a> = dyn Fn(&[u64]) -> anyhow::Result<Matches> + 'a;
 /// the fingerprints of the first the ledger may hold, and never drops one it holds.
 pub type MayHold<'a> = dyn Fn(&[u64], &mut Vec<u64>) + 'a;
 
+/// Appends to the second argument fingerprints of the entry named by the first that no other
+/// entry holds (some or all of them; never one another entry holds).
+pub type Sole<'a> = dyn Fn(&str, &mut Vec<u64>) -> anyhow::Result<()> + 'a;
+
+/// The first batch of a document's fingerprints when entries can be expanded ([`Sole`]): big
+/// enough that a document holding an answer finds its entry in it, small enough that the rest
+/// are not asked. Each next batch is twice as large, up to [`BATCH`].
+const FIRST_BATCH: usize = 8;
+
 pub struct LedgerLookup<'a> {
     find: &'a Find<'a>,
     /// Asked before anything else when there is one: about 99 % of a document's fingerprints
@@ -70,6 +87,9 @@ pub struct LedgerLookup<'a> {
     /// them; docs/provenance.md, "Scan speed"). A document it leaves with nothing makes no
     /// `find` call.
     may_hold: Option<&'a MayHold<'a>>,
+    /// Each entry's fingerprints no other entry holds, read once when the entry is first
+    /// found, and remembered as its own.
+    sole: Option<&'a Sole<'a>>,
     state: Mutex<State>,
     /// The current document has a fingerprint in the ledger. Nearly every document has none,
     /// and then the matcher's thousand lookups a document end here, without the lock.
@@ -101,6 +121,7 @@ impl<'a> LedgerLookup<'a> {
         LedgerLookup {
             find,
             may_hold: None,
+            sole: None,
             state: Mutex::new(State::default()),
             any: AtomicBool::new(false),
         }
@@ -112,6 +133,13 @@ impl<'a> LedgerLookup<'a> {
             may_hold: Some(may_hold),
             ..Self::new(find)
         }
+    }
+
+    /// A ledger that tells each entry's sole fingerprints (the embedded one, held by this
+    /// process): the rest of a document that holds an entry's output is answered from them.
+    pub fn with_sole(mut self, sole: &'a Sole<'a>) -> Self {
+        self.sole = Some(sole);
+        self
     }
 
     /// Lookup calls made so far.
@@ -142,6 +170,63 @@ impl<'a> LedgerLookup<'a> {
                 };
                 state.hits.entry(hash).or_default().push(number);
             }
+        }
+        Ok(())
+    }
+
+    /// The entries numbered `from` on (new in the last batch): their sole fingerprints are
+    /// theirs alone, remembered in `known` while there is room.
+    fn expand(&self, sole: &Sole<'_>, from: usize, state: &mut State) -> anyhow::Result<()> {
+        let mut prints = Vec::new();
+        for number in from..state.responses.len() {
+            if state.known.len() >= KNOWN {
+                break;
+            }
+            prints.clear();
+            sole(&state.responses[number].record_id, &mut prints)?;
+            for p in &prints {
+                if state.known.len() >= KNOWN {
+                    break;
+                }
+                state.known.entry(*p).or_insert_with(|| vec![number as u64]);
+            }
+        }
+        Ok(())
+    }
+
+    /// `wanted` (sorted, none found earlier in the scan) asked in growing batches; after a
+    /// batch that found new entries, those of the rest that are now known are taken from
+    /// `known` and not asked. Leaves in `wanted` only what was asked.
+    fn ask_expanding(
+        &self,
+        sole: &Sole<'_>,
+        wanted: &mut Vec<u64>,
+        state: &mut State,
+    ) -> anyhow::Result<()> {
+        let (mut at, mut step) = (0, FIRST_BATCH);
+        while at < wanted.len() {
+            let end = (at + step).min(wanted.len());
+            let before = state.responses.len();
+            self.ask(&wanted[at..end], state)?;
+            (at, step) = (end, (step * 2).min(BATCH));
+            if state.responses.len() == before {
+                continue;
+            }
+            // Also after the last batch: a later document may hold more of the entry.
+            self.expand(sole, before, state)?;
+            if at == wanted.len() {
+                break;
+            }
+            let State { hits, known, .. } = state;
+            let mut rest = wanted.split_off(at);
+            rest.retain(|h| match known.get(h) {
+                Some(numbers) => {
+                    hits.insert(*h, numbers.clone());
+                    false
+                }
+                None => true,
+            });
+            wanted.append(&mut rest);
         }
         Ok(())
     }
@@ -201,10 +286,10 @@ impl Lookup for LedgerLookup<'_> {
                 None => true,
             });
         }
-        let asked = if wanted.is_empty() {
-            Ok(())
-        } else {
-            self.ask(&wanted, &mut state)
+        let asked = match self.sole {
+            _ if wanted.is_empty() => Ok(()),
+            Some(sole) => self.ask_expanding(sole, &mut wanted, &mut state),
+            None => self.ask(&wanted, &mut state),
         };
         state.remember();
         if self.may_hold.is_some() && asked.is_ok() {
@@ -376,6 +461,87 @@ mod tests {
             one_by_one.extend(ids.into_iter().map(|id| (i as u32, id)));
         }
         assert_eq!(one_by_one, vec![(1, 0), (3, 0), (4, 0)]);
+    }
+
+    /// With each entry's sole fingerprints, a document holding an entry's output asks about a
+    /// few of them, not all; those another entry also holds are still asked, and every answer
+    /// is the one a lookup each gives.
+    #[test]
+    fn an_entry_found_answers_its_sole_fingerprints_and_shared_ones_are_still_asked() {
+        let r1: Vec<u64> = (1_000..1_300).collect();
+        let r2: Vec<u64> = (2_000..2_100).collect();
+        let shared = [5_000u64, 5_001];
+        let holders = |h: u64| -> Vec<&'static str> {
+            match h {
+                1_000..1_300 => vec!["r1"],
+                2_000..2_100 => vec!["r2"],
+                5_000 | 5_001 => vec!["r1", "r2"],
+                _ => vec![],
+            }
+        };
+        let asked = Mutex::new(Vec::<u64>::new());
+        let find = |fps: &[u64]| -> anyhow::Result<Matches> {
+            asked.lock().unwrap().extend_from_slice(fps);
+            let mut m = Matches::default();
+            for &h in fps {
+                for id in holders(h) {
+                    m.hits.push((h, id.into()));
+                    m.entries.insert(id.into(), entry(id));
+                }
+            }
+            Ok(m)
+        };
+        // Every held fingerprint passes the filter, and a few absent ones.
+        let may_hold = |fps: &[u64], out: &mut Vec<u64>| {
+            out.extend(
+                fps.iter()
+                    .filter(|h| !holders(**h).is_empty() || *h % 7 == 0),
+            );
+        };
+        // The ledger vouches for most of an entry's fingerprints, never for a shared one.
+        let sole = |id: &str, out: &mut Vec<u64>| -> anyhow::Result<()> {
+            let own = if id == "r1" { &r1 } else { &r2 };
+            out.extend(own.iter().filter(|h| *h % 10 != 3));
+            Ok(())
+        };
+        let expanding = LedgerLookup::with_filter(&find, &may_hold).with_sole(&sole);
+        let plain = LedgerLookup::new(&find);
+        let answers = |lookup: &LedgerLookup, doc: &[u64]| {
+            lookup.prefetch(doc).unwrap();
+            let mut each = Vec::new();
+            lookup.responses_each(doc, &mut each).unwrap();
+            let mut named: Vec<(u32, String)> = each
+                .into_iter()
+                .map(|(i, n)| (i, lookup.response(n).unwrap().unwrap().record_id))
+                .collect();
+            named.sort();
+            named
+        };
+        // A document with all of r1's output, the shared two, part of r2's and some absent.
+        let mut doc: Vec<u64> = r1.iter().rev().copied().collect();
+        doc.extend(shared);
+        doc.extend(&r2[..40]);
+        doc.extend(9_000..9_050);
+        let later: Vec<u64> = r2.iter().chain(&shared).copied().collect();
+        let mut asked_by_expanding = Vec::new();
+        for d in [&doc, &later] {
+            asked.lock().unwrap().clear();
+            let mine = answers(&expanding, d);
+            asked_by_expanding.push(std::mem::take(&mut *asked.lock().unwrap()));
+            assert_eq!(mine, answers(&plain, d), "the same answers");
+        }
+        let first = &asked_by_expanding[0];
+        assert!(
+            shared.iter().all(|h| first.contains(h)),
+            "a shared fingerprint is asked"
+        );
+        assert!(first.len() < 120, "{} of {} asked", first.len(), doc.len());
+        // The second document asks only what r2's sole fingerprints do not vouch for and the
+        // first document did not hold.
+        let expected: Vec<u64> = r2[40..].iter().copied().filter(|h| h % 10 == 3).collect();
+        let mut second = asked_by_expanding[1].clone();
+        second.sort_unstable();
+        assert_eq!(second, expected);
     }
 
     #[test]
