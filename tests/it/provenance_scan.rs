@@ -194,7 +194,6 @@ pub(crate) async fn captured() -> Captured {
 /// with the gateway stopped, reads the ledger file itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scan_finds_a_pasted_passage_through_the_gateway_and_the_file() {
-    use crate::common::TestEnv;
     use crate::provenance::AUDITOR;
     let Captured {
         env,
@@ -348,17 +347,8 @@ async fn scan_finds_a_pasted_passage_through_the_gateway_and_the_file() {
         id.as_str()
     );
 
-    // The gateway stopped: the scan reads the ledger file itself, no token needed. (The
-    // in-process gateway's threads may hold the file past shutdown, so the stopped gateway's
-    // state is a copy, taken after it stopped.)
-    let TestEnv { gateway, dir, .. } = env;
-    assert!(gateway.shutdown().await);
-    let stopped = dir.path().join("stopped");
-    copy_tree(
-        &dir.path().join("state/provenance"),
-        &stopped.join("state/provenance"),
-    );
-    let config_path = config_in(&stopped);
+    // The gateway stopped: the scan reads the ledger file itself, no token needed.
+    let (dir, config_path) = stopped(env).await;
     let mut c = aigate(&config_path);
     c.args(["scan", "--format", "json", work_s])
         .env_remove("AIGATE_TOKEN");
@@ -413,6 +403,22 @@ async fn scan_finds_a_pasted_passage_through_the_gateway_and_the_file() {
         }
     }
     drop(dir);
+}
+
+/// Stops the gateway and returns its test directory and the config of a state directory that
+/// holds a copy of its provenance files (`DIR/stopped`), for scans of a stopped gateway's
+/// ledger. A copy, taken after the stop, because the in-process gateway's threads may hold the
+/// ledger's lock past shutdown.
+async fn stopped(env: crate::common::TestEnv) -> (tempfile::TempDir, std::path::PathBuf) {
+    let crate::common::TestEnv { gateway, dir, .. } = env;
+    assert!(gateway.shutdown().await);
+    let stopped = dir.path().join("stopped");
+    copy_tree(
+        &dir.path().join("state/provenance"),
+        &stopped.join("state/provenance"),
+    );
+    let config = config_in(&stopped);
+    (dir, config)
 }
 
 /// The state directory's provenance files (the key, the ledger's directory), as a backup would.
@@ -1142,14 +1148,8 @@ async fn lines_two_answers_share_name_both_calls_from_the_ledger_file_as_from_th
     assert_eq!(named(&api, "limiter.rs"), both, "{api:#}");
     assert_eq!(named(&api, "drain.rs"), [second], "{api:#}");
 
-    let TestEnv { gateway, dir, .. } = env;
-    assert!(gateway.shutdown().await);
-    let stopped = dir.path().join("stopped");
-    copy_tree(
-        &dir.path().join("state/provenance"),
-        &stopped.join("state/provenance"),
-    );
-    let mut c = aigate(&config_in(&stopped));
+    let (dir, config_path) = stopped(env).await;
+    let mut c = aigate(&config_path);
     c.args(["scan", "--format", "json", work_s])
         .env_remove("AIGATE_TOKEN");
     let (code_file, file, stderr) = scan_json(&mut c);
