@@ -597,10 +597,7 @@ async fn a_manager_reads_the_audit_records_of_their_reports_only() {
         .unwrap();
     let resp = alice.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 403);
-    let alice_id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let alice_id = crate::common::request_id(resp.headers());
     let _ = resp.into_body().collect().await;
     let resp = env
         .client(false)
@@ -610,10 +607,7 @@ async fn a_manager_reads_the_audit_records_of_their_reports_only() {
         .send()
         .await
         .unwrap();
-    let other_id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let other_id = crate::common::request_id(resp.headers());
     drop(resp.bytes().await);
 
     let records_for = |token: &'static str, id: String| {
@@ -1121,10 +1115,7 @@ async fn a_live_stream_is_one_open_row_with_its_progress_then_one_finished_row()
         .send()
         .await
         .unwrap();
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::common::request_id(resp.headers());
     let mut stream = resp.bytes_stream();
     use futures_util::StreamExt;
     let first = stream.next().await.unwrap().unwrap();

@@ -148,10 +148,7 @@ async fn an_intercepted_group_is_a_vendor_and_codex_on_it_is_blocked() {
         .unwrap();
     // Codex's deny_status: it retries a 403.
     assert_eq!(resp.status(), 400);
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::common::request_id(resp.headers());
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "aigate_blocked", "{body}");
     let records = env.audit().await;

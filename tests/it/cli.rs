@@ -1188,10 +1188,7 @@ async fn kill_9_under_load_loses_no_answered_request() {
                 else {
                     return;
                 };
-                let id = resp.headers()["x-aigate-request-id"]
-                    .to_str()
-                    .unwrap()
-                    .to_string();
+                let id = crate::common::request_id(resp.headers());
                 // Only an answer received whole counts as answered.
                 if resp.bytes().await.is_err() {
                     return;
@@ -2143,10 +2140,7 @@ async fn kill_9_mid_stream_and_mid_websocket_leaves_their_records() {
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
-    let sse_id = stream.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let sse_id = crate::common::request_id(stream.headers());
     let first = stream.chunk().await.unwrap().unwrap();
     assert!(first.starts_with(b"event: message"));
 
@@ -2176,10 +2170,7 @@ async fn kill_9_mid_stream_and_mid_websocket_leaves_their_records() {
         .body(())
         .unwrap();
     let (mut ws, resp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
-    let ws_id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let ws_id = crate::common::request_id(resp.headers());
     ws.send(tokio_tungstenite::tungstenite::Message::text("hello"))
         .await
         .unwrap();
@@ -2327,10 +2318,7 @@ async fn kill_9_after_a_rotation_still_accounts_for_the_open_call() {
         .await
         .unwrap();
     assert_eq!(stream.status(), 200);
-    let sse_id = stream.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let sse_id = crate::common::request_id(stream.headers());
     stream.chunk().await.unwrap().unwrap();
 
     // More than 64 KiB of other calls: the file holding the stream's decision is rotated.

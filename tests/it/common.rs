@@ -618,6 +618,12 @@ pub fn client_for(gw: &AppHandle, cred: &str, h1_only: bool) -> reqwest::Client 
     }
 }
 
+/// The gateway's id of the call a response answered (`x-aigate-request-id`, which every
+/// forwarded or refused call carries): the key to its audit records.
+pub fn request_id(headers: &http::HeaderMap) -> String {
+    headers["x-aigate-request-id"].to_str().unwrap().to_string()
+}
+
 /// Every call in a gateway's audit log, one row each: a forwarded call's decision and
 /// outcome joined as `audit query` joins them (a call still open shows its decision, with
 /// `outcome_follows`). `raw_records_of` has the lines as written.
@@ -635,10 +641,7 @@ pub async fn anthropic_sdk_call(
         .send()
         .await
         .unwrap();
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = request_id(resp.headers());
     (resp, id)
 }
 

@@ -66,10 +66,7 @@ async fn allowed_request(h1_only: bool) {
         resp.headers().get("alt-svc").is_none(),
         "alt-svc must be stripped (QUIC bypasses the proxy)"
     );
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::common::request_id(resp.headers());
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["path"], "/v1/messages");
     let seen = env.vendor.requests();
@@ -149,10 +146,7 @@ async fn claude_code_is_blocked_in_anthropic_error_format() {
     assert_eq!(resp.status(), 403);
     assert_eq!(resp.headers()["x-aigate-decision"], "block");
     assert_eq!(resp.headers()["x-aigate-reason"], "rule_matched");
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::common::request_id(resp.headers());
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["type"], "error");
     assert_eq!(body["error"]["type"], "permission_error");
@@ -327,10 +321,7 @@ async fn the_default_monitor_forwards_without_would_block() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-aigate-decision"], "monitor");
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::common::request_id(resp.headers());
     drop(resp.bytes().await.unwrap());
     assert_eq!(env.vendor.requests().len(), 1);
     let records = env.audit().await;
@@ -1489,10 +1480,7 @@ async fn workflow_tags_count_only_from_the_catalog_and_rival_tools_are_blocked_o
         let resp = claude_code_request(&anyone, Some(tag)).await;
         assert_eq!(resp.status(), 403, "{tag}");
         assert_eq!(resp.headers()["x-aigate-reason"], "rule_matched", "{tag}");
-        let id = resp.headers()["x-aigate-request-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let id = crate::common::request_id(resp.headers());
         // The engineer learns that their tag was ignored, and why, not only that `untagged`
         // is blocked.
         let body: serde_json::Value = resp.json().await.unwrap();
@@ -1525,10 +1513,7 @@ async fn workflow_tags_count_only_from_the_catalog_and_rival_tools_are_blocked_o
     let resp = claude_code_request(&eve, Some("vendor-evaluation")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-aigate-decision"], "monitor");
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::common::request_id(resp.headers());
     drop(resp.bytes().await.unwrap());
     let records = env.audit().await;
     let r = by_id(&records, &id);
@@ -1829,10 +1814,7 @@ async fn a_vendor_wide_block_is_worded_as_one() {
         .unwrap();
     assert_eq!(resp.status(), 403);
     assert_eq!(resp.headers()["x-aigate-reason"], "rule_matched");
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::common::request_id(resp.headers());
     let body: serde_json::Value = resp.json().await.unwrap();
     let msg = body["error"]["message"].as_str().unwrap();
     assert_eq!(

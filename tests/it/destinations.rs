@@ -109,10 +109,7 @@ async fn absolute_form_requests_to_internal_addresses_are_refused() {
             "destination_denied",
             "{url}"
         );
-        let id = resp.headers()["x-aigate-request-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let id = crate::common::request_id(resp.headers());
         let text = resp.text().await.unwrap();
         assert!(
             text.contains("gateway.allowed_destinations"),

@@ -83,10 +83,7 @@ pub async fn reviewed_with(builder: crate::common::Builder) -> (TestEnv, String)
             .await
             .unwrap();
         if user == "alice" && resp.status() == 403 && blocked_id.is_empty() {
-            blocked_id = resp.headers()["x-aigate-request-id"]
-                .to_str()
-                .unwrap()
-                .to_string();
+            blocked_id = crate::common::request_id(resp.headers());
         }
         drop(resp.bytes().await.unwrap());
     }

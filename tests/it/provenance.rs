@@ -313,10 +313,7 @@ async fn every_format_reaches_the_client_byte_for_byte_and_is_captured() {
         }
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 200, "{}", case.fixture);
-        let id = resp.headers()["x-aigate-request-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let id = crate::common::request_id(resp.headers());
         let got = resp.bytes().await.unwrap();
         assert!(
             got[..] == body[..],
@@ -495,10 +492,7 @@ async fn the_responses_websocket_is_captured_from_its_frames() {
         .body(())
         .unwrap();
     let (mut ws, resp) = tokio_tungstenite::client_async(req, tls).await.unwrap();
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::common::request_id(resp.headers());
     // The loopback vendor echoes text messages: what it sends back are these events, one per
     // message, as the Responses WebSocket sends them.
     let text = "Here is the fix: rename the variable and re-run the tests.";
@@ -1056,10 +1050,7 @@ async fn the_postgres_ledger_is_shared_by_two_replicas() {
                 .send()
                 .await
                 .unwrap();
-            let id = resp.headers()["x-aigate-request-id"]
-                .to_str()
-                .unwrap()
-                .to_string();
+            let id = crate::common::request_id(resp.headers());
             resp.bytes().await.unwrap();
             id
         }

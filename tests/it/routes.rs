@@ -37,10 +37,7 @@ async fn denied(
     let status = resp.status();
     assert!(status == 403 || status == 400, "{status}");
     assert_eq!(resp.headers()["x-aigate-decision"], "block");
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::common::request_id(resp.headers());
     let body: serde_json::Value = resp.json().await.unwrap();
     let records = env.audit().await;
     let r = by_id(&records, &id).clone();
@@ -189,10 +186,7 @@ async fn other_calls_on_a_route_are_forwarded_and_recorded_with_the_route() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::common::request_id(resp.headers());
     let seen = env.vendor.requests();
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0].path, path);
@@ -360,10 +354,7 @@ async fn a_sigv4_signed_bedrock_call_still_verifies_after_the_gateway() {
         }
         let resp = rb.send().await.unwrap();
         assert_eq!(resp.status(), 200);
-        let id = resp.headers()["x-aigate-request-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let id = crate::common::request_id(resp.headers());
 
         let seen = env.vendor.requests().pop().unwrap();
         let received: std::collections::BTreeMap<&str, &str> = seen
@@ -455,10 +446,7 @@ async fn a_blocked_copilot_call_is_answered_with_the_vendors_deny_status() {
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.headers()["x-aigate-decision"], "block");
     assert_eq!(resp.headers()["x-should-retry"], "false");
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::common::request_id(resp.headers());
     let body: serde_json::Value = resp.json().await.unwrap();
     let msg = openai_message(&body);
     assert!(

@@ -21,10 +21,7 @@ async fn codex(env: &TestEnv, method: reqwest::Method, path: &str) -> (u16, Stri
         .await
         .unwrap();
     let status = resp.status().as_u16();
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::common::request_id(resp.headers());
     (status, id, resp.text().await.unwrap())
 }
 

@@ -44,10 +44,7 @@ fn zstd(b: &[u8]) -> Vec<u8> {
 async fn blocked(env: &TestEnv, req: reqwest::RequestBuilder, what: &str) -> serde_json::Value {
     let resp = req.send().await.unwrap();
     let status = resp.status();
-    let id = resp.headers()["x-aigate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let id = crate::common::request_id(resp.headers());
     let body = resp.text().await.unwrap();
     assert_eq!(status, 403, "{what}: {body}");
     let records = env.audit().await;
@@ -311,10 +308,7 @@ async fn a_body_aigate_cannot_decode_is_refused_not_forwarded() {
             .unwrap();
         assert_eq!(resp.status(), 400, "{enc}");
         assert_eq!(resp.headers()["x-aigate-reason"], "body_undecodable");
-        let id = resp.headers()["x-aigate-request-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let id = crate::common::request_id(resp.headers());
         let records = env.audit().await;
         let r = by_id(&records, &id);
         assert_eq!(
@@ -349,10 +343,7 @@ async fn a_codex_body_under_a_forged_sdk_user_agent_is_codex_with_the_conflict_r
             .await
             .unwrap();
         assert_eq!(resp.status(), 400, "{enc}: Codex's deny_status");
-        let id = resp.headers()["x-aigate-request-id"]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let id = crate::common::request_id(resp.headers());
         let records = env.audit().await;
         let r = by_id(&records, &id);
         assert_eq!(
