@@ -61,14 +61,26 @@ impl AdminClient {
 
     /// One call; a non-2xx answer becomes an error carrying the server's message.
     pub fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, CliError> {
+        let body = body.map(|b| ("application/json", Bytes::from(b.to_string())));
         self.runtime.block_on(self.send(method, path, body))
+    }
+
+    /// A POST of a body that is not JSON (the scan's binary fingerprints); the answer is JSON.
+    pub fn post_bytes(
+        &self,
+        path: &str,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> Result<Value, CliError> {
+        let body = Some((content_type, Bytes::from(body)));
+        self.runtime.block_on(self.send(Method::POST, path, body))
     }
 
     async fn send(
         &self,
         method: Method,
         path: &str,
-        body: Option<Value>,
+        body: Option<(&'static str, Bytes)>,
     ) -> Result<Value, CliError> {
         let url = format!("{}{path}", self.base);
         let mut req = Request::builder()
@@ -76,9 +88,9 @@ impl AdminClient {
             .uri(&url)
             .header(header::AUTHORIZATION, format!("Bearer {}", self.token));
         let payload = match body {
-            Some(b) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Bytes::from(b.to_string())
+            Some((content_type, bytes)) => {
+                req = req.header(header::CONTENT_TYPE, content_type);
+                bytes
             }
             None => Bytes::new(),
         };

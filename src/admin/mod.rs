@@ -10,6 +10,8 @@ mod provenance;
 pub(crate) mod read;
 pub mod requests;
 
+pub use provenance::BINARY_PRINTS;
+
 use std::sync::Arc;
 
 use axum::Router;

@@ -6,8 +6,10 @@
 use std::net::SocketAddr;
 
 use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
@@ -21,6 +23,11 @@ const LEDGER_READERS: &[Role] = &[Role::Admin, Role::Auditor];
 pub const MAX_LOOKUP: usize = 200_000;
 /// The lookup's body limit: MAX_LOOKUP fingerprints as JSON numbers.
 pub const MAX_LOOKUP_BODY: usize = 5 << 20;
+/// The lookup's binary body: fingerprints as little-endian u64s, 8 bytes each, nothing else.
+/// `aigate provenance scan` sends every fingerprint of every document it reads (tens of
+/// millions for a large tree), and as JSON numbers their encoding and decoding cost the scan
+/// and the gateway more than everything else they did (docs/provenance.md, "Scan speed").
+pub const BINARY_PRINTS: &str = "application/octet-stream";
 
 fn no_ledger() -> Response {
     error(
@@ -71,13 +78,55 @@ pub struct Lookup {
     fingerprints: Vec<u64>,
 }
 
-/// `POST /v1/provenance/lookup` `{"fingerprints": [u64, …]}`: the entries holding any of them,
-/// with the hits (`[fingerprint, entry id]`).
+/// The fingerprints of a lookup's body: JSON (`{"fingerprints": [u64, …]}`) or
+/// [`BINARY_PRINTS`], as its `Content-Type` says.
+fn prints_of(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u64>, Box<Response>> {
+    let kind = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if kind == BINARY_PRINTS {
+        if body.len() % 8 != 0 {
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "a {BINARY_PRINTS} lookup is fingerprints of 8 bytes each (little-endian u64); this body has {} bytes, not a multiple of 8",
+                    body.len()
+                ),
+            )));
+        }
+        return Ok(body
+            .chunks_exact(8)
+            .map(|c| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                u64::from_le_bytes(b)
+            })
+            .collect());
+    }
+    if kind == "application/json" || kind.ends_with("+json") {
+        return Json::<Lookup>::from_bytes(body)
+            .map(|Json(l)| l.fingerprints)
+            .map_err(|r| Box::new(json_rejection(r)));
+    }
+    Err(Box::new(error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        &format!(
+            "send the fingerprints as application/json ({{\"fingerprints\": [u64, …]}}) or as {BINARY_PRINTS} (little-endian u64s), with that Content-Type"
+        ),
+    )))
+}
+
+/// `POST /v1/provenance/lookup` `{"fingerprints": [u64, …]}` (or the same as
+/// [`BINARY_PRINTS`]): the entries holding any of them, with the hits
+/// (`[fingerprint, entry id]`).
 pub async fn lookup(
     State(state): State<AdminState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Result<Json<Lookup>, axum::extract::rejection::JsonRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     if let Err(refused) = auth::require(
         &state,
@@ -89,11 +138,16 @@ pub async fn lookup(
     ) {
         return *refused;
     }
-    let Json(body) = match body {
+    let body = match body {
         Ok(b) => b,
-        Err(rejection) => return json_rejection(rejection),
+        Err(rejection) => return error(rejection.status(), &rejection.body_text()),
     };
-    if body.fingerprints.len() > MAX_LOOKUP {
+    let fingerprints = match prints_of(&headers, &body) {
+        Ok(f) => f,
+        Err(refused) => return *refused,
+    };
+    drop(body);
+    if fingerprints.len() > MAX_LOOKUP {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("at most {MAX_LOOKUP} fingerprints a lookup; split the batch"),
@@ -102,7 +156,7 @@ pub async fn lookup(
     let Some(ledger) = state.shared.ledger.clone() else {
         return no_ledger();
     };
-    let found = tokio::task::spawn_blocking(move || ledger.find(&body.fingerprints)).await;
+    let found = tokio::task::spawn_blocking(move || ledger.find(&fingerprints)).await;
     match found {
         Ok(Ok(m)) => Json(json!({ "hits": m.hits, "entries": m.entries })).into_response(),
         Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),

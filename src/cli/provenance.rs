@@ -47,6 +47,8 @@ pub(crate) enum Access {
         client: Box<AdminClient>,
         /// Why the API: the file is held by the gateway, or there is none here.
         why: String,
+        /// The fingerprints go as JSON numbers: a gateway older than the binary body refused it.
+        json: bool,
     },
     Postgres {
         ledger: PostgresLedger,
@@ -89,9 +91,14 @@ impl Access {
                     path.display()
                 )
             }
-            Access::Api { client, why } => {
+            Access::Api { client, why, json } => {
+                let older = if *json {
+                    "; the fingerprints go as JSON, which is slower: the gateway predates the binary lookup"
+                } else {
+                    ""
+                };
                 format!(
-                    "the running gateway's admin API at {} ({why})",
+                    "the running gateway's admin API at {} ({why}{older})",
                     client.base()
                 )
             }
@@ -107,24 +114,31 @@ impl Access {
             Access::Postgres { ledger, .. } => Ok(ledger.find(fingerprints).map_err(|e| {
                 anyhow::anyhow!("{e} (are the tables there? run `aigate db migrate`)")
             })?),
-            Access::Api { client, .. } => api_find(client, fingerprints),
+            Access::Api { client, json, .. } => api_find(client, fingerprints, *json),
         }
     }
 }
 
-fn api_find(client: &AdminClient, fingerprints: &[u64]) -> anyhow::Result<Matches> {
+/// One lookup on the admin API: the fingerprints as little-endian u64s (a tenth of the work of
+/// JSON numbers on both sides), or as JSON for a gateway that predates that.
+fn api_find(client: &AdminClient, fingerprints: &[u64], json: bool) -> anyhow::Result<Matches> {
     #[derive(serde::Deserialize)]
     struct Answer {
         hits: Vec<(u64, String)>,
         entries: std::collections::HashMap<String, crate::provenance::ledger::Entry>,
     }
-    let v = client
-        .call(
+    const PATH: &str = "/v1/provenance/lookup";
+    let answer = if json {
+        client.call(
             http::Method::POST,
-            "/v1/provenance/lookup",
+            PATH,
             Some(json!({ "fingerprints": fingerprints })),
         )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    } else {
+        let body = fingerprints.iter().flat_map(|f| f.to_le_bytes()).collect();
+        client.post_bytes(PATH, crate::admin::BINARY_PRINTS, body)
+    };
+    let v = answer.map_err(|e| anyhow::anyhow!("{e}"))?;
     let a: Answer = serde_json::from_value(v)
         .context("the admin API's lookup answer is not the documented shape")?;
     Ok(Matches {
@@ -143,15 +157,23 @@ fn api(args: &ScanArgs, why: String) -> Result<Access, CliError> {
         ))
     })?;
     let client = AdminClient::new(&args.admin, token)?;
-    api_find(&client, &[]).map_err(|e| {
-        CliError::Runtime(anyhow::anyhow!(
-            "{why}, and the admin API at {} cannot be used: {e:#}. Fix: point --admin (AIGATE_ADMIN) at the running gateway's admin listener with an auditor or admin token (AIGATE_TOKEN or --token-file), or stop the gateway to read the ledger file directly",
-            args.admin
-        ))
-    })?;
+    // A gateway that refuses the binary body but takes JSON predates it: ask it in JSON.
+    let json = match api_find(&client, &[], false) {
+        Ok(_) => false,
+        Err(binary) => match api_find(&client, &[], true) {
+            Ok(_) => true,
+            Err(_) => {
+                return Err(CliError::Runtime(anyhow::anyhow!(
+                    "{why}, and the admin API at {} cannot be used: {binary:#}. Fix: point --admin (AIGATE_ADMIN) at the running gateway's admin listener with an auditor or admin token (AIGATE_TOKEN or --token-file), or stop the gateway to read the ledger file directly",
+                    args.admin
+                )));
+            }
+        },
+    };
     Ok(Access::Api {
         client: Box::new(client),
         why,
+        json,
     })
 }
 

@@ -704,6 +704,46 @@ async fn the_ledger_entry_joins_the_outcome_and_its_fingerprints_find_it() {
     .await;
     assert_eq!(none["hits"], serde_json::json!([]), "{none}");
 
+    // The scan's binary body (little-endian u64s) answers as the JSON one does; a torn body
+    // or an unknown type is refused with what to send.
+    let binary = |body: Vec<u8>, kind: &'static str| {
+        let url = format!("http://{}/v1/provenance/lookup", env.gateway.admin_addr);
+        async move {
+            let resp = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap()
+                .post(url)
+                .bearer_auth(AUDITOR)
+                .header("content-type", kind)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let le: Vec<u8> = prints.iter().flat_map(|p| p.to_le_bytes()).collect();
+    let (status, same) = binary(le.clone(), "application/octet-stream").await;
+    assert_eq!(status, 200, "{same}");
+    assert_eq!(same, found, "the binary lookup answers as the JSON one");
+    let (status, torn) = binary(le[..12].to_vec(), "application/octet-stream").await;
+    assert_eq!(status, 400, "{torn}");
+    assert!(
+        torn["error"].as_str().unwrap().contains("multiple of 8"),
+        "{torn}"
+    );
+    let (status, unknown) = binary(le, "text/plain").await;
+    assert_eq!(status, 415, "{unknown}");
+    assert!(
+        unknown["error"]
+            .as_str()
+            .unwrap()
+            .contains("application/octet-stream"),
+        "{unknown}"
+    );
+
     // Fingerprints, never the text.
     let probe = &longest.as_bytes()[..longest.len().min(24)];
     assert!(probe.len() >= 16);

@@ -43,7 +43,7 @@ use std::thread::JoinHandle;
 use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 
 use super::filter::{Filter, Saved};
-use super::{Entry, Ledger, LedgerError, Matches};
+use super::{ByPrint, Entry, Ledger, LedgerError, Matches};
 
 const NEXT: &[u8] = b"next_entry";
 /// The ledger's id (16 random bytes, made when it is created): a saved filter names it.
@@ -57,6 +57,10 @@ const PRINTS_BLOCK: u32 = 1024;
 /// Entries written since the filter was last saved before it is saved again (off the capture
 /// worker): what an open after a crash reads from the store on top of the saved filter.
 const SAVE_EVERY: u64 = if cfg!(test) { 50 } else { 100_000 };
+/// Fingerprints left to ask in a lookup for an entry it finds to be expanded (`find`): an
+/// expansion reads the entry's fingerprints and tests their markers, about as much as three
+/// lookups, and a batch that holds an answer has hundreds of its fingerprints left.
+const EXPAND_OVER: usize = 64;
 
 /// Where the ledger lives in the state directory (a directory).
 pub fn path(state_dir: &Path) -> PathBuf {
@@ -105,6 +109,13 @@ struct Inner {
     /// lock to add what they wrote meanwhile.
     #[cfg(test)]
     pause: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// Tests only: the next write says so on the sender and waits on the receiver once its
+    /// fingerprints are in the filter, before it commits them to the store.
+    #[cfg(test)]
+    write_pause: Mutex<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>>,
+    /// Tests only: the store's prefix scans made by `find`.
+    #[cfg(test)]
+    prefix_scans: std::sync::atomic::AtomicU64,
     /// How the filter in place came about (for a scan's report).
     origin: Mutex<Option<FilterOrigin>>,
     path: String,
@@ -282,6 +293,10 @@ impl EmbeddedLedger {
             saving: AtomicBool::new(false),
             #[cfg(test)]
             pause: Mutex::new(None),
+            #[cfg(test)]
+            write_pause: Mutex::new(None),
+            #[cfg(test)]
+            prefix_scans: std::sync::atomic::AtomicU64::new(0),
             origin: Mutex::new(None),
             path: shown,
             _lock: lock,
@@ -308,10 +323,9 @@ impl EmbeddedLedger {
     /// Appends to `out` the fingerprints of the entry `id` that no other entry holds, as the
     /// membership filter's markers tell (docs/provenance.md, "Membership filter"): a scan
     /// that found the entry answers those without a lookup each. Leaves out any the filter
-    /// cannot vouch for, and all of them while it is pending. Exact for a ledger nobody writes
-    /// meanwhile (a scan's `--ledger file`, which holds it): an entry being written has its
-    /// fingerprints in the store a moment before its markers are in the filter. `false` when
-    /// there is no such entry.
+    /// cannot vouch for, and all of them while it is pending. Exact for every entry committed
+    /// before the call: a write sets its markers before it commits. `false` when there is no
+    /// such entry.
     pub fn sole_prints(&self, id: &str, out: &mut Vec<u64>) -> Result<bool, LedgerError> {
         let i = &self.inner;
         let Some(n) = i.ids.get(id.as_bytes()).map_err(|e| i.err(e))? else {
@@ -777,12 +791,28 @@ impl Inner {
             return Ok(());
         }
         batch.insert(&self.meta, NEXT, n.to_be_bytes());
+        // Into the filter before the store: a lookup that finds an entry in the store then
+        // finds its fingerprints' markers set, so an unmarked one is that entry's alone
+        // (`find`'s expansion). Should the commit fail, the filter keeps fingerprints nobody
+        // holds, which costs lookups, never answers.
+        {
+            let mut filter = self.filter.write().unwrap_or_else(|p| p.into_inner());
+            for fps in added {
+                filter.insert(fps);
+            }
+        }
+        #[cfg(test)]
+        if let Some((paused, resume)) = self
+            .write_pause
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = paused.send(());
+            let _ = resume.recv();
+        }
         batch.commit().map_err(|e| self.err(e))?;
         *next = n;
-        let mut filter = self.filter.write().unwrap_or_else(|p| p.into_inner());
-        for fps in added {
-            filter.insert(fps);
-        }
         Ok(())
     }
 
@@ -811,6 +841,12 @@ impl Ledger for EmbeddedLedger {
         Ok(())
     }
 
+    /// A document or a batch that holds a captured answer holds hundreds of its fingerprints,
+    /// each a prefix scan of the store (about 15 µs). So when a lookup finds an entry with
+    /// [`EXPAND_OVER`] or more fingerprints still to ask, the entry's fingerprints no other
+    /// entry holds (the filter's markers: `sole_prints`) answer the rest of the batch for it.
+    /// Exact for every entry committed before the call (writes set the markers before they
+    /// commit); one written during it is found or not, as without the expansion.
     fn find(&self, fingerprints: &[u64]) -> Result<Matches, LedgerError> {
         let i = &self.inner;
         // Only fingerprints the filter may hold reach the store, sorted and distinct so
@@ -821,7 +857,16 @@ impl Ledger for EmbeddedLedger {
         wanted.dedup();
         let mut by_number: HashMap<u64, Entry> = HashMap::new();
         let mut hits = Vec::new();
-        for h in wanted {
+        // Fingerprint → the one entry that holds it, from the expanded entries.
+        let mut sole: ByPrint<u64> = ByPrint::default();
+        let (mut prints, mut own) = (Vec::new(), Vec::new());
+        for (at, &h) in wanted.iter().enumerate() {
+            if let Some(e) = sole.get(&h).and_then(|n| by_number.get(n)) {
+                hits.push((h, e.id.clone()));
+                continue;
+            }
+            #[cfg(test)]
+            i.prefix_scans.fetch_add(1, Ordering::Relaxed);
             for row in i.prints.prefix(h.to_be_bytes()) {
                 let k = row.map_err(|e| i.err(e))?.0;
                 let n = be(&k[8..]);
@@ -832,6 +877,15 @@ impl Ledger for EmbeddedLedger {
                         else {
                             continue;
                         };
+                        if wanted.len() - at > EXPAND_OVER
+                            && let Some(packed) =
+                                i.entry_prints.get(n.to_be_bytes()).map_err(|e| i.err(e))?
+                        {
+                            unpack_into(&packed, &mut prints);
+                            own.clear();
+                            i.filter().sole(&prints, &mut own);
+                            sole.extend(own.iter().map(|&p| (p, n)));
+                        }
                         v.insert(parse(&raw)?)
                     }
                 };
@@ -1054,6 +1108,90 @@ mod tests {
         assert_eq!(sole(&l, "b"), (true, vec![]));
         assert_eq!(sole(&l, "c"), (true, vec![6]));
         assert_eq!(sole(&l, "d"), (true, vec![7]));
+    }
+
+    /// The hits of a lookup per fingerprint, where no lookup is large enough to expand an
+    /// entry: what an expanding lookup must answer.
+    fn one_by_one(l: &EmbeddedLedger, prints: &[u64]) -> Vec<(u64, String)> {
+        let mut wanted = prints.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut hits: Vec<(u64, String)> = wanted
+            .iter()
+            .flat_map(|p| l.find(&[*p]).unwrap().hits)
+            .collect();
+        hits.sort();
+        hits
+    }
+
+    /// A lookup of a batch that holds an entry's output asks the store about a few of its
+    /// fingerprints, and answers the rest from the entry's own ones; a fingerprint another
+    /// entry also holds is still asked, and every answer is the one a lookup each gives.
+    #[test]
+    fn a_lookup_that_finds_an_entry_answers_its_own_fingerprints_without_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = EmbeddedLedger::open(&path(dir.path())).unwrap();
+        l.wait_for_filter();
+        let mut next = splitmix(17);
+        let a: Vec<u64> = (0..500).map(|_| next()).collect();
+        let mut b: Vec<u64> = (0..300).map(|_| next()).collect();
+        b.extend(&a[..20]);
+        let mut c: Vec<u64> = (0..50).map(|_| next()).collect();
+        c.extend(&a[100..105]);
+        l.record(&entry("a", 1000), &a).unwrap();
+        l.record_many(&[(entry("b", 2000), b.clone()), (entry("c", 3000), c)])
+            .unwrap();
+        let mut batch: Vec<u64> = a.iter().chain(&b).copied().collect();
+        batch.extend((0..100).map(|_| next()));
+        let before = l.inner.prefix_scans.load(Ordering::Relaxed);
+        let m = l.find(&batch).unwrap();
+        let asked = l.inner.prefix_scans.load(Ordering::Relaxed) - before;
+        assert_eq!(m.hits, one_by_one(&l, &batch));
+        let mut ids: Vec<&String> = m.entries.keys().collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "b", "c"]);
+        let shared = m.hits.iter().filter(|(p, _)| a[..20].contains(p)).count();
+        assert_eq!(shared, 40, "each shared fingerprint names both entries");
+        // 800 held: the 25 shared ones, those before each entry's first hit, and the filter's
+        // false positives among the 100 absent ones.
+        assert!(asked < 100, "{asked} of 800 asked");
+    }
+
+    /// A lookup while a write is under way (its fingerprints in the filter, not yet in the
+    /// store) answers as the store does at that moment: the write's markers are in the filter
+    /// before its fingerprints are in the store, so no entry found is taken as the sole holder
+    /// of a fingerprint a committed entry shares.
+    #[test]
+    fn a_lookup_during_a_write_answers_as_the_store_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Arc::new(EmbeddedLedger::open(&path(dir.path())).unwrap());
+        l.wait_for_filter();
+        let mut next = splitmix(29);
+        let a: Vec<u64> = (0..300).map(|_| next()).collect();
+        l.record(&entry("a", 1000), &a).unwrap();
+        let (paused_tx, paused) = std::sync::mpsc::channel();
+        let (resume, resume_rx) = std::sync::mpsc::channel();
+        *l.inner.write_pause.lock().unwrap() = Some((paused_tx, resume_rx));
+        let mut b: Vec<u64> = (0..50).map(|_| next()).collect();
+        b.push(a[150]);
+        let writer = {
+            let l = l.clone();
+            std::thread::spawn(move || l.record(&entry("b", 2000), &b).unwrap())
+        };
+        paused.recv().unwrap();
+        let during = l.find(&a).unwrap();
+        assert_eq!(during.hits, one_by_one(&l, &a));
+        resume.send(()).unwrap();
+        writer.join().unwrap();
+        let after = l.find(&a).unwrap();
+        assert_eq!(after.hits, one_by_one(&l, &a));
+        let shared: Vec<&str> = after
+            .hits
+            .iter()
+            .filter(|(p, _)| *p == a[150])
+            .map(|(_, id)| id.as_str())
+            .collect();
+        assert_eq!(shared, ["a", "b"]);
     }
 
     #[test]

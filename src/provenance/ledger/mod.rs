@@ -92,6 +92,32 @@ pub enum LedgerError {
     Damaged(String, String),
 }
 
+/// Fingerprints are keyed SipHash outputs, uniform already: maps keyed by them are probed with
+/// every fingerprint of a document or an answer, and hashing them again (std's SipHash,
+/// ~20 ns) would cost more than the probe.
+#[derive(Default, Clone, Copy)]
+pub struct Uniform(u64);
+
+impl std::hash::Hasher for Uniform {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for u64 keys; any other key still hashes (FNV-1a), just not as fast.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A map keyed by fingerprint, hashed by [`Uniform`].
+pub type ByPrint<V> = HashMap<u64, V, std::hash::BuildHasherDefault<Uniform>>;
+
 /// A ledger store.
 pub trait Ledger: Send + Sync {
     /// Record a response's entry and its fingerprints, durably (on disk, or committed) when it

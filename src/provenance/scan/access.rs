@@ -30,7 +30,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{Lookup, Response};
-use crate::provenance::ledger::{Entry, Matches};
+use crate::provenance::ledger::{ByPrint, Entry, Matches, Uniform};
 
 /// Fingerprints per lookup call: well under the admin API's limit of 200,000.
 pub const BATCH: usize = 50_000;
@@ -38,30 +38,8 @@ pub const BATCH: usize = 50_000;
 /// Fingerprints found in the ledger that a scan remembers (about 100 bytes each).
 pub const KNOWN: usize = 1_000_000;
 
-/// Fingerprints are keyed SipHash outputs, uniform already: `known` is probed with every
-/// fingerprint of every document, and hashing them again (std's SipHash, ~20 ns) would cost
-/// more than the probe.
-#[derive(Default, Clone, Copy)]
-struct Uniform(u64);
-
-impl std::hash::Hasher for Uniform {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Not used for u64 keys; any other key still hashes (FNV-1a), just not as fast.
-        for b in bytes {
-            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-type Known = HashMap<u64, Vec<u64>, std::hash::BuildHasherDefault<Uniform>>;
+/// Fingerprint → entry numbers; probed with every fingerprint of every document.
+type Known = ByPrint<Vec<u64>>;
 
 /// A batch lookup: the entries holding any of the fingerprints.
 pub type Find<'a> = dyn Fn(&[u64]) -> anyhow::Result<Matches> + 'a;
