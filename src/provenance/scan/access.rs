@@ -3,8 +3,9 @@
 //! the matcher's per-fingerprint [`Lookup`].
 //!
 //! The matcher asks about one fingerprint at a time; a remote ledger must not be asked that
-//! way. [`Lookup::prefetch`] hands over a document's fingerprints first, and they go out as one
-//! batch (split at [`BATCH`]); the answers are kept until the next document.
+//! way. [`Lookup::prefetch`] hands over a document's fingerprints first (or a group of
+//! documents', `run::Group`), and they go out as one batch (split at [`BATCH`]); the answers
+//! are kept until the next call.
 //!
 //! Fingerprints found in the ledger are also remembered for the rest of the scan (up to
 //! [`KNOWN`] of them), and not asked about again: a tree that holds a copy usually holds it
@@ -76,7 +77,7 @@ pub struct LedgerLookup<'a> {
 
 #[derive(Default)]
 struct State {
-    /// The current document's fingerprints that are in the ledger → entry numbers.
+    /// The current document's (or group's) fingerprints that are in the ledger → entry numbers.
     hits: Known,
     /// Fingerprints found in the ledger earlier in this scan → entry numbers (at most
     /// [`KNOWN`]).

@@ -119,7 +119,50 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
     /// Matches one document. `first_line` is the line number of the text's first line (a diff
     /// hunk starts mid-file).
     pub fn document(&self, text: &str, first_line: usize) -> anyhow::Result<Option<Finding>> {
-        let hits = SCRATCH.with_borrow_mut(|sc| self.hits(text, sc))?;
+        let hits = SCRATCH.with_borrow_mut(|sc| {
+            self.prints(text, &mut sc.fps);
+            sc.wanted.clear();
+            sc.wanted.extend(sc.fps.iter().map(|f| f.hash));
+            self.ledger.prefetch(&sc.wanted)?;
+            self.hits(sc)
+        })?;
+        self.finding(text, first_line, hits)
+    }
+
+    /// Matches several documents (text, first line) with one [`Lookup::prefetch`] for all of
+    /// them: a remote ledger is asked once for the group, not once a document. The answers are
+    /// those of [`Matcher::document`] on each.
+    pub fn documents(&self, docs: &[(&str, usize)]) -> anyhow::Result<Vec<Option<Finding>>> {
+        let mut prints: Vec<Vec<Fp>> = Vec::with_capacity(docs.len());
+        let mut wanted = Vec::new();
+        for (text, _) in docs {
+            let mut fps = Vec::new();
+            self.prints(text, &mut fps);
+            wanted.extend(fps.iter().map(|f| f.hash));
+            prints.push(fps);
+        }
+        self.ledger.prefetch(&wanted)?;
+        drop(wanted);
+        let mut found = Vec::with_capacity(docs.len());
+        for ((text, first_line), fps) in docs.iter().zip(prints) {
+            let hits = SCRATCH.with_borrow_mut(|sc| {
+                sc.fps = fps;
+                sc.wanted.clear();
+                sc.wanted.extend(sc.fps.iter().map(|f| f.hash));
+                self.hits(sc)
+            })?;
+            found.push(self.finding(text, *first_line, hits)?);
+        }
+        Ok(found)
+    }
+
+    /// The finding of a document from its hits, if any response is over the thresholds.
+    fn finding(
+        &self,
+        text: &str,
+        first_line: usize,
+        hits: Hits,
+    ) -> anyhow::Result<Option<Finding>> {
         if hits.is_empty() {
             return Ok(None);
         }
@@ -237,28 +280,30 @@ thread_local! {
 type Hits = HashMap<u64, [Vec<(u32, u32)>; 2]>;
 
 impl<L: Lookup + ?Sized> Matcher<'_, L> {
-    /// The document's fingerprints (stop-list removed) that are in the ledger, by response.
-    fn hits(&self, text: &str, sc: &mut Scratch) -> anyhow::Result<Hits> {
+    /// A document's fingerprints, both channels, into `fps`. The stop-list drops what is
+    /// found in it either way. A remote ledger must not be asked about those, so it goes first;
+    /// where the ledger's filter answers nearly every fingerprint in this process, the
+    /// stop-list is probed only for the fingerprints found, in [`Matcher::hits`] (it was 2–4 %
+    /// of a scan, a probe a fingerprint; docs/provenance.md, "Scan speed").
+    fn prints(&self, text: &str, fps: &mut Vec<Fp>) {
+        fps.clear();
+        self.fingerprinter.code_into(text, fps);
+        self.fingerprinter.text_into(text, fps);
+        if !self.ledger.filters_first() {
+            fps.retain(|f| !self.stop.contains(f.hash));
+        }
+    }
+
+    /// The fingerprints of `sc.fps` (their hashes in `sc.wanted`, prefetched) that are in the
+    /// ledger, by response.
+    fn hits(&self, sc: &mut Scratch) -> anyhow::Result<Hits> {
         let Scratch {
             fps,
             wanted,
             pairs,
             ids,
         } = sc;
-        fps.clear();
-        self.fingerprinter.code_into(text, fps);
-        self.fingerprinter.text_into(text, fps);
-        // The stop-list drops what is found in it either way. A remote ledger must not be
-        // asked about those, so it goes first; where the ledger's filter answers nearly every
-        // fingerprint in this process, the stop-list is probed only for the fingerprints found
-        // (it was 2–4 % of a scan, a probe a fingerprint; docs/provenance.md, "Scan speed").
         let stop_first = !self.ledger.filters_first();
-        if stop_first {
-            fps.retain(|f| !self.stop.contains(f.hash));
-        }
-        wanted.clear();
-        wanted.extend(fps.iter().map(|f| f.hash));
-        self.ledger.prefetch(wanted)?;
         let mut hits = Hits::new();
         pairs.clear();
         self.ledger.responses_each(wanted, pairs)?;

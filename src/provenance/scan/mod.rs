@@ -56,9 +56,10 @@ pub trait Lookup {
     }
     /// The entry of a response id returned by [`Lookup::responses`].
     fn response(&self, id: u64) -> anyhow::Result<Option<Response>>;
-    /// Called with a document's fingerprints before its lookups, so a remote ledger is asked
-    /// once per document, not once per fingerprint. Without the stop-list's fingerprints,
-    /// unless [`Lookup::filters_first`].
+    /// Called with a document's fingerprints before its lookups (or a group's: a directory's
+    /// files with a remote ledger, `run::Group`), so a remote ledger is asked once for them,
+    /// not once per fingerprint. The answers stand until the next call. Without the
+    /// stop-list's fingerprints, unless [`Lookup::filters_first`].
     fn prefetch(&self, _hashes: &[u64]) -> anyhow::Result<()> {
         Ok(())
     }

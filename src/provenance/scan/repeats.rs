@@ -45,9 +45,29 @@ impl Repeats {
         text: &str,
         match_it: impl FnOnce() -> anyhow::Result<Option<Finding>>,
     ) -> anyhow::Result<Option<Finding>> {
+        let digest = self.digest(text);
+        self.finding_of(digest, match_it)
+    }
+
+    /// What identifies `text` here: [`Repeats::finding_of`] takes it, for a caller that
+    /// matches a group of documents at once and asks first which of them are copies.
+    pub fn digest(&self, text: &str) -> u128 {
         let mut h = self.hasher;
         std::hash::Hasher::write(&mut h, text.as_bytes());
-        let digest = h.finish128().as_u128();
+        h.finish128().as_u128()
+    }
+
+    /// A document with this digest was matched and is remembered.
+    pub fn knows(&self, digest: u128) -> bool {
+        self.seen.contains_key(&digest)
+    }
+
+    /// [`Repeats::finding`] of the document with this [`Repeats::digest`].
+    pub fn finding_of(
+        &mut self,
+        digest: u128,
+        match_it: impl FnOnce() -> anyhow::Result<Option<Finding>>,
+    ) -> anyhow::Result<Option<Finding>> {
         if let Some(known) = self.seen.get(&digest) {
             self.copies += 1;
             return Ok(known.as_deref().cloned());

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use super::Lookup;
-use super::matcher::{Matcher, Tier};
+use super::matcher::{Finding, Matcher, Tier};
 use super::parquet;
 use super::repeats::Repeats;
 use super::report::Located;
@@ -58,9 +58,86 @@ fn matched<L: Lookup + ?Sized>(
             .document(&doc.text, 1)
             .with_context(|| format!("looking up {} in the ledger", doc.origin.label()))
     })?;
-    let Some(mut finding) = found else {
-        return Ok(None);
-    };
+    Ok(located(doc, found, findings))
+}
+
+/// Source bytes matched with one lookup when the ledger is remote ([`Group`]): about 45,000
+/// fingerprints after the stop-list, one call under `access::BATCH`.
+const GROUP_BYTES: usize = 512 << 10;
+/// Documents matched with one lookup at most (a tree of small files).
+const GROUP_DOCS: usize = 256;
+
+/// A directory's documents matched a group at a time ([`Matcher::documents`]) when the
+/// ledger is remote (the running gateway's admin API, PostgreSQL): each lookup costs the scan
+/// and the gateway tens of microseconds beside its fingerprints (the request, its token's
+/// check, the hand-offs), and one a document was a fifth of their time on a registry of
+/// 29,000 files (docs/provenance.md, "Scan speed"). A ledger with its filter in this process
+/// answers nearly every fingerprint here and is asked a document at a time.
+#[derive(Default)]
+struct Group {
+    docs: Vec<Document>,
+    bytes: usize,
+}
+
+impl Group {
+    fn push<L: Lookup + ?Sized>(
+        &mut self,
+        doc: &Document,
+        matcher: &Matcher<'_, L>,
+        repeats: &mut Repeats,
+        findings: &mut Vec<Located>,
+    ) -> anyhow::Result<()> {
+        self.bytes += doc.text.len();
+        self.docs.push(doc.clone());
+        if self.bytes >= GROUP_BYTES || self.docs.len() >= GROUP_DOCS {
+            self.flush(matcher, repeats, findings)?;
+        }
+        Ok(())
+    }
+
+    /// Matches the documents held, in order: copies of a document matched before (or earlier
+    /// in the group) take its finding, the rest go to the ledger in one lookup.
+    fn flush<L: Lookup + ?Sized>(
+        &mut self,
+        matcher: &Matcher<'_, L>,
+        repeats: &mut Repeats,
+        findings: &mut Vec<Located>,
+    ) -> anyhow::Result<()> {
+        let docs = std::mem::take(&mut self.docs);
+        self.bytes = 0;
+        let Some(first) = docs.first() else {
+            return Ok(());
+        };
+        let digests: Vec<u128> = docs.iter().map(|d| repeats.digest(&d.text)).collect();
+        // Digest → its place among the documents matched.
+        let mut unique: std::collections::HashMap<u128, usize> = Default::default();
+        let mut texts = Vec::new();
+        for (doc, digest) in docs.iter().zip(&digests) {
+            if !repeats.knows(*digest) && !unique.contains_key(digest) {
+                unique.insert(*digest, texts.len());
+                texts.push((doc.text.as_str(), 1));
+            }
+        }
+        let found = matcher.documents(&texts).with_context(|| {
+            format!(
+                "looking up {} documents from {} on in the ledger",
+                texts.len(),
+                first.origin.label()
+            )
+        })?;
+        for (doc, digest) in docs.iter().zip(digests) {
+            let f = repeats.finding_of(digest, || {
+                Ok(unique.get(&digest).and_then(|&i| found[i].clone()))
+            })?;
+            located(doc, f, findings);
+        }
+        Ok(())
+    }
+}
+
+/// A document's finding, if any, with its lines in the file's numbering, into `findings`.
+fn located(doc: &Document, found: Option<Finding>, findings: &mut Vec<Located>) -> Option<Tier> {
+    let mut finding = found?;
     if let Some(map) = &doc.line_map {
         finding.lines = sources::remap(&finding.lines, map);
         for r in &mut finding.responses {
@@ -72,7 +149,7 @@ fn matched<L: Lookup + ?Sized>(
         origin: doc.origin.clone(),
         finding,
     });
-    Ok(Some(tier))
+    Some(tier)
 }
 
 pub fn scan<L: Lookup + ?Sized>(
@@ -146,10 +223,17 @@ fn each_source<L: Lookup + ?Sized>(
             files.push(p.clone());
         }
     }
+    if matcher.ledger.filters_first() {
+        sources::files(&files, &mut out.tally, |doc| {
+            matched(matcher, repeats, doc, &mut out.findings).map(drop)
+        })?;
+        return Ok(());
+    }
+    let mut group = Group::default();
     sources::files(&files, &mut out.tally, |doc| {
-        matched(matcher, repeats, doc, &mut out.findings).map(drop)
+        group.push(doc, matcher, repeats, &mut out.findings)
     })?;
-    Ok(())
+    group.flush(matcher, repeats, &mut out.findings)
 }
 
 /// The dataset without its flagged records, copied line for line, and `OUT.manifest.json`

@@ -60,6 +60,7 @@ impl Origin {
     }
 }
 
+#[derive(Clone)]
 pub struct Document {
     pub origin: Origin,
     pub text: String,

@@ -765,3 +765,107 @@ fn a_shared_licence_header_is_no_finding_but_code_beside_it_is() {
         .expect("the pasted code is found");
     assert_eq!(f.responses[0].response.record_id, "rec-7");
 }
+
+/// A directory scan with a remote ledger (no filter in this process) asks it once for a
+/// group of files, not once a file, and finds what a scan a file at a time finds: the same
+/// findings in the same order, copies within a group and across groups included.
+#[test]
+fn a_remote_ledger_is_asked_once_a_group_of_files_with_the_same_findings() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::access::LedgerLookup;
+    use crate::provenance::ledger::{Entry, Matches};
+
+    let fp = fingerprinter();
+    let stop = StopList::default();
+    let mut one_at_a_time = ledger(&fp);
+    one_at_a_time.filters_first = true;
+    let calls = AtomicUsize::new(0);
+    let find = |prints: &[u64]| -> anyhow::Result<Matches> {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let mut m = Matches::default();
+        for &h in prints {
+            for id in one_at_a_time.by_hash.get(&h).into_iter().flatten() {
+                let r = &one_at_a_time.entries[id];
+                m.hits.push((h, r.record_id.clone()));
+                m.entries.insert(
+                    r.record_id.clone(),
+                    Entry {
+                        id: r.record_id.clone(),
+                        time: r.time.clone(),
+                        time_ms: 0,
+                        user: r.user.clone().unwrap_or_default(),
+                        tool: r.tool.clone().unwrap_or_default(),
+                        vendor: r.vendor.clone().unwrap_or_default(),
+                        model: None,
+                        workflow: None,
+                        exemption: None,
+                        fingerprints: 0,
+                        chars: 0,
+                        truncated: false,
+                    },
+                );
+            }
+        }
+        Ok(m)
+    };
+    let remote = LedgerLookup::new(&find);
+
+    // 300 files (more than a group holds): clean ones, ones with a passage of either
+    // response pasted in, and copies of earlier ones, near and far.
+    let dir = tempfile::tempdir().unwrap();
+    let mut texts: Vec<String> = Vec::new();
+    for i in 0..300 {
+        let host = passage(CLEAN, (i * 97) % (CLEAN.len() - 2_000), 600);
+        let text = match i % 5 {
+            0 => {
+                paste(
+                    host,
+                    3,
+                    passage(RESPONSE, (i * 53) % (RESPONSE.len() - 2_000), 450),
+                )
+                .0
+            }
+            1 => {
+                paste(
+                    host,
+                    2,
+                    passage(OTHER, (i * 31) % (OTHER.len() - 2_000), 300),
+                )
+                .0
+            }
+            2 if i > 10 => texts[i - 10].clone(),
+            3 if i > 260 => texts[i - 250].clone(),
+            _ => host.to_string(),
+        };
+        std::fs::write(dir.path().join(format!("f{i:03}.rs")), &text).unwrap();
+        texts.push(text);
+    }
+    let req = Request {
+        paths: vec![dir.path().to_path_buf()],
+        ..Request::default()
+    };
+    let grouped = run::scan(&req, &matcher_of(&fp, &stop, &remote)).unwrap();
+    let each = run::scan(&req, &matcher(&fp, &stop, &one_at_a_time)).unwrap();
+    let json = |o: &run::Outcome| serde_json::to_value(&o.findings).unwrap();
+    assert!(grouped.findings.len() >= 100, "{}", grouped.findings.len());
+    assert_eq!(json(&grouped), json(&each));
+    assert_eq!(grouped.tally.copies, each.tally.copies);
+    assert!(grouped.tally.copies >= 60, "{}", grouped.tally.copies);
+    // 256 files, then the other 44.
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+fn matcher_of<'a, L: Lookup + ?Sized>(
+    fp: &'a Fingerprinter,
+    stop: &'a StopList,
+    ledger: &'a L,
+) -> Matcher<'a, L> {
+    Matcher {
+        fingerprinter: fp,
+        stop,
+        ledger,
+        thresholds: Thresholds::default(),
+        filter: ResponseFilter::default(),
+    }
+}
