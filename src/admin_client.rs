@@ -72,8 +72,21 @@ impl AdminClient {
         content_type: &'static str,
         body: Vec<u8>,
     ) -> Result<Value, CliError> {
+        let (status, value) = self.post_bytes_answer(path, content_type, body)?;
+        refused_unless_success(status, value)
+    }
+
+    /// [`AdminClient::post_bytes`], with the answer's status whatever it is: the caller tells
+    /// a gateway that cannot read the body (400, 415) from one that refuses the caller.
+    pub fn post_bytes_answer(
+        &self,
+        path: &str,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Value), CliError> {
         let body = Some((content_type, Bytes::from(body)));
-        self.runtime.block_on(self.send(Method::POST, path, body))
+        self.runtime
+            .block_on(self.exchange(Method::POST, path, body))
     }
 
     async fn send(
@@ -82,6 +95,18 @@ impl AdminClient {
         path: &str,
         body: Option<(&'static str, Bytes)>,
     ) -> Result<Value, CliError> {
+        let (status, value) = self.exchange(method, path, body).await?;
+        refused_unless_success(status, value)
+    }
+
+    /// One request and its answer (JSON, or the text as `{"error": …}`); an error only when
+    /// there is no answer.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Bytes)>,
+    ) -> Result<(StatusCode, Value), CliError> {
         let url = format!("{}{path}", self.base);
         let mut req = Request::builder()
             .method(method)
@@ -112,17 +137,22 @@ impl AdminClient {
             .to_bytes();
         let value: Value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(&bytes) }));
-        if status.is_success() {
-            return Ok(value);
-        }
-        let message = value["error"].as_str().unwrap_or("no message").to_string();
-        Err(match status {
-            StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
-                CliError::Usage(format!("refused ({status}): {message}"))
-            }
-            _ => CliError::Runtime(anyhow::anyhow!("refused ({status}): {message}")),
-        })
+        Ok((status, value))
     }
+}
+
+/// A 2xx answer's body; any other becomes an error carrying the server's message.
+pub fn refused_unless_success(status: StatusCode, value: Value) -> Result<Value, CliError> {
+    if status.is_success() {
+        return Ok(value);
+    }
+    let message = value["error"].as_str().unwrap_or("no message").to_string();
+    Err(match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
+            CliError::Usage(format!("refused ({status}): {message}"))
+        }
+        _ => CliError::Runtime(anyhow::anyhow!("refused ({status}): {message}")),
+    })
 }
 
 fn fmt_time(v: &Value) -> String {

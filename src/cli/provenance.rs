@@ -119,6 +119,8 @@ impl Access {
     }
 }
 
+const LOOKUP: &str = "/v1/provenance/lookup";
+
 /// One lookup on the admin API: the fingerprints as little-endian u64s (a tenth of the work of
 /// JSON numbers on both sides), or as JSON for a gateway that predates that.
 fn api_find(client: &AdminClient, fingerprints: &[u64], json: bool) -> anyhow::Result<Matches> {
@@ -127,16 +129,15 @@ fn api_find(client: &AdminClient, fingerprints: &[u64], json: bool) -> anyhow::R
         hits: Vec<(u64, String)>,
         entries: std::collections::HashMap<String, crate::provenance::ledger::Entry>,
     }
-    const PATH: &str = "/v1/provenance/lookup";
     let answer = if json {
         client.call(
             http::Method::POST,
-            PATH,
+            LOOKUP,
             Some(json!({ "fingerprints": fingerprints })),
         )
     } else {
         let body = fingerprints.iter().flat_map(|f| f.to_le_bytes()).collect();
-        client.post_bytes(PATH, crate::admin::BINARY_PRINTS, body)
+        client.post_bytes(LOOKUP, crate::admin::BINARY_PRINTS, body)
     };
     let v = answer.map_err(|e| anyhow::anyhow!("{e}"))?;
     let a: Answer = serde_json::from_value(v)
@@ -157,18 +158,29 @@ fn api(args: &ScanArgs, why: String) -> Result<Access, CliError> {
         ))
     })?;
     let client = AdminClient::new(&args.admin, token)?;
-    // A gateway that refuses the binary body but takes JSON predates it: ask it in JSON.
-    let json = match api_find(&client, &[], false) {
-        Ok(_) => false,
-        Err(binary) => match api_find(&client, &[], true) {
-            Ok(_) => true,
-            Err(_) => {
-                return Err(CliError::Runtime(anyhow::anyhow!(
-                    "{why}, and the admin API at {} cannot be used: {binary:#}. Fix: point --admin (AIGATE_ADMIN) at the running gateway's admin listener with an auditor or admin token (AIGATE_TOKEN or --token-file), or stop the gateway to read the ledger file directly",
-                    args.admin
-                )));
-            }
-        },
+    let unusable = |e: &dyn std::fmt::Display| {
+        CliError::Runtime(anyhow::anyhow!(
+            "{why}, and the admin API at {} cannot be used: {e:#}. Fix: point --admin (AIGATE_ADMIN) at the running gateway's admin listener with an auditor or admin token (AIGATE_TOKEN or --token-file), or stop the gateway to read the ledger file directly",
+            args.admin
+        ))
+    };
+    // An empty lookup, binary: a gateway that cannot read that body predates it (releases
+    // before it answer 400, "Expected request with `Content-Type: application/json`"; 415
+    // for any type one does not take) and is asked in JSON. Only then, so a wrong token is
+    // one refusal in the gateway's audit, not two.
+    let probe = client
+        .post_bytes_answer(LOOKUP, crate::admin::BINARY_PRINTS, Vec::new())
+        .map_err(|e| unusable(&e))?;
+    let json = match probe {
+        (http::StatusCode::BAD_REQUEST | http::StatusCode::UNSUPPORTED_MEDIA_TYPE, _) => {
+            api_find(&client, &[], true).map_err(|e| unusable(&format!("{e:#}")))?;
+            true
+        }
+        (status, answer) => {
+            crate::admin_client::refused_unless_success(status, answer)
+                .map_err(|e| unusable(&e))?;
+            false
+        }
     };
     Ok(Access::Api {
         client: Box::new(client),

@@ -286,6 +286,14 @@ async fn scan_finds_a_pasted_passage_through_the_gateway_and_the_file() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("refused (403"), "{stderr}");
     assert!(stderr.contains("auditor or admin token"), "{stderr}");
+    // One refusal in the gateway's audit for the one scan: the JSON body is tried only when
+    // the gateway does not take the binary one (415), not when it refuses the token.
+    let denied = crate::common::records_of(&env.gateway)
+        .await
+        .iter()
+        .filter(|r| r["reason"] == "admin_denied" && r["user"] == "mo")
+        .count();
+    assert_eq!(denied, 1);
 
     // The table names the record.
     let out = scan(&[work_s], Some(AUDITOR)).output().unwrap();
@@ -1157,4 +1165,79 @@ async fn lines_two_answers_share_name_both_calls_from_the_ledger_file_as_from_th
     assert_eq!(file["ledger"]["access"], "file");
     assert_eq!(file["findings"], api["findings"], "{file:#}");
     drop(dir);
+}
+
+/// A gateway older than the binary lookup refuses it as not JSON (400, "Expected request with
+/// `Content-Type: application/json`", checked against that release's binary): the scan asks
+/// that one in JSON from then on and says so. The older gateway is a stand-in here, answering
+/// as that release did.
+#[tokio::test]
+async fn a_gateway_that_predates_the_binary_lookup_is_asked_in_json() {
+    use std::sync::{Arc, Mutex};
+
+    let kinds = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = kinds.clone();
+    let lookup = move |headers: axum::http::HeaderMap| {
+        let seen = seen.clone();
+        async move {
+            let kind = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            seen.lock().unwrap().push(kind.clone());
+            if kind == "application/json" {
+                (
+                    axum::http::StatusCode::OK,
+                    axum::Json(serde_json::json!({ "hits": [], "entries": {} })),
+                )
+            } else {
+                (
+                    axum::http::StatusCode::BAD_REQUEST,
+                    axum::Json(serde_json::json!({
+                        "error": "Expected request with `Content-Type: application/json`"
+                    })),
+                )
+            }
+        }
+    };
+    let app = axum::Router::new().route("/v1/provenance/lookup", axum::routing::post(lookup));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    aigate::provenance::fingerprint::Key::load_or_create(&dir.path().join("state")).unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("a.rs"), WRITTEN).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        aigate(&config)
+            .args([
+                "scan",
+                "--ledger",
+                "api",
+                "--admin",
+                &format!("http://{addr}"),
+            ])
+            .arg(&work)
+            .env("AIGATE_TOKEN", "any-token")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the gateway predates the binary lookup"),
+        "{stderr}"
+    );
+    let kinds = kinds.lock().unwrap().clone();
+    assert_eq!(kinds[0], "application/octet-stream", "{kinds:?}");
+    assert!(
+        kinds.len() >= 2 && kinds[1..].iter().all(|k| k == "application/json"),
+        "{kinds:?}"
+    );
 }
