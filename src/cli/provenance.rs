@@ -121,8 +121,9 @@ impl Access {
 
 const LOOKUP: &str = "/v1/provenance/lookup";
 
-/// One lookup on the admin API: the fingerprints as little-endian u64s (a tenth of the work of
-/// JSON numbers on both sides), or as JSON for a gateway that predates that.
+/// One lookup on the admin API: the fingerprints as little-endian u64s (as JSON numbers, their
+/// writing and parsing were most of this path's work on both sides), or as JSON for a gateway
+/// that predates that.
 fn api_find(client: &AdminClient, fingerprints: &[u64], json: bool) -> anyhow::Result<Matches> {
     #[derive(serde::Deserialize)]
     struct Answer {
