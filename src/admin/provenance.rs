@@ -97,14 +97,7 @@ fn prints_of(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u64>, Box<Response>
                 ),
             )));
         }
-        return Ok(body
-            .chunks_exact(8)
-            .map(|c| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(c);
-                u64::from_le_bytes(b)
-            })
-            .collect());
+        return Ok(crate::provenance::ledger::unpack(body));
     }
     if kind == "application/json" || kind.ends_with("+json") {
         return Json::<Lookup>::from_bytes(body)

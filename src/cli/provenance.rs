@@ -137,7 +137,7 @@ fn api_find(client: &AdminClient, fingerprints: &[u64], json: bool) -> anyhow::R
             Some(json!({ "fingerprints": fingerprints })),
         )
     } else {
-        let body = fingerprints.iter().flat_map(|f| f.to_le_bytes()).collect();
+        let body = crate::provenance::ledger::pack(fingerprints);
         client.post_bytes(LOOKUP, crate::admin::BINARY_PRINTS, body)
     };
     let v = answer.map_err(|e| anyhow::anyhow!("{e}"))?;

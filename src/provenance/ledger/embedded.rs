@@ -43,7 +43,7 @@ use std::thread::JoinHandle;
 use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 
 use super::filter::{Filter, Saved};
-use super::{ByPrint, Entry, Ledger, LedgerError, Matches};
+use super::{ByPrint, Entry, Ledger, LedgerError, Matches, pack, unpack, unpack_into};
 
 const NEXT: &[u8] = b"next_entry";
 /// The ledger's id (16 random bytes, made when it is created): a saved filter names it.
@@ -331,13 +331,7 @@ impl EmbeddedLedger {
         let Some(n) = i.ids.get(id.as_bytes()).map_err(|e| i.err(e))? else {
             return Ok(false);
         };
-        let Some(raw) = i.entry_prints.get(&n).map_err(|e| i.err(e))? else {
-            return Ok(false);
-        };
-        let mut prints = Vec::new();
-        unpack_into(&raw, &mut prints);
-        i.filter().sole(&prints, out);
-        Ok(true)
+        i.sole_of(be(&n), &mut Vec::new(), out)
     }
 
     /// The filter after open is built: lookups of absent fingerprints no longer reach the store.
@@ -476,26 +470,6 @@ fn key(print: u64, n: u64) -> [u8; 16] {
     k[..8].copy_from_slice(&print.to_be_bytes());
     k[8..].copy_from_slice(&n.to_be_bytes());
     k
-}
-
-fn pack(prints: &[u64]) -> Vec<u8> {
-    prints.iter().flat_map(|h| h.to_le_bytes()).collect()
-}
-
-/// [`unpack`] into a buffer kept across entries.
-fn unpack_into(raw: &[u8], out: &mut Vec<u64>) {
-    out.clear();
-    out.extend(raw.chunks_exact(8).map(|c| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(c);
-        u64::from_le_bytes(b)
-    }));
-}
-
-fn unpack(raw: &[u8]) -> Vec<u64> {
-    let mut out = Vec::with_capacity(raw.len() / 8);
-    unpack_into(raw, &mut out);
-    out
 }
 
 fn parse(raw: &[u8]) -> Result<Entry, LedgerError> {
@@ -816,6 +790,26 @@ impl Inner {
         Ok(())
     }
 
+    /// Appends to `out` the fingerprints of entry number `n` without a marker in the filter
+    /// (`EmbeddedLedger::sole_prints`); `prints` is a buffer. `false` when there is no entry.
+    fn sole_of(
+        &self,
+        n: u64,
+        prints: &mut Vec<u64>,
+        out: &mut Vec<u64>,
+    ) -> Result<bool, LedgerError> {
+        let Some(raw) = self
+            .entry_prints
+            .get(n.to_be_bytes())
+            .map_err(|e| self.err(e))?
+        else {
+            return Ok(false);
+        };
+        unpack_into(&raw, prints);
+        self.filter().sole(prints, out);
+        Ok(true)
+    }
+
     /// The filter holds more fingerprints than it was sized for.
     fn filter_full(&self) -> bool {
         let f = self.filter();
@@ -877,13 +871,9 @@ impl Ledger for EmbeddedLedger {
                         else {
                             continue;
                         };
-                        if wanted.len() - at > EXPAND_OVER
-                            && let Some(packed) =
-                                i.entry_prints.get(n.to_be_bytes()).map_err(|e| i.err(e))?
-                        {
-                            unpack_into(&packed, &mut prints);
+                        if wanted.len() - at > EXPAND_OVER {
                             own.clear();
-                            i.filter().sole(&prints, &mut own);
+                            i.sole_of(n, &mut prints, &mut own)?;
                             sole.extend(own.iter().map(|&p| (p, n)));
                         }
                         v.insert(parse(&raw)?)

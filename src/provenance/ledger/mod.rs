@@ -118,6 +118,30 @@ impl std::hash::Hasher for Uniform {
 /// A map keyed by fingerprint, hashed by [`Uniform`].
 pub type ByPrint<V> = HashMap<u64, V, std::hash::BuildHasherDefault<Uniform>>;
 
+/// Fingerprints packed as little-endian u64s, 8 bytes each: an entry's list in the embedded
+/// ledger (`entry_prints`) and the admin API's binary lookup body.
+pub fn pack(prints: &[u64]) -> Vec<u8> {
+    prints.iter().flat_map(|h| h.to_le_bytes()).collect()
+}
+
+/// [`unpack`] into a buffer kept across calls. A trailing partial fingerprint is ignored: the
+/// admin API refuses such a body before it unpacks.
+pub fn unpack_into(raw: &[u8], out: &mut Vec<u64>) {
+    out.clear();
+    out.extend(raw.chunks_exact(8).map(|c| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        u64::from_le_bytes(b)
+    }));
+}
+
+/// The fingerprints [`pack`] packed.
+pub fn unpack(raw: &[u8]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(raw.len() / 8);
+    unpack_into(raw, &mut out);
+    out
+}
+
 /// A ledger store.
 pub trait Ledger: Send + Sync {
     /// Record a response's entry and its fingerprints, durably (on disk, or committed) when it
