@@ -115,6 +115,15 @@ fn parse_inventory_line(line: &str) -> Option<(String, u32, f64)> {
 }
 "#;
 
+/// `scan --format json PATH` of a stopped gateway's ledger file: no token, so a scan that
+/// asked the admin API would fail.
+fn file_scan(config: &Path, path: &str) -> (Option<i32>, serde_json::Value, String) {
+    let mut c = aigate(config);
+    c.args(["scan", "--format", "json", path])
+        .env_remove("AIGATE_TOKEN");
+    scan_json(&mut c)
+}
+
 /// The scan's JSON document (stdout) and its exit code, stderr.
 fn scan_json(cmd: &mut Command) -> (Option<i32>, serde_json::Value, String) {
     let out = cmd.output().unwrap();
@@ -357,20 +366,14 @@ async fn scan_finds_a_pasted_passage_through_the_gateway_and_the_file() {
 
     // The gateway stopped: the scan reads the ledger file itself, no token needed.
     let (dir, config_path) = stopped(env).await;
-    let mut c = aigate(&config_path);
-    c.args(["scan", "--format", "json", work_s])
-        .env_remove("AIGATE_TOKEN");
-    let (code, doc, stderr) = scan_json(&mut c);
+    let (code, doc, stderr) = file_scan(&config_path, work_s);
     assert_eq!(code, Some(3), "{doc:#}{stderr}");
     assert!(stderr.contains("ledger: the embedded ledger"), "{stderr}");
     assert_eq!(doc["ledger"]["access"], "file");
     assert_eq!(doc["findings"][0]["responses"][0]["record_id"], id.as_str());
     // The scan saved the membership filter when it closed the ledger (if the gateway had not):
     // the next scan loads it instead of reading every fingerprint, and finds the same.
-    let mut c = aigate(&config_path);
-    c.args(["scan", "--format", "json", work_s])
-        .env_remove("AIGATE_TOKEN");
-    let (code, again, stderr) = scan_json(&mut c);
+    let (code, again, stderr) = file_scan(&config_path, work_s);
     assert_eq!(code, Some(3), "{again:#}{stderr}");
     assert!(
         stderr.contains("membership filter loaded from")
@@ -1157,10 +1160,7 @@ async fn lines_two_answers_share_name_both_calls_from_the_ledger_file_as_from_th
     assert_eq!(named(&api, "drain.rs"), [second], "{api:#}");
 
     let (dir, config_path) = stopped(env).await;
-    let mut c = aigate(&config_path);
-    c.args(["scan", "--format", "json", work_s])
-        .env_remove("AIGATE_TOKEN");
-    let (code_file, file, stderr) = scan_json(&mut c);
+    let (code_file, file, stderr) = file_scan(&config_path, work_s);
     assert_eq!(code_file, Some(3), "{file:#}{stderr}");
     assert_eq!(file["ledger"]["access"], "file");
     assert_eq!(file["findings"], api["findings"], "{file:#}");
