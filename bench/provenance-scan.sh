@@ -6,7 +6,8 @@
 # is read (`--ledger file`), or through the running gateway's admin API (`--ledger api`).
 #
 #   bench/provenance-scan.sh [--responses N] [--reps N] [--cpu N] [--work DIR] [--bin PATH]
-#                            [--ledger file|api] [--gateway-cpu N] [CORPUS...]
+#                            [--ledger file|api|postgres] [--gateway-cpu N] [--pg-days D]
+#                            [CORPUS...]
 #
 # - The ledger (N responses, default 1,000,000: about 205 fingerprints each, ~6 GB) is built
 #   once per N by `cargo bench --bench provenance_ledger` with AIGATE_LEDGER_STATE (bench/README.md)
@@ -26,6 +27,12 @@
 #   the admin API and the next one for the proxy) and an auditor token made for the run; the
 #   scan asks it. The gateway's CPU seconds during each scan (from /proc) are printed beside the
 #   scan's, and the figure is MB per CPU-second of both together.
+# - `--pg-days D`: the ledger is in PostgreSQL instead (a throwaway cluster from bench/pg.sh on
+#   the gateway's CPU): the same N responses, written by `cargo bench --bench provenance_ledger`
+#   with AIGATE_LEDGER_PG through the replicas' own write, their times over D day partitions.
+#   `--ledger api` asks a gateway with `storage.backend = "postgres"` (its replica filter),
+#   `--ledger postgres` has the scan read the tables directly. The server's CPU seconds (its
+#   processes and the backends that ended) count with the gateway's.
 #
 # Prints one line per rep and a summary (medians); results go to $WORK/results-<time>.txt.
 set -euo pipefail
@@ -38,6 +45,7 @@ work=${BENCH_WORK:-$HOME/.cache/aigate-bench}/provenance-scan
 bin=${AIGATE_BIN:-$here/target/release/aigate}
 access=file
 gwcpu=1
+pgdays=""
 corpus=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -48,7 +56,8 @@ while [ $# -gt 0 ]; do
     --bin) bin=$2; shift 2 ;;
     --ledger) access=$2; shift 2 ;;
     --gateway-cpu) gwcpu=$2; shift 2 ;;
-    -h|--help) sed -n "2,25p" "$0"; exit 0 ;;
+    --pg-days) pgdays=$2; shift 2 ;;
+    -h|--help) sed -n "2,32p" "$0"; exit 0 ;;
     -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     *) corpus+=("$1"); shift ;;
   esac
@@ -58,12 +67,36 @@ if [ ${#corpus[@]} -eq 0 ]; then
   py=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])' 2>/dev/null || true)
   [ -n "$py" ] && [ -d "$py" ] && corpus+=("$py")
 fi
-case "$access" in file|api) ;; *) echo "--ledger file|api, not $access" >&2; exit 2 ;; esac
+case "$access" in file|api|postgres) ;; *) echo "--ledger file|api|postgres, not $access" >&2; exit 2 ;; esac
+[ "$access" != postgres ] || [ -n "$pgdays" ] || { echo "--ledger postgres needs --pg-days D" >&2; exit 2; }
+[ "$access" != file ] || [ -z "$pgdays" ] || { echo "--pg-days: the ledger is in PostgreSQL, use --ledger api or postgres" >&2; exit 2; }
 [ -x "$bin" ] || { echo "no aigate binary at $bin: cargo build --release, or --bin / AIGATE_BIN" >&2; exit 1; }
 mkdir -p "$work"
 state="$work/state-$responses"
 
-if [ ! -d "$state/provenance/ledger/index" ]; then
+gateway=""
+pg_cpu() { echo 0; }
+if [ -n "$pgdays" ]; then
+  # shellcheck source=bench/pg.sh
+  source "$here/bench/pg.sh"
+  pg_start "$gwcpu"
+  trap 'pg_stop' EXIT
+  # The server's CPU seconds: the postmaster with the children it reaped, and those still running.
+  pg_cpu() {
+    local pm
+    pm=$(head -1 "$PG_WORK/data/postmaster.pid")
+    { awk '{print $14 + $15 + $16 + $17}' "/proc/$pm/stat"
+      for c in $(pgrep -P "$pm"); do awk '{print $14 + $15}' "/proc/$c/stat" 2>/dev/null; done
+    } | awk -v hz="$(getconf CLK_TCK)" '{t += $1} END {print t / hz}'
+  }
+  state="$work/pgstate-$responses"
+  mkdir -p "$state"
+  echo "writing $responses responses over $pgdays days to PostgreSQL (a throwaway cluster, CPU $gwcpu)"
+  (cd "$here" && AIGATE_LEDGER_RESPONSES=$responses AIGATE_LEDGER_STATE="$state" \
+     AIGATE_LEDGER_ANSWERS="${corpus[0]}" AIGATE_LEDGER_PG="$PG_URL" AIGATE_LEDGER_DAYS="$pgdays" \
+     CARGO_PROFILE_RELEASE_LTO=${CARGO_PROFILE_RELEASE_LTO:-off} \
+     nice cargo bench --bench provenance_ledger)
+elif [ ! -d "$state/provenance/ledger/index" ]; then
   echo "building a ledger of $responses responses in $state (once; ~100 s and ~6 GB at 1,000,000)"
   mkdir -p "$state"
   (cd "$here" && AIGATE_LEDGER_RESPONSES=$responses AIGATE_LEDGER_STATE="$state" \
@@ -74,14 +107,17 @@ fi
 
 config="$work/aigate-$responses.toml"
 sed "s|^state_dir = .*|state_dir = \"$state\"|" "$here/config/aigate.toml" > "$config"
+if [ -n "$pgdays" ]; then
+  sed -i -e "s|^backend = \"file\"|backend = \"postgres\"\nurl = \"$PG_URL\"\nreplica_id = \"bench\"|" "$config"
+fi
 empty="$work/empty"
 mkdir -p "$empty"
 
-gateway=""
 # The gateway's CPU seconds so far (user + system), 0 without one.
 gateway_cpu() {
-  [ -n "$gateway" ] || { echo 0; return; }
-  awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$gateway/stat"
+  local g=0
+  [ -z "$gateway" ] || g=$(awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$gateway/stat")
+  python3 -c "print($g + $(pg_cpu))"
 }
 if [ "$access" = api ]; then
   port=${AIGATE_BENCH_PORT:-39180}
@@ -95,14 +131,18 @@ if [ "$access" = api ]; then
   RUST_LOG=info taskset -c "$gwcpu" "$bin" run --config "$config" > "$work/gateway.log" 2>&1 &
   gateway=$!
   # Waited for: it saves the filter as it stops, and the next run opens the same ledger.
-  trap 'kill $gateway 2>/dev/null && wait $gateway 2>/dev/null; true' EXIT
+  trap 'kill $gateway 2>/dev/null && wait $gateway 2>/dev/null; [ -z "$pgdays" ] || pg_stop; true' EXIT
   echo "gateway (pid $gateway, CPU $gwcpu) loading the ledger's filter ..."
-  for _ in $(seq 1 600); do
-    grep -q "membership filter ready" "$work/gateway.log" && break
+  ready="membership filter ready"
+  [ -z "$pgdays" ] || ready="replica's filter is ready"
+  t0=$(date +%s.%N)
+  for _ in $(seq 1 6000); do
+    grep -q "$ready" "$work/gateway.log" && break
     kill -0 "$gateway" 2>/dev/null || { echo "the gateway stopped:" >&2; tail -20 "$work/gateway.log" >&2; exit 1; }
-    sleep 1
+    sleep 0.1
   done
-  grep -q "membership filter ready" "$work/gateway.log" || { echo "the gateway's filter is not ready after 600 s" >&2; exit 1; }
+  grep -q "$ready" "$work/gateway.log" || { echo "the gateway's filter is not ready after 600 s" >&2; exit 1; }
+  echo "filter ready after $(python3 -c "import time; print(round(time.time() - $t0, 1))") s"
 fi
 
 # One scan: prints "cpu_s wall_s max_rss_kb bytes documents findings strong gateway_cpu_s".
@@ -129,9 +169,9 @@ EOF
 log="$work/results-$(date -u +%Y%m%dT%H%M%SZ).txt"
 {
   echo "# provenance scan end to end: $(date -u +%FT%TZ), $(uname -n), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "# binary $bin ($(cd "$here" && git rev-parse --short HEAD 2>/dev/null || echo '?')), ledger $state ($responses responses, $(du -sh "$state/provenance/ledger" | cut -f1)), CPU $cpu"
+  echo "# binary $bin ($(cd "$here" && git rev-parse --short HEAD 2>/dev/null || echo '?')), ledger $( [ -n "$pgdays" ] && echo "in PostgreSQL" || echo "$state") ($responses responses, $( [ -n "$pgdays" ] && du -sh "$PG_WORK/data" | cut -f1 || du -sh "$state/provenance/ledger" | cut -f1)), CPU $cpu"
   echo "# corpus: ${corpus[*]}"
-  echo "# ledger access: $access$( [ "$access" = api ] && echo ", gateway on CPU $gwcpu")"
+  echo "# ledger access: $access$( [ "$access" = api ] && echo ", gateway on CPU $gwcpu")$( [ -n "$pgdays" ] && echo "; PostgreSQL over $pgdays days, on CPU $gwcpu, its CPU counted with the gateway's")"
 } | tee "$log"
 
 medians() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

@@ -423,7 +423,7 @@ fn start_provenance(
     use crate::provenance::fingerprint::{Fingerprinter, Key};
     use crate::provenance::ledger::{Ledger, LedgerRecorder, embedded, postgres};
     let ledger: Arc<dyn Ledger> = match db {
-        Some(db) => Arc::new(postgres::PostgresLedger::new(
+        Some(db) => Arc::new(postgres::PostgresLedger::filtered(
             db,
             tokio::runtime::Handle::current(),
         )),

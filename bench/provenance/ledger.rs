@@ -22,6 +22,11 @@
 //! responses real ones: every `AIGATE_LEDGER_EVERY`th (default 97th) text file under PATH, whole,
 //! fingerprinted with that key as the capture worker does. A real `aigate provenance scan` of
 //! PATH then has something to find (`bench/provenance-scan.sh`, the scan end to end).
+//! `AIGATE_LEDGER_PG=URL` (with `AIGATE_LEDGER_STATE`) writes the same responses to the
+//! PostgreSQL ledger at URL instead, through `PostgresLedger::record_many` (the replicas' own
+//! write, 200 responses a transaction), their times spread over `AIGATE_LEDGER_DAYS` (default
+//! 365) day partitions, and stops: `bench/provenance-scan.sh --ledger postgres` then scans it
+//! through a replica.
 //! Run: `cargo bench --bench provenance_ledger` (release, LTO off is enough:
 //! `CARGO_PROFILE_RELEASE_LTO=off`).
 
@@ -126,6 +131,73 @@ fn real_answers(state: &Path, root: &Path, max: u64, every: u64) -> Vec<(String,
     out
 }
 
+/// The responses written to the PostgreSQL ledger at `url` (see the module's doc).
+fn to_postgres(
+    url: &str,
+    responses: u64,
+    days: u64,
+    first_real: u64,
+    count_of: &dyn Fn(u64) -> u64,
+    print_of: &dyn Fn(u64, u64) -> u64,
+) {
+    use aigate::config::{PasswordSource, PostgresConfig};
+    use aigate::provenance::ledger::postgres::PostgresLedger;
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("provenance_ledger: {e}");
+            std::process::exit(1);
+        }
+    };
+    let db = aigate::storage::Db::new(&PostgresConfig {
+        url: url.into(),
+        password: PasswordSource::None,
+        replica_id: "bench".into(),
+        resync_interval: std::time::Duration::from_secs(30),
+        audit: false,
+        pool_size: 2,
+        ca_file: None,
+    });
+    let db = match db {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("provenance_ledger: {e}");
+            std::process::exit(1);
+        }
+    };
+    let ledger = PostgresLedger::new(db, rt.handle().clone());
+    let t0 = Instant::now();
+    let mut batch = Vec::with_capacity(200);
+    let mut prints = 0u64;
+    // 2026-01-01, then one day after another.
+    let day0 = 1_767_225_600_000i64;
+    for n in 0..responses {
+        let c = count_of(n);
+        let mut e = entry(n, c);
+        if n >= first_real {
+            e.id = format!("0193-real-{n:010}");
+        }
+        e.time_ms = day0 + (n % days) as i64 * 86_400_000 + (n / days) as i64 % 86_400_000;
+        e.time = humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(e.time_ms as u64),
+        )
+        .to_string();
+        prints += c;
+        batch.push((e, (0..c).map(|i| print_of(n, i)).collect::<Vec<u64>>()));
+        if batch.len() == 200 || n + 1 == responses {
+            if let Err(e) = ledger.record_many(&batch) {
+                eprintln!("provenance_ledger: {e}");
+                std::process::exit(1);
+            }
+            batch.clear();
+        }
+    }
+    println!(
+        "written to PostgreSQL: {responses} responses, {prints} fingerprints, over {days} days, in {:.0} s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
     let responses = env("AIGATE_LEDGER_RESPONSES", 1_000_000);
     let state = std::env::var_os("AIGATE_LEDGER_STATE").map(PathBuf::from);
@@ -189,6 +261,11 @@ fn main() {
         }
     };
     let total: u64 = (0..responses).map(&count_of).sum();
+    if let Ok(url) = std::env::var("AIGATE_LEDGER_PG") {
+        let days = env("AIGATE_LEDGER_DAYS", 365).max(1);
+        to_postgres(&url, responses, days, first_real, &count_of, &print_of);
+        return;
+    }
     if !built || ledger.is_empty().unwrap_or(true) {
         let t0 = Instant::now();
         let (c1, p1) = (count_of.clone(), print_of.clone());

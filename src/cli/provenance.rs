@@ -1,7 +1,9 @@
 //! `aigate provenance scan`: the scan pipeline (`provenance::scan`) on the real ledger.
 //!
 //! Which ledger, in order (`--ledger auto`):
-//! 1. `storage.backend = "postgres"`: the shared tables, whatever replica captured.
+//! 1. `storage.backend = "postgres"`: with an admin token, a replica's admin API (its
+//!    membership filter spares PostgreSQL the fingerprints no entry holds); without one, the
+//!    shared tables directly, every fingerprint asked of every day's partition (slow).
 //! 2. the embedded ledger `<state_dir>/provenance/ledger/`, opened without creating it, when
 //!    no gateway holds it;
 //! 3. the running gateway's admin API (`/v1/provenance/lookup`, one batch per document) when it
@@ -103,7 +105,7 @@ impl Access {
                 )
             }
             Access::Postgres { .. } => {
-                "the PostgreSQL ledger (storage.backend = \"postgres\")".to_string()
+                "the PostgreSQL ledger (storage.backend = \"postgres\"), read directly: every fingerprint is asked of every day's partition, which takes minutes a MB with months of captures; with an auditor token (AIGATE_TOKEN or --token-file) the scan asks a replica's admin API, whose membership filter answers most of them".to_string()
             }
         }
     }
@@ -206,6 +208,14 @@ fn open(cfg: &Config, args: &ScanArgs) -> Result<Access, CliError> {
     };
     match (args.ledger, &cfg.storage) {
         (LedgerAccess::Api, _) => api(args, "--ledger api".into()),
+        (LedgerAccess::Auto, Storage::Postgres(_))
+            if token_from(args.token_file.as_deref()).is_ok() =>
+        {
+            api(
+                args,
+                "storage.backend = \"postgres\" and an admin token is given".into(),
+            )
+        }
         (LedgerAccess::Postgres | LedgerAccess::Auto, Storage::Postgres(pg)) => postgres(pg),
         (LedgerAccess::Postgres, Storage::File) => Err(CliError::Usage(format!(
             "--ledger postgres: {} uses storage.backend = \"file\"; give the config with storage.backend = \"postgres\" (--config), or use --ledger auto",

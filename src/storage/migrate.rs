@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "console_oidc_and_findings",
         include_str!("../../migrations/0005_console_oidc_and_findings.sql"),
     ),
+    (
+        6,
+        "provenance_followed",
+        include_str!("../../migrations/0006_provenance_followed.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises migrations across replicas.

@@ -22,6 +22,7 @@ mod overview;
 mod postgres;
 mod properties;
 mod provenance;
+mod provenance_replica;
 mod provenance_scan;
 mod refusals;
 mod replicas;

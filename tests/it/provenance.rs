@@ -1203,4 +1203,29 @@ async fn the_postgres_ledger_is_shared_by_two_replicas() {
     let mut want = vec![via_a.as_str(), via_b.as_str()];
     want.sort_unstable();
     assert_eq!(ids, want, "{doc:#}");
+    assert!(stderr.contains("with an auditor token"), "{stderr}");
+
+    // With a token, `auto` asks a replica's admin API instead (its membership filter spares
+    // PostgreSQL what no entry holds), and finds the same.
+    let mut scan = std::process::Command::new(env!("CARGO_BIN_EXE_aigate"));
+    scan.args(["provenance", "scan", "--format", "json", "--config"])
+        .arg(&env.config_path)
+        .arg(&work)
+        .env("RUST_LOG", "off")
+        .env("AIGATE_TOKEN", AUDITOR)
+        .env("AIGATE_ADMIN", format!("http://{}", b.admin_addr));
+    // Off the test's runtime, which serves the gateway the scan asks.
+    let out = tokio::task::spawn_blocking(move || scan.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("storage.backend = \"postgres\" and an admin token is given"),
+        "{stderr}"
+    );
+    let via_api: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(via_api["ledger"]["access"], "api");
+    assert_eq!(via_api["findings"], doc["findings"]);
 }

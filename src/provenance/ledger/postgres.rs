@@ -1,18 +1,30 @@
 //! The provenance ledger in PostgreSQL (`storage.backend = "postgres"`): every replica writes
-//! to the same two tables (migrations/0004_provenance_ledger.sql), so a scan sees every
+//! to the same tables (migrations/0004_provenance_ledger.sql and 0006), so a scan sees every
 //! replica's captures. Partitioned by day like the audit table; the sweep drops whole days.
+//! The gateway's replicas keep a membership filter of it ([`ReplicaFilter`]); a scan that
+//! reads the tables directly has none.
 //!
 //! The trait is synchronous (the capture workers are threads); each call runs on the gateway's
 //! runtime through its handle. Callers on the runtime itself use `spawn_blocking`.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use super::{Entry, Ledger, LedgerError, Matches};
+use super::replica_filter::ReplicaFilter;
+use super::{ByPrint, EXPAND_OVER, Entry, Ledger, LedgerError, Matches};
 use crate::storage::{Db, DbError};
 
 /// Serialises partition creation across replicas (as the audit shipper does for its own).
 const PARTITION_LOCK: i64 = 0x6169_6761_7465_7076;
+/// Serialises the ledger's writes across replicas, from drawing their `seq` to their commit,
+/// so entries commit in `seq` order ([`ReplicaFilter`] relies on it).
+const WRITE_LOCK: i64 = 0x6169_6761_7465_7077;
+/// The first batch of fingerprints a filtered lookup sends; each next one is twice as large, up
+/// to [`MOST_ASKED`]. Small at first so the entries found early answer the rest of the lookup
+/// from their own fingerprints.
+const FIRST_ASKED: usize = 64;
+const MOST_ASKED: usize = 8_192;
 
 pub struct PostgresLedger {
     db: Arc<Db>,
@@ -22,6 +34,8 @@ pub struct PostgresLedger {
     /// The ledger's tables are there: the migrations ran (the exemption follower runs them too,
     /// but a capture may come before it has reached the database).
     migrated: std::sync::atomic::AtomicBool,
+    /// The gateway's: a lookup asks PostgreSQL only what it may hold. `None` for a scan.
+    filter: Option<Arc<ReplicaFilter>>,
 }
 
 fn pg(e: DbError) -> LedgerError {
@@ -35,7 +49,31 @@ impl PostgresLedger {
             runtime,
             days: Mutex::new(Vec::new()),
             migrated: std::sync::atomic::AtomicBool::new(false),
+            filter: None,
         }
+    }
+
+    /// The gateway's ledger: as [`PostgresLedger::new`], with a membership filter of the
+    /// tables built in the background and kept current at every lookup.
+    pub fn filtered(db: Arc<Db>, runtime: tokio::runtime::Handle) -> PostgresLedger {
+        let filter = Arc::new(ReplicaFilter::pending());
+        filter.spawn_build(db.clone(), &runtime);
+        PostgresLedger {
+            filter: Some(filter),
+            ..PostgresLedger::new(db, runtime)
+        }
+    }
+
+    /// The filter is built (always false without one).
+    pub fn filter_ready(&self) -> bool {
+        self.filter.as_ref().is_some_and(|f| f.is_ready())
+    }
+
+    /// Fingerprints the filtered lookups have sent to PostgreSQL, for tests and benches.
+    pub fn fingerprints_asked(&self) -> u64 {
+        self.filter
+            .as_ref()
+            .map_or(0, |f| f.asked.load(Ordering::Relaxed))
     }
 
     async fn ensure_day(&self, client: &tokio_postgres::Client, day: &str) -> Result<(), DbError> {
@@ -72,47 +110,128 @@ impl PostgresLedger {
         Ok(())
     }
 
-    async fn record_async(&self, entry: &Entry, fingerprints: &[u64]) -> Result<(), DbError> {
-        use std::sync::atomic::Ordering;
+    /// One transaction for the batch, under [`WRITE_LOCK`]: the entries' `seq` are drawn
+    /// after it is taken and it is held to the commit.
+    async fn record_async(&self, batch: &[(Entry, Vec<u64>)]) -> Result<(), DbError> {
         if !self.migrated.load(Ordering::Acquire) {
             self.db.migrate().await?;
             self.migrated.store(true, Ordering::Release);
         }
         let mut client = self.db.client().await?;
-        let day = entry.time.get(..10).unwrap_or_default().to_string();
-        self.ensure_day(&client, &day).await?;
-        let body = serde_json::to_value(entry)
-            .map_err(|e| DbError::Unavailable(format!("entry {}: {e}", entry.id)))?;
-        // Signed: PostgreSQL has no unsigned bigint; the bits are the same.
-        let hashes: Vec<i64> = fingerprints.iter().map(|h| *h as i64).collect();
+        for (entry, _) in batch {
+            let day = entry.time.get(..10).unwrap_or_default().to_string();
+            self.ensure_day(&client, &day).await?;
+        }
         let tx = self.db.note(client.transaction().await)?;
-        let inserted = self.db.note(
-            tx.execute(
-                "INSERT INTO aigate_provenance_entries (id, time, replica, body)
-                 VALUES ($1, $2::text::timestamptz, $3, $4) ON CONFLICT DO NOTHING",
-                &[&entry.id, &entry.time, &&**self.db.replica(), &body],
-            )
-            .await,
+        self.db.note(
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+                .await,
         )?;
-        if inserted == 1 {
-            self.db.note(
+        for (entry, fingerprints) in batch {
+            let body = serde_json::to_value(entry)
+                .map_err(|e| DbError::Unavailable(format!("entry {}: {e}", entry.id)))?;
+            // Signed: PostgreSQL has no unsigned bigint; the bits are the same.
+            let hashes: Vec<i64> = fingerprints.iter().map(|h| *h as i64).collect();
+            let inserted = self.db.note(
                 tx.execute(
-                    "INSERT INTO aigate_provenance_fingerprints (hash, entry_id, time)
-                     SELECT h, $2, $3::text::timestamptz FROM UNNEST($1::bigint[]) AS u(h)
-                     ON CONFLICT DO NOTHING",
-                    &[&hashes, &entry.id, &entry.time],
+                    "INSERT INTO aigate_provenance_entries (id, time, replica, body, prints)
+                     VALUES ($1, $2::text::timestamptz, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    &[
+                        &entry.id,
+                        &entry.time,
+                        &&**self.db.replica(),
+                        &body,
+                        &hashes,
+                    ],
                 )
                 .await,
             )?;
+            if inserted == 1 {
+                self.db.note(
+                    tx.execute(
+                        "INSERT INTO aigate_provenance_fingerprints (hash, entry_id, time)
+                         SELECT h, $2, $3::text::timestamptz FROM UNNEST($1::bigint[]) AS u(h)
+                         ON CONFLICT DO NOTHING",
+                        &[&hashes, &entry.id, &entry.time],
+                    )
+                    .await,
+                )?;
+            }
         }
         self.db.note(tx.commit().await)
     }
 
+    /// Without a filter: every fingerprint in one query.
     async fn find_async(&self, fingerprints: &[u64]) -> Result<Matches, DbError> {
         let client = self.db.client().await?;
-        let mut hashes: Vec<i64> = fingerprints.iter().map(|h| *h as i64).collect();
+        let mut hashes: Vec<u64> = fingerprints.to_vec();
         hashes.sort_unstable();
         hashes.dedup();
+        let mut found = Found::default();
+        let hits = self.hits_of(&client, &hashes).await?;
+        let ids: Vec<&str> = hits.iter().map(|h| h.1.as_str()).collect();
+        self.add_entries(&client, &ids, &mut found, None).await?;
+        found.hits = hits;
+        Ok(found.into_matches())
+    }
+
+    /// With the replica's filter: first the entries committed since the last lookup go into
+    /// it, then only the fingerprints it may hold are asked, in growing batches. As the
+    /// embedded ledger does (`EmbeddedLedger::find`), an entry found with [`EXPAND_OVER`] or
+    /// more fingerprints still to ask answers them from its own list: those it holds and no
+    /// other entry does (no marker in the filter) are its hits without a query.
+    async fn find_filtered(
+        &self,
+        filter: &Arc<ReplicaFilter>,
+        fingerprints: &[u64],
+    ) -> Result<Matches, DbError> {
+        let client = self.db.client().await?;
+        filter.catch_up(&self.db, &client, &self.runtime).await?;
+        let mut wanted = Vec::new();
+        filter.read().may_hold_many(fingerprints, &mut wanted);
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut found = Found::default();
+        let mut batch = Vec::new();
+        let (mut at, mut size) = (0, FIRST_ASKED);
+        while at < wanted.len() {
+            batch.clear();
+            while at < wanted.len() && batch.len() < size {
+                let h = wanted[at];
+                at += 1;
+                match found.sole.get(&h) {
+                    Some(id) => found.hits.push((h, id.clone())),
+                    None => batch.push(h),
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            filter
+                .asked
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let hits = self.hits_of(&client, &batch).await?;
+            let new: Vec<&str> = hits
+                .iter()
+                .map(|h| h.1.as_str())
+                .filter(|id| !found.entries.contains_key(*id))
+                .collect();
+            let expand = (wanted.len() - at >= EXPAND_OVER).then_some(filter);
+            self.add_entries(&client, &new, &mut found, expand).await?;
+            found.hits.extend(hits);
+            size = (size * 2).min(MOST_ASKED);
+        }
+        found.hits.sort();
+        Ok(found.into_matches())
+    }
+
+    /// `(fingerprint, entry id)` for every row holding one of `hashes`, sorted and distinct.
+    async fn hits_of(
+        &self,
+        client: &tokio_postgres::Client,
+        hashes: &[u64],
+    ) -> Result<Vec<(u64, String)>, DbError> {
+        let hashes: Vec<i64> = hashes.iter().map(|h| *h as i64).collect();
         let rows = self.db.note(
             client
                 .query(
@@ -127,25 +246,50 @@ impl PostgresLedger {
             .collect();
         hits.sort();
         hits.dedup();
-        let mut ids: Vec<&str> = hits.iter().map(|h| h.1.as_str()).collect();
+        Ok(hits)
+    }
+
+    /// Reads the entries `ids` (repeats allowed) into `found`; with `expand`, each one's
+    /// fingerprints that no other entry holds go into `found.sole`.
+    async fn add_entries(
+        &self,
+        client: &tokio_postgres::Client,
+        ids: &[&str],
+        found: &mut Found,
+        expand: Option<&Arc<ReplicaFilter>>,
+    ) -> Result<(), DbError> {
+        let mut ids = ids.to_vec();
         ids.sort_unstable();
         ids.dedup();
+        if ids.is_empty() {
+            return Ok(());
+        }
         let rows = self.db.note(
             client
                 .query(
-                    "SELECT body FROM aigate_provenance_entries WHERE id = ANY($1)",
+                    "SELECT body, prints FROM aigate_provenance_entries WHERE id = ANY($1)",
                     &[&ids],
                 )
                 .await,
         )?;
-        let mut entries = HashMap::new();
+        let mut own = Vec::new();
         for r in rows {
             let body: serde_json::Value = r.get(0);
             let e: Entry = serde_json::from_value(body)
                 .map_err(|e| DbError::Unavailable(format!("a ledger entry is damaged: {e}")))?;
-            entries.insert(e.id.clone(), e);
+            if let Some(filter) = expand {
+                let prints: Vec<u64> = r
+                    .get::<_, Vec<i64>>(1)
+                    .into_iter()
+                    .map(|h| h as u64)
+                    .collect();
+                own.clear();
+                filter.read().sole(&prints, &mut own);
+                found.sole.extend(own.iter().map(|&p| (p, e.id.clone())));
+            }
+            found.entries.insert(e.id.clone(), e);
         }
-        Ok(Matches { hits, entries })
+        Ok(())
     }
 
     async fn entry_async(&self, id: &str) -> Result<Option<Entry>, DbError> {
@@ -225,17 +369,42 @@ impl PostgresLedger {
     }
 }
 
+/// What a lookup has found so far.
+#[derive(Default)]
+struct Found {
+    hits: Vec<(u64, String)>,
+    entries: HashMap<String, Entry>,
+    /// Fingerprint → the one entry that holds it, from the entries expanded.
+    sole: ByPrint<String>,
+}
+
+impl Found {
+    fn into_matches(self) -> Matches {
+        Matches {
+            hits: self.hits,
+            entries: self.entries,
+        }
+    }
+}
+
 impl Ledger for PostgresLedger {
     fn record(&self, entry: &Entry, fingerprints: &[u64]) -> Result<(), LedgerError> {
-        self.runtime
-            .block_on(self.record_async(entry, fingerprints))
-            .map_err(pg)
+        self.record_many(&[(entry.clone(), fingerprints.to_vec())])
+    }
+
+    /// One transaction for the capture worker's batch (all or none).
+    fn record_many(&self, batch: &[(Entry, Vec<u64>)]) -> Result<(), LedgerError> {
+        self.runtime.block_on(self.record_async(batch)).map_err(pg)
     }
 
     fn find(&self, fingerprints: &[u64]) -> Result<Matches, LedgerError> {
-        self.runtime
-            .block_on(self.find_async(fingerprints))
-            .map_err(pg)
+        let found = match &self.filter {
+            Some(filter) => self
+                .runtime
+                .block_on(self.find_filtered(filter, fingerprints)),
+            None => self.runtime.block_on(self.find_async(fingerprints)),
+        };
+        found.map_err(pg)
     }
 
     fn entry(&self, id: &str) -> Result<Option<Entry>, LedgerError> {

@@ -1,0 +1,178 @@
+//! A replica's membership filter of the shared PostgreSQL ledger.
+//!
+//! `aigate_provenance_fingerprints` is partitioned by day and PostgreSQL has no index across
+//! partitions, so every fingerprint asked is looked up in every day's partition: 472 µs a
+//! fingerprint at a year of days (docs/provenance.md, "PostgreSQL"). A scan's fingerprints are
+//! nearly all absent, so each replica keeps the embedded ledger's filter ([`Filter`]) of every
+//! entry in the tables, and only what it may hold goes to PostgreSQL.
+//!
+//! The filter has to hold every committed entry, or a lookup would miss a real hit. Entries
+//! carry a `seq` that writers draw under an advisory lock held to their commit
+//! (migrations/0006), so the entries committed are always every `seq` up to some N (less the
+//! numbers of writes that failed): the filter holds all of them up to `upto`, and a lookup
+//! first reads the entries after it ("catching up"), its own replica's and the others' alike.
+
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use super::filter::Filter;
+use crate::storage::{Db, DbError};
+
+/// Entries read a query while building or catching up: a few MB of fingerprints.
+const PAGE: i64 = 2_000;
+
+pub(super) struct ReplicaFilter {
+    filter: RwLock<Filter>,
+    /// The highest `seq` the filter holds every entry up to. Catch-ups take turns on it, so an
+    /// entry is never inserted twice (which would mark its fingerprints as shared).
+    upto: tokio::sync::Mutex<i64>,
+    /// A build is under way (the first, or a larger one once the filter is full).
+    building: AtomicBool,
+    /// Fingerprints sent to PostgreSQL by lookups, for tests and benches.
+    pub(super) asked: AtomicU64,
+}
+
+impl ReplicaFilter {
+    pub(super) fn pending() -> ReplicaFilter {
+        ReplicaFilter {
+            filter: RwLock::new(Filter::pending()),
+            upto: tokio::sync::Mutex::new(0),
+            building: AtomicBool::new(false),
+            asked: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn read(&self) -> std::sync::RwLockReadGuard<'_, Filter> {
+        self.filter.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn is_ready(&self) -> bool {
+        self.read().is_ready()
+    }
+
+    /// Build a filter of every entry in the tables, then swap it in. Tried again every few
+    /// seconds while the database is down: until it is in place, lookups ask PostgreSQL
+    /// everything, which is slow but exact.
+    pub(super) fn spawn_build(
+        self: &std::sync::Arc<Self>,
+        db: std::sync::Arc<Db>,
+        runtime: &tokio::runtime::Handle,
+    ) {
+        if self.building.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        runtime.spawn(async move {
+            loop {
+                match me.build(&db).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "provenance ledger: the replica's filter could not be built; lookups ask PostgreSQL every fingerprint until it is (retrying in 5 s)");
+                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                    }
+                }
+            }
+            me.building.store(false, Ordering::Release);
+        });
+    }
+
+    async fn build(&self, db: &Db) -> Result<(), DbError> {
+        db.migrate().await?;
+        let client = db.client().await?;
+        // Sized from PostgreSQL's row estimate (no count of a year of rows), or from what the
+        // filter in place holds when that is more: one found too small is built again.
+        let estimate: f64 = db
+            .note(
+                client
+                    .query_one(
+                        "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 FROM pg_inherits i
+                         JOIN pg_class c ON c.oid = i.inhrelid
+                         JOIN pg_class p ON p.oid = i.inhparent
+                         WHERE p.relname = 'aigate_provenance_fingerprints'",
+                        &[],
+                    )
+                    .await,
+            )?
+            .get(0);
+        let held = self.read().items;
+        let mut filter = Filter::with_capacity((estimate as u64).max(held));
+        let mut upto = 0;
+        loop {
+            let page = next_page(db, &client, upto).await?;
+            let Some(last) = page.last() else { break };
+            upto = last.0;
+            for (_, prints) in &page {
+                filter.insert(prints);
+            }
+        }
+        // Entries committed while it read are after `upto`: the next catch-up adds them.
+        let mut at = self.upto.lock().await;
+        *self.filter.write().unwrap_or_else(|p| p.into_inner()) = filter;
+        *at = upto;
+        tracing::info!(
+            entries_upto = upto,
+            fingerprints = self.read().items,
+            "provenance ledger: the replica's filter is ready"
+        );
+        Ok(())
+    }
+
+    /// Add the entries committed since the last catch-up (every replica's). Nothing while the
+    /// filter is pending: the build reads them. Asks for a larger build once it is full.
+    pub(super) async fn catch_up(
+        self: &std::sync::Arc<Self>,
+        db: &std::sync::Arc<Db>,
+        client: &tokio_postgres::Client,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<(), DbError> {
+        let mut at = self.upto.lock().await;
+        if !self.is_ready() {
+            return Ok(());
+        }
+        loop {
+            let page = next_page(db, client, *at).await?;
+            let Some(last) = page.last() else { break };
+            let mut filter = self.filter.write().unwrap_or_else(|p| p.into_inner());
+            for (_, prints) in &page {
+                filter.insert(prints);
+            }
+            *at = last.0;
+        }
+        drop(at);
+        let full = {
+            let f = self.read();
+            f.items > f.capacity
+        };
+        if full {
+            self.spawn_build(db.clone(), runtime);
+        }
+        Ok(())
+    }
+}
+
+/// Up to [`PAGE`] entries after `after`, in `seq` order, with their fingerprints.
+async fn next_page(
+    db: &Db,
+    client: &tokio_postgres::Client,
+    after: i64,
+) -> Result<Vec<(i64, Vec<u64>)>, DbError> {
+    let rows = db.note(
+        client
+            .query(
+                "SELECT seq, prints FROM aigate_provenance_entries
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &PAGE],
+            )
+            .await,
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let prints: Vec<i64> = r.get(1);
+            (
+                r.get::<_, i64>(0),
+                prints.into_iter().map(|h| h as u64).collect(),
+            )
+        })
+        .collect())
+}

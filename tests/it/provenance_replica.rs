@@ -1,0 +1,242 @@
+//! The PostgreSQL ledger's replica filter (src/provenance/ledger/replica_filter.rs), on a real
+//! PostgreSQL: a replica's filtered lookup answers as the shared tables do, for every replica's
+//! entries, those written after its filter was built included, while asking PostgreSQL only a
+//! fraction of the fingerprints.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aigate::config::{PasswordSource, PostgresConfig};
+use aigate::provenance::ledger::postgres::PostgresLedger;
+use aigate::provenance::ledger::{Entry, Ledger, Matches};
+use aigate::storage::Db;
+
+fn db(pg: &crate::postgres::Postgres, replica: &str) -> Arc<Db> {
+    Db::new(&PostgresConfig {
+        url: pg.url(),
+        password: PasswordSource::None,
+        replica_id: replica.into(),
+        resync_interval: Duration::from_secs(30),
+        audit: false,
+        pool_size: 4,
+        ca_file: None,
+    })
+    .unwrap()
+}
+
+fn entry(id: &str, fingerprints: usize) -> Entry {
+    Entry {
+        id: id.into(),
+        time: "2026-12-05T10:00:00.000Z".into(),
+        time_ms: 1_796_464_800_000,
+        user: "sam".into(),
+        tool: "claude-code".into(),
+        vendor: "anthropic".into(),
+        model: None,
+        workflow: None,
+        exemption: None,
+        fingerprints: fingerprints as u64,
+        chars: 1000,
+        truncated: false,
+    }
+}
+
+/// SplitMix64: fingerprints as uniform as keyed hashes, the same in every run.
+fn prints(seed: u64, n: usize) -> Vec<u64> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        })
+        .collect()
+}
+
+/// `count` entries of 200 fingerprints, each sharing 20 with the one before (code shared
+/// between two answers): ids `{tag}-0`….
+fn answers(tag: &str, seed: u64, count: usize) -> Vec<(Entry, Vec<u64>)> {
+    let mut out: Vec<(Entry, Vec<u64>)> = Vec::new();
+    for i in 0..count {
+        let mut p = prints(seed + i as u64 * 1_000, 180);
+        match out.last() {
+            Some((_, before)) => p.extend_from_slice(&before[..20]),
+            None => p.extend(prints(seed + 999_999, 20)),
+        }
+        out.push((entry(&format!("{tag}-{i}"), p.len()), p));
+    }
+    out
+}
+
+fn wait_ready(l: &PostgresLedger) {
+    for _ in 0..400 {
+        if l.filter_ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("the replica's filter was not built in 10 s");
+}
+
+fn sorted(mut m: Matches) -> (Vec<(u64, String)>, Vec<String>) {
+    m.hits.sort();
+    let mut ids: Vec<String> = m.entries.into_keys().collect();
+    ids.sort();
+    (m.hits, ids)
+}
+
+/// Two gateways' ledgers (replicas a and b, each with its filter) and a scan's (none) on one
+/// PostgreSQL. Whatever either replica wrote, before or after b's filter was built, b answers
+/// exactly as the tables do: the same hits (shared fingerprints naming both entries) and
+/// entries. It asks PostgreSQL few of them: absent ones stop at the filter, and an entry found
+/// answers its own. Fails if a lookup does not first add the entries committed since the last
+/// one, or if an entry found answered fingerprints another entry holds too.
+#[test]
+fn a_replica_s_filter_answers_as_the_tables_do_for_every_replica_s_writes() {
+    let pg = crate::postgres::Postgres::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let a = PostgresLedger::filtered(db(&pg, "a"), rt.handle().clone());
+    // Written before b exists: b's build reads them.
+    let early = answers("early", 1, 20);
+    a.record_many(&early).unwrap();
+    let b = PostgresLedger::filtered(db(&pg, "b"), rt.handle().clone());
+    let tables = PostgresLedger::new(db(&pg, "scan"), rt.handle().clone());
+    wait_ready(&a);
+    wait_ready(&b);
+
+    let absent = prints(7_777_777, 5_000);
+    let ask = |l: &PostgresLedger, q: &[u64]| sorted(l.find(q).unwrap());
+    // Nothing but absent fingerprints: the filter stops nearly all of them.
+    let before = b.fingerprints_asked();
+    assert_eq!(ask(&b, &absent), (vec![], vec![]));
+    let asked = b.fingerprints_asked() - before;
+    assert!(
+        asked <= 50,
+        "{asked} of 5,000 absent fingerprints were asked"
+    );
+
+    let mut query: Vec<u64> = absent.clone();
+    query.extend(early.iter().flat_map(|(_, p)| p.iter().copied()));
+    let want = ask(&tables, &query);
+    assert_eq!(want.1.len(), 20);
+    // 20 × 200 hits; 19 × 20 fingerprints are held by two entries.
+    assert_eq!(want.0.len(), 20 * 200, "the tables' own answer");
+    let shared = want.0.windows(2).filter(|w| w[0].0 == w[1].0).count();
+    assert_eq!(shared, 19 * 20, "the tables' own answer");
+    let before = b.fingerprints_asked();
+    assert_eq!(ask(&b, &query), want);
+    let asked = b.fingerprints_asked() - before;
+    // The 380 shared ones (and a few more: the first batches, what no entry found answered).
+    assert!(
+        (380..1_200).contains(&asked),
+        "{asked} of 4,000 present fingerprints were asked"
+    );
+
+    // After b's filter was built and caught up: a writes, and b writes its own.
+    let late_a = answers("late-a", 50_000_000, 10);
+    let late_b = answers("late-b", 60_000_000, 10);
+    a.record_many(&late_a).unwrap();
+    for (e, p) in &late_b {
+        b.record(e, p).unwrap();
+    }
+    let mut query = absent;
+    for (_, p) in early.iter().chain(&late_a).chain(&late_b) {
+        query.extend_from_slice(p);
+    }
+    let want = ask(&tables, &query);
+    assert_eq!(want.1.len(), 40);
+    assert_eq!(ask(&b, &query), want);
+    assert_eq!(ask(&a, &query), want);
+    drop((a, b, tables));
+    rt.shutdown_timeout(Duration::from_secs(5));
+}
+
+/// A ledger written before schema 6 (no `prints`, no `seq`): the migration fills both from
+/// the fingerprint table, and a replica's filter then holds those entries.
+#[test]
+fn entries_written_before_the_replica_filter_are_in_it_after_the_migration() {
+    let pg = crate::postgres::Postgres::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let old = answers("old", 3, 5);
+    rt.block_on(async {
+        let c = pg.client().await;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.as_str() < "0006")
+            .collect();
+        names.sort();
+        for n in &names {
+            c.batch_execute(&std::fs::read_to_string(dir.join(n)).unwrap())
+                .await
+                .unwrap();
+        }
+        c.batch_execute(
+            "CREATE TABLE aigate_schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO aigate_schema_migrations (version, name)
+                 SELECT v, 'before' FROM generate_series(1, 5) v;
+             CREATE TABLE aigate_provenance_entries_20261205 PARTITION OF aigate_provenance_entries
+                 FOR VALUES FROM ('2026-12-05') TO ('2026-12-06');
+             CREATE TABLE aigate_provenance_fingerprints_20261205 PARTITION OF aigate_provenance_fingerprints
+                 FOR VALUES FROM ('2026-12-05') TO ('2026-12-06');",
+        )
+        .await
+        .unwrap();
+        // As release 5's ledger wrote them.
+        for (e, p) in &old {
+            let hashes: Vec<i64> = p.iter().map(|h| *h as i64).collect();
+            c.execute(
+                "INSERT INTO aigate_provenance_entries (id, time, replica, body)
+                 VALUES ($1, $2::text::timestamptz, 'old', $3)",
+                &[&e.id, &e.time, &serde_json::to_value(e).unwrap()],
+            )
+            .await
+            .unwrap();
+            c.execute(
+                "INSERT INTO aigate_provenance_fingerprints (hash, entry_id, time)
+                 SELECT h, $2, $3::text::timestamptz FROM UNNEST($1::bigint[]) AS u(h)",
+                &[&hashes, &e.id, &e.time],
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let a = PostgresLedger::filtered(db(&pg, "a"), rt.handle().clone());
+    wait_ready(&a);
+    let tables = PostgresLedger::new(db(&pg, "scan"), rt.handle().clone());
+    let query: Vec<u64> = old.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    let want = sorted(tables.find(&query).unwrap());
+    assert_eq!(want.1.len(), 5);
+    let before = a.fingerprints_asked();
+    assert_eq!(sorted(a.find(&query).unwrap()), want);
+    // The filter holds them (and their markers): an entry found answers its own.
+    assert!(a.fingerprints_asked() - before < 400);
+    rt.block_on(async {
+        let c = pg.client().await;
+        let row = c
+            .query_one(
+                "SELECT count(*) FILTER (WHERE cardinality(prints) = 200), count(DISTINCT seq)
+                 FROM aigate_provenance_entries",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (5, 5));
+    });
+    drop((a, tables));
+    rt.shutdown_timeout(Duration::from_secs(5));
+}
