@@ -79,23 +79,21 @@ impl ReplicaFilter {
     async fn build(&self, db: &Db) -> Result<(), DbError> {
         db.migrate().await?;
         let client = db.client().await?;
-        // Sized from PostgreSQL's row estimate (no count of a year of rows), or from what the
-        // filter in place holds when that is more: one found too small is built again.
-        let estimate: f64 = db
+        // Sized from the entries' own counts (their bodies, not the lists they will be read
+        // with), or from what the filter in place holds when that is more.
+        let count: i64 = db
             .note(
                 client
                     .query_one(
-                        "SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 FROM pg_inherits i
-                         JOIN pg_class c ON c.oid = i.inhrelid
-                         JOIN pg_class p ON p.oid = i.inhparent
-                         WHERE p.relname = 'aigate_provenance_fingerprints'",
+                        "SELECT coalesce(sum((body->>'fingerprints')::bigint), 0)::bigint
+                         FROM aigate_provenance_entries",
                         &[],
                     )
                     .await,
             )?
             .get(0);
         let held = self.read().items;
-        let mut filter = Filter::with_capacity((estimate as u64).max(held));
+        let mut filter = Filter::with_capacity(u64::try_from(count).unwrap_or(0).max(held));
         let mut upto = 0;
         loop {
             let page = next_page(db, &client, upto).await?;
