@@ -22,8 +22,9 @@ WHERE g.entry_id = e.id AND g.time = e.time;
 UPDATE aigate_provenance_entries SET prints = '{}' WHERE prints IS NULL;
 UPDATE aigate_provenance_entries SET seq = nextval('aigate_provenance_entries_seq');
 
+-- `prints` stays nullable: a replica still on the release before this one (a rolling upgrade)
+-- writes none, and the filter then reads that entry's fingerprints from the index table.
 ALTER TABLE aigate_provenance_entries
     ALTER COLUMN seq SET DEFAULT nextval('aigate_provenance_entries_seq'),
-    ALTER COLUMN seq SET NOT NULL,
-    ALTER COLUMN prints SET NOT NULL;
+    ALTER COLUMN seq SET NOT NULL;
 CREATE INDEX aigate_provenance_entries_seq_idx ON aigate_provenance_entries (seq);

@@ -160,7 +160,8 @@ fn a_replica_s_filter_answers_as_the_tables_do_for_every_replica_s_writes() {
 }
 
 /// A ledger written before schema 6 (no `prints`, no `seq`): the migration fills both from
-/// the fingerprint table, and a replica's filter then holds those entries.
+/// the fingerprint table, and a replica's filter then holds those entries, and one written
+/// afterwards the old way, without its list.
 #[test]
 fn entries_written_before_the_replica_filter_are_in_it_after_the_migration() {
     let pg = crate::postgres::Postgres::start();
@@ -225,6 +226,32 @@ fn entries_written_before_the_replica_filter_are_in_it_after_the_migration() {
     assert_eq!(sorted(a.find(&query).unwrap()), want);
     // The filter holds them (and their markers): an entry found answers its own.
     assert!(a.fingerprints_asked() - before < 400);
+    // A replica still on the release before writes one more the old way (a rolling upgrade):
+    // the next lookup's catch-up reads its fingerprints from the index table.
+    let (e, p) = &answers("older", 4_000_000, 1)[0];
+    rt.block_on(async {
+        let c = pg.client().await;
+        let hashes: Vec<i64> = p.iter().map(|h| *h as i64).collect();
+        c.execute(
+            "INSERT INTO aigate_provenance_entries (id, time, replica, body)
+             VALUES ($1, $2::text::timestamptz, 'old', $3)",
+            &[&e.id, &e.time, &serde_json::to_value(e).unwrap()],
+        )
+        .await
+        .unwrap();
+        c.execute(
+            "INSERT INTO aigate_provenance_fingerprints (hash, entry_id, time)
+             SELECT h, $2, $3::text::timestamptz FROM UNNEST($1::bigint[]) AS u(h)",
+            &[&hashes, &e.id, &e.time],
+        )
+        .await
+        .unwrap();
+    });
+    let mut query = query;
+    query.extend_from_slice(p);
+    let want = sorted(tables.find(&query).unwrap());
+    assert_eq!(want.1.len(), 6);
+    assert_eq!(sorted(a.find(&query).unwrap()), want);
     rt.block_on(async {
         let c = pg.client().await;
         let row = c
@@ -235,7 +262,8 @@ fn entries_written_before_the_replica_filter_are_in_it_after_the_migration() {
             )
             .await
             .unwrap();
-        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (5, 5));
+        // The migration filled the five before it; the one after has a `seq` and no list.
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (5, 6));
     });
     drop((a, tables));
     rt.shutdown_timeout(Duration::from_secs(5));

@@ -414,7 +414,9 @@ fn migrations_run_twice_without_harm() {
         "{}",
         String::from_utf8_lossy(&first.stderr)
     );
-    assert!(String::from_utf8_lossy(&first.stdout).contains("applied migrations [1, 2, 3, 4, 5, 6]"));
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains("applied migrations [1, 2, 3, 4, 5, 6]")
+    );
     let second = migrate();
     assert!(second.status.success());
     assert!(String::from_utf8_lossy(&second.stdout).contains("schema up to date"));

@@ -277,12 +277,9 @@ impl PostgresLedger {
             let body: serde_json::Value = r.get(0);
             let e: Entry = serde_json::from_value(body)
                 .map_err(|e| DbError::Unavailable(format!("a ledger entry is damaged: {e}")))?;
-            if let Some(filter) = expand {
-                let prints: Vec<u64> = r
-                    .get::<_, Vec<i64>>(1)
-                    .into_iter()
-                    .map(|h| h as u64)
-                    .collect();
+            // An entry without its list (written by the release before it) is not expanded.
+            if let (Some(filter), Some(prints)) = (expand, r.get::<_, Option<Vec<i64>>>(1)) {
+                let prints: Vec<u64> = prints.into_iter().map(|h| h as u64).collect();
                 own.clear();
                 filter.read().sole(&prints, &mut own);
                 found.sole.extend(own.iter().map(|&p| (p, e.id.clone())));

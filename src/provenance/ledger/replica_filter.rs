@@ -11,6 +11,8 @@
 //! (migrations/0006), so the entries committed are always every `seq` up to some N (less the
 //! numbers of writes that failed): the filter holds all of them up to `upto`, and a lookup
 //! first reads the entries after it ("catching up"), its own replica's and the others' alike.
+//! Replicas on the release before this one draw no lock: until every replica runs this one and
+//! has restarted, an entry they wrote may be missing from a filter (docs/provenance.md).
 
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -148,7 +150,9 @@ impl ReplicaFilter {
     }
 }
 
-/// Up to [`PAGE`] entries after `after`, in `seq` order, with their fingerprints.
+/// Up to [`PAGE`] entries after `after`, in `seq` order, with their fingerprints. An entry
+/// written by a replica on the release before `prints` (a rolling upgrade) has its fingerprints
+/// read from the index table.
 async fn next_page(
     db: &Db,
     client: &tokio_postgres::Client,
@@ -157,20 +161,37 @@ async fn next_page(
     let rows = db.note(
         client
             .query(
-                "SELECT seq, prints FROM aigate_provenance_entries
+                "SELECT seq, prints, id, time FROM aigate_provenance_entries
                  WHERE seq > $1 ORDER BY seq LIMIT $2",
                 &[&after, &PAGE],
             )
             .await,
     )?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let prints: Vec<i64> = r.get(1);
-            (
-                r.get::<_, i64>(0),
-                prints.into_iter().map(|h| h as u64).collect(),
-            )
-        })
-        .collect())
+    let mut page = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let prints: Vec<i64> = match r.get::<_, Option<Vec<i64>>>(1) {
+            Some(p) => p,
+            None => db
+                .note(
+                    client
+                        .query(
+                            "SELECT hash FROM aigate_provenance_fingerprints
+                             WHERE entry_id = $1 AND time = $2",
+                            &[
+                                &r.get::<_, String>(2),
+                                &r.get::<_, std::time::SystemTime>(3),
+                            ],
+                        )
+                        .await,
+                )?
+                .iter()
+                .map(|f| f.get(0))
+                .collect(),
+        };
+        page.push((
+            r.get::<_, i64>(0),
+            prints.into_iter().map(|h| h as u64).collect(),
+        ));
+    }
+    Ok(page)
 }
