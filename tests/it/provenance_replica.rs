@@ -93,8 +93,9 @@ fn sorted(mut m: Matches) -> (Vec<(u64, String)>, Vec<String>) {
 /// PostgreSQL. Whatever either replica wrote, before or after b's filter was built, b answers
 /// exactly as the tables do: the same hits (shared fingerprints naming both entries) and
 /// entries. It asks PostgreSQL few of them: absent ones stop at the filter, and an entry found
-/// answers its own. Fails if a lookup does not first add the entries committed since the last
-/// one, or if an entry found answered fingerprints another entry holds too.
+/// answers its own, in this lookup and the next. Fails if a lookup does not first add the
+/// entries committed since the last one, if an entry found answered fingerprints another entry
+/// holds too, or if one remembered still does once another entry holds them.
 #[test]
 fn a_replica_s_filter_answers_as_the_tables_do_for_every_replica_s_writes() {
     let pg = crate::postgres::Postgres::start();
@@ -140,8 +141,21 @@ fn a_replica_s_filter_answers_as_the_tables_do_for_every_replica_s_writes() {
         "{asked} of 4,000 present fingerprints were asked"
     );
 
-    // After b's filter was built and caught up: a writes, and b writes its own.
-    let late_a = answers("late-a", 50_000_000, 10);
+    // Asked again, b answers the entries it found from what it remembers of them: only the
+    // shared fingerprints go to PostgreSQL.
+    let before = b.fingerprints_asked();
+    assert_eq!(ask(&b, &query), want);
+    let asked = b.fingerprints_asked() - before;
+    assert!(
+        (380..600).contains(&asked),
+        "{asked} of 4,000 present fingerprints were asked again"
+    );
+
+    // After b's filter was built and caught up: a writes, and b writes its own. The first of
+    // a's holds 30 fingerprints b remembers as early-0's alone: from then on both hold them.
+    let mut late_a = answers("late-a", 50_000_000, 10);
+    late_a[0].1.extend_from_slice(&early[0].1[..30]);
+    late_a[0].0.fingerprints += 30;
     let late_b = answers("late-b", 60_000_000, 10);
     a.record_many(&late_a).unwrap();
     for (e, p) in &late_b {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::replica_filter::ReplicaFilter;
-use super::{ByPrint, EXPAND_OVER, Entry, Ledger, LedgerError, Matches};
+use super::{Entry, Ledger, LedgerError, Matches};
 use crate::storage::{Db, DbError};
 
 /// Serialises partition creation across replicas (as the audit shipper does for its own).
@@ -177,10 +177,10 @@ impl PostgresLedger {
     }
 
     /// With the replica's filter: first the entries committed since the last lookup go into
-    /// it, then only the fingerprints it may hold are asked, in growing batches. As the
-    /// embedded ledger does (`EmbeddedLedger::find`), an entry found with [`EXPAND_OVER`] or
-    /// more fingerprints still to ask answers them from its own list: those it holds and no
-    /// other entry does (no marker in the filter) are its hits without a query.
+    /// it, then only the fingerprints it may hold are asked, in growing batches. As in the
+    /// embedded ledger (`EmbeddedLedger::find`), an entry found answers from its own list the
+    /// fingerprints it holds and no other entry does (no marker in the filter), without a
+    /// query: for the rest of this lookup and for the next ones ([`ReplicaFilter::found`]).
     async fn find_filtered(
         &self,
         filter: &Arc<ReplicaFilter>,
@@ -198,12 +198,20 @@ impl PostgresLedger {
         let (mut queries, mut asked) = (0, 0);
         while at < wanted.len() {
             batch.clear();
-            while at < wanted.len() && batch.len() < size {
-                let h = wanted[at];
-                at += 1;
-                match found.sole.get(&h) {
-                    Some(id) => found.hits.push((h, id.clone())),
-                    None => batch.push(h),
+            {
+                let known = filter.known();
+                while at < wanted.len() && batch.len() < size {
+                    let h = wanted[at];
+                    at += 1;
+                    match known.entry_of(h) {
+                        Some(e) => {
+                            found.hits.push((h, e.id.clone()));
+                            if !found.entries.contains_key(&e.id) {
+                                found.entries.insert(e.id.clone(), e.clone());
+                            }
+                        }
+                        None => batch.push(h),
+                    }
                 }
             }
             if batch.is_empty() {
@@ -218,9 +226,11 @@ impl PostgresLedger {
                 .filter(|h| !found.entries.contains_key(&h.1))
                 .map(|h| (h.1.as_str(), h.2))
                 .collect();
-            let expand = (wanted.len() - at >= EXPAND_OVER).then_some(filter);
-            self.add_entries(&client, &new, &mut found, expand).await?;
-            found.hits.extend(hits.into_iter().map(|(h, id, _)| (h, id)));
+            self.add_entries(&client, &new, &mut found, Some(filter))
+                .await?;
+            found
+                .hits
+                .extend(hits.into_iter().map(|(h, id, _)| (h, id)));
             size = (size * 2).min(MOST_ASKED);
             queries += 1;
             asked += batch.len();
@@ -264,7 +274,7 @@ impl PostgresLedger {
     }
 
     /// Reads the entries `ids` (with their times; repeats allowed) into `found`; with `expand`,
-    /// each one's fingerprints that no other entry holds go into `found.sole`. The times let
+    /// each one is remembered with its fingerprints no other entry holds. The times let
     /// PostgreSQL read only their days' partitions (planning and probing all of a year's took
     /// about 50 ms a query).
     async fn add_entries(
@@ -291,7 +301,7 @@ impl PostgresLedger {
                 )
                 .await,
         )?;
-        let mut own = Vec::new();
+        let mut sole = Vec::new();
         for r in rows {
             let body: serde_json::Value = r.get(0);
             let e: Entry = serde_json::from_value(body)
@@ -299,9 +309,7 @@ impl PostgresLedger {
             // An entry without its list (written by the release before it) is not expanded.
             if let (Some(filter), Some(prints)) = (expand, r.get::<_, Option<Vec<i64>>>(1)) {
                 let prints: Vec<u64> = prints.into_iter().map(|h| h as u64).collect();
-                own.clear();
-                filter.read().sole(&prints, &mut own);
-                found.sole.extend(own.iter().map(|&p| (p, e.id.clone())));
+                filter.found(&e, &prints, &mut sole);
             }
             found.entries.insert(e.id.clone(), e);
         }
@@ -381,6 +389,11 @@ impl PostgresLedger {
                 .retain(|d| d.replace('-', "") != tag);
             removed += n as u64;
         }
+        // The entries lookups remembered may be among those dropped. (Another replica's sweep
+        // drops the same days within the hour: they share `provenance.retention`.)
+        if let Some(filter) = &self.filter {
+            filter.known().clear();
+        }
         Ok(removed)
     }
 }
@@ -390,8 +403,6 @@ impl PostgresLedger {
 struct Found {
     hits: Vec<(u64, String)>,
     entries: HashMap<String, Entry>,
-    /// Fingerprint → the one entry that holds it, from the entries expanded.
-    sole: ByPrint<String>,
 }
 
 impl Found {

@@ -18,10 +18,59 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::filter::Filter;
+use super::{ByPrint, Entry};
 use crate::storage::{Db, DbError};
 
 /// Entries read a query while building or catching up: a few MB of fingerprints.
 const PAGE: i64 = 2_000;
+/// Fingerprints [`Known`] holds before it starts again (about 40 MB).
+const KNOWN_PRINTS: usize = 2 << 20;
+
+/// Entries recent lookups found, each with the fingerprints no other entry holds. A scan asks a
+/// group of files at a time, and the same answer turns up in group after group (a crate's
+/// versions, a vendored copy): each lookup would otherwise ask PostgreSQL again for the entry
+/// before it could answer from its list. Exact as the filter's markers are: a catch-up that
+/// adds a fingerprint forgets it here under the filter's write lock, and an entry's sole
+/// fingerprints are worked out and remembered under its read lock, so neither can come
+/// between the other's two steps.
+#[derive(Default)]
+pub(super) struct Known {
+    by_print: ByPrint<u32>,
+    entries: Vec<Entry>,
+}
+
+impl Known {
+    /// The one entry holding `print`, if a lookup found it.
+    pub(super) fn entry_of(&self, print: u64) -> Option<&Entry> {
+        let i = *self.by_print.get(&print)?;
+        self.entries.get(i as usize)
+    }
+
+    fn remember(&mut self, entry: &Entry, sole: &[u64]) {
+        if self.by_print.len() + sole.len() > KNOWN_PRINTS {
+            self.clear();
+        }
+        let Ok(i) = u32::try_from(self.entries.len()) else {
+            return;
+        };
+        self.entries.push(entry.clone());
+        self.by_print.extend(sole.iter().map(|&p| (p, i)));
+    }
+
+    fn forget(&mut self, prints: &[u64]) {
+        if self.by_print.is_empty() {
+            return;
+        }
+        for p in prints {
+            self.by_print.remove(p);
+        }
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.by_print.clear();
+        self.entries.clear();
+    }
+}
 
 pub(super) struct ReplicaFilter {
     filter: RwLock<Filter>,
@@ -32,6 +81,8 @@ pub(super) struct ReplicaFilter {
     building: AtomicBool,
     /// Fingerprints sent to PostgreSQL by lookups, for tests and benches.
     pub(super) asked: AtomicU64,
+    /// Locked after the filter when both are (see [`Known`]).
+    known: std::sync::Mutex<Known>,
 }
 
 impl ReplicaFilter {
@@ -41,6 +92,22 @@ impl ReplicaFilter {
             upto: tokio::sync::Mutex::new(0),
             building: AtomicBool::new(false),
             asked: AtomicU64::new(0),
+            known: std::sync::Mutex::new(Known::default()),
+        }
+    }
+
+    pub(super) fn known(&self) -> std::sync::MutexGuard<'_, Known> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remember `entry` (its fingerprints `prints`) as found: those no other entry holds now
+    /// answer later lookups. Nothing while the filter is pending.
+    pub(super) fn found(&self, entry: &Entry, prints: &[u64], sole: &mut Vec<u64>) {
+        let filter = self.read();
+        sole.clear();
+        filter.sole(prints, sole);
+        if !sole.is_empty() {
+            self.known().remember(entry, sole);
         }
     }
 
@@ -133,8 +200,10 @@ impl ReplicaFilter {
             let page = next_page(db, client, *at).await?;
             let Some(last) = page.last() else { break };
             let mut filter = self.filter.write().unwrap_or_else(|p| p.into_inner());
+            let mut known = self.known();
             for (_, prints) in &page {
                 filter.insert(prints);
+                known.forget(prints);
             }
             *at = last.0;
         }
