@@ -251,19 +251,21 @@ impl PostgresLedger {
     /// distinct.
     async fn hits_of(
         &self,
-        client: &tokio_postgres::Client,
+        client: &deadpool_postgres::Client,
         hashes: &[u64],
     ) -> Result<Vec<(u64, String, SystemTime)>, DbError> {
         let hashes: Vec<i64> = hashes.iter().map(|h| *h as i64).collect();
-        let rows = self.db.note(
+        // Prepared once per connection, so PostgreSQL can keep one plan of it: planning it over
+        // a year of day partitions takes 8 to 35 ms, more than a lookup of a few fingerprints.
+        let query = self.db.note(
             client
-                .query(
+                .prepare_cached(
                     "SELECT hash, entry_id, time FROM aigate_provenance_fingerprints
                      WHERE hash = ANY($1)",
-                    &[&hashes],
                 )
                 .await,
         )?;
+        let rows = self.db.note(client.query(&query, &[&hashes]).await)?;
         let mut hits: Vec<(u64, String, SystemTime)> = rows
             .iter()
             .map(|r| (r.get::<_, i64>(0) as u64, r.get(1), r.get(2)))
