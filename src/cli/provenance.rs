@@ -152,8 +152,9 @@ fn api_find(client: &AdminClient, fingerprints: &[u64], json: bool) -> anyhow::R
 }
 
 /// The admin API, checked with an empty lookup so a wrong token or address is said before
-/// anything is scanned.
-fn api(args: &ScanArgs, why: String) -> Result<Access, CliError> {
+/// anything is scanned. `shared`: the ledger is PostgreSQL's, which the scan can also read
+/// itself (the fix the error offers).
+fn api(args: &ScanArgs, why: String, shared: bool) -> Result<Access, CliError> {
     let token = token_from(args.token_file.as_deref()).map_err(|e| {
         CliError::Usage(format!(
             "{why}, so the scan asks the gateway's admin API at {}; {e} (a token with the auditor or admin role)",
@@ -161,9 +162,14 @@ fn api(args: &ScanArgs, why: String) -> Result<Access, CliError> {
         ))
     })?;
     let client = AdminClient::new(&args.admin, token)?;
+    let otherwise = if shared {
+        "read the shared tables directly with --ledger postgres (slow with months of captures)"
+    } else {
+        "stop the gateway to read the ledger file directly"
+    };
     let unusable = |e: &dyn std::fmt::Display| {
         CliError::Runtime(anyhow::anyhow!(
-            "{why}, and the admin API at {} cannot be used: {e:#}. Fix: point --admin (AIGATE_ADMIN) at the running gateway's admin listener with an auditor or admin token (AIGATE_TOKEN or --token-file), or stop the gateway to read the ledger file directly",
+            "{why}, and the admin API at {} cannot be used: {e:#}. Fix: point --admin (AIGATE_ADMIN) at the running gateway's admin listener with an auditor or admin token (AIGATE_TOKEN or --token-file), or {otherwise}",
             args.admin
         ))
     };
@@ -206,14 +212,16 @@ fn open(cfg: &Config, args: &ScanArgs) -> Result<Access, CliError> {
             _runtime: runtime,
         })
     };
+    let shared = matches!(cfg.storage, Storage::Postgres(_));
     match (args.ledger, &cfg.storage) {
-        (LedgerAccess::Api, _) => api(args, "--ledger api".into()),
+        (LedgerAccess::Api, _) => api(args, "--ledger api".into(), shared),
         (LedgerAccess::Auto, Storage::Postgres(_))
             if token_from(args.token_file.as_deref()).is_ok() =>
         {
             api(
                 args,
                 "storage.backend = \"postgres\" and an admin token is given".into(),
+                true,
             )
         }
         (LedgerAccess::Postgres | LedgerAccess::Auto, Storage::Postgres(pg)) => postgres(pg),
@@ -240,6 +248,7 @@ fn open(cfg: &Config, args: &ScanArgs) -> Result<Access, CliError> {
                 Err(OpenExisting::Held) if args.ledger == LedgerAccess::Auto => api(
                     args,
                     format!("{} is held by the running gateway", path.display()),
+                    false,
                 ),
                 Err(OpenExisting::Held) => Err(CliError::Runtime(anyhow::anyhow!(
                     "--ledger file: {} is held by the running gateway; ask it with --ledger api (AIGATE_ADMIN, AIGATE_TOKEN), or stop it",
@@ -248,6 +257,7 @@ fn open(cfg: &Config, args: &ScanArgs) -> Result<Access, CliError> {
                 Err(OpenExisting::Missing) if args.ledger == LedgerAccess::Auto => api(
                     args,
                     format!("there is no ledger file {} here", path.display()),
+                    false,
                 ),
                 Err(OpenExisting::Missing) => Err(CliError::Runtime(anyhow::anyhow!(
                     "--ledger file: there is no ledger {}: nothing was captured with this state directory; run the scan with the gateway's --config, or use --ledger api",

@@ -1228,4 +1228,21 @@ async fn the_postgres_ledger_is_shared_by_two_replicas() {
     let via_api: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(via_api["ledger"]["access"], "api");
     assert_eq!(via_api["findings"], doc["findings"]);
+
+    // A token but no replica at --admin: the error offers reading the tables directly.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = closed.local_addr().unwrap();
+    drop(closed);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aigate"))
+        .args(["provenance", "scan", "--config"])
+        .arg(&env.config_path)
+        .arg(&work)
+        .env("RUST_LOG", "off")
+        .env("AIGATE_TOKEN", AUDITOR)
+        .env("AIGATE_ADMIN", format!("http://{nobody}"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--ledger postgres"), "{stderr}");
 }

@@ -173,6 +173,25 @@ fn a_replica_s_filter_answers_as_the_tables_do_for_every_replica_s_writes() {
     rt.shutdown_timeout(Duration::from_secs(5));
 }
 
+/// An entry as the ledger of schema 5 wrote it: no list, no `seq`.
+async fn write_as_release_5(c: &tokio_postgres::Client, e: &Entry, prints: &[u64]) {
+    let hashes: Vec<i64> = prints.iter().map(|h| *h as i64).collect();
+    c.execute(
+        "INSERT INTO aigate_provenance_entries (id, time, replica, body)
+         VALUES ($1, $2::text::timestamptz, 'old', $3)",
+        &[&e.id, &e.time, &serde_json::to_value(e).unwrap()],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "INSERT INTO aigate_provenance_fingerprints (hash, entry_id, time)
+         SELECT h, $2, $3::text::timestamptz FROM UNNEST($1::bigint[]) AS u(h)",
+        &[&hashes, &e.id, &e.time],
+    )
+    .await
+    .unwrap();
+}
+
 /// A ledger written before schema 6 (no `prints`, no `seq`): the migration fills both from
 /// the fingerprint table, and a replica's filter then holds those entries, and one written
 /// afterwards the old way, without its list.
@@ -211,23 +230,8 @@ fn entries_written_before_the_replica_filter_are_in_it_after_the_migration() {
         )
         .await
         .unwrap();
-        // As release 5's ledger wrote them.
         for (e, p) in &old {
-            let hashes: Vec<i64> = p.iter().map(|h| *h as i64).collect();
-            c.execute(
-                "INSERT INTO aigate_provenance_entries (id, time, replica, body)
-                 VALUES ($1, $2::text::timestamptz, 'old', $3)",
-                &[&e.id, &e.time, &serde_json::to_value(e).unwrap()],
-            )
-            .await
-            .unwrap();
-            c.execute(
-                "INSERT INTO aigate_provenance_fingerprints (hash, entry_id, time)
-                 SELECT h, $2, $3::text::timestamptz FROM UNNEST($1::bigint[]) AS u(h)",
-                &[&hashes, &e.id, &e.time],
-            )
-            .await
-            .unwrap();
+            write_as_release_5(&c, e, p).await;
         }
     });
     let a = PostgresLedger::filtered(db(&pg, "a"), rt.handle().clone());
@@ -243,24 +247,7 @@ fn entries_written_before_the_replica_filter_are_in_it_after_the_migration() {
     // A replica still on the release before writes one more the old way (a rolling upgrade):
     // the next lookup's catch-up reads its fingerprints from the index table.
     let (e, p) = &answers("older", 4_000_000, 1)[0];
-    rt.block_on(async {
-        let c = pg.client().await;
-        let hashes: Vec<i64> = p.iter().map(|h| *h as i64).collect();
-        c.execute(
-            "INSERT INTO aigate_provenance_entries (id, time, replica, body)
-             VALUES ($1, $2::text::timestamptz, 'old', $3)",
-            &[&e.id, &e.time, &serde_json::to_value(e).unwrap()],
-        )
-        .await
-        .unwrap();
-        c.execute(
-            "INSERT INTO aigate_provenance_fingerprints (hash, entry_id, time)
-             SELECT h, $2, $3::text::timestamptz FROM UNNEST($1::bigint[]) AS u(h)",
-            &[&hashes, &e.id, &e.time],
-        )
-        .await
-        .unwrap();
-    });
+    rt.block_on(async { write_as_release_5(&pg.client().await, e, p).await });
     let mut query = query;
     query.extend_from_slice(p);
     let want = sorted(tables.find(&query).unwrap());

@@ -119,8 +119,8 @@ impl ReplicaFilter {
         self.read().is_ready()
     }
 
-    /// Build a filter of every entry in the tables, then swap it in. Tried again every few
-    /// seconds while the database is down: until it is in place, lookups ask PostgreSQL
+    /// Build a filter of every entry in the tables, then swap it in. Tried again while the
+    /// database is down: until it is in place, lookups ask PostgreSQL
     /// everything, which is slow but exact.
     pub(super) fn spawn_build(
         self: &std::sync::Arc<Self>,
@@ -132,12 +132,15 @@ impl ReplicaFilter {
         }
         let me = self.clone();
         runtime.spawn(async move {
+            // 5 s, doubling to a minute: a database down for hours is not a warning every 5 s.
+            let mut wait = 5;
             loop {
                 match me.build(&db).await {
                     Ok(()) => break,
                     Err(e) => {
-                        tracing::warn!(error = %e, "provenance ledger: the replica's filter could not be built; lookups ask PostgreSQL every fingerprint until it is (retrying in 5 s)");
-                        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                        tracing::warn!(error = %e, retry_in_s = wait, "provenance ledger: the replica's filter could not be built; lookups ask PostgreSQL every fingerprint until it is");
+                        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                        wait = (wait * 2).min(60);
                     }
                 }
             }
