@@ -23,8 +23,9 @@ use crate::storage::{Db, DbError};
 
 /// Entries read a query while building or catching up: a few MB of fingerprints.
 const PAGE: i64 = 2_000;
-/// Fingerprints [`Known`] holds before it starts again (about 40 MB).
+/// Fingerprints and entries [`Known`] holds before it starts again (about 40 MB and 30 MB).
 const KNOWN_PRINTS: usize = 2 << 20;
+const KNOWN_ENTRIES: usize = 100_000;
 
 /// Entries recent lookups found, each with the fingerprints no other entry holds. A scan asks a
 /// group of files at a time, and the same answer turns up in group after group (a crate's
@@ -47,7 +48,16 @@ impl Known {
     }
 
     fn remember(&mut self, entry: &Entry, sole: &[u64]) {
-        if self.by_print.len() + sole.len() > KNOWN_PRINTS {
+        // Found again by a lookup that asked one of its shared fingerprints first: its own
+        // ones are here already (an entry's sole fingerprints only ever shrink, by `forget`).
+        if sole
+            .first()
+            .and_then(|p| self.entry_of(*p))
+            .is_some_and(|e| e.id == entry.id)
+        {
+            return;
+        }
+        if self.by_print.len() + sole.len() > KNOWN_PRINTS || self.entries.len() >= KNOWN_ENTRIES {
             self.clear();
         }
         let Ok(i) = u32::try_from(self.entries.len()) else {
@@ -283,4 +293,46 @@ async fn next_page(
         ));
     }
     Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> Entry {
+        Entry {
+            id: id.into(),
+            time: "2026-12-05T10:00:00.000Z".into(),
+            time_ms: 0,
+            user: "sam".into(),
+            tool: "claude-code".into(),
+            vendor: "anthropic".into(),
+            model: None,
+            workflow: None,
+            exemption: None,
+            fingerprints: 3,
+            chars: 100,
+            truncated: false,
+        }
+    }
+
+    /// A scan finds the same entry in lookup after lookup: it is kept once, what a later
+    /// entry shares is forgotten, and a full store starts again rather than grow.
+    #[test]
+    fn an_entry_found_again_is_remembered_once_and_forgotten_prints_stop_answering() {
+        let mut k = Known::default();
+        k.remember(&entry("a"), &[1, 2, 3]);
+        k.remember(&entry("a"), &[1, 2, 3]);
+        k.remember(&entry("b"), &[7]);
+        assert_eq!(k.entries.len(), 2);
+        assert_eq!(k.entry_of(2).map(|e| e.id.as_str()), Some("a"));
+        k.forget(&[2, 9]);
+        assert!(k.entry_of(2).is_none());
+        assert_eq!(k.entry_of(3).map(|e| e.id.as_str()), Some("a"));
+        for i in 0..KNOWN_ENTRIES as u64 {
+            k.remember(&entry(&format!("e{i}")), &[1_000 + i]);
+        }
+        assert!(k.entries.len() < KNOWN_ENTRIES, "{}", k.entries.len());
+        assert!(k.entry_of(7).is_none(), "the store started again");
+    }
 }
