@@ -72,6 +72,15 @@ fn answers(tag: &str, seed: u64, count: usize) -> Vec<(Entry, Vec<u64>)> {
     out
 }
 
+/// The ledgers' runtime: their calls block on it, so the test's own thread is not one of its.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn wait_ready(l: &PostgresLedger) {
     for _ in 0..400 {
         if l.filter_ready() {
@@ -99,11 +108,7 @@ fn sorted(mut m: Matches) -> (Vec<(u64, String)>, Vec<String>) {
 #[test]
 fn a_replica_s_filter_answers_as_the_tables_do_for_every_replica_s_writes() {
     let pg = crate::postgres::Postgres::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let a = PostgresLedger::filtered(db(&pg, "a"), rt.handle().clone());
     // Written before b exists: b's build reads them.
     let early = answers("early", 1, 20);
@@ -198,11 +203,7 @@ async fn write_as_release_5(c: &tokio_postgres::Client, e: &Entry, prints: &[u64
 #[test]
 fn entries_written_before_the_replica_filter_are_in_it_after_the_migration() {
     let pg = crate::postgres::Postgres::start();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let old = answers("old", 3, 5);
     rt.block_on(async {
         let c = pg.client().await;
