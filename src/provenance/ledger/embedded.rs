@@ -43,7 +43,7 @@ use std::thread::JoinHandle;
 use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 
 use super::filter::{Filter, Saved};
-use super::{ByPrint, EXPAND_OVER, Entry, Ledger, LedgerError, Matches, pack, unpack, unpack_into};
+use super::{ByPrint, Entry, Ledger, LedgerError, Matches, pack, unpack, unpack_into};
 
 const NEXT: &[u8] = b"next_entry";
 /// The ledger's id (16 random bytes, made when it is created): a saved filter names it.
@@ -57,6 +57,11 @@ const PRINTS_BLOCK: u32 = 1024;
 /// Entries written since the filter was last saved before it is saved again (off the capture
 /// worker): what an open after a crash reads from the store on top of the saved filter.
 const SAVE_EVERY: u64 = if cfg!(test) { 50 } else { 100_000 };
+
+/// Fingerprints left to ask in a lookup for an entry it finds to be expanded (`find`): an
+/// expansion reads the entry's fingerprints and tests their markers, about as much as three
+/// lookups, and a batch that holds an answer has hundreds of its fingerprints left.
+const EXPAND_OVER: usize = 64;
 
 /// Where the ledger lives in the state directory (a directory).
 pub fn path(state_dir: &Path) -> PathBuf {

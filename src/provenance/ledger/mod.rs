@@ -23,12 +23,6 @@ use super::Capture;
 use super::capture::Recorder;
 use crate::audit::AuditRecord;
 
-/// Fingerprints left to ask in a lookup for an entry it finds to be expanded (the stores'
-/// `find`): an expansion reads the entry's fingerprints and tests their markers, about as much
-/// as three lookups in the embedded store, and a batch that holds an answer has hundreds of its
-/// fingerprints left.
-const EXPAND_OVER: usize = 64;
-
 /// One captured response: who asked which tool what, and how much came back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {

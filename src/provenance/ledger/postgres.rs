@@ -7,7 +7,6 @@
 //! The trait is synchronous (the capture workers are threads); each call runs on the gateway's
 //! runtime through its handle. Callers on the runtime itself use `spawn_blocking`.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -168,12 +167,12 @@ impl PostgresLedger {
         let mut hashes: Vec<u64> = fingerprints.to_vec();
         hashes.sort_unstable();
         hashes.dedup();
-        let mut found = Found::default();
+        let mut found = Matches::default();
         let hits = self.hits_of(&client, &hashes).await?;
         let ids: Vec<(&str, SystemTime)> = hits.iter().map(|h| (h.1.as_str(), h.2)).collect();
         self.add_entries(&client, &ids, &mut found, None).await?;
         found.hits = hits.into_iter().map(|(h, id, _)| (h, id)).collect();
-        Ok(found.into_matches())
+        Ok(found)
     }
 
     /// With the replica's filter: first the entries committed since the last lookup go into
@@ -192,7 +191,7 @@ impl PostgresLedger {
         filter.read().may_hold_many(fingerprints, &mut wanted);
         wanted.sort_unstable();
         wanted.dedup();
-        let mut found = Found::default();
+        let mut found = Matches::default();
         let mut batch = Vec::new();
         let (mut at, mut size) = (0, FIRST_ASKED);
         let (mut queries, mut asked) = (0, 0);
@@ -244,7 +243,7 @@ impl PostgresLedger {
             "provenance lookup (PostgreSQL)"
         );
         found.hits.sort();
-        Ok(found.into_matches())
+        Ok(found)
     }
 
     /// `(fingerprint, entry id, entry time)` for every row holding one of `hashes`, sorted and
@@ -283,7 +282,7 @@ impl PostgresLedger {
         &self,
         client: &tokio_postgres::Client,
         ids: &[(&str, SystemTime)],
-        found: &mut Found,
+        found: &mut Matches,
         expand: Option<&Arc<ReplicaFilter>>,
     ) -> Result<(), DbError> {
         let (mut names, mut times): (Vec<&str>, Vec<SystemTime>) = ids.iter().copied().unzip();
@@ -397,22 +396,6 @@ impl PostgresLedger {
             filter.known().clear();
         }
         Ok(removed)
-    }
-}
-
-/// What a lookup has found so far.
-#[derive(Default)]
-struct Found {
-    hits: Vec<(u64, String)>,
-    entries: HashMap<String, Entry>,
-}
-
-impl Found {
-    fn into_matches(self) -> Matches {
-        Matches {
-            hits: self.hits,
-            entries: self.entries,
-        }
     }
 }
 
