@@ -120,10 +120,15 @@ fn a_replica_s_filter_answers_as_the_tables_do_for_every_replica_s_writes() {
 
     let absent = prints(7_777_777, 5_000);
     let ask = |l: &PostgresLedger, q: &[u64]| sorted(l.find(q).unwrap());
+    // b's answer, and how many fingerprints it asked PostgreSQL for it.
+    let ask_b = |q: &[u64]| {
+        let before = b.fingerprints_asked();
+        let answer = ask(&b, q);
+        (answer, b.fingerprints_asked() - before)
+    };
     // Nothing but absent fingerprints: the filter stops nearly all of them.
-    let before = b.fingerprints_asked();
-    assert_eq!(ask(&b, &absent), (vec![], vec![]));
-    let asked = b.fingerprints_asked() - before;
+    let (answer, asked) = ask_b(&absent);
+    assert_eq!(answer, (vec![], vec![]));
     assert!(
         asked <= 50,
         "{asked} of 5,000 absent fingerprints were asked"
@@ -137,9 +142,8 @@ fn a_replica_s_filter_answers_as_the_tables_do_for_every_replica_s_writes() {
     assert_eq!(want.0.len(), 20 * 200, "the tables' own answer");
     let shared = want.0.windows(2).filter(|w| w[0].0 == w[1].0).count();
     assert_eq!(shared, 19 * 20, "the tables' own answer");
-    let before = b.fingerprints_asked();
-    assert_eq!(ask(&b, &query), want);
-    let asked = b.fingerprints_asked() - before;
+    let (answer, asked) = ask_b(&query);
+    assert_eq!(answer, want);
     // The 380 shared ones (and a few more: the first batches, what no entry found answered).
     assert!(
         (380..1_200).contains(&asked),
@@ -148,9 +152,8 @@ fn a_replica_s_filter_answers_as_the_tables_do_for_every_replica_s_writes() {
 
     // Asked again, b answers the entries it found from what it remembers of them: only the
     // shared fingerprints go to PostgreSQL.
-    let before = b.fingerprints_asked();
-    assert_eq!(ask(&b, &query), want);
-    let asked = b.fingerprints_asked() - before;
+    let (answer, asked) = ask_b(&query);
+    assert_eq!(answer, want);
     assert!(
         (380..600).contains(&asked),
         "{asked} of 4,000 present fingerprints were asked again"
