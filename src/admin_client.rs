@@ -89,6 +89,19 @@ impl AdminClient {
             .block_on(self.exchange(Method::POST, path, body))
     }
 
+    /// A POST of a binary body whose answer is binary too when it succeeds (the scan's
+    /// `may-hold`): the status and the body's bytes, whatever they are.
+    pub fn post_bytes_raw(
+        &self,
+        path: &str,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Bytes), CliError> {
+        let body = Some((content_type, Bytes::from(body)));
+        self.runtime
+            .block_on(self.exchange_raw(Method::POST, path, body))
+    }
+
     async fn send(
         &self,
         method: Method,
@@ -107,6 +120,16 @@ impl AdminClient {
         path: &str,
         body: Option<(&'static str, Bytes)>,
     ) -> Result<(StatusCode, Value), CliError> {
+        let (status, bytes) = self.exchange_raw(method, path, body).await?;
+        Ok((status, value_of(&bytes)))
+    }
+
+    async fn exchange_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Bytes)>,
+    ) -> Result<(StatusCode, Bytes), CliError> {
         let url = format!("{}{path}", self.base);
         let mut req = Request::builder()
             .method(method)
@@ -135,10 +158,14 @@ impl AdminClient {
             .await
             .map_err(|e| anyhow::anyhow!("reading the answer: {e}"))?
             .to_bytes();
-        let value: Value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(&bytes) }));
-        Ok((status, value))
+        Ok((status, bytes))
     }
+}
+
+/// An answer's JSON, or its text as `{"error": …}`.
+pub fn value_of(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| json!({ "error": String::from_utf8_lossy(bytes) }))
 }
 
 /// A 2xx answer's body; any other becomes an error carrying the server's message.

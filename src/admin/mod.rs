@@ -79,6 +79,11 @@ pub fn router(state: AdminState) -> Router {
                 .layer(DefaultBodyLimit::max(provenance::MAX_LOOKUP_BODY)),
         )
         .route(
+            "/v1/provenance/may-hold",
+            axum::routing::post(provenance::may_hold)
+                .layer(DefaultBodyLimit::max(provenance::MAX_LOOKUP_BODY)),
+        )
+        .route(
             "/v1/provenance/findings",
             get(findings::list)
                 .post(findings::record)

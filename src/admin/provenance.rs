@@ -78,15 +78,24 @@ pub struct Lookup {
     fingerprints: Vec<u64>,
 }
 
-/// The fingerprints of a lookup's body: JSON (`{"fingerprints": [u64, …]}`) or
-/// [`BINARY_PRINTS`], as its `Content-Type` says.
-fn prints_of(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u64>, Box<Response>> {
-    let kind = headers
+/// The body's media type, lower case, without parameters.
+fn content_type(headers: &HeaderMap) -> String {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .map(|v| v.trim().to_ascii_lowercase())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+fn is_binary(headers: &HeaderMap) -> bool {
+    content_type(headers) == BINARY_PRINTS
+}
+
+/// The fingerprints of a lookup's body: JSON (`{"fingerprints": [u64, …]}`) or
+/// [`BINARY_PRINTS`], as its `Content-Type` says.
+fn prints_of(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u64>, Box<Response>> {
+    let kind = content_type(headers);
     if kind == BINARY_PRINTS {
         if body.len() % 8 != 0 {
             return Err(Box::new(error(
@@ -112,6 +121,53 @@ fn prints_of(headers: &HeaderMap, body: &[u8]) -> Result<Vec<u64>, Box<Response>
     )))
 }
 
+/// A ledger read's fingerprints and the ledger to ask.
+type LedgerRead = (
+    Vec<u64>,
+    std::sync::Arc<dyn crate::provenance::ledger::Ledger>,
+);
+
+/// The fingerprints of an authorised ledger read's body, within [`MAX_LOOKUP`], and the
+/// ledger to ask; or the refusal to answer with.
+fn ledger_read(
+    state: &AdminState,
+    client: SocketAddr,
+    headers: &HeaderMap,
+    path: &str,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<LedgerRead, Box<Response>> {
+    auth::require(state, headers, client, &Method::POST, path, LEDGER_READERS)?;
+    let body = body.map_err(|r| Box::new(error(r.status(), &r.body_text())))?;
+    let fingerprints = prints_of(headers, &body)?;
+    if fingerprints.len() > MAX_LOOKUP {
+        return Err(Box::new(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("at most {MAX_LOOKUP} fingerprints a lookup; split the batch"),
+        )));
+    }
+    let ledger = state
+        .shared
+        .ledger
+        .clone()
+        .ok_or_else(|| Box::new(no_ledger()))?;
+    Ok((fingerprints, ledger))
+}
+
+/// The blocking ledger call's answer through `ok`, or the error a client is given.
+fn answered<T>(
+    answer: Result<Result<T, crate::provenance::ledger::LedgerError>, tokio::task::JoinError>,
+    ok: impl FnOnce(T) -> Response,
+) -> Response {
+    match answer {
+        Ok(Ok(t)) => ok(t),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the ledger lookup failed",
+        ),
+    }
+}
+
 /// `POST /v1/provenance/lookup` `{"fingerprints": [u64, …]}` (or the same as
 /// [`BINARY_PRINTS`]): the entries holding any of them, with the hits
 /// (`[fingerprint, entry id]`).
@@ -121,41 +177,45 @@ pub async fn lookup(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    if let Err(refused) = auth::require(
-        &state,
-        &headers,
-        client,
-        &Method::POST,
-        "/v1/provenance/lookup",
-        LEDGER_READERS,
-    ) {
-        return *refused;
-    }
-    let body = match body {
-        Ok(b) => b,
-        Err(rejection) => return error(rejection.status(), &rejection.body_text()),
-    };
-    let fingerprints = match prints_of(&headers, &body) {
-        Ok(f) => f,
-        Err(refused) => return *refused,
-    };
-    drop(body);
-    if fingerprints.len() > MAX_LOOKUP {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("at most {MAX_LOOKUP} fingerprints a lookup; split the batch"),
-        );
-    }
-    let Some(ledger) = state.shared.ledger.clone() else {
-        return no_ledger();
-    };
+    let (fingerprints, ledger) =
+        match ledger_read(&state, client, &headers, "/v1/provenance/lookup", body) {
+            Ok(read) => read,
+            Err(refused) => return *refused,
+        };
     let found = tokio::task::spawn_blocking(move || ledger.find(&fingerprints)).await;
-    match found {
-        Ok(Ok(m)) => Json(json!({ "hits": m.hits, "entries": m.entries })).into_response(),
-        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-        Err(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the ledger lookup failed",
-        ),
-    }
+    answered(found, |m| {
+        Json(json!({ "hits": m.hits, "entries": m.entries })).into_response()
+    })
+}
+
+/// `POST /v1/provenance/may-hold`, the fingerprints as in a lookup: those the ledger may hold
+/// (its membership filter's answer: every one it holds and about one in a hundred it does
+/// not), sorted and distinct, in the body's own form ([`BINARY_PRINTS`], or
+/// `{"fingerprints": […]}`). A scan asks this for every fingerprint, then looks up the few
+/// left: it sorts, de-duplicates and checks what it already found for those alone.
+pub async fn may_hold(
+    State(state): State<AdminState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let binary = is_binary(&headers);
+    let (fingerprints, ledger) =
+        match ledger_read(&state, client, &headers, "/v1/provenance/may-hold", body) {
+            Ok(read) => read,
+            Err(refused) => return *refused,
+        };
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        ledger.may_hold(&fingerprints, &mut out).map(|()| out)
+    })
+    .await;
+    answered(answer, |out| {
+        if binary {
+            let body = crate::provenance::ledger::pack(&out);
+            ([(header::CONTENT_TYPE, BINARY_PRINTS)], body).into_response()
+        } else {
+            Json(json!({ "fingerprints": out })).into_response()
+        }
+    })
 }

@@ -51,6 +51,9 @@ pub(crate) enum Access {
         why: String,
         /// The fingerprints go as JSON numbers: a gateway older than the binary body refused it.
         json: bool,
+        /// The gateway screens fingerprints with its membership filter (`may-hold`); a gateway
+        /// older than that is asked everything.
+        screen: bool,
     },
     Postgres {
         ledger: PostgresLedger,
@@ -93,9 +96,16 @@ impl Access {
                     path.display()
                 )
             }
-            Access::Api { client, why, json } => {
+            Access::Api {
+                client,
+                why,
+                json,
+                screen,
+            } => {
                 let older = if *json {
                     "; the fingerprints go as JSON, which is slower: the gateway predates the binary lookup"
+                } else if !*screen {
+                    "; every fingerprint is looked up, which is slower: the gateway predates its screening (may-hold)"
                 } else {
                     ""
                 };
@@ -122,6 +132,37 @@ impl Access {
 }
 
 const LOOKUP: &str = "/v1/provenance/lookup";
+const MAY_HOLD: &str = "/v1/provenance/may-hold";
+
+/// The fingerprints the gateway's membership filter may hold, into `out` (sorted, distinct).
+fn api_may_hold(
+    client: &AdminClient,
+    fingerprints: &[u64],
+    out: &mut Vec<u64>,
+) -> anyhow::Result<()> {
+    use crate::provenance::ledger::{pack, unpack_into};
+    let (status, body) = client
+        .post_bytes_raw(MAY_HOLD, crate::admin::BINARY_PRINTS, pack(fingerprints))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !status.is_success() {
+        let refused = crate::admin_client::refused_unless_success(
+            status,
+            crate::admin_client::value_of(&body),
+        );
+        return Err(anyhow::anyhow!(
+            "{}",
+            refused.err().map(|e| e.to_string()).unwrap_or_default()
+        ));
+    }
+    if body.len() % 8 != 0 {
+        anyhow::bail!(
+            "the admin API's may-hold answer is {} bytes, not fingerprints of 8 bytes each",
+            body.len()
+        );
+    }
+    unpack_into(&body, out);
+    Ok(())
+}
 
 /// One lookup on the admin API: the fingerprints as little-endian u64s (as JSON numbers, their
 /// writing and parsing were most of this path's work on both sides), or as JSON for a gateway
@@ -191,10 +232,29 @@ fn api(args: &ScanArgs, why: String, shared: bool) -> Result<Access, CliError> {
             false
         }
     };
+    // The screen, asked empty: a gateway that predates it answers 404, and is asked every
+    // fingerprint as before.
+    let screen = !json && {
+        let (status, body) = client
+            .post_bytes_raw(MAY_HOLD, crate::admin::BINARY_PRINTS, Vec::new())
+            .map_err(|e| unusable(&e))?;
+        match status {
+            http::StatusCode::NOT_FOUND | http::StatusCode::METHOD_NOT_ALLOWED => false,
+            status => {
+                crate::admin_client::refused_unless_success(
+                    status,
+                    crate::admin_client::value_of(&body),
+                )
+                .map_err(|e| unusable(&e))?;
+                true
+            }
+        }
+    };
     Ok(Access::Api {
         client: Box::new(client),
         why,
         json,
+        screen,
     })
 }
 
@@ -320,8 +380,14 @@ pub fn provenance_scan(args: &ScanArgs) -> Result<(), CliError> {
         }
         Ok(())
     };
+    // The running gateway's filter, asked a group of documents at a time.
+    let screen = |fps: &[u64], out: &mut Vec<u64>| match &access {
+        Access::Api { client, .. } => api_may_hold(client, fps, out),
+        _ => anyhow::bail!("no gateway to screen fingerprints"),
+    };
     let lookup = match &access {
         Access::File { .. } => LedgerLookup::with_filter(&find, &may_hold).with_sole(&sole),
+        Access::Api { screen: true, .. } => LedgerLookup::with_screen(&find, &screen),
         _ => LedgerLookup::new(&find),
     };
     let defaults = Thresholds::default();
@@ -366,6 +432,7 @@ pub fn provenance_scan(args: &ScanArgs) -> Result<(), CliError> {
                 "access": access.kind(),
                 "location": access.location(),
                 "lookups": lookup.calls(),
+                "screens": lookup.screens(),
             });
             out(format!("{doc:#}\n"))?;
         }

@@ -744,6 +744,66 @@ async fn the_ledger_entry_joins_the_outcome_and_its_fingerprints_find_it() {
         "{unknown}"
     );
 
+    // The screen a scan asks first: every fingerprint the ledger holds comes back (sorted,
+    // distinct), and the clean text's do not; the body's form is the answer's.
+    let may_hold = |body: Vec<u8>, token: &'static str| {
+        let url = format!("http://{}/v1/provenance/may-hold", env.gateway.admin_addr);
+        async move {
+            let resp = reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .unwrap()
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", "application/octet-stream")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let kind = resp
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string());
+            (resp.status().as_u16(), kind, resp.bytes().await.unwrap())
+        }
+    };
+    let mut asked = clean.clone();
+    asked.extend(prints.iter().rev());
+    asked.extend(&prints[..3]);
+    let (status, kind, passed) = may_hold(
+        asked.iter().flat_map(|p| p.to_le_bytes()).collect(),
+        AUDITOR,
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&passed));
+    assert_eq!(kind.as_deref(), Some("application/octet-stream"));
+    let passed: Vec<u64> = passed
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let mut held = prints.clone();
+    held.sort_unstable();
+    held.dedup();
+    assert!(passed.is_sorted() && passed.windows(2).all(|w| w[0] != w[1]));
+    assert!(held.iter().all(|h| passed.binary_search(h).is_ok()));
+    assert!(
+        clean.iter().all(|h| passed.binary_search(h).is_err()),
+        "the clean text's fingerprints are screened out"
+    );
+    let (status, _, torn) = may_hold(vec![0; 12], AUDITOR).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&torn));
+    let (status, _, _) = may_hold(Vec::new(), "not-a-token").await;
+    assert_eq!(status, 401);
+    let (status, as_json) = admin_post(
+        &env,
+        "/v1/provenance/may-hold",
+        AUDITOR,
+        serde_json::json!({ "fingerprints": asked }),
+    )
+    .await;
+    assert_eq!(status, 200, "{as_json}");
+    assert_eq!(as_json["fingerprints"], serde_json::json!(passed));
+
     // Fingerprints, never the text.
     let probe = &longest.as_bytes()[..longest.len().min(24)];
     assert!(probe.len() >= 16);

@@ -102,7 +102,8 @@ fn sorted(mut m: Matches) -> (Vec<(u64, String)>, Vec<String>) {
 /// PostgreSQL. Whatever either replica wrote, before or after b's filter was built, b answers
 /// exactly as the tables do: the same hits (shared fingerprints naming both entries) and
 /// entries. It asks PostgreSQL few of them: absent ones stop at the filter, and an entry found
-/// answers its own, in this lookup and the next. Fails if a lookup does not first add the
+/// answers its own, in this lookup and the next; its screen (`may-hold`) drops none of them.
+/// Fails if a lookup or a screen does not first add the
 /// entries committed since the last one, if an entry found answered fingerprints another entry
 /// holds too, or if one remembered still does once another entry holds them.
 #[test]
@@ -173,6 +174,33 @@ fn a_replica_s_filter_answers_as_the_tables_do_for_every_replica_s_writes() {
     for (_, p) in early.iter().chain(&late_a).chain(&late_b) {
         query.extend_from_slice(p);
     }
+    // b's screen (what a scan through b's admin API asks first, `may-hold`) takes in a's new
+    // entries before it answers: it drops none of their fingerprints, and nearly every absent
+    // one.
+    let mut passed = Vec::new();
+    b.may_hold(&query, &mut passed).unwrap();
+    let mut held: Vec<u64> = early
+        .iter()
+        .chain(&late_a)
+        .chain(&late_b)
+        .flat_map(|(_, p)| p.iter().copied())
+        .collect();
+    held.sort_unstable();
+    held.dedup();
+    assert!(passed.is_sorted());
+    let dropped = held
+        .iter()
+        .filter(|h| passed.binary_search(h).is_err())
+        .count();
+    assert_eq!(
+        dropped, 0,
+        "fingerprints of entries b holds were screened out"
+    );
+    assert!(
+        passed.len() - held.len() <= 50,
+        "{} absent fingerprints passed the screen",
+        passed.len() - held.len()
+    );
     let want = ask(&tables, &query);
     assert_eq!(want.1.len(), 40);
     assert_eq!(ask(&b, &query), want);

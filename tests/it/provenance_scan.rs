@@ -1158,6 +1158,21 @@ async fn lines_two_answers_share_name_both_calls_from_the_ledger_file_as_from_th
     both.sort();
     assert_eq!(named(&api, "limiter.rs"), both, "{api:#}");
     assert_eq!(named(&api, "drain.rs"), [second], "{api:#}");
+    assert!(api["ledger"]["screens"].as_u64() >= Some(1), "{api:#}");
+
+    // A tree with nothing captured: the gateway's filter screens every fingerprint out, and
+    // nothing is looked up.
+    let own = env.dir.path().join("own");
+    std::fs::create_dir_all(&own).unwrap();
+    std::fs::write(own.join("own.rs"), OWN_CODE).unwrap();
+    let mut c = aigate(&env.config_path);
+    c.args(["scan", "--admin", &admin, "--format", "json"])
+        .arg(&own)
+        .env("AIGATE_TOKEN", AUDITOR);
+    let (code_own, own_doc, stderr) = scan_json(&mut c);
+    assert_eq!(code_own, Some(0), "{own_doc:#}{stderr}");
+    assert_eq!(own_doc["ledger"]["screens"], 1, "{own_doc:#}");
+    assert_eq!(own_doc["ledger"]["lookups"], 0, "{own_doc:#}");
 
     let (dir, config_path) = stopped(env).await;
     let (code_file, file, stderr) = file_scan(&config_path, work_s);
@@ -1165,6 +1180,66 @@ async fn lines_two_answers_share_name_both_calls_from_the_ledger_file_as_from_th
     assert_eq!(file["ledger"]["access"], "file");
     assert_eq!(file["findings"], api["findings"], "{file:#}");
     drop(dir);
+}
+
+/// A gateway older than `may-hold` (its route unknown: 404) is asked every fingerprint in the
+/// binary lookup, as before, and the scan says why it is slower. The older gateway is a
+/// stand-in here, answering as that release did.
+#[tokio::test]
+async fn a_gateway_that_predates_the_screen_is_asked_every_fingerprint() {
+    use std::sync::{Arc, Mutex};
+
+    let bodies = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let seen = bodies.clone();
+    let lookup = move |body: axum::body::Bytes| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().push(body.len());
+            axum::Json(serde_json::json!({ "hits": [], "entries": {} }))
+        }
+    };
+    let app = axum::Router::new().route("/v1/provenance/lookup", axum::routing::post(lookup));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    aigate::provenance::fingerprint::Key::load_or_create(&dir.path().join("state")).unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("a.rs"), WRITTEN).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        aigate(&config)
+            .args([
+                "scan",
+                "--ledger",
+                "api",
+                "--format",
+                "json",
+                "--admin",
+                &format!("http://{addr}"),
+            ])
+            .arg(&work)
+            .env("AIGATE_TOKEN", "any-token")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the gateway predates its screening"),
+        "{stderr}"
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ledger"]["screens"], 0, "{doc:#}");
+    // The probe (empty), then the file's fingerprints, all of them.
+    let bodies = bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(bodies[0], 0);
+    assert!(bodies[1] >= 8 * 20, "{bodies:?}");
 }
 
 /// A gateway older than the binary lookup refuses it as not JSON (400, "Expected request with

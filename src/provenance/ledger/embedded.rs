@@ -890,6 +890,15 @@ impl Ledger for EmbeddedLedger {
         })
     }
 
+    /// The filter alone: it is set before a write commits, so it holds every committed entry.
+    fn may_hold(&self, fingerprints: &[u64], out: &mut Vec<u64>) -> Result<(), LedgerError> {
+        out.clear();
+        self.may_hold_many(fingerprints, out);
+        out.sort_unstable();
+        out.dedup();
+        Ok(())
+    }
+
     fn entry(&self, id: &str) -> Result<Option<Entry>, LedgerError> {
         let i = &self.inner;
         let Some(n) = i.ids.get(id.as_bytes()).map_err(|e| i.err(e))? else {

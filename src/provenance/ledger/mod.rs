@@ -122,18 +122,25 @@ pub type ByPrint<V> = HashMap<u64, V, std::hash::BuildHasherDefault<Uniform>>;
 /// Fingerprints packed as little-endian u64s, 8 bytes each: an entry's list in the embedded
 /// ledger (`entry_prints`) and the admin API's binary lookup body.
 pub fn pack(prints: &[u64]) -> Vec<u8> {
-    prints.iter().flat_map(|h| h.to_le_bytes()).collect()
+    // A slice of 8 bytes per fingerprint, written in place: `flat_map` into `collect` was
+    // not inlined and cost a scan through the admin API a twentieth of its time.
+    let mut out = vec![0u8; prints.len() * 8];
+    for (bytes, h) in out.chunks_exact_mut(8).zip(prints) {
+        bytes.copy_from_slice(&h.to_le_bytes());
+    }
+    out
 }
 
 /// [`unpack`] into a buffer kept across calls. A trailing partial fingerprint is ignored: the
 /// admin API refuses such a body before it unpacks.
 pub fn unpack_into(raw: &[u8], out: &mut Vec<u64>) {
     out.clear();
-    out.extend(raw.chunks_exact(8).map(|c| {
+    out.resize(raw.len() / 8, 0);
+    for (h, bytes) in out.iter_mut().zip(raw.chunks_exact(8)) {
         let mut b = [0u8; 8];
-        b.copy_from_slice(c);
-        u64::from_le_bytes(b)
-    }));
+        b.copy_from_slice(bytes);
+        *h = u64::from_le_bytes(b);
+    }
 }
 
 /// The fingerprints [`pack`] packed.
@@ -160,6 +167,21 @@ pub trait Ledger: Send + Sync {
     /// The entries holding any of `fingerprints`, with the hits. One call for a whole file or
     /// batch of files: the lookups are sorted and made in one read transaction.
     fn find(&self, fingerprints: &[u64]) -> Result<Matches, LedgerError>;
+
+    /// Fills `out` (cleared first) with those of `fingerprints` the ledger may hold, sorted and
+    /// distinct: every one it holds, and a few it does not (its membership filter's false
+    /// positives). A
+    /// scan through the admin API asks this for every fingerprint and [`Ledger::find`] for
+    /// what is left, about one in a hundred: the scan then sorts and probes its own memory
+    /// for those alone (docs/provenance.md, "Scan speed"). Without a filter (not built yet,
+    /// or none), all of them.
+    fn may_hold(&self, fingerprints: &[u64], out: &mut Vec<u64>) -> Result<(), LedgerError> {
+        out.clear();
+        out.extend_from_slice(fingerprints);
+        out.sort_unstable();
+        out.dedup();
+        Ok(())
+    }
 
     /// One entry by its audit record id.
     fn entry(&self, id: &str) -> Result<Option<Entry>, LedgerError>;

@@ -419,6 +419,27 @@ impl Ledger for PostgresLedger {
         found.map_err(pg)
     }
 
+    /// The replica's filter, after it has caught up with every replica's entries (without
+    /// that, one another replica committed since the last lookup would be dropped here).
+    fn may_hold(&self, fingerprints: &[u64], out: &mut Vec<u64>) -> Result<(), LedgerError> {
+        out.clear();
+        match &self.filter {
+            Some(filter) => {
+                self.runtime
+                    .block_on(async {
+                        let client = self.db.client().await?;
+                        filter.catch_up(&self.db, &client, &self.runtime).await
+                    })
+                    .map_err(pg)?;
+                filter.read().may_hold_many(fingerprints, out);
+            }
+            None => out.extend_from_slice(fingerprints),
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(())
+    }
+
     fn entry(&self, id: &str) -> Result<Option<Entry>, LedgerError> {
         self.runtime.block_on(self.entry_async(id)).map_err(pg)
     }

@@ -49,6 +49,11 @@ pub type Find<'a> = dyn Fn(&[u64]) -> anyhow::Result<Matches> + 'a;
 /// the fingerprints of the first the ledger may hold, and never drops one it holds.
 pub type MayHold<'a> = dyn Fn(&[u64], &mut Vec<u64>) + 'a;
 
+/// A membership filter in another process (the running gateway's, `POST
+/// /v1/provenance/may-hold`): fills the second argument with the fingerprints of the first the
+/// ledger may hold, sorted and distinct, and never drops one it holds.
+pub type Screen<'a> = dyn Fn(&[u64], &mut Vec<u64>) -> anyhow::Result<()> + 'a;
+
 /// Appends to the second argument fingerprints of the entry named by the first that no other
 /// entry holds (some or all of them; never one another entry holds).
 pub type Sole<'a> = dyn Fn(&str, &mut Vec<u64>) -> anyhow::Result<()> + 'a;
@@ -66,6 +71,9 @@ pub struct LedgerLookup<'a> {
     /// them; docs/provenance.md, "Scan speed"). A document it leaves with nothing makes no
     /// `find` call.
     may_hold: Option<&'a MayHold<'a>>,
+    /// The same filter, asked remotely for a whole group of documents at once
+    /// ([`LedgerLookup::with_screen`]).
+    screen: Option<&'a Screen<'a>>,
     /// Each entry's fingerprints no other entry holds, read once when the entry is first
     /// found, and remembered as its own.
     sole: Option<&'a Sole<'a>>,
@@ -91,6 +99,7 @@ struct State {
     numbers: HashMap<String, u64>,
     responses: Vec<Response>,
     calls: u64,
+    screens: u64,
     /// The current document's fingerprints to ask about (a buffer kept across documents).
     wanted: Vec<u64>,
 }
@@ -100,6 +109,7 @@ impl<'a> LedgerLookup<'a> {
         LedgerLookup {
             find,
             may_hold: None,
+            screen: None,
             sole: None,
             state: Mutex::new(State::default()),
             any: AtomicBool::new(false),
@@ -114,6 +124,18 @@ impl<'a> LedgerLookup<'a> {
         }
     }
 
+    /// A ledger whose membership filter is in the process that holds it (the running
+    /// gateway): every fingerprint is screened there first, and only what passes is sorted,
+    /// checked against what this scan found before, and looked up. Sorting and probing every
+    /// fingerprint here, to send fewer, cost the scan more than the gateway's screening costs
+    /// it (docs/provenance.md, "Scan speed").
+    pub fn with_screen(find: &'a Find<'a>, screen: &'a Screen<'a>) -> Self {
+        LedgerLookup {
+            screen: Some(screen),
+            ..Self::new(find)
+        }
+    }
+
     /// A ledger that tells each entry's sole fingerprints (the embedded one, held by this
     /// process): the rest of a document that holds an entry's output is answered from them.
     pub fn with_sole(mut self, sole: &'a Sole<'a>) -> Self {
@@ -124,6 +146,11 @@ impl<'a> LedgerLookup<'a> {
     /// Lookup calls made so far.
     pub fn calls(&self) -> u64 {
         self.lock().calls
+    }
+
+    /// Calls to the remote filter ([`LedgerLookup::with_screen`]) made so far.
+    pub fn screens(&self) -> u64 {
+        self.lock().screens
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -149,6 +176,28 @@ impl<'a> LedgerLookup<'a> {
                 };
                 state.hits.entry(hash).or_default().push(number);
             }
+        }
+        Ok(())
+    }
+
+    /// What the remote filter passes of `hashes` into `wanted` (sorted, distinct), asked
+    /// [`BATCH`] at a time (a document of several MB is more than one call may carry).
+    fn screened(
+        &self,
+        screen: &Screen<'_>,
+        hashes: &[u64],
+        wanted: &mut Vec<u64>,
+        state: &mut State,
+    ) -> anyhow::Result<()> {
+        let mut part = Vec::new();
+        for chunk in hashes.chunks(BATCH) {
+            state.screens += 1;
+            screen(chunk, &mut part)?;
+            wanted.append(&mut part);
+        }
+        if hashes.len() > BATCH {
+            wanted.sort_unstable();
+            wanted.dedup();
         }
         Ok(())
     }
@@ -245,12 +294,25 @@ impl Lookup for LedgerLookup<'_> {
         state.hits.clear();
         let mut wanted = std::mem::take(&mut state.wanted);
         wanted.clear();
-        match self.may_hold {
-            Some(may_hold) => may_hold(hashes, &mut wanted),
-            None => wanted.extend_from_slice(hashes),
+        match (self.may_hold, self.screen) {
+            (Some(may_hold), _) => {
+                may_hold(hashes, &mut wanted);
+                wanted.sort_unstable();
+                wanted.dedup();
+            }
+            (None, Some(screen)) => {
+                if let Err(e) = self.screened(screen, hashes, &mut wanted, &mut state) {
+                    state.wanted = wanted;
+                    self.any.store(false, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+            (None, None) => {
+                wanted.extend_from_slice(hashes);
+                wanted.sort_unstable();
+                wanted.dedup();
+            }
         }
-        wanted.sort_unstable();
-        wanted.dedup();
         if !state.absent.is_empty() {
             let absent = &state.absent;
             wanted.retain(|h| !absent.contains(h));
@@ -271,6 +333,8 @@ impl Lookup for LedgerLookup<'_> {
             None => self.ask(&wanted, &mut state),
         };
         state.remember();
+        // Not with a screen: the gateway writes while the scan runs, and a fingerprint absent
+        // now may be captured later.
         if self.may_hold.is_some() && asked.is_ok() {
             let State { hits, absent, .. } = &mut *state;
             for h in &wanted {
@@ -521,6 +585,47 @@ mod tests {
         let mut second = asked_by_expanding[1].clone();
         second.sort_unstable();
         assert_eq!(second, expected);
+    }
+
+    /// A remote filter screens every fingerprint, in calls of at most [`BATCH`]; only what
+    /// passes and was not found before is looked up; answers are those of a lookup of all.
+    #[test]
+    fn with_a_screen_only_what_passes_is_looked_up() {
+        let asked = Mutex::new(Vec::new());
+        let find = recording(&asked, |h| (h % 4 == 0).then_some("r"));
+        let screened = Mutex::new(Vec::<usize>::new());
+        let screen = |fps: &[u64], out: &mut Vec<u64>| -> anyhow::Result<()> {
+            screened.lock().unwrap().push(fps.len());
+            if fps.contains(&13) {
+                anyhow::bail!("the gateway is gone");
+            }
+            out.clear();
+            out.extend(fps.iter().filter(|h| *h % 2 == 0));
+            out.sort_unstable();
+            out.dedup();
+            Ok(())
+        };
+        let lookup = LedgerLookup::with_screen(&find, &screen);
+        let doc = [9, 8, 6, 4, 4, 3];
+        lookup.prefetch(&doc).unwrap();
+        assert_eq!(*asked.lock().unwrap(), vec![vec![4, 6, 8]]);
+        let mut each = Vec::new();
+        lookup.responses_each(&doc, &mut each).unwrap();
+        assert_eq!(each, vec![(1, 0), (3, 0), (4, 0)]);
+        // Found before: screened, but not looked up again; nothing passes: no lookup.
+        lookup.prefetch(&[8, 4, 1]).unwrap();
+        lookup.prefetch(&[1, 3, 5]).unwrap();
+        assert_eq!(lookup.calls(), 1);
+        assert_eq!(lookup.screens(), 3);
+        // A document larger than one call carries is screened in several.
+        let many: Vec<u64> = (0..(BATCH as u64 * 2 + 1)).map(|h| 1_001 + h * 2).collect();
+        lookup.prefetch(&many).unwrap();
+        assert_eq!(screened.lock().unwrap()[3..], [BATCH, BATCH, 1]);
+        // A failed screen fails the prefetch, and answers nothing.
+        assert!(lookup.prefetch(&[13, 8]).is_err());
+        each.clear();
+        lookup.responses_each(&[8], &mut each).unwrap();
+        assert!(each.is_empty());
     }
 
     #[test]
