@@ -43,20 +43,37 @@ pub const KNOWN: usize = 1_000_000;
 type Known = ByPrint<Vec<u64>>;
 
 /// A batch lookup: the entries holding any of the fingerprints.
-pub type Find<'a> = dyn Fn(&[u64]) -> anyhow::Result<Matches> + 'a;
+pub type Find<'a> = dyn Fn(&[u64]) -> anyhow::Result<Matches> + Sync + 'a;
 
 /// A membership filter in this process (the embedded ledger's): appends to the second argument
 /// the fingerprints of the first the ledger may hold, and never drops one it holds.
-pub type MayHold<'a> = dyn Fn(&[u64], &mut Vec<u64>) + 'a;
+pub type MayHold<'a> = dyn Fn(&[u64], &mut Vec<u64>) + Sync + 'a;
 
 /// A membership filter in another process (the running gateway's, `POST
 /// /v1/provenance/may-hold`): fills the second argument with the fingerprints of the first the
 /// ledger may hold, sorted and distinct, and never drops one it holds.
-pub type Screen<'a> = dyn Fn(&[u64], &mut Vec<u64>) -> anyhow::Result<()> + 'a;
+pub type Screen<'a> = dyn Fn(&[u64], &mut Vec<u64>) -> anyhow::Result<()> + Sync + 'a;
+
+/// What `screen` passes of `hashes`, into `out` (sorted, distinct), asked [`BATCH`] at a time
+/// (a document of several MB is more than one call may carry); the calls made.
+fn screen_all(screen: &Screen<'_>, hashes: &[u64], out: &mut Vec<u64>) -> anyhow::Result<u64> {
+    out.clear();
+    let (mut part, mut calls) = (Vec::new(), 0);
+    for chunk in hashes.chunks(BATCH) {
+        calls += 1;
+        screen(chunk, &mut part)?;
+        out.append(&mut part);
+    }
+    if calls > 1 {
+        out.sort_unstable();
+        out.dedup();
+    }
+    Ok(calls)
+}
 
 /// Appends to the second argument fingerprints of the entry named by the first that no other
 /// entry holds (some or all of them; never one another entry holds).
-pub type Sole<'a> = dyn Fn(&str, &mut Vec<u64>) -> anyhow::Result<()> + 'a;
+pub type Sole<'a> = dyn Fn(&str, &mut Vec<u64>) -> anyhow::Result<()> + Sync + 'a;
 
 /// The first batch of a document's fingerprints when entries can be expanded ([`Sole`]): big
 /// enough that a document holding an answer finds its entry in it, small enough that the rest
@@ -160,46 +177,53 @@ impl<'a> LedgerLookup<'a> {
     fn ask(&self, hashes: &[u64], state: &mut State) -> anyhow::Result<()> {
         for chunk in hashes.chunks(BATCH) {
             let m = (self.find)(chunk)?;
-            state.calls += 1;
-            for (hash, id) in m.hits {
-                let number = match state.numbers.get(&id) {
-                    Some(n) => *n,
-                    None => {
-                        let Some(entry) = m.entries.get(&id) else {
-                            continue;
-                        };
-                        let n = state.responses.len() as u64;
-                        state.responses.push(response_of(entry));
-                        state.numbers.insert(id, n);
-                        n
-                    }
-                };
-                state.hits.entry(hash).or_default().push(number);
-            }
+            let mut hits = std::mem::take(&mut state.hits);
+            state.note(m, &mut hits);
+            state.hits = hits;
         }
         Ok(())
     }
 
-    /// What the remote filter passes of `hashes` into `wanted` (sorted, distinct), asked
-    /// [`BATCH`] at a time (a document of several MB is more than one call may carry).
-    fn screened(
-        &self,
-        screen: &Screen<'_>,
-        hashes: &[u64],
-        wanted: &mut Vec<u64>,
-        state: &mut State,
-    ) -> anyhow::Result<()> {
-        let mut part = Vec::new();
-        for chunk in hashes.chunks(BATCH) {
-            state.screens += 1;
-            screen(chunk, &mut part)?;
-            wanted.append(&mut part);
+    /// `wanted` (sorted, distinct: what the filter passed, if any) looked up, but for what
+    /// this scan found before or found absent; the answers stand until the next call.
+    fn prefetch_wanted(&self, state: &mut State, mut wanted: Vec<u64>) -> anyhow::Result<()> {
+        state.hits.clear();
+        if !state.absent.is_empty() {
+            let absent = &state.absent;
+            wanted.retain(|h| !absent.contains(h));
         }
-        if hashes.len() > BATCH {
-            wanted.sort_unstable();
-            wanted.dedup();
+        if !state.known.is_empty() {
+            let State { hits, known, .. } = &mut *state;
+            wanted.retain(|h| match known.get(h) {
+                Some(numbers) => {
+                    hits.insert(*h, numbers.clone());
+                    false
+                }
+                None => true,
+            });
         }
-        Ok(())
+        let asked = match self.sole {
+            _ if wanted.is_empty() => Ok(()),
+            Some(sole) => self.ask_expanding(sole, &mut wanted, state),
+            None => self.ask(&wanted, state),
+        };
+        state.remember();
+        // Not with a screen: the gateway writes while the scan runs, and a fingerprint absent
+        // now may be captured later.
+        if self.may_hold.is_some() && asked.is_ok() {
+            let State { hits, absent, .. } = &mut *state;
+            for h in &wanted {
+                if absent.len() >= KNOWN {
+                    break;
+                }
+                if !hits.contains_key(h) {
+                    absent.insert(*h);
+                }
+            }
+        }
+        state.wanted = wanted;
+        self.any.store(!state.hits.is_empty(), Ordering::Relaxed);
+        asked
     }
 
     /// The entries numbered `from` on (new in the last batch): their sole fingerprints are
@@ -263,12 +287,98 @@ impl<'a> LedgerLookup<'a> {
 impl State {
     /// This document's hits into `known`, while there is room.
     fn remember(&mut self) {
-        for (hash, numbers) in &self.hits {
+        let hits = std::mem::take(&mut self.hits);
+        self.remember_hits(&hits);
+        self.hits = hits;
+    }
+
+    fn remember_hits(&mut self, hits: &Known) {
+        for (hash, numbers) in hits {
             if self.known.len() >= KNOWN {
                 break;
             }
             self.known.entry(*hash).or_insert_with(|| numbers.clone());
         }
+    }
+
+    /// A lookup's answer into `hits`, its entries numbered.
+    fn note(&mut self, m: Matches, hits: &mut Known) {
+        self.calls += 1;
+        for (hash, id) in m.hits {
+            let number = match self.numbers.get(&id) {
+                Some(n) => *n,
+                None => {
+                    let Some(entry) = m.entries.get(&id) else {
+                        continue;
+                    };
+                    let n = self.responses.len() as u64;
+                    self.responses.push(response_of(entry));
+                    self.numbers.insert(id, n);
+                    n
+                }
+            };
+            hits.entry(hash).or_default().push(number);
+        }
+    }
+}
+
+/// A group's answers fetched ahead ([`Pipelined::fetch`]), made current by
+/// [`Pipelined::install`].
+pub struct Fetched(Known);
+
+/// A lookup whose fetches can run on another thread: the scan fetches the next group of
+/// documents (the gateway's screen, then the lookup of what passed) while it matches the one
+/// before. Fetches are made in the order of the groups, so what one finds spares the next as
+/// it would one after the other.
+pub trait Pipelined: Sync {
+    /// What [`Lookup::prefetch`] would fetch for `hashes`, without making it current.
+    fn fetch(&self, hashes: &[u64]) -> anyhow::Result<Fetched>;
+    /// Makes a fetch's answers current, as [`Lookup::prefetch`] does.
+    fn install(&self, fetched: Fetched);
+}
+
+impl Pipelined for LedgerLookup<'_> {
+    fn fetch(&self, hashes: &[u64]) -> anyhow::Result<Fetched> {
+        let mut hits = Known::default();
+        let mut wanted = Vec::new();
+        let screens = match self.screen {
+            Some(screen) => screen_all(screen, hashes, &mut wanted)?,
+            None => {
+                wanted.extend_from_slice(hashes);
+                wanted.sort_unstable();
+                wanted.dedup();
+                0
+            }
+        };
+        {
+            let mut state = self.lock();
+            state.screens += screens;
+            let known = &state.known;
+            wanted.retain(|h| match known.get(h) {
+                Some(numbers) => {
+                    hits.insert(*h, numbers.clone());
+                    false
+                }
+                None => true,
+            });
+        }
+        // Without the lock: the scan reads this one's answers for the group before meanwhile.
+        let mut answers = Vec::new();
+        for chunk in wanted.chunks(BATCH) {
+            answers.push((self.find)(chunk)?);
+        }
+        let mut state = self.lock();
+        for m in answers {
+            state.note(m, &mut hits);
+        }
+        state.remember_hits(&hits);
+        Ok(Fetched(hits))
+    }
+
+    fn install(&self, fetched: Fetched) {
+        let mut state = self.lock();
+        state.hits = fetched.0;
+        self.any.store(!state.hits.is_empty(), Ordering::Relaxed);
     }
 }
 
@@ -291,7 +401,6 @@ impl Lookup for LedgerLookup<'_> {
 
     fn prefetch(&self, hashes: &[u64]) -> anyhow::Result<()> {
         let mut state = self.lock();
-        state.hits.clear();
         let mut wanted = std::mem::take(&mut state.wanted);
         wanted.clear();
         match (self.may_hold, self.screen) {
@@ -300,55 +409,28 @@ impl Lookup for LedgerLookup<'_> {
                 wanted.sort_unstable();
                 wanted.dedup();
             }
-            (None, Some(screen)) => {
-                if let Err(e) = self.screened(screen, hashes, &mut wanted, &mut state) {
+            (None, Some(screen)) => match screen_all(screen, hashes, &mut wanted) {
+                Ok(calls) => state.screens += calls,
+                Err(e) => {
+                    state.hits.clear();
                     state.wanted = wanted;
                     self.any.store(false, Ordering::Relaxed);
                     return Err(e);
                 }
-            }
+            },
             (None, None) => {
                 wanted.extend_from_slice(hashes);
                 wanted.sort_unstable();
                 wanted.dedup();
             }
         }
-        if !state.absent.is_empty() {
-            let absent = &state.absent;
-            wanted.retain(|h| !absent.contains(h));
-        }
-        if !state.known.is_empty() {
-            let State { hits, known, .. } = &mut *state;
-            wanted.retain(|h| match known.get(h) {
-                Some(numbers) => {
-                    hits.insert(*h, numbers.clone());
-                    false
-                }
-                None => true,
-            });
-        }
-        let asked = match self.sole {
-            _ if wanted.is_empty() => Ok(()),
-            Some(sole) => self.ask_expanding(sole, &mut wanted, &mut state),
-            None => self.ask(&wanted, &mut state),
-        };
-        state.remember();
-        // Not with a screen: the gateway writes while the scan runs, and a fingerprint absent
-        // now may be captured later.
-        if self.may_hold.is_some() && asked.is_ok() {
-            let State { hits, absent, .. } = &mut *state;
-            for h in &wanted {
-                if absent.len() >= KNOWN {
-                    break;
-                }
-                if !hits.contains_key(h) {
-                    absent.insert(*h);
-                }
-            }
-        }
-        state.wanted = wanted;
-        self.any.store(!state.hits.is_empty(), Ordering::Relaxed);
-        asked
+        self.prefetch_wanted(&mut state, wanted)
+    }
+
+    fn pipelined(&self) -> Option<&dyn Pipelined> {
+        // Only with a remote screen: a filter in this process answers nearly everything
+        // here, and there is no call to wait for.
+        self.screen.map(|_| self as &dyn Pipelined)
     }
 
     fn responses_each(&self, hashes: &[u64], out: &mut Vec<(u32, u64)>) -> anyhow::Result<()> {

@@ -133,6 +133,14 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
     /// them: a remote ledger is asked once for the group, not once a document. The answers are
     /// those of [`Matcher::document`] on each.
     pub fn documents(&self, docs: &[(&str, usize)]) -> anyhow::Result<Vec<Option<Finding>>> {
+        let (prints, wanted) = self.prints_of(docs);
+        self.ledger.prefetch(&wanted)?;
+        drop(wanted);
+        self.prefetched(docs, prints)
+    }
+
+    /// Each document's fingerprints, and all of theirs together: what a group's lookup asks.
+    pub fn prints_of(&self, docs: &[(&str, usize)]) -> (Vec<Vec<Fp>>, Vec<u64>) {
         let mut prints: Vec<Vec<Fp>> = Vec::with_capacity(docs.len());
         let mut wanted = Vec::new();
         for (text, _) in docs {
@@ -141,8 +149,16 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
             wanted.extend(fps.iter().map(|f| f.hash));
             prints.push(fps);
         }
-        self.ledger.prefetch(&wanted)?;
-        drop(wanted);
+        (prints, wanted)
+    }
+
+    /// The findings of documents whose fingerprints ([`Matcher::prints_of`]) the ledger has
+    /// prefetched, in order.
+    pub fn prefetched(
+        &self,
+        docs: &[(&str, usize)],
+        prints: Vec<Vec<Fp>>,
+    ) -> anyhow::Result<Vec<Option<Finding>>> {
         let mut found = Vec::with_capacity(docs.len());
         for ((text, first_line), fps) in docs.iter().zip(prints) {
             let hits = SCRATCH.with_borrow_mut(|sc| {

@@ -63,6 +63,12 @@ pub trait Lookup {
     fn prefetch(&self, _hashes: &[u64]) -> anyhow::Result<()> {
         Ok(())
     }
+    /// Fetches that can run on another thread ([`access::Pipelined`]): the scan fetches the
+    /// next group of documents while it matches the one before. `None`: one after the other,
+    /// with [`Lookup::prefetch`].
+    fn pipelined(&self) -> Option<&dyn access::Pipelined> {
+        None
+    }
     /// The ledger answers most absent fingerprints in this process (a membership filter), so
     /// the matcher probes the stop-list only for the few it finds, not before for all.
     fn filters_first(&self) -> bool {

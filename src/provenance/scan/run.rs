@@ -1,19 +1,22 @@
 //! One scan from start to end: each source, each document through the matcher, JSON Lines
 //! records kept or removed for `--write-clean`.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use anyhow::{Context, bail};
 use serde_json::json;
 
 use super::Lookup;
+use super::access::{Fetched, Pipelined};
 use super::matcher::{Finding, Matcher, Tier};
 use super::parquet;
 use super::repeats::Repeats;
 use super::report::Located;
 use super::sources::{self, Document, Tally};
-use crate::provenance::fingerprint::{Fingerprinter, StopList};
+use crate::provenance::fingerprint::{Fingerprinter, Fp, StopList};
 
 /// What to scan, already validated by the command line.
 #[derive(Debug, Clone, Default)]
@@ -73,13 +76,40 @@ const GROUP_DOCS: usize = 256;
 /// check, the hand-offs), and one a document was a fifth of their time on a registry of
 /// 29,000 files (docs/provenance.md, "Scan speed"). A ledger with its filter in this process
 /// answers nearly every fingerprint here and is asked a document at a time.
-#[derive(Default)]
-struct Group {
+///
+/// With the gateway's filter screening the fingerprints first ([`Lookup::pipelined`]), a
+/// group is screened and looked up on the [`Fetcher`]'s thread while this one matches the
+/// group before it and reads the next: the scan does not wait for the gateway's half of the
+/// work.
+struct Group<'s> {
     docs: Vec<Document>,
     bytes: usize,
+    fetcher: Option<&'s Fetcher<'s>>,
+    /// The group fingerprinted last, its fetch under way.
+    staged: Option<Staged>,
 }
 
-impl Group {
+/// A group fingerprinted and sent to be fetched, matched once its answers are in.
+struct Staged {
+    docs: Vec<Document>,
+    digests: Vec<u128>,
+    /// Digest → its place among the documents to match.
+    unique: HashMap<u128, usize>,
+    /// The documents to match (not copies), by place in `docs`.
+    matched: Vec<usize>,
+    prints: Vec<Vec<Fp>>,
+}
+
+impl<'s> Group<'s> {
+    fn new(fetcher: Option<&'s Fetcher<'s>>) -> Self {
+        Group {
+            docs: Vec::new(),
+            bytes: 0,
+            fetcher,
+            staged: None,
+        }
+    }
+
     fn push<L: Lookup + ?Sized>(
         &mut self,
         doc: &Document,
@@ -96,7 +126,8 @@ impl Group {
     }
 
     /// Matches the documents held, in order: copies of a document matched before (or earlier
-    /// in the group) take its finding, the rest go to the ledger in one lookup.
+    /// in the group) take its finding, the rest go to the ledger in one lookup. With a
+    /// fetcher, they are only staged, and the group staged before them is matched.
     fn flush<L: Lookup + ?Sized>(
         &mut self,
         matcher: &Matcher<'_, L>,
@@ -105,33 +136,156 @@ impl Group {
     ) -> anyhow::Result<()> {
         let docs = std::mem::take(&mut self.docs);
         self.bytes = 0;
-        let Some(first) = docs.first() else {
+        if docs.is_empty() {
             return Ok(());
-        };
+        }
         let digests: Vec<u128> = docs.iter().map(|d| repeats.digest(&d.text)).collect();
-        // Digest → its place among the documents matched.
-        let mut unique: std::collections::HashMap<u128, usize> = Default::default();
-        let mut texts = Vec::new();
-        for (doc, digest) in docs.iter().zip(&digests) {
-            if !repeats.knows(*digest) && !unique.contains_key(digest) {
-                unique.insert(*digest, texts.len());
-                texts.push((doc.text.as_str(), 1));
+        let mut unique: HashMap<u128, usize> = HashMap::new();
+        let mut matched = Vec::new();
+        for (i, digest) in digests.iter().enumerate() {
+            let staged = self
+                .staged
+                .as_ref()
+                .is_some_and(|s| s.unique.contains_key(digest));
+            if !repeats.knows(*digest) && !staged && !unique.contains_key(digest) {
+                unique.insert(*digest, matched.len());
+                matched.push(i);
             }
         }
-        let found = matcher.documents(&texts).with_context(|| {
-            format!(
-                "looking up {} documents from {} on in the ledger",
-                texts.len(),
-                first.origin.label()
-            )
-        })?;
+        let texts = texts_of(&docs, &matched);
+        let Some(fetcher) = self.fetcher else {
+            let found = matcher
+                .documents(&texts)
+                .with_context(|| lookup_of(&docs, texts.len()))?;
+            drop(texts);
+            return Self::located_all(&docs, digests, &unique, found, matcher, repeats, findings);
+        };
+        let (prints, wanted) = matcher.prints_of(&texts);
+        drop(texts);
+        fetcher.send(wanted)?;
+        self.finish(matcher, repeats, findings)?;
+        self.staged = Some(Staged {
+            docs,
+            digests,
+            unique,
+            matched,
+            prints,
+        });
+        Ok(())
+    }
+
+    /// Matches the group staged, once the fetcher has its answers.
+    fn finish<L: Lookup + ?Sized>(
+        &mut self,
+        matcher: &Matcher<'_, L>,
+        repeats: &mut Repeats,
+        findings: &mut Vec<Located>,
+    ) -> anyhow::Result<()> {
+        let (Some(staged), Some(fetcher)) = (self.staged.take(), self.fetcher) else {
+            return Ok(());
+        };
+        let texts = texts_of(&staged.docs, &staged.matched);
+        let found = fetcher
+            .answer()
+            .and_then(|fetched| {
+                fetcher.pipelined.install(fetched);
+                matcher.prefetched(&texts, staged.prints)
+            })
+            .with_context(|| lookup_of(&staged.docs, texts.len()))?;
+        drop(texts);
+        Self::located_all(
+            &staged.docs,
+            staged.digests,
+            &staged.unique,
+            found,
+            matcher,
+            repeats,
+            findings,
+        )
+    }
+
+    /// Each document's finding: its own, or a copy's.
+    fn located_all<L: Lookup + ?Sized>(
+        docs: &[Document],
+        digests: Vec<u128>,
+        unique: &HashMap<u128, usize>,
+        found: Vec<Option<Finding>>,
+        matcher: &Matcher<'_, L>,
+        repeats: &mut Repeats,
+        findings: &mut Vec<Located>,
+    ) -> anyhow::Result<()> {
         for (doc, digest) in docs.iter().zip(digests) {
-            let f = repeats.finding_of(digest, || {
-                Ok(unique.get(&digest).and_then(|&i| found[i].clone()))
+            let f = repeats.finding_of(digest, || match unique.get(&digest) {
+                Some(&i) => Ok(found[i].clone()),
+                // A copy of one in the group staged before, which was not remembered after
+                // all ([`super::repeats::REMEMBERED`]): matched on its own.
+                None => matcher
+                    .document(&doc.text, 1)
+                    .with_context(|| format!("looking up {} in the ledger", doc.origin.label())),
             })?;
             located(doc, f, findings);
         }
         Ok(())
+    }
+}
+
+fn texts_of<'d>(docs: &'d [Document], matched: &[usize]) -> Vec<(&'d str, usize)> {
+    matched
+        .iter()
+        .map(|&i| (docs[i].text.as_str(), 1))
+        .collect()
+}
+
+fn lookup_of(docs: &[Document], count: usize) -> String {
+    format!(
+        "looking up {count} documents from {} on in the ledger",
+        docs.first().map_or_else(String::new, |d| d.origin.label())
+    )
+}
+
+/// The ledger's fetches ([`Pipelined::fetch`]) on a thread of its own: a group's
+/// fingerprints go in, its answers come out in the same order.
+struct Fetcher<'p> {
+    pipelined: &'p dyn Pipelined,
+    jobs: mpsc::Sender<Vec<u64>>,
+    answers: mpsc::Receiver<anyhow::Result<Fetched>>,
+}
+
+impl<'p> Fetcher<'p> {
+    fn spawn<'scope>(
+        scope: &'scope std::thread::Scope<'scope, '_>,
+        pipelined: &'p dyn Pipelined,
+    ) -> Fetcher<'p>
+    where
+        'p: 'scope,
+    {
+        let (jobs, todo) = mpsc::channel::<Vec<u64>>();
+        let (done, answers) = mpsc::channel();
+        scope.spawn(move || {
+            // Ends when the scan drops its sender.
+            for hashes in todo {
+                if done.send(pipelined.fetch(&hashes)).is_err() {
+                    break;
+                }
+            }
+        });
+        Fetcher {
+            pipelined,
+            jobs,
+            answers,
+        }
+    }
+
+    fn send(&self, hashes: Vec<u64>) -> anyhow::Result<()> {
+        self.jobs
+            .send(hashes)
+            .map_err(|_| anyhow::anyhow!("the scan's lookup thread has stopped"))
+    }
+
+    fn answer(&self) -> anyhow::Result<Fetched> {
+        self.answers
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the scan's lookup thread has stopped"))?
     }
 }
 
@@ -229,11 +383,18 @@ fn each_source<L: Lookup + ?Sized>(
         })?;
         return Ok(());
     }
-    let mut group = Group::default();
-    sources::files(&files, &mut out.tally, |doc| {
-        group.push(doc, matcher, repeats, &mut out.findings)
-    })?;
-    group.flush(matcher, repeats, &mut out.findings)
+    std::thread::scope(|scope| {
+        let fetcher = matcher
+            .ledger
+            .pipelined()
+            .map(|pipelined| Fetcher::spawn(scope, pipelined));
+        let mut group = Group::new(fetcher.as_ref());
+        sources::files(&files, &mut out.tally, |doc| {
+            group.push(doc, matcher, repeats, &mut out.findings)
+        })?;
+        group.flush(matcher, repeats, &mut out.findings)?;
+        group.finish(matcher, repeats, &mut out.findings)
+    })
 }
 
 /// The dataset without its flagged records, copied line for line, and `OUT.manifest.json`
