@@ -84,9 +84,8 @@ impl AdminClient {
         content_type: &'static str,
         body: Vec<u8>,
     ) -> Result<(StatusCode, Value), CliError> {
-        let body = Some((content_type, Bytes::from(body)));
-        self.runtime
-            .block_on(self.exchange(Method::POST, path, body))
+        let (status, bytes) = self.post_bytes_raw(path, content_type, body)?;
+        Ok((status, value_of(&bytes)))
     }
 
     /// A POST of a binary body whose answer is binary too when it succeeds (the scan's

@@ -626,6 +626,33 @@ async fn admin_post(
     (status, resp.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// A POST of `body` as `kind`: the status, the answer's type and its bytes.
+async fn post_raw(
+    env: &TestEnv,
+    path: &str,
+    token: &str,
+    kind: &str,
+    body: Vec<u8>,
+) -> (u16, Option<String>, Vec<u8>) {
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .post(format!("http://{}{path}", env.gateway.admin_addr))
+        .bearer_auth(token)
+        .header("content-type", kind)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let answer_kind = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, answer_kind, resp.bytes().await.unwrap().to_vec())
+}
+
 /// A captured call's outcome names its fingerprint count, its ledger entry carries the call's
 /// facts, the output's fingerprints find it, and the ledger file holds no text of it.
 #[tokio::test]
@@ -706,23 +733,13 @@ async fn the_ledger_entry_joins_the_outcome_and_its_fingerprints_find_it() {
 
     // The scan's binary body (little-endian u64s) answers as the JSON one does; a torn body
     // or an unknown type is refused with what to send.
-    let binary = |body: Vec<u8>, kind: &'static str| {
-        let url = format!("http://{}/v1/provenance/lookup", env.gateway.admin_addr);
-        async move {
-            let resp = reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .unwrap()
-                .post(url)
-                .bearer_auth(AUDITOR)
-                .header("content-type", kind)
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            (status, resp.json::<serde_json::Value>().await.unwrap())
-        }
+    let env = &env;
+    let binary = |body: Vec<u8>, kind: &'static str| async move {
+        let (status, _, answer) = post_raw(env, "/v1/provenance/lookup", AUDITOR, kind, body).await;
+        (
+            status,
+            serde_json::from_slice::<serde_json::Value>(&answer).unwrap(),
+        )
     };
     let le: Vec<u8> = prints.iter().flat_map(|p| p.to_le_bytes()).collect();
     let (status, same) = binary(le.clone(), "application/octet-stream").await;
@@ -747,25 +764,13 @@ async fn the_ledger_entry_joins_the_outcome_and_its_fingerprints_find_it() {
     // The screen a scan asks first: every fingerprint the ledger holds comes back (sorted,
     // distinct), and the clean text's do not; the body's form is the answer's.
     let may_hold = |body: Vec<u8>, token: &'static str| {
-        let url = format!("http://{}/v1/provenance/may-hold", env.gateway.admin_addr);
-        async move {
-            let resp = reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .unwrap()
-                .post(url)
-                .bearer_auth(token)
-                .header("content-type", "application/octet-stream")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let kind = resp
-                .headers()
-                .get("content-type")
-                .map(|v| v.to_str().unwrap().to_string());
-            (resp.status().as_u16(), kind, resp.bytes().await.unwrap())
-        }
+        post_raw(
+            env,
+            "/v1/provenance/may-hold",
+            token,
+            "application/octet-stream",
+            body,
+        )
     };
     let mut asked = clean.clone();
     asked.extend(prints.iter().rev());
@@ -795,7 +800,7 @@ async fn the_ledger_entry_joins_the_outcome_and_its_fingerprints_find_it() {
     let (status, _, _) = may_hold(Vec::new(), "not-a-token").await;
     assert_eq!(status, 401);
     let (status, as_json) = admin_post(
-        &env,
+        env,
         "/v1/provenance/may-hold",
         AUDITOR,
         serde_json::json!({ "fingerprints": asked }),

@@ -1182,6 +1182,33 @@ async fn lines_two_answers_share_name_both_calls_from_the_ledger_file_as_from_th
     drop(dir);
 }
 
+/// `aigate provenance scan --ledger api --format json` of a file holding [`WRITTEN`], against
+/// `app` standing in for an older gateway's admin API.
+async fn scan_of_a_stand_in(app: axum::Router) -> std::process::Output {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    aigate::provenance::fingerprint::Key::load_or_create(&dir.path().join("state")).unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("a.rs"), WRITTEN).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let out = aigate(&config)
+            .args(["scan", "--ledger", "api", "--format", "json", "--admin"])
+            .arg(format!("http://{addr}"))
+            .arg(&work)
+            .env("AIGATE_TOKEN", "any-token")
+            .output()
+            .unwrap();
+        drop(dir);
+        out
+    })
+    .await
+    .unwrap()
+}
+
 /// A gateway older than `may-hold` (its route unknown: 404) is asked every fingerprint in the
 /// binary lookup, as before, and the scan says why it is slower. The older gateway is a
 /// stand-in here, answering as that release did.
@@ -1199,34 +1226,7 @@ async fn a_gateway_that_predates_the_screen_is_asked_every_fingerprint() {
         }
     };
     let app = axum::Router::new().route("/v1/provenance/lookup", axum::routing::post(lookup));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
-    let dir = tempfile::tempdir().unwrap();
-    let config = config_in(dir.path());
-    aigate::provenance::fingerprint::Key::load_or_create(&dir.path().join("state")).unwrap();
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::write(work.join("a.rs"), WRITTEN).unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        aigate(&config)
-            .args([
-                "scan",
-                "--ledger",
-                "api",
-                "--format",
-                "json",
-                "--admin",
-                &format!("http://{addr}"),
-            ])
-            .arg(&work)
-            .env("AIGATE_TOKEN", "any-token")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = scan_of_a_stand_in(app).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
@@ -1277,32 +1277,7 @@ async fn a_gateway_that_predates_the_binary_lookup_is_asked_in_json() {
         }
     };
     let app = axum::Router::new().route("/v1/provenance/lookup", axum::routing::post(lookup));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
-    let dir = tempfile::tempdir().unwrap();
-    let config = config_in(dir.path());
-    aigate::provenance::fingerprint::Key::load_or_create(&dir.path().join("state")).unwrap();
-    let work = dir.path().join("work");
-    std::fs::create_dir_all(&work).unwrap();
-    std::fs::write(work.join("a.rs"), WRITTEN).unwrap();
-    let out = tokio::task::spawn_blocking(move || {
-        aigate(&config)
-            .args([
-                "scan",
-                "--ledger",
-                "api",
-                "--admin",
-                &format!("http://{addr}"),
-            ])
-            .arg(&work)
-            .env("AIGATE_TOKEN", "any-token")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let out = scan_of_a_stand_in(app).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(

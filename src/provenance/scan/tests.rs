@@ -770,13 +770,14 @@ fn a_shared_licence_header_is_no_finding_but_code_beside_it_is() {
 
 /// A directory scan with a remote ledger (no filter in this process) asks it once for a
 /// group of files, not once a file, and finds what a scan a file at a time finds: the same
-/// findings in the same order, copies within a group and across groups included.
+/// findings in the same order, copies within a group and across groups included; also when
+/// the gateway screens first and the next group is fetched ahead.
 #[test]
 fn a_remote_ledger_is_asked_once_a_group_of_files_with_the_same_findings() {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::access::LedgerLookup;
-    use crate::provenance::ledger::{Entry, Matches};
+    use crate::provenance::ledger::Matches;
 
     let fp = fingerprinter();
     let stop = StopList::default();
@@ -785,31 +786,7 @@ fn a_remote_ledger_is_asked_once_a_group_of_files_with_the_same_findings() {
     let calls = AtomicUsize::new(0);
     let find = |prints: &[u64]| -> anyhow::Result<Matches> {
         calls.fetch_add(1, Ordering::SeqCst);
-        let mut m = Matches::default();
-        for &h in prints {
-            for id in one_at_a_time.by_hash.get(&h).into_iter().flatten() {
-                let r = &one_at_a_time.entries[id];
-                m.hits.push((h, r.record_id.clone()));
-                m.entries.insert(
-                    r.record_id.clone(),
-                    Entry {
-                        id: r.record_id.clone(),
-                        time: r.time.clone(),
-                        time_ms: 0,
-                        user: r.user.clone().unwrap_or_default(),
-                        tool: r.tool.clone().unwrap_or_default(),
-                        vendor: r.vendor.clone().unwrap_or_default(),
-                        model: None,
-                        workflow: None,
-                        exemption: None,
-                        fingerprints: 0,
-                        chars: 0,
-                        truncated: false,
-                    },
-                );
-            }
-        }
-        Ok(m)
+        Ok(matches_of(&one_at_a_time, prints))
     };
     let remote = LedgerLookup::new(&find);
 
@@ -856,6 +833,39 @@ fn a_remote_ledger_is_asked_once_a_group_of_files_with_the_same_findings() {
     assert!(grouped.tally.copies >= 60, "{}", grouped.tally.copies);
     // 256 files, then the other 44.
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    // Screened first by the gateway's filter, each group fetched on a thread of the scan's
+    // own while it matches the group before: the same findings and copies.
+    let screen = |fps: &[u64], out: &mut Vec<u64>| -> anyhow::Result<()> {
+        out.clear();
+        out.extend(
+            fps.iter()
+                .filter(|h| one_at_a_time.by_hash.contains_key(h) || *h % 61 == 0),
+        );
+        out.sort_unstable();
+        out.dedup();
+        Ok(())
+    };
+    let pipelined = LedgerLookup::with_screen(&find, &screen);
+    assert!(pipelined.pipelined().is_some() && remote.pipelined().is_none());
+    let ahead = run::scan(&req, &matcher_of(&fp, &stop, &pipelined)).unwrap();
+    assert_eq!(json(&ahead), json(&each));
+    assert_eq!(ahead.tally.copies, each.tally.copies);
+    assert_eq!(pipelined.screens(), 2);
+    // A failed fetch fails the scan; it does not hang it.
+    let screened = AtomicUsize::new(0);
+    let failing = |fps: &[u64], out: &mut Vec<u64>| -> anyhow::Result<()> {
+        if screened.fetch_add(1, Ordering::SeqCst) == 1 {
+            anyhow::bail!("the gateway went away");
+        }
+        screen(fps, out)
+    };
+    let broken = LedgerLookup::with_screen(&find, &failing);
+    let err = run::scan(&req, &matcher_of(&fp, &stop, &broken)).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("the gateway went away"),
+        "{err:#}"
+    );
 }
 
 fn matcher_of<'a, L: Lookup + ?Sized>(
@@ -899,95 +909,4 @@ fn matches_of(mem: &Mem, fps: &[u64]) -> crate::provenance::ledger::Matches {
         }
     }
     m
-}
-
-/// A tree of several groups through a ledger whose gateway screens first: each group is
-/// fetched on a thread of its own while the scan matches the one before, and the scan finds
-/// what it finds one group after the other (copies across groups included). A failed fetch
-/// fails the scan; it does not hang it.
-#[test]
-fn a_pipelined_scan_finds_what_a_sequential_one_does() {
-    use super::access::LedgerLookup;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    let fp = fingerprinter();
-    let mem = ledger(&fp);
-    let stop = StopList::default();
-    let dir = tempfile::tempdir().unwrap();
-    let clean: Vec<&str> = CLEAN.split("\n\n").filter(|p| p.len() > 80).collect();
-    let mut texts: Vec<String> = Vec::new();
-    let (response_end, other_end) = (RESPONSE.len() - 1_000, OTHER.len() - 1_000);
-    for i in 0..700 {
-        let text = match i % 10 {
-            // A copy of the file before (often in the same group), or of one two groups back.
-            3 => texts[i - 1].clone(),
-            5 if i >= 300 => texts[i - 300].clone(),
-            0 => format!(
-                "// file {i}\n{}",
-                passage(RESPONSE, (i * 37) % response_end, 450)
-            ),
-            7 => format!("# file {i}\n{}", passage(OTHER, (i * 53) % other_end, 300)),
-            _ => format!("// file {i}\n{}\n", clean[i % clean.len()]),
-        };
-        std::fs::write(dir.path().join(format!("f{i:03}.rs")), &text).unwrap();
-        texts.push(text);
-    }
-    let req = Request {
-        paths: vec![dir.path().to_path_buf()],
-        ..Request::default()
-    };
-    let find = |fps: &[u64]| -> anyhow::Result<_> { Ok(matches_of(&mem, fps)) };
-    // The gateway's filter: every held fingerprint, and some false positives.
-    let screen = |fps: &[u64], out: &mut Vec<u64>| -> anyhow::Result<()> {
-        out.clear();
-        out.extend(
-            fps.iter()
-                .filter(|h| mem.by_hash.contains_key(h) || *h % 61 == 0),
-        );
-        out.sort_unstable();
-        out.dedup();
-        Ok(())
-    };
-    let scan_with = |lookup: &LedgerLookup| {
-        let m = Matcher {
-            fingerprinter: &fp,
-            stop: &stop,
-            ledger: lookup,
-            thresholds: Thresholds::default(),
-            filter: ResponseFilter::default(),
-        };
-        run::scan(&req, &m)
-    };
-    let sequential = LedgerLookup::new(&find);
-    let one_by_one = scan_with(&sequential).unwrap();
-    let pipelined = LedgerLookup::with_screen(&find, &screen);
-    assert!(pipelined.pipelined().is_some() && sequential.pipelined().is_none());
-    let ahead = scan_with(&pipelined).unwrap();
-    assert_eq!(one_by_one.tally.documents, 700);
-    assert!(one_by_one.tally.copies >= 100, "{:?}", one_by_one.tally);
-    assert!(one_by_one.findings.len() >= 100);
-    assert_eq!(
-        serde_json::to_value(&ahead.findings).unwrap(),
-        serde_json::to_value(&one_by_one.findings).unwrap()
-    );
-    assert_eq!(
-        serde_json::to_value(&ahead.tally).unwrap(),
-        serde_json::to_value(&one_by_one.tally).unwrap()
-    );
-    assert!(pipelined.screens() >= 3, "one screen a group");
-    assert!(pipelined.calls() < sequential.calls() + 3);
-
-    let calls = AtomicUsize::new(0);
-    let failing = |fps: &[u64], out: &mut Vec<u64>| -> anyhow::Result<()> {
-        if calls.fetch_add(1, Ordering::Relaxed) == 1 {
-            anyhow::bail!("the gateway went away");
-        }
-        screen(fps, out)
-    };
-    let broken = LedgerLookup::with_screen(&find, &failing);
-    let err = scan_with(&broken).unwrap_err();
-    assert!(
-        format!("{err:#}").contains("the gateway went away"),
-        "{err:#}"
-    );
 }
