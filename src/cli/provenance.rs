@@ -145,14 +145,9 @@ fn api_may_hold(
         .post_bytes_raw(MAY_HOLD, crate::admin::BINARY_PRINTS, pack(fingerprints))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     if !status.is_success() {
-        let refused = crate::admin_client::refused_unless_success(
-            status,
-            crate::admin_client::value_of(&body),
-        );
-        return Err(anyhow::anyhow!(
-            "{}",
-            refused.err().map(|e| e.to_string()).unwrap_or_default()
-        ));
+        // Always an error here, carrying the gateway's message.
+        crate::admin_client::refused_unless_success(status, crate::admin_client::value_of(&body))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     if body.len() % 8 != 0 {
         anyhow::bail!(

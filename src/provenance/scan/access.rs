@@ -16,7 +16,11 @@
 //! When that filter is in this process (`--ledger file`), it comes first
 //! ([`LedgerLookup::with_filter`]): a document's fingerprints are sorted, checked against the
 //! remembered ones and sent to `find` only if the filter may hold them, which is about 1 % of
-//! them; a document with none makes no call.
+//! them; a document with none makes no call. When it is in the running gateway (`--ledger
+//! api`), the gateway screens every fingerprint first ([`LedgerLookup::with_screen`], `POST
+//! /v1/provenance/may-hold`) and only what passes is sorted and looked up; a directory's next
+//! group is screened and looked up on a thread of the scan's own ([`Pipelined`]) while it
+//! matches the one before.
 //!
 //! That ledger can also say which fingerprints of an entry no other entry holds
 //! ([`LedgerLookup::with_sole`]). A document that holds a captured answer holds hundreds of
