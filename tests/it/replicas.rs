@@ -199,7 +199,17 @@ async fn a_grant_on_one_replica_holds_on_the_other_within_a_second() {
             .iter()
             .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
             .collect();
-        if replicas.len() == 2 {
+        // Each replica ships on its own: b's first records can be in while its revocation,
+        // written after them, is not yet (seen once in CI).
+        let revoked: i64 = db
+            .query_one(
+                "SELECT count(*) FROM aigate_audit WHERE line LIKE '%\"exemption_revoked\"%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if replicas.len() == 2 && revoked > 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
