@@ -188,6 +188,20 @@ impl<'a> LedgerLookup<'a> {
         Ok(())
     }
 
+    /// What of `hashes` may be in the ledger, into `wanted` (sorted, distinct): what the
+    /// filter here or the gateway's screen passes, or all of them; the screen calls made.
+    fn wanted_of(&self, hashes: &[u64], wanted: &mut Vec<u64>) -> anyhow::Result<u64> {
+        wanted.clear();
+        match (self.may_hold, self.screen) {
+            (None, Some(screen)) => return screen_all(screen, hashes, wanted),
+            (Some(may_hold), _) => may_hold(hashes, wanted),
+            (None, None) => wanted.extend_from_slice(hashes),
+        }
+        wanted.sort_unstable();
+        wanted.dedup();
+        Ok(0)
+    }
+
     /// `wanted` (sorted, distinct: what the filter passed, if any) looked up, but for what
     /// this scan found before or found absent; the answers stand until the next call.
     fn prefetch_wanted(&self, state: &mut State, mut wanted: Vec<u64>) -> anyhow::Result<()> {
@@ -198,13 +212,7 @@ impl<'a> LedgerLookup<'a> {
         }
         if !state.known.is_empty() {
             let State { hits, known, .. } = &mut *state;
-            wanted.retain(|h| match known.get(h) {
-                Some(numbers) => {
-                    hits.insert(*h, numbers.clone());
-                    false
-                }
-                None => true,
-            });
+            answer_known(known, &mut wanted, hits);
         }
         let asked = match self.sole {
             _ if wanted.is_empty() => Ok(()),
@@ -275,13 +283,7 @@ impl<'a> LedgerLookup<'a> {
             }
             let State { hits, known, .. } = state;
             let mut rest = wanted.split_off(at);
-            rest.retain(|h| match known.get(h) {
-                Some(numbers) => {
-                    hits.insert(*h, numbers.clone());
-                    false
-                }
-                None => true,
-            });
+            answer_known(known, &mut rest, hits);
             wanted.append(&mut rest);
         }
         Ok(())
@@ -345,26 +347,11 @@ impl Pipelined for LedgerLookup<'_> {
     fn fetch(&self, hashes: &[u64]) -> anyhow::Result<Fetched> {
         let mut hits = Known::default();
         let mut wanted = Vec::new();
-        let screens = match self.screen {
-            Some(screen) => screen_all(screen, hashes, &mut wanted)?,
-            None => {
-                wanted.extend_from_slice(hashes);
-                wanted.sort_unstable();
-                wanted.dedup();
-                0
-            }
-        };
+        let screens = self.wanted_of(hashes, &mut wanted)?;
         {
             let mut state = self.lock();
             state.screens += screens;
-            let known = &state.known;
-            wanted.retain(|h| match known.get(h) {
-                Some(numbers) => {
-                    hits.insert(*h, numbers.clone());
-                    false
-                }
-                None => true,
-            });
+            answer_known(&state.known, &mut wanted, &mut hits);
         }
         // Without the lock: the scan reads this one's answers for the group before meanwhile.
         let mut answers = Vec::new();
@@ -384,6 +371,18 @@ impl Pipelined for LedgerLookup<'_> {
         state.hits = fetched.0;
         self.any.store(!state.hits.is_empty(), Ordering::Relaxed);
     }
+}
+
+/// Takes out of `wanted` the fingerprints found earlier in the scan (`known`), with their
+/// answers into `hits`.
+fn answer_known(known: &Known, wanted: &mut Vec<u64>, hits: &mut Known) {
+    wanted.retain(|h| match known.get(h) {
+        Some(numbers) => {
+            hits.insert(*h, numbers.clone());
+            false
+        }
+        None => true,
+    });
 }
 
 fn response_of(e: &Entry) -> Response {
@@ -406,26 +405,13 @@ impl Lookup for LedgerLookup<'_> {
     fn prefetch(&self, hashes: &[u64]) -> anyhow::Result<()> {
         let mut state = self.lock();
         let mut wanted = std::mem::take(&mut state.wanted);
-        wanted.clear();
-        match (self.may_hold, self.screen) {
-            (Some(may_hold), _) => {
-                may_hold(hashes, &mut wanted);
-                wanted.sort_unstable();
-                wanted.dedup();
-            }
-            (None, Some(screen)) => match screen_all(screen, hashes, &mut wanted) {
-                Ok(calls) => state.screens += calls,
-                Err(e) => {
-                    state.hits.clear();
-                    state.wanted = wanted;
-                    self.any.store(false, Ordering::Relaxed);
-                    return Err(e);
-                }
-            },
-            (None, None) => {
-                wanted.extend_from_slice(hashes);
-                wanted.sort_unstable();
-                wanted.dedup();
+        match self.wanted_of(hashes, &mut wanted) {
+            Ok(screens) => state.screens += screens,
+            Err(e) => {
+                state.hits.clear();
+                state.wanted = wanted;
+                self.any.store(false, Ordering::Relaxed);
+                return Err(e);
             }
         }
         self.prefetch_wanted(&mut state, wanted)
