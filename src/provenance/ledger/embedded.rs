@@ -847,9 +847,7 @@ impl Ledger for EmbeddedLedger {
         // Only fingerprints the filter may hold reach the store, sorted and distinct so
         // neighbouring keys share blocks.
         let mut wanted = Vec::new();
-        i.filter().may_hold_many(fingerprints, &mut wanted);
-        wanted.sort_unstable();
-        wanted.dedup();
+        i.filter().passing(fingerprints, &mut wanted);
         let mut by_number: HashMap<u64, Entry> = HashMap::new();
         let mut hits = Vec::new();
         // Fingerprint → the one entry that holds it, from the expanded entries.
@@ -892,10 +890,7 @@ impl Ledger for EmbeddedLedger {
 
     /// The filter alone: it is set before a write commits, so it holds every committed entry.
     fn may_hold(&self, fingerprints: &[u64], out: &mut Vec<u64>) -> Result<(), LedgerError> {
-        out.clear();
-        self.may_hold_many(fingerprints, out);
-        out.sort_unstable();
-        out.dedup();
+        self.inner.filter().passing(fingerprints, out);
         Ok(())
     }
 

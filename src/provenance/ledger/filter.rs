@@ -327,6 +327,16 @@ impl Filter {
         }
     }
 
+    /// `out` (cleared first): the fingerprints of `prints` it may hold, sorted and distinct,
+    /// as a store's lookup asks them (neighbouring keys share blocks) and the admin API's
+    /// `may-hold` answers them.
+    pub(super) fn passing(&self, prints: &[u64], out: &mut Vec<u64>) {
+        out.clear();
+        self.may_hold_many(prints, out);
+        out.sort_unstable();
+        out.dedup();
+    }
+
     /// Bytes of memory it holds.
     pub(super) fn bytes(&self) -> u64 {
         self.blocks.as_ref().map_or(0, |b| b.len() as u64 * 64)

@@ -119,6 +119,14 @@ impl std::hash::Hasher for Uniform {
 /// A map keyed by fingerprint, hashed by [`Uniform`].
 pub type ByPrint<V> = HashMap<u64, V, std::hash::BuildHasherDefault<Uniform>>;
 
+/// [`Ledger::may_hold`] of a ledger without a filter: all of them, sorted and distinct.
+fn all_may_be_held(fingerprints: &[u64], out: &mut Vec<u64>) {
+    out.clear();
+    out.extend_from_slice(fingerprints);
+    out.sort_unstable();
+    out.dedup();
+}
+
 /// Fingerprints packed as little-endian u64s, 8 bytes each: an entry's list in the embedded
 /// ledger (`entry_prints`) and the admin API's binary lookup body.
 pub fn pack(prints: &[u64]) -> Vec<u8> {
@@ -176,10 +184,7 @@ pub trait Ledger: Send + Sync {
     /// for those alone (docs/provenance.md, "Scan speed"). Without a filter (not built yet,
     /// or none), all of them.
     fn may_hold(&self, fingerprints: &[u64], out: &mut Vec<u64>) -> Result<(), LedgerError> {
-        out.clear();
-        out.extend_from_slice(fingerprints);
-        out.sort_unstable();
-        out.dedup();
+        all_may_be_held(fingerprints, out);
         Ok(())
     }
 

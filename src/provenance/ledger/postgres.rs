@@ -186,11 +186,9 @@ impl PostgresLedger {
         fingerprints: &[u64],
     ) -> Result<Matches, DbError> {
         let client = self.db.client().await?;
-        filter.catch_up(&self.db, &client, &self.runtime).await?;
         let mut wanted = Vec::new();
-        filter.read().may_hold_many(fingerprints, &mut wanted);
-        wanted.sort_unstable();
-        wanted.dedup();
+        self.screen(filter, &client, fingerprints, &mut wanted)
+            .await?;
         let mut found = Matches::default();
         let mut batch = Vec::new();
         let (mut at, mut size) = (0, FIRST_ASKED);
@@ -244,6 +242,21 @@ impl PostgresLedger {
         );
         found.hits.sort();
         Ok(found)
+    }
+
+    /// What of `fingerprints` the replica's filter may hold, into `out` (sorted, distinct),
+    /// after it has taken in the entries every replica committed since its last catch-up:
+    /// without that, one another replica wrote meanwhile would be dropped here.
+    async fn screen(
+        &self,
+        filter: &Arc<ReplicaFilter>,
+        client: &tokio_postgres::Client,
+        fingerprints: &[u64],
+        out: &mut Vec<u64>,
+    ) -> Result<(), DbError> {
+        filter.catch_up(&self.db, client, &self.runtime).await?;
+        filter.read().passing(fingerprints, out);
+        Ok(())
     }
 
     /// `(fingerprint, entry id, entry time)` for every row holding one of `hashes`, sorted and
@@ -419,25 +432,18 @@ impl Ledger for PostgresLedger {
         found.map_err(pg)
     }
 
-    /// The replica's filter, after it has caught up with every replica's entries (without
-    /// that, one another replica committed since the last lookup would be dropped here).
+    /// The replica's filter, caught up first (`screen`, as a lookup does).
     fn may_hold(&self, fingerprints: &[u64], out: &mut Vec<u64>) -> Result<(), LedgerError> {
-        out.clear();
-        match &self.filter {
-            Some(filter) => {
-                self.runtime
-                    .block_on(async {
-                        let client = self.db.client().await?;
-                        filter.catch_up(&self.db, &client, &self.runtime).await
-                    })
-                    .map_err(pg)?;
-                filter.read().may_hold_many(fingerprints, out);
-            }
-            None => out.extend_from_slice(fingerprints),
-        }
-        out.sort_unstable();
-        out.dedup();
-        Ok(())
+        let Some(filter) = &self.filter else {
+            super::all_may_be_held(fingerprints, out);
+            return Ok(());
+        };
+        self.runtime
+            .block_on(async {
+                let client = self.db.client().await?;
+                self.screen(filter, &client, fingerprints, out).await
+            })
+            .map_err(pg)
     }
 
     fn entry(&self, id: &str) -> Result<Option<Entry>, LedgerError> {
