@@ -3,8 +3,10 @@
 # `SELECT hash, entry_id FROM aigate_provenance_fingerprints WHERE hash = ANY($1)` for a group
 # of files' fingerprints (45,000, nearly all absent), against the ledger's own tables
 # (migrations/0004_provenance_ledger.sql) with ROWS fingerprints spread over DAYS day
-# partitions, as the ledger creates them. Prints the time per query and per fingerprint, and
-# what that allows in MB of source a second (about 91,000 fingerprints a MB, docs/provenance.md).
+# partitions, as the ledger created them before migration 7 (since then it partitions the
+# index by month: 13 for a year of captures). Prints the time per query and per fingerprint,
+# and what that allows in MB of source a second (about 91,000 fingerprints a MB,
+# docs/provenance.md).
 #
 #   bench/provenance-pg-lookup.sh [--rows N] [--reps N] DAYS...
 #
@@ -18,7 +20,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --rows) rows=$2; shift 2 ;;
     --reps) reps=$2; shift 2 ;;
-    -h|--help) sed -n "2,11p" "$0"; exit 0 ;;
+    -h|--help) sed -n "2,13p" "$0"; exit 0 ;;
     -*) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     *) days+=("$1"); shift ;;
   esac

@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "provenance_followed",
         include_str!("../../migrations/0006_provenance_followed.sql"),
     ),
+    (
+        7,
+        "provenance_prints_by_month",
+        include_str!("../../migrations/0007_provenance_prints_by_month.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises migrations across replicas.

@@ -209,16 +209,28 @@ fn a_replica_s_filter_answers_as_the_tables_do_for_every_replica_s_writes() {
     rt.shutdown_timeout(Duration::from_secs(5));
 }
 
-/// An entry as the ledger of schema 5 wrote it: no list, no `seq`.
-async fn write_as_release_5(c: &tokio_postgres::Client, e: &Entry, prints: &[u64]) {
+/// An entry as a release before schema 7 wrote it: its fingerprints in the day-partitioned
+/// table; schema 5's (`list` false) without the entry's list and `seq`, schema 6's with both.
+async fn write_as_before_7(c: &tokio_postgres::Client, e: &Entry, prints: &[u64], list: bool) {
     let hashes: Vec<i64> = prints.iter().map(|h| *h as i64).collect();
-    c.execute(
-        "INSERT INTO aigate_provenance_entries (id, time, replica, body)
-         VALUES ($1, $2::text::timestamptz, 'old', $3)",
-        &[&e.id, &e.time, &serde_json::to_value(e).unwrap()],
-    )
-    .await
-    .unwrap();
+    let body = serde_json::to_value(e).unwrap();
+    if list {
+        c.execute(
+            "INSERT INTO aigate_provenance_entries (id, time, replica, body, prints)
+             VALUES ($1, $2::text::timestamptz, 'old', $3, $4)",
+            &[&e.id, &e.time, &body, &hashes],
+        )
+        .await
+        .unwrap();
+    } else {
+        c.execute(
+            "INSERT INTO aigate_provenance_entries (id, time, replica, body)
+             VALUES ($1, $2::text::timestamptz, 'old', $3)",
+            &[&e.id, &e.time, &body],
+        )
+        .await
+        .unwrap();
+    }
     c.execute(
         "INSERT INTO aigate_provenance_fingerprints (hash, entry_id, time)
          SELECT h, $2, $3::text::timestamptz FROM UNNEST($1::bigint[]) AS u(h)",
@@ -263,7 +275,7 @@ fn entries_written_before_the_replica_filter_are_in_it_after_the_migration() {
         .await
         .unwrap();
         for (e, p) in &old {
-            write_as_release_5(&c, e, p).await;
+            write_as_before_7(&c, e, p, false).await;
         }
     });
     let a = PostgresLedger::filtered(db(&pg, "a"), rt.handle().clone());
@@ -276,15 +288,45 @@ fn entries_written_before_the_replica_filter_are_in_it_after_the_migration() {
     assert_eq!(sorted(a.find(&query).unwrap()), want);
     // The filter holds them (and their markers): an entry found answers its own.
     assert!(a.fingerprints_asked() - before < 400);
-    // A replica still on the release before writes one more the old way (a rolling upgrade):
-    // the next lookup's catch-up reads its fingerprints from the index table.
-    let (e, p) = &answers("older", 4_000_000, 1)[0];
-    rt.block_on(async { write_as_release_5(&pg.client().await, e, p).await });
+    // Schema 7 moved their fingerprints to the index by month and emptied the day table.
+    let count = |sql: &str| {
+        rt.block_on(async {
+            pg.client()
+                .await
+                .query_one(sql, &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        })
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM aigate_provenance_fingerprints"),
+        0
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM aigate_provenance_prints_202612"),
+        5 * 200
+    );
+    // Replicas still on releases 5 and 6 write one more each the old way (a rolling upgrade):
+    // the day table forwards their fingerprints to the index, and the next lookup's catch-up
+    // reads release 5's from the day table.
+    let (e5, p5) = &answers("older", 4_000_000, 1)[0];
+    let (e6, p6) = &answers("release-6", 5_000_000, 1)[0];
+    rt.block_on(async {
+        let c = pg.client().await;
+        write_as_before_7(&c, e5, p5, false).await;
+        write_as_before_7(&c, e6, p6, true).await;
+    });
     let mut query = query;
-    query.extend_from_slice(p);
+    query.extend_from_slice(p5);
+    query.extend_from_slice(p6);
     let want = sorted(tables.find(&query).unwrap());
-    assert_eq!(want.1.len(), 6);
+    assert_eq!(want.1.len(), 7);
     assert_eq!(sorted(a.find(&query).unwrap()), want);
+    assert_eq!(
+        count("SELECT count(*) FROM aigate_provenance_prints"),
+        7 * 200
+    );
     rt.block_on(async {
         let c = pg.client().await;
         let row = c
@@ -295,9 +337,106 @@ fn entries_written_before_the_replica_filter_are_in_it_after_the_migration() {
             )
             .await
             .unwrap();
-        // The migration filled the five before it; the one after has a `seq` and no list.
-        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (5, 6));
+        // The migrations filled the five before them; release 5's after them has a `seq` and
+        // no list, release 6's both.
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (6, 7));
     });
+    drop((a, tables));
+    rt.shutdown_timeout(Duration::from_secs(5));
+}
+
+/// Retention on the PostgreSQL ledger: entries go by the day, the fingerprint index by the
+/// month (migration 7), once all of that month is too old. Until then the fingerprints of the
+/// days swept in it are still in the index, and answer nothing, whether the tables are read
+/// directly or through a replica whose filter still holds them.
+#[test]
+fn the_sweep_drops_days_of_entries_and_only_whole_months_of_fingerprints() {
+    let pg = crate::postgres::Postgres::start();
+    let rt = runtime();
+    let on = |tag: &str, seed: u64, time: &str| {
+        let mut set = answers(tag, seed, 2);
+        for (e, _) in &mut set {
+            e.time = time.into();
+        }
+        set
+    };
+    let october = on("oct", 1, "2026-10-20T10:00:00.000Z");
+    let first = on("dec1", 100_000, "2026-12-01T10:00:00.000Z");
+    let fifth = on("dec5", 200_000, "2026-12-05T10:00:00.000Z");
+    let a = PostgresLedger::filtered(db(&pg, "a"), rt.handle().clone());
+    let tables = PostgresLedger::new(db(&pg, "scan"), rt.handle().clone());
+    let all: Vec<_> = october
+        .iter()
+        .chain(&first)
+        .chain(&fifth)
+        .cloned()
+        .collect();
+    a.record_many(&all).unwrap();
+    wait_ready(&a);
+    let query: Vec<u64> = all.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+    assert_eq!(sorted(tables.find(&query).unwrap()).1.len(), 6);
+    let months = || {
+        rt.block_on(async {
+            let rows = pg
+                .client()
+                .await
+                .query(
+                    "SELECT c.relname::text FROM pg_inherits i
+                     JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+                     WHERE p.relname = 'aigate_provenance_prints' ORDER BY 1",
+                    &[],
+                )
+                .await
+                .unwrap();
+            rows.iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+        })
+    };
+    assert_eq!(
+        months(),
+        [
+            "aigate_provenance_prints_202610",
+            "aigate_provenance_prints_202612"
+        ]
+    );
+
+    // Everything before 3 December: October's days and month, and 1 December's day.
+    assert_eq!(a.sweep(1_796_256_000_000).unwrap(), 4);
+    assert_eq!(months(), ["aigate_provenance_prints_202612"]);
+    let left = rt.block_on(async {
+        pg.client()
+            .await
+            .query_one(
+                "SELECT count(*) FROM aigate_provenance_prints WHERE entry_id LIKE 'dec1-%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    });
+    assert_eq!(
+        left,
+        2 * 200,
+        "1 December's fingerprints stay with their month"
+    );
+    let want = (
+        {
+            let mut hits: Vec<(u64, String)> = fifth
+                .iter()
+                .flat_map(|(e, p)| p.iter().map(|h| (*h, e.id.clone())))
+                .collect();
+            hits.sort();
+            hits
+        },
+        vec!["dec5-0".to_string(), "dec5-1".to_string()],
+    );
+    for (who, l) in [("the tables", &tables), ("replica a", &a)] {
+        let got = sorted(l.find(&query).unwrap());
+        let swept = got.0.iter().filter(|h| !h.1.starts_with("dec5")).count();
+        assert_eq!(swept, 0, "{who} answered hits of swept entries");
+        assert!(got == want, "{who}: {} hits of {:?}", got.0.len(), got.1);
+    }
     drop((a, tables));
     rt.shutdown_timeout(Duration::from_secs(5));
 }

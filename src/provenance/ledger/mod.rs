@@ -83,6 +83,15 @@ pub struct Matches {
     pub entries: HashMap<String, Entry>,
 }
 
+impl Matches {
+    /// Drop the hits whose entry was not read: in PostgreSQL a month of the fingerprint index
+    /// outlives the days of entries the sweep dropped (migration 7).
+    fn keep_read(&mut self) {
+        let entries = &self.entries;
+        self.hits.retain(|(_, id)| entries.contains_key(id));
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("provenance ledger {path}: {message}")]

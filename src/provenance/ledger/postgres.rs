@@ -15,7 +15,9 @@ use super::replica_filter::ReplicaFilter;
 use super::{Entry, Ledger, LedgerError, Matches};
 use crate::storage::{Db, DbError};
 
-/// Serialises partition creation across replicas (as the audit shipper does for its own).
+/// Serialises partition creation across replicas (as the audit shipper does for its own; the
+/// fingerprint index's months are made under it too, by `aigate_provenance_prints_month` in
+/// migrations/0007).
 const PARTITION_LOCK: i64 = 0x6169_6761_7465_7076;
 /// Serialises the ledger's writes across replicas, from drawing their `seq` to their commit,
 /// so entries commit in `seq` order ([`ReplicaFilter`] relies on it).
@@ -40,6 +42,21 @@ pub struct PostgresLedger {
 
 fn pg(e: DbError) -> LedgerError {
     LedgerError::Postgres(e.to_string())
+}
+
+/// The first day of `day`'s month and of the month after it.
+fn month_of(day: time::Date) -> Result<(time::Date, time::Date), DbError> {
+    let bad =
+        |e: time::error::ComponentRange| DbError::Unavailable(format!("the month of {day}: {e}"));
+    let first = day.replace_day(1).map_err(bad)?;
+    let next = match first.month() {
+        time::Month::December => {
+            time::Date::from_calendar_date(first.year() + 1, time::Month::January, 1)
+        }
+        m => first.replace_month(m.next()),
+    }
+    .map_err(bad)?;
+    Ok((first, next))
 }
 
 impl PostgresLedger {
@@ -76,6 +93,8 @@ impl PostgresLedger {
             .map_or(0, |f| f.asked.load(Ordering::Relaxed))
     }
 
+    /// The partitions an entry of `day` (`YYYY-MM-DD`) is written to: the day's of the entries,
+    /// the month's of the fingerprint index.
     async fn ensure_day(&self, client: &tokio_postgres::Client, day: &str) -> Result<(), DbError> {
         if self
             .days
@@ -98,8 +117,7 @@ impl PostgresLedger {
              SELECT pg_advisory_xact_lock({PARTITION_LOCK});
              CREATE TABLE IF NOT EXISTS aigate_provenance_entries_{tag} PARTITION OF aigate_provenance_entries
              FOR VALUES FROM ('{start}') TO ('{end}');
-             CREATE TABLE IF NOT EXISTS aigate_provenance_fingerprints_{tag} PARTITION OF aigate_provenance_fingerprints
-             FOR VALUES FROM ('{start}') TO ('{end}');
+             SELECT aigate_provenance_prints_month('{start}T00:00:00Z');
              COMMIT"
         );
         self.db.note(client.batch_execute(&sql).await)?;
@@ -149,7 +167,7 @@ impl PostgresLedger {
             if inserted == 1 {
                 self.db.note(
                     tx.execute(
-                        "INSERT INTO aigate_provenance_fingerprints (hash, entry_id, time)
+                        "INSERT INTO aigate_provenance_prints (hash, entry_id, time)
                          SELECT h, $2, $3::text::timestamptz FROM UNNEST($1::bigint[]) AS u(h)
                          ON CONFLICT DO NOTHING",
                         &[&hashes, &entry.id, &entry.time],
@@ -172,6 +190,7 @@ impl PostgresLedger {
         let ids: Vec<(&str, SystemTime)> = hits.iter().map(|h| (h.1.as_str(), h.2)).collect();
         self.add_entries(&client, &ids, &mut found, None).await?;
         found.hits = hits.into_iter().map(|(h, id, _)| (h, id)).collect();
+        found.keep_read();
         Ok(found)
     }
 
@@ -240,6 +259,7 @@ impl PostgresLedger {
             entries = found.entries.len(),
             "provenance lookup (PostgreSQL)"
         );
+        found.keep_read();
         found.hits.sort();
         Ok(found)
     }
@@ -272,7 +292,7 @@ impl PostgresLedger {
         let query = self.db.note(
             client
                 .prepare_cached(
-                    "SELECT hash, entry_id, time FROM aigate_provenance_fingerprints
+                    "SELECT hash, entry_id, time FROM aigate_provenance_prints
                      WHERE hash = ANY($1)",
                 )
                 .await,
@@ -347,7 +367,8 @@ impl PostgresLedger {
         .transpose()
     }
 
-    /// Drop the day partitions that end before `before_ms`; the entries removed.
+    /// Drop the day partitions of entries, and the months of the fingerprint index, that end
+    /// before `before_ms`; the entries removed.
     async fn sweep_async(&self, before_ms: i64) -> Result<u64, DbError> {
         let client = self.db.client().await?;
         let cutoff = time::OffsetDateTime::from_unix_timestamp(before_ms.div_euclid(1000))
@@ -402,6 +423,42 @@ impl PostgresLedger {
                 .unwrap_or_else(|p| p.into_inner())
                 .retain(|d| d.replace('-', "") != tag);
             removed += n as u64;
+        }
+        // A month of the fingerprint index once all of it is too old. Until then, the
+        // fingerprints of the days dropped above answer nothing: lookups keep only the hits
+        // whose entry they read.
+        let months = self.db.note(
+            client
+                .query(
+                    "SELECT c.relname FROM pg_inherits i
+                     JOIN pg_class c ON c.oid = i.inhrelid
+                     JOIN pg_class p ON p.oid = i.inhparent
+                     WHERE p.relname = 'aigate_provenance_prints'",
+                    &[],
+                )
+                .await,
+        )?;
+        for r in months {
+            let name: String = r.get(0);
+            let Some(tag) = name.strip_prefix("aigate_provenance_prints_") else {
+                continue;
+            };
+            let Ok(first) = time::Date::parse(&format!("{tag}01"), &format) else {
+                continue;
+            };
+            if month_of(first)?.1 > cutoff {
+                continue;
+            }
+            self.db.note(
+                client
+                    .batch_execute(&format!(
+                        "BEGIN;
+                         SELECT pg_advisory_xact_lock({PARTITION_LOCK});
+                         DROP TABLE IF EXISTS {name};
+                         COMMIT"
+                    ))
+                    .await,
+            )?;
         }
         // The entries lookups remembered may be among those dropped. (Another replica's sweep
         // drops the same days within the hour: they share `provenance.retention`.)

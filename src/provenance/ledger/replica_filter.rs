@@ -1,8 +1,9 @@
 //! A replica's membership filter of the shared PostgreSQL ledger.
 //!
-//! `aigate_provenance_fingerprints` is partitioned by day and PostgreSQL has no index across
-//! partitions, so every fingerprint asked is looked up in every day's partition: 472 µs a
-//! fingerprint at a year of days (docs/provenance.md, "PostgreSQL"). A scan's fingerprints are
+//! The fingerprint index is partitioned by time and PostgreSQL has no index across partitions,
+//! so every fingerprint asked is looked up in every partition: 472 µs a fingerprint with a
+//! year of day partitions (docs/provenance.md, "PostgreSQL"), 13 probes with months (migration
+//! 7). A scan's fingerprints are
 //! nearly all absent, so each replica keeps the embedded ledger's filter ([`Filter`]) of every
 //! entry in the tables, and only what it may hold goes to PostgreSQL.
 //!
@@ -251,7 +252,8 @@ impl ReplicaFilter {
 
 /// Up to [`PAGE`] entries after `after`, in `seq` order, with their fingerprints. An entry
 /// written by a replica on the release before `prints` (a rolling upgrade) has its fingerprints
-/// read from the index table.
+/// read from the day-partitioned table that release writes them to (migration 7 forwards them
+/// from there to the index lookups ask).
 async fn next_page(
     db: &Db,
     client: &tokio_postgres::Client,
