@@ -3,7 +3,7 @@
 //! Which ledger, in order (`--ledger auto`):
 //! 1. `storage.backend = "postgres"`: with an admin token, a replica's admin API (its
 //!    membership filter spares PostgreSQL the fingerprints no entry holds); without one, the
-//!    shared tables directly, every fingerprint asked of every day's partition (slow).
+//!    shared tables directly, every fingerprint asked of every month's partition (slow).
 //! 2. the embedded ledger `<state_dir>/provenance/ledger/`, opened without creating it, when
 //!    no gateway holds it;
 //! 3. the running gateway's admin API (`/v1/provenance/lookup`, one batch per document) when it
@@ -115,7 +115,7 @@ impl Access {
                 )
             }
             Access::Postgres { .. } => {
-                "the PostgreSQL ledger (storage.backend = \"postgres\"), read directly: every fingerprint is asked of every day's partition, which takes minutes a MB with months of captures; with an auditor token (AIGATE_TOKEN or --token-file) the scan asks a replica's admin API, whose membership filter answers most of them".to_string()
+                "the PostgreSQL ledger (storage.backend = \"postgres\"), read directly: every fingerprint is asked of every month's partition, about a minute for 40 MB of source with a year of captures; with an auditor token (AIGATE_TOKEN or --token-file) the scan asks a replica's admin API, whose membership filter answers most of them".to_string()
             }
         }
     }
