@@ -7,6 +7,11 @@
 -- of the index is dropped once all of it is past retention; until then the fingerprints of
 -- entries already swept answer nothing (a lookup keeps only the hits whose entry it read).
 
+-- A replica still on an earlier release may be writing the day table while this runs: its
+-- writes wait here until the migration commits (and then go through the trigger below), so
+-- none lands after the copy and is lost to the TRUNCATE.
+LOCK TABLE aigate_provenance_fingerprints IN SHARE ROW EXCLUSIVE MODE;
+
 CREATE TABLE aigate_provenance_prints (
     hash      bigint NOT NULL,
     entry_id  text NOT NULL,

@@ -240,6 +240,36 @@ async fn write_as_before_7(c: &tokio_postgres::Client, e: &Entry, prints: &[u64]
     .unwrap();
 }
 
+/// The schema as a release before `version` left it: the migrations below it applied and
+/// recorded, and the partitions of 5 December 2026 that release made.
+async fn schema_before(c: &tokio_postgres::Client, version: i32) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.as_str() < format!("{version:04}").as_str())
+        .collect();
+    names.sort();
+    for n in &names {
+        c.batch_execute(&std::fs::read_to_string(dir.join(n)).unwrap())
+            .await
+            .unwrap();
+    }
+    c.batch_execute(&format!(
+        "CREATE TABLE aigate_schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now());
+         INSERT INTO aigate_schema_migrations (version, name)
+             SELECT v, 'before' FROM generate_series(1, {}) v;
+         CREATE TABLE aigate_provenance_entries_20261205 PARTITION OF aigate_provenance_entries
+             FOR VALUES FROM ('2026-12-05') TO ('2026-12-06');
+         CREATE TABLE aigate_provenance_fingerprints_20261205 PARTITION OF aigate_provenance_fingerprints
+             FOR VALUES FROM ('2026-12-05') TO ('2026-12-06');",
+        version - 1
+    ))
+    .await
+    .unwrap();
+}
+
 /// A ledger written before schema 6 (no `prints`, no `seq`): the migration fills both from
 /// the fingerprint table, and a replica's filter then holds those entries, and one written
 /// afterwards the old way, without its list.
@@ -250,30 +280,7 @@ fn entries_written_before_the_replica_filter_are_in_it_after_the_migration() {
     let old = answers("old", 3, 5);
     rt.block_on(async {
         let c = pg.client().await;
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-        let mut names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .filter(|n| n.as_str() < "0006")
-            .collect();
-        names.sort();
-        for n in &names {
-            c.batch_execute(&std::fs::read_to_string(dir.join(n)).unwrap())
-                .await
-                .unwrap();
-        }
-        c.batch_execute(
-            "CREATE TABLE aigate_schema_migrations (version integer PRIMARY KEY, name text NOT NULL,
-                 applied_at timestamptz NOT NULL DEFAULT now());
-             INSERT INTO aigate_schema_migrations (version, name)
-                 SELECT v, 'before' FROM generate_series(1, 5) v;
-             CREATE TABLE aigate_provenance_entries_20261205 PARTITION OF aigate_provenance_entries
-                 FOR VALUES FROM ('2026-12-05') TO ('2026-12-06');
-             CREATE TABLE aigate_provenance_fingerprints_20261205 PARTITION OF aigate_provenance_fingerprints
-                 FOR VALUES FROM ('2026-12-05') TO ('2026-12-06');",
-        )
-        .await
-        .unwrap();
+        schema_before(&c, 6).await;
         for (e, p) in &old {
             write_as_before_7(&c, e, p, false).await;
         }
@@ -439,4 +446,71 @@ fn the_sweep_drops_days_of_entries_and_only_whole_months_of_fingerprints() {
     }
     drop((a, tables));
     rt.shutdown_timeout(Duration::from_secs(5));
+}
+
+/// Migration 7 copies the day table into the month index, then empties it. A replica still on
+/// release 6 that writes its fingerprints in between would lose them to the emptying: its write
+/// waits for the migration instead, and once it commits goes to the index through the trigger.
+#[test]
+fn a_write_to_the_day_table_during_migration_7_waits_and_is_not_lost() {
+    let pg = crate::postgres::Postgres::start();
+    let rt = runtime();
+    let (old, late) = (answers("old", 3, 2), answers("late", 9_000_000, 1));
+    rt.block_on(async {
+        let migrator = pg.client().await;
+        schema_before(&migrator, 7).await;
+        for (e, p) in &old {
+            write_as_before_7(&migrator, e, p, true).await;
+        }
+        // The migration, stopped in its transaction right after its copy.
+        let sql = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations/0007_provenance_prints_by_month.sql"),
+        )
+        .unwrap();
+        let cut = sql.find("UPDATE aigate_provenance_entries e").unwrap();
+        migrator.batch_execute("BEGIN").await.unwrap();
+        migrator.batch_execute(&sql[..cut]).await.unwrap();
+
+        // Release 6 writes the entry's row, then its fingerprints to the day table.
+        let writer = pg.client().await;
+        let (e, p) = &late[0];
+        let hashes: Vec<i64> = p.iter().map(|h| *h as i64).collect();
+        writer
+            .execute(
+                "INSERT INTO aigate_provenance_entries (id, time, replica, body, prints)
+                 VALUES ($1, $2::text::timestamptz, 'old', $3, $4)",
+                &[&e.id, &e.time, &serde_json::to_value(e).unwrap(), &hashes],
+            )
+            .await
+            .unwrap();
+        let write = "INSERT INTO aigate_provenance_fingerprints (hash, entry_id, time)
+                     SELECT h, $2, $3::text::timestamptz FROM UNNEST($1::bigint[]) AS u(h)
+                     ON CONFLICT DO NOTHING";
+        writer
+            .batch_execute("SET lock_timeout = '300ms'")
+            .await
+            .unwrap();
+        let blocked = writer.execute(write, &[&hashes, &e.id, &e.time]).await;
+        assert!(
+            blocked.is_err(),
+            "a write to the day table went through during the migration"
+        );
+        migrator.batch_execute(&sql[cut..]).await.unwrap();
+        migrator.batch_execute("COMMIT").await.unwrap();
+        writer
+            .execute(write, &[&hashes, &e.id, &e.time])
+            .await
+            .unwrap();
+        let indexed: i64 = writer
+            .query_one("SELECT count(*) FROM aigate_provenance_prints", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            indexed,
+            3 * 200,
+            "the month index after the migration and the write"
+        );
+    });
 }

@@ -1,6 +1,8 @@
 //! The provenance ledger in PostgreSQL (`storage.backend = "postgres"`): every replica writes
 //! to the same tables (migrations/0004_provenance_ledger.sql and 0006), so a scan sees every
-//! replica's captures. Partitioned by day like the audit table; the sweep drops whole days.
+//! replica's captures. Entries are partitioned by day like the audit table, the fingerprint
+//! index by month (migration 7: a lookup probes every partition); the sweep drops whole days
+//! of entries and whole months of the index.
 //! The gateway's replicas keep a membership filter of it ([`ReplicaFilter`]); a scan that
 //! reads the tables directly has none.
 //!
