@@ -20,10 +20,17 @@ pub struct Repeats {
     hasher: SipHasher13,
     seen: HashMap<u128, Option<Box<Finding>>>,
     copies: u64,
+    /// [`REMEMBERED`], less in tests of what happens once it is reached.
+    room: usize,
 }
 
 impl Repeats {
     pub fn new() -> anyhow::Result<Repeats> {
+        Repeats::with_room(REMEMBERED)
+    }
+
+    /// Remembering at most `room` documents.
+    pub fn with_room(room: usize) -> anyhow::Result<Repeats> {
         let mut key = [0u8; 16];
         ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
             .map_err(|_| anyhow::anyhow!("no system randomness for the scan's document key"))?;
@@ -31,6 +38,7 @@ impl Repeats {
             hasher: SipHasher13::new_with_key(&key),
             seen: HashMap::new(),
             copies: 0,
+            room,
         })
     }
 
@@ -73,7 +81,7 @@ impl Repeats {
             return Ok(known.as_deref().cloned());
         }
         let found = match_it()?;
-        if self.seen.len() < REMEMBERED {
+        if self.seen.len() < self.room {
             self.seen.insert(digest, found.clone().map(Box::new));
         }
         Ok(found)

@@ -310,8 +310,16 @@ pub fn scan<L: Lookup + ?Sized>(
     req: &Request,
     matcher: &Matcher<'_, L>,
 ) -> anyhow::Result<Outcome> {
+    scan_with(req, matcher, Repeats::new()?)
+}
+
+/// [`scan`], remembering the documents matched in `repeats`.
+pub(super) fn scan_with<L: Lookup + ?Sized>(
+    req: &Request,
+    matcher: &Matcher<'_, L>,
+    mut repeats: Repeats,
+) -> anyhow::Result<Outcome> {
     let mut out = Outcome::default();
-    let mut repeats = Repeats::new()?;
     each_source(req, matcher, &mut repeats, &mut out)?;
     out.tally.copies = repeats.copies();
     Ok(out)
