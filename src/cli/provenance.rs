@@ -422,14 +422,14 @@ pub fn provenance_scan(args: &ScanArgs) -> Result<(), CliError> {
             out(text)?;
         }
         ScanFormat::Json => {
-            let mut doc = report::json(&outcome.findings, &outcome.tally, &thresholds);
-            doc["ledger"] = json!({
-                "access": access.kind(),
-                "location": access.location(),
-                "lookups": lookup.calls(),
-                "screens": lookup.screens(),
-            });
-            out(format!("{doc:#}\n"))?;
+            let ledger = report::LedgerUse {
+                access: access.kind(),
+                location: access.location(),
+                lookups: lookup.calls(),
+                screens: lookup.screens(),
+            };
+            let doc = report::Document::new(&outcome.findings, &outcome.tally, &thresholds, ledger);
+            out(doc.to_bytes().context("writing the JSON document")?)?;
         }
         ScanFormat::Sarif => out(format!("{:#}\n", report::sarif(&outcome.findings)))?,
     }

@@ -124,6 +124,54 @@ fn file_scan(config: &Path, path: &str) -> (Option<i32>, serde_json::Value, Stri
     scan_json(&mut c)
 }
 
+/// The example of docs/provenance.md's "`--format json`", its comments taken out.
+fn documented_document() -> serde_json::Value {
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/provenance.md"))
+            .unwrap();
+    let section = &docs[docs.find("### `--format json`").unwrap()..];
+    let start = section.find("```jsonc\n").unwrap() + "```jsonc\n".len();
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let comment = regex::Regex::new(r"(?m)(^|\s)//.*$").unwrap();
+    serde_json::from_str(&comment.replace_all(block, "")).unwrap()
+}
+
+/// The keys of `doc` and of the documented example agree, object by object: what the docs
+/// list for a file finding is there, and nothing they do not list.
+fn assert_keys_documented(doc: &serde_json::Value) {
+    let documented = documented_document();
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    let (f, d) = (&doc["findings"][0], &documented["findings"][0]);
+    for (what, real, docs) in [
+        ("the document", doc, &documented),
+        ("scanned", &doc["scanned"], &documented["scanned"]),
+        ("thresholds", &doc["thresholds"], &documented["thresholds"]),
+        ("ledger", &doc["ledger"], &documented["ledger"]),
+        ("a response", &f["responses"][0], &d["responses"][0]),
+    ] {
+        assert_eq!(
+            keys(real),
+            keys(docs),
+            "{what}: docs/provenance.md lists other keys"
+        );
+    }
+    // A file finding: the documented keys less those of records and of git.
+    let only_elsewhere = ["line", "id", "range", "blob"];
+    let file: Vec<String> = keys(d)
+        .into_iter()
+        .filter(|k| !only_elsewhere.contains(&k.as_str()))
+        .collect();
+    assert_eq!(
+        keys(f),
+        file,
+        "a file finding: docs/provenance.md lists other keys"
+    );
+}
+
 /// The scan's JSON document (stdout) and its exit code, stderr.
 fn scan_json(cmd: &mut Command) -> (Option<i32>, serde_json::Value, String) {
     let out = cmd.output().unwrap();
@@ -236,6 +284,7 @@ async fn scan_finds_a_pasted_passage_through_the_gateway_and_the_file() {
     );
     assert!(stderr.contains("1 finding (1 strong)"), "{stderr}");
     assert_eq!(doc["ledger"]["access"], "api", "{doc:#}");
+    assert_keys_documented(&doc);
     let findings = doc["findings"].as_array().unwrap();
     assert_eq!(findings.len(), 1, "the clean file is flagged: {doc:#}");
     let f = &findings[0];

@@ -84,18 +84,65 @@ pub fn table(out: &mut impl Write, findings: &[Located], tally: &Tally) -> std::
     )
 }
 
-pub fn json(findings: &[Located], tally: &Tally, thresholds: &Thresholds) -> Value {
-    json!({
-        "version": SCHEMA_VERSION,
-        "scanned": tally,
-        "thresholds": {
-            "min_chars": thresholds.min_chars,
-            "min_fingerprints": thresholds.min_fingerprints,
-            "strong_chars": thresholds.strong_chars,
-            "strong_share": thresholds.strong_share,
-        },
-        "findings": findings,
-    })
+/// The `--format json` document (docs/provenance.md), serialised straight from the scan's own
+/// types in the order the docs show: built as a `serde_json::Value` first, it cost about 5 % of
+/// a scan of a tree full of findings.
+#[derive(serde::Serialize)]
+pub struct Document<'a> {
+    version: u32,
+    scanned: &'a Tally,
+    thresholds: Limits,
+    ledger: LedgerUse,
+    findings: &'a [Located],
+}
+
+/// The thresholds a reader needs to interpret the findings.
+#[derive(serde::Serialize)]
+struct Limits {
+    min_chars: usize,
+    min_fingerprints: usize,
+    strong_chars: usize,
+    strong_share: f64,
+}
+
+/// Which ledger the scan read, and how often it asked it.
+#[derive(serde::Serialize)]
+pub struct LedgerUse {
+    /// `file`, `api` or `postgres`.
+    pub access: &'static str,
+    pub location: String,
+    pub lookups: u64,
+    pub screens: u64,
+}
+
+impl<'a> Document<'a> {
+    pub fn new(
+        findings: &'a [Located],
+        tally: &'a Tally,
+        thresholds: &Thresholds,
+        ledger: LedgerUse,
+    ) -> Document<'a> {
+        Document {
+            version: SCHEMA_VERSION,
+            scanned: tally,
+            thresholds: Limits {
+                min_chars: thresholds.min_chars,
+                min_fingerprints: thresholds.min_fingerprints,
+                strong_chars: thresholds.strong_chars,
+                strong_share: thresholds.strong_share,
+            },
+            ledger,
+            findings,
+        }
+    }
+
+    /// Pretty-printed, with a final newline.
+    pub fn to_bytes(&self) -> serde_json::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(512 * self.findings.len() + 512);
+        serde_json::to_writer_pretty(&mut out, self)?;
+        out.push(b'\n');
+        Ok(out)
+    }
 }
 
 const RULE_STRONG: &str = "aigate.provenance.strong";
