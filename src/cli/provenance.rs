@@ -381,8 +381,12 @@ pub fn provenance_scan(args: &ScanArgs) -> Result<(), CliError> {
         _ => anyhow::bail!("no gateway to screen fingerprints"),
     };
     let lookup = match &access {
-        Access::File { .. } => LedgerLookup::with_filter(&find, &may_hold).with_sole(&sole),
-        Access::Api { screen: true, .. } => LedgerLookup::with_screen(&find, &screen),
+        Access::File { .. } => LedgerLookup::with_filter(&find, &may_hold)
+            .with_sole(&sole)
+            .skipping(&stop),
+        Access::Api { screen: true, .. } => {
+            LedgerLookup::with_screen(&find, &screen).skipping(&stop)
+        }
         _ => LedgerLookup::new(&find),
     };
     let defaults = Thresholds::default();

@@ -298,14 +298,15 @@ type Hits = HashMap<u64, [Vec<(u32, u32)>; 2]>;
 impl<L: Lookup + ?Sized> Matcher<'_, L> {
     /// A document's fingerprints, both channels, into `fps`. The stop-list drops what is
     /// found in it either way. A remote ledger must not be asked about those, so it goes first;
-    /// where the ledger's filter answers nearly every fingerprint in this process, the
-    /// stop-list is probed only for the fingerprints found, in [`Matcher::hits`] (it was 2–4 %
-    /// of a scan, a probe a fingerprint; docs/provenance.md, "Scan speed").
+    /// where the ledger's filter (here, or the gateway's screen) stops nearly every fingerprint
+    /// before a lookup, the stop-list is probed only for the fingerprints found, in
+    /// [`Matcher::hits`] (it was 2–4 % of a scan, a probe a fingerprint; docs/provenance.md,
+    /// "Scan speed").
     fn prints(&self, text: &str, fps: &mut Vec<Fp>) {
         fps.clear();
         self.fingerprinter.code_into(text, fps);
         self.fingerprinter.text_into(text, fps);
-        if !self.ledger.filters_first() {
+        if !self.ledger.stops_after() {
             fps.retain(|f| !self.stop.contains(f.hash));
         }
     }
@@ -319,7 +320,7 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
             pairs,
             ids,
         } = sc;
-        let stop_first = !self.ledger.filters_first();
+        let stop_first = !self.ledger.stops_after();
         let mut hits = Hits::new();
         pairs.clear();
         self.ledger.responses_each(wanted, pairs)?;

@@ -70,8 +70,15 @@ pub trait Lookup {
         None
     }
     /// The ledger answers most absent fingerprints in this process (a membership filter), so
-    /// the matcher probes the stop-list only for the few it finds, not before for all.
+    /// the matcher probes the stop-list only for the few it finds, not before for all, and
+    /// documents are matched one at a time rather than looked up a group at a time.
     fn filters_first(&self) -> bool {
         false
+    }
+    /// The stop-list may be left until after the ledger's filter, in this process or the
+    /// gateway's, has passed the few fingerprints it may hold: the matcher then probes it only
+    /// for those it finds.
+    fn stops_after(&self) -> bool {
+        self.filters_first()
     }
 }
