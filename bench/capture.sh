@@ -4,7 +4,7 @@
 # "within 5% of capture off"), and the ledger bytes per MB of captured output.
 #
 #   bench/capture.sh [--bin PATH] [--reps 3] [--duration 10] [--warmup 2] [--conc 16] [--events 50]
-#                    [--out DIR] [--proxy-cpu 0] [--load-cpu 1]
+#                    [--out DIR] [--proxy-cpu 0] [--load-cpu 1] [--worker-priority normal|low]
 #
 # The upstream is the harness's (run_all.sh's): nginx terminating TLS for api.vendor.test in front of
 # sse-upstream, `POST /v1/messages?stream=1&n=EVENTS&ms=0` answering `text/event-stream` with
@@ -16,6 +16,8 @@
 # oha keeps CONC connections alive for DURATION seconds after WARMUP seconds of the same load.
 # Prints per-rep req/s, the medians, their ratio, and for each capture-on run the ledger file size
 # against the output the gateway captured (the sum of provenance_chars of its outcome records).
+# --worker-priority low renders provenance.worker_priority = "low" (the capture workers at nice 19);
+# the provenance marks then say how many captures a full queue dropped.
 # Needs the harness's tools: run bench/run.sh (or scripts/setup.sh) once first.
 set -euo pipefail
 BENCH=$(cd "$(dirname "$0")" && pwd)
@@ -24,7 +26,7 @@ B=${BENCH_WORK:-${XDG_CACHE_HOME:-$HOME/.cache}/aigate-bench}
 CA=$B/ca
 OHA=$B/tools/oha/bin/oha
 SSEUP=$B/target/benchtools/release/sse-upstream
-BIN=""; REPS=3; DURATION=10; WARMUP=2; CONC=16; EVENTS=50; OUT=""; PROXY_CPU=0; LOAD_CPU=1
+BIN=""; REPS=3; DURATION=10; WARMUP=2; CONC=16; EVENTS=50; OUT=""; PROXY_CPU=0; LOAD_CPU=1; PRIORITY=normal
 while [ $# -gt 0 ]; do
   case $1 in
     --bin) BIN=$2; shift 2;;
@@ -36,7 +38,8 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift 2;;
     --proxy-cpu) PROXY_CPU=$2; shift 2;;
     --load-cpu) LOAD_CPU=$2; shift 2;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0;;
+    --worker-priority) PRIORITY=$2; shift 2;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0;;
     *) echo "capture.sh: unknown option $1 (see --help)" >&2; exit 64;;
   esac
 done
@@ -71,7 +74,8 @@ render() {  # mode(on|off) state_dir -> config path
   python3 "$BENCH/aigate/render-config.py" --base "$REPO/config/aigate.toml" --out "$cfg" \
     --listen "127.0.0.1:$PROXY_PORT" --state-dir "$state" \
     --ca-cert "$CA/mitm-ca.pem" --ca-key "$CA/mitm-ca.key" --upstream-ca "$CA/upstream-ca.pem" \
-    --admin-listen "127.0.0.1:$ADMIN_PORT" --resolve "api.vendor.test=127.0.0.1:$UP_PORT" --provenance "$mode" > /dev/null
+    --admin-listen "127.0.0.1:$ADMIN_PORT" --resolve "api.vendor.test=127.0.0.1:$UP_PORT" --provenance "$mode" \
+    --worker-priority "$PRIORITY" > /dev/null
   "$BIN" check --config "$cfg" > "$OUT/check-$mode.log" 2>&1 || { cat "$OUT/check-$mode.log" >&2; exit 1; }
   echo "$cfg"
 }

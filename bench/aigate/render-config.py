@@ -12,6 +12,7 @@ with fsync = "batch", timeouts, limits) is kept as it is, comments included. Onl
   [admin]    listen
   [log]      level = "warn"       (process logs; not the audit log)
   [provenance] enabled            (only with --provenance on|off)
+  [provenance] worker_priority    (only with --worker-priority normal|low)
   + one [[vendors]] entry for the bench vendor host api.vendor.test (error_format anthropic), so the
     bench traffic is intercepted, identified, decided and audited like a real vendor's.
     With --vendor-host-in ID the host is instead added to the hosts of the shipped vendor ID
@@ -50,6 +51,8 @@ ap.add_argument("--resolve", action="append", default=[], metavar="HOST=IP:PORT"
 ap.add_argument("--provenance", choices=["on", "off"],
                 help="set provenance.enabled (capture of vendor output; shipped: on), for "
                      "bench/capture.sh and callgrind.sh --provenance")
+ap.add_argument("--worker-priority", choices=["normal", "low"],
+                help="set provenance.worker_priority (shipped: normal), for bench/capture.sh")
 a = ap.parse_args()
 
 text = open(a.base, encoding="utf-8").read()
@@ -68,6 +71,8 @@ sets = {
 }
 if a.provenance:
     sets[("provenance", "enabled")] = "true" if a.provenance == "on" else "false"
+if a.worker_priority:
+    sets[("provenance", "worker_priority")] = q(a.worker_priority)
 if a.per_client != "keep":
     n = base.get("gateway", {}).get("max_connections", 16000) if a.per_client == "max" else int(a.per_client)
     sets[("gateway", "max_connections_per_client")] = str(n)

@@ -333,8 +333,23 @@ pub struct ProvenanceConfig {
     /// more memory than this while the workers catch up.
     pub queue_bytes: usize,
     pub workers: usize,
+    pub worker_priority: WorkerPriority,
     /// Keep thinking / reasoning text as output too.
     pub thinking: bool,
+}
+
+/// How the capture workers share the CPU with the data path (`provenance.worker_priority`).
+/// Issue 17 puts the client first: a capture is dropped rather than a client slowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerPriority {
+    /// As the data path: every capture is kept while the queue has room, and at full load the
+    /// workers' CPU is taken from the data path (a fifth of SSE throughput; docs/provenance.md,
+    /// "Capture cost").
+    Normal,
+    /// The lowest (nice 19, Linux; the default): the workers run on what the data path leaves
+    /// idle, and at full load a full queue drops captures instead (counted and marked in the
+    /// audit log).
+    Low,
 }
 
 impl Default for ProvenanceConfig {
@@ -347,6 +362,7 @@ impl Default for ProvenanceConfig {
             queue: 4096,
             queue_bytes: 64 << 20,
             workers: 1,
+            worker_priority: WorkerPriority::Low,
             thinking: false,
         }
     }

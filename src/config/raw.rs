@@ -58,6 +58,7 @@ pub struct RawProvenance {
     pub queue: Option<u64>,
     pub queue_bytes: Option<String>,
     pub workers: Option<u64>,
+    pub worker_priority: Option<String>,
     pub thinking: Option<bool>,
 }
 

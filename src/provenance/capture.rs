@@ -28,7 +28,7 @@ use super::websocket::Deframer;
 use super::{ApiShape, Capture, Limits, Reassembler};
 use crate::audit::record::ProvenanceMark;
 use crate::audit::{AuditLog, AuditRecord};
-use crate::config::ProvenanceConfig;
+use crate::config::{ProvenanceConfig, WorkerPriority};
 use crate::metrics::Metrics;
 
 /// How a response's bytes arrive.
@@ -104,6 +104,20 @@ pub struct Capturer {
     ending: Arc<AtomicUsize>,
 }
 
+/// `provenance.worker_priority = "low"`: the calling worker thread at nice 19, so at full load
+/// the data path keeps the core and a full queue drops captures instead (measured in
+/// docs/provenance.md, "Capture cost"). On Linux the nice value is the thread's own.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, 19) {
+        tracing::warn!(error = %e, "provenance.worker_priority = \"low\": cannot lower the capture worker's priority; it runs at normal priority");
+    }
+    #[cfg(not(target_os = "linux"))]
+    tracing::warn!(
+        "provenance.worker_priority = \"low\" is only supported on Linux; the capture workers run at normal priority"
+    );
+}
+
 /// Lets tests stop the workers (a slow worker, made certain).
 #[derive(Default)]
 struct Hold {
@@ -154,10 +168,16 @@ impl Capturer {
                 finished: Vec::new(),
                 first_finished: None,
             };
+            let priority = cfg.worker_priority;
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("aigate-capture-{i}"))
-                    .spawn(move || worker.run())?,
+                    .spawn(move || {
+                        if priority == WorkerPriority::Low {
+                            lower_priority();
+                        }
+                        worker.run()
+                    })?,
             );
             workers.push(tx);
         }

@@ -546,6 +546,54 @@ async fn capture_off_leaves_the_record_without_provenance() {
     assert!(r.get("provenance").is_none(), "{r}");
 }
 
+/// The shipped policy's capture workers (`worker_priority = "low"`, the default) run at nice 19
+/// (their threads, in this process), and still capture what the vendor sends back.
+#[tokio::test]
+async fn capture_workers_run_at_nice_19_and_still_capture() {
+    let env = TestEnv::builder().start().await;
+    // Field 19 of a thread's stat is its nice value; the name (field 2) has no spaces here.
+    let nice_of_capture_threads = || -> Vec<i64> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|t| {
+                let dir = t.ok()?.path();
+                let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+                if !name.starts_with("aigate-capture") {
+                    return None;
+                }
+                let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+                let after_name = &stat[stat.rfind(')')? + 2..];
+                after_name.split(' ').nth(16)?.parse().ok()
+            })
+            .collect()
+    };
+    let mut niced = false;
+    for _ in 0..100 {
+        niced = nice_of_capture_threads().contains(&19);
+        if niced {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        niced,
+        "no capture worker at nice 19: {:?}",
+        nice_of_capture_threads()
+    );
+    env.vendor.serve(
+        "/v1/messages",
+        Canned {
+            headers: vec![("content-type".into(), JSON.into())],
+            chunks: vec![Bytes::from(fixture("anthropic_message.json"))],
+            gap: Duration::ZERO,
+        },
+    );
+    let (resp, id) = crate::common::anthropic_sdk_call(&env.client(false), "{}").await;
+    resp.bytes().await.unwrap();
+    let r = outcome(&env, &id).await;
+    assert_eq!(r["provenance"], "captured", "{r}");
+}
+
 pub(crate) const AUDITOR: &str = "auditor-token-0017";
 
 const PROSE: &str = "The gateway sees every answer a vendor sends back, so it is the one place where a \

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Problems, duration, q};
-use crate::config::ProvenanceConfig;
 use crate::config::raw::RawProvenance;
+use crate::config::{ProvenanceConfig, WorkerPriority};
 use crate::identify::tools::UNKNOWN_TOOL;
 
 /// More queued chunks than this would hold gigabytes of responses in memory.
@@ -86,6 +86,19 @@ pub(super) fn provenance(
             ),
         );
     }
+    let worker_priority = match raw.worker_priority.as_deref() {
+        None => defaults.worker_priority,
+        Some("normal") => WorkerPriority::Normal,
+        Some("low") => WorkerPriority::Low,
+        Some(other) => {
+            p.push(
+                "provenance.worker_priority",
+                q(other),
+                "use \"low\" (the default: the data path first, so at full load captures are dropped) or \"normal\" (every capture kept, at the data path's expense at full load)",
+            );
+            defaults.worker_priority
+        }
+    };
     ProvenanceConfig {
         enabled: raw.enabled.unwrap_or(defaults.enabled),
         tools,
@@ -94,6 +107,7 @@ pub(super) fn provenance(
         queue: queue.clamp(1, MAX_QUEUE) as usize,
         queue_bytes: usize::try_from(queue_bytes).unwrap_or(usize::MAX),
         workers: workers.clamp(1, MAX_WORKERS) as usize,
+        worker_priority,
         thinking: raw.thinking.unwrap_or(defaults.thinking),
     }
 }
@@ -156,12 +170,18 @@ mod tests {
         assert!(p.tools.is_empty() && p.vendors.is_empty());
         assert!(p.covers("claude-code", "anthropic"));
         assert!(!p.thinking);
+        assert_eq!(p.worker_priority, crate::config::WorkerPriority::Low);
+        let normal = with("enabled = true\nworker_priority = \"normal\"").unwrap();
+        assert_eq!(
+            normal.provenance.worker_priority,
+            crate::config::WorkerPriority::Normal
+        );
     }
 
     #[test]
     fn every_bad_key_is_named_with_its_path() {
         let text = problems(
-            "enabled = true\ntools = [\"claude-code\", \"claude_code\"]\nvendors = [\"anthropik\"]\nretention = \"1h\"\nqueue = 0\nworkers = 65\nqueue_bytes = \"1KiB\"\n",
+            "enabled = true\ntools = [\"claude-code\", \"claude_code\"]\nvendors = [\"anthropik\"]\nretention = \"1h\"\nqueue = 0\nworkers = 65\nqueue_bytes = \"1KiB\"\nworker_priority = \"idle\"\n",
         );
         for want in [
             "provenance.tools[1] = \"claude_code\": unknown tool; known tools are",
@@ -170,6 +190,7 @@ mod tests {
             "provenance.queue = 0: use between 1 and 1000000",
             "provenance.workers = 65: use between 1 and 64",
             "provenance.queue_bytes = \"1KiB\": out of range; use between \"64KiB\" and \"16GiB\"",
+            "provenance.worker_priority = \"idle\": use \"low\" (the default",
         ] {
             assert!(text.contains(want), "{want:?} not in:\n{text}");
         }
