@@ -46,19 +46,15 @@ fn pg(e: DbError) -> LedgerError {
     LedgerError::Postgres(e.to_string())
 }
 
-/// The first day of `day`'s month and of the month after it.
-fn month_of(day: time::Date) -> Result<(time::Date, time::Date), DbError> {
-    let bad =
-        |e: time::error::ComponentRange| DbError::Unavailable(format!("the month of {day}: {e}"));
-    let first = day.replace_day(1).map_err(bad)?;
-    let next = match first.month() {
+/// The first day of the month after `first` (the first of a month).
+fn next_month(first: time::Date) -> Result<time::Date, DbError> {
+    match first.month() {
         time::Month::December => {
             time::Date::from_calendar_date(first.year() + 1, time::Month::January, 1)
         }
         m => first.replace_month(m.next()),
     }
-    .map_err(bad)?;
-    Ok((first, next))
+    .map_err(|e| DbError::Unavailable(format!("the month after {first}: {e}")))
 }
 
 impl PostgresLedger {
@@ -369,6 +365,26 @@ impl PostgresLedger {
         .transpose()
     }
 
+    /// The partitions of the table `parent`, by name.
+    async fn partitions(
+        &self,
+        client: &tokio_postgres::Client,
+        parent: &str,
+    ) -> Result<Vec<String>, DbError> {
+        let rows = self.db.note(
+            client
+                .query(
+                    "SELECT c.relname::text FROM pg_inherits i
+                     JOIN pg_class c ON c.oid = i.inhrelid
+                     JOIN pg_class p ON p.oid = i.inhparent
+                     WHERE p.relname = $1",
+                    &[&parent],
+                )
+                .await,
+        )?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Drop the day partitions of entries, and the months of the fingerprint index, that end
     /// before `before_ms`; the entries removed.
     async fn sweep_async(&self, before_ms: i64) -> Result<u64, DbError> {
@@ -376,21 +392,12 @@ impl PostgresLedger {
         let cutoff = time::OffsetDateTime::from_unix_timestamp(before_ms.div_euclid(1000))
             .map_err(|e| DbError::Unavailable(format!("retention cutoff: {e}")))?
             .date();
-        let rows = self.db.note(
-            client
-                .query(
-                    "SELECT c.relname FROM pg_inherits i
-                     JOIN pg_class c ON c.oid = i.inhrelid
-                     JOIN pg_class p ON p.oid = i.inhparent
-                     WHERE p.relname = 'aigate_provenance_entries'",
-                    &[],
-                )
-                .await,
-        )?;
+        let rows = self
+            .partitions(&client, "aigate_provenance_entries")
+            .await?;
         let format = time::macros::format_description!("[year][month][day]");
         let mut removed = 0u64;
-        for r in rows {
-            let name: String = r.get(0);
+        for name in rows {
             let Some(tag) = name.strip_prefix("aigate_provenance_entries_") else {
                 continue;
             };
@@ -429,26 +436,14 @@ impl PostgresLedger {
         // A month of the fingerprint index once all of it is too old. Until then, the
         // fingerprints of the days dropped above answer nothing: lookups keep only the hits
         // whose entry they read.
-        let months = self.db.note(
-            client
-                .query(
-                    "SELECT c.relname FROM pg_inherits i
-                     JOIN pg_class c ON c.oid = i.inhrelid
-                     JOIN pg_class p ON p.oid = i.inhparent
-                     WHERE p.relname = 'aigate_provenance_prints'",
-                    &[],
-                )
-                .await,
-        )?;
-        for r in months {
-            let name: String = r.get(0);
+        for name in self.partitions(&client, "aigate_provenance_prints").await? {
             let Some(tag) = name.strip_prefix("aigate_provenance_prints_") else {
                 continue;
             };
             let Ok(first) = time::Date::parse(&format!("{tag}01"), &format) else {
                 continue;
             };
-            if month_of(first)?.1 > cutoff {
+            if next_month(first)? > cutoff {
                 continue;
             }
             self.db.note(
