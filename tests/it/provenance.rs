@@ -523,15 +523,8 @@ async fn the_responses_websocket_is_captured_from_its_frames() {
     assert_eq!(r["provenance_chars"], want as u64, "{r}");
 }
 
-#[tokio::test]
-async fn capture_off_leaves_the_record_without_provenance() {
-    let env = TestEnv::builder()
-        .replace(
-            "enabled = true\n# Only these tools",
-            "enabled = false\n# Only these tools",
-        )
-        .start()
-        .await;
+/// One Anthropic Messages call answered with the recorded JSON message: its outcome record.
+async fn one_message_answered(env: &TestEnv) -> serde_json::Value {
     env.vendor.serve(
         "/v1/messages",
         Canned {
@@ -542,7 +535,19 @@ async fn capture_off_leaves_the_record_without_provenance() {
     );
     let (resp, id) = crate::common::anthropic_sdk_call(&env.client(false), "{}").await;
     resp.bytes().await.unwrap();
-    let r = outcome(&env, &id).await;
+    outcome(env, &id).await
+}
+
+#[tokio::test]
+async fn capture_off_leaves_the_record_without_provenance() {
+    let env = TestEnv::builder()
+        .replace(
+            "enabled = true\n# Only these tools",
+            "enabled = false\n# Only these tools",
+        )
+        .start()
+        .await;
+    let r = one_message_answered(&env).await;
     assert!(r.get("provenance").is_none(), "{r}");
 }
 
@@ -580,17 +585,7 @@ async fn capture_workers_run_at_nice_19_and_still_capture() {
         "no capture worker at nice 19: {:?}",
         nice_of_capture_threads()
     );
-    env.vendor.serve(
-        "/v1/messages",
-        Canned {
-            headers: vec![("content-type".into(), JSON.into())],
-            chunks: vec![Bytes::from(fixture("anthropic_message.json"))],
-            gap: Duration::ZERO,
-        },
-    );
-    let (resp, id) = crate::common::anthropic_sdk_call(&env.client(false), "{}").await;
-    resp.bytes().await.unwrap();
-    let r = outcome(&env, &id).await;
+    let r = one_message_answered(&env).await;
     assert_eq!(r["provenance"], "captured", "{r}");
 }
 

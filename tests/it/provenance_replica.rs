@@ -91,6 +91,11 @@ fn wait_ready(l: &PostgresLedger) {
     panic!("the replica's filter was not built in 10 s");
 }
 
+/// The one number `sql` selects.
+async fn count(c: &tokio_postgres::Client, sql: &str) -> i64 {
+    c.query_one(sql, &[]).await.unwrap().get(0)
+}
+
 fn sorted(mut m: Matches) -> (Vec<(u64, String)>, Vec<String>) {
     m.hits.sort();
     let mut ids: Vec<String> = m.entries.into_keys().collect();
@@ -296,16 +301,7 @@ fn entries_written_before_the_replica_filter_are_in_it_after_the_migration() {
     // The filter holds them (and their markers): an entry found answers its own.
     assert!(a.fingerprints_asked() - before < 400);
     // Schema 7 moved their fingerprints to the index by month and emptied the day table.
-    let count = |sql: &str| {
-        rt.block_on(async {
-            pg.client()
-                .await
-                .query_one(sql, &[])
-                .await
-                .unwrap()
-                .get::<_, i64>(0)
-        })
-    };
+    let count = |sql: &str| rt.block_on(async { count(&pg.client().await, sql).await });
     assert_eq!(
         count("SELECT count(*) FROM aigate_provenance_fingerprints"),
         0
@@ -412,15 +408,12 @@ fn the_sweep_drops_days_of_entries_and_only_whole_months_of_fingerprints() {
     assert_eq!(a.sweep(1_796_256_000_000).unwrap(), 4);
     assert_eq!(months(), ["aigate_provenance_prints_202612"]);
     let left = rt.block_on(async {
-        pg.client()
-            .await
-            .query_one(
-                "SELECT count(*) FROM aigate_provenance_prints WHERE entry_id LIKE 'dec1-%'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
+        let c = pg.client().await;
+        count(
+            &c,
+            "SELECT count(*) FROM aigate_provenance_prints WHERE entry_id LIKE 'dec1-%'",
+        )
+        .await
     });
     assert_eq!(
         left,
@@ -502,11 +495,7 @@ fn a_write_to_the_day_table_during_migration_7_waits_and_is_not_lost() {
             .execute(write, &[&hashes, &e.id, &e.time])
             .await
             .unwrap();
-        let indexed: i64 = writer
-            .query_one("SELECT count(*) FROM aigate_provenance_prints", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let indexed = count(&writer, "SELECT count(*) FROM aigate_provenance_prints").await;
         assert_eq!(
             indexed,
             3 * 200,
