@@ -32,6 +32,7 @@ pub mod admin;
 pub mod admin_client;
 pub mod app;
 pub mod audit;
+pub mod background;
 pub mod catalog;
 pub mod cli;
 pub mod config;

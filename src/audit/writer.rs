@@ -795,18 +795,15 @@ impl Syncer {
     }
 }
 
-/// Lowest priority for the calling thread only (Linux keeps a nice value per thread), for the
-/// writer's helper threads: woken at normal priority, each preempted the proxy's worker on its
-/// core, often while the worker held the chain's lock, and the two then switched back and forth
-/// on it. At nice 19 they run when the worker waits for the network. Nothing on a call's path
-/// waits for them: a call's decision is written by the call itself.
+/// Lowest priority for the writer's helper threads ([`crate::background`]): woken at normal
+/// priority, each preempted the proxy's worker on its core, often while the worker held the
+/// chain's lock, and the two then switched back and forth on it. At nice 19 they run when the
+/// worker waits for the network. Nothing on a call's path waits for them: a call's decision is
+/// written by the call itself.
 fn background_priority(thread: &str) {
-    #[cfg(unix)]
-    if let Err(e) = rustix::process::nice(19) {
+    if let Err(e) = crate::background::lowest_priority() {
         tracing::debug!(error = %e, thread, "cannot lower an audit thread's priority");
     }
-    #[cfg(not(unix))]
-    let _ = thread;
 }
 
 /// Drop the log's pages that are on disk and older than its newest `KEEP_CACHED` from the page

@@ -106,16 +106,11 @@ pub struct Capturer {
 
 /// `provenance.worker_priority = "low"`: the calling worker thread at nice 19, so at full load
 /// the data path keeps the core and a full queue drops captures instead (measured in
-/// docs/provenance.md, "Capture cost"). On Linux the nice value is the thread's own.
+/// docs/provenance.md, "Capture cost").
 fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(None, 19) {
+    if let Err(e) = crate::background::lowest_priority() {
         tracing::warn!(error = %e, "provenance.worker_priority = \"low\": cannot lower the capture worker's priority; it runs at normal priority");
     }
-    #[cfg(not(target_os = "linux"))]
-    tracing::warn!(
-        "provenance.worker_priority = \"low\" is only supported on Linux; the capture workers run at normal priority"
-    );
 }
 
 /// Lets tests stop the workers (a slow worker, made certain).
