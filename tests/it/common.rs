@@ -582,14 +582,25 @@ impl TestEnv {
         format!("http://{}", self.gateway.proxy_addr)
     }
 
-    /// GET on the admin API with a bearer token: (status, body).
-    pub async fn admin_get(&self, path: &str, token: &str) -> (u16, String) {
-        let resp = reqwest::Client::builder()
+    /// A request to the admin API with a bearer token, not through any proxy.
+    pub fn admin_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
+        reqwest::Client::builder()
             .no_proxy()
             .build()
             .unwrap()
-            .get(format!("http://{}{path}", self.gateway.admin_addr))
+            .request(method, format!("http://{}{path}", self.gateway.admin_addr))
             .bearer_auth(token)
+    }
+
+    /// GET on the admin API with a bearer token: (status, body).
+    pub async fn admin_get(&self, path: &str, token: &str) -> (u16, String) {
+        let resp = self
+            .admin_request(reqwest::Method::GET, path, token)
             .send()
             .await
             .unwrap();

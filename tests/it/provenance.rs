@@ -655,12 +655,8 @@ async fn admin_post(
     token: &str,
     body: serde_json::Value,
 ) -> (u16, serde_json::Value) {
-    let resp = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .post(format!("http://{}{path}", env.gateway.admin_addr))
-        .bearer_auth(token)
+    let resp = env
+        .admin_request(reqwest::Method::POST, path, token)
         .json(&body)
         .send()
         .await
@@ -677,12 +673,8 @@ async fn post_raw(
     kind: &str,
     body: Vec<u8>,
 ) -> (u16, Option<String>, Vec<u8>) {
-    let resp = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .post(format!("http://{}{path}", env.gateway.admin_addr))
-        .bearer_auth(token)
+    let resp = env
+        .admin_request(reqwest::Method::POST, path, token)
         .header("content-type", kind)
         .body(body)
         .send()
