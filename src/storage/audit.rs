@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::partitions::DayPartitions;
 use super::{Db, DbError};
 use crate::audit::chain::{self, ChainError, ChainHead, ChainProblem};
 use crate::audit::query::{Entry, Filter, Groups, Summary};
@@ -63,7 +64,7 @@ async fn ship_session(db: &Db, path: &std::path::Path, shipped: &Shipped) -> Res
     shipped.send_replace(u64::try_from(last).unwrap_or(0));
     let mut reader =
         Tail::open_series(path, last).map_err(|e| DbError::Unavailable(e.to_string()))?;
-    let mut days: Vec<String> = Vec::new();
+    let days = DayPartitions::new("aigate_audit", PARTITION_LOCK);
     loop {
         let batch = reader
             .next_batch()
@@ -78,13 +79,8 @@ async fn ship_session(db: &Db, path: &std::path::Path, shipped: &Shipped) -> Res
             tokio::time::sleep(POLL).await;
             continue;
         }
-        for (_, time, _) in &batch {
-            let day = time.get(..10).unwrap_or_default().to_string();
-            if !days.contains(&day) {
-                create_partition(db, &client, &day).await?;
-                days.push(day);
-            }
-        }
+        let times: Vec<&str> = batch.iter().map(|(_, time, _)| time.as_str()).collect();
+        days.ensure(db, &client, &times).await?;
         let seqs: Vec<i64> = batch.iter().map(|b| b.0).collect();
         let times: Vec<&str> = batch.iter().map(|b| b.1.as_str()).collect();
         let lines: Vec<&str> = batch.iter().map(|b| b.2.as_str()).collect();
@@ -102,27 +98,6 @@ async fn ship_session(db: &Db, path: &std::path::Path, shipped: &Shipped) -> Res
         last = seqs.last().copied().unwrap_or(last);
         shipped.send_replace(u64::try_from(last).unwrap_or(0));
     }
-}
-
-async fn create_partition(
-    db: &Db,
-    client: &tokio_postgres::Client,
-    day: &str,
-) -> Result<(), DbError> {
-    let format = time::macros::format_description!("[year]-[month]-[day]");
-    let start = time::Date::parse(day, &format)
-        .map_err(|e| DbError::Unavailable(format!("record time {day:?}: {e}")))?;
-    let end = start
-        .next_day()
-        .ok_or_else(|| DbError::Unavailable(format!("record time {day:?}")))?;
-    let name = format!("aigate_audit_{}", day.replace('-', ""));
-    let sql = format!(
-        "SELECT pg_advisory_xact_lock({PARTITION_LOCK});
-         CREATE TABLE IF NOT EXISTS {name} PARTITION OF aigate_audit
-         FOR VALUES FROM ('{start}') TO ('{end}')"
-    );
-    // One transaction: the lock is held until the partition exists.
-    db.note(client.batch_execute(&format!("BEGIN; {sql}; COMMIT")).await)
 }
 
 /// Complete lines of the audit file after a given `seq`.

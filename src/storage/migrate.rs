@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "provenance_prints_by_month",
         include_str!("../../migrations/0007_provenance_prints_by_month.sql"),
     ),
+    (
+        8,
+        "day_partitions_in_utc",
+        include_str!("../../migrations/0008_day_partitions_in_utc.sql"),
+    ),
 ];
 
 /// An arbitrary constant: the advisory lock that serialises migrations across replicas.

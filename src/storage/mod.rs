@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod migrate;
 pub mod mirror;
+pub mod partitions;
 pub mod postgres;
 
 pub use postgres::{Db, DbError};

@@ -40,7 +40,8 @@ pub enum DbError {
     Tls(#[from] TlsSetupError),
     #[error("PostgreSQL is unreachable: {0}")]
     Unavailable(String),
-    #[error("PostgreSQL: {0}")]
+    /// Shown with PostgreSQL's own message (`db error` alone names nothing).
+    #[error("PostgreSQL: {}", chain(.0))]
     Query(#[from] tokio_postgres::Error),
 }
 

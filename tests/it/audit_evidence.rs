@@ -732,3 +732,57 @@ async fn a_cut_log_without_its_state_file_is_caught_at_start_against_postgres() 
     assert_eq!(gap["seq"].as_u64().unwrap(), g["to"].as_u64().unwrap() + 1);
     drop(dir);
 }
+
+/// The audit table's day partitions are UTC days whatever the server's time zone. Bounded by
+/// date literals, a day's partition is read in the server's zone; records outside it, late in
+/// the UTC day on a server east of UTC or early on one west of it, failed to insert and held the
+/// shipper there for good (the day's table existed, so it was never made again). The zone is
+/// picked so that now falls outside "today" read in it. Fails with partitions bounded in the
+/// session's zone.
+#[tokio::test]
+async fn the_audit_log_ships_at_any_hour_whatever_the_server_s_time_zone() {
+    let pg = crate::postgres::Postgres::start();
+    let hour = time::OffsetDateTime::now_utc().hour();
+    // 14 hours east, "today" ended at 10:00 UTC; 12 hours west, it starts at 12:00 UTC.
+    let zone = if hour >= 10 {
+        "Etc/GMT-14"
+    } else {
+        "Etc/GMT+12"
+    };
+    pg.client()
+        .await
+        .batch_execute(&format!("ALTER DATABASE postgres SET timezone TO '{zone}'"))
+        .await
+        .unwrap();
+    let env = shipping_to(&pg, 1000).await;
+    some_calls(&env, 3).await;
+    let text = std::fs::read_to_string(env.gateway.audit().path()).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let seq = last["seq"].as_i64().unwrap();
+    let db = pg.client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !in_table(&db, seq).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "record {seq} never reached the table (server in {zone})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bounds: String = db
+        .query_one(
+            "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'aigate_audit'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let today = time::OffsetDateTime::now_utc().date();
+    // Shown in the server's zone: midnight UTC is 14:00 there, or 12:00 the day before.
+    assert!(
+        bounds.contains(" 14:00:00+14") || bounds.contains(" 12:00:00-12"),
+        "{bounds} (UTC day {today})"
+    );
+    drop(env);
+}

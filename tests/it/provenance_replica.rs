@@ -503,3 +503,185 @@ fn a_write_to_the_day_table_during_migration_7_waits_and_is_not_lost() {
         );
     });
 }
+
+/// The ledger's partitions, with their bounds as PostgreSQL holds them, in UTC.
+async fn bounds(c: &tokio_postgres::Client, parent: &str) -> Vec<(String, String)> {
+    c.batch_execute("SET TIME ZONE 'UTC'").await.unwrap();
+    c.query(
+        "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i
+         JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+         WHERE p.relname = $1 ORDER BY 2",
+        &[&parent],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+/// Entries are partitioned by their UTC day whatever the server's time zone. A day partition
+/// bounded by date literals is read in the session's zone: on a server east of UTC an entry late
+/// in the UTC day then belongs to no partition, and on one west of it an entry early in the day
+/// does, and its write fails (the day's table exists, so it was never made again). Also what an
+/// earlier release made that way: the gap it leaves is filled, its overlap is not made twice,
+/// and the sweep drops partitions by their bounds. Fails with partitions bounded in the
+/// session's zone, or made once per named day.
+#[test]
+fn entries_are_written_at_any_hour_whatever_the_server_s_time_zone() {
+    let pg = crate::postgres::Postgres::start();
+    let rt = runtime();
+    let at = |tag: &str, seed: u64, time: &str| {
+        let mut set = answers(tag, seed, 1);
+        set[0].0.time = time.into();
+        set
+    };
+    let zone = |z: &str| {
+        let sql = format!("ALTER DATABASE postgres SET timezone TO '{z}'");
+        rt.block_on(async { pg.client().await.batch_execute(&sql).await.unwrap() });
+    };
+    // A fresh ledger on a server in Tokyo (UTC+9), then one in Los Angeles (UTC-8).
+    zone("Asia/Tokyo");
+    let tokyo = PostgresLedger::new(db(&pg, "tokyo"), rt.handle().clone());
+    let mut written = Vec::new();
+    for (i, t) in [
+        "00:00:00.000",
+        "14:59:59.999",
+        "15:00:00.000",
+        "23:59:59.999",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let set = at(
+            &format!("t{i}"),
+            1_000 + i as u64,
+            &format!("2026-12-01T{t}Z"),
+        );
+        tokyo.record_many(&set).expect(t);
+        written.extend(set);
+    }
+    drop(tokyo);
+    zone("America/Los_Angeles");
+    let la = PostgresLedger::new(db(&pg, "la"), rt.handle().clone());
+    for (i, t) in ["00:00:00.000", "07:59:59.999", "08:00:00.000"]
+        .iter()
+        .enumerate()
+    {
+        let set = at(
+            &format!("l{i}"),
+            2_000 + i as u64,
+            &format!("2026-12-02T{t}Z"),
+        );
+        la.record_many(&set).expect(t);
+        written.extend(set);
+    }
+    let c = rt.block_on(pg.client());
+    assert_eq!(
+        rt.block_on(bounds(&c, "aigate_provenance_entries")),
+        [
+            (
+                "aigate_provenance_entries_20261201".to_string(),
+                "FOR VALUES FROM ('2026-12-01 00:00:00+00') TO ('2026-12-02 00:00:00+00')"
+                    .to_string()
+            ),
+            (
+                "aigate_provenance_entries_20261202".to_string(),
+                "FOR VALUES FROM ('2026-12-02 00:00:00+00') TO ('2026-12-03 00:00:00+00')"
+                    .to_string()
+            ),
+        ]
+    );
+
+    // What an earlier release made on this server: 4 December in Tokyo's day (3 December 15:00
+    // to 4 December 15:00 UTC), 5 December in Los Angeles' (8:00 to 8:00).
+    rt.block_on(async {
+        for (zone, day, from, to) in [
+            ("Asia/Tokyo", "20261204", "2026-12-04", "2026-12-05"),
+            (
+                "America/Los_Angeles",
+                "20261205",
+                "2026-12-05",
+                "2026-12-06",
+            ),
+        ] {
+            c.batch_execute(&format!(
+                "SET TIME ZONE '{zone}';
+                 CREATE TABLE aigate_provenance_entries_{day} PARTITION OF aigate_provenance_entries
+                 FOR VALUES FROM ('{from}') TO ('{to}')"
+            ))
+            .await
+            .unwrap();
+        }
+    });
+    for (i, t) in [
+        "2026-12-03T10:00:00.000Z", // before Tokyo's 4 December
+        "2026-12-03T20:00:00.000Z", // Tokyo's 4 December
+        "2026-12-04T16:00:00.000Z", // between Tokyo's 4 December and LA's 5 December
+        "2026-12-05T07:59:59.999Z",
+        "2026-12-06T07:00:00.000Z", // LA's 5 December
+        "2026-12-06T09:00:00.000Z",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let set = at(&format!("o{i}"), 3_000 + i as u64, t);
+        la.record_many(&set).expect(t);
+        written.extend(set);
+    }
+    let query: Vec<u64> = written
+        .iter()
+        .flat_map(|(_, p)| p.iter().copied())
+        .collect();
+    let found = sorted(la.find(&query).unwrap()).1;
+    assert_eq!(found.len(), written.len(), "{found:?}");
+    let made = rt.block_on(bounds(&c, "aigate_provenance_entries"));
+    let names: Vec<&str> = made.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "aigate_provenance_entries_20261201",
+            "aigate_provenance_entries_20261202",
+            "aigate_provenance_entries_20261203",
+            "aigate_provenance_entries_20261204",
+            "aigate_provenance_entries_20261204_1500",
+            "aigate_provenance_entries_20261205_0000",
+            "aigate_provenance_entries_20261205",
+            "aigate_provenance_entries_20261206",
+        ],
+        "{made:#?}"
+    );
+    assert_eq!(
+        made[2].1,
+        "FOR VALUES FROM ('2026-12-03 00:00:00+00') TO ('2026-12-03 15:00:00+00')"
+    );
+    assert_eq!(
+        made[4].1,
+        "FOR VALUES FROM ('2026-12-04 15:00:00+00') TO ('2026-12-05 00:00:00+00')"
+    );
+    assert_eq!(
+        made[5].1,
+        "FOR VALUES FROM ('2026-12-05 00:00:00+00') TO ('2026-12-05 08:00:00+00')"
+    );
+    assert_eq!(
+        made[7].1,
+        "FOR VALUES FROM ('2026-12-06 08:00:00+00') TO ('2026-12-07 00:00:00+00')"
+    );
+
+    // Everything that ends by 5 December 8:00 UTC: the first six partitions, eleven entries.
+    assert_eq!(la.sweep(1_796_457_600_000).unwrap(), 11);
+    let left: Vec<String> = rt
+        .block_on(bounds(&c, "aigate_provenance_entries"))
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        left,
+        [
+            "aigate_provenance_entries_20261205",
+            "aigate_provenance_entries_20261206"
+        ]
+    );
+    drop(la);
+    rt.shutdown_timeout(Duration::from_secs(5));
+}

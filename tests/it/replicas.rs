@@ -425,7 +425,8 @@ fn migrations_run_twice_without_harm() {
         String::from_utf8_lossy(&first.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&first.stdout).contains("applied migrations [1, 2, 3, 4, 5, 6, 7]")
+        String::from_utf8_lossy(&first.stdout)
+            .contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8]")
     );
     let second = migrate();
     assert!(second.status.success());

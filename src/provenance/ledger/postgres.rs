@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 use super::replica_filter::ReplicaFilter;
 use super::{Entry, Ledger, LedgerError, Matches};
+use crate::storage::partitions::{self, DayPartitions};
 use crate::storage::{Db, DbError};
 
 /// Serialises partition creation across replicas (as the audit shipper does for its own; the
@@ -33,8 +34,10 @@ const MOST_ASKED: usize = 8_192;
 pub struct PostgresLedger {
     db: Arc<Db>,
     runtime: tokio::runtime::Handle,
-    /// Days whose partitions this replica has made sure of.
-    days: Mutex<Vec<String>>,
+    /// The day partitions of entries this replica has made sure of.
+    days: DayPartitions,
+    /// The months (`YYYY-MM`, UTC) of the fingerprint index it has made sure of.
+    months: Mutex<Vec<String>>,
     /// The ledger's tables are there: the migrations ran (the exemption follower runs them too,
     /// but a capture may come before it has reached the database).
     migrated: std::sync::atomic::AtomicBool,
@@ -46,23 +49,13 @@ fn pg(e: DbError) -> LedgerError {
     LedgerError::Postgres(e.to_string())
 }
 
-/// The first day of the month after `first` (the first of a month).
-fn next_month(first: time::Date) -> Result<time::Date, DbError> {
-    match first.month() {
-        time::Month::December => {
-            time::Date::from_calendar_date(first.year() + 1, time::Month::January, 1)
-        }
-        m => first.replace_month(m.next()),
-    }
-    .map_err(|e| DbError::Unavailable(format!("the month after {first}: {e}")))
-}
-
 impl PostgresLedger {
     pub fn new(db: Arc<Db>, runtime: tokio::runtime::Handle) -> PostgresLedger {
         PostgresLedger {
             db,
             runtime,
-            days: Mutex::new(Vec::new()),
+            days: DayPartitions::new("aigate_provenance_entries", PARTITION_LOCK),
+            months: Mutex::new(Vec::new()),
             migrated: std::sync::atomic::AtomicBool::new(false),
             filter: None,
         }
@@ -91,39 +84,35 @@ impl PostgresLedger {
             .map_or(0, |f| f.asked.load(Ordering::Relaxed))
     }
 
-    /// The partitions an entry of `day` (`YYYY-MM-DD`) is written to: the day's of the entries,
-    /// the month's of the fingerprint index.
-    async fn ensure_day(&self, client: &tokio_postgres::Client, day: &str) -> Result<(), DbError> {
-        if self
-            .days
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .any(|d| d == day)
-        {
-            return Ok(());
+    /// The partitions the entries of `batch` are written to: their days' of the entries (UTC
+    /// days, [`DayPartitions`]), their months' of the fingerprint index.
+    async fn ensure_partitions(
+        &self,
+        client: &tokio_postgres::Client,
+        batch: &[(Entry, Vec<u64>)],
+    ) -> Result<(), DbError> {
+        let times: Vec<&str> = batch.iter().map(|(e, _)| e.time.as_str()).collect();
+        self.days.ensure(&self.db, client, &times).await?;
+        for (entry, _) in batch {
+            let month = entry.time.get(..7).unwrap_or_default();
+            if self.lock_months().iter().any(|m| m == month) {
+                continue;
+            }
+            self.db.note(
+                client
+                    .execute(
+                        "SELECT aigate_provenance_prints_month($1::text::timestamptz)",
+                        &[&entry.time],
+                    )
+                    .await,
+            )?;
+            self.lock_months().push(month.to_string());
         }
-        let format = time::macros::format_description!("[year]-[month]-[day]");
-        let start = time::Date::parse(day, &format)
-            .map_err(|e| DbError::Unavailable(format!("entry time {day:?}: {e}")))?;
-        let end = start
-            .next_day()
-            .ok_or_else(|| DbError::Unavailable(format!("entry time {day:?}")))?;
-        let tag = day.replace('-', "");
-        let sql = format!(
-            "BEGIN;
-             SELECT pg_advisory_xact_lock({PARTITION_LOCK});
-             CREATE TABLE IF NOT EXISTS aigate_provenance_entries_{tag} PARTITION OF aigate_provenance_entries
-             FOR VALUES FROM ('{start}') TO ('{end}');
-             SELECT aigate_provenance_prints_month('{start}T00:00:00Z');
-             COMMIT"
-        );
-        self.db.note(client.batch_execute(&sql).await)?;
-        self.days
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(day.to_string());
         Ok(())
+    }
+
+    fn lock_months(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.months.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// One transaction for the batch, under [`WRITE_LOCK`]: the entries' `seq` are drawn
@@ -134,10 +123,7 @@ impl PostgresLedger {
             self.migrated.store(true, Ordering::Release);
         }
         let mut client = self.db.client().await?;
-        for (entry, _) in batch {
-            let day = entry.time.get(..10).unwrap_or_default().to_string();
-            self.ensure_day(&client, &day).await?;
-        }
+        self.ensure_partitions(&client, batch).await?;
         let tx = self.db.note(client.transaction().await)?;
         self.db.note(
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
@@ -365,49 +351,12 @@ impl PostgresLedger {
         .transpose()
     }
 
-    /// The partitions of the table `parent`, by name.
-    async fn partitions(
-        &self,
-        client: &tokio_postgres::Client,
-        parent: &str,
-    ) -> Result<Vec<String>, DbError> {
-        let rows = self.db.note(
-            client
-                .query(
-                    "SELECT c.relname::text FROM pg_inherits i
-                     JOIN pg_class c ON c.oid = i.inhrelid
-                     JOIN pg_class p ON p.oid = i.inhparent
-                     WHERE p.relname = $1",
-                    &[&parent],
-                )
-                .await,
-        )?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
     /// Drop the day partitions of entries, and the months of the fingerprint index, that end
-    /// before `before_ms`; the entries removed.
+    /// by `before_ms` (all they hold is older); the entries removed.
     async fn sweep_async(&self, before_ms: i64) -> Result<u64, DbError> {
         let client = self.db.client().await?;
-        let cutoff = time::OffsetDateTime::from_unix_timestamp(before_ms.div_euclid(1000))
-            .map_err(|e| DbError::Unavailable(format!("retention cutoff: {e}")))?
-            .date();
-        let rows = self
-            .partitions(&client, "aigate_provenance_entries")
-            .await?;
-        let format = time::macros::format_description!("[year][month][day]");
         let mut removed = 0u64;
-        for name in rows {
-            let Some(tag) = name.strip_prefix("aigate_provenance_entries_") else {
-                continue;
-            };
-            let Ok(day) = time::Date::parse(tag, &format) else {
-                continue;
-            };
-            // A day partition holds calls up to its end: dropped once all of it is too old.
-            if day.next_day().is_none_or(|end| end > cutoff) {
-                continue;
-            }
+        for name in self.days.ending_by(&self.db, &client, before_ms).await? {
             let n: i64 = self
                 .db
                 .note(
@@ -416,6 +365,8 @@ impl PostgresLedger {
                         .await,
                 )?
                 .get(0);
+            // The day table of fingerprints releases before 7 wrote, named as the entries'.
+            let tag = name.trim_start_matches("aigate_provenance_entries_");
             self.db.note(
                 client
                     .batch_execute(&format!(
@@ -427,25 +378,15 @@ impl PostgresLedger {
                     ))
                     .await,
             )?;
-            self.days
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|d| d.replace('-', "") != tag);
             removed += n as u64;
         }
+        self.days.forget_before(before_ms);
         // A month of the fingerprint index once all of it is too old. Until then, the
         // fingerprints of the days dropped above answer nothing: lookups keep only the hits
         // whose entry they read.
-        for name in self.partitions(&client, "aigate_provenance_prints").await? {
-            let Some(tag) = name.strip_prefix("aigate_provenance_prints_") else {
-                continue;
-            };
-            let Ok(first) = time::Date::parse(&format!("{tag}01"), &format) else {
-                continue;
-            };
-            if next_month(first)? > cutoff {
-                continue;
-            }
+        for name in
+            partitions::ending_by(&self.db, &client, "aigate_provenance_prints", before_ms).await?
+        {
             self.db.note(
                 client
                     .batch_execute(&format!(
@@ -457,6 +398,7 @@ impl PostgresLedger {
                     .await,
             )?;
         }
+        self.lock_months().clear();
         // The entries lookups remembered may be among those dropped. (Another replica's sweep
         // drops the same days within the hour: they share `provenance.retention`.)
         if let Some(filter) = &self.filter {
