@@ -427,9 +427,24 @@ fn start_provenance(
             db,
             tokio::runtime::Handle::current(),
         )),
-        None => Arc::new(embedded::EmbeddedLedger::open(&embedded::path(
-            &config.state_dir,
-        ))?),
+        None => {
+            let path = embedded::path(&config.state_dir);
+            let open = || embedded::EmbeddedLedger::open(&path);
+            let ledger = if config.provenance.worker_priority == crate::config::WorkerPriority::Low
+            {
+                // The store's flush, compaction and monitor threads (and the filter's rebuild)
+                // inherit the opening thread's priority: at "low" they yield to the data path as
+                // the capture workers do (docs/provenance.md, "Capture cost").
+                let (ledger, lowered) = crate::background::at_lowest_priority(open);
+                if let Err(e) = lowered {
+                    tracing::warn!(error = %e, "provenance.worker_priority = \"low\": cannot lower the ledger's background threads' priority; they run at normal priority");
+                }
+                ledger
+            } else {
+                open()
+            };
+            Arc::new(ledger?)
+        }
     };
     let key = Key::load_or_create(&config.state_dir)?;
     let recorder = LedgerRecorder {
