@@ -743,6 +743,7 @@ impl Inner {
             .durability(Some(PersistMode::SyncAll));
         let mut seen = std::collections::HashSet::new();
         let mut added: Vec<&[u64]> = Vec::new();
+        let mut index = Vec::with_capacity(items);
         for (entry, fingerprints) in rows {
             if !seen.insert(entry.id.as_str())
                 || self
@@ -756,14 +757,18 @@ impl Inner {
             batch.insert(&self.ids, entry.id.as_bytes(), n.to_be_bytes());
             batch.insert(&self.entries, n.to_be_bytes(), json);
             batch.insert(&self.entry_prints, n.to_be_bytes(), pack(fingerprints));
-            for h in *fingerprints {
-                batch.insert(&self.prints, key(*h, n), [0u8; 0]);
-            }
+            index.extend(fingerprints.iter().map(|h| key(*h, n)));
             added.push(fingerprints);
             n += 1;
         }
         if n == first {
             return Ok(());
+        }
+        // In key order: the commit inserts them into the memtable (a skip list) one by one, and
+        // neighbouring keys walk the same nodes down, still in the cache from the last insert.
+        index.sort_unstable();
+        for k in index {
+            batch.insert(&self.prints, k, [0u8; 0]);
         }
         batch.insert(&self.meta, NEXT, n.to_be_bytes());
         // Into the filter before the store: a lookup that finds an entry in the store then
