@@ -531,10 +531,16 @@ async fn bounds(c: &tokio_postgres::Client, parent: &str) -> Vec<(String, String
 fn entries_are_written_at_any_hour_whatever_the_server_s_time_zone() {
     let pg = crate::postgres::Postgres::start();
     let rt = runtime();
-    let at = |tag: &str, seed: u64, time: &str| {
-        let mut set = answers(tag, seed, 1);
-        set[0].0.time = time.into();
-        set
+    // One answer at each of `times`, each written on its own (ids `{tag}0`…); all of them.
+    let write_at = |ledger: &PostgresLedger, tag: &str, seed: u64, times: &[&str]| {
+        let mut written = Vec::new();
+        for (i, t) in times.iter().enumerate() {
+            let mut set = answers(&format!("{tag}{i}"), seed + i as u64, 1);
+            set[0].0.time = t.to_string();
+            ledger.record_many(&set).expect(t);
+            written.extend(set);
+        }
+        written
     };
     let zone = |z: &str| {
         let sql = format!("ALTER DATABASE postgres SET timezone TO '{z}'");
@@ -543,39 +549,30 @@ fn entries_are_written_at_any_hour_whatever_the_server_s_time_zone() {
     // A fresh ledger on a server in Tokyo (UTC+9), then one in Los Angeles (UTC-8).
     zone("Asia/Tokyo");
     let tokyo = PostgresLedger::new(db(&pg, "tokyo"), rt.handle().clone());
-    let mut written = Vec::new();
-    for (i, t) in [
-        "00:00:00.000",
-        "14:59:59.999",
-        "15:00:00.000",
-        "23:59:59.999",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let set = at(
-            &format!("t{i}"),
-            1_000 + i as u64,
-            &format!("2026-12-01T{t}Z"),
-        );
-        tokyo.record_many(&set).expect(t);
-        written.extend(set);
-    }
+    let mut written = write_at(
+        &tokyo,
+        "t",
+        1_000,
+        &[
+            "2026-12-01T00:00:00.000Z",
+            "2026-12-01T14:59:59.999Z",
+            "2026-12-01T15:00:00.000Z",
+            "2026-12-01T23:59:59.999Z",
+        ],
+    );
     drop(tokyo);
     zone("America/Los_Angeles");
     let la = PostgresLedger::new(db(&pg, "la"), rt.handle().clone());
-    for (i, t) in ["00:00:00.000", "07:59:59.999", "08:00:00.000"]
-        .iter()
-        .enumerate()
-    {
-        let set = at(
-            &format!("l{i}"),
-            2_000 + i as u64,
-            &format!("2026-12-02T{t}Z"),
-        );
-        la.record_many(&set).expect(t);
-        written.extend(set);
-    }
+    written.extend(write_at(
+        &la,
+        "l",
+        2_000,
+        &[
+            "2026-12-02T00:00:00.000Z",
+            "2026-12-02T07:59:59.999Z",
+            "2026-12-02T08:00:00.000Z",
+        ],
+    ));
     let c = rt.block_on(pg.client());
     assert_eq!(
         rt.block_on(bounds(&c, "aigate_provenance_entries")),
@@ -614,21 +611,19 @@ fn entries_are_written_at_any_hour_whatever_the_server_s_time_zone() {
             .unwrap();
         }
     });
-    for (i, t) in [
-        "2026-12-03T10:00:00.000Z", // before Tokyo's 4 December
-        "2026-12-03T20:00:00.000Z", // Tokyo's 4 December
-        "2026-12-04T16:00:00.000Z", // between Tokyo's 4 December and LA's 5 December
-        "2026-12-05T07:59:59.999Z",
-        "2026-12-06T07:00:00.000Z", // LA's 5 December
-        "2026-12-06T09:00:00.000Z",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let set = at(&format!("o{i}"), 3_000 + i as u64, t);
-        la.record_many(&set).expect(t);
-        written.extend(set);
-    }
+    written.extend(write_at(
+        &la,
+        "o",
+        3_000,
+        &[
+            "2026-12-03T10:00:00.000Z", // before Tokyo's 4 December
+            "2026-12-03T20:00:00.000Z", // Tokyo's 4 December
+            "2026-12-04T16:00:00.000Z", // between Tokyo's 4 December and LA's 5 December
+            "2026-12-05T07:59:59.999Z",
+            "2026-12-06T07:00:00.000Z", // LA's 5 December
+            "2026-12-06T09:00:00.000Z",
+        ],
+    ));
     let query: Vec<u64> = written
         .iter()
         .flat_map(|(_, p)| p.iter().copied())
