@@ -1242,6 +1242,24 @@ impl Browser {
         panic!("the text of {css} could not be read: {last:?}");
     }
 
+    /// The element's text once it contains `want` (10 s at most). After a click that submits a
+    /// form, the page before the answer can still be read for a moment: its notice of the last
+    /// action would be read as this one's.
+    pub async fn text_once_it_says(&self, css: &str, want: &str) -> String {
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = self.text(css).await;
+            if text.contains(want) {
+                return text;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{css} says {text:?}, not {want:?}, on {}",
+            self.path().await
+        );
+    }
+
     /// The page as a person sees it: a screenshot in `target/console-screenshots/NAME.png`,
     /// and axe-core's audit, which must find nothing serious or critical.
     pub async fn check(&self, name: &str) {

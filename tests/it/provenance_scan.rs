@@ -1032,8 +1032,8 @@ async fn the_console_review_page_confirms_and_clears_in_the_browser() {
         .click()
         .await
         .unwrap();
-    let notice = b.text("p.notice").await;
-    assert!(notice.contains("cleared as a false positive"), "{notice}");
+    b.text_once_it_says("p.notice", "cleared as a false positive")
+        .await;
     let cleared = b.text(&format!("#finding-{evil}")).await;
     assert!(
         cleared.contains(reason) && cleared.contains("sam"),
@@ -1052,8 +1052,8 @@ async fn the_console_review_page_confirms_and_clears_in_the_browser() {
     .click()
     .await
     .unwrap();
-    let notice = b.text("p.notice").await;
-    assert!(notice.contains("confirmed"), "{notice}");
+    // The page before it says "cleared": the answer to this click says "confirmed".
+    b.text_once_it_says("p.notice", "confirmed").await;
     assert!(b.text("#h-open").await.contains("(0)"));
     assert!(b.text("#h-confirmed").await.contains("(1)"));
     assert!(b.text("#h-cleared").await.contains("(1)"));

@@ -36,7 +36,8 @@ pub struct PostgresLedger {
     runtime: tokio::runtime::Handle,
     /// The day partitions of entries this replica has made sure of.
     days: DayPartitions,
-    /// The months (`YYYY-MM`, UTC) of the fingerprint index it has made sure of.
+    /// The months (`YYYY-MM`) of the fingerprint index it has made sure of: the first seven
+    /// characters of an entry's time, which is always written in UTC (`…Z`).
     months: Mutex<Vec<String>>,
     /// The ledger's tables are there: the migrations ran (the exemption follower runs them too,
     /// but a capture may come before it has reached the database).
