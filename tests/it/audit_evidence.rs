@@ -769,18 +769,13 @@ async fn the_audit_log_ships_at_any_hour_whatever_the_server_s_time_zone() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // One partition, or two when the calls straddle midnight UTC.
-    let bounds: Vec<String> = db
-        .query(
-            "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i
-             JOIN pg_class c ON c.oid = i.inhrelid
-             WHERE i.inhparent = 'aigate_audit'::regclass",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let bounds = crate::postgres::column(
+        &db,
+        "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i
+         JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'aigate_audit'::regclass",
+    )
+    .await;
     // Shown in the server's zone: midnight UTC is 14:00 there, or 12:00 the day before.
     assert!(!bounds.is_empty());
     for b in &bounds {

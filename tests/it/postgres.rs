@@ -163,6 +163,16 @@ impl Postgres {
     }
 }
 
+/// The first column of every row `sql` selects, as text.
+pub async fn column(db: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    db.query(sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
 impl Drop for Postgres {
     fn drop(&mut self) {
         let mut c = as_postgres(&self.bin, "pg_ctl");

@@ -1266,16 +1266,11 @@ async fn the_postgres_ledger_is_shared_by_two_replicas() {
         .unwrap();
     assert_eq!(entry["fingerprints"], r["provenance_fingerprints"]);
     let db = pg.client().await;
-    let rows: Vec<String> = db
-        .query(
-            "SELECT replica FROM aigate_provenance_entries ORDER BY replica",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let rows = crate::postgres::column(
+        &db,
+        "SELECT replica FROM aigate_provenance_entries ORDER BY replica",
+    )
+    .await;
     assert_eq!(rows, ["a", "b"]);
 
     // `aigate provenance scan` with this config reads PostgreSQL itself and finds both
