@@ -380,20 +380,9 @@ fn the_sweep_drops_days_of_entries_and_only_whole_months_of_fingerprints() {
     assert_eq!(sorted(tables.find(&query).unwrap()).1.len(), 6);
     let months = || {
         rt.block_on(async {
-            let rows = pg
-                .client()
-                .await
-                .query(
-                    "SELECT c.relname::text FROM pg_inherits i
-                     JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
-                     WHERE p.relname = 'aigate_provenance_prints' ORDER BY 1",
-                    &[],
-                )
-                .await
-                .unwrap();
-            rows.iter()
-                .map(|r| r.get::<_, String>(0))
-                .collect::<Vec<_>>()
+            let c = pg.client().await;
+            let made = bounds(&c, "aigate_provenance_prints").await;
+            made.into_iter().map(|(name, _)| name).collect::<Vec<_>>()
         })
     };
     assert_eq!(

@@ -209,17 +209,14 @@ impl<'a> LedgerLookup<'a> {
         wanted.clear();
         let screens = match (self.may_hold, self.screen) {
             (None, Some(screen)) => screen_all(screen, hashes, wanted)?,
-            (Some(may_hold), _) => {
-                may_hold(hashes, wanted);
+            (may_hold, _) => {
+                match may_hold {
+                    Some(may_hold) => may_hold(hashes, wanted),
+                    None => wanted.extend_from_slice(hashes),
+                }
                 wanted.sort_unstable();
                 wanted.dedup();
                 0
-            }
-            (None, None) => {
-                wanted.extend_from_slice(hashes);
-                wanted.sort_unstable();
-                wanted.dedup();
-                return Ok(0);
             }
         };
         if let Some(stop) = self.stop {
