@@ -314,28 +314,44 @@ fn paste(rng: &mut Rng, host: &str, inner: &str) -> String {
     s
 }
 
-/// For each line, whether it starts outside a triple-quoted string and a `/* */` comment.
-fn code_lines(lines: &[&str]) -> Vec<bool> {
-    let mut out = Vec::with_capacity(lines.len());
-    let mut quote: Option<&str> = None;
-    let mut depth = 0usize;
-    for line in lines {
-        out.push(quote.is_none() && depth == 0);
-        let mut rest = *line;
+/// Where a line-by-line reading of a file stands: inside a triple-quoted string (its quote), a
+/// `/* */` comment (how deep), or in code.
+#[derive(Default)]
+struct Literals {
+    quote: Option<&'static str>,
+    depth: usize,
+}
+
+impl Literals {
+    fn in_code(&self) -> bool {
+        self.quote.is_none() && self.depth == 0
+    }
+
+    /// What opened the literal or comment the next line starts in ("" in code).
+    fn open(&self) -> &'static str {
+        match (self.quote, self.depth) {
+            (Some(q), _) => q,
+            (None, 0) => "",
+            (None, _) => "/*",
+        }
+    }
+
+    fn feed(&mut self, line: &str) {
+        let mut rest = line;
         while !rest.is_empty() {
-            if let Some(q) = quote {
+            if let Some(q) = self.quote {
                 match rest.find(q) {
                     Some(i) => {
                         rest = &rest[i + 3..];
-                        quote = None;
+                        self.quote = None;
                     }
                     None => break,
                 }
-            } else if depth > 0 {
+            } else if self.depth > 0 {
                 match rest.find("*/") {
                     Some(i) => {
                         rest = &rest[i + 2..];
-                        depth -= 1;
+                        self.depth -= 1;
                     }
                     None => break,
                 }
@@ -348,17 +364,40 @@ fn code_lines(lines: &[&str]) -> Vec<bool> {
                     Some((_, "//" | "#")) | None => break,
                     Some((i, "/*")) => {
                         rest = &rest[i + 2..];
-                        depth += 1;
+                        self.depth += 1;
                     }
                     Some((i, q)) => {
                         rest = &rest[i + 3..];
-                        quote = Some(q);
+                        self.quote = Some(q);
                     }
                 }
             }
         }
     }
-    out
+}
+
+/// For each line, whether it starts outside a triple-quoted string and a `/* */` comment.
+fn code_lines(lines: &[&str]) -> Vec<bool> {
+    let mut state = Literals::default();
+    lines
+        .iter()
+        .map(|line| {
+            let code = state.in_code();
+            state.feed(line);
+            code
+        })
+        .collect()
+}
+
+/// What the passage `p` (a slice of `src` that starts a line) starts inside, read from the top
+/// of its file: a docstring's quote, `/*`, or "" in code.
+fn open_at(src: &str, p: &str) -> &'static str {
+    let start = (p.as_ptr() as usize).saturating_sub(src.as_ptr() as usize);
+    let mut state = Literals::default();
+    for line in src.get(..start).unwrap_or("").lines() {
+        state.feed(line);
+    }
+    state.open()
 }
 
 /// What a formatter does: indentation, spaces around operators and after commas, quote style,
@@ -397,8 +436,17 @@ fn reformat(rng: &mut Rng, s: &str) -> String {
 /// Every identifier that is not a keyword gets a new name, consistently, in the code; comments
 /// and string literals are left as they are (`everywhere`: renamed there too, every word of
 /// prose included, which no refactoring does).
-fn rename(s: &str, everywhere: bool) -> String {
-    rename_keeping(s, everywhere, |w| KEYWORDS.contains(&w))
+fn rename(s: &str, everywhere: bool, ctx: Ctx) -> String {
+    rename_keeping(s, everywhere, |w| KEYWORDS.contains(&w), ctx)
+}
+
+/// Where a passage sits in its file, as a refactoring tool reading the whole file knows: what
+/// literal or comment its first line is inside ([`open_at`]), and whether `'…'` is a string
+/// (Python) or a lifetime or character (Rust).
+#[derive(Clone, Copy, Default)]
+struct Ctx {
+    open: &'static str,
+    python: bool,
 }
 
 /// Whether the code channel keeps `w` as a keyword of its own rather than abstracting it to "an
@@ -419,8 +467,8 @@ fn code_keyword(w: &str) -> bool {
     hash(w) != hash("q0x")
 }
 
-fn rename_keeping(s: &str, everywhere: bool, keep: impl Fn(&str) -> bool) -> String {
-    rename_with(s, everywhere, keep, false)
+fn rename_keeping(s: &str, everywhere: bool, keep: impl Fn(&str) -> bool, ctx: Ctx) -> String {
+    rename_with(s, everywhere, keep, false, ctx)
 }
 
 /// A new name for the `n`th identifier: `q{n}x`, or (`same_len`) one as long as the old name
@@ -435,24 +483,48 @@ fn new_name(n: usize, w: &str, same_len: bool) -> String {
     name
 }
 
-fn rename_with(s: &str, everywhere: bool, keep: impl Fn(&str) -> bool, same_len: bool) -> String {
+fn rename_with(
+    s: &str,
+    everywhere: bool,
+    keep: impl Fn(&str) -> bool,
+    same_len: bool,
+    ctx: Ctx,
+) -> String {
     let mut names: HashMap<String, String> = HashMap::new();
     let mut out = String::with_capacity(s.len());
     let b = s.as_bytes();
-    let mut i = 0;
+    let close = |open: &'static str| -> &'static str { if open == "/*" { "*/" } else { open } };
+    // A passage cut inside a docstring or block comment: its text up to the close is that
+    // literal's, left alone like any other.
+    let mut i = if everywhere || ctx.open.is_empty() {
+        0
+    } else {
+        let end = s
+            .find(close(ctx.open))
+            .map_or(b.len(), |e| e + ctx.open.len());
+        out.push_str(&s[..end]);
+        end
+    };
     while i < b.len() {
         let c = b[i];
         if !everywhere {
-            // A comment to the end of the line, or a string literal to its close.
+            // A comment to the end of the line, a block comment or a string literal to its
+            // close.
+            let rest = &s[i..];
             let skip_to = if (c == b'/' && b.get(i + 1) == Some(&b'/'))
                 || (c == b'#' && matches!(b.get(i + 1), Some(b' ' | b'#' | b'!')))
             {
-                s[i..].find('\n').map_or(b.len(), |e| i + e)
-            } else if s[i..].starts_with("\"\"\"") {
-                s[i + 3..].find("\"\"\"").map_or(b.len(), |e| i + 3 + e + 3)
-            } else if c == b'"' {
+                rest.find('\n').map_or(b.len(), |e| i + e)
+            } else if let Some(open) = ["\"\"\"", "'''", "/*"]
+                .into_iter()
+                .find(|o| rest.starts_with(o))
+            {
+                rest[open.len()..]
+                    .find(close(open))
+                    .map_or(b.len(), |e| i + 2 * open.len() + e)
+            } else if c == b'"' || (ctx.python && c == b'\'') {
                 let mut j = i + 1;
-                while j < b.len() && b[j] != b'"' && b[j] != b'\n' {
+                while j < b.len() && b[j] != c && b[j] != b'\n' {
                     j += if b[j] == b'\\' { 2 } else { 1 };
                 }
                 (j + 1).min(b.len())
@@ -533,24 +605,27 @@ struct Split<'a> {
 }
 
 fn split(files: &[File]) -> Split<'_> {
-    let mut packages: Vec<&str> = files.iter().map(|f| f.package.as_str()).collect();
-    packages.sort();
-    packages.dedup();
-    let mut rng = Rng(0x5eed_1234_abcd_9876);
-    let mut role: HashMap<&str, usize> = HashMap::new();
-    for p in packages {
-        // 15% responses, 15% baseline, 70% clean.
-        let r = rng.below(100);
-        role.insert(
-            p,
-            if r < 15 {
-                0
-            } else if r < 30 {
-                1
-            } else {
-                2
-            },
-        );
+    // 15% responses, 15% baseline, 70% clean, by a hash of the family's name: each family's
+    // side depends on its name alone, so a machine with one package more or less (pip installs
+    // a tool) splits every other family as this one does. (A draw in name order moved every
+    // family after the new one.)
+    let role = |p: &str| {
+        let mut h = Rng(0x5eed_1234_abcd_9876);
+        for b in p.bytes() {
+            h.0 = (h.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+        h.next();
+        match h.below(100) {
+            0..15 => 0,
+            15..30 => 1,
+            _ => 2,
+        }
+    };
+    let mut role_of: HashMap<&str, usize> = HashMap::new();
+    for f in files {
+        role_of
+            .entry(f.package.as_str())
+            .or_insert_with(|| role(&f.package));
     }
     let mut s = Split {
         responses: vec![],
@@ -558,7 +633,7 @@ fn split(files: &[File]) -> Split<'_> {
         clean: vec![],
     };
     for f in files {
-        match role[f.package.as_str()] {
+        match role_of[f.package.as_str()] {
             0 => s.responses.push(f),
             1 => s.baseline.push(f),
             _ => s.clean.push(f),
@@ -576,6 +651,9 @@ enum Stop {
     All,
     /// Those found in at least this many distinct packages of the baseline.
     Packages(usize),
+    /// Every text-channel fingerprint of the baseline, and the code channel's found in at
+    /// least this many of its packages.
+    CodePackages(usize),
 }
 
 impl Stop {
@@ -583,6 +661,7 @@ impl Stop {
         match s {
             "off" | "none" => Some(Stop::Off),
             "all" => Some(Stop::All),
+            n if n.starts_with("code") => n[4..].parse().ok().map(Stop::CodePackages),
             n => n.parse().ok().map(Stop::Packages),
         }
     }
@@ -591,6 +670,9 @@ impl Stop {
             Stop::Off => "none".into(),
             Stop::All => "every baseline fingerprint".into(),
             Stop::Packages(n) => format!("fingerprints in {n}+ baseline packages"),
+            Stop::CodePackages(n) => {
+                format!("every baseline text fingerprint, code ones in {n}+ baseline packages")
+            }
         }
     }
 }
@@ -851,7 +933,7 @@ fn run(split: &Split, params: Params, stop_mode: Stop, t: Thresholds, samples: u
                 .flat_map(|f| fp.all(&f.text))
                 .map(|x| x.hash),
         ),
-        Stop::Packages(n) => {
+        Stop::Packages(n) | Stop::CodePackages(n) => {
             let mut by_package: HashMap<&str, Vec<&File>> = HashMap::new();
             for f in &split.baseline {
                 by_package.entry(f.package.as_str()).or_default().push(f);
@@ -869,11 +951,22 @@ fn run(split: &Split, params: Params, stop_mode: Stop, t: Thresholds, samples: u
                     *packages.entry(h).or_default() += 1;
                 }
             }
+            let text_all: Vec<u64> = if matches!(stop_mode, Stop::CodePackages(_)) {
+                split
+                    .baseline
+                    .iter()
+                    .flat_map(|f| fp.text(&f.text))
+                    .map(|x| x.hash)
+                    .collect()
+            } else {
+                Vec::new()
+            };
             StopList::from_hashes(
                 packages
                     .into_iter()
                     .filter(|&(_, count)| count >= n)
-                    .map(|(h, _)| h),
+                    .map(|(h, _)| h)
+                    .chain(text_all),
             )
         }
     };
@@ -959,17 +1052,17 @@ fn run(split: &Split, params: Params, stop_mode: Stop, t: Thresholds, samples: u
     let mut rng = Rng(0xfeed_beef_0bad_cafe);
     let mut rows = Vec::new();
     let mut whys = Vec::new();
-    type Transform = fn(&mut Rng, &str, &str) -> String;
+    type Transform = fn(&mut Rng, &str, &str, Ctx) -> String;
     let cases: Vec<(&str, Transform)> = vec![
-        ("2 pasted", |_, p, _| p.to_string()),
-        ("3 reformatted", |r, p, _| reformat(r, p)),
-        ("4 renamed", |_, p, _| rename(p, false)),
-        ("4 renamed+reformatted", |r, p, _| {
-            reformat(r, &rename(p, false))
+        ("2 pasted", |_, p, _, _| p.to_string()),
+        ("3 reformatted", |r, p, _, _| reformat(r, p)),
+        ("4 renamed", |_, p, _, c| rename(p, false, c)),
+        ("4 renamed+reformatted", |r, p, _, c| {
+            reformat(r, &rename(p, false, c))
         }),
-        ("4 renamed, comments too", |_, p, _| rename(p, true)),
-        ("5 10% lines edited", |r, p, o| edit_lines(r, p, o, 0.10)),
-        ("5 25% lines edited", |r, p, o| edit_lines(r, p, o, 0.25)),
+        ("4 renamed, comments too", |_, p, _, c| rename(p, true, c)),
+        ("5 10% lines edited", |r, p, o, _| edit_lines(r, p, o, 0.10)),
+        ("5 25% lines edited", |r, p, o, _| edit_lines(r, p, o, 0.25)),
     ];
     // 1: whole files verbatim.
     {
@@ -988,6 +1081,7 @@ fn run(split: &Split, params: Params, stop_mode: Stop, t: Thresholds, samples: u
         whys.push(missed);
     }
     let diag = std::env::var("AIGATE_PROV_DIAG").is_ok();
+    let passage_alone = std::env::var("AIGATE_PROV_RENAME").as_deref() == Ok("passage");
     let mut extra_rows = Vec::new();
     for &len in &[200usize, 400] {
         for (name, t) in &cases {
@@ -1010,7 +1104,17 @@ fn run(split: &Split, params: Params, stop_mode: Stop, t: Thresholds, samples: u
                 };
                 let host = split.clean[rng.below(split.clean.len())];
                 let other = split.clean[rng.below(split.clean.len())];
-                let changed = t(&mut rng, p, &other.text);
+                // AIGATE_PROV_RENAME=passage: renamed as if the passage were a file of its own
+                // (before 2026-12-06: prose of a docstring cut mid-way was renamed as code).
+                let ctx = if passage_alone {
+                    Ctx::default()
+                } else {
+                    Ctx {
+                        open: open_at(&responses[i].text, p),
+                        python: responses[i].package.starts_with("py:"),
+                    }
+                };
+                let changed = t(&mut rng, p, &other.text, ctx);
                 let at = rng.0;
                 let doc = paste(&mut rng, &host.text, &changed);
                 let h = found3(&doc, i);
@@ -1019,22 +1123,27 @@ fn run(split: &Split, params: Params, stop_mode: Stop, t: Thresholds, samples: u
                 }
                 if *name == "4 renamed" {
                     let kept =
-                        rename_keeping(p, false, |w| KEYWORDS.contains(&w) || code_keyword(w));
+                        rename_keeping(p, false, |w| KEYWORDS.contains(&w) || code_keyword(w), ctx);
                     let doc2 = paste(&mut Rng(at), &host.text, &kept);
                     let h2 = found3(&doc2, i);
                     if h2[0] == 0 {
                         kw_missed[why(&doc2, i)] += 1;
                     }
                     add(&mut kw_hit, h2);
-                    let same = rename_with(p, false, |w| KEYWORDS.contains(&w), true);
+                    let same = rename_with(p, false, |w| KEYWORDS.contains(&w), true, ctx);
                     let doc3 = paste(&mut Rng(at), &host.text, &same);
                     let h3 = found3(&doc3, i);
                     if h3[0] == 0 {
                         sl_missed[why(&doc3, i)] += 1;
                     }
                     add(&mut sl_hit, h3);
-                    let both =
-                        rename_with(p, false, |w| KEYWORDS.contains(&w) || code_keyword(w), true);
+                    let both = rename_with(
+                        p,
+                        false,
+                        |w| KEYWORDS.contains(&w) || code_keyword(w),
+                        true,
+                        ctx,
+                    );
                     let doc4 = paste(&mut Rng(at), &host.text, &both);
                     let h4 = found3(&doc4, i);
                     if h4[0] == 0 {
@@ -1183,8 +1292,8 @@ fn run(split: &Split, params: Params, stop_mode: Stop, t: Thresholds, samples: u
 }
 
 /// `AIGATE_PROV_THRESH="4,3;…"`: per set, minimum fingerprints of a response, minimum run (and
-/// optionally the characters a match needs, and those a strong one needs); else the shipped
-/// defaults.
+/// optionally the characters a match needs, those a strong one needs, and how many lines apart
+/// a passage's pieces may be); else the shipped defaults.
 fn thresholds() -> Vec<Thresholds> {
     let Ok(sets) = std::env::var("AIGATE_PROV_THRESH") else {
         return vec![Thresholds::default()];
@@ -1204,6 +1313,9 @@ fn threshold_set(v: &str) -> Thresholds {
     }
     if let Some(&c) = v.get(3) {
         t.strong_chars = c;
+    }
+    if let Some(&g) = v.get(4) {
+        t.passage_gap_lines = g;
     }
 
     t

@@ -22,6 +22,10 @@ pub struct Thresholds {
     pub min_run: usize,
     pub strong_chars: usize,
     pub strong_share: f64,
+    /// A match's passage is where its runs sit no more than this many lines apart: pieces
+    /// scattered over a file (an import here, a helper there) are what projects that share code
+    /// look like, not one paste (docs/provenance.md, "Denser code fingerprints").
+    pub passage_gap_lines: usize,
 }
 
 impl Default for Thresholds {
@@ -33,6 +37,7 @@ impl Default for Thresholds {
             min_run: 2,
             strong_chars: 400,
             strong_share: 0.5,
+            passage_gap_lines: 5,
         }
     }
 }
@@ -218,7 +223,7 @@ impl<L: Lookup + ?Sized> Matcher<'_, L> {
                 &code_runs,
                 params.code_w.saturating_sub(1),
             ));
-            let extent = chars_in(text, &widen(text, merge(extent)));
+            let extent = largest_passage(text, &widen(text, merge(extent)), t.passage_gap_lines);
             if extent < t.min_chars.min(total_chars) {
                 continue;
             }
@@ -505,6 +510,29 @@ pub fn merge(mut spans: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
         }
     }
     out
+}
+
+/// The characters of the largest group of `spans` (sorted, disjoint) whose neighbours are no
+/// more than `gap` lines apart: one passage, however edits inside it broke up its runs.
+fn largest_passage(text: &str, spans: &[(u32, u32)], gap: usize) -> usize {
+    let b = text.as_bytes();
+    let (mut best, mut current, mut prev_end) = (0, 0, None::<usize>);
+    for &(s, e) in spans {
+        let (s, e) = (s as usize, e as usize);
+        if let Some(pe) = prev_end {
+            // The first newline ends the earlier span's line; the rest are lines in between.
+            let newlines = b
+                .get(pe..s)
+                .map_or(0, |g| g.iter().filter(|&&c| c == b'\n').count());
+            if newlines.saturating_sub(1) > gap {
+                current = 0;
+            }
+        }
+        current += text.get(s..e).map_or(0, |t| t.chars().count());
+        best = best.max(current);
+        prev_end = Some(e);
+    }
+    best
 }
 
 fn chars_in(text: &str, spans: &[(u32, u32)]) -> usize {

@@ -189,7 +189,13 @@ fn short_passage_needs_review_and_tiny_one_is_nothing() {
     assert_eq!(f.tier, Tier::NeedsReview, "{}", f.matched_chars);
     // In prose: CLEAN shares a few lines of real code with RESPONSE (a `Vec<(usize, usize)>`
     // loop), which together with the paste would make a passage.
-    let (text, _) = paste(PROSE, 10, passage(RESPONSE, 5000, 60));
+    // One line of code: RESPONSE is matcher.rs, so a line is chosen, not an offset that an
+    // edit of that file moves.
+    let line = RESPONSE
+        .lines()
+        .find(|l| (50..80).contains(&l.trim().len()))
+        .expect("a line of 50-80 characters");
+    let (text, _) = paste(PROSE, 10, &format!("{line}\n"));
     assert_eq!(m.document(&text, 1).unwrap(), None);
 }
 
@@ -413,8 +419,9 @@ fn sarif_validates_against_the_schema() {
 }
 
 /// Short pieces of a response scattered through a document (a shared idiom here and there) are
-/// not a copied passage: each run of overlapping fingerprints is too short to count, though
-/// together they pass the fingerprint and character thresholds when every gram counts.
+/// not a copied passage: each run of overlapping fingerprints is too short to count, and the
+/// pieces are too far apart to be one passage, though together they pass the fingerprint and
+/// character thresholds when every gram counts anywhere in the file.
 #[test]
 fn scattered_short_matches_are_not_a_passage() {
     let fp = fingerprinter();
@@ -440,12 +447,80 @@ fn scattered_short_matches_are_not_a_passage() {
     }
     let mut every_gram = matcher(&fp, &stop, &mem);
     every_gram.thresholds.min_run = 1;
+    every_gram.thresholds.passage_gap_lines = usize::MAX;
     let f = every_gram
         .document(&text, 1)
         .unwrap()
-        .expect("single grams add up");
+        .expect("single grams anywhere add up");
     assert_eq!(f.responses[0].response.record_id, "rec-1");
+    let mut anywhere = matcher(&fp, &stop, &mem);
+    anywhere.thresholds.passage_gap_lines = usize::MAX;
+    assert_eq!(anywhere.document(&text, 1).unwrap(), None);
     assert_eq!(matcher(&fp, &stop, &mem).document(&text, 1).unwrap(), None);
+}
+
+/// Pieces of a response long enough to be runs, but each short of `min_chars` and far apart
+/// (a helper here, an idiom there: what two projects that share code look like), are not one
+/// passage; the same pieces close together are.
+#[test]
+fn pieces_far_apart_are_not_one_passage() {
+    let fp = fingerprinter();
+    let mem = ledger(&fp);
+    let stop = StopList::default();
+    let lines: Vec<&str> = RESPONSE.lines().collect();
+    let filler: Vec<String> = PROSE
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .chunks(8)
+        .map(|w| w.join(" "))
+        .collect();
+    let build = |gap: usize| {
+        let mut text = String::new();
+        let mut filled = 0;
+        // Two lines of code each, where the code is dense (no blank or comment lines).
+        let mut at = 120;
+        let mut pieces = 0;
+        while pieces < 5 && at + 2 < lines.len() {
+            let piece = &lines[at..at + 2];
+            if piece
+                .iter()
+                .all(|l| l.trim().len() > 25 && !l.trim_start().starts_with("//"))
+            {
+                for l in piece {
+                    text.push_str(l);
+                    text.push('\n');
+                }
+                for _ in 0..gap {
+                    text.push_str(&filler[filled % filler.len()]);
+                    text.push('\n');
+                    filled += 1;
+                }
+                pieces += 1;
+                at += 40;
+            } else {
+                at += 1;
+            }
+        }
+        text
+    };
+    // 300: a piece with what its runs' ends may hold falls short of it alone.
+    let mut m = matcher(&fp, &stop, &mem);
+    m.thresholds.min_chars = 300;
+    let near = m
+        .document(&build(2), 1)
+        .unwrap()
+        .expect("pieces two lines apart");
+    assert_eq!(near.responses[0].response.record_id, "rec-1");
+    let far = build(20);
+    assert_eq!(m.document(&far, 1).unwrap(), None);
+    // Counted over the whole file, as before the rule, the far pieces add up.
+    let mut anywhere = m;
+    anywhere.thresholds.passage_gap_lines = usize::MAX;
+    let f = anywhere
+        .document(&far, 1)
+        .unwrap()
+        .expect("the pieces add up");
+    assert!(f.lines.len() >= 3, "{:?}", f.lines);
 }
 
 /// A Parquet dataset written by the `parquet` crate itself (zstd, as datasets usually are):
@@ -922,4 +997,33 @@ fn matches_of(mem: &Mem, fps: &[u64]) -> crate::provenance::ledger::Matches {
         }
     }
     m
+}
+
+/// Lines edited inside a pasted passage break its runs, not the passage: pieces a line or two
+/// apart are still one passage (issue 17's case 5), where pieces far apart are not (above).
+#[test]
+fn a_passage_with_lines_edited_inside_is_one_passage() {
+    let fp = fingerprinter();
+    let mem = ledger(&fp);
+    let stop = StopList::default();
+    let mut edited = String::new();
+    for (i, line) in passage(RESPONSE, 3000, 700).lines().enumerate() {
+        if i % 5 == 4 {
+            edited.push_str("        let unrelated = other_work(i, \"edited by hand\");\n");
+        } else {
+            edited.push_str(line);
+            edited.push('\n');
+        }
+    }
+    let (text, (first, last)) = paste(PROSE, 10, &edited);
+    let m = matcher(&fp, &stop, &mem);
+    let f = m.document(&text, 1).unwrap().expect("the edited passage");
+    assert_eq!(f.responses[0].response.record_id, "rec-1");
+    let (lo, hi) = (f.lines[0].0, f.lines[f.lines.len() - 1].1);
+    assert!(
+        lo <= first + 2 && hi + 2 >= last,
+        "{:?} in {first}..{last}",
+        f.lines
+    );
+    assert!(f.lines.len() > 1, "the edits split it: {:?}", f.lines);
 }
