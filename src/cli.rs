@@ -1200,6 +1200,7 @@ pub fn provenance_baseline(arg: &ConfigArg, paths: &[PathBuf]) -> Result<(), Cli
     let path = StopList::path(&cfg.state_dir);
     let mut stop = StopList::load(&path).map_err(anyhow::Error::from)?;
     let fingerprinter = Fingerprinter::new(&key);
+    stop.adding_with(fingerprinter.params());
     let (tally, added) = crate::provenance::scan::run::baseline(paths, &fingerprinter, &mut stop)?;
     stop.save(&path).map_err(anyhow::Error::from)?;
     outln!(
@@ -1210,5 +1211,12 @@ pub fn provenance_baseline(arg: &ConfigArg, paths: &[PathBuf]) -> Result<(), Cli
         tally.bytes,
         tally.skipped,
         stop.len()
-    )
+    )?;
+    if !stop.is_of(fingerprinter.params()) {
+        note!(
+            "note: {} also holds fingerprints of an earlier release; to rebuild it whole, remove it and run `aigate provenance baseline` over all your known-clean code again",
+            path.display()
+        );
+    }
+    Ok(())
 }

@@ -357,9 +357,15 @@ pub fn provenance_scan(args: &ScanArgs) -> Result<(), CliError> {
         ))
     })?;
     let fingerprinter = Fingerprinter::new(&key);
-    let stop = StopList::load(&StopList::path(&cfg.state_dir))
-        .map_err(anyhow::Error::from)?
-        .with_boilerplate(&fingerprinter);
+    let stop_path = StopList::path(&cfg.state_dir);
+    let stop = StopList::load(&stop_path).map_err(anyhow::Error::from)?;
+    if !stop.is_of(fingerprinter.params()) {
+        note!(
+            "warning: {} holds fingerprints of an earlier release, which fingerprinted code with fewer grams: baselined code may be found. Rebuild it: remove it, then run `aigate provenance baseline PATH…` over all your known-clean code again",
+            stop_path.display()
+        );
+    }
+    let stop = stop.with_boilerplate(&fingerprinter);
     let access = open(&cfg, args)?;
     note!("ledger: {}", access.describe());
     let find = |fps: &[u64]| access.find(fps);

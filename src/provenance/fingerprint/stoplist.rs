@@ -2,14 +2,21 @@
 //! headers, `fn main() {`, the company's own pre-ban code, vendored dependencies). Built and
 //! extended by `aigate provenance baseline PATH…`; the scan drops matches on them.
 //!
-//! On disk (`<state_dir>/provenance/stoplist`): the 8-byte magic `AIGSTOP1`, then the keyed
-//! hashes as little-endian `u64`, sorted and unique. Keyed, like the ledger, so the file says
-//! nothing about the code it came from without the key.
+//! On disk (`<state_dir>/provenance/stoplist`): the 8-byte magic `AIGSTOP2`, the fingerprint
+//! parameters every hash in it was made with (seven little-endian `u32`: text k, w, code k, w,
+//! refs, the two distinct-symbol floors; all zero when unknown), then the keyed hashes as
+//! little-endian `u64`, sorted and unique. Keyed, like the ledger, so the file says nothing about
+//! the code it came from without the key. `AIGSTOP1` files (no parameters) still load.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const MAGIC: &[u8; 8] = b"AIGSTOP1";
+use super::Params;
+
+const MAGIC: &[u8; 8] = b"AIGSTOP2";
+/// Before the parameters were recorded (the code channel's window was 8 and its floor 7).
+const MAGIC_V1: &[u8; 8] = b"AIGSTOP1";
+const PARAMS_LEN: usize = 7 * 4;
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct StopList {
@@ -19,6 +26,10 @@ pub struct StopList {
     /// fingerprint of every file) is one short search instead of twenty steps over megabytes.
     index: Vec<u32>,
     bits: u32,
+    /// What every hash in it was fingerprinted with; `None` for an older file or a mix. A
+    /// release that fingerprints differently computes hashes the list lacks, so baselined code
+    /// can be found again until the list is rebuilt.
+    built_with: Option<Params>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +78,24 @@ impl StopList {
             sorted,
             index,
             bits,
+            built_with: None,
         }
+    }
+
+    /// Marks what is added next as fingerprinted with `params`. A list that already holds
+    /// hashes of other parameters (an earlier release's) stays marked as a mix: only a rebuild
+    /// from nothing makes it whole again.
+    pub fn adding_with(&mut self, params: Params) {
+        if self.sorted.is_empty() {
+            self.built_with = Some(params);
+        } else if self.built_with != Some(params) {
+            self.built_with = None;
+        }
+    }
+
+    /// Whether every hash in the list was made with `params` (an empty list is).
+    pub fn is_of(&self, params: Params) -> bool {
+        self.sorted.is_empty() || self.built_with == Some(params)
     }
 
     pub fn len(&self) -> usize {
@@ -98,7 +126,9 @@ impl StopList {
         sorted.extend(hashes);
         sorted.sort_unstable();
         sorted.dedup();
+        let built_with = self.built_with;
         *self = Self::indexed(sorted);
+        self.built_with = built_with;
         self.sorted.len() - before
     }
 
@@ -123,7 +153,30 @@ impl StopList {
         let invalid = || StopListError::Invalid {
             path: path.to_path_buf(),
         };
-        let body = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(invalid)?;
+        let (built_with, body) = if let Some(rest) = bytes.strip_prefix(MAGIC.as_slice()) {
+            let (head, body) = rest.split_at_checked(PARAMS_LEN).ok_or_else(invalid)?;
+            let v: Vec<u32> = head
+                .chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let params = (v.iter().any(|&x| x != 0)).then(|| Params {
+                text_k: v[0] as usize,
+                text_w: v[1] as usize,
+                code_k: v[2] as usize,
+                code_w: v[3] as usize,
+                code_refs: v[4] == 1,
+                text_min_distinct: v[5],
+                code_min_distinct: v[6],
+            });
+            (params, body)
+        } else {
+            (
+                None,
+                bytes
+                    .strip_prefix(MAGIC_V1.as_slice())
+                    .ok_or_else(invalid)?,
+            )
+        };
         if body.len() % 8 != 0 {
             return Err(invalid());
         }
@@ -134,7 +187,9 @@ impl StopList {
         if sorted.windows(2).any(|w| w[0] >= w[1]) {
             return Err(invalid());
         }
-        Ok(Self::indexed(sorted))
+        let mut list = Self::indexed(sorted);
+        list.built_with = built_with;
+        Ok(list)
     }
 
     /// Written to a temporary file and renamed, so a crash leaves the old list or the new one.
@@ -147,8 +202,22 @@ impl StopList {
             std::fs::create_dir_all(dir).map_err(write_err)?;
         }
         let tmp = path.with_extension("tmp");
-        let mut buf = Vec::with_capacity(8 + self.sorted.len() * 8);
+        let mut buf = Vec::with_capacity(8 + PARAMS_LEN + self.sorted.len() * 8);
         buf.extend_from_slice(MAGIC);
+        let head = self.built_with.map_or([0; 7], |p| {
+            [
+                p.text_k as u32,
+                p.text_w as u32,
+                p.code_k as u32,
+                p.code_w as u32,
+                u32::from(p.code_refs),
+                p.text_min_distinct,
+                p.code_min_distinct,
+            ]
+        });
+        for v in head {
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
         for h in &self.sorted {
             buf.extend_from_slice(&h.to_le_bytes());
         }

@@ -190,6 +190,52 @@ fn stop_list_round_trips_and_rejects_other_files() {
     std::fs::write(&path, b"not a stop list").unwrap();
     let err = StopList::load(&path).unwrap_err().to_string();
     assert!(err.contains("not an aigate stop-list"), "{err}");
+    std::fs::write(&path, b"AIGSTOP2\x01\x00").unwrap();
+    let err = StopList::load(&path).unwrap_err().to_string();
+    assert!(err.contains("not an aigate stop-list"), "{err}");
+}
+
+/// The list records the parameters its hashes were made with, so a scan can say when it was
+/// built by a release that fingerprinted differently; a list from before the tag still loads.
+#[test]
+fn stop_list_knows_what_it_was_fingerprinted_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = StopList::path(dir.path());
+    let now = Params::default();
+    let earlier = Params {
+        code_min_distinct: 7,
+        ..now
+    };
+    let mut list = StopList::default();
+    list.adding_with(now);
+    list.extend([4, 2]);
+    list.save(&path).unwrap();
+    let back = StopList::load(&path).unwrap();
+    assert!(back.is_of(now) && !back.is_of(earlier));
+    assert_eq!(back, list);
+
+    // An earlier release's file: the same hashes, no parameters.
+    let mut v1 = b"AIGSTOP1".to_vec();
+    for h in [2u64, 4] {
+        v1.extend_from_slice(&h.to_le_bytes());
+    }
+    std::fs::write(&path, v1).unwrap();
+    let mut old = StopList::load(&path).unwrap();
+    assert!(old.contains(2) && old.contains(4) && !old.is_of(now));
+    // Adding to it does not make it whole: the hashes it had were made the old way.
+    old.adding_with(now);
+    old.extend([7]);
+    old.save(&path).unwrap();
+    let back = StopList::load(&path).unwrap();
+    assert!(back.contains(7) && !back.is_of(now));
+    // Nor does a list of other parameters: adding makes a mix.
+    let mut other = StopList::default();
+    other.adding_with(earlier);
+    other.extend([1]);
+    assert!(other.is_of(earlier));
+    other.adding_with(now);
+    assert!(!other.is_of(now) && !other.is_of(earlier));
+    assert!(StopList::default().is_of(now));
 }
 
 /// The bucket index finds every member and nothing else, whatever the hashes' top bits are.
@@ -344,6 +390,45 @@ fn fast_fingerprints_equal_the_reference_on_real_sources() {
         }
     }
     assert!(checked >= own);
+}
+
+/// Entries recorded with the code channel's earlier floor (7 distinct tokens) stay findable:
+/// every fingerprint they hold is among those a scan now computes (the same grams are kept; a
+/// lower floor drops fewer of them), so a copy matches an old entry as well as before. Checked
+/// on this crate's sources.
+#[test]
+fn earlier_code_parameters_fingerprint_a_subset_of_today_s() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    sources_under(&root.join("src"), &["rs"], usize::MAX, &mut files);
+    let key = Key::from_bytes([9; 32]);
+    let now = Fingerprinter::new(&key);
+    let before = Fingerprinter::with_params(
+        &key,
+        Params {
+            code_w: 8,
+            code_min_distinct: 7,
+            ..Params::default()
+        },
+    );
+    assert_ne!(
+        before.params(),
+        now.params(),
+        "the shipped parameters moved"
+    );
+    let (mut old, mut added) = (0, 0);
+    for text in &files {
+        let set =
+            |fps: Vec<Fp>| -> std::collections::HashSet<u64> { hashes(&fps).into_iter().collect() };
+        let (today, earlier) = (set(now.code(text)), set(before.code(text)));
+        assert!(earlier.is_subset(&today));
+        old += earlier.len();
+        added += today.len() - earlier.len();
+    }
+    assert!(
+        old > 10_000 && added > 0,
+        "{old} fingerprints before, {added} added"
+    );
 }
 
 /// The same on random text made of what the tokeniser treats specially: quotes, comment
