@@ -406,7 +406,6 @@ fn earlier_code_parameters_fingerprint_a_subset_of_today_s() {
     let before = Fingerprinter::with_params(
         &key,
         Params {
-            code_w: 8,
             code_min_distinct: 7,
             ..Params::default()
         },

@@ -24,7 +24,8 @@ pub struct Thresholds {
     pub strong_share: f64,
     /// A match's passage is where its runs sit no more than this many lines apart: pieces
     /// scattered over a file (an import here, a helper there) are what projects that share code
-    /// look like, not one paste (docs/provenance.md, "Denser code fingerprints").
+    /// look like, not one paste (docs/provenance.md, "A stable split, renaming as a refactoring
+    /// does, a lower code floor").
     pub passage_gap_lines: usize,
 }
 
