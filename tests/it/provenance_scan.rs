@@ -60,6 +60,17 @@ fn baseline_creates_the_key_and_grows_the_stop_list() {
     assert_eq!(std::fs::read_to_string(state.join("key")).unwrap(), key);
     assert!(!String::from_utf8_lossy(&out.stderr).contains("earlier release"));
 
+    let scan = || {
+        let out = aigate(&config)
+            .args(["scan", "--format", "json"])
+            .arg(&code)
+            .env_remove("AIGATE_TOKEN")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(!scan().contains("earlier release"));
+
     // A list an earlier release built (no parameters in its header): the scan says it should
     // be rebuilt, and adding to it does not hide that.
     let list = std::fs::read(state.join("stoplist")).unwrap();
@@ -67,13 +78,7 @@ fn baseline_creates_the_key_and_grows_the_stop_list() {
     let mut v1 = b"AIGSTOP1".to_vec();
     v1.extend_from_slice(&list[8 + 7 * 4..]);
     std::fs::write(state.join("stoplist"), v1).unwrap();
-    let out = aigate(&config)
-        .args(["scan", "--format", "json"])
-        .arg(&code)
-        .env_remove("AIGATE_TOKEN")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = scan();
     assert!(
         stderr.contains("holds fingerprints of an earlier release")
             && stderr.contains("remove it, then run `aigate provenance baseline"),
