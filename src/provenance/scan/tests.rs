@@ -1019,9 +1019,11 @@ fn a_passage_with_lines_edited_inside_is_one_passage() {
     let m = matcher(&fp, &stop, &mem);
     let f = m.document(&text, 1).unwrap().expect("the edited passage");
     assert_eq!(f.responses[0].response.record_id, "rec-1");
+    // Within the paste (a line either side for the runs' ends), and most of it: where the
+    // passage starts and ends depends on matcher.rs's own text, so no exact lines.
     let (lo, hi) = (f.lines[0].0, f.lines[f.lines.len() - 1].1);
     assert!(
-        lo <= first + 2 && hi + 2 >= last,
+        lo + 1 >= first && hi <= last + 1 && (hi - lo + 1) * 10 >= (last - first + 1) * 7,
         "{:?} in {first}..{last}",
         f.lines
     );
