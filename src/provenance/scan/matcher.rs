@@ -518,20 +518,19 @@ pub fn merge(mut spans: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
 fn largest_passage(text: &str, spans: &[(u32, u32)], gap: usize) -> usize {
     let b = text.as_bytes();
     let (mut best, mut current, mut prev_end) = (0, 0, None::<usize>);
-    for &(s, e) in spans {
-        let (s, e) = (s as usize, e as usize);
+    for span in spans {
         if let Some(pe) = prev_end {
             // The first newline ends the earlier span's line; the rest are lines in between.
             let newlines = b
-                .get(pe..s)
+                .get(pe..span.0 as usize)
                 .map_or(0, |g| g.iter().filter(|&&c| c == b'\n').count());
             if newlines.saturating_sub(1) > gap {
                 current = 0;
             }
         }
-        current += text.get(s..e).map_or(0, |t| t.chars().count());
+        current += chars_in(text, std::slice::from_ref(span));
         best = best.max(current);
-        prev_end = Some(e);
+        prev_end = Some(span.1 as usize);
     }
     best
 }
