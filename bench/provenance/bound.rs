@@ -70,99 +70,118 @@ fn windows(s: &[char]) -> Vec<u64> {
     out
 }
 
+/// What a clean text is measured against: the responses' pieces and the pieces known clean.
 pub struct Bound {
-    /// Per clean file: does it hold such a passage?
-    pub files: Vec<bool>,
-    /// The same without a baseline: clean files sharing such a passage with a response at all.
-    pub without_baseline: usize,
+    response_letters: Vec<String>,
+    owners: Owners,
+    known: HashSet<u64>,
 }
 
-/// `responses`, `baseline` and `clean` are the texts of the split; `licences` what every scan
-/// stop-lists.
-pub fn bound(responses: &[&str], baseline: &[&str], licences: &[&str], clean: &[&str]) -> Bound {
-    let response_letters: Vec<String> = responses
-        .iter()
-        .map(|t| letters(t).0.into_iter().collect())
-        .collect();
-    let mut owners = Owners {
-        first: HashMap::new(),
-        shared: HashMap::new(),
-    };
-    for (r, t) in response_letters.iter().enumerate() {
-        let r = r as u32;
-        let chars: Vec<char> = t.chars().collect();
-        for h in windows(&chars) {
-            let o = owners.first.entry(h).or_insert(r);
-            if *o == r {
-                continue;
-            }
-            let list = owners.shared.entry(h).or_insert_with(|| vec![*o]);
-            *o = SHARED;
-            if !list.contains(&r) {
-                list.push(r);
-            }
-        }
-    }
-    let known: HashSet<u64> = baseline
-        .iter()
-        .chain(licences)
-        .flat_map(|t| windows(&letters(t).0))
-        .collect();
-    let mut files = Vec::with_capacity(clean.len());
-    let mut without_baseline = 0;
-    for t in clean {
-        let (chars, at) = letters(t);
-        let hs = windows(&chars);
-        // The longest verbatim span from one response, in characters of the clean file.
-        let longest = |skip_known: bool| {
-            let mut best = 0;
-            let mut i = 0;
-            let owners_at = |j: usize| {
-                if skip_known && known.contains(&hs[j]) {
-                    Vec::new()
-                } else {
-                    owners.of(hs[j])
-                }
-            };
-            while i < hs.len() {
-                // The responses holding every piece from i to j.
-                let mut holders = owners_at(i);
-                if holders.is_empty() {
-                    i += 1;
+impl Bound {
+    /// `responses` and `baseline` are the texts of the split; `licences` what every scan
+    /// stop-lists.
+    pub fn new(responses: &[&str], baseline: &[&str], licences: &[&str]) -> Bound {
+        let response_letters: Vec<String> = responses
+            .iter()
+            .map(|t| letters(t).0.into_iter().collect())
+            .collect();
+        let mut owners = Owners {
+            first: HashMap::new(),
+            shared: HashMap::new(),
+        };
+        for (r, t) in response_letters.iter().enumerate() {
+            let r = r as u32;
+            let chars: Vec<char> = t.chars().collect();
+            for h in windows(&chars) {
+                let o = owners.first.entry(h).or_insert(r);
+                if *o == r {
                     continue;
                 }
-                let mut j = i;
-                while j + 1 < hs.len() {
-                    let next = owners_at(j + 1);
-                    let both: Vec<u32> = holders
-                        .iter()
-                        .copied()
-                        .filter(|r| next.contains(r))
-                        .collect();
-                    if both.is_empty() {
-                        break;
-                    }
-                    holders = both;
-                    j += 1;
+                let list = owners.shared.entry(h).or_insert_with(|| vec![*o]);
+                *o = SHARED;
+                if !list.contains(&r) {
+                    list.push(r);
                 }
-                let piece: String = chars[i..j + G].iter().collect();
-                if holders
-                    .iter()
-                    .any(|&r| response_letters[r as usize].contains(&piece))
-                {
-                    best = best.max(at[j + G - 1] - at[i] + 1);
-                }
-                i = j + 1;
             }
-            best
-        };
-        files.push(longest(true) >= STRONG_CHARS);
-        if longest(false) >= STRONG_CHARS {
-            without_baseline += 1;
+        }
+        let known = baseline
+            .iter()
+            .chain(licences)
+            .flat_map(|t| windows(&letters(t).0))
+            .collect();
+        Bound {
+            response_letters,
+            owners,
+            known,
         }
     }
-    Bound {
-        files,
-        without_baseline,
+
+    /// Does `text` hold 400+ characters of one response verbatim, none of it known clean (or,
+    /// with `baseline` false, whether known clean or not)?
+    pub fn holds(&self, text: &str, baseline: bool) -> bool {
+        self.longest(text, baseline) >= STRONG_CHARS
+    }
+
+    /// The longest span of `text` whose letters and digits are one response's verbatim, in
+    /// characters of `text`.
+    fn longest(&self, text: &str, skip_known: bool) -> usize {
+        let (chars, at) = letters(text);
+        let hs = windows(&chars);
+        // A span from its first letter to its last, widened over what the letters leave out
+        // (indentation, brackets, punctuation) to the ends of its lines, but never over a letter
+        // it does not hold: a passage pasted as whole lines counts its whole lines.
+        let all: Vec<char> = text.chars().collect();
+        let lines = |a: usize, b: usize| {
+            let skipped = |c: char| c != '\n' && !c.is_alphanumeric();
+            let mut from = a;
+            while from > 0 && skipped(all[from - 1]) {
+                from -= 1;
+            }
+            let mut to = b + 1;
+            while to < all.len() && skipped(all[to]) {
+                to += 1;
+            }
+            to - from
+        };
+        let owners_at = |j: usize| {
+            if skip_known && self.known.contains(&hs[j]) {
+                Vec::new()
+            } else {
+                self.owners.of(hs[j])
+            }
+        };
+        let mut best = 0;
+        let mut i = 0;
+        while i < hs.len() {
+            // The responses holding every piece from i to j.
+            let mut holders = owners_at(i);
+            if holders.is_empty() {
+                i += 1;
+                continue;
+            }
+            let mut j = i;
+            while j + 1 < hs.len() {
+                let next = owners_at(j + 1);
+                let both: Vec<u32> = holders
+                    .iter()
+                    .copied()
+                    .filter(|r| next.contains(r))
+                    .collect();
+                if both.is_empty() {
+                    break;
+                }
+                holders = both;
+                j += 1;
+            }
+            let piece: String = chars[i..j + G].iter().collect();
+            if holders
+                .iter()
+                .any(|&r| self.response_letters[r as usize].contains(&piece))
+            {
+                best = best.max(lines(at[i], at[j + G - 1]));
+            }
+            i = j + 1;
+        }
+        best
     }
 }
