@@ -716,10 +716,7 @@ struct Results {
 
 /// Lower-cased letters and digits, the text channel's view of a text.
 fn alnum(s: &str) -> Vec<char> {
-    s.chars()
-        .filter(|c| c.is_alphanumeric())
-        .flat_map(char::to_lowercase)
-        .collect()
+    bound::letters(s).0
 }
 
 /// The longest run of letters and digits that `a` and `b` share (at least `G` long, else 0).

@@ -4,11 +4,12 @@
 //! file that holds a passage of 400+ characters whose letters and digits are one response's,
 //! verbatim, with no piece of it known clean, looks to any matcher exactly like that response
 //! pasted in: a matcher that finds the paste must call the file strong too, or miss the paste. So
-//! these files bound the clean strong rate from below (`AIGATE_PROV_SHOW=all` names the strong findings outside it). "Known clean" is what a stop-list can
-//! know: a piece of `G` letters and digits (the text channel's k) found in the baseline or in the
-//! licence headers every scan stop-lists. A span is checked against the responses that hold all
-//! of its pieces, and a span whose pieces are in the right response but not in its order is not
-//! counted, so the count errs low.
+//! these files bound the clean strong rate from below (`AIGATE_PROV_SHOW=all` names the strong
+//! findings outside it). "Known clean" is what a stop-list can know: a piece of `G` letters and
+//! digits (the text channel's k) found in the baseline or in the licence headers every scan
+//! stop-lists. A span is checked against the responses that hold all of its pieces, and a span
+//! whose pieces are in the right response but not in its order is not counted, so the count errs
+//! low (the benchmark prints how many true pastes it holds).
 
 use std::collections::{HashMap, HashSet};
 
@@ -36,7 +37,7 @@ impl Owners {
 }
 
 /// Lower-cased letters and digits, and for each the index in `s` (in characters) it came from.
-fn letters(s: &str) -> (Vec<char>, Vec<usize>) {
+pub fn letters(s: &str) -> (Vec<char>, Vec<usize>) {
     let (mut out, mut at) = (Vec::new(), Vec::new());
     for (i, c) in s.chars().enumerate().filter(|(_, c)| c.is_alphanumeric()) {
         for l in c.to_lowercase() {
