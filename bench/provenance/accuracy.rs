@@ -697,7 +697,8 @@ struct Results {
     /// The same findings by the longest verbatim run: under 50, 50–150, 150–260 (about 400
     /// characters of code), 260+ letters and digits.
     clean_strong_runs: [usize; 4],
-    /// Strong clean findings among the files of `bound`: those no matcher can spare.
+    /// Strong clean findings among the files within the lower bound (`bound.rs`): those no
+    /// matcher can spare.
     clean_strong_in_bound: usize,
     /// "2 pasted" 400+ documents within the bound (of as many as the samples).
     pasted_in_bound: usize,
@@ -912,7 +913,7 @@ fn run(
     stop_mode: Stop,
     t: Thresholds,
     samples: usize,
-    bound: &[bool],
+    within: &[bool],
     lower: &bound::Bound,
 ) -> Results {
     let key = Key::from_bytes([42; 32]);
@@ -1248,7 +1249,7 @@ fn run(
             Tier::Strong => {
                 clean_strong += 1;
                 strong_files[ci] = true;
-                if bound.get(ci).copied().unwrap_or(false) {
+                if within.get(ci).copied().unwrap_or(false) {
                     clean_strong_in_bound += 1;
                 }
                 for (c, m) in clean_strong_by_channel.iter_mut().zip(&matchers[1..]) {
@@ -1290,7 +1291,7 @@ fn run(
                         r.matched_chars,
                         r.fingerprints,
                         r.lines,
-                        if bound.get(ci).copied().unwrap_or(false) {
+                        if within.get(ci).copied().unwrap_or(false) {
                             "within the bound"
                         } else {
                             "outside the bound"
@@ -1309,15 +1310,15 @@ fn run(
     }
     if std::env::var("AIGATE_PROV_SHOW").is_ok_and(|v| v == "all") {
         for (ci, f) in split.clean.iter().enumerate() {
-            if bound.get(ci).copied().unwrap_or(false) && !strong_files[ci] {
+            if within.get(ci).copied().unwrap_or(false) && !strong_files[ci] {
                 eprintln!("--- clean {} is within the bound, not strong", f.package);
             }
         }
     }
     // Clean passages, as the study counted false positives (per passage, not per file):
     // whole lines of 200+ and 400+ characters cut from clean files and scanned alone, ten times
-    // as many as the cases, since the rate sought is under one in a thousand. A
-    // generator of their own, so the cases above stay the same.
+    // as many as the cases, since the rate sought is under one in a thousand. A generator of
+    // their own, so the cases above stay the same.
     let mut clean_passages = [[0usize; 3]; 2];
     let mut prng = Rng(0xc1ea_9a55_a6e5_0001);
     for (row, len) in clean_passages.iter_mut().zip([200, 400]) {
