@@ -14,8 +14,10 @@
 # bench/aigate/render-config.py, exactly as bench/run.sh runs it, with only provenance.enabled
 # switched. Each rep runs both modes, alternating which goes first, each on a fresh state directory;
 # oha keeps CONC connections alive for DURATION seconds after WARMUP seconds of the same load.
-# Prints per-rep req/s, the medians, their ratio, and for each capture-on run the ledger file size
-# against the output the gateway captured (the sum of provenance_chars of its outcome records).
+# Prints per-rep req/s, the medians, their ratio, for each capture-on run the ledger file size
+# against the output the gateway captured (the sum of provenance_chars of its outcome records), and
+# the CPU time of aigate's threads per answer during the measured runs, by thread name (from
+# /proc/PID/task/*/stat before and after; the rows of results.jsonl hold it per rep as "cpu").
 # --worker-priority low renders provenance.worker_priority = "low" (the capture workers at nice 19);
 # the provenance marks then say how many captures a full queue dropped.
 # Needs the harness's tools: run bench/run.sh (or scripts/setup.sh) once first.
@@ -39,7 +41,7 @@ while [ $# -gt 0 ]; do
     --proxy-cpu) PROXY_CPU=$2; shift 2;;
     --load-cpu) LOAD_CPU=$2; shift 2;;
     --worker-priority) PRIORITY=$2; shift 2;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0;;
     *) echo "capture.sh: unknown option $1 (see --help)" >&2; exit 64;;
   esac
 done
@@ -84,6 +86,15 @@ oha_args=(--no-tui --output-format json -m POST -H 'content-type: application/js
           -H 'anthropic-version: 2023-06-01' -D "$BENCH/conf/request.json" --cacert "$CA/client-bundle.pem" -x "http://127.0.0.1:$PROXY_PORT")
 URL="https://api.vendor.test/v1/messages?stream=1&n=$EVENTS&ms=0"
 
+threads() {  # pid -> one line per thread: id, name, CPU clock ticks (utime + stime); then the process's
+  local t
+  awk '{ sub(/^.*\) /, ""); print "process\t(process)\t" ($12 + $13) }' /proc/"$1"/stat 2>/dev/null || true
+  for t in /proc/"$1"/task/*; do
+    awk -v id="${t##*/}" '{ sub(/^[^(]*\(/, ""); n = $0; sub(/\).*$/, "", n); sub(/^.*\) /, "");
+      print id "\t" n "\t" ($12 + $13) }' "$t/stat" 2>/dev/null || true
+  done
+}
+
 run_mode() {  # mode rep
   local mode=$1 rep=$2 state=$OUT/state-$1-r$2 cfg pid f
   rm -rf "$state"; mkdir -p "$state"
@@ -92,11 +103,13 @@ run_mode() {  # mode rep
   wait_port "$PROXY_PORT" || { echo "capture.sh: aigate did not listen (see $OUT/aigate-$mode-r$rep.log)" >&2; exit 1; }
   taskset -c "$LOAD_CPU" "$OHA" -z "${WARMUP}s" -c "$CONC" "${oha_args[@]}" "$URL" > /dev/null 2>&1
   f=$OUT/oha-$mode-r$rep.json
+  threads "$pid" > "$OUT/threads-$mode-r$rep.before"
   taskset -c "$LOAD_CPU" "$OHA" -z "${DURATION}s" -c "$CONC" "${oha_args[@]}" "$URL" > "$f" 2> "$f.err"
+  threads "$pid" > "$OUT/threads-$mode-r$rep.after"
   kill -TERM "$pid"; wait "$pid" || true
-  python3 - "$f" "$state" "$mode" "$rep" >> "$OUT/results.jsonl" <<'PY'
+  python3 - "$f" "$state" "$mode" "$rep" "$OUT/threads-$mode-r$rep" >> "$OUT/results.jsonl" <<'PY'
 import json, os, sys
-f, state, mode, rep = sys.argv[1:5]
+f, state, mode, rep, threads = sys.argv[1:6]
 o = json.load(open(f))
 codes = o.get("statusCodeDistribution", {})
 ok = sum(v for k, v in codes.items() if k.startswith("2"))
@@ -116,10 +129,25 @@ for line in open(os.path.join(state, "audit.jsonl")):
         chars += r.get("provenance_chars") or 0
 ledger = os.path.join(state, "provenance", "ledger")
 size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ledger) for f in fs)
+def ticks(path):  # thread id -> (name, clock ticks of CPU)
+    out = {}
+    for line in open(path):
+        tid, name, t = line.rstrip("\n").split("\t")
+        out[tid] = (name, int(t))
+    return out
+before, after = ticks(threads + ".before"), ticks(threads + ".after")
+hz = os.sysconf("SC_CLK_TCK")
+cpu = {}  # thread name -> CPU seconds during the measured run
+for tid, (name, t) in after.items():
+    if tid != "process":
+        cpu[name] = round(cpu.get(name, 0) + (t - before.get(tid, (name, 0))[1]) / hz, 2)
+# The process's time counts its threads that ended too (a thread started and done within the run).
+process = (after.get("process", ("", 0))[1] - before.get("process", ("", 0))[1]) / hz
+cpu["(threads that ended)"] = round(max(0.0, process - sum(cpu.values())), 2)
 print(json.dumps(dict(mode=mode, rep=int(rep), ok_rps=round(rps, 1), ok=ok, errors=total - ok,
                       p50_ms=round((o.get("latencyPercentiles") or {}).get("p50", 0) * 1000, 2),
                       outcomes=outcomes, provenance=kinds, captured=captured,
-                      captured_chars=chars, ledger_bytes=size)))
+                      captured_chars=chars, ledger_bytes=size, cpu=cpu)))
 PY
   tail -1 "$OUT/results.jsonl" >&2
 }
@@ -148,4 +176,11 @@ print()
 print(f"capture on: {cap} responses captured, {chars / 1e6:.2f} MB of output, ledger files {ledger / 1e6:.2f} MB "
       f"= {ledger / (chars / 1e6) / 1e6 if chars else 0:.2f} MB of ledger per MB of output "
       f"(provenance marks: {[r['provenance'] for r in on]}; errors on/off: {sum(r['errors'] for r in on)}/{sum(r['errors'] for r in off)})")
+print()
+print("CPU time of aigate's threads per answer answered, µs (median of the reps; by thread name):")
+for name, rs in (("capture on", on), ("capture off", off)):
+    names = sorted({n for r in rs for n in r.get("cpu", {})})
+    per = {n: statistics.median(r.get("cpu", {}).get(n, 0) / r["ok"] * 1e6 for r in rs) for n in names}
+    total = statistics.median(sum(r.get("cpu", {}).values()) / r["ok"] * 1e6 for r in rs)
+    print(f"- {name}: {total:.0f} in all; " + ", ".join(f"{n} {v:.0f}" for n, v in sorted(per.items(), key=lambda kv: -kv[1]) if v >= 0.5))
 PY
