@@ -15,10 +15,20 @@
 //! - `ids`: audit record id → entry number.
 //! - `prints`: fingerprint (BE u64) ‖ entry number (BE u64) → nothing. The key is the index: a
 //!   lookup is a prefix scan, a fingerprint costs 16 bytes before fjall's prefix truncation.
-//! - `entry_prints`: entry number → its fingerprints (packed LE u64), for the retention sweep
-//!   and to build the filter.
-//! - `meta`: the next entry number (kept when the sweep empties `entries`), and the ledger's
-//!   id (a saved filter names the ledger it belongs to).
+//! - `entry_prints`: entry number → its fingerprints (packed LE u64), for the retention sweep,
+//!   to build the filter, and to fill `prints` later.
+//! - `meta`: the next entry number (kept when the sweep empties `entries`), the ledger's id (a
+//!   saved filter names the ledger it belongs to), and `indexed`: the entries numbered below it
+//!   have their fingerprints in `prints`.
+//!
+//! A write puts an entry's fingerprints in `entry_prints` only, and in memory (`pending::Pending`,
+//! which lookups read too). Once [`PENDING_MAX`] fingerprints are held, a thread of its own
+//! writes them to `prints` in one ascending run, then the new `indexed` (`Inner::index_pending`):
+//! each key's place in the memtable is then next to the last one's, where a commit's few
+//! hundred keys each searched a skip list of hundreds of thousands through cold memory, half of
+//! what the ledger's writes cost (docs/provenance.md, "Capture cost"). Open reads the entries
+//! from `indexed` on back from `entry_prints`, so a crash loses nothing; closing writes what is
+//! held.
 //!
 //! The filter (`filter::Filter`): a blocked Bloom filter of every fingerprint, kept current by
 //! every write, so a scan's lookups of absent fingerprints (nearly all of them) never reach the
@@ -43,9 +53,23 @@ use std::thread::JoinHandle;
 use fjall::{Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
 
 use super::filter::{Filter, Saved};
+use super::pending::Pending;
 use super::{ByPrint, Entry, Ledger, LedgerError, Matches, pack, unpack, unpack_into};
 
 const NEXT: &[u8] = b"next_entry";
+/// The entries numbered below it have their fingerprints in `prints`; the others are held in
+/// memory (`Inner::pending`). A ledger of an earlier version has none: all of its are in `prints`.
+const INDEXED: &[u8] = b"indexed";
+/// Fingerprints held in memory before a thread of its own writes them to `prints`: about two
+/// seconds of a busy gateway's captures (5,000 answers of 58 a second), 25 MB of memory, and a
+/// run dense enough that its keys' places in the memtable are neighbours.
+const PENDING_MAX: usize = if cfg!(test) { 200 } else { 1 << 19 };
+/// Held past this, the writer itself writes them (the thread has not kept up).
+const PENDING_HARD: usize = 4 * PENDING_MAX;
+/// Keys of a run written in one batch: a batch holds the journal's lock while it is applied,
+/// and the capture worker's commits wait for it (a run of half a million in one batch made a
+/// full queue drop a tenth of the captures).
+const RUN_BATCH: usize = if cfg!(test) { 64 } else { 1 << 14 };
 /// The ledger's id (16 random bytes, made when it is created): a saved filter names it.
 const ID: &[u8] = b"ledger_id";
 /// Data and index block size of the `prints` partition (fjall's default is 4 KiB). A scan's
@@ -84,6 +108,17 @@ struct Inner {
     /// numbers are known to be committed once it is released.
     next: Mutex<u64>,
     filter: RwLock<Filter>,
+    /// Fingerprints of committed entries numbered `indexed` and on, not in `prints` yet; added
+    /// under `next`, after the entry's commit.
+    pending: RwLock<Pending>,
+    /// What `index_pending` is writing to `prints`: lookups read it until it is there. Set
+    /// under `pending`'s lock, so a fingerprint is always in one of the three.
+    frozen: RwLock<Option<Arc<Frozen>>>,
+    /// Held while `pending` is written to `prints` (one run at a time), and by the sweep, so
+    /// its removals always come after the keys they remove.
+    indexing: Mutex<()>,
+    /// A thread is writing `pending` to `prints`.
+    index_running: AtomicBool,
     /// A filter build is under way (one at a time).
     rebuilding: AtomicBool,
     /// Entries were removed since the running build started reading: it builds again when done
@@ -126,6 +161,13 @@ struct Inner {
 
 pub struct EmbeddedLedger {
     inner: Arc<Inner>,
+}
+
+/// Pending fingerprints taken out to be written to `prints`, and the entries they cover.
+struct Frozen {
+    prints: Pending,
+    /// Every entry numbered below it is in `prints` once these are.
+    upto: u64,
 }
 
 /// How the membership filter in place came about: a scan says which, since a build at a
@@ -259,6 +301,24 @@ impl EmbeddedLedger {
             Some(v) => be(&v),
             None => 0,
         };
+        let indexed = match meta.get(INDEXED).map_err(e)? {
+            Some(v) => be(&v),
+            // New, or of a version that wrote every fingerprint to `prints` with its entry.
+            None => {
+                meta.insert(INDEXED, next.to_be_bytes()).map_err(e)?;
+                keyspace.persist(PersistMode::SyncAll).map_err(e)?;
+                next
+            }
+        };
+        // The entries whose fingerprints were held in memory when the ledger was last closed
+        // (by a crash: closing writes them).
+        let mut pending = Pending::default();
+        let mut held = Vec::new();
+        for row in entry_prints.range(indexed.to_be_bytes()..next.to_be_bytes()) {
+            let (n, v) = row.map_err(e)?;
+            unpack_into(&v, &mut held);
+            pending.add(be(&n), &held);
+        }
         let id = match meta.get(ID).map_err(e)? {
             Some(v) if v.len() == 16 => {
                 let mut id = [0u8; 16];
@@ -284,6 +344,10 @@ impl EmbeddedLedger {
             meta,
             next: Mutex::new(next),
             filter: RwLock::new(Filter::pending()),
+            pending: RwLock::new(pending),
+            frozen: RwLock::new(None),
+            indexing: Mutex::new(()),
+            index_running: AtomicBool::new(false),
             rebuilding: AtomicBool::new(false),
             stale: AtomicBool::new(false),
             closing: AtomicBool::new(false),
@@ -435,6 +499,7 @@ impl EmbeddedLedger {
                 }
             }
             batch.insert(&i.meta, NEXT, next.to_be_bytes());
+            batch.insert(&i.meta, INDEXED, next.to_be_bytes());
             batch.commit().map_err(|e| i.err(e))?;
             i.prints
                 .ingest(index.map(|(h, n)| (key(h, n), [0u8; 0])))
@@ -450,11 +515,15 @@ impl EmbeddedLedger {
 }
 
 impl Drop for EmbeddedLedger {
-    /// Stops a running build, then saves the filter if entries were written since its last
-    /// save: the next open (a restart, a scan) loads it instead of reading every fingerprint.
+    /// Stops a running build, writes the fingerprints held in memory to `prints`, then saves
+    /// the filter if entries were written since its last save: the next open (a restart, a
+    /// scan) reads neither from `entry_prints`.
     fn drop(&mut self) {
         self.inner.closing.store(true, Ordering::SeqCst);
         self.wait_for_filter();
+        if let Err(e) = self.inner.index_pending() {
+            tracing::warn!(error = %e, "provenance ledger: cannot write the fingerprints held in memory to the index at close; the next open reads them again from the entries");
+        }
         self.inner.save_filter();
     }
 }
@@ -736,14 +805,11 @@ impl Inner {
         let mut next = self.lock_next();
         let first = *next;
         let mut n = first;
-        // Sized once: three rows an entry, one a fingerprint, and `next`; the batch is a Vec
-        // of items that would otherwise grow (and copy) six or seven times for one answer.
-        let items = rows.iter().map(|(_, f)| f.len() + 3).sum::<usize>() + 1;
-        let mut batch = fjall::Batch::with_capacity(self.keyspace.clone(), items)
+        // Three rows an entry, and `next`.
+        let mut batch = fjall::Batch::with_capacity(self.keyspace.clone(), 3 * rows.len() + 1)
             .durability(Some(PersistMode::SyncAll));
         let mut seen = std::collections::HashSet::new();
         let mut added: Vec<&[u64]> = Vec::new();
-        let mut index = Vec::with_capacity(items);
         for (entry, fingerprints) in rows {
             if !seen.insert(entry.id.as_str())
                 || self
@@ -757,18 +823,11 @@ impl Inner {
             batch.insert(&self.ids, entry.id.as_bytes(), n.to_be_bytes());
             batch.insert(&self.entries, n.to_be_bytes(), json);
             batch.insert(&self.entry_prints, n.to_be_bytes(), pack(fingerprints));
-            index.extend(fingerprints.iter().map(|h| key(*h, n)));
             added.push(fingerprints);
             n += 1;
         }
         if n == first {
             return Ok(());
-        }
-        // In key order: the commit inserts them into the memtable (a skip list) one by one, and
-        // neighbouring keys walk the same nodes down, still in the cache from the last insert.
-        index.sort_unstable();
-        for k in index {
-            batch.insert(&self.prints, k, [0u8; 0]);
         }
         batch.insert(&self.meta, NEXT, n.to_be_bytes());
         // Into the filter before the store: a lookup that finds an entry in the store then
@@ -777,7 +836,7 @@ impl Inner {
         // holds, which costs lookups, never answers.
         {
             let mut filter = self.filter.write().unwrap_or_else(|p| p.into_inner());
-            for fps in added {
+            for fps in &added {
                 filter.insert(fps);
             }
         }
@@ -792,8 +851,121 @@ impl Inner {
             let _ = resume.recv();
         }
         batch.commit().map_err(|e| self.err(e))?;
+        // Committed, under the writers' lock still: a lookup made once this returns finds them.
+        let mut pending = self.lock_pending();
+        for (k, fps) in added.into_iter().enumerate() {
+            pending.add(first + k as u64, fps);
+        }
+        drop(pending);
         *next = n;
         Ok(())
+    }
+
+    fn lock_pending(&self) -> std::sync::RwLockWriteGuard<'_, Pending> {
+        self.pending.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends to `out` the entries holding `h` whose fingerprints are not in `prints` yet.
+    /// Reads `pending`, then `frozen`: a fingerprint leaves the first for the second under the
+    /// first's lock, and the second for the store once it is there, so it is never missed.
+    fn pending_holders(&self, h: u64, out: &mut Vec<u64>) {
+        self.pending
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .holders(h, out);
+        if let Some(f) = self
+            .frozen
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            f.prints.holders(h, out);
+        }
+    }
+
+    /// Write the fingerprints held in memory to `prints` (with `indexed`, in one batch), unless
+    /// a run is under way. Then lookups find them in the store alone.
+    fn index_pending(&self) -> Result<(), LedgerError> {
+        let _one = self.indexing.lock().unwrap_or_else(|p| p.into_inner());
+        self.index_locked()
+    }
+
+    /// [`Inner::index_pending`] under `indexing`. A run that failed is left in `frozen`
+    /// (lookups still read it) and written first next time.
+    fn index_locked(&self) -> Result<(), LedgerError> {
+        let left = self
+            .frozen
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let frozen = match left {
+            Some(f) => f,
+            None => {
+                let next = self.lock_next();
+                let mut pending = self.lock_pending();
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                let f = Arc::new(Frozen {
+                    prints: std::mem::take(&mut *pending),
+                    upto: *next,
+                });
+                *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = Some(f.clone());
+                f
+            }
+        };
+        // In ascending order: each key's place in the memtable (a skip list) is next to the
+        // last one's, so its search walks nodes still in the cache.
+        let pairs = frozen.prints.sorted();
+        for chunk in pairs.chunks(RUN_BATCH) {
+            let mut batch = fjall::Batch::with_capacity(self.keyspace.clone(), chunk.len());
+            for &(h, n) in chunk {
+                batch.insert(&self.prints, key(h, n), [0u8; 0]);
+            }
+            batch.commit().map_err(|e| self.err(e))?;
+        }
+        // Last, and fsynced with the journal records before it: a crash before this reads the
+        // run again from `entry_prints` on open (a key written twice is one key).
+        let mut batch = self.keyspace.batch().durability(Some(PersistMode::SyncAll));
+        batch.insert(&self.meta, INDEXED, frozen.upto.to_be_bytes());
+        batch.commit().map_err(|e| self.err(e))?;
+        *self.frozen.write().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(())
+    }
+
+    /// After a write: the fingerprints held reach [`PENDING_MAX`], so a thread writes them to
+    /// `prints`; past [`PENDING_HARD`] (it has not kept up) the writer does.
+    fn index_if_due(self: &Arc<Self>) {
+        let held = self.pending.read().unwrap_or_else(|p| p.into_inner()).len();
+        if held >= PENDING_HARD {
+            if let Err(e) = self.index_pending() {
+                tracing::warn!(error = %e, "provenance ledger: cannot write the fingerprints held in memory to the index; lookups read them from memory meanwhile, and the next write tries again");
+            }
+            return;
+        }
+        if held < PENDING_MAX || self.index_running.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let inner = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ledger-index".into())
+            .spawn(move || {
+                if let Err(e) = inner.index_pending() {
+                    tracing::warn!(error = %e, "provenance ledger: cannot write the fingerprints held in memory to the index; lookups read them from memory meanwhile, and a later write tries again");
+                }
+                inner.index_running.store(false, Ordering::SeqCst);
+            });
+        match spawned {
+            Ok(handle) => {
+                let mut builds = self.lock_builds();
+                builds.retain(|b| !b.is_finished());
+                builds.push(handle);
+            }
+            Err(e) => {
+                self.index_running.store(false, Ordering::SeqCst);
+                tracing::warn!(error = %e, "provenance ledger: cannot start the thread that writes the fingerprints held in memory to the index; the writer does it once more are held");
+            }
+        }
     }
 
     /// Appends to `out` the fingerprints of entry number `n` without a marker in the filter
@@ -831,6 +1003,7 @@ impl Ledger for EmbeddedLedger {
     fn record_many(&self, batch: &[(Entry, Vec<u64>)]) -> Result<(), LedgerError> {
         let rows: Vec<(&Entry, &[u64])> = batch.iter().map(|(e, f)| (e, f.as_slice())).collect();
         self.inner.write_entries(&rows)?;
+        self.inner.index_if_due();
         if self.inner.filter_full() {
             // Twice as large, built from the store on a thread of its own: the capture worker
             // goes on (the full filter still answers, with more false positives) meanwhile.
@@ -857,17 +1030,28 @@ impl Ledger for EmbeddedLedger {
         let mut hits = Vec::new();
         // Fingerprint → the one entry that holds it, from the expanded entries.
         let mut sole: ByPrint<u64> = ByPrint::default();
-        let (mut prints, mut own) = (Vec::new(), Vec::new());
+        let (mut prints, mut own, mut holders) = (Vec::new(), Vec::new(), Vec::new());
         for (at, &h) in wanted.iter().enumerate() {
             if let Some(e) = sole.get(&h).and_then(|n| by_number.get(n)) {
                 hits.push((h, e.id.clone()));
                 continue;
             }
+            holders.clear();
+            // Memory first: a run moves from there to the store, never the other way.
+            i.pending_holders(h, &mut holders);
+            let held = holders.len();
             #[cfg(test)]
             i.prefix_scans.fetch_add(1, Ordering::Relaxed);
             for row in i.prints.prefix(h.to_be_bytes()) {
                 let k = row.map_err(|e| i.err(e))?.0;
-                let n = be(&k[8..]);
+                holders.push(be(&k[8..]));
+            }
+            if held > 0 {
+                // A run written meanwhile is in both.
+                holders.sort_unstable();
+                holders.dedup();
+            }
+            for &n in &holders {
                 let e = match by_number.entry(n) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                     std::collections::hash_map::Entry::Vacant(v) => {
@@ -930,6 +1114,10 @@ impl Ledger for EmbeddedLedger {
             return Ok(0);
         }
         {
+            // The fingerprints still held in memory go to `prints` first, so every key removed
+            // here is there before its removal, never written after it.
+            let _one = i.indexing.lock().unwrap_or_else(|p| p.into_inner());
+            i.index_locked()?;
             let _writers = i.lock_next();
             let mut batch = i.keyspace.batch().durability(Some(PersistMode::SyncAll));
             for (n, e) in &old {
@@ -1466,6 +1654,175 @@ mod tests {
         assert!((SAVE_EVERY..=SAVE_EVERY + 5).contains(&tried), "{tried}");
         assert_eq!(hits(&l, &[SAVE_EVERY + 4]).len(), 1);
         assert!(p.join("filter").is_dir());
+    }
+
+    /// Keys in the store's index (`prints`), and fingerprints held in memory for it.
+    fn indexed_and_held(l: &EmbeddedLedger) -> (usize, usize) {
+        let i = &l.inner;
+        let frozen = i
+            .frozen
+            .read()
+            .unwrap()
+            .as_ref()
+            .map_or(0, |f| f.prints.len());
+        (
+            i.prints.len().unwrap(),
+            i.pending.read().unwrap().len() + frozen,
+        )
+    }
+
+    /// Fingerprints wait in memory for the index, and are found there; a crash loses none of
+    /// them (the next open reads them back from the entries), and closing writes them.
+    #[test]
+    fn fingerprints_held_for_the_index_are_found_and_survive_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        let crashed = path(&dir.path().join("crashed"));
+        {
+            let l = EmbeddedLedger::open(&p).unwrap();
+            l.record(&entry("a", 1000), &[1, 2, 3]).unwrap();
+            l.record_many(&[(entry("b", 2000), vec![3, 4])]).unwrap();
+            assert_eq!(indexed_and_held(&l), (0, 5));
+            assert_eq!(
+                hits(&l, &[3, 4, 1]),
+                [
+                    (1, "a".to_string()),
+                    (3, "a".to_string()),
+                    (3, "b".to_string()),
+                    (4, "b".to_string())
+                ]
+            );
+            // What a power cut leaves: the files as they are, the ledger still open.
+            copy_dir(&p.join("index"), &crashed.join("index"));
+        }
+        let l = EmbeddedLedger::open(&crashed).unwrap();
+        assert_eq!(indexed_and_held(&l), (0, 5));
+        assert_eq!(
+            hits(&l, &[4, 2]),
+            [(2, "a".to_string()), (4, "b".to_string())]
+        );
+        drop(l);
+        // Closed: written to the index, nothing held on the next open.
+        let l = EmbeddedLedger::open(&p).unwrap();
+        assert_eq!(indexed_and_held(&l), (5, 0));
+        assert_eq!(
+            hits(&l, &[4, 2]),
+            [(2, "a".to_string()), (4, "b".to_string())]
+        );
+    }
+
+    /// Past `PENDING_MAX` a thread writes what is held to the index in one run; lookups find
+    /// every entry before, during and after, once each.
+    #[test]
+    fn held_fingerprints_are_written_to_the_index_once_enough_gather() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = EmbeddedLedger::open(&path(dir.path())).unwrap();
+        // 30 entries of 10: the 20th write holds 200, the threshold.
+        let mut random = splitmix(17);
+        let all: Vec<Vec<u64>> = (0..30)
+            .map(|_| (0..10).map(|_| random()).collect())
+            .collect();
+        for (n, prints) in all.iter().enumerate() {
+            l.record(&entry(&format!("e{n}"), 1000 + n as i64), prints)
+                .unwrap();
+            assert_eq!(
+                hits(&l, &prints[..1]),
+                [(prints[0], format!("e{n}"))],
+                "entry {n} is found as soon as it is written"
+            );
+        }
+        l.wait_for_filter();
+        let (indexed, held) = indexed_and_held(&l);
+        assert_eq!(indexed + held, 300);
+        assert!(indexed >= PENDING_MAX, "{indexed} keys in the index");
+        assert!(held < PENDING_MAX, "{held} still held");
+        let indexed_upto = be(&l.inner.meta.get(INDEXED).unwrap().unwrap());
+        assert_eq!(indexed_upto as usize * 10, indexed);
+        for (n, prints) in all.iter().enumerate() {
+            assert_eq!(hits(&l, &prints[9..]), [(prints[9], format!("e{n}"))]);
+        }
+    }
+
+    /// A run left half done (its commit failed: a full disk) stays readable in memory and is
+    /// written first by the next one, which also takes what was held meanwhile.
+    #[test]
+    fn a_run_that_was_not_written_is_found_and_written_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = EmbeddedLedger::open(&path(dir.path())).unwrap();
+        l.record(&entry("a", 1000), &[1, 2]).unwrap();
+        // Taken out of `pending` as a run does, and not written.
+        {
+            let mut pending = l.inner.lock_pending();
+            let taken = std::mem::take(&mut *pending);
+            *l.inner.frozen.write().unwrap() = Some(Arc::new(Frozen {
+                prints: taken,
+                upto: 1,
+            }));
+        }
+        l.record(&entry("b", 2000), &[2, 3]).unwrap();
+        assert_eq!(indexed_and_held(&l), (0, 4));
+        let found = || hits(&l, &[1, 2, 3]);
+        let all = [
+            (1, "a".to_string()),
+            (2, "a".to_string()),
+            (2, "b".to_string()),
+            (3, "b".to_string()),
+        ];
+        assert_eq!(found(), all);
+        l.inner.index_pending().unwrap();
+        assert_eq!(indexed_and_held(&l), (2, 2));
+        assert_eq!(found(), all);
+        l.inner.index_pending().unwrap();
+        assert_eq!(indexed_and_held(&l), (4, 0));
+        assert_eq!(found(), all);
+    }
+
+    /// The sweep writes what is held to the index before it removes: an entry swept while its
+    /// fingerprints were in memory leaves no key behind, and is never found again.
+    #[test]
+    fn sweeping_an_entry_still_held_leaves_nothing_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        let l = EmbeddedLedger::open(&p).unwrap();
+        l.record(&entry("old", 1000), &[1, 2]).unwrap();
+        l.record(&entry("new", 5000), &[2, 3]).unwrap();
+        assert_eq!(l.sweep(3000).unwrap(), 1);
+        assert_eq!(indexed_and_held(&l), (2, 0));
+        assert_eq!(
+            hits(&l, &[1, 2, 3]),
+            [(2, "new".to_string()), (3, "new".to_string())]
+        );
+        drop(l);
+        let l = EmbeddedLedger::open(&p).unwrap();
+        assert_eq!(indexed_and_held(&l), (2, 0));
+    }
+
+    /// A ledger of the version before: no `indexed` in `meta`, every fingerprint in `prints`.
+    #[test]
+    fn a_ledger_written_before_fingerprints_were_held_reads_as_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        {
+            let l = EmbeddedLedger::open(&p).unwrap();
+            l.record(&entry("a", 1000), &[1, 2]).unwrap();
+        }
+        {
+            let l = EmbeddedLedger::open(&p).unwrap();
+            l.inner.meta.remove(INDEXED).unwrap();
+            l.inner.keyspace.persist(PersistMode::SyncAll).unwrap();
+        }
+        let l = EmbeddedLedger::open(&p).unwrap();
+        assert_eq!(be(&l.inner.meta.get(INDEXED).unwrap().unwrap()), 1);
+        assert_eq!(indexed_and_held(&l), (2, 0));
+        l.record(&entry("b", 2000), &[2]).unwrap();
+        assert_eq!(
+            hits(&l, &[1, 2]),
+            [
+                (1, "a".to_string()),
+                (2, "a".to_string()),
+                (2, "b".to_string())
+            ]
+        );
     }
 
     fn copy_dir(from: &Path, to: &Path) {

@@ -11,6 +11,7 @@
 
 pub mod embedded;
 mod filter;
+mod pending;
 pub mod postgres;
 mod replica_filter;
 
