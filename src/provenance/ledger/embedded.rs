@@ -67,8 +67,8 @@ const PENDING_MAX: usize = if cfg!(test) { 200 } else { 1 << 19 };
 /// Held past this, the writer itself writes them (the thread has not kept up).
 const PENDING_HARD: usize = 4 * PENDING_MAX;
 /// Keys of a run written in one batch: a batch holds the journal's lock while it is applied,
-/// and the capture worker's commits wait for it (a run of half a million in one batch made a
-/// full queue drop a tenth of the captures).
+/// and the capture worker's commits wait for it (runs of a million in one batch made a full
+/// queue drop a tenth of the captures).
 const RUN_BATCH: usize = if cfg!(test) { 64 } else { 1 << 14 };
 /// The ledger's id (16 random bytes, made when it is created): a saved filter names it.
 const ID: &[u8] = b"ledger_id";
@@ -590,23 +590,27 @@ impl Inner {
             return;
         }
         let inner = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("ledger-filter".into())
-            .spawn(move || {
-                if let Err(e) = inner.rebuild_filter() {
-                    tracing::warn!(error = %e, "provenance ledger: the filter build failed; lookups stay correct, only slower");
-                }
-            });
-        match spawned {
-            Ok(handle) => {
-                let mut builds = self.lock_builds();
-                builds.retain(|b| !b.is_finished());
-                builds.push(handle);
+        let spawned = self.spawn_joined("ledger-filter", move || {
+            if let Err(e) = inner.rebuild_filter() {
+                tracing::warn!(error = %e, "provenance ledger: the filter build failed; lookups stay correct, only slower");
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "provenance ledger: cannot start the filter build; lookups stay correct, only slower");
-            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "provenance ledger: cannot start the filter build; lookups stay correct, only slower");
         }
+    }
+
+    /// Run `work` on a thread of its own, joined when the ledger is dropped (`builds`).
+    fn spawn_joined(
+        &self,
+        name: &str,
+        work: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<()> {
+        let handle = std::thread::Builder::new().name(name.into()).spawn(work)?;
+        let mut builds = self.lock_builds();
+        builds.retain(|b| !b.is_finished());
+        builds.push(handle);
+        Ok(())
     }
 
     /// Replace the filter with one sized for today's ledger, without stopping the writers but
@@ -785,18 +789,8 @@ impl Inner {
 
     fn spawn_save(self: &Arc<Self>) {
         let inner = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("ledger-filter-save".into())
-            .spawn(move || inner.save_filter());
-        match spawned {
-            Ok(handle) => {
-                let mut builds = self.lock_builds();
-                builds.retain(|b| !b.is_finished());
-                builds.push(handle);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "provenance ledger: cannot start saving the filter");
-            }
+        if let Err(e) = self.spawn_joined("ledger-filter-save", move || inner.save_filter()) {
+            tracing::warn!(error = %e, "provenance ledger: cannot start saving the filter");
         }
     }
 
@@ -883,8 +877,8 @@ impl Inner {
         }
     }
 
-    /// Write the fingerprints held in memory to `prints` (with `indexed`, in one batch), unless
-    /// a run is under way. Then lookups find them in the store alone.
+    /// Write the fingerprints held in memory to `prints`, then `indexed` past them, after any
+    /// run under way. Then lookups find them in the store alone.
     fn index_pending(&self) -> Result<(), LedgerError> {
         let _one = self.indexing.lock().unwrap_or_else(|p| p.into_inner());
         self.index_locked()
@@ -947,24 +941,15 @@ impl Inner {
             return;
         }
         let inner = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("ledger-index".into())
-            .spawn(move || {
-                if let Err(e) = inner.index_pending() {
-                    tracing::warn!(error = %e, "provenance ledger: cannot write the fingerprints held in memory to the index; lookups read them from memory meanwhile, and a later write tries again");
-                }
-                inner.index_running.store(false, Ordering::SeqCst);
-            });
-        match spawned {
-            Ok(handle) => {
-                let mut builds = self.lock_builds();
-                builds.retain(|b| !b.is_finished());
-                builds.push(handle);
+        let spawned = self.spawn_joined("ledger-index", move || {
+            if let Err(e) = inner.index_pending() {
+                tracing::warn!(error = %e, "provenance ledger: cannot write the fingerprints held in memory to the index; lookups read them from memory meanwhile, and a later write tries again");
             }
-            Err(e) => {
-                self.index_running.store(false, Ordering::SeqCst);
-                tracing::warn!(error = %e, "provenance ledger: cannot start the thread that writes the fingerprints held in memory to the index; the writer does it once more are held");
-            }
+            inner.index_running.store(false, Ordering::SeqCst);
+        });
+        if let Err(e) = spawned {
+            self.index_running.store(false, Ordering::SeqCst);
+            tracing::warn!(error = %e, "provenance ledger: cannot start the thread that writes the fingerprints held in memory to the index; the writer does it once more are held");
         }
     }
 
