@@ -49,6 +49,8 @@ pub struct Metrics {
     pub provenance_captured: AtomicU64,
     /// Ledger commits: several captures finished together share one (group commit).
     pub provenance_ledger_commits: AtomicU64,
+    /// Fingerprints held in memory for the ledger's index, as of the last commit.
+    pub provenance_ledger_held: AtomicU64,
     /// The label for "none" (no vendor, no tool), shared.
     empty: Arc<str>,
 }
@@ -217,6 +219,14 @@ impl Metrics {
                 "counter",
                 "Provenance ledger commits (one fsync each with the embedded ledger); captures finished together share one.",
                 self.provenance_ledger_commits
+                    .load(Ordering::Relaxed)
+                    .to_string(),
+            ),
+            (
+                "aigate_provenance_ledger_held_fingerprints",
+                "gauge",
+                "Fingerprints recorded and held in memory until the embedded ledger writes them to its index (in runs of 524,288), as of the last commit; growing without bound means the runs fall behind.",
+                self.provenance_ledger_held
                     .load(Ordering::Relaxed)
                     .to_string(),
             ),

@@ -1108,6 +1108,7 @@ async fn captures_finished_together_share_one_ledger_commit() {
     }
     assert_eq!(env.gateway.captures_in_transit(), 12);
     env.gateway.hold_capture(false);
+    let mut recorded = 0;
     for id in &ids {
         let r = outcome(&env, id).await;
         assert_eq!(r["provenance"], "captured", "{r}");
@@ -1115,8 +1116,19 @@ async fn captures_finished_together_share_one_ledger_commit() {
             .admin_get(&format!("/v1/provenance/entries/{id}"), AUDITOR)
             .await;
         assert_eq!(status, 200, "{entry}");
+        let entry: serde_json::Value = serde_json::from_str(&entry).unwrap();
+        recorded += entry["fingerprints"].as_u64().unwrap();
     }
     let (_, metrics) = env.admin_get("/metrics", AUDITOR).await;
+    // Far below a run's size: every fingerprint is still held for the index, and the gauge
+    // says so.
+    assert!(recorded > 0);
+    assert!(
+        metrics.contains(&format!(
+            "aigate_provenance_ledger_held_fingerprints {recorded}\n"
+        )),
+        "{recorded} fingerprints recorded: {metrics}"
+    );
     let commits: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("aigate_provenance_ledger_commits_total "))

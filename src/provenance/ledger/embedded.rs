@@ -1062,6 +1062,17 @@ impl Ledger for EmbeddedLedger {
         })
     }
 
+    fn held(&self) -> u64 {
+        let i = &self.inner;
+        let frozen = i
+            .frozen
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |f| f.prints.len());
+        (i.pending.read().unwrap_or_else(|p| p.into_inner()).len() + frozen) as u64
+    }
+
     /// The filter alone: it is set before a write commits, so it holds every committed entry.
     fn may_hold(&self, fingerprints: &[u64], out: &mut Vec<u64>) -> Result<(), LedgerError> {
         self.inner.filter().passing(fingerprints, out);
