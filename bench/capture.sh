@@ -4,7 +4,7 @@
 # "within 5% of capture off"), and the ledger bytes per MB of captured output.
 #
 #   bench/capture.sh [--bin PATH] [--reps 3] [--duration 10] [--warmup 2] [--conc 16] [--events 50]
-#                    [--out DIR] [--proxy-cpu 0] [--load-cpu 1] [--worker-priority normal|low]
+#                    [--out DIR] [--proxy-cpu 0] [--load-cpu 1] [--worker-priority normal|low] [--vary]
 #
 # The upstream is the harness's (run_all.sh's): nginx terminating TLS for api.vendor.test in front of
 # sse-upstream, `POST /v1/messages?stream=1&n=EVENTS&ms=0` answering `text/event-stream` with
@@ -19,7 +19,9 @@
 # the CPU time of aigate's threads per answer during the measured runs, by thread name (from
 # /proc/PID/task/*/stat before and after; the rows of results.jsonl hold it per rep as "cpu").
 # --worker-priority low renders provenance.worker_priority = "low" (the capture workers at nice 19);
-# the provenance marks then say how many captures a full queue dropped.
+# the provenance marks then say how many captures a full queue dropped. --vary makes every answer's
+# text differ (sse-upstream's vary=1), as real ones do, so the ledger indexes new fingerprints each
+# time; without it every answer is the same text and the ledger's keys repeat.
 # Needs the harness's tools: run bench/run.sh (or scripts/setup.sh) once first.
 set -euo pipefail
 BENCH=$(cd "$(dirname "$0")" && pwd)
@@ -28,7 +30,7 @@ B=${BENCH_WORK:-${XDG_CACHE_HOME:-$HOME/.cache}/aigate-bench}
 CA=$B/ca
 OHA=$B/tools/oha/bin/oha
 SSEUP=$B/target/benchtools/release/sse-upstream
-BIN=""; REPS=3; DURATION=10; WARMUP=2; CONC=16; EVENTS=50; OUT=""; PROXY_CPU=0; LOAD_CPU=1; PRIORITY=normal
+VARY=""; BIN=""; REPS=3; DURATION=10; WARMUP=2; CONC=16; EVENTS=50; OUT=""; PROXY_CPU=0; LOAD_CPU=1; PRIORITY=normal
 while [ $# -gt 0 ]; do
   case $1 in
     --bin) BIN=$2; shift 2;;
@@ -41,7 +43,8 @@ while [ $# -gt 0 ]; do
     --proxy-cpu) PROXY_CPU=$2; shift 2;;
     --load-cpu) LOAD_CPU=$2; shift 2;;
     --worker-priority) PRIORITY=$2; shift 2;;
-    -h|--help) sed -n '2,23p' "$0"; exit 0;;
+    --vary) VARY="&vary=1"; shift;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0;;
     *) echo "capture.sh: unknown option $1 (see --help)" >&2; exit 64;;
   esac
 done
@@ -84,7 +87,7 @@ render() {  # mode(on|off) state_dir -> config path
 
 oha_args=(--no-tui --output-format json -m POST -H 'content-type: application/json' -H 'x-api-key: sk-bench-0000000000000000'
           -H 'anthropic-version: 2023-06-01' -D "$BENCH/conf/request.json" --cacert "$CA/client-bundle.pem" -x "http://127.0.0.1:$PROXY_PORT")
-URL="https://api.vendor.test/v1/messages?stream=1&n=$EVENTS&ms=0"
+URL="https://api.vendor.test/v1/messages?stream=1&n=$EVENTS&ms=0$VARY"
 
 threads() {  # pid -> one line per thread: id, name, CPU clock ticks (utime + stime); then the process's
   local t
@@ -152,7 +155,7 @@ PY
   tail -1 "$OUT/results.jsonl" >&2
 }
 
-echo "capture.sh: $BIN ($("$BIN" --version 2>&1)), ${REPS} reps x ${DURATION}s, c=$CONC, $EVENTS events per response; results in $OUT" >&2
+echo "capture.sh: $BIN ($("$BIN" --version 2>&1)), ${REPS} reps x ${DURATION}s, c=$CONC, $EVENTS events per response${VARY:+, every answer's text its own}; results in $OUT" >&2
 for rep in $(seq 1 "$REPS"); do
   if [ $((rep % 2)) = 1 ]; then run_mode on "$rep"; run_mode off "$rep"; else run_mode off "$rep"; run_mode on "$rep"; fi
 done
