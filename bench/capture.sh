@@ -155,7 +155,7 @@ PY
   tail -1 "$OUT/results.jsonl" >&2
 }
 
-echo "capture.sh: $BIN ($("$BIN" --version 2>&1)), ${REPS} reps x ${DURATION}s, c=$CONC, $EVENTS events per response${VARY:+, every answer's text its own}; results in $OUT" >&2
+echo "capture.sh: $BIN ($("$BIN" --version 2>&1)), ${REPS} reps x ${DURATION}s, c=$CONC, $EVENTS events per response${VARY:+, every answer new text}; results in $OUT" >&2
 for rep in $(seq 1 "$REPS"); do
   if [ $((rep % 2)) = 1 ]; then run_mode on "$rep"; run_mode off "$rep"; else run_mode off "$rep"; run_mode on "$rep"; fi
 done
