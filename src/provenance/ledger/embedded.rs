@@ -855,6 +855,17 @@ impl Inner {
         Ok(())
     }
 
+    /// Fingerprints held in memory for `prints`: pending, and a run being written.
+    fn held(&self) -> usize {
+        let frozen = self
+            .frozen
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |f| f.prints.len());
+        self.pending.read().unwrap_or_else(|p| p.into_inner()).len() + frozen
+    }
+
     fn lock_pending(&self) -> std::sync::RwLockWriteGuard<'_, Pending> {
         self.pending.write().unwrap_or_else(|p| p.into_inner())
     }
@@ -1063,14 +1074,7 @@ impl Ledger for EmbeddedLedger {
     }
 
     fn held(&self) -> u64 {
-        let i = &self.inner;
-        let frozen = i
-            .frozen
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map_or(0, |f| f.prints.len());
-        (i.pending.read().unwrap_or_else(|p| p.into_inner()).len() + frozen) as u64
+        self.inner.held() as u64
     }
 
     /// The filter alone: it is set before a write commits, so it holds every committed entry.
@@ -1654,17 +1658,7 @@ mod tests {
 
     /// Keys in the store's index (`prints`), and fingerprints held in memory for it.
     fn indexed_and_held(l: &EmbeddedLedger) -> (usize, usize) {
-        let i = &l.inner;
-        let frozen = i
-            .frozen
-            .read()
-            .unwrap()
-            .as_ref()
-            .map_or(0, |f| f.prints.len());
-        (
-            i.prints.len().unwrap(),
-            i.pending.read().unwrap().len() + frozen,
-        )
+        (l.inner.prints.len().unwrap(), l.inner.held())
     }
 
     /// Fingerprints wait in memory for the index, and are found there; a crash loses none of
