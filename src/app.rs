@@ -643,6 +643,14 @@ impl AppHandle {
         }
     }
 
+    /// Test hook: hold the provenance ledger's sync thread (outcome records wait for it).
+    #[doc(hidden)]
+    pub fn hold_capture_sync(&self, held: bool) {
+        if let Some(c) = &self.shared.provenance {
+            c.hold_sync(held);
+        }
+    }
+
     /// Test hook: outcome records handed to a capture worker and not yet written.
     #[doc(hidden)]
     pub fn captures_in_transit(&self) -> usize {

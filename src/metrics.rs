@@ -51,6 +51,8 @@ pub struct Metrics {
     pub provenance_ledger_commits: AtomicU64,
     /// Fingerprints held in memory for the ledger's index, as of the last commit.
     pub provenance_ledger_held: AtomicU64,
+    /// Ledger fsyncs by the capture's sync thread (at most one every 100 ms).
+    pub provenance_ledger_syncs: AtomicU64,
     /// The label for "none" (no vendor, no tool), shared.
     empty: Arc<str>,
 }
@@ -217,8 +219,16 @@ impl Metrics {
             (
                 "aigate_provenance_ledger_commits_total",
                 "counter",
-                "Provenance ledger commits (one fsync each with the embedded ledger); captures finished together share one.",
+                "Provenance ledger commits; captures finished together share one. The embedded ledger writes a commit to the operating system and fsyncs it with the next sync.",
                 self.provenance_ledger_commits
+                    .load(Ordering::Relaxed)
+                    .to_string(),
+            ),
+            (
+                "aigate_provenance_ledger_syncs_total",
+                "counter",
+                "Provenance ledger fsyncs, at most one every 100 ms while captures are recorded; the outcome records of a commit are written after the sync that follows it.",
+                self.provenance_ledger_syncs
                     .load(Ordering::Relaxed)
                     .to_string(),
             ),

@@ -13,7 +13,8 @@
 //! capture. So an outcome record that says `captured` is never ahead of its capture. Captures
 //! that finish together are recorded together (group commit): the worker keeps finished
 //! captures while more messages are waiting, up to `BATCH_MAX` or `BATCH_DELAY`, then records
-//! them in one ledger commit (one fsync) and writes their outcomes after it. Chunks count against the bound; the three control messages of a response (start,
+//! them in one ledger commit, written to the operating system without an fsync; the sync thread
+//! (`durable`) fsyncs the ledger at most every 100 ms and writes their outcomes after it. Chunks count against the bound; the three control messages of a response (start,
 //! end, abandon) do not, so a full queue can never strand a worker's state or an outcome.
 
 use std::collections::HashMap;
@@ -24,6 +25,7 @@ use std::thread::JoinHandle;
 
 use bytes::Bytes;
 
+use super::durable::{self, SyncThread};
 use super::websocket::Deframer;
 use super::{ApiShape, Capture, Limits, Reassembler};
 use crate::audit::record::ProvenanceMark;
@@ -57,6 +59,18 @@ pub trait Recorder: Send + Sync {
     /// result per capture, in order.
     fn record_batch(&self, batch: &[(&AuditRecord, &Capture)]) -> Vec<Result<u64, String>> {
         batch.iter().map(|(r, c)| self.record(r, c)).collect()
+    }
+
+    /// Everything recorded so far on disk: `record_batch` may leave the fsync to this, which
+    /// the sync thread calls at most every `durable::SYNC_EVERY`.
+    fn sync(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Whether `record_batch` leaves the fsync to [`Recorder::sync`]: then the outcome records
+    /// wait for the sync thread.
+    fn defers_sync(&self) -> bool {
+        false
     }
 }
 
@@ -102,6 +116,9 @@ pub struct Capturer {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Outcome records handed to a worker and not yet written.
     ending: Arc<AtomicUsize>,
+    /// The sync thread (with a recorder): its queue, its thread and its test hold.
+    sync: Option<SyncThread>,
+    sync_hold: Arc<durable::Hold>,
 }
 
 /// `provenance.worker_priority = "low"`: the calling worker thread at nice 19, so at full load
@@ -142,6 +159,23 @@ impl Capturer {
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let ending = Arc::new(AtomicUsize::new(0));
         let hold = Arc::new(Hold::default());
+        let sync_hold = Arc::new(durable::Hold::default());
+        let priority = cfg.worker_priority;
+        let sync = match recorder.as_ref().filter(|r| r.defers_sync()) {
+            Some(recorder) => Some(SyncThread::start(
+                recorder.clone(),
+                audit.clone(),
+                metrics.clone(),
+                ending.clone(),
+                sync_hold.clone(),
+                move || {
+                    if priority == WorkerPriority::Low {
+                        lower_priority();
+                    }
+                },
+            )?),
+            None => None,
+        };
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         for i in 0..cfg.workers.max(1) {
@@ -155,6 +189,7 @@ impl Capturer {
                 hold: hold.clone(),
                 ending: ending.clone(),
                 recorder: recorder.clone(),
+                synced: sync.as_ref().map(SyncThread::sender),
                 limits: Limits {
                     capture_thinking: cfg.thinking,
                     ..Limits::default()
@@ -163,7 +198,6 @@ impl Capturer {
                 finished: Vec::new(),
                 first_finished: None,
             };
-            let priority = cfg.worker_priority;
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("aigate-capture-{i}"))
@@ -188,6 +222,8 @@ impl Capturer {
             hold,
             threads: Mutex::new(threads),
             ending,
+            sync,
+            sync_hold,
         }))
     }
 
@@ -268,16 +304,25 @@ impl Capturer {
         self.hold.released.notify_all();
     }
 
-    /// Let the workers finish what is queued (outcome records included), then stop them. Waits
-    /// at most `timeout`; what is left after it is lost with the process, as on a kill.
+    /// Test hook: while held, the sync thread neither fsyncs the ledger nor writes the outcome
+    /// records waiting for it.
+    #[doc(hidden)]
+    pub fn hold_sync(&self, held: bool) {
+        self.sync_hold.set(held);
+    }
+
+    /// Let the workers finish what is queued (outcome records included), then stop them and the
+    /// sync thread, which syncs what they recorded and writes its outcomes. Waits at most
+    /// `timeout`; what is left after it is lost with the process, as on a kill.
     pub fn stop(&self, timeout: std::time::Duration) {
         self.hold_workers(false);
+        self.hold_sync(false);
         for w in &self.workers {
             let _ = w.send(Msg::Stop);
         }
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
         let deadline = std::time::Instant::now() + timeout;
-        for t in threads {
+        let join = |t: JoinHandle<()>| {
             while !t.is_finished() && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
@@ -286,6 +331,11 @@ impl Capturer {
             } else {
                 tracing::warn!("provenance capture workers did not finish in time");
             }
+        };
+        // The workers first: their last commits' outcomes reach the sync thread before its stop.
+        threads.into_iter().for_each(join);
+        if let Some(t) = self.sync.as_ref().and_then(SyncThread::stop) {
+            join(t);
         }
     }
 }
@@ -388,6 +438,8 @@ struct Worker {
     hold: Arc<Hold>,
     ending: Arc<AtomicUsize>,
     recorder: Option<Arc<dyn Recorder>>,
+    /// The sync thread's queue: outcome records of a commit wait there for the ledger's fsync.
+    synced: Option<Sender<durable::Msg>>,
     limits: Limits,
     open: HashMap<u64, Job>,
     /// Captures finished and not yet recorded, with their outcome records (the group commit).
@@ -532,6 +584,7 @@ impl Worker {
             None => Vec::new(),
         }
         .into_iter();
+        let mut outcomes = Vec::with_capacity(finished.len());
         for (mut record, capture) in finished {
             if capture.is_some() {
                 let recorded = if self.recorder.is_some() {
@@ -556,9 +609,29 @@ impl Worker {
                     }
                 }
             }
-            self.audit.submit_deferred(record);
-            self.ending.fetch_sub(1, Ordering::AcqRel);
+            outcomes.push(record);
         }
+        self.write_after_sync(outcomes);
+    }
+
+    /// The outcome records of one commit, written once the ledger has synced it: by the sync
+    /// thread, or here (after a sync of its own) should that thread be gone.
+    fn write_after_sync(&self, outcomes: Vec<AuditRecord>) {
+        let recorded = outcomes
+            .iter()
+            .any(|r| r.provenance == Some(ProvenanceMark::Captured));
+        let outcomes = match &self.synced {
+            Some(tx) if recorded => match durable::hand_over(tx, outcomes) {
+                Ok(()) => return,
+                Err(back) => back,
+            },
+            _ => outcomes,
+        };
+        let synced = match &self.recorder {
+            Some(rec) if recorded && rec.defers_sync() => rec.sync(),
+            _ => Ok(()),
+        };
+        durable::write(outcomes, synced, &self.audit, &self.metrics, &self.ending);
     }
 }
 

@@ -23,6 +23,7 @@
 
 pub mod capture;
 mod decode;
+mod durable;
 pub mod fingerprint;
 mod formats;
 mod frame;

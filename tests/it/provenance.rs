@@ -1146,6 +1146,85 @@ async fn captures_finished_together_share_one_ledger_commit() {
     );
 }
 
+/// The worker writes a capture's entry without an fsync and leaves its outcome to the sync
+/// thread: while that thread is held, the entry is committed (and found) but no outcome says
+/// `captured`; released, one fsync covers the commits made meanwhile and the outcomes follow.
+#[tokio::test]
+async fn outcomes_wait_for_the_ledger_sync() {
+    let env = TestEnv::builder()
+        .admin_token("sam", "auditor", AUDITOR)
+        .start()
+        .await;
+    let body = anthropic_sse(PROSE);
+    env.vendor.serve(
+        "/v1/messages",
+        Canned {
+            headers: vec![("content-type".into(), SSE.into())],
+            chunks: chunked(&body, 3),
+            gap: Duration::from_millis(1),
+        },
+    );
+    let counter = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    env.gateway.hold_capture_sync(true);
+    let client = env.client(false);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let (resp, id) =
+            crate::common::anthropic_sdk_call(&client, r#"{"model":"claude-sonnet-4-5"}"#).await;
+        assert!(resp.bytes().await.unwrap()[..] == body[..]);
+        ids.push(id);
+    }
+    // Every entry reaches the ledger while the sync is held.
+    for id in &ids {
+        let mut status = 0;
+        for _ in 0..400 {
+            status = env
+                .admin_get(&format!("/v1/provenance/entries/{id}"), AUDITOR)
+                .await
+                .0;
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(status, 200, "the entry of {id} is not in the ledger");
+    }
+    let (_, metrics) = env.admin_get("/metrics", AUDITOR).await;
+    let syncs = counter(&metrics, "aigate_provenance_ledger_syncs_total");
+    assert!(counter(&metrics, "aigate_provenance_ledger_commits_total") >= 1);
+    assert_eq!(
+        env.gateway.captures_in_transit(),
+        5,
+        "outcomes went out before the sync"
+    );
+    let records = crate::common::written_records_of(&env.gateway).await;
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["kind"] == "outcome" && ids.iter().any(|id| r["id"] == id.as_str())),
+        "an outcome was written before the ledger's sync"
+    );
+    env.gateway.hold_capture_sync(false);
+    for id in &ids {
+        let r = outcome(&env, id).await;
+        assert_eq!(r["provenance"], "captured", "{r}");
+    }
+    let (_, metrics) = env.admin_get("/metrics", AUDITOR).await;
+    // The held sync wrote them all: one fsync, or two had the sync thread taken the first
+    // outcomes before it was held.
+    let after = counter(&metrics, "aigate_provenance_ledger_syncs_total");
+    assert!(
+        (syncs + 1..=syncs + 2).contains(&after),
+        "five captures held for one sync took {} fsyncs",
+        after - syncs
+    );
+}
+
 /// With PostgreSQL, two replicas write one ledger: a capture made through one is found, by
 /// its fingerprints and by its id, through the other.
 #[tokio::test]

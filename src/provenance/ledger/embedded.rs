@@ -794,14 +794,19 @@ impl Inner {
         }
     }
 
-    /// Entries and their fingerprints as one journal batch, fsynced before it returns.
-    fn write_entries(&self, rows: &[(&Entry, &[u64])]) -> Result<(), LedgerError> {
+    /// Entries and their fingerprints as one journal batch, persisted as `mode` says before it
+    /// returns (fsynced, or written to the operating system for [`Ledger::sync`] to fsync).
+    fn write_entries(
+        &self,
+        rows: &[(&Entry, &[u64])],
+        mode: PersistMode,
+    ) -> Result<(), LedgerError> {
         let mut next = self.lock_next();
         let first = *next;
         let mut n = first;
         // Three rows an entry, and `next`.
         let mut batch = fjall::Batch::with_capacity(self.keyspace.clone(), 3 * rows.len() + 1)
-            .durability(Some(PersistMode::SyncAll));
+            .durability(Some(mode));
         let mut seen = std::collections::HashSet::new();
         let mut added: Vec<&[u64]> = Vec::new();
         for (entry, fingerprints) in rows {
@@ -991,14 +996,16 @@ impl Inner {
     }
 }
 
-impl Ledger for EmbeddedLedger {
-    fn record(&self, entry: &Entry, fingerprints: &[u64]) -> Result<(), LedgerError> {
-        self.record_many(&[(entry.clone(), fingerprints.to_vec())])
-    }
-
-    fn record_many(&self, batch: &[(Entry, Vec<u64>)]) -> Result<(), LedgerError> {
+impl EmbeddedLedger {
+    /// A group of entries written as `mode` says, then the work their number makes due: a run
+    /// of the index, a larger filter, or the filter saved.
+    fn record_with(
+        &self,
+        batch: &[(Entry, Vec<u64>)],
+        mode: PersistMode,
+    ) -> Result<(), LedgerError> {
         let rows: Vec<(&Entry, &[u64])> = batch.iter().map(|(e, f)| (e, f.as_slice())).collect();
-        self.inner.write_entries(&rows)?;
+        self.inner.write_entries(&rows, mode)?;
         self.inner.index_if_due();
         if self.inner.filter_full() {
             // Twice as large, built from the store on a thread of its own: the capture worker
@@ -1008,6 +1015,31 @@ impl Ledger for EmbeddedLedger {
             self.inner.spawn_save();
         }
         Ok(())
+    }
+}
+
+impl Ledger for EmbeddedLedger {
+    fn record(&self, entry: &Entry, fingerprints: &[u64]) -> Result<(), LedgerError> {
+        self.record_many(&[(entry.clone(), fingerprints.to_vec())])
+    }
+
+    fn record_many(&self, batch: &[(Entry, Vec<u64>)]) -> Result<(), LedgerError> {
+        self.record_with(batch, PersistMode::SyncAll)
+    }
+
+    fn record_many_buffered(&self, batch: &[(Entry, Vec<u64>)]) -> Result<(), LedgerError> {
+        self.record_with(batch, PersistMode::Buffer)
+    }
+
+    fn sync(&self) -> Result<(), LedgerError> {
+        let i = &self.inner;
+        i.keyspace
+            .persist(PersistMode::SyncAll)
+            .map_err(|e| i.err(e))
+    }
+
+    fn buffers(&self) -> bool {
+        true
     }
 
     /// A document or a batch that holds a captured answer holds hundreds of its fingerprints,
@@ -1699,6 +1731,34 @@ mod tests {
             hits(&l, &[4, 2]),
             [(2, "a".to_string()), (4, "b".to_string())]
         );
+    }
+
+    /// A group written without its fsync is in the files when `record_many_buffered` returns, as
+    /// a `kill -9` leaves them (the operating system has it), and found on the next open.
+    #[test]
+    fn buffered_entries_survive_a_kill_before_their_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = path(dir.path());
+        let killed = path(&dir.path().join("killed"));
+        {
+            let l = EmbeddedLedger::open(&p).unwrap();
+            l.record_many_buffered(&[(entry("a", 1000), vec![7, 8]), (entry("b", 2000), vec![8])])
+                .unwrap();
+            assert_eq!(hits(&l, &[8]), [(8, "a".to_string()), (8, "b".to_string())]);
+            // No sync yet: the files as the kill leaves them, the ledger still open.
+            copy_dir(&p.join("index"), &killed.join("index"));
+            l.sync().unwrap();
+        }
+        let l = EmbeddedLedger::open(&killed).unwrap();
+        assert_eq!(
+            hits(&l, &[7, 8]),
+            [
+                (7, "a".to_string()),
+                (8, "a".to_string()),
+                (8, "b".to_string())
+            ]
+        );
+        assert!(l.entry("b").unwrap().is_some());
     }
 
     /// Past `PENDING_MAX` a thread writes what is held to the index in one run; lookups find

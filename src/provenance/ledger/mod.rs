@@ -182,6 +182,27 @@ pub trait Ledger: Send + Sync {
         batch.iter().try_for_each(|(e, f)| self.record(e, f))
     }
 
+    /// [`Ledger::record_many`], in the operating system's hands when it returns (a `kill -9`
+    /// loses none of it) and on disk after the next [`Ledger::sync`]. The capture worker records
+    /// this way and leaves the fsync to a thread of its own, at most one every 100 ms: an fsync
+    /// per group commit cost the forwarding a few points of throughput on a two-core machine
+    /// (docs/provenance.md, "Capture cost"). A store whose commits are durable anyway
+    /// (PostgreSQL) records as `record_many` does.
+    fn record_many_buffered(&self, batch: &[(Entry, Vec<u64>)]) -> Result<(), LedgerError> {
+        self.record_many(batch)
+    }
+
+    /// Everything recorded so far on disk: the fsync [`Ledger::record_many_buffered`] left out.
+    fn sync(&self) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    /// Whether [`Ledger::record_many_buffered`] leaves the fsync to [`Ledger::sync`]; when it
+    /// does not, outcome records need not wait for a sync.
+    fn buffers(&self) -> bool {
+        false
+    }
+
     /// The entries holding any of `fingerprints`, with the hits. One call for a whole file or
     /// batch of files: the lookups are sorted and made in one read transaction.
     fn find(&self, fingerprints: &[u64]) -> Result<Matches, LedgerError>;
@@ -263,6 +284,14 @@ impl Recorder for LedgerRecorder {
             .unwrap_or_else(|| Err("no result for the capture".into()))
     }
 
+    fn sync(&self) -> Result<(), String> {
+        self.ledger.sync().map_err(|e| e.to_string())
+    }
+
+    fn defers_sync(&self) -> bool {
+        self.ledger.buffers()
+    }
+
     fn record_batch(&self, batch: &[(&AuditRecord, &Capture)]) -> Vec<Result<u64, String>> {
         let mut results = Vec::with_capacity(batch.len());
         let mut writes = Vec::new();
@@ -280,7 +309,7 @@ impl Recorder for LedgerRecorder {
         if writes.is_empty() {
             return results;
         }
-        match self.ledger.record_many(&writes) {
+        match self.ledger.record_many_buffered(&writes) {
             Ok(()) => {
                 self.metrics
                     .provenance_ledger_commits
