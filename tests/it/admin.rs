@@ -568,6 +568,9 @@ async fn audit_explain_and_metrics_for_security() {
         (Some("allow"), Some("exempted"))
     );
 
+    // The monitored calls' outcomes (which the metrics count) come through the provenance
+    // capture, after the ledger's next sync: wait for them.
+    crate::common::raw_records_of(&env.gateway).await;
     let (s, text) = call(&env, reqwest::Method::GET, "/metrics", Some(AUDITOR), None).await;
     assert_eq!(s, 200);
     let text = text.as_str().unwrap().to_string();

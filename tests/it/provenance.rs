@@ -695,10 +695,9 @@ async fn post_raw(
     (status, answer_kind, resp.bytes().await.unwrap().to_vec())
 }
 
-/// A captured call's outcome names its fingerprint count, its ledger entry carries the call's
-/// facts, the output's fingerprints find it, and the ledger file holds no text of it.
-#[tokio::test]
-async fn the_ledger_entry_joins_the_outcome_and_its_fingerprints_find_it() {
+/// A gateway with an auditor token, whose vendor answers `/v1/messages` with [`PROSE`] as
+/// Anthropic SSE in `chunks` pieces; the body the client should get.
+async fn prose_gateway(chunks: usize) -> (TestEnv, Vec<u8>) {
     let env = TestEnv::builder()
         .admin_token("sam", "auditor", AUDITOR)
         .start()
@@ -708,10 +707,26 @@ async fn the_ledger_entry_joins_the_outcome_and_its_fingerprints_find_it() {
         "/v1/messages",
         Canned {
             headers: vec![("content-type".into(), SSE.into())],
-            chunks: chunked(&body, 4),
+            chunks: chunked(&body, chunks),
             gap: Duration::from_millis(1),
         },
     );
+    (env, body)
+}
+
+/// A counter's value in the `/metrics` text.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// A captured call's outcome names its fingerprint count, its ledger entry carries the call's
+/// facts, the output's fingerprints find it, and the ledger file holds no text of it.
+#[tokio::test]
+async fn the_ledger_entry_joins_the_outcome_and_its_fingerprints_find_it() {
+    let (env, body) = prose_gateway(4).await;
     let (resp, id) =
         crate::common::anthropic_sdk_call(&env.client(false), r#"{"model":"claude-sonnet-4-5"}"#)
             .await;
@@ -1077,19 +1092,7 @@ async fn a_clean_shutdown_saves_the_filter_with_every_entry() {
 /// outcome still says `captured` only once its entry is in the ledger.
 #[tokio::test]
 async fn captures_finished_together_share_one_ledger_commit() {
-    let env = TestEnv::builder()
-        .admin_token("sam", "auditor", AUDITOR)
-        .start()
-        .await;
-    let body = anthropic_sse(PROSE);
-    env.vendor.serve(
-        "/v1/messages",
-        Canned {
-            headers: vec![("content-type".into(), SSE.into())],
-            chunks: chunked(&body, 3),
-            gap: Duration::from_millis(1),
-        },
-    );
+    let (env, body) = prose_gateway(3).await;
     // The worker takes nothing while held: twelve responses finish and wait in its queue.
     env.gateway.hold_capture(true);
     let client = env.client(false);
@@ -1129,12 +1132,7 @@ async fn captures_finished_together_share_one_ledger_commit() {
         )),
         "{recorded} fingerprints recorded: {metrics}"
     );
-    let commits: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("aigate_provenance_ledger_commits_total "))
-        .unwrap_or_else(|| panic!("no commit counter in {metrics}"))
-        .parse()
-        .unwrap();
+    let commits = counter(&metrics, "aigate_provenance_ledger_commits_total");
     assert!(
         metrics.contains("aigate_provenance_captured_total 12\n"),
         "{metrics}"
@@ -1151,25 +1149,7 @@ async fn captures_finished_together_share_one_ledger_commit() {
 /// `captured`; released, one fsync covers the commits made meanwhile and the outcomes follow.
 #[tokio::test]
 async fn outcomes_wait_for_the_ledger_sync() {
-    let env = TestEnv::builder()
-        .admin_token("sam", "auditor", AUDITOR)
-        .start()
-        .await;
-    let body = anthropic_sse(PROSE);
-    env.vendor.serve(
-        "/v1/messages",
-        Canned {
-            headers: vec![("content-type".into(), SSE.into())],
-            chunks: chunked(&body, 3),
-            gap: Duration::from_millis(1),
-        },
-    );
-    let counter = |metrics: &str, name: &str| -> u64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
-    };
+    let (env, body) = prose_gateway(3).await;
     env.gateway.hold_capture_sync(true);
     let client = env.client(false);
     let mut ids = Vec::new();
