@@ -14,8 +14,9 @@
 //! that finish together are recorded together (group commit): the worker keeps finished
 //! captures while more messages are waiting, up to `BATCH_MAX` or `BATCH_DELAY`, then records
 //! them in one ledger commit, written to the operating system without an fsync; the sync thread
-//! (`durable`) fsyncs the ledger at most every 100 ms and writes their outcomes after it. Chunks count against the bound; the three control messages of a response (start,
-//! end, abandon) do not, so a full queue can never strand a worker's state or an outcome.
+//! (`durable`) fsyncs the ledger at most every 100 ms and writes their outcomes after it.
+//! Chunks count against the bound; the three control messages of a response (start, end,
+//! abandon) do not, so a full queue can never strand a worker's state or an outcome.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -118,7 +119,7 @@ pub struct Capturer {
     ending: Arc<AtomicUsize>,
     /// The sync thread (with a recorder): its queue, its thread and its test hold.
     sync: Option<SyncThread>,
-    sync_hold: Arc<durable::Hold>,
+    sync_hold: Arc<Hold>,
 }
 
 /// `provenance.worker_priority = "low"`: the calling worker thread at nice 19, so at full load
@@ -130,15 +131,20 @@ fn lower_priority() {
     }
 }
 
-/// Lets tests stop the workers (a slow worker, made certain).
+/// Lets tests stop a thread of the pipeline (a slow worker, a late sync, made certain).
 #[derive(Default)]
-struct Hold {
+pub(super) struct Hold {
     held: Mutex<bool>,
     released: Condvar,
 }
 
 impl Hold {
-    fn wait(&self) {
+    pub(super) fn set(&self, held: bool) {
+        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = held;
+        self.released.notify_all();
+    }
+
+    pub(super) fn wait(&self) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         while *held {
             held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
@@ -159,7 +165,7 @@ impl Capturer {
         let queued_bytes = Arc::new(AtomicUsize::new(0));
         let ending = Arc::new(AtomicUsize::new(0));
         let hold = Arc::new(Hold::default());
-        let sync_hold = Arc::new(durable::Hold::default());
+        let sync_hold = Arc::new(Hold::default());
         let priority = cfg.worker_priority;
         let sync = match recorder.as_ref().filter(|r| r.defers_sync()) {
             Some(recorder) => Some(SyncThread::start(
@@ -300,8 +306,7 @@ impl Capturer {
     /// Test hook: while held, the workers take nothing from the queue.
     #[doc(hidden)]
     pub fn hold_workers(&self, held: bool) {
-        *self.hold.held.lock().unwrap_or_else(|p| p.into_inner()) = held;
-        self.hold.released.notify_all();
+        self.hold.set(held);
     }
 
     /// Test hook: while held, the sync thread neither fsyncs the ledger nor writes the outcome

@@ -9,11 +9,11 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SendError, Sender, channel};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::capture::Recorder;
+use super::capture::{Hold, Recorder};
 use crate::audit::record::ProvenanceMark;
 use crate::audit::{AuditLog, AuditRecord};
 use crate::metrics::Metrics;
@@ -29,27 +29,6 @@ pub(super) enum Msg {
     Outcomes(Vec<AuditRecord>),
     /// Sync what is waiting, write it, and end.
     Stop,
-}
-
-/// Lets tests hold the sync (outcomes waiting for it, made certain).
-#[derive(Default)]
-pub(super) struct Hold {
-    held: Mutex<bool>,
-    released: Condvar,
-}
-
-impl Hold {
-    pub(super) fn set(&self, held: bool) {
-        *self.held.lock().unwrap_or_else(|p| p.into_inner()) = held;
-        self.released.notify_all();
-    }
-
-    pub(super) fn wait(&self) {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        while *held {
-            held = self.released.wait(held).unwrap_or_else(|p| p.into_inner());
-        }
-    }
 }
 
 /// The sync thread, as the capture pipeline holds it.
@@ -132,8 +111,7 @@ impl Syncer {
                 Ok(Msg::Stop) | Err(_) => return,
             };
             // Sleep out the rest of the window since the last sync, then take what came
-            // meanwhile: waking for each commit's records (hundreds a second) would cost the
-            // forwarding as much as the fsyncs this thread saves it.
+            // meanwhile, rather than wake for each commit's records (hundreds a second).
             if let Some(left) =
                 last.and_then(|t| (t + SYNC_EVERY).checked_duration_since(Instant::now()))
             {
