@@ -57,7 +57,7 @@ impl SyncThread {
             hold,
         };
         let thread = std::thread::Builder::new()
-            .name("aigate-capture-sync".into())
+            .name("ledger-sync".into())
             .spawn(move || {
                 on_start();
                 syncer.run()

@@ -554,8 +554,8 @@ async fn capture_off_leaves_the_record_without_provenance() {
 /// The shipped policy's capture workers (`worker_priority = "low"`, the default) run at nice 19
 /// (their threads, in this process), and so do the embedded ledger's store's own threads (its
 /// flush, compaction and monitor threads, which inherit the priority of the thread that opened
-/// it), and the workers still capture what the vendor sends back. Fails if either is left at
-/// normal priority.
+/// it) and the sync thread that fsyncs it, and the workers still capture what the vendor sends
+/// back. Fails if any of them is left at normal priority.
 #[tokio::test]
 async fn capture_workers_and_the_ledger_s_threads_run_at_nice_19_and_still_capture() {
     let env = TestEnv::builder().start().await;
@@ -577,7 +577,12 @@ async fn capture_workers_and_the_ledger_s_threads_run_at_nice_19_and_still_captu
     };
     // Other tests' gateways run in this process too: at least one of each at 19 is this one's
     // (nothing else lowers a thread's priority).
-    for names in [&["aigate-capture"][..], &["flusher"], &["compactor"]] {
+    for names in [
+        &["aigate-capture"][..],
+        &["ledger-sync"],
+        &["flusher"],
+        &["compactor"],
+    ] {
         let mut niced = false;
         for _ in 0..100 {
             niced = nice_of(names).contains(&19);
