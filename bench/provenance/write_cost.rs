@@ -5,10 +5,12 @@
 //! 58: a 528-character answer, as `bench/capture.sh` sends) fingerprints each, in group commits
 //! of `AIGATE_WRITE_BATCH` (default 22: about 4,400 answers a second in 200 fsyncs), into a
 //! fresh ledger, then waits for the store's background work (memtable flushes, compactions)
-//! to settle. Reports the CPU time of every thread of the process per answer: the writes
-//! themselves, and the flushes and compactions they cause, which run on the same cores as the
-//! forwarding path (docs/provenance.md, "Capture cost": what capture costs the gateway is its
-//! CPU time). CPU time is the process's (`/proc/self/stat`), so threads that ended count too.
+//! to settle. `AIGATE_WRITE_SAME=1` gives every answer the same fingerprints, as `capture.sh`
+//! without `--vary` sends the same text (measured 2026-12-06: no dearer than random ones).
+//! Reports the CPU time of every thread of the process per answer: the writes themselves, and
+//! the flushes and compactions they cause, which run on the same cores as the forwarding path
+//! (docs/provenance.md, "Capture cost": what capture costs the gateway is its CPU time). CPU
+//! time is the process's (`/proc/self/stat`), so threads that ended count too.
 //! Run: `cargo bench --bench provenance_write_cost` (`CARGO_PROFILE_RELEASE_LTO=off` is enough).
 
 use std::time::{Duration, Instant};
@@ -69,6 +71,7 @@ fn main() {
     let answers = env("AIGATE_WRITE_ANSWERS", 100_000);
     let prints = env("AIGATE_WRITE_PRINTS", 58);
     let per_batch = env("AIGATE_WRITE_BATCH", 22).max(1);
+    let same = env("AIGATE_WRITE_SAME", 0) == 1;
     let dir = std::env::temp_dir().join(format!("aigate-write-cost-{}", std::process::id()));
     let ledger = match EmbeddedLedger::open(&dir) {
         Ok(l) => l,
@@ -84,7 +87,9 @@ fn main() {
                 .map(|n| {
                     (
                         entry(n, prints),
-                        (0..prints).map(|i| mix(n << 20 | i)).collect(),
+                        (0..prints)
+                            .map(|i| if same { mix(i) } else { mix(n << 20 | i) })
+                            .collect(),
                     )
                 })
                 .collect()
