@@ -313,12 +313,11 @@ impl EmbeddedLedger {
         // The entries whose fingerprints were held in memory when the ledger was last closed
         // (by a crash: closing writes them).
         let mut pending = Pending::default();
-        let mut held = Vec::new();
-        for row in entry_prints.range(indexed.to_be_bytes()..next.to_be_bytes()) {
-            let (n, v) = row.map_err(e)?;
-            unpack_into(&v, &mut held);
-            pending.add(be(&n), &held);
-        }
+        walk_prints(&entry_prints, indexed..next, |n, held| {
+            pending.add(n, held);
+            true
+        })
+        .map_err(e)?;
         let id = match meta.get(ID).map_err(e)? {
             Some(v) if v.len() == 16 => {
                 let mut id = [0u8; 16];
@@ -528,6 +527,25 @@ impl Drop for EmbeddedLedger {
     }
 }
 
+/// Calls `each` with the number and fingerprints of every entry numbered in `numbers`, in
+/// order, until it returns `false`: what the open (the held fingerprints), a filter's build and
+/// its catch-up read. One buffer serves every entry.
+fn walk_prints(
+    entry_prints: &PartitionHandle,
+    numbers: std::ops::Range<u64>,
+    mut each: impl FnMut(u64, &[u64]) -> bool,
+) -> Result<(), fjall::Error> {
+    let mut prints = Vec::new();
+    for row in entry_prints.range(numbers.start.to_be_bytes()..numbers.end.to_be_bytes()) {
+        let (n, v) = row?;
+        unpack_into(&v, &mut prints);
+        if !each(be(&n), &prints) {
+            break;
+        }
+    }
+    Ok(())
+}
+
 fn be(raw: &[u8]) -> u64 {
     let mut b = [0u8; 8];
     let n = raw.len().min(8);
@@ -570,16 +588,16 @@ impl Inner {
         // Sized from the index's count, which is cheap (from its files' metadata) and errs
         // high (removed keys until compaction): a filter sized high only costs memory.
         let mut filter = Filter::with_capacity(self.prints.approximate_len() as u64);
-        let mut prints = Vec::new();
-        for row in self.entry_prints.range(..upto.to_be_bytes()) {
-            if self.closing.load(Ordering::Relaxed) {
-                return Ok(None);
+        let mut closed = false;
+        walk_prints(&self.entry_prints, 0..upto, |_, prints| {
+            closed = self.closing.load(Ordering::Relaxed);
+            if !closed {
+                filter.insert(prints);
             }
-            let (_, v) = row.map_err(|e| self.err(e))?;
-            unpack_into(&v, &mut prints);
-            filter.insert(&prints);
-        }
-        Ok(Some(filter))
+            !closed
+        })
+        .map_err(|e| self.err(e))?;
+        Ok((!closed).then_some(filter))
     }
 
     /// Build a filter sized for today's ledger on a thread of its own and swap it in, unless
@@ -697,17 +715,13 @@ impl Inner {
     /// Add to `filter` the fingerprints of the entries numbered `from` to `to` (exclusive);
     /// how many entries there were.
     fn add_entries(&self, filter: &mut Filter, from: u64, to: u64) -> Result<u64, LedgerError> {
-        let mut prints = Vec::new();
         let mut added = 0;
-        for row in self
-            .entry_prints
-            .range(from.to_be_bytes()..to.to_be_bytes())
-        {
-            let (_, v) = row.map_err(|e| self.err(e))?;
-            unpack_into(&v, &mut prints);
-            filter.insert(&prints);
+        walk_prints(&self.entry_prints, from..to, |_, prints| {
+            filter.insert(prints);
             added += 1;
-        }
+            true
+        })
+        .map_err(|e| self.err(e))?;
         Ok(added)
     }
 
