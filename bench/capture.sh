@@ -18,7 +18,7 @@
 # against the output the gateway captured (the sum of provenance_chars of its outcome records), and
 # the CPU time of aigate's threads per answer during the measured runs, by thread name (from
 # /proc/PID/task/*/stat before and after; the rows of results.jsonl hold it per rep as "cpu").
-# --worker-priority low renders provenance.worker_priority = "low" (the capture workers at nice 19);
+# --worker-priority low renders provenance.worker_priority = "low" (the capture workers at SCHED_IDLE);
 # the provenance marks then say how many captures a full queue dropped. --vary makes every answer's
 # text differ (sse-upstream's vary=1), as real ones do, so the ledger indexes new fingerprints each
 # time; without it every answer is the same text and the ledger's keys repeat.

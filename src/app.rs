@@ -433,11 +433,11 @@ fn start_provenance(
             let ledger = if config.provenance.worker_priority == crate::config::WorkerPriority::Low
             {
                 // The store's flush, compaction and monitor threads (and the filter's rebuild)
-                // inherit the opening thread's priority: at "low" they yield to the data path as
+                // inherit the opening thread's policy: at "low" they yield to the data path as
                 // the capture workers do (docs/provenance.md, "Capture cost").
-                let (ledger, lowered) = crate::background::at_lowest_priority(open);
+                let (ledger, lowered) = crate::background::at_idle_priority(open);
                 if let Err(e) = lowered {
-                    tracing::warn!(error = %e, "provenance.worker_priority = \"low\": cannot lower the ledger's background threads' priority; they run at normal priority");
+                    tracing::warn!(error = %e, "provenance.worker_priority = \"low\": cannot put the ledger's background threads at idle priority");
                 }
                 ledger
             } else {

@@ -3,6 +3,13 @@
 //! take the time the data path leaves idle instead of preempting it (docs/performance.md on the
 //! audit threads, docs/provenance.md "Capture cost" on the capture workers and the ledger's
 //! store).
+//!
+//! Two levels. Nice 19 ([`lowest_priority`]) for the audit log's helpers: a call's record waits
+//! in their queue, so they must keep a share of a saturated core. `SCHED_IDLE`
+//! ([`idle_priority`]) for capture: nothing waits for it, and its queue drops what it cannot
+//! keep. A nice-19 thread still holds the core until the scheduler's next decision when a
+//! forwarding thread wakes; a `SCHED_IDLE` one is preempted at the wake-up. That difference was
+//! 0.916 against 0.945 of the capture-off throughput in `bench/capture.sh`.
 
 /// Nice 19 for the calling thread only. Linux keeps a nice value per thread; elsewhere it is the
 /// whole process's, so this does nothing there and says so.
@@ -22,15 +29,45 @@ pub fn lowest_priority() -> std::io::Result<()> {
     }
 }
 
-/// Runs `f` on a thread of its own at the lowest priority and returns what it returns. On Linux
-/// a thread starts at its creator's nice value, so the threads `f` starts run there too: that is
-/// how the embedded ledger's store (whose flush, compaction and monitor threads it starts when it
-/// opens) gets it. If the priority cannot be set, `f` runs anyway, at normal priority, and the
-/// error is returned beside its result.
-pub fn at_lowest_priority<T: Send>(f: impl FnOnce() -> T + Send) -> (T, std::io::Result<()>) {
+/// `SCHED_IDLE` for the calling thread only (Linux), and nice 19 (which that policy ignores, but
+/// where `SCHED_IDLE` is refused, by a seccomp filter say, the thread still gets the lowest nice
+/// value). The error says which step failed.
+pub fn idle_priority() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        // The crate sets the policy, then the nice value to the policy's minimum (0 for
+        // SCHED_IDLE): nice 19 comes after.
+        let idle = set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        );
+        lowest_priority()?;
+        idle.map_err(|e| {
+            std::io::Error::other(format!(
+                "SCHED_IDLE refused ({e:?}); the thread is at nice 19"
+            ))
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        lowest_priority()
+    }
+}
+
+/// Runs `f` on a thread of its own under [`idle_priority`] and returns what it returns. On
+/// Linux a thread starts with its creator's policy and nice value, so the threads `f` starts
+/// run there too: that is how the embedded ledger's store (whose flush, compaction and monitor
+/// threads it starts when it opens) gets it. If the priority cannot be set, `f` runs anyway, and
+/// the error is returned beside its result.
+pub fn at_idle_priority<T: Send>(f: impl FnOnce() -> T + Send) -> (T, std::io::Result<()>) {
     std::thread::scope(|s| {
         let run = s.spawn(|| {
-            let lowered = lowest_priority();
+            let lowered = idle_priority();
             (f(), lowered)
         });
         match run.join() {
@@ -53,16 +90,47 @@ mod tests {
             .unwrap_or(i64::MIN)
     }
 
-    /// `f` and the threads it starts run at nice 19; the caller's priority is left alone.
+    /// The calling thread's scheduling policy (field 41 of its stat; 5 is `SCHED_IDLE`).
+    fn own_policy() -> i64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+        let after_name = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+        after_name
+            .split(' ')
+            .nth(38)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(i64::MIN)
+    }
+
+    /// `f` and the threads it starts run under `SCHED_IDLE` at nice 19; the caller's priority
+    /// and policy are left alone.
     #[test]
-    fn threads_started_at_the_lowest_priority_inherit_it() {
-        let before = own_nice();
-        let ((inside, child), lowered) = super::at_lowest_priority(|| {
-            let child = std::thread::spawn(own_nice).join().unwrap_or(i64::MIN);
-            (own_nice(), child)
+    fn threads_started_at_idle_priority_inherit_it() {
+        let before = (own_nice(), own_policy());
+        let own = || (own_nice(), own_policy());
+        let ((inside, child), lowered) = super::at_idle_priority(|| {
+            let child = std::thread::spawn(own)
+                .join()
+                .unwrap_or((i64::MIN, i64::MIN));
+            (own(), child)
         });
         lowered.unwrap();
-        assert_eq!((inside, child), (19, 19));
-        assert_eq!(own_nice(), before, "the caller's own priority changed");
+        let idle = 5; // SCHED_IDLE
+        assert_eq!((inside, child), ((19, idle), (19, idle)));
+        assert_eq!(
+            (own_nice(), own_policy()),
+            before,
+            "the caller's own priority changed"
+        );
+    }
+
+    /// The audit log's helpers stay in the normal policy at nice 19.
+    #[test]
+    fn the_lowest_priority_is_nice_19_in_the_normal_policy() {
+        let got =
+            std::thread::spawn(|| super::lowest_priority().map(|()| (own_nice(), own_policy())))
+                .join()
+                .unwrap()
+                .unwrap();
+        assert_eq!(got, (19, 0)); // SCHED_OTHER
     }
 }

@@ -122,12 +122,12 @@ pub struct Capturer {
     sync_hold: Arc<Hold>,
 }
 
-/// `provenance.worker_priority = "low"`: the calling worker thread at nice 19, so at full load
-/// the data path keeps the core and a full queue drops captures instead (measured in
-/// docs/provenance.md, "Capture cost").
+/// `provenance.worker_priority = "low"`: the calling worker thread under `SCHED_IDLE`, so at
+/// full load the data path keeps the core and a full queue drops captures instead (measured in
+/// docs/provenance.md, "Capture cost"). The index runs it starts inherit it.
 fn lower_priority() {
-    if let Err(e) = crate::background::lowest_priority() {
-        tracing::warn!(error = %e, "provenance.worker_priority = \"low\": cannot lower the capture worker's priority; it runs at normal priority");
+    if let Err(e) = crate::background::idle_priority() {
+        tracing::warn!(error = %e, "provenance.worker_priority = \"low\": cannot put the capture worker at idle priority");
     }
 }
 

@@ -551,16 +551,17 @@ async fn capture_off_leaves_the_record_without_provenance() {
     assert!(r.get("provenance").is_none(), "{r}");
 }
 
-/// The shipped policy's capture workers (`worker_priority = "low"`, the default) run at nice 19
-/// (their threads, in this process), and so do the embedded ledger's store's own threads (its
-/// flush, compaction and monitor threads, which inherit the priority of the thread that opened
-/// it) and the sync thread that fsyncs it, and the workers still capture what the vendor sends
-/// back. Fails if any of them is left at normal priority.
+/// The shipped policy's capture workers (`worker_priority = "low"`, the default) run under
+/// `SCHED_IDLE` at nice 19 (their threads, in this process), and so do the embedded ledger's
+/// store's own threads (its flush, compaction and monitor threads, which inherit the policy of
+/// the thread that opened it) and the sync thread that fsyncs it, and the workers still capture
+/// what the vendor sends back. Fails if any of them is left in the normal policy.
 #[tokio::test]
-async fn capture_workers_and_the_ledger_s_threads_run_at_nice_19_and_still_capture() {
+async fn capture_workers_and_the_ledger_s_threads_run_at_idle_priority_and_still_capture() {
     let env = TestEnv::builder().start().await;
-    // Field 19 of a thread's stat is its nice value; the name (field 2) has no spaces here.
-    let nice_of = |names: &[&str]| -> Vec<i64> {
+    // Fields 19 and 41 of a thread's stat are its nice value and its scheduling policy (5:
+    // SCHED_IDLE); the name (field 2) has no spaces here.
+    let priority_of = |names: &[&str]| -> Vec<(i64, i64)> {
         std::fs::read_dir("/proc/self/task")
             .unwrap()
             .filter_map(|t| {
@@ -570,31 +571,31 @@ async fn capture_workers_and_the_ledger_s_threads_run_at_nice_19_and_still_captu
                     return None;
                 }
                 let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
-                let after_name = &stat[stat.rfind(')')? + 2..];
-                after_name.split(' ').nth(16)?.parse().ok()
+                let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split(' ').collect();
+                Some((fields.get(16)?.parse().ok()?, fields.get(38)?.parse().ok()?))
             })
             .collect()
     };
-    // Other tests' gateways run in this process too: at least one of each at 19 is this one's
-    // (nothing else lowers a thread's priority).
+    // Other tests' gateways run in this process too: at least one of each that is idle is this
+    // one's (nothing else puts a thread in SCHED_IDLE).
     for names in [
         &["aigate-capture"][..],
         &["ledger-sync"],
         &["flusher"],
         &["compactor"],
     ] {
-        let mut niced = false;
+        let mut idle = false;
         for _ in 0..100 {
-            niced = nice_of(names).contains(&19);
-            if niced {
+            idle = priority_of(names).contains(&(19, 5));
+            if idle {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert!(
-            niced,
-            "no {names:?} thread at nice 19: {:?}",
-            nice_of(names)
+            idle,
+            "no {names:?} thread at SCHED_IDLE and nice 19: {:?}",
+            priority_of(names)
         );
     }
     let r = one_message_answered(&env).await;
