@@ -7,9 +7,11 @@
 //! Two levels. Nice 19 ([`lowest_priority`]) for the audit log's helpers: a call's record waits
 //! in their queue, so they must keep a share of a saturated core. `SCHED_IDLE`
 //! ([`idle_priority`]) for capture: nothing waits for it, and its queue drops what it cannot
-//! keep. A nice-19 thread still holds the core until the scheduler's next decision when a
-//! forwarding thread wakes; a `SCHED_IDLE` one is preempted at the wake-up. That difference was
-//! 0.916 against 0.945 of the capture-off throughput in `bench/capture.sh`.
+//! keep. When a forwarding thread wakes, a nice-19 thread on the core can keep it for the rest
+//! of its time slice (the scheduler protects a running thread's slice); a `SCHED_IDLE` one is
+//! preempted at the wake-up. In
+//! `bench/capture.sh` that took capture-on throughput from 0.91–0.94 of capture off to
+//! 0.95–0.97 (docs/provenance.md, "Capture cost").
 
 /// Nice 19 for the calling thread only. Linux keeps a nice value per thread; elsewhere it is the
 /// whole process's, so this does nothing there and says so.
@@ -79,34 +81,27 @@ pub fn at_idle_priority<T: Send>(f: impl FnOnce() -> T + Send) -> (T, std::io::R
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
-    /// The calling thread's nice value (field 19 of its stat; its name has no spaces here).
-    fn own_nice() -> i64 {
+    /// The calling thread's nice value and scheduling policy (fields 19 and 41 of its stat; its
+    /// name has no spaces here; policy 5 is `SCHED_IDLE`, 0 `SCHED_OTHER`).
+    fn own() -> (i64, i64) {
         let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-        let after_name = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
-        after_name
+        let fields: Vec<&str> = stat[stat.rfind(')').map_or(0, |i| i + 2)..]
             .split(' ')
-            .nth(16)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(i64::MIN)
-    }
-
-    /// The calling thread's scheduling policy (field 41 of its stat; 5 is `SCHED_IDLE`).
-    fn own_policy() -> i64 {
-        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-        let after_name = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
-        after_name
-            .split(' ')
-            .nth(38)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(i64::MIN)
+            .collect();
+        let field = |n: usize| {
+            fields
+                .get(n)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(i64::MIN)
+        };
+        (field(16), field(38))
     }
 
     /// `f` and the threads it starts run under `SCHED_IDLE` at nice 19; the caller's priority
     /// and policy are left alone.
     #[test]
     fn threads_started_at_idle_priority_inherit_it() {
-        let before = (own_nice(), own_policy());
-        let own = || (own_nice(), own_policy());
+        let before = own();
         let ((inside, child), lowered) = super::at_idle_priority(|| {
             let child = std::thread::spawn(own)
                 .join()
@@ -116,21 +111,16 @@ mod tests {
         lowered.unwrap();
         let idle = 5; // SCHED_IDLE
         assert_eq!((inside, child), ((19, idle), (19, idle)));
-        assert_eq!(
-            (own_nice(), own_policy()),
-            before,
-            "the caller's own priority changed"
-        );
+        assert_eq!(own(), before, "the caller's own priority changed");
     }
 
     /// The audit log's helpers stay in the normal policy at nice 19.
     #[test]
     fn the_lowest_priority_is_nice_19_in_the_normal_policy() {
-        let got =
-            std::thread::spawn(|| super::lowest_priority().map(|()| (own_nice(), own_policy())))
-                .join()
-                .unwrap()
-                .unwrap();
+        let got = std::thread::spawn(|| super::lowest_priority().map(|()| own()))
+            .join()
+            .unwrap()
+            .unwrap();
         assert_eq!(got, (19, 0)); // SCHED_OTHER
     }
 }
