@@ -9,9 +9,8 @@
 //! ([`idle_priority`]) for capture: nothing waits for it, and its queue drops what it cannot
 //! keep. When a forwarding thread wakes, a nice-19 thread on the core can keep it for the rest
 //! of its time slice (the scheduler protects a running thread's slice); a `SCHED_IDLE` one is
-//! preempted at the wake-up. In
-//! `bench/capture.sh` that took capture-on throughput from 0.91–0.94 of capture off to
-//! 0.95–0.97 (docs/provenance.md, "Capture cost").
+//! preempted at the wake-up. In `bench/capture.sh` that took capture-on throughput from
+//! 0.91–0.94 of capture off to 0.95–0.97 (docs/provenance.md, "Capture cost").
 
 /// Nice 19 for the calling thread only. Linux keeps a nice value per thread; elsewhere it is the
 /// whole process's, so this does nothing there and says so.
@@ -50,8 +49,15 @@ pub fn idle_priority() -> std::io::Result<()> {
         );
         lowest_priority()?;
         idle.map_err(|e| {
+            // An errno reads better as the system's message ("Operation not permitted").
+            let why = match e {
+                thread_priority::Error::OS(code) => {
+                    std::io::Error::from_raw_os_error(code).to_string()
+                }
+                other => other.to_string(),
+            };
             std::io::Error::other(format!(
-                "SCHED_IDLE refused ({e:?}); the thread is at nice 19"
+                "SCHED_IDLE refused ({why}); the thread is at nice 19"
             ))
         })
     }

@@ -328,9 +328,9 @@ pub struct ProvenanceConfig {
     pub retention: Duration,
     /// Response chunks waiting for the workers, over all responses; beyond it a response's
     /// capture is dropped rather than the client slowed. The default holds about a tenth of a
-    /// second of a saturated gateway's SSE answers (650 of 50 events), the backlog an idle-priority
-    /// worker meets while the data path has the core; 4,096 dropped 2–3 % of the captures in
-    /// `bench/capture.sh`. `queue_bytes` bounds the memory either way.
+    /// second of a saturated gateway's SSE answers (650 of 50 events), the backlog an
+    /// idle-priority worker meets while the data path has the core; 4,096 dropped 2–3 % of the
+    /// captures in `bench/capture.sh`. `queue_bytes` bounds the memory either way.
     pub queue: usize,
     /// The same queue bounded by the bytes of its chunks: a few huge responses cannot hold
     /// more memory than this while the workers catch up.
