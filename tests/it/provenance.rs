@@ -720,6 +720,20 @@ async fn prose_gateway(chunks: usize) -> (TestEnv, Vec<u8>) {
     (env, body)
 }
 
+/// `n` calls through `env`'s gateway (as the Anthropic SDK makes them), each answered with
+/// `body` byte for byte: their record ids.
+async fn prose_calls(env: &TestEnv, body: &[u8], n: usize) -> Vec<String> {
+    let client = env.client(false);
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let (resp, id) =
+            crate::common::anthropic_sdk_call(&client, r#"{"model":"claude-sonnet-4-5"}"#).await;
+        assert!(resp.bytes().await.unwrap()[..] == body[..]);
+        ids.push(id);
+    }
+    ids
+}
+
 /// A counter's value in the `/metrics` text.
 fn counter(metrics: &str, name: &str) -> u64 {
     metrics
@@ -1101,14 +1115,7 @@ async fn captures_finished_together_share_one_ledger_commit() {
     let (env, body) = prose_gateway(3).await;
     // The worker takes nothing while held: twelve responses finish and wait in its queue.
     env.gateway.hold_capture(true);
-    let client = env.client(false);
-    let mut ids = Vec::new();
-    for _ in 0..12 {
-        let (resp, id) =
-            crate::common::anthropic_sdk_call(&client, r#"{"model":"claude-sonnet-4-5"}"#).await;
-        ids.push(id);
-        assert!(resp.bytes().await.unwrap()[..] == body[..]);
-    }
+    let ids = prose_calls(&env, &body, 12).await;
     for _ in 0..400 {
         if env.gateway.captures_in_transit() == 12 {
             break;
@@ -1157,14 +1164,7 @@ async fn captures_finished_together_share_one_ledger_commit() {
 async fn outcomes_wait_for_the_ledger_sync() {
     let (env, body) = prose_gateway(3).await;
     env.gateway.hold_capture_sync(true);
-    let client = env.client(false);
-    let mut ids = Vec::new();
-    for _ in 0..5 {
-        let (resp, id) =
-            crate::common::anthropic_sdk_call(&client, r#"{"model":"claude-sonnet-4-5"}"#).await;
-        assert!(resp.bytes().await.unwrap()[..] == body[..]);
-        ids.push(id);
-    }
+    let ids = prose_calls(&env, &body, 5).await;
     // Every entry reaches the ledger while the sync is held.
     for id in &ids {
         let mut status = 0;
