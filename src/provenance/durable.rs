@@ -4,8 +4,8 @@
 //! [`SYNC_EVERY`], then writes the outcome records that waited for it. So an outcome record that
 //! says `captured` still never reaches the audit log before its entry is on disk, after a power
 //! cut too, while the fsyncs a busy gateway pays fall from one per group commit (hundreds a
-//! second) to ten a second. Those fsyncs, not the capture's CPU time, were what cost the
-//! forwarding its throughput (docs/provenance.md, "Capture cost").
+//! second) to ten a second. Those fsyncs' disk interrupts cost the forwarding a few points of
+//! throughput on a two-core machine (docs/provenance.md, "Capture cost").
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SendError, Sender, channel};

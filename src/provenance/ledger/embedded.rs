@@ -5,10 +5,12 @@
 //! one a blind insert of a key nobody reads back soon. redb, the first store, rewrote B-tree
 //! pages for each of them (copy-on-write, ~124k instructions a fingerprint under callgrind);
 //! fjall appends the batch to its journal and a sorted in-memory table, and sorts it into files
-//! in the background. A batch (the worker's group commit) is one journal record, written and
-//! fsynced before [`Ledger::record_many`] returns, so an outcome record that names an entry
-//! still always has it after a `kill -9` or a power cut: recovery replays the journal, and a
-//! batch cut short by a crash is dropped whole.
+//! in the background. A batch (the worker's group commit) is one journal record, fsynced before
+//! [`Ledger::record_many`] returns; the capture worker's [`Ledger::record_many_buffered`] only
+//! writes it to the operating system, and the sync thread's [`Ledger::sync`] fsyncs before the
+//! outcome records are written (`provenance::durable`). Either way an outcome record that names
+//! an entry still always has it after a `kill -9` or a power cut: recovery replays the journal,
+//! and a batch cut short by a crash is dropped whole.
 //!
 //! Partitions:
 //! - `entries`: entry number (BE u64) → the entry (JSON); numbers rise in the order written.
